@@ -1,0 +1,60 @@
+// fusecheck: one binary, subcommands registered by harness/cli/cli_*.cpp.
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "harness/cli/command.h"
+#include "harness/core/error.h"
+#include "harness/core/version.h"
+
+namespace fusecheck::cli {
+
+namespace {
+std::vector<CommandSpec>& commands() {
+  static std::vector<CommandSpec> c;
+  return c;
+}
+}  // namespace
+
+CommandRegistrar::CommandRegistrar(CommandSpec spec) { commands().push_back(std::move(spec)); }
+const std::vector<CommandSpec>& registered_commands() { return commands(); }
+
+}  // namespace fusecheck::cli
+
+int main(int argc, char** argv) {
+  using namespace fusecheck;
+  CLI::App app{"fusecheck: validates and benchmarks fused LLM kernels against FP32/FP64 references"};
+  app.set_version_flag("--version", fmt::format("fusecheck {} (git {})", version_string(), git_sha()));
+  app.require_subcommand(1);
+
+  auto specs = cli::registered_commands();
+  std::sort(specs.begin(), specs.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::vector<std::function<int()>> runners(specs.size());
+  std::vector<CLI::App*> subs(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    subs[i] = app.add_subcommand(specs[i].name, specs[i].help);
+    runners[i] = specs[i].setup(*subs[i]);
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (!subs[i]->parsed()) continue;
+    try {
+      return runners[i]();
+    } catch (const InputError& e) {
+      std::fprintf(stderr, "fusecheck %s: error: %s\n", specs[i].name.c_str(), e.what());
+      return specs[i].input_error_exit_code;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "fusecheck %s: internal error: %s\n", specs[i].name.c_str(), e.what());
+      return 70;
+    }
+  }
+  return 0;
+}

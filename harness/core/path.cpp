@@ -1,0 +1,54 @@
+// Default behaviours of Path and the path registry.
+#include <algorithm>
+#include <stdexcept>
+
+#include "harness/core/error.h"
+#include "harness/core/path.h"
+#include "harness/core/path_registry.h"
+
+namespace fusecheck {
+
+void Path::set_perturbation(std::optional<Perturbation> p) {
+  if (p) throw std::logic_error(name() + " does not support perturbation");
+}
+
+std::vector<OpTiming> Path::time_layer(int, int, int, const TimingOptions&) { return {}; }
+
+namespace {
+std::vector<PathInfo>& registry() {
+  static std::vector<PathInfo> r;
+  return r;
+}
+}  // namespace
+
+void register_path(PathInfo info) {
+  auto& r = registry();
+  auto it = std::find_if(r.begin(), r.end(), [&](const PathInfo& p) { return p.name == info.name; });
+  if (it != r.end()) {
+    *it = std::move(info);
+  } else {
+    r.push_back(std::move(info));
+  }
+}
+
+const std::vector<PathInfo>& registered_paths() { return registry(); }
+
+const PathInfo* find_path(const std::string& name) {
+  for (const auto& p : registry()) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+std::unique_ptr<Path> make_path(const std::string& name, const Checkpoint& ckpt,
+                                const PathOptions& opts) {
+  const PathInfo* info = find_path(name);
+  if (!info) {
+    std::string known;
+    for (const auto& p : registry()) known += (known.empty() ? "" : ", ") + p.name;
+    throw InputError("", "unknown path '" + name + "' (known: " + known + ")");
+  }
+  return info->factory(ckpt, opts);
+}
+
+}  // namespace fusecheck
