@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,5 +36,35 @@ void write_safetensors(const std::filesystem::path& file, const std::vector<Tens
 // model.safetensors.index.json.
 void write_hf_checkpoint(const std::filesystem::path& dir, const std::string& config_json,
                          const std::vector<TensorToWrite>& tensors, std::uint64_t shard_bytes = 0);
+
+// Streaming form, for checkpoints too large to hold in memory (a synthetic 8B model):
+// tensors are declared up front and their bytes are asked for piece by piece.
+struct TensorLayout {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::uint64_t nbytes() const;
+};
+
+// Fills `out` with bytes [byte_offset, byte_offset + out.size()) of tensor `index`.
+// Pieces start at multiples of kTensorFillPieceBytes within the tensor and are at most
+// that long, so a generator can cut its work at fixed boundaries.
+inline constexpr std::uint64_t kTensorFillPieceBytes = std::uint64_t{64} << 20;
+using TensorBytesFill =
+    std::function<void(std::size_t index, std::uint64_t byte_offset, std::span<std::byte> out)>;
+
+struct WrittenFile {
+  std::filesystem::path path;
+  std::uint64_t bytes = 0;
+};
+
+// Same layout rules as write_hf_checkpoint (which is built on it); returns the files
+// written, config.json first. Stale model*.safetensors / index files in `dir` are removed
+// first so an earlier, differently sharded checkpoint cannot shadow this one.
+std::vector<WrittenFile> write_hf_checkpoint_streamed(const std::filesystem::path& dir,
+                                                      const std::string& config_json,
+                                                      const std::vector<TensorLayout>& tensors,
+                                                      const TensorBytesFill& fill,
+                                                      std::uint64_t shard_bytes = 0);
 
 }  // namespace fusecheck
