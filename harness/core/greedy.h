@@ -1,0 +1,38 @@
+// Greedy decoding over any Path: prefill the prompt, then feed each argmax token back one
+// at a time through the KV cache. Used by `fusecheck generate`, the oracle test and the
+// harness's end-to-end checks, for CPU and GPU paths alike.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "harness/core/path.h"
+
+namespace fusecheck {
+
+struct GreedyStep {
+  std::int32_t token = 0;   // argmax of the logits (lowest id on ties, as torch.argmax)
+  double top_logit = 0;
+  double margin = 0;        // top logit minus the runner-up: small margins flip first
+};
+
+struct GreedyResult {
+  std::vector<std::int32_t> ids;  // the generated tokens (prompt excluded)
+  std::vector<GreedyStep> steps;
+};
+
+// Called after each forward with the step index and the layer outputs (resid_out of
+// every layer, then the head's taps), e.g. to dump hidden states. May be empty.
+using GreedyObserver = std::function<void(int step, const std::vector<TapSet>& layers, const TapSet& head)>;
+
+// `steps` forwards (the prompt's prefill is the first) give `steps` new tokens. Throws
+// std::invalid_argument for an empty prompt or steps < 1.
+GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_t> prompt,
+                           int steps, const GreedyObserver& observer = {});
+
+// Index of the largest value of one row of logits (first on ties); NaN never wins.
+GreedyStep argmax_row(const TapMatrix& logits, Eigen::Index row);
+
+}  // namespace fusecheck

@@ -1,0 +1,82 @@
+// The built-in precision recipes (docs/recipes.md) and the headroom measurement.
+#include "reference/recipe.h"
+
+#include <initializer_list>
+
+#include "harness/core/error.h"
+
+namespace fusecheck {
+
+namespace {
+constexpr std::array<std::string_view, kRoundPointCount> kRoundPointNames = {
+    "weights", "layer_input",
+    "attn_norm.normalized", "attn_norm", "q", "k", "v",
+    "q_norm.normalized", "q_normed", "k_norm.normalized", "k_normed",
+    "rope.cos_sin", "rope.terms", "q_rope", "k_rope",
+    "scores", "scores.scaled", "probs", "attn", "o_proj", "resid_mid",
+    "mlp_norm.normalized", "mlp_norm", "gate", "up", "silu", "act", "down", "resid_out",
+    "final_norm.normalized", "final_norm", "logits",
+    "attn_norm.sumsq", "q_norm.sumsq", "k_norm.sumsq", "mlp_norm.sumsq", "final_norm.sumsq"};
+
+using P = RoundPoint;
+
+Recipe make_recipe(std::string name, std::string description, DType format,
+                   std::initializer_list<RoundPoint> rounded, bool unrounded_sum,
+                   bool fp32_angles) {
+  Recipe r;
+  r.name = std::move(name);
+  r.description = std::move(description);
+  r.format = format;
+  for (RoundPoint p : rounded) r.rounds[static_cast<int>(p)] = true;
+  r.mlp_norm_reads_unrounded_sum = unrounded_sum;
+  r.rope_angles_in_fp32 = fp32_angles;
+  return r;
+}
+
+// HF eager attention on a low-precision model: every PyTorch op rounds its output.
+std::vector<Recipe> make_builtin() {
+  const std::initializer_list<RoundPoint> hf = {
+      P::weights, P::layer_input, P::attn_norm_normalized, P::attn_norm, P::q, P::k, P::v,
+      P::q_norm_normalized, P::q_normed, P::k_norm_normalized, P::k_normed,
+      P::rope_cos_sin, P::rope_terms, P::q_rope, P::k_rope,
+      P::scores, P::scores_scaled, P::probs, P::attn, P::o_proj, P::resid_mid,
+      P::mlp_norm_normalized, P::mlp_norm, P::gate, P::up, P::silu, P::act, P::down,
+      P::resid_out, P::final_norm_normalized, P::final_norm, P::logits};
+  // One rounding per kernel output (docs/recipes.md, fused-v1 table).
+  const std::initializer_list<RoundPoint> fused = {
+      P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_rope, P::k_rope,
+      P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::act, P::resid_out, P::final_norm};
+  return {
+      make_recipe("hf-bf16", "Hugging Face transformers, bf16 model, eager attention",
+                  DType::BF16, hf, false, true),
+      make_recipe("hf-fp16", "Hugging Face transformers, fp16 model, eager attention",
+                  DType::F16, hf, false, true),
+      make_recipe("fused-v1", "fused kernels: bf16 between kernels, FP32 inside",
+                  DType::BF16, fused, true, false),
+      make_recipe("fused-v1-fp16", "fused kernels: fp16 between kernels, FP32 inside",
+                  DType::F16, fused, true, false),
+  };
+}
+}  // namespace
+
+std::string_view round_point_name(RoundPoint p) { return kRoundPointNames[static_cast<int>(p)]; }
+
+float Recipe::round(float x) const {
+  return format == DType::F16 ? round_to_fp16(x) : round_to_bf16(x);
+}
+
+const std::vector<Recipe>& builtin_recipes() {
+  static const std::vector<Recipe> recipes = make_builtin();
+  return recipes;
+}
+
+const Recipe& find_recipe(const std::string& name) {
+  for (const auto& r : builtin_recipes()) {
+    if (r.name == name) return r;
+  }
+  std::string known;
+  for (const auto& r : builtin_recipes()) known += (known.empty() ? "" : ", ") + r.name;
+  throw InputError("", "unknown recipe '" + name + "' (known: " + known + ")");
+}
+
+}  // namespace fusecheck

@@ -1,0 +1,86 @@
+// Precision recipes for emulated-cpu: where a layer's values are rounded to bf16 or fp16
+// and where FP32 is kept (docs/recipes.md is the prose of each recipe), and the overflow
+// headroom recorded at every rounding point.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "harness/core/dtype.h"
+
+namespace fusecheck {
+
+// Every point of a layer (and the head) where a recipe may round, in execution order.
+enum class RoundPoint {
+  weights, layer_input,
+  attn_norm_normalized, attn_norm, q, k, v,
+  q_norm_normalized, q_normed, k_norm_normalized, k_normed,
+  rope_cos_sin, rope_terms, q_rope, k_rope,
+  scores, scores_scaled, probs, attn, o_proj, resid_mid,
+  mlp_norm_normalized, mlp_norm, gate, up, silu, act, down, resid_out,
+  final_norm_normalized, final_norm, logits,
+  // Measured only, never rounded by a recipe: each row's sum of x^2 inside a norm.
+  attn_norm_sumsq, q_norm_sumsq, k_norm_sumsq, mlp_norm_sumsq, final_norm_sumsq,
+};
+inline constexpr int kRoundPointCount = static_cast<int>(RoundPoint::final_norm_sumsq) + 1;
+
+// "attn_norm.normalized", "scores.scaled", ... (the names docs/recipes.md uses).
+std::string_view round_point_name(RoundPoint p);
+
+struct Recipe {
+  std::string name;
+  std::string description;
+  DType format = DType::BF16;  // BF16 or F16
+  std::array<bool, kRoundPointCount> rounds{};
+  // fused-v1: mlp_norm normalizes the FP32 sum resid_in + o_proj, not its rounding.
+  bool mlp_norm_reads_unrounded_sum = false;
+  // hf-*: cos/sin from FP32 inv_freq and FP32 angles (as HF's rotary embedding);
+  // otherwise an FP64 table rounded to FP32 once.
+  bool rope_angles_in_fp32 = false;
+
+  bool rounds_at(RoundPoint p) const { return rounds[static_cast<int>(p)]; }
+  // Value of x after this recipe's rounding to its format.
+  float round(float x) const;
+};
+
+// "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16".
+const std::vector<Recipe>& builtin_recipes();
+// InputError naming the known recipes when `name` is not one.
+const Recipe& find_recipe(const std::string& name);
+inline constexpr const char* kDefaultRecipe = "hf-bf16";
+
+// Overflow headroom at one point: values seen before rounding, accumulated over calls.
+struct Headroom {
+  double max_abs = 0;        // largest |x| before rounding (NaN/Inf inputs excluded)
+  double max_finite = 0;     // largest finite value of the recipe's format
+  std::int64_t n_values = 0;
+  std::int64_t n_overflow = 0;      // finite values that rounded (or would round) to +-Inf
+  std::int64_t n_saturated = 0;     // values that rounded (or would round) to +-max_finite
+  std::int64_t n_nonfinite_in = 0;  // NaN or Inf already in the input
+  bool rounded = false;      // whether the recipe rounds at this point
+
+  double ratio() const { return max_finite > 0 ? max_abs / max_finite : 0; }
+  // Counts x, whose rounding to the format is `r` (decided on the rounded value itself,
+  // so the ties at the top of the range are exact).
+  void add(float x, float r) {
+    ++n_values;
+    if (!std::isfinite(x)) {
+      ++n_nonfinite_in;
+      return;
+    }
+    const double a = std::fabs(static_cast<double>(x));
+    if (a > max_abs) max_abs = a;
+    if (std::isinf(r)) {
+      ++n_overflow;
+    } else if (std::fabs(static_cast<double>(r)) == max_finite) {
+      ++n_saturated;
+    }
+  }
+};
+
+}  // namespace fusecheck
