@@ -1,0 +1,311 @@
+// CudaDecoderPath: weights from a checkpoint, taps to the host, per-op timing.
+#include "kernels/standard/cuda_path.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "harness/core/dtype.h"
+#include "harness/core/error.h"
+#include "kernels/common/random_fill.h"
+#include "kernels/common/timing.h"
+
+namespace fusecheck::cuda {
+
+namespace {
+
+// One value to the storage type, rounded once from double.
+template <class T>
+T to_storage(double x);
+template <>
+float to_storage<float>(double x) { return static_cast<float>(x); }
+template <>
+__nv_bfloat16 to_storage<__nv_bfloat16>(double x) {
+  __nv_bfloat16_raw raw;
+  raw.x = double_to_bf16(x);
+  return __nv_bfloat16(raw);
+}
+
+double from_storage(float x) { return x; }
+double from_storage(__nv_bfloat16 x) {
+  return bf16_to_float(static_cast<__nv_bfloat16_raw>(x).x);
+}
+
+void check_spec(const Checkpoint& ckpt) {
+  const ModelSpec& s = ckpt.spec();
+  const std::string where = ckpt.path().string();
+  if (s.n_layers <= 0 || s.hidden <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 ||
+      s.intermediate <= 0 || s.vocab <= 0) {
+    throw InputError(where, "model spec has a non-positive size");
+  }
+  if (s.n_heads % s.n_kv_heads != 0) {
+    throw InputError(where, fmt::format("{} attention heads are not a multiple of {} kv heads",
+                                        s.n_heads, s.n_kv_heads));
+  }
+  if ((s.rope_dim != 0 && s.rope_dim != s.head_dim) || s.head_dim % 2 != 0) {
+    throw InputError(where, fmt::format("RoPE over {} of {} head dims is not supported", s.rope_dim,
+                                        s.head_dim));
+  }
+  const ModelTensors& m = ckpt.model();
+  if (!m.embed || !m.final_norm || !m.lm_head || static_cast<int>(m.layers.size()) != s.n_layers) {
+    throw InputError(where, "checkpoint lacks the embedding, final norm, lm_head or a layer");
+  }
+}
+
+// Uploads a tensor rounded once to T after checking it has rows x cols elements.
+template <class T>
+DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* role,
+                       std::int64_t rows, std::int64_t cols, cudaStream_t s) {
+  if (!t) throw InputError(ckpt.path().string(), fmt::format("missing tensor for {}", role));
+  if (t->numel() != rows * cols || (rows > 1 && t->rows() != rows)) {
+    throw InputError(t->file, fmt::format("tensor {} ({}) has {} elements, expected [{}, {}]", t->name,
+                                          role, t->numel(), rows, cols));
+  }
+  const std::vector<float> f = t->to_float();
+  std::vector<T> v(f.size());
+  for (std::size_t i = 0; i < f.size(); ++i) v[i] = to_storage<T>(f[i]);
+  DeviceBuffer<T> d;
+  d.upload(v, s);
+  CUDA_CHECK(cudaStreamSynchronize(s));  // v is freed on return
+  return d;
+}
+
+template <class T>
+TapMatrix download(const DeviceBuffer<T>& buf, int rows, int cols, cudaStream_t s) {
+  std::vector<T> host(static_cast<std::size_t>(rows) * cols);
+  if (!host.empty()) {
+    CUDA_CHECK(cudaMemcpyAsync(host.data(), buf.data(), host.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  TapMatrix m(rows, cols);
+  for (std::size_t i = 0; i < host.size(); ++i) m.data()[i] = from_storage(host[i]);
+  return m;
+}
+
+template <class T>
+void upload_rows(DeviceBuffer<T>& buf, const TapMatrix& m, cudaStream_t s) {
+  std::vector<T> host(static_cast<std::size_t>(m.size()));
+  for (std::size_t i = 0; i < host.size(); ++i) host[i] = to_storage<T>(m.data()[i]);
+  CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+}  // namespace
+
+template <class T>
+CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
+    : ckpt_(ckpt), cfg_(std::move(cfg)) {
+  check_spec(ckpt);
+  const ModelSpec& s = ckpt.spec();
+  CUDA_CHECK(cudaSetDevice(cfg_.engine.device));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, cfg_.engine.device));
+  device_name_ = prop.name;
+  Stream up;
+  const ModelTensors& m = ckpt.model();
+  std::vector<DeviceLayer<T>> layers(static_cast<std::size_t>(s.n_layers));
+  const std::int64_t h = s.hidden, qw = s.q_width(), kvw = s.kv_width(), in = s.intermediate, d = s.head_dim;
+  for (int l = 0; l < s.n_layers; ++l) {
+    const LayerTensors& t = m.layers[static_cast<std::size_t>(l)];
+    DeviceLayer<T>& L = layers[static_cast<std::size_t>(l)];
+    L.attn_norm = upload<T>(ckpt, t.attn_norm, "attn_norm", 1, h, up);
+    L.wq = upload<T>(ckpt, t.wq, "q_proj", qw, h, up);
+    L.wk = upload<T>(ckpt, t.wk, "k_proj", kvw, h, up);
+    L.wv = upload<T>(ckpt, t.wv, "v_proj", kvw, h, up);
+    if (s.has_qkv_bias) {
+      L.bq = upload<T>(ckpt, t.bq, "q_bias", 1, qw, up);
+      L.bk = upload<T>(ckpt, t.bk, "k_bias", 1, kvw, up);
+      L.bv = upload<T>(ckpt, t.bv, "v_bias", 1, kvw, up);
+    }
+    if (s.has_qk_norm) {
+      L.q_norm = upload<T>(ckpt, t.q_norm, "q_norm", 1, d, up);
+      L.k_norm = upload<T>(ckpt, t.k_norm, "k_norm", 1, d, up);
+    }
+    L.wo = upload<T>(ckpt, t.wo, "o_proj", h, qw, up);
+    L.mlp_norm = upload<T>(ckpt, t.mlp_norm, "mlp_norm", 1, h, up);
+    L.w_gate = upload<T>(ckpt, t.w_gate, "gate_proj", in, h, up);
+    L.w_up = upload<T>(ckpt, t.w_up, "up_proj", in, h, up);
+    L.w_down = upload<T>(ckpt, t.w_down, "down_proj", h, in, up);
+  }
+  DeviceHead<T> head;
+  head.final_norm = upload<T>(ckpt, m.final_norm, "final_norm", 1, h, up);
+  head.lm_head = upload<T>(ckpt, m.lm_head, "lm_head", s.vocab, h, up);
+  engine_ = std::make_unique<DecoderEngine<T>>(s, std::move(layers), std::move(head), cfg_.engine);
+}
+
+template <class T>
+std::vector<Tap> CudaDecoderPath<T>::taps() const {
+  std::vector<Tap> out;
+  for (Tap t : kLayerTaps) {
+    if (!ckpt_.spec().has_qk_norm && (t == Tap::q_normed || t == Tap::k_normed)) continue;
+    out.push_back(t);
+  }
+  out.insert(out.end(), kHeadTaps.begin(), kHeadTaps.end());
+  return out;
+}
+
+template <class T>
+void CudaDecoderPath<T>::reset(int batch, int capacity) {
+  if (batch <= 0 || capacity <= 0) throw std::invalid_argument(cfg_.name + ": reset needs batch, capacity > 0");
+  state_.reset();  // free the old caches first
+  state_.emplace(engine_->make_state(batch, capacity));
+}
+
+template <class T>
+DecoderState<T>& CudaDecoderPath<T>::state(const char* what) {
+  if (!state_) throw std::logic_error(cfg_.name + ": " + what + " before reset()");
+  return *state_;
+}
+
+template <class T>
+TapMatrix CudaDecoderPath<T>::embed(std::span<const std::int32_t> tokens) {
+  const ModelSpec& s = ckpt_.spec();
+  const TensorView* table = ckpt_.model().embed;
+  TapMatrix out(static_cast<Eigen::Index>(tokens.size()), s.hidden);
+  for (std::size_t r = 0; r < tokens.size(); ++r) {
+    const std::int32_t id = tokens[r];
+    if (id < 0 || id >= s.vocab) {
+      throw InputError("", fmt::format("token id {} is outside the vocabulary (0..{})", id, s.vocab - 1));
+    }
+    for (int c = 0; c < s.hidden; ++c) {
+      out(static_cast<Eigen::Index>(r), c) =
+          from_storage(to_storage<T>(table->at(static_cast<std::int64_t>(id) * s.hidden + c)));
+    }
+  }
+  return out;
+}
+
+template <class T>
+TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
+  const ModelSpec& s = ckpt_.spec();
+  DecoderState<T>& st = state("layer()");
+  if (l < 0 || l >= s.n_layers) throw std::invalid_argument(fmt::format("{}: no layer {}", cfg_.name, l));
+  if (input.cols() != s.hidden || input.rows() == 0 || input.rows() % st.batch != 0) {
+    throw std::invalid_argument(fmt::format("{}: layer input is {}x{}, expected (batch {} x n) x {}",
+                                            cfg_.name, input.rows(), input.cols(), st.batch, s.hidden));
+  }
+  const int rows = static_cast<int>(input.rows());
+  const int n = rows / st.batch;
+  const int past = st.cached[static_cast<std::size_t>(l)];
+  if (past + n > st.capacity) {
+    throw InputError("", fmt::format("{}: layer {} holds {} tokens; {} more exceed its capacity {}",
+                                     cfg_.name, l, past, n, st.capacity));
+  }
+  cudaStream_t stream = engine_->stream();
+  st.act.ensure(s, rows);
+  if (cfg_.poison_activations) st.act.poison(stream);
+  upload_rows(st.act.input, input, stream);
+  engine_->run(engine_->layer_ops(st, l, n));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  st.cached[static_cast<std::size_t>(l)] += n;
+
+  auto& A = st.act;
+  const int qw = s.q_width(), kvw = s.kv_width(), h = s.hidden, in = s.intermediate;
+  TapSet taps;
+  taps[Tap::attn_norm] = download(A.attn_norm, rows, h, stream);
+  taps[Tap::q] = download(A.q, rows, qw, stream);
+  taps[Tap::k] = download(A.k, rows, kvw, stream);
+  taps[Tap::v] = download(A.v, rows, kvw, stream);
+  if (s.has_qk_norm) {
+    taps[Tap::q_normed] = download(A.q_normed, rows, qw, stream);
+    taps[Tap::k_normed] = download(A.k_normed, rows, kvw, stream);
+  }
+  taps[Tap::q_rope] = download(A.q_rope, rows, qw, stream);
+  taps[Tap::k_rope] = download(A.k_rope, rows, kvw, stream);
+  taps[Tap::attn] = download(A.attn, rows, qw, stream);
+  taps[Tap::o_proj] = download(A.o_proj, rows, h, stream);
+  taps[Tap::resid_mid] = download(A.resid_mid, rows, h, stream);
+  taps[Tap::mlp_norm] = download(A.mlp_norm, rows, h, stream);
+  taps[Tap::gate] = download(A.gate, rows, in, stream);
+  taps[Tap::up] = download(A.up, rows, in, stream);
+  taps[Tap::act] = download(A.act, rows, in, stream);
+  taps[Tap::down] = download(A.down, rows, h, stream);
+  taps[Tap::resid_out] = download(A.resid_out, rows, h, stream);
+  return taps;
+}
+
+template <class T>
+TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
+  const ModelSpec& s = ckpt_.spec();
+  if (hidden.cols() != s.hidden || hidden.rows() == 0) {
+    throw std::invalid_argument(fmt::format("{}: head input is {}x{}, expected n x {}", cfg_.name,
+                                            hidden.rows(), hidden.cols(), s.hidden));
+  }
+  const int rows = static_cast<int>(hidden.rows());
+  cudaStream_t stream = engine_->stream();
+  const auto r = static_cast<std::size_t>(rows);
+  if (head_in_.size() < r * s.hidden) {
+    head_in_.resize(r * s.hidden);
+    head_norm_.resize(r * s.hidden);
+    head_logits_.resize(r * s.vocab);
+  }
+  if (cfg_.poison_activations) {
+    head_norm_.fill_poison(stream);
+    head_logits_.fill_poison(stream);
+  }
+  upload_rows(head_in_, hidden, stream);
+  engine_->run(engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  TapSet taps;
+  taps[Tap::final_norm] = download(head_norm_, rows, s.hidden, stream);
+  taps[Tap::logits] = download(head_logits_, rows, s.vocab, stream);
+  return taps;
+}
+
+template <class T>
+std::vector<OpTiming> CudaDecoderPath<T>::time_layer(int l, int n_new, int kv_len,
+                                                     const TimingOptions& opts) {
+  const ModelSpec& s = ckpt_.spec();
+  if (l < 0 || l >= s.n_layers || n_new <= 0 || kv_len < 0 || opts.repetitions <= 0) {
+    throw std::invalid_argument(cfg_.name + ": time_layer needs a valid layer, n_new > 0, kv_len >= 0");
+  }
+  const int batch = state_ ? state_->batch : 1;
+  DecoderState<T> st = engine_->make_state(batch, kv_len + n_new);
+  st.act.ensure(s, batch * n_new);
+  engine_->ensure_cache(st, l);
+  st.cached[static_cast<std::size_t>(l)] = kv_len;
+  cudaStream_t stream = engine_->stream();
+  // Seeded, non-zero inputs and cache contents: zeros can run faster than real data.
+  const std::uint64_t seed = 0x5eed0000u + static_cast<std::uint64_t>(l);
+  fill_uniform(st.act.input.data(), st.act.input.size(), seed, -1.0f, 1.0f, stream);
+  fill_uniform(st.k_cache[static_cast<std::size_t>(l)].data(), st.k_cache[static_cast<std::size_t>(l)].size(),
+               seed + 1, -1.0f, 1.0f, stream);
+  fill_uniform(st.v_cache[static_cast<std::size_t>(l)].data(), st.v_cache[static_cast<std::size_t>(l)].size(),
+               seed + 2, -1.0f, 1.0f, stream);
+  const std::vector<Op> ops = engine_->layer_ops(st, l, n_new);
+
+  int dev = 0, l2 = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  std::optional<L2Flusher> flusher;
+  if (opts.cold_l2) flusher.emplace(static_cast<std::size_t>(l2));
+  L2Flusher* flush = flusher ? &*flusher : nullptr;
+
+  std::vector<OpTiming> out;
+  double total_bytes = 0, total_flops = 0;
+  for (const Op& op : ops) {
+    const TimingStats t = time_on_stream(op.run, stream, opts.warmup, opts.repetitions, flush);
+    out.push_back({op.name, t.median_ms, t.p10_ms, t.p90_ms, t.repetitions, op.bytes, op.flops});
+    total_bytes += op.bytes;
+    total_flops += op.flops;
+  }
+  TimingStats whole;
+  if (opts.graph) {
+    Graph g;
+    g.begin_capture(stream);
+    engine_->run(ops);
+    g.end_capture(stream);
+    whole = time_on_stream([&](cudaStream_t s2) { g.launch(s2); }, stream, opts.warmup, opts.repetitions, flush);
+  } else {
+    whole = time_on_stream([&](cudaStream_t) { engine_->run(ops); }, stream, opts.warmup, opts.repetitions, flush);
+  }
+  out.push_back({opts.graph ? "layer(graph)" : "layer", whole.median_ms, whole.p10_ms, whole.p90_ms,
+                 whole.repetitions, total_bytes, total_flops});
+  return out;
+}
+
+template class CudaDecoderPath<float>;
+template class CudaDecoderPath<__nv_bfloat16>;
+
+}  // namespace fusecheck::cuda

@@ -1,0 +1,58 @@
+// CudaDecoderPath<T>: the Path interface (harness/core/path.h) over DecoderEngine<T>.
+// ref32-cuda is CudaDecoderPath<float>, standard-cuda CudaDecoderPath<bf16>; the public
+// factories (kernels/ref32/ref32_path.h, kernels/standard/standard_path.h) hide this header
+// and its CUDA includes from host-only code.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "harness/core/checkpoint.h"
+#include "harness/core/path.h"
+#include "kernels/standard/decoder_engine.h"
+
+namespace fusecheck::cuda {
+
+struct CudaPathConfig {
+  std::string name;
+  EngineOptions engine;
+  bool poison_activations = false;  // NaN-fill every tap buffer before each layer (tests)
+};
+
+template <class T>
+class CudaDecoderPath final : public Path {
+ public:
+  // Validates the spec and uploads every weight rounded once to T. InputError on a spec
+  // or tensor this path cannot run.
+  CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg);
+
+  std::string name() const override { return cfg_.name; }
+  std::string device() const override { return device_name_; }
+  std::vector<Tap> taps() const override;
+  void reset(int batch, int capacity) override;
+  TapMatrix embed(std::span<const std::int32_t> tokens) override;
+  TapSet layer(int layer, const TapMatrix& input) override;
+  TapSet head(const TapMatrix& hidden) override;
+  // CUDA events around each op (behind a spin kernel so host launch latency is not
+  // counted), median of repetitions, L2 flushed before each when cold_l2; the whole layer
+  // last, as op "layer", replayed from a CUDA graph when opts.graph. Uses its own caches
+  // filled with seeded random values; the path's sequences are untouched.
+  std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len,
+                                   const TimingOptions& opts) override;
+
+ private:
+  DecoderState<T>& state(const char* what);
+
+  const Checkpoint& ckpt_;
+  CudaPathConfig cfg_;
+  std::string device_name_;
+  std::unique_ptr<DecoderEngine<T>> engine_;
+  std::optional<DecoderState<T>> state_;
+  DeviceBuffer<T> head_in_, head_norm_, head_logits_;
+};
+
+extern template class CudaDecoderPath<float>;
+extern template class CudaDecoderPath<__nv_bfloat16>;
+
+}  // namespace fusecheck::cuda
