@@ -141,10 +141,12 @@ void apply_threshold_flag(Thresholds& t, double threshold) {
 
 double ramp_score(double value, const Ramp& ramp, const StatusCutoffs& cutoffs) {
   if (std::isnan(value)) return 0.0;
-  if (value <= 0) return 1.0;  // log(0) = -inf: far on the safe side
+  if (value <= 0) return 1.0;             // log(0) = -inf: far on the safe side
+  if (std::isinf(value)) return 0.0;      // a ratio over a zero median
   const double t = (std::log(value) - std::log(ramp.warn)) / (std::log(ramp.fail) - std::log(ramp.warn));
-  const double s = cutoffs.warning_below - (cutoffs.warning_below - cutoffs.incompatible_below) * t;
-  return std::clamp(s, 0.0, 1.0);  // value = inf gives t = inf, s = -inf: 0
+  // Written as a weighted mean so the figure at `warn` / `fail` lands exactly on the cutoff.
+  const double s = cutoffs.warning_below * (1.0 - t) + cutoffs.incompatible_below * t;
+  return std::clamp(s, 0.0, 1.0);
 }
 
 }  // namespace fusecheck::check

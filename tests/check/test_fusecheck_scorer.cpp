@@ -1,0 +1,265 @@
+// Our scorer: figures computed here from the vectors (ratios, peak gains, the q/k logit
+// amplification, the model's rms), continuity, one extreme component reaching
+// INCOMPATIBLE, the identity hash, and stories260K's published norm ratios.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "harness/check/check.h"
+#include "harness/core/checkpoint.h"
+#include "harness/core/error.h"
+#include "tests/check/check_fixtures.h"
+#include "tests/common/test_support.h"
+
+namespace fusecheck::check {
+namespace {
+
+using test::peaked;
+using test::TinyModel;
+
+std::string test_name() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(info->test_suite_name()) + "." + info->name();
+}
+
+CompatibilityResult check_fixture(const TinyModel& m, const std::string& suffix = "",
+                                  Scorer scorer = Scorer::Fusecheck) {
+  const auto dir = test::fixture_dir(test_name() + suffix);
+  test::write_tiny_checkpoint(dir, m);
+  return check_model(*Checkpoint::open(dir), default_thresholds(), scorer);
+}
+
+std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+double rms(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x * x;
+  return std::sqrt(s / static_cast<double>(v.size()));
+}
+
+// A benign layer of plain weights: seeded norms near 1.
+LayerNormWeights benign_layer(int i, int hidden = 64, int head_dim = 16) {
+  const unsigned s = 10u * static_cast<unsigned>(i);
+  LayerNormWeights l;
+  l.layer = i;
+  l.attn_norm = NamedWeights{"attn" + std::to_string(i), as_double(test::seeded_uniform(hidden, 0.8f, 1.2f, s + 1))};
+  l.q_norm = NamedWeights{"q" + std::to_string(i), as_double(test::seeded_uniform(head_dim, 0.8f, 1.2f, s + 2))};
+  l.k_norm = NamedWeights{"k" + std::to_string(i), as_double(test::seeded_uniform(head_dim, 0.8f, 1.2f, s + 3))};
+  l.mlp_norm = NamedWeights{"mlp" + std::to_string(i), as_double(test::seeded_uniform(hidden, 0.8f, 1.2f, s + 4))};
+  return l;
+}
+
+ModelNormWeights benign_model(int layers) {
+  ModelNormWeights m;
+  for (int i = 0; i < layers; ++i) m.layers.push_back(benign_layer(i));
+  m.final_norm = NamedWeights{"final", as_double(test::seeded_uniform(64, 0.8f, 1.2f, 999))};
+  return m;
+}
+
+double score_of(const ModelNormWeights& m) { return score_norm_weights(m, default_thresholds(), Scorer::Fusecheck).score; }
+
+TEST(FusecheckScorer, BenignModelIsCompatibleWithScoreOne) {
+  const auto r = score_norm_weights(benign_model(4), default_thresholds(), Scorer::Fusecheck);
+  EXPECT_EQ(r.score, 1.0);
+  EXPECT_EQ(r.status, Status::Compatible);
+  EXPECT_EQ(r.layers.size(), 4u);
+  ASSERT_TRUE(r.final_norm.has_value());
+}
+
+TEST(FusecheckScorer, QkAmplificationIsRmsOfTheChannelProducts) {
+  ModelNormWeights m;
+  LayerNormWeights l;
+  l.q_norm = NamedWeights{"q", {1.0, 2.0, 0.5, 1.0}};
+  l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0, 1.0}};
+  m.layers.push_back(l);
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  EXPECT_DOUBLE_EQ(r.layers[0].qk_amplification, rms({3.0, 2.0, 2.0, 1.0}));
+  EXPECT_DOUBLE_EQ(r.layers[0].amplification, r.layers[0].qk_amplification);
+}
+
+TEST(FusecheckScorer, MissingHalfOfTheQkPairCountsAsOnes) {
+  ModelNormWeights m;
+  LayerNormWeights l;
+  l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0, 1.0}};
+  m.layers.push_back(l);
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  EXPECT_DOUBLE_EQ(r.layers[0].qk_amplification, rms({3.0, 1.0, 4.0, 1.0}));
+}
+
+TEST(FusecheckScorer, MismatchedQkLengthsAreAnInputError) {
+  ModelNormWeights m;
+  LayerNormWeights l;
+  l.q_norm = NamedWeights{"q", {1.0, 2.0}};
+  l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0}};
+  m.layers.push_back(l);
+  EXPECT_THROW(score_norm_weights(m, default_thresholds(), Scorer::Fusecheck), InputError);
+}
+
+TEST(FusecheckScorer, LayerFigureIsTheLargestOfItsGainsAndQk) {
+  ModelNormWeights m = benign_model(1);
+  m.layers[0].mlp_norm->values.back() = 6.0;  // peak gain of mlp_norm dominates
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const double mlp_gain = 6.0 / rms(m.layers[0].mlp_norm->values);
+  EXPECT_DOUBLE_EQ(r.layers[0].find(NormRole::MlpNorm)->peak_gain, mlp_gain);
+  EXPECT_DOUBLE_EQ(r.layers[0].amplification, mlp_gain);
+}
+
+TEST(FusecheckScorer, ModelFigureIsRmsOfLayerAndFinalNormFigures) {
+  const ModelNormWeights m = benign_model(3);
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  double sum_sq = 0;
+  for (const auto& l : r.layers) sum_sq += l.amplification * l.amplification;
+  sum_sq += r.final_norm->peak_gain * r.final_norm->peak_gain;
+  EXPECT_DOUBLE_EQ(r.estimated_amplification, std::sqrt(sum_sq / 4));
+}
+
+TEST(FusecheckScorer, UsesAbsoluteValues) {
+  ModelNormWeights plus = benign_model(2), minus = benign_model(2);
+  plus.layers[1].k_norm->values[5] = 96.5;
+  minus.layers[1].k_norm->values[5] = -96.5;
+  EXPECT_EQ(score_of(plus), score_of(minus));
+  EXPECT_LT(score_of(minus), 0.8);
+}
+
+TEST(FusecheckScorer, OneExtremeComponentReachesIncompatible) {
+  ModelNormWeights m = benign_model(28);
+  m.layers[13].attn_norm->values[7] = 200.0;  // one channel of one hidden norm
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  EXPECT_EQ(r.status, Status::Incompatible);
+  EXPECT_NE(r.reason.find("layer 13 attn_norm"), std::string::npos) << r.reason;
+  EXPECT_NE(r.recommendations.back().find("[13]"), std::string::npos);
+}
+
+TEST(FusecheckScorer, ScoreIsTheMinimumOfItsComponents) {
+  ModelNormWeights m = benign_model(3);
+  m.layers[2].k_norm->values[0] = 40.0;
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  double lowest = 1.0;
+  for (const auto& c : r.components) lowest = std::min(lowest, c.score);
+  EXPECT_EQ(r.score, lowest);
+  // The worst is layer 2's k_norm ratio; its score is the ramp's, computed here.
+  const auto stats = absolute_stats(m.layers[2].k_norm->values);
+  const double t = std::log(stats.ratio / 16.0) / std::log(64.0 / 16.0);
+  EXPECT_DOUBLE_EQ(r.score, 0.8 * (1 - t) + 0.5 * t);
+}
+
+TEST(FusecheckScorer, ScoreIsContinuousAndMonotoneInAnOutlier) {
+  ModelNormWeights m = benign_model(4);
+  double previous = score_of(m);
+  for (double peak = 1.0; peak < 2000.0; peak *= 1.002) {
+    m.layers[1].k_norm->values[3] = peak;
+    const double s = score_of(m);
+    EXPECT_LE(s, previous + 1e-12) << "at " << peak;
+    EXPECT_LT(previous - s, 2e-3) << "jump at " << peak;
+    previous = s;
+  }
+  EXPECT_EQ(previous, 0.0);
+}
+
+TEST(FusecheckScorer, BraidinferJumpsWhereFusecheckDoesNot) {
+  ModelNormWeights m = benign_model(4);
+  auto at = [&](double peak, Scorer s) {
+    for (auto& v : m.layers[1].k_norm->values) v = 0.5;
+    m.layers[1].k_norm->values[3] = peak;
+    return score_norm_weights(m, default_thresholds(), s).score;
+  };
+  // k ratio 15 -> 15.02: the seed's score falls by 0.2; ours barely moves.
+  EXPECT_GT(at(7.5, Scorer::Braidinfer) - at(7.51, Scorer::Braidinfer), 0.19);
+  EXPECT_LT(std::fabs(at(7.5, Scorer::Fusecheck) - at(7.51, Scorer::Fusecheck)), 1e-3);
+}
+
+TEST(FusecheckScorer, PublishedQwen3KNormStatsFlagLayerZero) {
+  // Layer 0 k_norm: 127 channels at the median, one at 96.5 (ratio 42.3): between the
+  // norm-ratio ramp's warn (16) and fail (64).
+  ModelNormWeights m = benign_model(2);
+  m.layers[0].k_norm->values.assign(128, 96.5 / 42.3);
+  m.layers[0].k_norm->values[17] = 96.5;
+  m.layers[0].q_norm->values = as_double(test::seeded_uniform(128, 0.8f, 1.2f, 5));
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const double t = std::log(42.3 / 16.0) / std::log(4.0);
+  EXPECT_NEAR(r.score, 0.8 * (1 - t) + 0.5 * t, 1e-9);
+  EXPECT_EQ(r.status, Status::Warning);
+  EXPECT_TRUE(r.layers[0].extreme);
+  EXPECT_FALSE(r.layers[1].extreme);
+}
+
+// --- through a checkpoint ---
+
+TEST(FusecheckCheckpoint, ReadsEveryNormTensorAndOnlyThose) {
+  TinyModel m;
+  m.layers.resize(3);
+  const auto r = check_fixture(m);
+  EXPECT_EQ(r.model.architecture, "qwen3");
+  EXPECT_EQ(r.model.norm_tensors_read, 3 * 4 + 1);
+  EXPECT_EQ(r.model.norm_bytes_read, static_cast<std::uint64_t>(4 * (3 * (2 * 16 + 2 * 8) + 16)));
+  EXPECT_EQ(r.model.norm_sha256.size(), 64u);
+  EXPECT_EQ(r.layers.size(), 3u);
+  EXPECT_EQ(r.layers[0].norms.size(), 4u);
+}
+
+TEST(FusecheckCheckpoint, FiguresMatchTheVectorsWritten) {
+  TinyModel m;
+  m.layers.resize(2);
+  m.layers[1].attn_norm = test::seeded_uniform(16, -3.0f, 3.0f, 77);
+  m.layers[1].q_norm = test::seeded_uniform(8, 0.5f, 2.0f, 78);
+  m.layers[1].k_norm = peaked(8, 1.5f, 30.0f);
+  const auto r = check_fixture(m);
+  const auto attn = absolute_stats(as_double(m.layers[1].attn_norm));
+  const NormStats* got = r.layers[1].find(NormRole::AttnNorm);
+  EXPECT_EQ(got->max, attn.max);
+  EXPECT_EQ(got->median, attn.median);
+  EXPECT_EQ(got->ratio, attn.ratio);
+  std::vector<double> prod;
+  for (int i = 0; i < 8; ++i) prod.push_back(double(m.layers[1].q_norm[i]) * double(m.layers[1].k_norm[i]));
+  EXPECT_DOUBLE_EQ(r.layers[1].qk_amplification, rms(prod));
+  EXPECT_EQ(r.layers[1].find(NormRole::KNorm)->ratio, 20.0);
+}
+
+TEST(FusecheckCheckpoint, HashFollowsNormBytesNotProjections) {
+  TinyModel a;
+  a.layers.resize(2);
+  for (auto& l : a.layers) {
+    l.attn_norm = test::seeded_uniform(16, 0.9f, 1.1f, 1);
+    l.q_norm = test::seeded_uniform(8, 0.9f, 1.1f, 2);
+    l.k_norm = test::seeded_uniform(8, 0.9f, 1.1f, 3);
+    l.mlp_norm = test::seeded_uniform(16, 0.9f, 1.1f, 4);
+  }
+  a.final_norm = test::seeded_uniform(16, 0.9f, 1.1f, 5);
+  TinyModel other_projections = a;
+  other_projections.seed = 999;
+  TinyModel other_norm = a;
+  other_norm.layers[1].k_norm[2] = 1.5f;
+  const auto h = check_fixture(a, "a").model.norm_sha256;
+  EXPECT_EQ(check_fixture(other_projections, "b").model.norm_sha256, h);
+  EXPECT_NE(check_fixture(other_norm, "c").model.norm_sha256, h);
+}
+
+TEST(FusecheckCheckpoint, Stories260KNormRatiosMatchThePublishedOnes) {
+  const auto models = test::models_dir();
+  if (!models) GTEST_SKIP() << test::models_dir_skip_reason();
+  const auto r = check_model(*Checkpoint::open(*models / "stories260K.gguf"), default_thresholds(),
+                             Scorer::Fusecheck);
+  // models/README.md: max|w| / median|w| per layer, and output_norm 2.58.
+  const double attn[5] = {2.57, 1.83, 2.07, 2.43, 1.78};
+  const double ffn[5] = {1.27, 1.38, 1.19, 1.28, 1.28};
+  ASSERT_EQ(r.layers.size(), 5u);
+  double largest = 0;
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NEAR(r.layers[i].find(NormRole::AttnNorm)->ratio, attn[i], 0.006) << "layer " << i;
+    EXPECT_NEAR(r.layers[i].find(NormRole::MlpNorm)->ratio, ffn[i], 0.006) << "layer " << i;
+    EXPECT_EQ(r.layers[i].find(NormRole::QNorm), nullptr);
+    largest = std::max({largest, r.layers[i].find(NormRole::AttnNorm)->ratio, r.layers[i].find(NormRole::MlpNorm)->ratio});
+  }
+  ASSERT_TRUE(r.final_norm.has_value());
+  EXPECT_NEAR(r.final_norm->ratio, 2.58, 0.006);
+  largest = std::max(largest, r.final_norm->ratio);
+  EXPECT_NEAR(largest, 2.6, 0.05);
+  EXPECT_EQ(r.status, Status::Compatible);
+  EXPECT_EQ(r.model.norm_tensors_read, 11);
+}
+
+}  // namespace
+}  // namespace fusecheck::check

@@ -1,0 +1,132 @@
+// The thresholds file (default, parsing, errors), the seed's --threshold flag and the
+// log-space ramp that turns a figure into a component score.
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "harness/check/thresholds.h"
+#include "harness/core/error.h"
+#include "tests/common/test_support.h"
+
+namespace fusecheck::check {
+namespace {
+
+void expect_same_values(const Thresholds& a, const Thresholds& b) {
+  EXPECT_EQ(a.source, b.source);
+  EXPECT_EQ(a.created, b.created);
+  EXPECT_EQ(a.sweep, b.sweep);
+  EXPECT_EQ(a.status.warning_below, b.status.warning_below);
+  EXPECT_EQ(a.status.incompatible_below, b.status.incompatible_below);
+  for (auto [ra, rb] : {std::pair{a.norm_ratio, b.norm_ratio}, std::pair{a.hidden_norm_gain, b.hidden_norm_gain},
+                        std::pair{a.qk_amplification, b.qk_amplification},
+                        std::pair{a.model_amplification, b.model_amplification}}) {
+    EXPECT_EQ(ra.warn, rb.warn);
+    EXPECT_EQ(ra.fail, rb.fail);
+  }
+}
+
+std::string valid_json() { return thresholds_to_json(default_thresholds()); }
+
+TEST(Thresholds, BuiltInDefaultsAreTheCommittedFile) {
+  const auto file = test::source_dir() / "results" / "thresholds" / "default.json";
+  expect_same_values(load_thresholds(file), default_thresholds());
+  EXPECT_FALSE(default_thresholds().source.empty());
+  EXPECT_NE(default_thresholds().file.find("built in"), std::string::npos);
+}
+
+TEST(Thresholds, DefaultsPlaceEveryRampsWarnBelowItsFail) {
+  const Thresholds& t = default_thresholds();
+  for (const Ramp& r : {t.norm_ratio, t.hidden_norm_gain, t.qk_amplification, t.model_amplification}) {
+    EXPECT_GT(r.warn, 1.0);
+    EXPECT_GT(r.fail, r.warn);
+  }
+}
+
+TEST(Thresholds, FileFormRoundTrips) {
+  Thresholds t = default_thresholds();
+  t.source = "calibration sweep";
+  t.sweep = "sweep-2026-11-26-abc";
+  t.qk_amplification = Ramp{5.5, 40.25};
+  expect_same_values(parse_thresholds(thresholds_to_json(t), "round-trip"), t);
+}
+
+TEST(Thresholds, MissingRampIsRejectedNamingIt) {
+  std::string text = valid_json();
+  const auto at = text.find("\"qk_amplification\"");
+  text.replace(at, std::string("\"qk_amplification\"").size(), "\"qk_amplificaton\"");
+  try {
+    parse_thresholds(text, "t.json");
+    FAIL() << "a misspelt ramp was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("t.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("qk_amplificaton"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Thresholds, FailNotAboveWarnIsRejected) {
+  Thresholds t = default_thresholds();
+  t.norm_ratio = Ramp{20, 20};
+  EXPECT_THROW(parse_thresholds(thresholds_to_json(t), "t.json"), InputError);
+}
+
+TEST(Thresholds, NonJsonAndWrongSchemaAreRejected) {
+  EXPECT_THROW(parse_thresholds("{ not json", "t.json"), InputError);
+  std::string text = valid_json();
+  text.replace(text.find("fusecheck-thresholds/1"), 22, "fusecheck-thresholds/9");
+  EXPECT_THROW(parse_thresholds(text, "t.json"), InputError);
+}
+
+TEST(Thresholds, MissingFileIsAnInputError) {
+  EXPECT_THROW(load_thresholds(test::scratch_dir() / "absent.json"), InputError);
+}
+
+TEST(ThresholdFlag, SetsSeedSafeAndWarningRatiosAndOurRatioRamp) {
+  Thresholds t = default_thresholds();
+  apply_threshold_flag(t, 12.0);
+  EXPECT_EQ(t.braidinfer.safe_ratio, 12.0);
+  EXPECT_EQ(t.braidinfer.warning_ratio, 9.0);
+  EXPECT_EQ(t.norm_ratio.fail, 12.0);
+  EXPECT_EQ(t.norm_ratio.warn, 9.0);
+  EXPECT_NE(t.overrides.find("--threshold 12"), std::string::npos);
+}
+
+TEST(ThresholdFlag, NonPositiveIsRejected) {
+  Thresholds t = default_thresholds();
+  EXPECT_THROW(apply_threshold_flag(t, 0.0), InputError);
+  EXPECT_THROW(apply_threshold_flag(t, -3.0), InputError);
+}
+
+TEST(RampScore, HitsTheStatusCutoffsExactlyAtWarnAndFail) {
+  const StatusCutoffs c;
+  const Ramp r{8, 32};
+  EXPECT_EQ(ramp_score(8, r, c), 0.8);
+  EXPECT_EQ(ramp_score(32, r, c), 0.5);
+  EXPECT_DOUBLE_EQ(ramp_score(16, r, c), 0.65);  // log-midpoint: halfway between the cutoffs
+}
+
+TEST(RampScore, ClampsToZeroAndOne) {
+  const StatusCutoffs c;
+  const Ramp r{8, 32};
+  EXPECT_EQ(ramp_score(1, r, c), 1.0);
+  EXPECT_EQ(ramp_score(1e6, r, c), 0.0);
+  EXPECT_EQ(ramp_score(std::numeric_limits<double>::infinity(), r, c), 0.0);
+}
+
+TEST(RampScore, IsContinuousAndNonIncreasing) {
+  const StatusCutoffs c;
+  const Ramp r{8, 32};
+  double previous = ramp_score(1.0, r, c);
+  for (double v = 1.0; v < 1000.0; v *= 1.001) {
+    const double s = ramp_score(v, r, c);
+    EXPECT_LE(s, previous);
+    // Slope in log space is 0.3 / ln 4 per unit of ln v: a 0.1% step moves it < 3e-4.
+    EXPECT_LT(previous - s, 3e-4) << "at " << v;
+    previous = s;
+  }
+}
+
+}  // namespace
+}  // namespace fusecheck::check
