@@ -28,33 +28,51 @@ unsigned grid_for(std::size_t work, int per_block) {
   return static_cast<unsigned>(std::min<std::size_t>((work + per_block - 1) / per_block, 1u << 20));
 }
 
-// ---------------------------------------------------------------- RMSNorm: a warp per row.
-constexpr int kNormWarps = 4;
+// ---------------------------------------------------------------- RMSNorm.
+// kRowThreads threads per row: a warp for short rows (per-head q/k norms, small models),
+// a 256-thread block for long rows so that a single decode row still has many loads in
+// flight. The sum of squares is reduced across the row's warps in shared memory.
+constexpr int kNormBlock = 256;
 
-template <class T, bool kVector>
-__global__ void rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
-                                int rows, int cols, float eps) {
-  const int row = blockIdx.x * kNormWarps + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (row >= rows) return;
-  const T* xr = x + static_cast<std::size_t>(row) * cols;
-  T* yr = y + static_cast<std::size_t>(row) * cols;
+template <class T, bool kVector, int kRowThreads>
+__global__ void __launch_bounds__(kNormBlock)
+rms_norm_kernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int rows,
+                int cols, float eps) {
+  constexpr int kRowsPerBlock = kNormBlock / kRowThreads;
+  constexpr int kWarpsPerRow = kRowThreads / kWarp;
+  __shared__ float partial[kNormBlock / kWarp];
+  const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / kRowThreads;
+  const int tid = threadIdx.x % kRowThreads;
+  const bool active = row < rows;
+  const T* xr = x + static_cast<std::size_t>(active ? row : 0) * cols;
+  T* yr = y + static_cast<std::size_t>(active ? row : 0) * cols;
   constexpr int V = kVector ? kVec16<T> : 1;
   float sumsq = 0.0f;
-  for (int i = lane * V; i < cols; i += kWarp * V) {
-    if constexpr (kVector) {
-      const Vec16<T> v = load16(xr + i);
+  if (active) {
+    for (int i = tid * V; i < cols; i += kRowThreads * V) {
+      if constexpr (kVector) {
+        const Vec16<T> v = load16(xr + i);
 #pragma unroll
-      for (int e = 0; e < V; ++e) sumsq = fmaf(to_f32(v.v[e]), to_f32(v.v[e]), sumsq);
-    } else {
-      const float f = to_f32(xr[i]);
-      sumsq = fmaf(f, f, sumsq);
+        for (int e = 0; e < V; ++e) sumsq = fmaf(to_f32(v.v[e]), to_f32(v.v[e]), sumsq);
+      } else {
+        const float f = to_f32(xr[i]);
+        sumsq = fmaf(f, f, sumsq);
+      }
     }
   }
   sumsq = warp_sum(sumsq);
+  if constexpr (kWarpsPerRow > 1) {
+    if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = sumsq;
+    __syncthreads();
+    const int first = (threadIdx.x / kRowThreads) * kWarpsPerRow;
+    sumsq = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarpsPerRow; ++i) sumsq += partial[first + i];
+  }
+  if (!active) return;
   // eps inside the square root; a true division and sqrt (no rsqrt approximation).
   const float inv = 1.0f / sqrtf(sumsq / static_cast<float>(cols) + eps);
-  for (int i = lane * V; i < cols; i += kWarp * V) {
+  for (int i = tid * V; i < cols; i += kRowThreads * V) {
     if constexpr (kVector) {
       const Vec16<T> v = load16(xr + i);
       const Vec16<T> wv = load16(w + i);
@@ -106,11 +124,16 @@ __global__ void rope_kernel(const T* __restrict__ x, T* __restrict__ y, int rows
 // A block per (query token, kv head, head chunk, sequence) handles up to kMaxGroup query
 // heads that share the kv head, so K and V are read once per group. Scores for all
 // visible keys live in shared memory ([group][kv]) next to the queries ([group][head_dim]).
+// Scores: a thread per key, reading its K row in 16-byte vectors (many independent loads
+// in flight). P @ V: a warp per key subset, lanes across head_dim (coalesced V rows), then
+// a fixed-order sum of the warps' partials in shared memory (deterministic).
 constexpr int kMaxGroup = 8;
-constexpr int kAttnThreads = 128;
+constexpr int kMaxDimSlots = 8;  // head_dim <= 32 * 8; kSlots = head_dim / 32 rounded up to 1, 2, 4, 8
+                                 // (a compile-time bound keeps the accumulators in registers)
+constexpr int kAttnThreads = 256;
 constexpr int kAttnWarps = kAttnThreads / kWarp;
 
-template <class T>
+template <class T, bool kVector, int kSlots>
 __global__ void __launch_bounds__(kAttnThreads)
 attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache,
                  const T* __restrict__ v_cache, T* __restrict__ out, AttentionShape a,
@@ -126,8 +149,9 @@ attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache,
   const int D = a.head_dim;
   const int visible = a.start + t + 1;
   const int kv_total = a.start + a.n_new;
-  float* q_s = smem;                 // [gc][D]
-  float* p_s = smem + group_chunk * D;  // [gc][kv_total]
+  float* q_s = smem;                                // [group_chunk][D]
+  float* p_s = q_s + group_chunk * D;               // [group_chunk][kv_total]
+  float* red_s = p_s + group_chunk * kv_total;      // [kAttnWarps][group_chunk][D]
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
 
   const std::size_t q_row = static_cast<std::size_t>(b) * a.n_new + t;
@@ -141,24 +165,36 @@ attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache,
   const T* k_base = k_cache + static_cast<std::size_t>(b) * a.capacity * kv_width + kvh * D;
   const T* v_base = v_cache + static_cast<std::size_t>(b) * a.capacity * kv_width + kvh * D;
 
-  for (int j = warp; j < visible; j += kAttnWarps) {
+  for (int j = threadIdx.x; j < visible; j += kAttnThreads) {
     const T* kr = k_base + static_cast<std::size_t>(j) * kv_width;
     float acc[kMaxGroup];
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) acc[g] = 0.0f;
-    for (int d = lane; d < D; d += kWarp) {
-      const float kv = to_f32(kr[d]);
+    if constexpr (kVector) {
+      constexpr int V = kVec16<T>;
+      for (int d0 = 0; d0 < D; d0 += V) {
+        const Vec16<T> kv = load16(kr + d0);
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g < gc) acc[g] = fmaf(q_s[g * D + d], kv, acc[g]);
+        for (int e = 0; e < V; ++e) {
+          const float kf = to_f32(kv.v[e]);
+#pragma unroll
+          for (int g = 0; g < kMaxGroup; ++g) {
+            if (g < gc) acc[g] = fmaf(q_s[g * D + d0 + e], kf, acc[g]);
+          }
+        }
+      }
+    } else {
+      for (int d = 0; d < D; ++d) {
+        const float kf = to_f32(kr[d]);
+#pragma unroll
+        for (int g = 0; g < kMaxGroup; ++g) {
+          if (g < gc) acc[g] = fmaf(q_s[g * D + d], kf, acc[g]);
+        }
       }
     }
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < gc) {
-        const float dot = warp_sum(acc[g]);
-        if (lane == 0) p_s[g * kv_total + j] = round_to<T>(__fmul_rn(round_to<T>(dot), a.scale));
-      }
+      if (g < gc) p_s[g * kv_total + j] = round_to<T>(__fmul_rn(round_to<T>(acc[g]), a.scale));
     }
   }
   __syncthreads();
@@ -179,22 +215,43 @@ attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache,
   }
   __syncthreads();
 
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc[kMaxGroup];
+  float acc[kMaxGroup][kSlots];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) acc[g] = 0.0f;
-#pragma unroll 4
-    for (int j = 0; j < visible; ++j) {
-      const float v = to_f32(v_base[static_cast<std::size_t>(j) * kv_width + d]);
+  for (int g = 0; g < kMaxGroup; ++g) {
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g < gc) acc[g] = fmaf(p_s[g * kv_total + j], v, acc[g]);
-      }
+    for (int s = 0; s < kSlots; ++s) acc[g][s] = 0.0f;
+  }
+#pragma unroll 2
+  for (int j = warp; j < visible; j += kAttnWarps) {
+    const T* vr = v_base + static_cast<std::size_t>(j) * kv_width;
+    float v[kSlots];
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+      const int d = lane + s * kWarp;
+      v[s] = d < D ? to_f32(vr[d]) : 0.0f;
     }
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < gc) out[q_row * q_width + static_cast<std::size_t>(h0 + g) * D + d] = from_f32<T>(acc[g]);
+      if (g < gc) {
+        const float p = p_s[g * kv_total + j];
+#pragma unroll
+        for (int s = 0; s < kSlots; ++s) acc[g][s] = fmaf(p, v[s], acc[g][s]);
+      }
     }
+  }
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+      const int d = lane + s * kWarp;
+      if (g < gc && d < D) red_s[(warp * group_chunk + g) * D + d] = acc[g][s];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < gc * D; i += blockDim.x) {
+    float sum = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) sum += red_s[w * group_chunk * D + i];
+    out[q_row * q_width + static_cast<std::size_t>(h0) * D + i] = from_f32<T>(sum);
   }
 }
 
@@ -252,17 +309,65 @@ __global__ void broadcast_rows_kernel(const T* __restrict__ bias, T* __restrict_
 
 constexpr int kElemThreads = 256;
 
+// Picks the kernel instance; raises its shared-memory limit once per device (not per
+// launch, so a graph capture sees no call).
+template <class T, bool kVector, int kSlots>
+void launch_attention_instance(std::size_t smem, int optin, int dev, const T* q, const T* k,
+                               const T* v, T* out, const AttentionShape& a, int group_chunk,
+                               int chunks, cudaStream_t s) {
+  static int raised_for_device = -1;
+  if (smem > 48 * 1024 && raised_for_device != dev) {
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<T, kVector, kSlots>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    raised_for_device = dev;
+  }
+  const dim3 grid(static_cast<unsigned>(a.n_new), static_cast<unsigned>(a.n_kv_heads * chunks),
+                  static_cast<unsigned>(a.batch));
+  attention_kernel<T, kVector, kSlots><<<grid, kAttnThreads, smem, s>>>(q, k, v, out, a, group_chunk, chunks);
+}
+
+template <class T, bool kVector>
+void launch_attention_slots(int slots, std::size_t smem, int optin, int dev, const T* q, const T* k,
+                            const T* v, T* out, const AttentionShape& a, int gcn, int chunks, cudaStream_t s) {
+  switch (slots) {
+    case 1: launch_attention_instance<T, kVector, 1>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
+    case 2: launch_attention_instance<T, kVector, 2>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
+    case 4: launch_attention_instance<T, kVector, 4>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
+    default: launch_attention_instance<T, kVector, 8>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
+  }
+}
+
+// 16-byte K loads need head_dim a multiple of the vector (rows then stay aligned).
+template <class T>
+void launch_attention(bool vec, int slots, std::size_t smem, int optin, int dev, const T* q, const T* k,
+                      const T* v, T* out, const AttentionShape& a, int gcn, int chunks, cudaStream_t s) {
+  if (vec) {
+    launch_attention_slots<T, true>(slots, smem, optin, dev, q, k, v, out, a, gcn, chunks, s);
+  } else {
+    launch_attention_slots<T, false>(slots, smem, optin, dev, q, k, v, out, a, gcn, chunks, s);
+  }
+}
+
 }  // namespace
+
+template <class T, bool kVector>
+void launch_rms_norm(const T* x, const T* w, T* y, int rows, int cols, float eps, cudaStream_t s) {
+  if (cols >= 2048) {
+    rms_norm_kernel<T, kVector, kNormBlock><<<rows, kNormBlock, 0, s>>>(x, w, y, rows, cols, eps);
+  } else {
+    const unsigned blocks = static_cast<unsigned>((rows + kNormBlock / kWarp - 1) / (kNormBlock / kWarp));
+    rms_norm_kernel<T, kVector, kWarp><<<blocks, kNormBlock, 0, s>>>(x, w, y, rows, cols, eps);
+  }
+}
 
 template <class T>
 void rms_norm(const T* x, const T* w, T* y, int rows, int cols, float eps, cudaStream_t s) {
   if (rows <= 0) return;
-  const unsigned blocks = static_cast<unsigned>((rows + kNormWarps - 1) / kNormWarps);
   const bool vec = cols % kVec16<T> == 0 && aligned16(x) && aligned16(w) && aligned16(y);
   if (vec) {
-    rms_norm_kernel<T, true><<<blocks, kNormWarps * kWarp, 0, s>>>(x, w, y, rows, cols, eps);
+    launch_rms_norm<T, true>(x, w, y, rows, cols, eps, s);
   } else {
-    rms_norm_kernel<T, false><<<blocks, kNormWarps * kWarp, 0, s>>>(x, w, y, rows, cols, eps);
+    launch_rms_norm<T, false>(x, w, y, rows, cols, eps, s);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -280,11 +385,16 @@ void rope(const T* x, T* y, int rows, int n_per_seq, int heads, int head_dim, bo
 template <class T>
 void attention(const T* q, const T* k_cache, const T* v_cache, T* out, const AttentionShape& a,
                cudaStream_t s) {
+  if (a.head_dim > kWarp * kMaxDimSlots) {
+    throw CudaError("attention: head_dim " + std::to_string(a.head_dim) + " exceeds " +
+                    std::to_string(kWarp * kMaxDimSlots));
+  }
   const int group = a.n_heads / a.n_kv_heads;
   const int group_chunk = std::min(group, kMaxGroup);
   const int chunks = (group + group_chunk - 1) / group_chunk;
   const int kv_total = a.start + a.n_new;
-  const std::size_t smem = sizeof(float) * static_cast<std::size_t>(group_chunk) * (a.head_dim + kv_total);
+  const std::size_t smem =
+      sizeof(float) * static_cast<std::size_t>(group_chunk) * (a.head_dim * (1 + kAttnWarps) + kv_total);
   int dev = 0, optin = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
@@ -293,15 +403,9 @@ void attention(const T* q, const T* k_cache, const T* v_cache, T* out, const Att
                     std::to_string(group_chunk) + " heads need " + std::to_string(smem) +
                     " bytes of shared memory, the device allows " + std::to_string(optin));
   }
-  // Raised once to the device's limit (not per launch, so graph capture sees no call).
-  static int raised_for_device = -1;
-  if (smem > 48 * 1024 && raised_for_device != dev) {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-    raised_for_device = dev;
-  }
-  const dim3 grid(static_cast<unsigned>(a.n_new), static_cast<unsigned>(a.n_kv_heads * chunks),
-                  static_cast<unsigned>(a.batch));
-  attention_kernel<T><<<grid, kAttnThreads, smem, s>>>(q, k_cache, v_cache, out, a, group_chunk, chunks);
+  const int slots = a.head_dim <= 32 ? 1 : a.head_dim <= 64 ? 2 : a.head_dim <= 128 ? 4 : 8;
+  const bool vec = a.head_dim % kVec16<T> == 0 && aligned16(k_cache);
+  launch_attention<T>(vec, slots, smem, optin, dev, q, k_cache, v_cache, out, a, group_chunk, chunks, s);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -87,15 +87,15 @@ Comparison compare_isolated(Path& ref, Path& test, const Checkpoint& c, int batc
   std::uniform_int_distribution<int> tok(0, s.vocab - 1);
   ref.reset(batch, prefill + decode);
   test.reset(batch, prefill + decode);
-  const std::vector<Tap> test_taps = test.taps();
   Comparison out;
+  // Taps both sides have (the head's taps come from head(), not from taps()).
   auto record = [&](const TapSet& want, const TapSet& got) {
-    for (Tap t : test_taps) {
-      auto w = want.find(t), g = got.find(t);
-      if (w == want.end() || g == got.end()) continue;
+    for (const auto& [t, g] : got) {
+      auto w = want.find(t);
+      if (w == want.end()) continue;
       TapStats& st = out[t];
-      st.max_rel_l2 = std::max(st.max_rel_l2, rel_l2(g->second, w->second));
-      st.min_share_equal = std::min(st.min_share_equal, share_equal(g->second, w->second));
+      st.max_rel_l2 = std::max(st.max_rel_l2, rel_l2(g, w->second));
+      st.min_share_equal = std::min(st.min_share_equal, share_equal(g, w->second));
     }
   };
   for (int step = 0; step <= decode; ++step) {
