@@ -1,0 +1,255 @@
+// bench_fused: the fused-cuda decoder layer on real model shapes with seeded random bf16
+// weights on the device (never zeros).
+//   fused/<model>/<case>/<op>     each fused op alone (graph of one op), and layer(graph)
+//   base/<model>/<case>/layer     the same layer on the GEMM route: one cuBLASLt GEMM per
+//                                 projection, separate norm / add+norm / SwiGLU kernels (the
+//                                 cuBLAS-per-op baseline; attention and RoPE kernels shared)
+//   cublas/<model>/<case>/<gemm>  plain cublasGemmEx bf16 GEMMs on the projection shapes
+//   path/<name>/<model>/<case>    Path::time_layer's layer(graph) median for standard-cuda
+//                                 and fused-cuda built from the same random checkpoint
+//                                 (one iteration each: the median of time_layer's 40)
+// Every entry: time per iteration = CUDA events around one graph launch queued behind a
+// spin kernel; counters GB/s, pct_copy (of the device-to-device copy bandwidth measured at
+// start, bytes read + written), TFLOP/s. Bytes are the least the op must move.
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/core/model_spec.h"
+#include "harness/core/path_registry.h"
+#include "reference/random_checkpoint.h"
+#include "kernels/common/cublas_handle.h"
+#include "kernels/common/device_info.h"
+#include "kernels/common/gemm.h"
+#include "kernels/common/random_fill.h"
+#include "kernels/common/stream.h"
+#include "kernels/common/timing.h"
+#include "kernels/fused/fused_layer.h"
+
+namespace fc = fusecheck;
+using fc::fused::FusedLayer;
+using fc::fused::FusedOp;
+
+namespace {
+
+double g_copy_gbs = 0;
+
+fc::ModelSpec model(const std::string& name) {
+  fc::ModelSpec s;
+  s.architecture = name.rfind("qwen3", 0) == 0 ? "qwen3" : "llama";
+  s.source_format = "hf-safetensors";
+  s.dtype = "BF16";
+  s.max_position = 8192;
+  s.n_layers = 1;
+  s.head_dim = 128;
+  s.rope_dim = 128;
+  s.vocab = 1024;
+  if (name == "llama-3-8b") {
+    s.hidden = 4096; s.n_heads = 32; s.n_kv_heads = 8; s.intermediate = 14336;
+    s.rms_eps = 1e-5; s.rope_theta = 500000;
+    s.rope_scaling.type = "llama3"; s.rope_scaling.factor = 8;
+  } else if (name == "qwen3-8b") {
+    s.hidden = 4096; s.n_heads = 32; s.n_kv_heads = 8; s.intermediate = 12288;
+    s.has_qk_norm = true; s.rope_theta = 1e6;
+  } else {  // qwen3-0.6b
+    s.hidden = 1024; s.n_heads = 16; s.n_kv_heads = 8; s.intermediate = 3072;
+    s.has_qk_norm = true; s.rope_theta = 1e6;
+  }
+  return s;
+}
+
+struct Case {
+  std::string name;
+  int batch, n, start;
+};
+const std::vector<Case> kCases = {{"decode_b1_kv1024", 1, 1, 1023},
+                                  {"decode_b2_kv1024", 2, 1, 1023},
+                                  {"decode_b4_kv1024", 4, 1, 1023},
+                                  {"decode_b8_kv1024", 8, 1, 1023},
+                                  {"decode_b64_kv1024", 64, 1, 1023},
+                                  {"prefill_512", 1, 512, 0},
+                                  {"prefill_2048", 1, 2048, 0}};
+
+// One model and case on the device at a time (benchmarks run in registration order).
+struct Context {
+  std::string key;
+  fc::cuda::Stream stream;
+  std::unique_ptr<FusedLayer> layer;
+  std::vector<FusedOp> fused_ops, base_ops;
+  std::map<std::string, std::unique_ptr<fc::cuda::Graph>> graphs;
+};
+std::unique_ptr<Context> g_ctx;
+
+Context& context(const std::string& model_name, const Case& c) {
+  const std::string key = model_name + "/" + c.name;
+  if (g_ctx && g_ctx->key == key) return *g_ctx;
+  g_ctx.reset();
+  auto ctx = std::make_unique<Context>();
+  ctx->key = key;
+  ctx->layer = std::make_unique<FusedLayer>(model(model_name));
+  ctx->layer->init_random_weights(1, 42, ctx->stream);
+  ctx->layer->reset(c.batch, c.start + c.n);
+  ctx->layer->randomize_caches(7, ctx->stream);
+  ctx->layer->force_gemm_route(true);  // baseline first: it sizes the GEMM-route buffers
+  ctx->base_ops = ctx->layer->ops(0, c.n, c.start);
+  ctx->layer->force_gemm_route(false);
+  ctx->fused_ops = ctx->layer->ops(0, c.n, c.start);
+  ctx->layer->randomize_input(c.batch * c.n, 9, ctx->stream);
+  ctx->stream.synchronize();
+  g_ctx = std::move(ctx);
+  return *g_ctx;
+}
+
+void report(benchmark::State& st, double seconds_total, double bytes, double flops) {
+  const double per_iter = seconds_total / static_cast<double>(st.iterations());
+  const double gbs = bytes / per_iter / 1e9;
+  st.counters["GB/s"] = gbs;
+  st.counters["pct_copy"] = g_copy_gbs > 0 ? 100.0 * gbs / g_copy_gbs : 0;
+  st.counters["TFLOP/s"] = flops / per_iter / 1e12;
+  st.counters["us"] = per_iter * 1e6;
+}
+
+// Times `graph` with events, each launch queued behind a short spin (no host latency).
+template <typename Launch>
+double timed_loop(benchmark::State& st, cudaStream_t s, Launch launch) {
+  for (int i = 0; i < 3; ++i) launch();
+  fc::cuda::Event start, stop;
+  double total = 0;
+  for (auto _ : st) {
+    fc::cuda::enqueue_delay(s, 30.0);
+    start.record(s);
+    launch();
+    stop.record(s);
+    const double sec = fc::cuda::elapsed_ms(start, stop) / 1e3;
+    st.SetIterationTime(sec);
+    total += sec;
+  }
+  return total;
+}
+
+void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool base, int op_index) {
+  Context& ctx = context(m, c);
+  const auto& ops = base ? ctx.base_ops : ctx.fused_ops;
+  std::vector<const FusedOp*> list;
+  if (op_index < 0) {
+    for (const auto& op : ops) list.push_back(&op);
+  } else {
+    if (op_index >= static_cast<int>(ops.size())) {
+      st.SkipWithError("no such op on this route");
+      return;
+    }
+    list.push_back(&ops[op_index]);
+  }
+  const std::string gkey = std::string(base ? "b" : "f") + std::to_string(op_index);
+  auto& graph = ctx.graphs[gkey];
+  if (!graph) {
+    graph = std::make_unique<fc::cuda::Graph>();
+    graph->begin_capture(ctx.stream);
+    for (const FusedOp* op : list) op->enqueue(ctx.stream);
+    graph->end_capture(ctx.stream);
+  }
+  double bytes = 0, flops = 0;
+  for (const FusedOp* op : list) {
+    bytes += op->bytes;
+    flops += op->flops;
+  }
+  const double total = timed_loop(st, ctx.stream, [&] { graph->launch(ctx.stream); });
+  if (op_index >= 0) st.SetLabel(list[0]->name);
+  report(st, total, bytes, flops);
+}
+
+// Plain cuBLAS (cublasGemmEx, bf16 out) on one projection shape of the case.
+void bench_cublas(benchmark::State& st, const std::string& m, const Case& c, int which) {
+  const fc::ModelSpec s = model(m);
+  const int rows = c.batch * c.n;
+  const int shapes[4][2] = {{s.q_width() + 2 * s.kv_width(), s.hidden},
+                            {s.hidden, s.q_width()},
+                            {2 * s.intermediate, s.hidden},
+                            {s.hidden, s.intermediate}};
+  const int N = shapes[which][0], K = shapes[which][1];
+  fc::cuda::Stream stream;
+  fc::cuda::CublasHandle h(stream);
+  fc::cuda::DeviceBuffer<__nv_bfloat16> x(std::size_t(rows) * K), w(std::size_t(N) * K),
+      y(std::size_t(rows) * N);
+  fc::cuda::fill_uniform(x.data(), x.size(), 1, -1.f, 1.f, stream);
+  fc::cuda::fill_uniform(w.data(), w.size(), 2, -0.02f, 0.02f, stream);
+  const double total = timed_loop(st, stream, [&] {
+    fc::cuda::gemm_xwt(h, rows, N, K, x.data(), w.data(), y.data());
+  });
+  const char* names[4] = {"qkv", "o_proj", "gate_up", "down"};
+  st.SetLabel(names[which]);
+  report(st, total, 2.0 * (double(rows) * K + double(N) * K + double(rows) * N),
+         fc::cuda::gemm_flops(rows, N, K));
+}
+
+// One random checkpoint (one layer, bf16) per model, shared by the path benchmarks.
+std::map<std::string, std::unique_ptr<fc::ref::RandomCheckpoint>> g_ckpts;
+
+void bench_path(benchmark::State& st, const std::string& path, const std::string& m, const Case& c) {
+  g_ctx.reset();  // free the FusedLayer context's device memory first
+  auto& ckpt = g_ckpts[m];
+  if (!ckpt) ckpt = std::make_unique<fc::ref::RandomCheckpoint>(model(m), 3, fc::DType::BF16);
+  fc::register_builtin_paths();
+  auto p = fc::make_path(path, *ckpt, fc::PathOptions{});
+  p->reset(c.batch, c.start + c.n);
+  fc::TimingOptions opts;
+  opts.warmup = 3;
+  opts.repetitions = 40;
+  opts.graph = true;
+  fc::OpTiming layer;
+  for (auto _ : st) {
+    for (const auto& t : p->time_layer(0, c.n, c.start, opts))
+      if (t.op == "layer(graph)") layer = t;
+    st.SetIterationTime(layer.median_ms / 1e3);
+  }
+  report(st, layer.median_ms / 1e3, layer.bytes, layer.flops);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (fc::cuda::visible_device_count() == 0) {
+    std::fprintf(stderr, "bench_fused: %s\n", fc::cuda::no_device_reason().c_str());
+    return 0;
+  }
+  const fc::cuda::DeviceProvenance dev = fc::cuda::query_device(0, true);
+  g_copy_gbs = dev.copy_bandwidth_gbs;
+  benchmark::AddCustomContext("device", dev.name);
+  benchmark::AddCustomContext("copy_bandwidth_gbs", std::to_string(g_copy_gbs));
+  std::printf("device %s, copy bandwidth %.0f GB/s (read + write)\n", dev.name.c_str(), g_copy_gbs);
+
+  for (const std::string m : {"llama-3-8b", "qwen3-8b", "qwen3-0.6b"}) {
+    for (const Case& c : kCases) {
+      const std::string p = m + "/" + c.name + "/";
+      benchmark::RegisterBenchmark(("fused/" + p + "layer(graph)").c_str(),
+                                   [=](benchmark::State& st) { bench_ops(st, m, c, false, -1); })
+          ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark(("base/" + p + "layer(graph)").c_str(),
+                                   [=](benchmark::State& st) { bench_ops(st, m, c, true, -1); })
+          ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      for (const char* path : {"standard-cuda", "fused-cuda"})
+        benchmark::RegisterBenchmark(("path/" + std::string(path) + "/" + p + "layer(graph)").c_str(),
+                                     [=](benchmark::State& st) { bench_path(st, path, m, c); })
+            ->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
+      for (int op = 0; op < 9; ++op)
+        benchmark::RegisterBenchmark(("fused/" + p + "op" + std::to_string(op)).c_str(),
+                                     [=](benchmark::State& st) { bench_ops(st, m, c, false, op); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      if (c.n > 1 || c.batch > 8)
+        for (int g = 0; g < 4; ++g)
+          benchmark::RegisterBenchmark(("cublas/" + p + "gemm" + std::to_string(g)).c_str(),
+                                       [=](benchmark::State& st) { bench_cublas(st, m, c, g); })
+              ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  g_ctx.reset();
+  return 0;
+}

@@ -1,0 +1,358 @@
+// FusedLayer: routes, op lists with declared bytes/FLOPs, head, and the op timer.
+#include "kernels/fused/fused_layer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <stdexcept>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/fused/add_rmsnorm.h"
+#include "kernels/fused/attention_decode.h"
+#include "kernels/fused/attention_prefill.h"
+#include "kernels/fused/gemm_lt.h"
+#include "kernels/fused/norm_gemv.h"
+#include "kernels/fused/qk_norm_rope.h"
+#include "kernels/fused/silu_mul.h"
+#include "kernels/common/random_fill.h"
+#include "kernels/common/stream.h"
+#include "kernels/common/timing.h"
+
+namespace fusecheck::fused {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr double kB = 2.0;  // bytes per bf16
+
+template <typename T>
+void grow(cuda::DeviceBuffer<T>& b, std::size_t n) {
+  if (b.size() < n) b.resize(n);
+}
+
+double llama3_inv_freq(double inv_freq, const RopeScaling& s) {
+  const double low_wavelen = s.original_max_position / s.low_freq_factor;
+  const double high_wavelen = s.original_max_position / s.high_freq_factor;
+  const double wavelen = 2.0 * std::numbers::pi / inv_freq;
+  if (wavelen < high_wavelen) return inv_freq;
+  if (wavelen > low_wavelen) return inv_freq / s.factor;
+  const double smooth = (s.original_max_position / wavelen - s.low_freq_factor) /
+                        (s.high_freq_factor - s.low_freq_factor);
+  return (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq;
+}
+
+}  // namespace
+
+void rope_tables(const ModelSpec& spec, int capacity, std::vector<float>& cos_t,
+                 std::vector<float>& sin_t) {
+  const int D = spec.head_dim, half = D / 2;
+  std::vector<double> inv_freq(half);
+  for (int i = 0; i < half; ++i) {
+    double f = std::pow(spec.rope_theta, -2.0 * i / D);
+    if (spec.rope_scaling.type == "linear") f /= spec.rope_scaling.factor;
+    if (spec.rope_scaling.type == "llama3") f = llama3_inv_freq(f, spec.rope_scaling);
+    inv_freq[i] = f;
+  }
+  cos_t.resize(static_cast<std::size_t>(capacity) * half);
+  sin_t.resize(cos_t.size());
+  for (int p = 0; p < capacity; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double angle = p * inv_freq[i];
+      cos_t[static_cast<std::size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
+      sin_t[static_cast<std::size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
+    }
+}
+
+FusedLayer::FusedLayer(const ModelSpec& spec) : spec_(spec), gemm_(std::make_unique<LtGemm>()) {
+  if (spec.rope_dim != 0 && spec.rope_dim != spec.head_dim)
+    throw std::invalid_argument("fused-cuda: partial rotary (rope_dim != head_dim) is not supported");
+}
+
+FusedLayer::~FusedLayer() = default;
+
+void FusedLayer::init_random_weights(int n_layers, std::uint64_t seed, cudaStream_t s) {
+  const ModelSpec& m = spec_;
+  const std::size_t H = m.hidden, I = m.intermediate, QW = m.q_width(), KW = m.kv_width();
+  // Magnitudes like a trained model's: projections ~ 1/sqrt(fan_in), norms near 1.
+  const float proj = 1.0f / std::sqrt(static_cast<float>(H));
+  weights_.clear();
+  weights_.resize(n_layers);
+  std::uint64_t k = seed * 1000;
+  auto fill = [&](cuda::DeviceBuffer<bf16>& b, std::size_t n, float scale, float offset) {
+    b.resize(n);
+    cuda::fill_uniform(b.data(), n, ++k, offset - scale, offset + scale, s);
+  };
+  for (auto& w : weights_) {
+    fill(w.attn_norm, H, 0.2f, 1.0f);
+    fill(w.w_qkv, (QW + 2 * KW) * H, proj, 0.f);
+    if (m.has_qkv_bias) fill(w.b_qkv, QW + 2 * KW, 0.1f, 0.f);
+    if (m.has_qk_norm) {
+      fill(w.q_norm, m.head_dim, 0.2f, 1.0f);
+      fill(w.k_norm, m.head_dim, 0.2f, 1.0f);
+    }
+    fill(w.w_o, H * QW, 1.0f / std::sqrt(static_cast<float>(QW)), 0.f);
+    fill(w.mlp_norm, H, 0.2f, 1.0f);
+    fill(w.w_gate_up, 2 * I * H, proj, 0.f);
+    fill(w.w_down, H * I, 1.0f / std::sqrt(static_cast<float>(I)), 0.f);
+  }
+}
+
+void FusedLayer::reset(int batch, int capacity) {
+  if (batch <= 0 || capacity <= 0) throw std::invalid_argument("fused-cuda: reset needs batch, capacity > 0");
+  batch_ = batch;
+  capacity_ = capacity;
+  const std::size_t cache = static_cast<std::size_t>(batch) * spec_.n_kv_heads * capacity * spec_.head_dim;
+  k_cache_.resize(weights_.size());
+  v_cache_.resize(weights_.size());
+  for (std::size_t l = 0; l < weights_.size(); ++l) {
+    k_cache_[l].resize(cache);
+    v_cache_[l].resize(cache);
+    k_cache_[l].fill_poison();  // a read of a position never written shows up as NaN
+    v_cache_[l].fill_poison();
+  }
+  std::vector<float> c, s;
+  rope_tables(spec_, capacity, c, s);
+  rope_cos_.upload(c);
+  rope_sin_.upload(s);
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void FusedLayer::randomize_caches(std::uint64_t seed, cudaStream_t s) {
+  for (std::size_t l = 0; l < k_cache_.size(); ++l) {
+    cuda::fill_uniform(k_cache_[l].data(), k_cache_[l].size(), seed + 2 * l, -1.f, 1.f, s);
+    cuda::fill_uniform(v_cache_[l].data(), v_cache_[l].size(), seed + 2 * l + 1, -1.f, 1.f, s);
+  }
+}
+
+void FusedLayer::randomize_input(int rows, std::uint64_t seed, cudaStream_t s) {
+  ensure_buffers(rows, 1);
+  cuda::fill_uniform(x_.data(), std::size_t(rows) * spec_.hidden, seed, -1.f, 1.f, s);
+}
+
+bool FusedLayer::gemv_route(int rows) const {
+  return !force_gemm_ && rows <= kGemvRouteMaxRows && gemv_supports(rows, spec_.hidden, true) &&
+         gemv_supports(rows, spec_.q_width(), false) &&
+         gemv_supports(rows, spec_.intermediate, false);
+}
+
+void FusedLayer::ensure_buffers(int rows, int kv_len) {
+  const std::size_t r = rows, H = spec_.hidden, I = spec_.intermediate, QW = spec_.q_width(),
+                    KW = spec_.kv_width();
+  grow(x_, r * H);
+  grow(normed_, r * H);
+  grow(qkv_, r * (QW + 2 * KW));
+  grow(q_rope_, r * QW);
+  grow(attn_, r * QW);
+  grow(o_proj_, r * H);
+  grow(resid_mid_, r * H);
+  grow(act_, r * I);
+  grow(resid_out_, r * H);
+  if (!gemv_route(rows)) grow(gate_up_, r * 2 * I);
+  grow(attn_scratch_, decode_attention_scratch_floats(batch_, spec_.n_heads, spec_.head_dim, kv_len));
+}
+
+std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
+  if (layer < 0 || layer >= static_cast<int>(weights_.size()))
+    throw std::out_of_range("fused-cuda: layer " + std::to_string(layer) + " out of range");
+  if (batch_ == 0) throw std::logic_error("fused-cuda: reset() before running a layer");
+  if (n <= 0 || start < 0 || start + n > capacity_)
+    throw std::invalid_argument("fused-cuda: " + std::to_string(start + n) +
+                                " positions exceed the KV capacity " + std::to_string(capacity_));
+  const ModelSpec& m = spec_;
+  const int rows = batch_ * n, kv_len = start + n;
+  ensure_buffers(rows, kv_len);
+  FusedLayerWeights& w = weights_[layer];
+  const int H = m.hidden, I = m.intermediate, QW = m.q_width(), KW = m.kv_width(),
+            NQKV = QW + 2 * KW;
+  const float eps = static_cast<float>(m.rms_eps);
+  const double R = rows, act_h = R * H * kB;
+  const double w_qkv = double(NQKV) * H * kB, w_o = double(H) * QW * kB,
+               w_gu = 2.0 * I * H * kB, w_d = double(H) * I * kB;
+  const bf16* bias = w.b_qkv.size() ? w.b_qkv.data() : nullptr;
+  std::vector<FusedOp> out;
+
+  const bool gemv = gemv_route(rows);
+  if (gemv) {
+    out.push_back({"attn_norm+qkv", w_qkv + act_h + R * NQKV * kB, 2.0 * R * NQKV * H,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_norm_qkv_gemv(x_.data(), w.attn_norm.data(), eps, w.w_qkv.data(), bias,
+                                          rows, H, NQKV, qkv_.data(), s);
+                   }});
+  } else {
+    out.push_back({"attn_norm", 2 * act_h, 0, [=, this, &w](cudaStream_t s) {
+                     launch_add_rmsnorm(nullptr, x_.data(), w.attn_norm.data(), eps, rows, H,
+                                        nullptr, normed_.data(), s);
+                   }});
+    out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
+                   2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
+                     gemm_->run(normed_.data(), weights_[layer].w_qkv.data(), rows, NQKV, H,
+                                qkv_.data(), false, bias, nullptr, s);
+                   }});
+  }
+
+  RopeArgs ra;
+  ra.qkv = qkv_.data();
+  ra.q_norm_w = w.q_norm.size() ? w.q_norm.data() : nullptr;
+  ra.k_norm_w = w.k_norm.size() ? w.k_norm.data() : nullptr;
+  ra.eps = eps;
+  ra.cos_table = rope_cos_.data();
+  ra.sin_table = rope_sin_.data();
+  ra.interleaved = m.rope_style == RopeStyle::Interleaved;
+  ra.batch = batch_;
+  ra.n = n;
+  ra.start = start;
+  ra.n_heads = m.n_heads;
+  ra.n_kv_heads = m.n_kv_heads;
+  ra.head_dim = m.head_dim;
+  ra.capacity = capacity_;
+  ra.q_rope = q_rope_.data();
+  ra.k_cache = k_cache_[layer].data();
+  ra.v_cache = v_cache_[layer].data();
+  out.push_back({m.has_qk_norm ? "qk_norm+rope" : "rope", 2.0 * R * NQKV * kB,
+                 R * NQKV * 6.0, [ra](cudaStream_t s) { launch_qk_norm_rope(ra, s); }});
+
+  const double kv_bytes = 2.0 * batch_ * KW * double(kv_len) * kB;
+  if (n == 1) {
+    DecodeAttentionArgs da;
+    da.q = q_rope_.data();
+    da.k_cache = k_cache_[layer].data();
+    da.v_cache = v_cache_[layer].data();
+    da.batch = batch_;
+    da.n_heads = m.n_heads;
+    da.n_kv_heads = m.n_kv_heads;
+    da.head_dim = m.head_dim;
+    da.capacity = capacity_;
+    da.kv_len = kv_len;
+    da.partial_acc = attn_scratch_.data();
+    da.partial_ml = attn_scratch_.data() +
+                    std::size_t(batch_) * m.n_heads * decode_attention_splits(kv_len) * m.head_dim;
+    da.out = attn_.data();
+    out.push_back({"attention(split-kv)", kv_bytes + 2 * R * QW * kB,
+                   4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim,
+                   [da](cudaStream_t s) { launch_decode_attention(da, s); }});
+  } else {
+    PrefillAttentionArgs pa;
+    pa.q = q_rope_.data();
+    pa.k_cache = k_cache_[layer].data();
+    pa.v_cache = v_cache_[layer].data();
+    pa.batch = batch_;
+    pa.n = n;
+    pa.start = start;
+    pa.n_heads = m.n_heads;
+    pa.n_kv_heads = m.n_kv_heads;
+    pa.head_dim = m.head_dim;
+    pa.capacity = capacity_;
+    pa.out = attn_.data();
+    // Causal: token t sees start + t + 1 keys.
+    const double pairs = double(n) * start + double(n) * (n + 1) / 2.0;
+    out.push_back({"attention(causal)", kv_bytes + 2 * R * QW * kB,
+                   4.0 * batch_ * m.n_heads * pairs * m.head_dim,
+                   [pa](cudaStream_t s) { launch_prefill_attention(pa, s); }});
+  }
+
+  if (gemv) {
+    out.push_back({"o_proj(+residual)", w_o + R * QW * kB + 3 * act_h, 2.0 * R * H * QW,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_gemv_round_residual(attn_.data(), w.w_o.data(), x_.data(), rows, QW,
+                                                H, o_proj_.data(), resid_mid_.data(), s);
+                   }});
+    out.push_back({"add+mlp_norm+gate_up+swiglu", w_gu + 2 * act_h + R * I * kB,
+                   2.0 * R * 2 * I * H, [=, this, &w](cudaStream_t s) {
+                     launch_add_norm_gate_up_gemv(x_.data(), o_proj_.data(), w.mlp_norm.data(),
+                                                  eps, w.w_gate_up.data(), rows, H, I,
+                                                  act_.data(), s);
+                   }});
+  } else {
+    out.push_back({"o_proj_gemm", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
+                   [=, this, &w](cudaStream_t s) {
+                     gemm_->run(attn_.data(), w.w_o.data(), rows, H, QW, o_proj_.data(), false,
+                                nullptr, nullptr, s);
+                   }});
+    out.push_back({"residual_add+mlp_norm", 4 * act_h, 0, [=, this, &w](cudaStream_t s) {
+                     launch_add_rmsnorm(o_proj_.data(), x_.data(), w.mlp_norm.data(), eps, rows,
+                                        H, resid_mid_.data(), normed_.data(), s);
+                   }});
+    out.push_back({"gate_up_gemm(fp32 out)", w_gu + act_h + R * 2 * I * 4.0,
+                   2.0 * R * 2 * I * H, [=, this, &w](cudaStream_t s) {
+                     gemm_->run(normed_.data(), w.w_gate_up.data(), rows, 2 * I, H,
+                                gate_up_.data(), true, nullptr, nullptr, s);
+                   }});
+    out.push_back({"swiglu", R * 2 * I * 4.0 + R * I * kB, R * I * 4.0,
+                   [=, this](cudaStream_t s) {
+                     launch_silu_mul(gate_up_.data(), rows, I, act_.data(), s);
+                   }});
+  }
+  if (gemv) {
+    out.push_back({"down_proj+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_gemv_residual(act_.data(), w.w_down.data(), resid_mid_.data(), rows, I,
+                                          H, resid_out_.data(), s);
+                   }});
+  } else {
+    out.push_back({"down_proj_gemm+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
+                   [=, this, &w](cudaStream_t s) {
+                     gemm_->run(act_.data(), w.w_down.data(), rows, H, I, resid_out_.data(), false,
+                                nullptr, resid_mid_.data(), s);
+                   }});
+  }
+  return out;
+}
+
+void FusedLayer::head(const bf16* final_norm_w, const bf16* lm_head, int rows, cudaStream_t s) {
+  grow(normed_, std::size_t(rows) * spec_.hidden);
+  grow(logits_, std::size_t(rows) * spec_.vocab);
+  launch_add_rmsnorm(nullptr, x_.data(), final_norm_w, static_cast<float>(spec_.rms_eps), rows,
+                     spec_.hidden, nullptr, normed_.data(), s);
+  gemm_->run(normed_.data(), lm_head, rows, spec_.vocab, spec_.hidden, logits_.data(), true,
+             nullptr, nullptr, s);
+}
+
+std::vector<OpTiming> time_fused_ops(const std::vector<FusedOp>& ops, const TimingOptions& opts,
+                                     cudaStream_t s) {
+  std::unique_ptr<cuda::L2Flusher> flusher;
+  if (opts.cold_l2) {
+    int dev = 0, l2 = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    flusher = std::make_unique<cuda::L2Flusher>(static_cast<std::size_t>(l2));
+  }
+  // Times `list` as one unit: captured in one graph (opts.graph) or launched op by op.
+  auto time_list = [&](const std::string& name, const std::vector<const FusedOp*>& list) {
+    cuda::Graph graph;
+    if (opts.graph) {
+      graph.begin_capture(s);
+      for (const FusedOp* op : list) op->enqueue(s);
+      graph.end_capture(s);
+    }
+    const cuda::TimingStats t = cuda::time_on_stream(
+        [&](cudaStream_t st) {
+          if (opts.graph) {
+            graph.launch(st);
+          } else {
+            for (const FusedOp* op : list) op->enqueue(st);
+          }
+        },
+        s, opts.warmup, opts.repetitions, flusher.get());
+    OpTiming r;
+    r.op = name;
+    r.median_ms = t.median_ms;
+    r.p10_ms = t.p10_ms;
+    r.p90_ms = t.p90_ms;
+    r.repetitions = t.repetitions;
+    for (const FusedOp* op : list) {
+      r.bytes += op->bytes;
+      r.flops += op->flops;
+    }
+    return r;
+  };
+  std::vector<OpTiming> out;
+  std::vector<const FusedOp*> all;
+  for (const FusedOp& op : ops) {
+    out.push_back(time_list(op.name, {&op}));
+    all.push_back(&op);
+  }
+  out.push_back(time_list(opts.graph ? "layer(graph)" : "layer", all));
+  return out;
+}
+
+}  // namespace fusecheck::fused

@@ -1,0 +1,128 @@
+// FusedLayer: the fused decoder layer of the `fused-cuda` path, as a list of device ops
+// over bf16 buffers. It owns the layers' device weights (bf16, in the fused layouts: q|k|v
+// concatenated, gate|up concatenated), the KV caches, the RoPE table and the activation
+// buffers, and it picks the route for the shape:
+//  - GEMV route (batch*n <= kGemvRouteMaxRows rows): norm+QKV GEMV, q/k-norm+RoPE, attention,
+//    o_proj GEMV (+residual), add+norm+gate/up+SwiGLU dual GEMV, down GEMV+residual
+//    (6 kernels; decode attention is 2: split + combine).
+//  - GEMM route: RMSNorm prologue, cuBLASLt QKV (+bias epilogue), q/k-norm+RoPE,
+//    attention, cuBLASLt o_proj, residual add+RMSNorm, cuBLASLt gate|up (FP32 out),
+//    SiLU*up, cuBLASLt down (+residual via beta = 1).
+// Both routes follow one rounding recipe, fused-v1 (docs/recipes.md, docs/fused-kernels.md).
+// Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/core/model_spec.h"
+#include "harness/core/path.h"
+#include "kernels/common/device_buffer.h"
+
+namespace fusecheck::fused {
+
+class LtGemm;
+
+// Token rows up to which a layer call takes the GEMV route. Measured on an H200
+// (bench_fused, docs/fused-kernels.md): at 8 rows the CUDA-core GEMV is ALU-bound (377 us
+// vs 171 us for the cuBLASLt route on llama-3-8b); at 1 row it is 15% faster than it.
+inline constexpr int kGemvRouteMaxRows = 2;
+
+struct FusedLayerWeights {
+  cuda::DeviceBuffer<__nv_bfloat16> attn_norm;   // [hidden]
+  cuda::DeviceBuffer<__nv_bfloat16> w_qkv;       // [(q_width + 2 kv_width) x hidden]
+  cuda::DeviceBuffer<__nv_bfloat16> b_qkv;       // [q_width + 2 kv_width] (Qwen2) or empty
+  cuda::DeviceBuffer<__nv_bfloat16> q_norm;      // [head_dim] (Qwen3) or empty
+  cuda::DeviceBuffer<__nv_bfloat16> k_norm;
+  cuda::DeviceBuffer<__nv_bfloat16> w_o;         // [hidden x q_width]
+  cuda::DeviceBuffer<__nv_bfloat16> mlp_norm;    // [hidden]
+  cuda::DeviceBuffer<__nv_bfloat16> w_gate_up;   // [2 intermediate x hidden]
+  cuda::DeviceBuffer<__nv_bfloat16> w_down;      // [hidden x intermediate]
+};
+
+// One device op of a layer call: what it is, the least bytes it must move and the FLOPs it
+// does (for GB/s, TFLOP/s and % of ceiling), and how to enqueue it.
+struct FusedOp {
+  std::string name;
+  double bytes = 0;
+  double flops = 0;
+  std::function<void(cudaStream_t)> enqueue;
+};
+
+class FusedLayer {
+ public:
+  explicit FusedLayer(const ModelSpec& spec);
+  ~FusedLayer();
+
+  const ModelSpec& spec() const { return spec_; }
+  std::vector<FusedLayerWeights>& weights() { return weights_; }
+  // Allocates weights for `n_layers` layers filled with seeded random values (benchmarks).
+  void init_random_weights(int n_layers, std::uint64_t seed, cudaStream_t stream);
+
+  // New sequences: KV caches for every layer, RoPE table for `capacity` positions.
+  void reset(int batch, int capacity);
+  int batch() const { return batch_; }
+  int capacity() const { return capacity_; }
+  // Fills every KV cache with seeded random values (timing at a KV length never written).
+  void randomize_caches(std::uint64_t seed, cudaStream_t stream);
+  // Fills input() for `rows` rows with seeded random values.
+  void randomize_input(int rows, std::uint64_t seed, cudaStream_t stream);
+
+  // The ops of one call of layer `layer` on batch*n rows already in input(), the n tokens of
+  // each sequence at positions start..start+n-1. Buffers are sized before this returns, so
+  // the ops can be captured in a CUDA graph.
+  std::vector<FusedOp> ops(int layer, int n, int start);
+
+  // Device buffers (valid after ops()): rows = batch*n.
+  __nv_bfloat16* input() { return x_.data(); }
+  const __nv_bfloat16* qkv() const { return qkv_.data(); }
+  const __nv_bfloat16* q_rope() const { return q_rope_.data(); }
+  const __nv_bfloat16* attn() const { return attn_.data(); }
+  const __nv_bfloat16* o_proj() const { return o_proj_.data(); }
+  const __nv_bfloat16* resid_mid() const { return resid_mid_.data(); }
+  const __nv_bfloat16* act() const { return act_.data(); }
+  const __nv_bfloat16* resid_out() const { return resid_out_.data(); }
+  const __nv_bfloat16* k_cache(int layer) const { return k_cache_[layer].data(); }
+  const __nv_bfloat16* v_cache(int layer) const { return v_cache_[layer].data(); }
+  bool gemv_route(int rows) const;
+  // Benchmarks: run the GEMM route at every shape (the cuBLAS-per-projection baseline).
+  void force_gemm_route(bool on) { force_gemm_ = on; }
+
+  // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
+  // not a rounding point of fused-v1).
+  void head(const __nv_bfloat16* final_norm_w, const __nv_bfloat16* lm_head, int rows,
+            cudaStream_t stream);
+  const __nv_bfloat16* final_norm_out() const { return normed_.data(); }
+  const float* logits() const { return logits_.data(); }
+
+ private:
+  void ensure_buffers(int rows, int kv_len);
+
+  ModelSpec spec_;
+  std::vector<FusedLayerWeights> weights_;
+  std::unique_ptr<LtGemm> gemm_;
+  int batch_ = 0, capacity_ = 0;
+  bool force_gemm_ = false;
+  std::vector<cuda::DeviceBuffer<__nv_bfloat16>> k_cache_, v_cache_;
+  cuda::DeviceBuffer<float> rope_cos_, rope_sin_;
+  cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,
+      act_, resid_out_;
+  cuda::DeviceBuffer<float> gate_up_, logits_, attn_scratch_;
+};
+
+// Times ops one by one (each captured in its own graph when opts.graph) and the whole list
+// as one graph ("layer"): CUDA events, warm-up, median/p10/p90 over repetitions.
+std::vector<OpTiming> time_fused_ops(const std::vector<FusedOp>& ops, const TimingOptions& opts,
+                                     cudaStream_t stream);
+
+// RoPE cos/sin for positions [0, capacity): angles in double, stored FP32 [capacity x dim/2].
+void rope_tables(const ModelSpec& spec, int capacity, std::vector<float>& cos_t,
+                 std::vector<float>& sin_t);
+
+}  // namespace fusecheck::fused

@@ -1,0 +1,212 @@
+// FusedPath: drives FusedLayer layer by layer for the harness, moving taps to the host.
+#include "kernels/fused/fused_path.h"
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "harness/core/checkpoint.h"
+#include "harness/core/dtype.h"
+#include "harness/core/error.h"
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/stream.h"
+#include "kernels/fused/fused_layer.h"
+
+namespace fusecheck {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// Host bf16 bits of a tensor (the stored bits when it already is bf16, else one rounding).
+std::vector<std::uint16_t> bf16_bits(const TensorView& t) {
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(t.numel()));
+  if (t.dtype == DType::BF16) {
+    std::memcpy(out.data(), t.bytes.data(), out.size() * sizeof(std::uint16_t));
+  } else {
+    const std::vector<float> f = t.to_float();
+    for (std::size_t i = 0; i < f.size(); ++i) out[i] = float_to_bf16(f[i]);
+  }
+  return out;
+}
+
+// Uploads the tensors one after the other into one buffer (q|k|v, gate|up).
+void upload(cuda::DeviceBuffer<bf16>& dst, std::initializer_list<const TensorView*> parts) {
+  std::vector<std::uint16_t> all;
+  for (const TensorView* t : parts) {
+    const auto bits = bf16_bits(*t);
+    all.insert(all.end(), bits.begin(), bits.end());
+  }
+  dst.resize(all.size());
+  CUDA_CHECK(cudaMemcpy(dst.data(), all.data(), all.size() * 2, cudaMemcpyHostToDevice));
+}
+
+TapMatrix download(const bf16* src, int rows, int cols, long row_stride, long col0) {
+  std::vector<std::uint16_t> host(static_cast<std::size_t>(rows) * row_stride);
+  CUDA_CHECK(cudaMemcpy(host.data(), src, host.size() * 2, cudaMemcpyDeviceToHost));
+  TapMatrix m(rows, cols);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) m(r, c) = bf16_to_float(host[r * row_stride + col0 + c]);
+  return m;
+}
+
+class FusedPath : public Path {
+ public:
+  FusedPath(const Checkpoint& ckpt, const PathOptions& opts) : ckpt_(ckpt) {
+    CUDA_CHECK(cudaSetDevice(opts.device_index));
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, opts.device_index));
+    device_ = prop.name;
+    const ModelSpec& spec = ckpt.spec();
+    layer_ = std::make_unique<fused::FusedLayer>(spec);
+    const ModelTensors& m = ckpt.model();
+    auto& w = layer_->weights();
+    w.resize(m.layers.size());
+    for (std::size_t l = 0; l < m.layers.size(); ++l) {
+      const LayerTensors& t = m.layers[l];
+      upload(w[l].attn_norm, {t.attn_norm});
+      upload(w[l].w_qkv, {t.wq, t.wk, t.wv});
+      if (t.bq) upload(w[l].b_qkv, {t.bq, t.bk, t.bv});
+      if (t.q_norm) upload(w[l].q_norm, {t.q_norm});
+      if (t.k_norm) upload(w[l].k_norm, {t.k_norm});
+      upload(w[l].w_o, {t.wo});
+      upload(w[l].mlp_norm, {t.mlp_norm});
+      upload(w[l].w_gate_up, {t.w_gate, t.w_up});
+      upload(w[l].w_down, {t.w_down});
+    }
+    upload(final_norm_, {m.final_norm});
+    upload(lm_head_, {m.lm_head});
+  }
+
+  std::string name() const override { return "fused-cuda"; }
+  std::string device() const override { return device_; }
+  std::vector<Tap> taps() const override {
+    return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
+            Tap::resid_mid, Tap::act, Tap::resid_out};
+  }
+
+  void reset(int batch, int capacity) override {
+    layer_->reset(batch, capacity);
+    kv_len_.assign(ckpt_.model().layers.size(), 0);
+    caches_valid_ = true;
+  }
+
+  TapMatrix embed(std::span<const std::int32_t> tokens) override {
+    const ModelSpec& s = ckpt_.spec();
+    const TensorView& e = *ckpt_.model().embed;
+    TapMatrix out(static_cast<Eigen::Index>(tokens.size()), s.hidden);
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= s.vocab)
+        throw InputError(ckpt_.path().string(), "token id " + std::to_string(tokens[i]) +
+                                                    " outside the vocabulary of " +
+                                                    std::to_string(s.vocab));
+      for (int c = 0; c < s.hidden; ++c)
+        out(static_cast<Eigen::Index>(i), c) =
+            round_to_bf16(static_cast<float>(e.at(static_cast<std::int64_t>(tokens[i]) * s.hidden + c)));
+    }
+    return out;
+  }
+
+  TapSet layer(int l, const TapMatrix& input) override {
+    const ModelSpec& s = ckpt_.spec();
+    if (!caches_valid_) throw std::logic_error("fused-cuda: reset() after time_layer before running layers");
+    if (l < 0 || l >= static_cast<int>(kv_len_.size()))
+      throw std::out_of_range("fused-cuda: layer " + std::to_string(l) + " out of range");
+    const int batch = layer_->batch();
+    if (input.cols() != s.hidden || input.rows() % batch != 0 || input.rows() == 0)
+      throw std::invalid_argument("fused-cuda: layer input must be [batch*n x hidden]");
+    const int rows = static_cast<int>(input.rows()), n = rows / batch, start = kv_len_[l];
+    const std::vector<fused::FusedOp> ops = layer_->ops(l, n, start);
+    upload_input(input);
+    for (const auto& op : ops) op.enqueue(stream_);
+    stream_.synchronize();
+    kv_len_[l] += n;
+
+    const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim;
+    TapSet taps;
+    taps[Tap::q] = download(layer_->qkv(), rows, QW, NQKV, 0);
+    taps[Tap::k] = download(layer_->qkv(), rows, KW, NQKV, QW);
+    taps[Tap::v] = download(layer_->qkv(), rows, KW, NQKV, QW + KW);
+    taps[Tap::q_rope] = download(layer_->q_rope(), rows, QW, QW, 0);
+    // k_rope from the cache: [batch x kv_heads x capacity x D] -> rows b*n+t, cols h*D+d.
+    TapMatrix k_rope(rows, KW);
+    const int cap = layer_->capacity();
+    for (int b = 0; b < batch; ++b)
+      for (int h = 0; h < s.n_kv_heads; ++h) {
+        const long at = ((static_cast<long>(b) * s.n_kv_heads + h) * cap + start) * D;
+        const TapMatrix block = download(layer_->k_cache(l) + at, n, D, D, 0);
+        k_rope.block(b * n, h * D, n, D) = block;
+      }
+    taps[Tap::k_rope] = std::move(k_rope);
+    taps[Tap::attn] = download(layer_->attn(), rows, QW, QW, 0);
+    taps[Tap::o_proj] = download(layer_->o_proj(), rows, s.hidden, s.hidden, 0);
+    taps[Tap::resid_mid] = download(layer_->resid_mid(), rows, s.hidden, s.hidden, 0);
+    taps[Tap::act] = download(layer_->act(), rows, s.intermediate, s.intermediate, 0);
+    taps[Tap::resid_out] = download(layer_->resid_out(), rows, s.hidden, s.hidden, 0);
+    return taps;
+  }
+
+  TapSet head(const TapMatrix& hidden) override {
+    const ModelSpec& s = ckpt_.spec();
+    if (hidden.cols() != s.hidden || hidden.rows() == 0)
+      throw std::invalid_argument("fused-cuda: head input must be [rows x hidden]");
+    const int rows = static_cast<int>(hidden.rows());
+    if (layer_->batch() == 0) layer_->reset(rows, 1);
+    upload_input(hidden);
+    layer_->head(final_norm_.data(), lm_head_.data(), rows, stream_);
+    stream_.synchronize();
+    TapSet taps;
+    taps[Tap::final_norm] = download(layer_->final_norm_out(), rows, s.hidden, s.hidden, 0);
+    std::vector<float> logits(static_cast<std::size_t>(rows) * s.vocab);
+    CUDA_CHECK(cudaMemcpy(logits.data(), layer_->logits(), logits.size() * sizeof(float),
+                          cudaMemcpyDeviceToHost));
+    TapMatrix lg(rows, s.vocab);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < s.vocab; ++c) lg(r, c) = logits[static_cast<std::size_t>(r) * s.vocab + c];
+    taps[Tap::logits] = std::move(lg);
+    return taps;
+  }
+
+  // Times every op of layer `l` for the current batch (1 when reset was never called) at
+  // n_new tokens per sequence over kv_len cached positions. The caches and the input are
+  // filled with seeded random data: reset() before running layers again.
+  std::vector<OpTiming> time_layer(int l, int n_new, int kv_len,
+                                   const TimingOptions& opts) override {
+    const int batch = layer_->batch() > 0 ? layer_->batch() : 1;
+    if (layer_->capacity() < kv_len + n_new || layer_->batch() == 0) {
+      layer_->reset(batch, kv_len + n_new);
+    }
+    caches_valid_ = false;
+    layer_->randomize_caches(0x5eed, stream_);
+    const std::vector<fused::FusedOp> ops = layer_->ops(l, n_new, kv_len);
+    layer_->randomize_input(batch * n_new, 0x1a7e, stream_);
+    return fused::time_fused_ops(ops, opts, stream_);
+  }
+
+ private:
+  void upload_input(const TapMatrix& m) {
+    std::vector<std::uint16_t> bits(static_cast<std::size_t>(m.size()));
+    for (Eigen::Index r = 0; r < m.rows(); ++r)
+      for (Eigen::Index c = 0; c < m.cols(); ++c)
+        bits[r * m.cols() + c] = double_to_bf16(m(r, c));  // fused-v1 `layer_input`
+    CUDA_CHECK(cudaMemcpyAsync(layer_->input(), bits.data(), bits.size() * 2,
+                               cudaMemcpyHostToDevice, stream_));
+    stream_.synchronize();
+  }
+
+  const Checkpoint& ckpt_;
+  std::string device_;
+  cuda::Stream stream_;
+  std::unique_ptr<fused::FusedLayer> layer_;
+  cuda::DeviceBuffer<bf16> final_norm_, lm_head_;
+  std::vector<int> kv_len_;
+  bool caches_valid_ = true;
+};
+
+}  // namespace
+
+std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts) {
+  return std::make_unique<FusedPath>(ckpt, opts);
+}
+
+}  // namespace fusecheck

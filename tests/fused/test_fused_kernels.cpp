@@ -1,0 +1,439 @@
+// Each fused kernel against a double-precision host reference at awkward shapes (odd head
+// counts, lengths that are not multiples of any tile, KV lengths 1 and 1025, batch 3),
+// with exact small-integer checks where the arithmetic is exact, and reproducibility.
+// Tolerances: a kernel output is ONE rounding to bf16 of an FP32 value, so it sits within
+// 0.5 bf16 ulp + the FP32 error of the exact value; each test bounds the FP32 error by
+// gamma_K * sum|terms| (gamma_K = K * 2^-24, the classic summation bound) and allows 1 ulp.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "fused_test_util.h"
+#include "kernels/fused/add_rmsnorm.h"
+#include "kernels/fused/attention_decode.h"
+#include "kernels/fused/attention_prefill.h"
+#include "kernels/fused/fused_layer.h"
+#include "kernels/fused/gemm_lt.h"
+#include "kernels/fused/norm_gemv.h"
+#include "kernels/fused/qk_norm_rope.h"
+#include "kernels/fused/silu_mul.h"
+
+namespace fusecheck::test {
+namespace {
+
+using namespace fusecheck::fused;
+
+double gamma(int k) { return k * std::ldexp(1.0, -24); }
+double silu_d(double g) { return g / (1.0 + std::exp(-g)); }
+
+// Normalized row in double (eps inside the square root), before any rounding.
+std::vector<double> rmsnorm_d(const std::vector<double>& s, const Bits& w, double eps) {
+  double ss = 0;
+  for (double v : s) ss += v * v;
+  const double inv = 1.0 / std::sqrt(ss / s.size() + eps);
+  std::vector<double> out(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) out[i] = s[i] * inv * val(w, i);
+  return out;
+}
+
+TEST(FusedKernels, AddRmsNormSmallRoundsSumOnceAndNormalizesFp32Sum) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 3, n = 1000;
+  const double eps = 1e-6;
+  const Bits x = random_bits(rows * n, 1, -2, 2), d = random_bits(rows * n, 2, -2, 2),
+             w = random_bits(n, 3, 0.5f, 1.5f);
+  auto dx = to_device(x), dd = to_device(d), dw = to_device(w);
+  for (bool with_delta : {true, false}) {
+    auto resid = poisoned(rows * n), normed = poisoned(rows * n);
+    launch_add_rmsnorm(with_delta ? dd.data() : nullptr, dx.data(), dw.data(), eps, rows, n,
+                       resid.data(), normed.data(), nullptr);
+    const Bits r = to_host(resid), h = to_host(normed);
+    std::vector<double> sum_ref, norm_ref, tol;
+    for (int row = 0; row < rows; ++row) {
+      std::vector<double> s(n);
+      for (int i = 0; i < n; ++i) s[i] = val(x, row * n + i) + (with_delta ? val(d, row * n + i) : 0);
+      sum_ref.insert(sum_ref.end(), s.begin(), s.end());
+      for (double v : rmsnorm_d(s, w, eps)) {
+        norm_ref.push_back(v);
+        tol.push_back(bf16_ulp(v));  // one rounding; FP32 norm error ~1e-6 relative
+      }
+    }
+    // The FP32 sum of two bf16 values is exact here, so resid is the exact sum rounded once.
+    if (with_delta) expect_bits("resid", r, sum_ref);
+    expect_within(with_delta ? "normed(x+delta)" : "normed(x)", h, norm_ref, tol);
+  }
+}
+
+// x and W small integers: every product and partial sum is an exact FP32 integer, so the
+// outputs must equal the exact result rounded once to bf16, bit for bit.
+TEST(FusedKernels, GemvResidualSmallIntegerInputsAreExact) {
+  SKIP_WITHOUT_GPU();
+  const int K = 1000, N = 37;
+  for (int rows : {1, 3, 8}) {
+    const Bits x = integer_bits(rows * K, 10 + rows, -3, 3), W = integer_bits(N * K, 11, -3, 3),
+               resid = integer_bits(rows * N, 12, -50, 50);
+    auto dx = to_device(x), dW = to_device(W), dr = to_device(resid);
+    auto out = poisoned(rows * N), o = poisoned(rows * N), resid_out = poisoned(rows * N);
+    launch_gemv_residual(dx.data(), dW.data(), dr.data(), rows, K, N, out.data(), nullptr);
+    launch_gemv_round_residual(dx.data(), dW.data(), dr.data(), rows, K, N, o.data(),
+                               resid_out.data(), nullptr);
+    std::vector<double> exact(rows * N), exact_o(rows * N), exact_resid(rows * N);
+    for (int t = 0; t < rows; ++t)
+      for (int j = 0; j < N; ++j) {
+        double acc = 0;
+        for (int k = 0; k < K; ++k) acc += val(x, t * K + k) * val(W, j * K + k);
+        exact[t * N + j] = val(resid, t * N + j) + acc;
+        exact_o[t * N + j] = acc;
+        exact_resid[t * N + j] = val(resid, t * N + j) + bf16_to_float(double_to_bf16(acc));
+      }
+    expect_bits("down+residual rows=" + std::to_string(rows), to_host(out), exact);
+    expect_bits("o_proj rows=" + std::to_string(rows), to_host(o), exact_o);
+    expect_bits("resid_mid rows=" + std::to_string(rows), to_host(resid_out), exact_resid);
+  }
+}
+
+// Reference for the norm-prologue GEMVs: h = bf16(norm(s)) as the recipe rounds it, then
+// dots in double. `flip` allows for an h element that rounds the other way when the FP32
+// inv_rms differs from the double one in its last bit (rare: ~2^-16 per element).
+struct NormGemvRef {
+  std::vector<double> h;      // [rows x K] rounded normalized input
+  std::vector<double> h_ulp;  // its bf16 spacing
+};
+NormGemvRef norm_rows(const Bits& x, const Bits* delta, const Bits& w, int rows, int K, double eps) {
+  NormGemvRef r;
+  for (int t = 0; t < rows; ++t) {
+    std::vector<double> s(K);
+    for (int k = 0; k < K; ++k) s[k] = val(x, t * K + k) + (delta ? val(*delta, t * K + k) : 0);
+    for (double v : rmsnorm_d(s, w, eps)) {
+      r.h.push_back(bf16_to_float(double_to_bf16(v)));
+      r.h_ulp.push_back(bf16_ulp(v));
+    }
+  }
+  return r;
+}
+
+TEST(FusedKernels, NormQkvGemvSmallMatchesDouble) {
+  SKIP_WITHOUT_GPU();
+  const int K = 264, N = 7 * 16 + 2 * 16;  // 7 query heads, 1 kv head, head_dim 16
+  const double eps = 1e-6;
+  for (int rows : {1, 3, 8}) {
+    for (bool with_bias : {false, true}) {
+      const Bits x = random_bits(rows * K, 20 + rows, -2, 2), w = random_bits(K, 21, 0.5f, 1.5f),
+                 W = random_bits(N * K, 22, -0.1f, 0.1f), b = random_bits(N, 23, -0.5f, 0.5f);
+      auto dx = to_device(x), dw = to_device(w), dW = to_device(W), db = to_device(b);
+      auto out = poisoned(rows * N);
+      launch_norm_qkv_gemv(dx.data(), dw.data(), eps, dW.data(), with_bias ? db.data() : nullptr,
+                           rows, K, N, out.data(), nullptr);
+      const NormGemvRef h = norm_rows(x, nullptr, w, rows, K, eps);
+      std::vector<double> ref, tol;
+      for (int t = 0; t < rows; ++t)
+        for (int j = 0; j < N; ++j) {
+          double acc = with_bias ? val(b, j) : 0, mag = 0, flip = 0;
+          for (int k = 0; k < K; ++k) {
+            const double wv = val(W, j * K + k);
+            acc += h.h[t * K + k] * wv;
+            mag += std::fabs(h.h[t * K + k] * wv);
+            flip = std::max(flip, std::fabs(wv) * h.h_ulp[t * K + k]);
+          }
+          ref.push_back(acc);
+          tol.push_back(bf16_ulp(acc) + gamma(K) * mag + 2 * flip);
+        }
+      expect_within("qkv rows=" + std::to_string(rows) + (with_bias ? " bias" : ""), to_host(out),
+                    ref, tol);
+    }
+  }
+}
+
+TEST(FusedKernels, AddNormGateUpSwigluGemvSmallMatchesDouble) {
+  SKIP_WITHOUT_GPU();
+  const int K = 264, I = 100;
+  const double eps = 1e-5;
+  for (int rows : {1, 3, 8}) {
+    const Bits x = random_bits(rows * K, 30 + rows, -2, 2), o = random_bits(rows * K, 31, -1, 1),
+               w = random_bits(K, 32, 0.5f, 1.5f), W = random_bits(2 * I * K, 33, -0.2f, 0.2f);
+    auto dx = to_device(x), dox = to_device(o), dw = to_device(w), dW = to_device(W);
+    auto act = poisoned(rows * I);
+    launch_add_norm_gate_up_gemv(dx.data(), dox.data(), dw.data(), eps, dW.data(), rows, K, I,
+                                 act.data(), nullptr);
+    const NormGemvRef h = norm_rows(x, &o, w, rows, K, eps);
+    std::vector<double> ref, tol;
+    for (int t = 0; t < rows; ++t)
+      for (int j = 0; j < I; ++j) {
+        double g = 0, u = 0, mg = 0, mu = 0, fg = 0, fu = 0;
+        for (int k = 0; k < K; ++k) {
+          const double hv = h.h[t * K + k], wg = val(W, j * K + k), wu = val(W, (I + j) * K + k);
+          g += hv * wg;
+          u += hv * wu;
+          mg += std::fabs(hv * wg);
+          mu += std::fabs(hv * wu);
+          fg = std::max(fg, std::fabs(wg) * h.h_ulp[t * K + k]);
+          fu = std::max(fu, std::fabs(wu) * h.h_ulp[t * K + k]);
+        }
+        const double a = silu_d(g) * u, dg = gamma(K) * mg + 2 * fg, du = gamma(K) * mu + 2 * fu;
+        ref.push_back(a);
+        // |silu'| <= 1.1: the error in g moves act by at most 1.1 dg |u|.
+        tol.push_back(bf16_ulp(a) + 1.1 * dg * std::fabs(u) + std::fabs(silu_d(g)) * du + 1e-6 * std::fabs(a));
+      }
+    expect_within("act rows=" + std::to_string(rows), to_host(act), ref, tol);
+  }
+}
+
+TEST(FusedKernels, QkNormRopeSmallMatchesDoubleAndAppendsCache) {
+  SKIP_WITHOUT_GPU();
+  const int batch = 3, n = 5, start = 11, capacity = 20, H = 7, KVH = 1;
+  for (int D : {16, 128}) {
+    for (bool qk_norm : {false, true}) {
+      for (bool interleaved : {false, true}) {
+        ModelSpec spec;
+        spec.head_dim = D;
+        spec.rope_dim = D;
+        spec.rope_theta = 1e6;
+        std::vector<float> cos_t, sin_t;
+        rope_tables(spec, capacity, cos_t, sin_t);
+        const int W = (H + 2 * KVH) * D, rows = batch * n;
+        const Bits qkv = random_bits(rows * W, 40 + D, -2, 2), qn = random_bits(D, 41, 0.5f, 3.f),
+                   kn = random_bits(D, 42, 0.5f, 3.f);
+        auto dqkv = to_device(qkv), dqn = to_device(qn), dkn = to_device(kn);
+        cuda::DeviceBuffer<float> dcos, dsin;
+        dcos.upload(cos_t);
+        dsin.upload(sin_t);
+        auto q_rope = poisoned(rows * H * D), kc = poisoned(batch * KVH * capacity * D),
+             vc = poisoned(batch * KVH * capacity * D);
+        RopeArgs a;
+        a.qkv = dqkv.data();
+        a.q_norm_w = qk_norm ? dqn.data() : nullptr;
+        a.k_norm_w = qk_norm ? dkn.data() : nullptr;
+        a.eps = 1e-6f;
+        a.cos_table = dcos.data();
+        a.sin_table = dsin.data();
+        a.interleaved = interleaved;
+        a.batch = batch;
+        a.n = n;
+        a.start = start;
+        a.n_heads = H;
+        a.n_kv_heads = KVH;
+        a.head_dim = D;
+        a.capacity = capacity;
+        a.q_rope = q_rope.data();
+        a.k_cache = kc.data();
+        a.v_cache = vc.data();
+        launch_qk_norm_rope(a, nullptr);
+        const Bits hq = to_host(q_rope), hk = to_host(kc), hv = to_host(vc);
+        std::vector<double> q_ref, q_tol, k_ref, k_tol, v_ref;
+        Bits k_got, v_got;
+        for (int row = 0; row < rows; ++row) {
+          const int b = row / n, pos = start + row % n;
+          for (int head = 0; head < H + KVH; ++head) {
+            const bool is_q = head < H;
+            std::vector<double> x(D);
+            for (int i = 0; i < D; ++i) x[i] = val(qkv, row * W + head * D + i);
+            if (qk_norm) x = rmsnorm_d(x, is_q ? qn : kn, 1e-6);
+            std::vector<double> y(D);
+            for (int p = 0; p < D / 2; ++p) {
+              const int i1 = interleaved ? 2 * p : p, i2 = interleaved ? 2 * p + 1 : p + D / 2;
+              const double ang = pos * std::pow(1e6, -2.0 * p / D);
+              y[i1] = x[i1] * std::cos(ang) - x[i2] * std::sin(ang);
+              y[i2] = x[i2] * std::cos(ang) + x[i1] * std::sin(ang);
+            }
+            for (int i = 0; i < D; ++i) {
+              // one rounding; FP32 norm/rotation and the FP32 table: ~1e-6 of the inputs
+              const double tol = bf16_ulp(y[i]) + 2e-6 * (std::fabs(x[i]) + std::fabs(x[i ^ 1]) +
+                                                          std::fabs(x[(i + D / 2) % D]));
+              if (is_q) {
+                q_ref.push_back(y[i]);
+                q_tol.push_back(tol);
+              } else {
+                k_ref.push_back(y[i]);
+                k_tol.push_back(tol);
+                k_got.push_back(hk[((b * KVH) * capacity + pos) * D + i]);
+              }
+            }
+          }
+          for (int i = 0; i < D; ++i) {
+            v_ref.push_back(val(qkv, row * W + (H + KVH) * D + i));
+            v_got.push_back(hv[((b * KVH) * capacity + pos) * D + i]);
+          }
+        }
+        const std::string c = " D=" + std::to_string(D) + (qk_norm ? " qk_norm" : "") +
+                              (interleaved ? " interleaved" : " neox");
+        expect_within("q_rope" + c, hq, q_ref, q_tol);
+        expect_within("k_rope" + c, k_got, k_ref, k_tol);
+        expect_bits("v cache" + c, v_got, v_ref);
+      }
+    }
+  }
+}
+
+// Attention reference in double: rows [batch*n x H*D]; token t of a sequence at start + t.
+std::vector<double> attention_d(const Bits& q, const Bits& kc, const Bits& vc, int batch, int n,
+                                int start, int H, int KVH, int D, int cap, double max_v,
+                                std::vector<double>& tol) {
+  std::vector<double> out;
+  const int G = H / KVH;
+  for (int b = 0; b < batch; ++b)
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < H; ++h) {
+        const int kvh = h / G, len = start + t + 1;
+        const long base = (static_cast<long>(b) * KVH + kvh) * cap * D;
+        std::vector<double> s(len);
+        double m = -1e300;
+        for (int p = 0; p < len; ++p) {
+          double acc = 0;
+          for (int d = 0; d < D; ++d) acc += val(q, ((b * n + t) * H + h) * D + d) * val(kc, base + p * D + d);
+          s[p] = acc / std::sqrt(static_cast<double>(D));
+          m = std::max(m, s[p]);
+        }
+        double l = 0;
+        for (double& v : s) l += (v = std::exp(v - m));
+        for (int d = 0; d < D; ++d) {
+          double o = 0;
+          for (int p = 0; p < len; ++p) o += s[p] * val(vc, base + p * D + d);
+          out.push_back(o / l);
+          // one rounding; FP32 exp/sums: relative ~1e-6 of the largest |v|
+          tol.push_back(bf16_ulp(o / l) + 1e-5 * max_v);
+        }
+      }
+  return out;
+}
+
+struct AttnCase {
+  int batch, H, KVH, D, kv_len;
+};
+
+TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
+  SKIP_WITHOUT_GPU();
+  for (const AttnCase c : {AttnCase{3, 9, 3, 64, 1}, AttnCase{3, 9, 3, 128, 65},
+                           AttnCase{3, 9, 3, 128, 1025}, AttnCase{1, 7, 7, 64, 64},
+                           AttnCase{2, 5, 1, 16, 130}}) {
+    const int cap = c.kv_len + 3;
+    const Bits q = random_bits(c.batch * c.H * c.D, 50, -2, 2),
+               kc = random_bits(c.batch * c.KVH * cap * c.D, 51, -2, 2),
+               vc = random_bits(c.batch * c.KVH * cap * c.D, 52, -1, 1);
+    auto dq = to_device(q), dk = to_device(kc), dv = to_device(vc), out = poisoned(c.batch * c.H * c.D);
+    cuda::DeviceBuffer<float> scratch(decode_attention_scratch_floats(c.batch, c.H, c.D, c.kv_len));
+    DecodeAttentionArgs a;
+    a.q = dq.data();
+    a.k_cache = dk.data();
+    a.v_cache = dv.data();
+    a.batch = c.batch;
+    a.n_heads = c.H;
+    a.n_kv_heads = c.KVH;
+    a.head_dim = c.D;
+    a.capacity = cap;
+    a.kv_len = c.kv_len;
+    a.partial_acc = scratch.data();
+    a.partial_ml = scratch.data() + std::size_t(c.batch) * c.H * decode_attention_splits(c.kv_len) * c.D;
+    a.out = out.data();
+    launch_decode_attention(a, nullptr);
+    const Bits first = to_host(out);
+    std::vector<double> tol;
+    const auto ref = attention_d(q, kc, vc, c.batch, 1, c.kv_len - 1, c.H, c.KVH, c.D, cap, 1.0, tol);
+    const std::string name = "decode attention kv=" + std::to_string(c.kv_len) + " D=" + std::to_string(c.D);
+    expect_within(name, first, ref, tol);
+    if (c.kv_len == 1) {  // one key: p = 1, the output is v itself, exactly
+      std::vector<double> v;
+      for (int b = 0; b < c.batch; ++b)
+        for (int h = 0; h < c.H; ++h)
+          for (int d = 0; d < c.D; ++d) v.push_back(val(vc, ((b * c.KVH + h / (c.H / c.KVH)) * cap) * c.D + d));
+      expect_bits(name + " equals v", first, v);
+    }
+    out.fill_poison();  // same inputs again: the split combine runs in a fixed order
+    launch_decode_attention(a, nullptr);
+    EXPECT_TRUE(to_host(out) == first) << name << ": two runs differ";
+  }
+}
+
+TEST(FusedKernels, PrefillAttentionSmallMatchesDouble) {
+  SKIP_WITHOUT_GPU();
+  struct Case { int batch, n, start, H, KVH, D; };
+  for (const Case c : {Case{3, 37, 0, 9, 3, 64}, Case{1, 130, 5, 4, 2, 128}, Case{2, 70, 64, 5, 5, 16},
+                       Case{1, 1, 9, 3, 1, 128}}) {
+    const int cap = c.start + c.n;
+    const Bits q = random_bits(c.batch * c.n * c.H * c.D, 60, -2, 2),
+               kc = random_bits(c.batch * c.KVH * cap * c.D, 61, -2, 2),
+               vc = random_bits(c.batch * c.KVH * cap * c.D, 62, -1, 1);
+    auto dq = to_device(q), dk = to_device(kc), dv = to_device(vc),
+         out = poisoned(c.batch * c.n * c.H * c.D);
+    PrefillAttentionArgs a;
+    a.q = dq.data();
+    a.k_cache = dk.data();
+    a.v_cache = dv.data();
+    a.batch = c.batch;
+    a.n = c.n;
+    a.start = c.start;
+    a.n_heads = c.H;
+    a.n_kv_heads = c.KVH;
+    a.head_dim = c.D;
+    a.capacity = cap;
+    a.out = out.data();
+    launch_prefill_attention(a, nullptr);
+    std::vector<double> tol;
+    const auto ref = attention_d(q, kc, vc, c.batch, c.n, c.start, c.H, c.KVH, c.D, cap, 1.0, tol);
+    expect_within("prefill attention n=" + std::to_string(c.n) + " start=" + std::to_string(c.start) +
+                      " D=" + std::to_string(c.D),
+                  to_host(out), ref, tol);
+  }
+}
+
+TEST(FusedKernels, LtGemmSmallFusesBiasAndResidualBeforeOneRounding) {
+  SKIP_WITHOUT_GPU();
+  const int M = 37, N = 40, K = 264;
+  const Bits X = random_bits(M * K, 70, -2, 2), W = random_bits(N * K, 71, -0.2f, 0.2f),
+             b = random_bits(N, 72, -1, 1), R = random_bits(M * N, 73, -4, 4);
+  auto dX = to_device(X), dW = to_device(W), db = to_device(b), dR = to_device(R);
+  LtGemm gemm;
+  for (int mode = 0; mode < 3; ++mode) {  // 0: +bias, 1: +residual, 2: FP32 output
+    auto y = poisoned(M * N);
+    cuda::DeviceBuffer<float> y32(M * N);
+    y32.fill_poison();
+    gemm.run(dX.data(), dW.data(), M, N, K, mode == 2 ? static_cast<void*>(y32.data()) : y.data(),
+             mode == 2, mode == 0 ? db.data() : nullptr, mode == 1 ? dR.data() : nullptr, nullptr);
+    std::vector<double> ref, tol;
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < N; ++j) {
+        double acc = mode == 0 ? val(b, j) : mode == 1 ? val(R, i * N + j) : 0, mag = 0;
+        for (int k = 0; k < K; ++k) {
+          acc += val(X, i * K + k) * val(W, j * K + k);
+          mag += std::fabs(val(X, i * K + k) * val(W, j * K + k));
+        }
+        ref.push_back(acc);
+        tol.push_back((mode == 2 ? 0 : bf16_ulp(acc)) + gamma(K) * mag);
+      }
+    if (mode == 2) {
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const auto got = y32.download();
+      int bad = 0;
+      for (std::size_t i = 0; i < ref.size(); ++i) bad += !(std::fabs(got[i] - ref[i]) <= tol[i]);
+      EXPECT_EQ(bad, 0) << "FP32-output GEMM: " << bad << " elements out of tolerance";
+    } else {
+      expect_within(mode == 0 ? "gemm+bias" : "gemm+residual", to_host(y), ref, tol);
+    }
+  }
+}
+
+TEST(FusedKernels, SiluMulSmallMatchesDouble) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 3, I = 101;
+  std::vector<float> gu(rows * 2 * I);
+  std::mt19937_64 rng(80);
+  std::uniform_real_distribution<float> u(-6, 6);
+  for (float& v : gu) v = u(rng);
+  cuda::DeviceBuffer<float> dgu;
+  dgu.upload(gu);
+  auto act = poisoned(rows * I);
+  launch_silu_mul(dgu.data(), rows, I, act.data(), nullptr);
+  std::vector<double> ref, tol;
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < I; ++j) {
+      const double a = silu_d(gu[r * 2 * I + j]) * gu[r * 2 * I + I + j];
+      ref.push_back(a);
+      tol.push_back(bf16_ulp(a) + 1e-6 * std::fabs(a));  // FP32 expf/division: ~1e-7 relative
+    }
+  expect_within("swiglu", to_host(act), ref, tol);
+}
+
+}  // namespace
+}  // namespace fusecheck::test
