@@ -1,0 +1,483 @@
+// Layer-major side-by-side driver (see driver.h). For each layer: the reference runs,
+// then every instance (ref64 isolated/propagated, each path isolated/propagated, the
+// perturbed reference) runs the same layer, the metrics are taken, and that layer's
+// taps are dropped. Only the per-chunk hidden states of each instance survive a layer.
+#include "harness/run/driver.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+#include "harness/core/error.h"
+#include "harness/core/greedy.h"
+
+namespace fusecheck::run {
+
+int layer_tap_index(Tap t) {
+  for (int i = 0; i < kNumLayerTaps; ++i) {
+    if (kLayerTaps[i] == t) return i;
+  }
+  return -1;
+}
+
+int head_tap_index(Tap t) {
+  for (int i = 0; i < kNumHeadTaps; ++i) {
+    if (kHeadTaps[i] == t) return i;
+  }
+  return -1;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// The token stream cut into the calls a path sees: prefill is one chunk; decode is the
+// kv_len prefill (not measured) then one chunk per step (measured).
+struct Chunks {
+  std::vector<std::vector<std::int32_t>> ids;  // per chunk: [batch][n] sequence-major
+  std::vector<bool> measured;
+};
+
+Chunks make_chunks(const RunConfig& cfg) {
+  Chunks ch;
+  auto cut = [&](int begin, int count, bool measured) {
+    std::vector<std::int32_t> ids;
+    for (const auto& seq : cfg.tokens) ids.insert(ids.end(), seq.begin() + begin, seq.begin() + begin + count);
+    ch.ids.push_back(std::move(ids));
+    ch.measured.push_back(measured);
+  };
+  const bool decode = cfg.phase.kind == Phase::Decode;
+  cut(0, cfg.phase.prefill_len, !decode);
+  for (int s = 0; s < cfg.phase.decode_steps; ++s) cut(cfg.phase.prefill_len + s, 1, true);
+  return ch;
+}
+
+TapMatrix stack_rows(const std::vector<const TapMatrix*>& parts) {
+  if (parts.size() == 1) return *parts[0];
+  Eigen::Index rows = 0;
+  for (const auto* p : parts) rows += p->rows();
+  TapMatrix out(rows, parts.front()->cols());
+  Eigen::Index r = 0;
+  for (const auto* p : parts) {
+    out.middleRows(r, p->rows()) = *p;
+    r += p->rows();
+  }
+  return out;
+}
+
+// Stacks the rows of the measured chunks' taps, tap by tap (taps all chunks share).
+TapSet stack_measured(const std::vector<TapSet>& sets) {
+  TapSet out;
+  if (sets.empty()) return out;
+  for (const auto& [tap, first] : sets.front()) {
+    std::vector<const TapMatrix*> parts;
+    for (const auto& s : sets) {
+      auto it = s.find(tap);
+      if (it == s.end()) break;
+      parts.push_back(&it->second);
+    }
+    if (parts.size() == sets.size()) out[tap] = stack_rows(parts);
+  }
+  return out;
+}
+
+// One path instance and its hidden state per chunk (the input of the next layer).
+struct Instance {
+  explicit Instance(std::unique_ptr<Path> p) : path(std::move(p)) {}
+  std::unique_ptr<Path> path;
+  std::vector<TapMatrix> hidden;
+  TapSet taps;       // measured taps of the current layer (dropped when the layer is done)
+  double layer_ms = 0;
+};
+
+void start(Instance& inst, const Chunks& ch, int batch, int capacity, bool embed) {
+  inst.path->reset(batch, capacity);
+  inst.hidden.clear();
+  if (!embed) return;
+  for (const auto& ids : ch.ids) inst.hidden.push_back(inst.path->embed(ids));
+}
+
+// Runs `layer` over every chunk from `inputs`; keeps the measured taps; the outputs
+// become the instance's hidden state.
+void run_layer(Instance& inst, int layer, const std::vector<TapMatrix>& inputs, const Chunks& ch) {
+  std::vector<TapSet> measured;
+  std::vector<TapMatrix> outputs;
+  const auto t0 = Clock::now();
+  for (std::size_t c = 0; c < ch.ids.size(); ++c) {
+    TapSet ts = inst.path->layer(layer, inputs[c]);
+    auto out = ts.find(Tap::resid_out);
+    if (out == ts.end()) {
+      throw std::logic_error(inst.path->name() + ": layer " + std::to_string(layer) + " returned no resid_out");
+    }
+    outputs.push_back(out->second);
+    if (ch.measured[c]) measured.push_back(std::move(ts));
+  }
+  inst.layer_ms = ms_since(t0);
+  inst.taps = stack_measured(measured);
+  inst.hidden = std::move(outputs);
+}
+
+// The final hidden states of the measured chunks, stacked (what the head sees).
+TapMatrix measured_hidden(const Instance& inst, const Chunks& ch) {
+  std::vector<const TapMatrix*> parts;
+  for (std::size_t c = 0; c < ch.ids.size(); ++c) {
+    if (ch.measured[c]) parts.push_back(&inst.hidden[c]);
+  }
+  return stack_rows(parts);
+}
+
+ModeTable empty_table(int n_layers) {
+  ModeTable t;
+  t.layers.resize(n_layers);
+  t.gate.resize(n_layers);
+  for (auto& row : t.gate) row.fill(-1);
+  return t;
+}
+
+// Compares one layer's (or the head's, layer == n_layers) taps of a path with the
+// reference's and writes the cells. `truth_*` are ref64's taps for the noise floor.
+struct CompareContext {
+  const RunConfig* cfg;
+  int n_layers;
+  DType dtype;
+  std::string mode;
+  std::vector<Dump>* dumps;  // null: no dumping
+};
+
+void compare(ModeTable& table, int layer, const TapSet& ref, const TapSet& path,
+             const TapSet* truth, const CompareContext& ctx) {
+  const bool head = layer == ctx.n_layers;
+  const Tolerance tol = default_tolerance(ctx.dtype);
+  for (const auto& [tap, ref_values] : ref) {
+    const int col = head ? head_tap_index(tap) : layer_tap_index(tap);
+    if (col < 0) continue;
+    auto it = path.find(tap);
+    if (it == path.end()) continue;
+    TapMetrics m = compute_metrics(ref_values, it->second, ctx.dtype, tol);
+    if (truth) {
+      if (auto t = truth->find(tap); t != truth->end()) {
+        m.noise_floor_ratio = relative_l2(t->second, it->second) / relative_l2(t->second, ref_values);
+      }
+    }
+    const bool pass = gate_passes(m, ctx.cfg->gates.resolve(tap, ctx.dtype));
+    if (head) {
+      table.head[col] = m;
+      table.head_gate[col] = pass ? 1 : 0;
+    } else {
+      table.layers[layer][col] = m;
+      table.gate[layer][col] = pass ? 1 : 0;
+    }
+    if (pass) continue;
+    ++table.gate_failures;
+    if (table.first_divergent_layer < 0) {
+      table.first_divergent_layer = layer;
+      table.first_divergent_tap = tap;
+    }
+    // Taps are visited in map order (= execution order), so a later tap of the same
+    // layer never displaces an earlier one; an earlier layer is never revisited.
+    if (ctx.dumps && ctx.cfg->dump_failing) {
+      const auto cells = std::count_if(ctx.dumps->begin(), ctx.dumps->end(),
+                                       [&](const Dump& d) { return d.mode == ctx.mode; });
+      constexpr long kMaxDumpsPerMode = 16;  // a diverging model fails every later tap
+      if (cells < kMaxDumpsPerMode) ctx.dumps->push_back({ctx.mode, layer, tap, ref_values, it->second});
+    }
+  }
+}
+
+double safe_ratio(double a, double b) { return (b > 0 && std::isfinite(a)) ? a / b : kNaN; }
+
+double resid_out_error(const ModeTable* t, int layer) {
+  if (!t) return kNaN;
+  const auto& cell = t->layers[layer][layer_tap_index(Tap::resid_out)];
+  return cell ? cell->rel_l2 : kNaN;
+}
+
+}  // namespace
+
+Amplification compute_amplification(const ModeTable* isolated, const ModeTable* propagated,
+                                    int n_layers) {
+  Amplification a;
+  double acc_sq = 0, prev_prop = 0;
+  for (int l = 0; l < n_layers; ++l) {
+    const double loc = resid_out_error(isolated, l);
+    const double prop = resid_out_error(propagated, l);
+    acc_sq += loc * loc;
+    a.local_error.push_back(loc);
+    a.propagated_error.push_back(prop);
+    a.amplification.push_back(safe_ratio(prop, loc));
+    a.accumulated_local.push_back(std::sqrt(acc_sq));
+    a.layer_gain.push_back(safe_ratio(prop, std::sqrt(prev_prop * prev_prop + loc * loc)));
+    prev_prop = prop;
+  }
+  if (n_layers > 0) a.end_to_end = safe_ratio(a.propagated_error.back(), a.accumulated_local.back());
+  const int logits = head_tap_index(Tap::logits);
+  if (isolated && isolated->head[logits]) a.logits_local_error = isolated->head[logits]->rel_l2;
+  if (propagated && propagated->head[logits]) a.logits_propagated_error = propagated->head[logits]->rel_l2;
+  a.logits_amplification = safe_ratio(a.logits_propagated_error, a.logits_local_error);
+  return a;
+}
+
+RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& slots,
+                           const PathMaker& make) {
+  const int L = cfg.n_layers;
+  const int batch = static_cast<int>(cfg.tokens.size());
+  const int capacity = cfg.phase.tokens_per_sequence();
+  const Chunks ch = make_chunks(cfg);
+
+  RunResult result;
+  Instance ref(make(cfg.reference, ""));
+  result.reference_label = cfg.reference;
+  result.reference_device = ref.path->device();
+  start(ref, ch, batch, capacity, true);
+
+  std::optional<Instance> r64_iso, r64_prop;
+  if (cfg.ref64) {
+    r64_iso.emplace(make("ref64-cpu", ""));
+    r64_prop.emplace(make("ref64-cpu", ""));
+    start(*r64_iso, ch, batch, capacity, false);
+    start(*r64_prop, ch, batch, capacity, true);
+    result.noise_floor_isolated = empty_table(L);
+    result.noise_floor_propagated = empty_table(L);
+  }
+
+  std::vector<std::optional<Instance>> iso(slots.size()), prop(slots.size());
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    PathResult pr;
+    pr.slot = slots[i];
+    if (cfg.modes.isolated) {
+      iso[i].emplace(make(slots[i].name, slots[i].recipe));
+      start(*iso[i], ch, batch, capacity, false);
+      pr.isolated = empty_table(L);
+      pr.device = iso[i]->path->device();
+    }
+    if (cfg.modes.propagated) {
+      prop[i].emplace(make(slots[i].name, slots[i].recipe));
+      start(*prop[i], ch, batch, capacity, true);
+      pr.propagated = empty_table(L);
+      pr.device = prop[i]->path->device();
+    }
+    pr.timing.layer_ms.assign(L, kNaN);
+    result.paths.push_back(std::move(pr));
+  }
+  result.reference_timing.clock = result.reference_device == "cpu" ? "cpu-steady-clock" : "host-steady-clock";
+  result.reference_timing.layer_ms.assign(L, kNaN);
+
+  // Perturbation: on the reference when it supports it, else on a ref32-cpu pair.
+  std::optional<Instance> perturbed, perturb_clean;
+  if (cfg.modes.perturb) {
+    const auto& spec = *cfg.modes.perturb;
+    if (spec.layer >= L) {
+      throw InputError("", "perturb layer " + std::to_string(spec.layer) + " is past the model's " +
+                               std::to_string(L) + " layers");
+    }
+    Perturbation p{spec.layer, spec.tap, spec.relative_size, cfg.seeds.perturbation};
+    PerturbResult pr{spec, cfg.seeds.perturbation, cfg.reference, {}, {kNaN, kNaN}};
+    perturbed.emplace(make(cfg.reference, ""));
+    try {
+      perturbed->path->set_perturbation(p);
+    } catch (const std::logic_error&) {
+      perturbed.emplace(make("ref32-cpu", ""));
+      perturbed->path->set_perturbation(p);
+      perturb_clean.emplace(make("ref32-cpu", ""));
+      start(*perturb_clean, ch, batch, capacity, true);
+      pr.path = "ref32-cpu";
+    }
+    start(*perturbed, ch, batch, capacity, true);
+    pr.sensitivity.resize(L);
+    for (auto& row : pr.sensitivity) row.fill(kNaN);
+    result.perturb = std::move(pr);
+  }
+
+  const int total = L * static_cast<int>(1 + slots.size()) + 1;
+  int done = 0;
+  auto tick = [&] {
+    ++done;
+    if (cfg.progress) cfg.progress(done, total);
+  };
+  auto ctx_for = [&](const PathSlot* slot, const std::string& mode, std::vector<Dump>* dumps) {
+    return CompareContext{&cfg, L, slot ? slot->dtype : DType::F32, mode, dumps};
+  };
+
+  for (int l = 0; l < L; ++l) {
+    const std::vector<TapMatrix> ref_in = ref.hidden;
+    run_layer(ref, l, ref_in, ch);
+    result.reference_timing.layer_ms[l] = ref.layer_ms;
+    if (cfg.ref64) {
+      run_layer(*r64_iso, l, ref_in, ch);
+      run_layer(*r64_prop, l, r64_prop->hidden, ch);
+      compare(*result.noise_floor_isolated, l, r64_iso->taps, ref.taps, nullptr, ctx_for(nullptr, "isolated", nullptr));
+      compare(*result.noise_floor_propagated, l, r64_prop->taps, ref.taps, nullptr, ctx_for(nullptr, "propagated", nullptr));
+    }
+    tick();
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      PathResult& pr = result.paths[i];
+      if (iso[i]) {
+        run_layer(*iso[i], l, ref_in, ch);
+        compare(*pr.isolated, l, ref.taps, iso[i]->taps, cfg.ref64 ? &r64_iso->taps : nullptr,
+                ctx_for(&slots[i], "isolated", &pr.dumps));
+        pr.timing.layer_ms[l] = iso[i]->layer_ms;
+        iso[i]->taps.clear();
+      }
+      if (prop[i]) {
+        run_layer(*prop[i], l, prop[i]->hidden, ch);
+        compare(*pr.propagated, l, ref.taps, prop[i]->taps, cfg.ref64 ? &r64_prop->taps : nullptr,
+                ctx_for(&slots[i], "propagated", &pr.dumps));
+        pr.timing.layer_ms[l] = prop[i]->layer_ms;
+        prop[i]->taps.clear();
+      }
+      tick();
+    }
+    if (perturbed) {
+      run_layer(*perturbed, l, perturbed->hidden, ch);
+      const TapSet* clean = &ref.taps;
+      if (perturb_clean) {
+        run_layer(*perturb_clean, l, perturb_clean->hidden, ch);
+        clean = &perturb_clean->taps;
+      }
+      const auto& spec = result.perturb->spec;
+      if (l >= spec.layer) {
+        for (const auto& [tap, values] : perturbed->taps) {
+          const int col = layer_tap_index(tap);
+          if (col < 0 || (l == spec.layer && col < layer_tap_index(spec.tap))) continue;
+          auto c = clean->find(tap);
+          if (c == clean->end()) continue;
+          result.perturb->sensitivity[l][col] = relative_l2(c->second, values) / spec.relative_size;
+        }
+      }
+      perturbed->taps.clear();
+      if (perturb_clean) perturb_clean->taps.clear();
+    }
+    if (r64_iso) r64_iso->taps.clear();
+    if (r64_prop) r64_prop->taps.clear();
+    ref.taps.clear();
+  }
+
+  // Head: isolated instances see the reference's final hidden state.
+  const TapMatrix ref_final = measured_hidden(ref, ch);
+  result.measured_rows = static_cast<int>(ref_final.rows());
+  const TapSet ref_head = ref.path->head(ref_final);
+  std::optional<TapSet> truth_iso, truth_prop;
+  if (cfg.ref64) {
+    truth_iso = r64_iso->path->head(ref_final);
+    truth_prop = r64_prop->path->head(measured_hidden(*r64_prop, ch));
+    compare(*result.noise_floor_isolated, L, *truth_iso, ref_head, nullptr, ctx_for(nullptr, "isolated", nullptr));
+    compare(*result.noise_floor_propagated, L, *truth_prop, ref_head, nullptr, ctx_for(nullptr, "propagated", nullptr));
+  }
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    PathResult& pr = result.paths[i];
+    if (iso[i]) {
+      compare(*pr.isolated, L, ref_head, iso[i]->path->head(ref_final), truth_iso ? &*truth_iso : nullptr,
+              ctx_for(&slots[i], "isolated", &pr.dumps));
+    }
+    if (prop[i]) {
+      const TapSet head = prop[i]->path->head(measured_hidden(*prop[i], ch));
+      compare(*pr.propagated, L, ref_head, head, truth_prop ? &*truth_prop : nullptr,
+              ctx_for(&slots[i], "propagated", &pr.dumps));
+      pr.end_to_end = next_token_agreement(ref_head.at(Tap::logits), head.at(Tap::logits));
+    }
+  }
+  if (perturbed) {
+    const TapSet pert_head = perturbed->path->head(measured_hidden(*perturbed, ch));
+    const TapSet clean_head = perturb_clean ? perturb_clean->path->head(measured_hidden(*perturb_clean, ch)) : ref_head;
+    for (const auto& [tap, values] : pert_head) {
+      const int col = head_tap_index(tap);
+      if (col >= 0 && clean_head.count(tap)) {
+        result.perturb->head_sensitivity[col] =
+            relative_l2(clean_head.at(tap), values) / result.perturb->spec.relative_size;
+      }
+    }
+  }
+  tick();
+
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    PathResult& pr = result.paths[i];
+    pr.amplification = compute_amplification(pr.isolated ? &*pr.isolated : nullptr,
+                                             pr.propagated ? &*pr.propagated : nullptr, L);
+    for (const ModeTable* t : {pr.isolated ? &*pr.isolated : nullptr, pr.propagated ? &*pr.propagated : nullptr}) {
+      if (t) result.gate_failures += t->gate_failures;
+    }
+  }
+  for (const auto& t : {result.noise_floor_isolated, result.noise_floor_propagated}) {
+    if (t) result.gate_failures += t->gate_failures;
+  }
+
+  if (cfg.headroom_probe) {
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
+      if (!inst) continue;
+      RecipeHeadroom& h = result.paths[i].recipe_headroom;
+      std::vector<std::map<std::string, HeadroomPoint>> layers;
+      for (int l = 0; l <= L; ++l) {
+        layers.push_back(cfg.headroom_probe(*inst->path, l));
+        for (const auto& [point, value] : layers.back()) {
+          if (std::find(h.points.begin(), h.points.end(), point) == h.points.end()) h.points.push_back(point);
+        }
+      }
+      if (h.points.empty()) continue;
+      for (const auto& layer : layers) {
+        std::vector<HeadroomPoint> row;
+        for (const auto& point : h.points) {
+          auto it = layer.find(point);
+          row.push_back(it == layer.end() ? HeadroomPoint{} : it->second);
+        }
+        h.by_layer.push_back(std::move(row));
+      }
+    }
+  }
+
+  // Timing after validation, on the instances that were just validated (STYLE.md 6).
+  // CPU paths keep the steady-clock time of their validated run; GPU paths time ops.
+  const bool decode = cfg.phase.kind == Phase::Decode;
+  const int n_new = decode ? 1 : cfg.phase.prefill_len;
+  const int kv_len = decode ? cfg.phase.prefill_len : 0;
+  TimingOptions topts;
+  topts.warmup = cfg.timing.warmup;
+  topts.repetitions = cfg.timing.repetitions;
+  topts.cold_l2 = cfg.timing.cold_l2;
+  topts.graph = decode;
+  auto time_ops = [&](Path& p, Timing& t) {
+    t.clock = p.device() == "cpu" ? "cpu-steady-clock" : "host-steady-clock";
+    if (!cfg.timing.enabled || p.device() == "cpu") return;
+    for (int l = 0; l < L; ++l) {
+      auto ops = p.time_layer(l, n_new, kv_len, topts);
+      if (ops.empty()) return;  // the path does not time ops: keep the host clock
+      if (l == 0) {
+        t.clock = "cuda-events";
+        for (const auto& op : ops) t.op_names.push_back(op.op);
+      }
+      double sum = 0;
+      for (const auto& op : ops) sum += op.median_ms;
+      t.layer_ms[l] = sum;
+      t.ops.push_back(std::move(ops));
+    }
+  };
+  time_ops(*ref.path, result.reference_timing);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
+    if (inst) time_ops(*inst->path, result.paths[i].timing);
+  }
+
+  // Greedy decoding from sequence 0's tokens, on fresh instances (caches reset).
+  if (cfg.greedy_steps > 0) {
+    result.reference_greedy = greedy_decode(*ref.path, L, cfg.tokens.front(), cfg.greedy_steps).ids;
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      Instance* inst = prop[i] ? &*prop[i] : &*iso[i];
+      PathResult& pr = result.paths[i];
+      pr.greedy_tokens = greedy_decode(*inst->path, L, cfg.tokens.front(), cfg.greedy_steps).ids;
+      for (std::size_t s = 0; s < pr.greedy_tokens.size(); ++s) {
+        if (pr.greedy_tokens[s] != result.reference_greedy[s]) {
+          pr.greedy_first_mismatch = static_cast<int>(s);
+          break;
+        }
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace fusecheck::run

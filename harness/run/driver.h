@@ -1,0 +1,148 @@
+// The side-by-side driver: runs the reference and every path layer by layer (layer-major,
+// so only one layer's taps live at a time), in isolated and propagated mode, computes the
+// metrics at every tap, amplification, perturbation sensitivity, end-to-end agreement
+// and timings. It knows paths only through the Path interface and a factory, so tests
+// drive it with small fake paths.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "harness/core/path.h"
+#include "harness/run/metrics.h"
+#include "harness/run/scenario.h"
+
+namespace fusecheck::run {
+
+// A path as it will run: what the scenario asked for, and what runs in its place.
+struct PathSlot {
+  PathRequest requested;
+  std::string name;    // registry name that runs
+  std::string recipe;
+  std::string role;    // fused | standard | other
+  DType dtype = DType::BF16;
+  std::string note;    // why it differs from the request (substitution, fallback); empty if not
+  std::string label() const { return recipe.empty() ? name : name + ":" + recipe; }
+};
+
+using PathMaker =
+    std::function<std::unique_ptr<Path>(const std::string& name, const std::string& recipe)>;
+
+inline constexpr int kNumLayerTaps = static_cast<int>(kLayerTaps.size());
+inline constexpr int kNumHeadTaps = static_cast<int>(kHeadTaps.size());
+int layer_tap_index(Tap t);  // column in kLayerTaps, -1 for head taps
+int head_tap_index(Tap t);   // column in kHeadTaps, -1 for layer taps
+
+// Metrics of one (path, mode) against the reference. Absent cell: tap not on both sides.
+struct ModeTable {
+  std::vector<std::array<std::optional<TapMetrics>, kNumLayerTaps>> layers;
+  std::array<std::optional<TapMetrics>, kNumHeadTaps> head;
+  std::vector<std::array<std::int8_t, kNumLayerTaps>> gate;  // 1 pass, 0 fail, -1 absent
+  std::array<std::int8_t, kNumHeadTaps> head_gate{-1, -1};
+  int first_divergent_layer = -1;         // -1: none; n_layers: the head
+  std::optional<Tap> first_divergent_tap;
+  int gate_failures = 0;
+};
+
+// At resid_out, per layer (definitions in docs/amplification.md).
+struct Amplification {
+  std::vector<double> local_error, propagated_error, amplification, accumulated_local, layer_gain;
+  double end_to_end = kNaN;
+  double logits_local_error = kNaN, logits_propagated_error = kNaN, logits_amplification = kNaN;
+};
+
+struct Timing {
+  std::string clock;                 // "cuda-events", "cpu-steady-clock", "host-steady-clock"
+  std::vector<double> layer_ms;      // per layer
+  std::vector<std::string> op_names; // GPU paths: columns of `ops`
+  std::vector<std::vector<OpTiming>> ops;  // [layer][op], aligned with op_names
+  double copy_bandwidth_gbps = kNaN;
+};
+
+// Overflow headroom at every rounding point of a recipe (emulated paths), per layer and
+// the head (row n_layers): values seen before rounding, over the whole run.
+struct HeadroomPoint {
+  double ratio = kNaN;      // max |x| / largest finite value of the recipe's format
+  double overflow = kNaN;   // finite values that rounded to Inf
+  double saturated = kNaN;  // values that rounded to the largest finite value
+};
+struct RecipeHeadroom {
+  std::vector<std::string> points;                     // columns
+  std::vector<std::vector<HeadroomPoint>> by_layer;    // [n_layers + 1][points]
+};
+// Reads a path's recipe headroom for one layer (n_layers: the head); empty map when the
+// path has none. Supplied by the caller, which knows the concrete path types.
+using HeadroomProbe = std::function<std::map<std::string, HeadroomPoint>(Path& path, int layer)>;
+
+struct Dump {
+  std::string mode;
+  int layer = 0;  // n_layers for head taps
+  Tap tap = Tap::resid_out;
+  TapMatrix reference, path;
+};
+
+struct PathResult {
+  PathSlot slot;
+  std::string device;  // Path::device()
+  std::optional<ModeTable> isolated, propagated;
+  Amplification amplification;
+  std::optional<NextTokenAgreement> end_to_end;
+  std::vector<std::int32_t> greedy_tokens;
+  int greedy_first_mismatch = -1;
+  Timing timing;
+  RecipeHeadroom recipe_headroom;  // empty when the path has no recipe
+  std::vector<Dump> dumps;
+};
+
+struct PerturbResult {
+  PerturbSpec spec;
+  std::uint64_t seed = 0;
+  std::string path;  // the path perturbed
+  std::vector<std::array<double, kNumLayerTaps>> sensitivity;
+  std::array<double, kNumHeadTaps> head_sensitivity{kNaN, kNaN};
+};
+
+struct RunConfig {
+  int n_layers = 0;
+  std::vector<std::vector<std::int32_t>> tokens;  // [batch][tokens_per_sequence]
+  PhaseSpec phase;
+  std::string reference;  // path name of the reference ("ref32-cpu", "ref32-cuda")
+  bool ref64 = false;
+  ModeSpec modes;
+  GateSpec gates;
+  TimingSpec timing;
+  int greedy_steps = 0;
+  Seeds seeds;
+  bool dump_failing = false;
+  HeadroomProbe headroom_probe;  // optional
+  // Called after each (layer, path) step and at the end: done of total units.
+  std::function<void(int done, int total)> progress;
+};
+
+struct RunResult {
+  std::string reference_label, reference_device;
+  std::vector<PathResult> paths;
+  std::optional<ModeTable> noise_floor_isolated, noise_floor_propagated;  // reference vs ref64
+  Timing reference_timing;
+  std::vector<std::int32_t> reference_greedy;
+  std::optional<PerturbResult> perturb;
+  int gate_failures = 0;
+  int measured_rows = 0;
+};
+
+// Runs everything the config asks. Throws InputError for inputs the paths reject
+// (token id past the vocabulary, ...).
+RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& slots,
+                           const PathMaker& make);
+
+// Amplification figures from the two mode tables (either may be absent).
+Amplification compute_amplification(const ModeTable* isolated, const ModeTable* propagated,
+                                    int n_layers);
+
+}  // namespace fusecheck::run

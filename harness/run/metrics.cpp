@@ -1,0 +1,304 @@
+// Tap metrics, gates, next-token agreement and rank correlation (see metrics.h).
+#include "harness/run/metrics.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+namespace fusecheck::run {
+
+const std::array<MetricField, 16> kMetricFields = {{
+    {"max_abs", &TapMetrics::max_abs},
+    {"max_rel", &TapMetrics::max_rel},
+    {"rel_l2", &TapMetrics::rel_l2},
+    {"cosine", &TapMetrics::cosine},
+    {"ulp_p50", &TapMetrics::ulp_p50},
+    {"ulp_p99", &TapMetrics::ulp_p99},
+    {"ulp_max", &TapMetrics::ulp_max},
+    {"frac_outside", &TapMetrics::frac_outside},
+    {"nan_count", &TapMetrics::nan_count},
+    {"inf_count", &TapMetrics::inf_count},
+    {"ref_nonfinite", &TapMetrics::ref_nonfinite},
+    {"ref_norm", &TapMetrics::ref_norm},
+    {"noise_floor_ratio", &TapMetrics::noise_floor_ratio},
+    {"headroom", &TapMetrics::headroom},
+    {"overflow_count", &TapMetrics::overflow_count},
+    {"saturation_count", &TapMetrics::saturation_count},
+}};
+
+Tolerance default_tolerance(DType low_precision) {
+  switch (low_precision) {
+    case DType::BF16: return {1e-5, 1.6e-2};
+    case DType::F16: return {1e-5, 1e-3};
+    case DType::F32: return {1e-5, 1.3e-6};
+    case DType::F64: return {1e-7, 1e-7};
+  }
+  throw std::logic_error("default_tolerance: bad dtype");
+}
+
+namespace {
+
+// Bit pattern of x rounded once to `dtype`, as a sign-magnitude integer.
+std::int64_t ordered_bits(double x, DType dtype) {
+  std::uint64_t bits = 0;
+  std::uint64_t sign_bit = 0;
+  switch (dtype) {
+    case DType::BF16: bits = double_to_bf16(x); sign_bit = 0x8000u; break;
+    case DType::F16: bits = double_to_fp16(x); sign_bit = 0x8000u; break;
+    case DType::F32: bits = std::bit_cast<std::uint32_t>(static_cast<float>(x)); sign_bit = 0x80000000u; break;
+    case DType::F64: bits = std::bit_cast<std::uint64_t>(x); sign_bit = 0x8000000000000000ull; break;
+  }
+  const auto magnitude = static_cast<std::int64_t>(bits & ~sign_bit);
+  return (bits & sign_bit) ? -magnitude : magnitude;
+}
+
+// ULP distances can reach 2^31 (bf16 across zero: 2^16); percentiles are kept in a
+// histogram so the metric's memory does not grow with the tap (logits are large):
+// exact bins below 4096 ULPs, power-of-two bins above (the lower edge is reported).
+class UlpHistogram {
+ public:
+  void add(std::uint64_t d) {
+    if (d < kExact) {
+      ++bins_[d];
+    } else {
+      ++bins_[kExact + std::bit_width(d) - 1];
+    }
+    ++total_;
+    max_ = std::max(max_, d);
+  }
+  double quantile(double q) const {
+    if (total_ == 0) return kNaN;
+    const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total_)));
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < bins_.size(); ++i) {
+      seen += bins_[i];
+      if (seen >= std::max<std::uint64_t>(rank, 1)) {
+        return i < kExact ? static_cast<double>(i) : std::ldexp(1.0, static_cast<int>(i - kExact));
+      }
+    }
+    return static_cast<double>(max_);
+  }
+  double max() const { return total_ ? static_cast<double>(max_) : kNaN; }
+
+ private:
+  static constexpr std::size_t kExact = 4096;
+  std::array<std::uint64_t, kExact + 64> bins_{};
+  std::uint64_t total_ = 0;
+  std::uint64_t max_ = 0;
+};
+
+}  // namespace
+
+std::uint64_t ulp_distance(double a, double b, DType dtype) {
+  if (!std::isfinite(a) || !std::isfinite(b)) return UINT64_MAX;
+  const std::int64_t ia = ordered_bits(a, dtype);
+  const std::int64_t ib = ordered_bits(b, dtype);
+  return static_cast<std::uint64_t>(ia > ib ? ia - ib : ib - ia);
+}
+
+TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, DType dtype,
+                           const Tolerance& tol) {
+  if (ref.rows() != path.rows() || ref.cols() != path.cols()) {
+    throw std::logic_error("compute_metrics: shape mismatch (" + std::to_string(ref.rows()) + "x" +
+                           std::to_string(ref.cols()) + " vs " + std::to_string(path.rows()) +
+                           "x" + std::to_string(path.cols()) + ")");
+  }
+  TapMetrics m;
+  const Eigen::Index n = ref.size();
+  const double* r = ref.data();
+  const double* x = path.data();
+  const double max_finite = dtype_max_finite(dtype);
+
+  double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    if (std::isfinite(r[i])) ref_sq += r[i] * r[i];
+  }
+  const double ref_rms = n ? std::sqrt(ref_sq / static_cast<double>(n)) : 0.0;
+  // Near-zero reference elements would make any relative error meaningless; a floor at
+  // 1e-3 of the tap's RMS keeps max_rel about the elements that carry the signal.
+  const double rel_floor = 1e-3 * ref_rms;
+
+  UlpHistogram ulps;
+  double max_abs = 0, max_rel = 0, max_mag = 0, outside = 0;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double ri = r[i], xi = x[i];
+    if (!std::isfinite(ri)) {
+      m.ref_nonfinite += 1;
+      continue;
+    }
+    if (std::isnan(xi)) {
+      m.nan_count += 1;
+      continue;
+    }
+    if (std::isinf(xi)) {
+      m.inf_count += 1;
+      m.overflow_count += 1;
+      continue;
+    }
+    const double d = std::abs(xi - ri);
+    diff_sq += d * d;
+    path_sq += xi * xi;
+    dot += xi * ri;
+    max_abs = std::max(max_abs, d);
+    max_rel = std::max(max_rel, d / std::max(std::abs(ri), rel_floor));
+    if (d > tol.atol + tol.rtol * std::abs(ri)) outside += 1;
+    max_mag = std::max(max_mag, std::abs(xi));
+    if (std::abs(xi) >= max_finite) m.saturation_count += 1;
+    ulps.add(ulp_distance(xi, ri, dtype));
+  }
+  const double bad = m.nan_count + m.inf_count;
+  m.ref_norm = std::sqrt(ref_sq);
+  m.max_abs = bad > 0 ? kInf : max_abs;
+  m.max_rel = bad > 0 ? kInf : (rel_floor > 0 ? max_rel : kNaN);
+  // Non-finite path values make the error unbounded, never small.
+  m.rel_l2 = bad > 0 ? kInf : (m.ref_norm > 0 ? std::sqrt(diff_sq) / m.ref_norm : kNaN);
+  m.cosine = (bad > 0 || m.ref_norm == 0 || path_sq == 0)
+                 ? kNaN
+                 : dot / (std::sqrt(path_sq) * m.ref_norm);
+  m.ulp_p50 = ulps.quantile(0.50);
+  m.ulp_p99 = ulps.quantile(0.99);
+  m.ulp_max = bad > 0 ? kInf : ulps.max();
+  m.frac_outside = n ? (outside + bad) / static_cast<double>(n) : kNaN;
+  m.headroom = max_mag / max_finite;
+  return m;
+}
+
+double relative_l2(const TapMatrix& ref, const TapMatrix& path) {
+  const double ref_norm = ref.norm();
+  if (!(ref_norm > 0)) return kNaN;
+  return (path - ref).norm() / ref_norm;
+}
+
+GateThresholds default_gates(DType dtype) {
+  GateThresholds g;
+  switch (dtype) {
+    // bf16 rounds to 2^-9 relative: a layer rounds a handful of times (inputs of each
+    // GEMM, outputs, the residual stream) and a shallow stack adds its layers' errors:
+    // 5e-2 (~25 u) sits above that and far below a divergence (errors of order 1).
+    case DType::BF16: g.rel_l2 = 5e-2; break;
+    // fp16 has 8x finer rounding than bf16 (2^-12): the same margin, scaled.
+    case DType::F16: g.rel_l2 = 1e-2; break;
+    // FP32 paths differ from ref32/ref64 by summation order only: ~1e-7 per op, and
+    // 1e-4 leaves room for long reductions and depth.
+    case DType::F32:
+    case DType::F64: g.rel_l2 = 1e-4; break;
+  }
+  return g;
+}
+
+bool gate_passes(const TapMetrics& m, const GateThresholds& g) {
+  if (m.nan_count > 0 || m.inf_count > 0 || m.ref_nonfinite > 0) return false;
+  if (!(m.ref_norm > 0)) return false;
+  // `!(value <= limit)` so that a NaN metric fails a gate set on it.
+  auto above = [](double value, double limit) { return !std::isnan(limit) && !(value <= limit); };
+  if (above(m.rel_l2, g.rel_l2)) return false;
+  if (above(m.max_abs, g.max_abs)) return false;
+  if (above(m.max_rel, g.max_rel)) return false;
+  if (above(m.ulp_p99, g.ulp_p99)) return false;
+  if (above(m.frac_outside, g.frac_outside)) return false;
+  if (!std::isnan(g.noise_floor_ratio) && !std::isnan(m.noise_floor_ratio) &&
+      above(m.noise_floor_ratio, g.noise_floor_ratio)) {
+    return false;
+  }
+  if (!std::isnan(g.cosine_min) && !(m.cosine >= g.cosine_min)) return false;
+  return true;
+}
+
+namespace {
+// log softmax of one row, in double, shifted by the row max so exp never overflows.
+void log_softmax(const double* row, Eigen::Index n, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(n));
+  const double mx = *std::max_element(row, row + n);
+  double sum = 0;
+  for (Eigen::Index i = 0; i < n; ++i) sum += std::exp(row[i] - mx);
+  const double lse = mx + std::log(sum);
+  for (Eigen::Index i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = row[i] - lse;
+}
+}  // namespace
+
+NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
+                                        const TapMatrix& path_logits) {
+  if (ref_logits.rows() != path_logits.rows() || ref_logits.cols() != path_logits.cols()) {
+    throw std::logic_error("next_token_agreement: shape mismatch");
+  }
+  NextTokenAgreement a;
+  const Eigen::Index rows = ref_logits.rows(), vocab = ref_logits.cols();
+  if (rows == 0 || vocab == 0) return a;
+  std::vector<double> lp_ref, lp_path;
+  double agree = 0;
+  for (Eigen::Index r = 0; r < rows; ++r) {
+    const double* ref_row = ref_logits.data() + r * vocab;
+    const double* path_row = path_logits.data() + r * vocab;
+    if (!std::all_of(path_row, path_row + vocab, [](double v) { return std::isfinite(v); })) {
+      a.kl.push_back(kInf);  // a position with NaN/Inf logits predicts nothing
+      continue;
+    }
+    log_softmax(ref_row, vocab, lp_ref);
+    log_softmax(path_row, vocab, lp_path);
+    double kl = 0;
+    for (std::size_t i = 0; i < lp_ref.size(); ++i) kl += std::exp(lp_ref[i]) * (lp_ref[i] - lp_path[i]);
+    a.kl.push_back(std::max(kl, 0.0));  // rounding can give -1e-17 for identical rows
+    const auto top_ref = std::max_element(ref_row, ref_row + vocab) - ref_row;
+    const auto top_path = std::max_element(path_row, path_row + vocab) - path_row;
+    if (top_ref == top_path) agree += 1;
+  }
+  a.kl_mean = std::accumulate(a.kl.begin(), a.kl.end(), 0.0) / static_cast<double>(a.kl.size());
+  a.kl_p99 = quantile(a.kl, 0.99);
+  a.top1_agreement = agree / static_cast<double>(rows);
+  return a;
+}
+
+double quantile(std::vector<double> values, double q) {
+  if (values.empty()) return kNaN;
+  std::sort(values.begin(), values.end());
+  const double pos = q * static_cast<double>(values.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(pos));
+  const auto hi = std::min(lo + 1, values.size() - 1);
+  const double frac = pos - static_cast<double>(lo);
+  if (frac == 0) return values[lo];
+  return values[lo] + frac * (values[hi] - values[lo]);
+}
+
+namespace {
+std::vector<double> average_ranks(const std::vector<double>& v) {
+  std::vector<std::size_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t i, std::size_t j) { return v[i] < v[j]; });
+  std::vector<double> ranks(v.size());
+  for (std::size_t i = 0; i < order.size();) {
+    std::size_t j = i;
+    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+    const double rank = (static_cast<double>(i) + static_cast<double>(j)) / 2.0 + 1.0;
+    for (std::size_t k = i; k <= j; ++k) ranks[order[k]] = rank;
+    i = j + 1;
+  }
+  return ranks;
+}
+}  // namespace
+
+double spearman(std::span<const double> a, std::span<const double> b) {
+  std::vector<double> xa, xb;
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (std::isfinite(a[i]) && std::isfinite(b[i])) {
+      xa.push_back(a[i]);
+      xb.push_back(b[i]);
+    }
+  }
+  if (xa.size() < 3) return kNaN;
+  const auto ra = average_ranks(xa), rb = average_ranks(xb);
+  const double n = static_cast<double>(ra.size());
+  const double ma = std::accumulate(ra.begin(), ra.end(), 0.0) / n;
+  const double mb = std::accumulate(rb.begin(), rb.end(), 0.0) / n;
+  double cov = 0, va = 0, vb = 0;
+  for (std::size_t i = 0; i < ra.size(); ++i) {
+    cov += (ra[i] - ma) * (rb[i] - mb);
+    va += (ra[i] - ma) * (ra[i] - ma);
+    vb += (rb[i] - mb) * (rb[i] - mb);
+  }
+  if (va == 0 || vb == 0) return kNaN;
+  return cov / std::sqrt(va * vb);
+}
+
+}  // namespace fusecheck::run

@@ -1,0 +1,454 @@
+// The whole `fusecheck run` pipeline (see run_command.h).
+#include "harness/run/run_command.h"
+
+#include <unistd.h>
+
+#include <Eigen/Core>
+#include <H5public.h>
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "harness/check/check.h"
+#include "harness/check/fallback.h"
+#include "harness/checkpoint/synth.h"
+#include "harness/core/checkpoint.h"
+#include "harness/core/error.h"
+#include "harness/core/path_registry.h"
+#include "harness/core/version.h"
+#include "harness/run/crosscheck.h"
+#include "harness/run/run_writer.h"
+#include "harness/run/summary.h"
+#include "reference/decoder_path.h"
+#ifdef FUSECHECK_HAVE_CUDA
+#include "kernels/common/device_info.h"
+#endif
+
+namespace fusecheck::run {
+
+namespace {
+
+std::string utc_now(const char* format) {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, format, &tm);
+  return buf;
+}
+
+std::string shell_join(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    if (!out.empty()) out += ' ';
+    const bool plain = !a.empty() && a.find_first_not_of(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,+") == std::string::npos;
+    if (plain) {
+      out += a;
+      continue;
+    }
+    out += '\'';
+    for (char c : a) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    out += '\'';
+  }
+  return out;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown";
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+// FNV-1a: a stable hash of the synth options for the cache folder name.
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string synth_options_text(const SynthModel& m) {
+  std::string s = fmt::format("layers={};seed={};dtype={}", m.layers ? std::to_string(*m.layers) : "default",
+                              m.seed, m.dtype);
+  for (const auto& [k, v] : m.overrides) s += fmt::format(";{}={}", k, v);
+  return s;
+}
+
+double parse_number(const std::string& where, const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw InputError(where, "expected a number, got '" + text + "'");
+}
+
+int parse_int(const std::string& where, const std::string& text) {
+  const double v = parse_number(where, text);
+  if (v != static_cast<int>(v)) throw InputError(where, "expected an integer, got '" + text + "'");
+  return static_cast<int>(v);
+}
+
+// Scenario `model.synth` -> the synth writer's options; every override key is checked.
+SynthOptions synth_options(const Scenario& sc) {
+  const SynthModel& m = *sc.model.synth;
+  SynthOptions o;
+  o.seed = m.seed;
+  o.layers = m.layers;
+  o.dtype = m.dtype == "f32" ? DType::F32 : (m.dtype == "f16" ? DType::F16 : DType::BF16);
+  const std::string where = sc.file.string() + ": model.synth.overrides";
+  struct NormFamily {
+    const char* prefix;
+    NormOverride* target;
+  };
+  const NormFamily families[] = {{"k_norm", &o.k_norm}, {"q_norm", &o.q_norm},
+                                 {"attn_norm", &o.attn_norm}, {"final_norm", &o.final_norm}};
+  for (const auto& [key, value] : m.overrides) {
+    const std::string at = where + "." + key;
+    bool done = false;
+    for (const auto& f : families) {
+      const std::string p = f.prefix;
+      if (key == p + "_max") f.target->max = parse_number(at, value);
+      else if (key == p + "_outlier_layers") f.target->outlier_layers = parse_int(at, value);
+      else if (key == p + "_outlier_channels") f.target->outlier_channels = parse_int(at, value);
+      else continue;
+      done = true;
+    }
+    if (done) continue;
+    if (key == "massive_activation") o.massive_activation = value == "true" || value == "1";
+    else if (key == "massive_layer") o.massive_layer = parse_int(at, value);
+    else if (key == "massive_channel") o.massive_channel = parse_int(at, value);
+    else if (key == "massive_neuron") o.massive_neuron = parse_int(at, value);
+    else if (key == "massive_value") o.massive_value = parse_number(at, value);
+    else if (key == "massive_gain") o.massive_gain = parse_number(at, value);
+    else {
+      throw InputError(at, "unknown override (k_norm_max, k_norm_outlier_layers, k_norm_outlier_channels, "
+                           "the same for q_norm, attn_norm, final_norm; massive_activation, massive_layer, "
+                           "massive_channel, massive_neuron, massive_value, massive_gain)");
+    }
+  }
+  return o;
+}
+
+// Opens the scenario's checkpoint, writing a synthetic one into the cache first if
+// needed (into a temporary folder renamed when complete, so a killed run leaves no
+// half-written model behind to be trusted later).
+std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::path& cache_root) {
+  if (!sc.model.synth) {
+    if (!std::filesystem::exists(sc.model.path)) {
+      throw InputError(sc.file.string() + ": model.path", "no such file or folder: " + sc.model.path.string());
+    }
+    return sc.model.path;
+  }
+  const SynthModel& m = *sc.model.synth;
+  const auto names = synth_profile_names();
+  if (std::find(names.begin(), names.end(), m.profile) == names.end()) {
+    std::string known;
+    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    throw InputError(sc.file.string() + ": model.synth.profile", "unknown profile '" + m.profile + "' (known: " + known + ")");
+  }
+  const SynthOptions options = synth_options(sc);
+  const auto dir = synth_cache_dir(m, cache_root);
+  if (std::filesystem::exists(dir / "config.json")) return dir;
+  const auto tmp = dir.string() + ".tmp-" + std::to_string(::getpid());
+  std::filesystem::remove_all(tmp);
+  write_synthetic_checkpoint(m.profile, options, tmp);
+  std::error_code ec;
+  std::filesystem::rename(tmp, dir, ec);
+  if (ec && !std::filesystem::exists(dir / "config.json")) {
+    throw InputError(dir.string(), "cannot place the synthetic model in the cache: " + ec.message());
+  }
+  std::filesystem::remove_all(tmp, ec);  // another run placed it first
+  return dir;
+}
+
+std::string default_device() {
+#ifdef FUSECHECK_HAVE_CUDA
+  if (cuda::visible_device_count() > 0) return "cuda";
+#endif
+  return "cpu";
+}
+
+std::string library_versions() {
+  std::string s = fmt::format("eigen {}.{}.{}; hdf5 {}.{}.{}; fmt {}; compiler {}", EIGEN_WORLD_VERSION,
+                              EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, H5_VERS_MAJOR, H5_VERS_MINOR,
+                              H5_VERS_RELEASE, FMT_VERSION, __VERSION__);
+  return s;
+}
+
+}  // namespace
+
+std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root) {
+  // The build's sha is part of the key: a changed generator must not reuse old files.
+  const std::uint64_t h = fnv1a(synth_options_text(synth) + ";" + git_sha());
+  return cache_root / fmt::format("{}-{:016x}", synth.profile, h);
+}
+
+std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& sc, int vocab) {
+  const int n = sc.phase.tokens_per_sequence();
+  if (!sc.tokens.ids.empty()) {
+    for (const auto& seq : sc.tokens.ids) {
+      for (auto id : seq) {
+        if (id >= vocab) {
+          throw InputError(sc.file.string() + ": tokens.ids",
+                           fmt::format("token id {} is past the model's vocabulary of {}", id, vocab));
+        }
+      }
+    }
+    return sc.tokens.ids;
+  }
+  std::mt19937_64 rng(sc.seeds.tokens);
+  std::vector<std::vector<std::int32_t>> ids(sc.batch, std::vector<std::int32_t>(n));
+  for (auto& seq : ids) {
+    for (auto& id : seq) id = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(vocab));
+  }
+  return ids;
+}
+
+std::vector<PathSlot> plan_paths(const Scenario& sc, const std::string& device, bool use_fused,
+                                 std::vector<std::string>& notes) {
+  std::vector<PathSlot> slots;
+  for (const auto& req : sc.paths) {
+    PathSlot s{req, req.name, req.recipe, req.role, DType::BF16, ""};
+    if (device == "cpu") {
+      // The emulated recipes are the CUDA paths' arithmetic (docs/recipes.md).
+      if (req.name == "standard-cuda") s.name = "emulated-cpu", s.recipe = "hf-bf16";
+      if (req.name == "fused-cuda") s.name = "emulated-cpu", s.recipe = "fused-v1";
+      if (req.name == "ref32-cuda") s.name = "ref32-cpu";
+      if (s.label() != req.label()) {
+        s.note = "--device cpu: " + req.label() + " -> " + s.label();
+        notes.push_back(s.note);
+      }
+    }
+    if (!use_fused && s.role == "fused") {
+      const std::string before = s.label();
+      if (s.name == "fused-cuda") {
+        s.name = "standard-cuda";
+      } else if (s.name == "emulated-cpu") {
+        s.recipe = s.recipe.find("fp16") != std::string::npos ? "hf-fp16" : "hf-bf16";
+      }
+      s.role = "standard";
+      s.note += (s.note.empty() ? "" : "; ") + std::string("fallback: ") + before + " -> " + s.label();
+      notes.push_back("fallback: " + before + " -> " + s.label());
+    }
+    s.dtype = path_dtype(s.name, s.recipe);
+    const bool duplicate = std::any_of(slots.begin(), slots.end(), [&](const PathSlot& o) { return o.label() == s.label(); });
+    if (duplicate) {
+      notes.push_back(s.label() + " already runs; not run twice");
+      continue;
+    }
+    slots.push_back(s);
+  }
+  return slots;
+}
+
+RunOutcome run_scenario(const RunOptions& opt) {
+  const auto wall_start = std::chrono::steady_clock::now();
+  const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
+  register_builtin_paths();
+  const Scenario sc = load_scenario(opt.scenario);
+
+  const std::string device = opt.device.empty() ? default_device() : opt.device;
+  if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + device + "'");
+  if (device == "cuda" && default_device() != "cuda") {
+    throw InputError("--device cuda", "no usable CUDA device in this build or on this machine (use --device cpu)");
+  }
+
+  const auto model_dir = prepare_model(sc, opt.results_dir / ".synth-cache");
+  const auto ckpt = Checkpoint::open(model_dir);
+  const ModelSpec& spec = ckpt->spec();
+  const auto tokens = scenario_tokens(sc, spec.vocab);
+
+  // Static check: both scorers for the cross-check; ours decides the fallback.
+  std::vector<check::CompatibilityResult> checks;
+  for (auto scorer : {check::Scorer::Braidinfer, check::Scorer::Fusecheck}) {
+    checks.push_back(check::check_model(*ckpt, check::default_thresholds(), scorer));
+  }
+  const bool force_fused = opt.force_fused || sc.force_fused;
+  const auto decision = check::decide_fused_or_standard(checks.back(), force_fused);
+  const bool has_fused = std::any_of(sc.paths.begin(), sc.paths.end(), [](const PathRequest& p) { return p.role == "fused"; });
+
+  std::vector<std::string> notes;
+  if (has_fused && (decision.warn || !decision.use_fused)) notes.push_back(decision.reason);
+  const auto slots = plan_paths(sc, device, decision.use_fused, notes);
+  const bool fallback_applied = has_fused && !decision.use_fused;
+
+  RunConfig cfg;
+  cfg.n_layers = spec.n_layers;
+  cfg.tokens = tokens;
+  cfg.phase = sc.phase;
+  cfg.reference = sc.reference == "auto" ? (device == "cuda" ? "ref32-cuda" : "ref32-cpu") : sc.reference;
+  if (device == "cpu" && cfg.reference == "ref32-cuda") {
+    notes.push_back("--device cpu: reference ref32-cuda -> ref32-cpu");
+    cfg.reference = "ref32-cpu";
+  }
+  cfg.ref64 = sc.ref64 || opt.ref64;
+  cfg.modes = sc.modes;
+  cfg.gates = sc.gates;
+  cfg.timing = sc.timing;
+  cfg.greedy_steps = sc.greedy_steps;
+  cfg.seeds = sc.seeds;
+  cfg.dump_failing = opt.dump_failing;
+
+  const std::string model_label = sc.model.synth ? fmt::format("{} (synth, {} layers, {})", sc.model.synth->profile,
+                                                               spec.n_layers, sc.model.synth->dtype)
+                                                 : sc.model.path.string();
+  ProgressBar bar(stderr, fmt::format("fusecheck run {}: {} layers x {} paths", sc.name, spec.n_layers, slots.size() + 1));
+  if (opt.progress) cfg.progress = [&](int done, int total) { bar.update(done, total); };
+
+  // Emulated paths record headroom at every rounding point of their recipe (the squares
+  // inside a norm included): silent fp16 overflow there leaves the outputs finite.
+  cfg.headroom_probe = [](Path& path, int layer) {
+    std::map<std::string, HeadroomPoint> out;
+    if (auto* emulated = dynamic_cast<ref::EmulatedPath*>(&path)) {
+      for (const auto& [point, h] : emulated->headroom(layer)) {
+        if (h.n_values == 0) continue;
+        out[point] = {h.ratio(), static_cast<double>(h.n_overflow), static_cast<double>(h.n_saturated)};
+      }
+    }
+    return out;
+  };
+  const PathMaker make = [&](const std::string& name, const std::string& recipe) {
+    PathOptions po;
+    po.recipe = recipe;
+    po.seed = sc.seeds.paths;
+    return make_path(name, *ckpt, po);
+  };
+  RunResult result = run_side_by_side(cfg, slots, make);
+  if (opt.progress) bar.done();
+
+  std::string device_name = "cpu", clocks, driver = "n/a", runtime = "n/a", libs = library_versions();
+#ifdef FUSECHECK_HAVE_CUDA
+  if (device == "cuda") {
+    const auto prov = cuda::query_device(0, sc.timing.enabled);
+    device_name = prov.name;
+    clocks = fmt::format("sm {} MHz, mem {} MHz (peak)", prov.sm_clock_peak_mhz, prov.mem_clock_peak_mhz);
+    driver = std::to_string(prov.driver_version);
+    runtime = std::to_string(prov.runtime_version);
+    libs += fmt::format("; cublas {}", prov.cublas_version);
+    const double bw = prov.copy_bandwidth_gbs > 0 ? prov.copy_bandwidth_gbs : kNaN;
+    result.reference_timing.copy_bandwidth_gbps = bw;
+    for (auto& p : result.paths) p.timing.copy_bandwidth_gbps = bw;
+  }
+#endif
+
+  std::vector<StaticFigures> statics;
+  std::vector<CrossCheck> crosschecks;
+  for (const auto& c : checks) {
+    statics.push_back(static_figures(c, spec.n_layers));
+    crosschecks.push_back(cross_check(statics.back(), observed_path(result)));
+  }
+
+  const std::filesystem::path file =
+      opt.out ? *opt.out : opt.results_dir / (utc_now("%Y%m%d-%H%M%S") + "-" + sc.name + ".h5");
+  std::string substitutions;
+  for (const auto& s : slots) {
+    if (s.note.rfind("--device cpu", 0) == 0) substitutions += (substitutions.empty() ? "" : "; ") + s.note.substr(14);
+  }
+  std::string modes;
+  if (sc.modes.isolated) modes += "isolated";
+  if (sc.modes.propagated) modes += std::string(modes.empty() ? "" : ",") + "propagated";
+  if (sc.modes.perturb) modes += std::string(modes.empty() ? "" : ",") + "perturb";
+  const std::string sha = git_sha();
+  const bool dirty = sha.find("+dirty") != std::string::npos;
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+
+  RunRecord rec;
+  rec.n_layers = spec.n_layers;
+  rec.tokens = tokens;
+  rec.result = &result;
+  rec.statics = statics;
+  rec.crosschecks = crosschecks;
+  rec.greedy_steps = sc.greedy_steps;
+  rec.timing = sc.timing;
+  using F = RootAttr::Flag;
+  rec.attrs = {
+      {"fusecheck_version", version_string()},
+      {"git_sha", sha},
+      {"git_dirty", F{dirty}},
+      {"argv", shell_join(opt.argv)},
+      {"date_utc", date},
+      {"hostname", host_name()},
+      {"cpu_model", cpu_model()},
+      {"scenario_path", opt.scenario.string()},
+      {"scenario_name", sc.name},
+      {"scenario_text", sc.text},
+      {"device", device},
+      {"device_name", device_name},
+      {"device_clocks", clocks},
+      {"driver_version", driver},
+      {"cuda_runtime_version", runtime},
+      {"library_versions", libs},
+      {"model_source", std::string(sc.model.synth ? "synth" : "path")},
+      {"model_path", model_dir.string()},
+      {"model_profile", sc.model.synth ? sc.model.synth->profile : std::string()},
+      {"model_options", sc.model.synth ? synth_options_text(*sc.model.synth) : std::string()},
+      {"architecture", spec.architecture},
+      {"n_layers", static_cast<long long>(spec.n_layers)},
+      {"hidden", static_cast<long long>(spec.hidden)},
+      {"vocab", static_cast<long long>(spec.vocab)},
+      {"batch", static_cast<long long>(sc.batch)},
+      {"phase", std::string(sc.phase.kind == Phase::Prefill ? "prefill" : "decode")},
+      {"n_tokens", static_cast<long long>(sc.phase.tokens_per_sequence())},
+      {"prefill_len", static_cast<long long>(sc.phase.prefill_len)},
+      {"decode_steps", static_cast<long long>(sc.phase.decode_steps)},
+      {"measured_rows", static_cast<long long>(result.measured_rows)},
+      {"reference", result.reference_label},
+      {"ref64", F{cfg.ref64}},
+      {"modes", modes},
+      {"seed_tokens", static_cast<long long>(sc.seeds.tokens)},
+      {"seed_paths", static_cast<long long>(sc.seeds.paths)},
+      {"seed_perturbation", static_cast<long long>(sc.seeds.perturbation)},
+      {"substitutions", substitutions},
+      {"fallback_applied", F{fallback_applied}},
+      {"fallback_reason", decision.reason},
+      {"force_fused", F{force_fused}},
+      {"gate_failures", static_cast<long long>(result.gate_failures)},
+      {"status", std::string(result.gate_failures == 0 ? "pass" : "gate_failed")},
+      {"wall_s", wall_s},
+  };
+  write_run_file(file, rec);
+
+  SummaryInput in;
+  in.title = fmt::format("fusecheck run {}: {}; {} {} x batch {}; device {} ({}); reference {}", sc.name, model_label,
+                         sc.phase.kind == Phase::Prefill ? "prefill" : "decode",
+                         sc.phase.kind == Phase::Prefill ? std::to_string(sc.phase.prefill_len)
+                                                         : fmt::format("kv {} + {} steps", sc.phase.prefill_len, sc.phase.decode_steps),
+                         sc.batch, device, device_name, result.reference_label);
+  in.n_layers = spec.n_layers;
+  in.result = &result;
+  in.statics = statics;
+  in.crosschecks = crosschecks;
+  in.notes = notes;
+  in.results_file = file.string();
+  in.greedy_steps = sc.greedy_steps;
+
+  RunOutcome outcome;
+  outcome.exit_code = result.gate_failures == 0 ? 0 : 1;
+  outcome.file = file;
+  outcome.summary = format_summary(in);
+  return outcome;
+}
+
+}  // namespace fusecheck::run

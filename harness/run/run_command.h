@@ -1,0 +1,55 @@
+// `fusecheck run SCENARIO`: loads the scenario, prepares the model (opening it, or
+// writing a synthetic one into a cache), checks it statically, plans the paths
+// (device substitution, fallback), runs the driver, cross-checks, writes the HDF5 file
+// and formats the summary. The CLI (harness/cli/cli_run.cpp) only parses flags.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "harness/run/driver.h"
+#include "harness/run/scenario.h"
+
+namespace fusecheck::check {
+struct FallbackDecision;
+}
+
+namespace fusecheck::run {
+
+struct RunOptions {
+  std::filesystem::path scenario;
+  std::string device;                 // "cuda", "cpu", or "" (cuda when a GPU is usable)
+  std::optional<std::filesystem::path> out;  // default: results_dir/<date>-<name>.h5
+  std::filesystem::path results_dir = "results/runs";
+  bool force_fused = false;
+  bool dump_failing = false;
+  bool ref64 = false;                 // also run ref64-cpu (noise floor)
+  bool progress = true;
+  std::vector<std::string> argv;      // for provenance
+};
+
+struct RunOutcome {
+  int exit_code = 0;                  // 0 every gate holds, 1 a gate failed
+  std::filesystem::path file;
+  std::string summary;
+};
+
+// Throws InputError for bad input (exit code 2 at the CLI).
+RunOutcome run_scenario(const RunOptions& options);
+
+// The paths that will run for `scenario` on `device`: GPU paths become their emulated
+// counterparts on the CPU, and a fused path becomes the standard one when `fallback`
+// says so (unless forced). `notes` receives one line per change.
+std::vector<PathSlot> plan_paths(const Scenario& scenario, const std::string& device,
+                                 bool use_fused, std::vector<std::string>& notes);
+
+// Tokens for the scenario: its ids, or seeded uniform ids in [0, vocab). InputError when
+// an id is past the vocabulary.
+std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& scenario, int vocab);
+
+// Folder a synthetic model is cached in: <cache_root>/<profile>-<hash of options>.
+std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root);
+
+}  // namespace fusecheck::run

@@ -1,0 +1,461 @@
+// Scenario YAML reader and validator (format: docs/scenarios.md).
+#include "harness/run/scenario.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+#include "harness/core/error.h"
+#include "harness/core/path_registry.h"
+
+namespace fusecheck::run {
+
+namespace {
+
+// Knows the file being read so every error can name it, the line and the key.
+class Reader {
+ public:
+  explicit Reader(std::filesystem::path file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
+                         const std::string& problem) const {
+    std::string where = file_.string();
+    if (node.IsDefined() && node.Mark().line >= 0) where += ":" + std::to_string(node.Mark().line + 1);
+    if (!key.empty()) where += ": " + key;
+    throw InputError(where, problem);
+  }
+
+  void expect_map(const YAML::Node& node, const std::string& key) const {
+    if (!node.IsMap()) fail(node, key, "expected a mapping (key: value)");
+  }
+
+  // Rejects keys outside `allowed`, naming them and what is allowed.
+  void check_keys(const YAML::Node& node, const std::string& key,
+                  std::initializer_list<const char*> allowed) const {
+    expect_map(node, key);
+    for (const auto& kv : node) {
+      const auto name = kv.first.as<std::string>();
+      if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return name == a; })) {
+        std::string list;
+        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        fail(kv.first, join(key, name), "unknown key '" + name + "' (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  template <typename T>
+  T get(const YAML::Node& node, const std::string& key, const char* type_name) const {
+    if (!node.IsScalar()) fail(node, key, std::string("expected ") + type_name);
+    try {
+      return node.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(node, key, std::string("expected ") + type_name + ", got '" + node.Scalar() + "'");
+    }
+  }
+  int get_int(const YAML::Node& n, const std::string& key, int min_value) const {
+    const auto v = get<long long>(n, key, "an integer");
+    if (v < min_value || v > 1'000'000'000) {
+      fail(n, key, "must be an integer >= " + std::to_string(min_value) + ", got " + n.Scalar());
+    }
+    return static_cast<int>(v);
+  }
+  std::uint64_t get_seed(const YAML::Node& n, const std::string& key) const {
+    return get<std::uint64_t>(n, key, "a non-negative integer seed");
+  }
+  double get_double(const YAML::Node& n, const std::string& key) const {
+    const auto v = get<double>(n, key, "a number");
+    if (!std::isfinite(v)) fail(n, key, "must be a finite number");
+    return v;
+  }
+  bool get_bool(const YAML::Node& n, const std::string& key) const {
+    return get<bool>(n, key, "true or false");
+  }
+  std::string get_string(const YAML::Node& n, const std::string& key) const {
+    return get<std::string>(n, key, "a string");
+  }
+  Tap get_tap(const YAML::Node& n, const std::string& key) const {
+    const auto name = get_string(n, key);
+    const auto tap = tap_from_name(name);
+    if (!tap) {
+      std::string known;
+      for (Tap t : kLayerTaps) known += (known.empty() ? "" : ", ") + std::string(tap_name(t));
+      for (Tap t : kHeadTaps) known += ", " + std::string(tap_name(t));
+      fail(n, key, "unknown tap '" + name + "' (known: " + known + ")");
+    }
+    return *tap;
+  }
+
+  static std::string join(const std::string& a, const std::string& b) {
+    return a.empty() ? b : a + "." + b;
+  }
+  const std::filesystem::path& file() const { return file_; }
+
+ private:
+  std::filesystem::path file_;
+};
+
+// ${VAR} and $VAR from the environment, so scenarios can name the shared model folder.
+std::string expand_env(const Reader& rd, const YAML::Node& node, const std::string& key,
+                       const std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '$') {
+      out += text[i];
+      continue;
+    }
+    std::string var;
+    if (i + 1 < text.size() && text[i + 1] == '{') {
+      const auto end = text.find('}', i + 2);
+      if (end == std::string::npos) rd.fail(node, key, "unterminated ${ in '" + text + "'");
+      var = text.substr(i + 2, end - i - 2);
+      i = end;
+    } else {
+      std::size_t j = i + 1;
+      while (j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '_')) ++j;
+      var = text.substr(i + 1, j - i - 1);
+      i = j - 1;
+    }
+    const char* value = std::getenv(var.c_str());
+    if (!value || !*value) rd.fail(node, key, "environment variable " + var + " is not set");
+    out += value;
+  }
+  return out;
+}
+
+void read_model(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  rd.check_keys(node, "model", {"path", "synth"});
+  const bool has_path = bool(node["path"]), has_synth = bool(node["synth"]);
+  if (has_path == has_synth) rd.fail(node, "model", "give exactly one of 'path' or 'synth'");
+  if (has_path) {
+    std::filesystem::path p = expand_env(rd, node["path"], "model.path", rd.get_string(node["path"], "model.path"));
+    if (p.is_relative()) p = rd.file().parent_path() / p;
+    sc.model.path = p.lexically_normal();
+    return;
+  }
+  const YAML::Node s = node["synth"];
+  rd.check_keys(s, "model.synth", {"profile", "layers", "seed", "dtype", "overrides"});
+  if (!s["profile"]) rd.fail(s, "model.synth", "missing key 'profile'");
+  SynthModel m;
+  m.profile = rd.get_string(s["profile"], "model.synth.profile");
+  if (s["layers"]) m.layers = rd.get_int(s["layers"], "model.synth.layers", 1);
+  if (s["seed"]) m.seed = rd.get_seed(s["seed"], "model.synth.seed");
+  if (s["dtype"]) {
+    m.dtype = rd.get_string(s["dtype"], "model.synth.dtype");
+    if (m.dtype != "bf16" && m.dtype != "f16" && m.dtype != "f32") {
+      rd.fail(s["dtype"], "model.synth.dtype", "unknown dtype '" + m.dtype + "' (bf16, f16, f32)");
+    }
+  }
+  if (s["overrides"]) {
+    rd.expect_map(s["overrides"], "model.synth.overrides");
+    for (const auto& kv : s["overrides"]) {
+      const auto key = kv.first.as<std::string>();
+      m.overrides[key] = rd.get_string(kv.second, "model.synth.overrides." + key);
+    }
+  }
+  sc.model.synth = m;
+}
+
+std::vector<std::int32_t> read_id_list(const Reader& rd, const YAML::Node& n, const std::string& key) {
+  if (!n.IsSequence() || n.size() == 0) rd.fail(n, key, "expected a non-empty list of token ids");
+  std::vector<std::int32_t> ids;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    ids.push_back(rd.get_int(n[i], key + "[" + std::to_string(i) + "]", 0));
+  }
+  return ids;
+}
+
+void read_tokens(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  rd.check_keys(node, "tokens", {"ids", "seed", "count"});
+  if (node["ids"] && (node["seed"] || node["count"])) {
+    rd.fail(node, "tokens", "give either 'ids' or 'seed'/'count', not both");
+  }
+  if (node["ids"]) {
+    const YAML::Node ids = node["ids"];
+    if (ids.IsSequence() && ids.size() > 0 && ids[0].IsSequence()) {
+      for (std::size_t b = 0; b < ids.size(); ++b) {
+        sc.tokens.ids.push_back(read_id_list(rd, ids[b], "tokens.ids[" + std::to_string(b) + "]"));
+      }
+    } else {
+      sc.tokens.ids.push_back(read_id_list(rd, ids, "tokens.ids"));
+    }
+  }
+  if (node["seed"]) sc.seeds.tokens = rd.get_seed(node["seed"], "tokens.seed");
+  if (node["count"]) sc.tokens.count = rd.get_int(node["count"], "tokens.count", 1);
+}
+
+void read_phase(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  rd.check_keys(node, "phase", {"prefill", "decode"});
+  if (bool(node["prefill"]) == bool(node["decode"])) {
+    rd.fail(node, "phase", "give exactly one of 'prefill: N' or 'decode: {kv_len, steps}'");
+  }
+  if (node["prefill"]) {
+    sc.phase = {Phase::Prefill, rd.get_int(node["prefill"], "phase.prefill", 1), 0};
+    return;
+  }
+  const YAML::Node d = node["decode"];
+  rd.check_keys(d, "phase.decode", {"kv_len", "steps"});
+  if (!d["kv_len"]) rd.fail(d, "phase.decode", "missing key 'kv_len'");
+  sc.phase.kind = Phase::Decode;
+  sc.phase.prefill_len = rd.get_int(d["kv_len"], "phase.decode.kv_len", 1);
+  sc.phase.decode_steps = d["steps"] ? rd.get_int(d["steps"], "phase.decode.steps", 1) : 1;
+}
+
+PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& key) {
+  PathRequest p;
+  if (n.IsScalar()) {
+    const auto text = rd.get_string(n, key);
+    const auto colon = text.find(':');
+    p.name = text.substr(0, colon);
+    if (colon != std::string::npos) p.recipe = text.substr(colon + 1);
+  } else {
+    rd.check_keys(n, key, {"name", "recipe", "role"});
+    if (!n["name"]) rd.fail(n, key, "missing key 'name'");
+    p.name = rd.get_string(n["name"], key + ".name");
+    if (n["recipe"]) p.recipe = rd.get_string(n["recipe"], key + ".recipe");
+    if (n["role"]) {
+      p.role = rd.get_string(n["role"], key + ".role");
+      if (p.role != "fused" && p.role != "standard" && p.role != "other") {
+        rd.fail(n["role"], key + ".role", "unknown role '" + p.role + "' (fused, standard, other)");
+      }
+    }
+  }
+  if (!is_known_path_name(p.name)) {
+    std::string known;
+    for (const auto& info : registered_paths()) known += (known.empty() ? "" : ", ") + info.name;
+    rd.fail(n, key, "unknown path '" + p.name + "' (known: " + known + ")");
+  }
+  if (!p.recipe.empty() && p.name != "emulated-cpu") {
+    rd.fail(n, key, "only emulated-cpu takes a recipe ('" + p.label() + "')");
+  }
+  if (p.role.empty()) p.role = infer_role(p.name, p.recipe);
+  return p;
+}
+
+void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  if (!node.IsSequence()) rd.fail(node, "modes", "expected a list (isolated, propagated, {perturb: ...})");
+  sc.modes = ModeSpec{false, false, std::nullopt};
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const std::string key = "modes[" + std::to_string(i) + "]";
+    const YAML::Node m = node[i];
+    if (m.IsScalar()) {
+      const auto name = m.Scalar();
+      if (name == "isolated") sc.modes.isolated = true;
+      else if (name == "propagated") sc.modes.propagated = true;
+      else if (name == "perturb") sc.modes.perturb = PerturbSpec{};
+      else rd.fail(m, key, "unknown mode '" + name + "' (isolated, propagated, perturb)");
+      continue;
+    }
+    rd.check_keys(m, key, {"perturb"});
+    const YAML::Node p = m["perturb"];
+    const std::string pk = key + ".perturb";
+    rd.check_keys(p, pk, {"layer", "tap", "size"});
+    PerturbSpec spec;
+    if (p["layer"]) spec.layer = rd.get_int(p["layer"], pk + ".layer", 0);
+    if (p["tap"]) {
+      spec.tap = rd.get_tap(p["tap"], pk + ".tap");
+      if (spec.tap == Tap::final_norm || spec.tap == Tap::logits) {
+        rd.fail(p["tap"], pk + ".tap", "perturbation must be at a layer tap, not the head");
+      }
+    }
+    if (p["size"]) {
+      spec.relative_size = rd.get_double(p["size"], pk + ".size");
+      if (!(spec.relative_size > 0)) rd.fail(p["size"], pk + ".size", "must be > 0");
+    }
+    sc.modes.perturb = spec;
+  }
+  if (!sc.modes.isolated && !sc.modes.propagated && !sc.modes.perturb) {
+    rd.fail(node, "modes", "no mode selected");
+  }
+}
+
+GateThresholds read_thresholds(const Reader& rd, const YAML::Node& node, const std::string& key,
+                               bool allow_taps) {
+  if (allow_taps) {
+    rd.check_keys(node, key, {"rel_l2", "max_abs", "max_rel", "cosine_min", "ulp_p99",
+                              "frac_outside", "noise_floor_ratio", "taps"});
+  } else {
+    rd.check_keys(node, key, {"rel_l2", "max_abs", "max_rel", "cosine_min", "ulp_p99",
+                              "frac_outside", "noise_floor_ratio"});
+  }
+  GateThresholds g;
+  auto read = [&](const char* name, double& field) {
+    if (node[name]) field = rd.get_double(node[name], Reader::join(key, name));
+  };
+  read("rel_l2", g.rel_l2);
+  read("max_abs", g.max_abs);
+  read("max_rel", g.max_rel);
+  read("cosine_min", g.cosine_min);
+  read("ulp_p99", g.ulp_p99);
+  read("frac_outside", g.frac_outside);
+  read("noise_floor_ratio", g.noise_floor_ratio);
+  return g;
+}
+
+void read_gates(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  sc.gates.all = read_thresholds(rd, node, "gates", true);
+  if (!node["taps"]) return;
+  rd.expect_map(node["taps"], "gates.taps");
+  for (const auto& kv : node["taps"]) {
+    const std::string key = "gates.taps." + kv.first.as<std::string>();
+    const Tap tap = rd.get_tap(kv.first, key);
+    sc.gates.per_tap[tap] = read_thresholds(rd, kv.second, key, false);
+  }
+}
+
+void read_timing(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  if (node.IsScalar()) {
+    sc.timing.enabled = rd.get_bool(node, "timing");
+    return;
+  }
+  rd.check_keys(node, "timing", {"enabled", "warmup", "repetitions", "cold_l2"});
+  if (node["enabled"]) sc.timing.enabled = rd.get_bool(node["enabled"], "timing.enabled");
+  if (node["warmup"]) sc.timing.warmup = rd.get_int(node["warmup"], "timing.warmup", 0);
+  if (node["repetitions"]) sc.timing.repetitions = rd.get_int(node["repetitions"], "timing.repetitions", 1);
+  if (node["cold_l2"]) sc.timing.cold_l2 = rd.get_bool(node["cold_l2"], "timing.cold_l2");
+}
+
+void read_reference(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  YAML::Node name_node = node;
+  std::string key = "reference";
+  if (node.IsMap()) {
+    rd.check_keys(node, "reference", {"path", "ref64"});
+    if (node["ref64"]) sc.ref64 = rd.get_bool(node["ref64"], "reference.ref64");
+    if (!node["path"]) return;
+    name_node = node["path"];
+    key = "reference.path";
+  }
+  sc.reference = rd.get_string(name_node, key);
+  if (sc.reference != "auto" && sc.reference != "ref32-cpu" && sc.reference != "ref32-cuda") {
+    rd.fail(name_node, key, "must be auto, ref32-cpu or ref32-cuda, got '" + sc.reference + "'");
+  }
+}
+
+}  // namespace
+
+GateThresholds GateSpec::resolve(Tap tap, DType dtype) const {
+  GateThresholds g = default_gates(dtype);
+  auto overlay = [](GateThresholds& dst, const GateThresholds& src) {
+    auto pick = [](double& d, double s) {
+      if (!std::isnan(s)) d = s;
+    };
+    pick(dst.rel_l2, src.rel_l2);
+    pick(dst.max_abs, src.max_abs);
+    pick(dst.max_rel, src.max_rel);
+    pick(dst.cosine_min, src.cosine_min);
+    pick(dst.ulp_p99, src.ulp_p99);
+    pick(dst.frac_outside, src.frac_outside);
+    pick(dst.noise_floor_ratio, src.noise_floor_ratio);
+  };
+  overlay(g, all);
+  if (auto it = per_tap.find(tap); it != per_tap.end()) overlay(g, it->second);
+  return g;
+}
+
+bool is_known_path_name(const std::string& name) {
+  static const std::set<std::string> builtin = {"ref64-cpu", "ref32-cpu", "emulated-cpu",
+                                                "ref32-cuda", "standard-cuda", "fused-cuda"};
+  return builtin.count(name) > 0 || find_path(name) != nullptr;
+}
+
+std::string infer_role(const std::string& name, const std::string& recipe) {
+  if (name == "fused-cuda" || (name == "emulated-cpu" && recipe.rfind("fused", 0) == 0)) return "fused";
+  if (name == "standard-cuda" || (name == "emulated-cpu" && (recipe.empty() || recipe == "hf-bf16"))) {
+    return "standard";
+  }
+  return "other";
+}
+
+DType path_dtype(const std::string& name, const std::string& recipe) {
+  if (name == "ref64-cpu" || name == "ref32-cpu" || name == "ref32-cuda") return DType::F32;
+  if (recipe.find("fp16") != std::string::npos || recipe.find("f16") == 0) return DType::F16;
+  if (recipe.find("f32") != std::string::npos || recipe.find("fp32") != std::string::npos) return DType::F32;
+  return DType::BF16;
+}
+
+Scenario parse_scenario(const std::string& text, const std::filesystem::path& file) {
+  const Reader rd(file);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw InputError(file.string() + ":" + std::to_string(e.mark.line + 1), "invalid YAML: " + e.msg);
+  }
+  if (!root.IsMap()) throw InputError(file.string(), "a scenario is a YAML mapping (model:, paths:, ...)");
+  rd.check_keys(root, "", {"name", "description", "model", "tokens", "batch", "phase", "paths",
+                           "reference", "modes", "gates", "timing", "end_to_end", "seeds",
+                           "force_fused"});
+  register_builtin_paths();
+
+  Scenario sc;
+  sc.file = file;
+  sc.text = text;
+  sc.name = root["name"] ? rd.get_string(root["name"], "name") : file.stem().string();
+  if (!root["model"]) throw InputError(file.string(), "missing key 'model' (path: or synth:)");
+  read_model(rd, root["model"], sc);
+  if (root["seeds"]) {
+    const YAML::Node s = root["seeds"];
+    rd.check_keys(s, "seeds", {"tokens", "paths", "perturbation"});
+    if (s["tokens"]) sc.seeds.tokens = rd.get_seed(s["tokens"], "seeds.tokens");
+    if (s["paths"]) sc.seeds.paths = rd.get_seed(s["paths"], "seeds.paths");
+    if (s["perturbation"]) sc.seeds.perturbation = rd.get_seed(s["perturbation"], "seeds.perturbation");
+  }
+  if (root["tokens"]) read_tokens(rd, root["tokens"], sc);
+  if (root["batch"]) sc.batch = rd.get_int(root["batch"], "batch", 1);
+  if (!root["phase"]) throw InputError(file.string(), "missing key 'phase' (prefill: N or decode: {kv_len, steps})");
+  read_phase(rd, root["phase"], sc);
+
+  const int need = sc.phase.tokens_per_sequence();
+  if (!sc.tokens.ids.empty()) {
+    if (sc.tokens.ids.size() == 1 && sc.batch > 1) sc.tokens.ids.resize(sc.batch, sc.tokens.ids[0]);
+    if (static_cast<int>(sc.tokens.ids.size()) != sc.batch) {
+      rd.fail(root["tokens"], "tokens.ids", "has " + std::to_string(sc.tokens.ids.size()) +
+                                              " sequences but batch is " + std::to_string(sc.batch));
+    }
+    for (const auto& seq : sc.tokens.ids) {
+      if (static_cast<int>(seq.size()) != need) {
+        rd.fail(root["tokens"], "tokens.ids", "a sequence has " + std::to_string(seq.size()) +
+                                                " ids; the phase needs " + std::to_string(need));
+      }
+    }
+  } else if (sc.tokens.count && *sc.tokens.count != need) {
+    rd.fail(root["tokens"], "tokens.count", "is " + std::to_string(*sc.tokens.count) +
+                                              " but the phase needs " + std::to_string(need) + " tokens per sequence");
+  }
+
+  if (!root["paths"]) throw InputError(file.string(), "missing key 'paths' (list of paths to compare)");
+  const YAML::Node paths = root["paths"];
+  if (!paths.IsSequence() || paths.size() == 0) rd.fail(paths, "paths", "expected a non-empty list of paths");
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    PathRequest p = read_path(rd, paths[i], "paths[" + std::to_string(i) + "]");
+    for (const auto& q : sc.paths) {
+      if (q.label() == p.label()) rd.fail(paths[i], "paths", "path '" + p.label() + "' listed twice");
+    }
+    sc.paths.push_back(p);
+  }
+  if (root["reference"]) read_reference(rd, root["reference"], sc);
+  if (root["modes"]) read_modes(rd, root["modes"], sc);
+  if (root["gates"]) read_gates(rd, root["gates"], sc);
+  if (root["timing"]) read_timing(rd, root["timing"], sc);
+  if (root["end_to_end"]) {
+    const YAML::Node e = root["end_to_end"];
+    rd.check_keys(e, "end_to_end", {"greedy_steps"});
+    if (e["greedy_steps"]) sc.greedy_steps = rd.get_int(e["greedy_steps"], "end_to_end.greedy_steps", 0);
+  }
+  if (root["force_fused"]) sc.force_fused = rd.get_bool(root["force_fused"], "force_fused");
+  return sc;
+}
+
+Scenario load_scenario(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw InputError(file.string(), "cannot read the scenario file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_scenario(ss.str(), file);
+}
+
+}  // namespace fusecheck::run

@@ -1,0 +1,162 @@
+// Scenario YAML validation: every bad input names the file, the line and the key.
+#include <gtest/gtest.h>
+
+#include "harness/core/error.h"
+#include "harness/run/scenario.h"
+
+namespace fusecheck::run {
+namespace {
+
+const char* kMinimal = R"(
+model: {synth: {profile: qwen3-tiny, layers: 2}}
+phase: {prefill: 8}
+paths: [fused-cuda]
+)";
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_scenario(text, "scenarios/bad.yaml");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Scenario, MinimalScenarioGetsDefaults) {
+  const Scenario sc = parse_scenario(kMinimal, "scenarios/min.yaml");
+  EXPECT_EQ(sc.name, "min");
+  ASSERT_TRUE(sc.model.synth);
+  EXPECT_EQ(sc.model.synth->profile, "qwen3-tiny");
+  EXPECT_EQ(*sc.model.synth->layers, 2);
+  EXPECT_EQ(sc.phase.kind, Phase::Prefill);
+  EXPECT_EQ(sc.phase.tokens_per_sequence(), 8);
+  ASSERT_EQ(sc.paths.size(), 1u);
+  EXPECT_EQ(sc.paths[0].role, "fused");
+  EXPECT_TRUE(sc.modes.isolated);
+  EXPECT_TRUE(sc.modes.propagated);
+  EXPECT_FALSE(sc.modes.perturb);
+  EXPECT_EQ(sc.reference, "auto");
+}
+
+TEST(Scenario, FullScenarioReadsEveryKey) {
+  const Scenario sc = parse_scenario(R"(
+name: full
+model: {synth: {profile: qwen3-tiny, layers: 3, seed: 5, dtype: f32, overrides: {k_norm_max: 12}}}
+tokens: {seed: 9}
+batch: 2
+phase: {decode: {kv_len: 6, steps: 3}}
+paths: [standard-cuda, "emulated-cpu:fused-v1", {name: emulated-cpu, recipe: hf-fp16, role: other}]
+reference: {path: ref32-cpu, ref64: true}
+modes: [isolated, {perturb: {layer: 1, tap: k, size: 0.01}}]
+gates: {rel_l2: 0.2, taps: {logits: {rel_l2: 0.5, cosine_min: 0.9}}}
+timing: {warmup: 1, repetitions: 5, cold_l2: true}
+end_to_end: {greedy_steps: 4}
+seeds: {paths: 3, perturbation: 4}
+force_fused: true
+)", "x.yaml");
+  EXPECT_EQ(sc.name, "full");
+  EXPECT_EQ(sc.model.synth->overrides.at("k_norm_max"), "12");
+  EXPECT_EQ(sc.seeds.tokens, 9u);
+  EXPECT_EQ(sc.batch, 2);
+  EXPECT_EQ(sc.phase.kind, Phase::Decode);
+  EXPECT_EQ(sc.phase.prefill_len, 6);
+  EXPECT_EQ(sc.phase.decode_steps, 3);
+  EXPECT_EQ(sc.paths[1].label(), "emulated-cpu:fused-v1");
+  EXPECT_EQ(sc.paths[1].role, "fused");
+  EXPECT_EQ(sc.paths[2].role, "other");
+  EXPECT_TRUE(sc.ref64);
+  EXPECT_FALSE(sc.modes.propagated);
+  ASSERT_TRUE(sc.modes.perturb);
+  EXPECT_EQ(sc.modes.perturb->tap, Tap::k);
+  EXPECT_DOUBLE_EQ(sc.modes.perturb->relative_size, 0.01);
+  EXPECT_DOUBLE_EQ(sc.gates.resolve(Tap::logits, DType::BF16).rel_l2, 0.5);
+  EXPECT_DOUBLE_EQ(sc.gates.resolve(Tap::q, DType::BF16).rel_l2, 0.2);
+  EXPECT_DOUBLE_EQ(sc.gates.resolve(Tap::logits, DType::BF16).cosine_min, 0.9);
+  EXPECT_EQ(sc.timing.repetitions, 5);
+  EXPECT_TRUE(sc.timing.cold_l2);
+  EXPECT_EQ(sc.greedy_steps, 4);
+  EXPECT_TRUE(sc.force_fused);
+}
+
+TEST(Scenario, GatesDefaultPerDtypeWhenTheScenarioSetsNone) {
+  const Scenario sc = parse_scenario(kMinimal, "m.yaml");
+  EXPECT_DOUBLE_EQ(sc.gates.resolve(Tap::q, DType::BF16).rel_l2, default_gates(DType::BF16).rel_l2);
+  EXPECT_DOUBLE_EQ(sc.gates.resolve(Tap::q, DType::F32).rel_l2, default_gates(DType::F32).rel_l2);
+}
+
+TEST(Scenario, UnknownTopLevelKeyNamesFileLineAndKey) {
+  const auto e = error_of(std::string(kMinimal) + "colour: blue\n");
+  EXPECT_NE(e.find("scenarios/bad.yaml:5"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown key 'colour'"), std::string::npos) << e;
+}
+
+TEST(Scenario, UnknownNestedKeyNamesItsPath) {
+  const auto e = error_of("model: {synth: {profile: qwen3-tiny, layer: 2}}\nphase: {prefill: 8}\npaths: [ref32-cpu]\n");
+  EXPECT_NE(e.find("model.synth.layer"), std::string::npos) << e;
+}
+
+TEST(Scenario, WrongTypeIsReported) {
+  const auto e = error_of("model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: many}\npaths: [ref32-cpu]\n");
+  EXPECT_NE(e.find("phase.prefill"), std::string::npos) << e;
+  EXPECT_NE(e.find("expected an integer"), std::string::npos) << e;
+}
+
+TEST(Scenario, MissingModelIsReported) {
+  const auto e = error_of("phase: {prefill: 8}\npaths: [ref32-cpu]\n");
+  EXPECT_NE(e.find("missing key 'model'"), std::string::npos) << e;
+}
+
+TEST(Scenario, ModelNeedsExactlyOneSource) {
+  const auto e = error_of("model: {}\nphase: {prefill: 8}\npaths: [ref32-cpu]\n");
+  EXPECT_NE(e.find("exactly one of 'path' or 'synth'"), std::string::npos) << e;
+}
+
+TEST(Scenario, UnknownPathIsReportedWithTheKnownOnes) {
+  const auto e = error_of("model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [turbo-cuda]\n");
+  EXPECT_NE(e.find("paths[0]"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown path 'turbo-cuda'"), std::string::npos) << e;
+}
+
+TEST(Scenario, UnknownTapIsReported) {
+  const auto e = error_of(std::string(kMinimal) + "modes: [{perturb: {layer: 0, tap: kk}}]\n");
+  EXPECT_NE(e.find("modes[0].perturb.tap"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown tap 'kk'"), std::string::npos) << e;
+}
+
+TEST(Scenario, UnknownModeIsReported) {
+  const auto e = error_of(std::string(kMinimal) + "modes: [isolated, sideways]\n");
+  EXPECT_NE(e.find("unknown mode 'sideways'"), std::string::npos) << e;
+}
+
+TEST(Scenario, UnknownDtypeIsReported) {
+  const auto e = error_of("model: {synth: {profile: qwen3-tiny, dtype: fp8}}\nphase: {prefill: 8}\npaths: [ref32-cpu]\n");
+  EXPECT_NE(e.find("unknown dtype 'fp8'"), std::string::npos) << e;
+}
+
+TEST(Scenario, TokenCountMustMatchThePhase) {
+  const auto e = error_of(std::string(kMinimal) + "tokens: {seed: 1, count: 9}\n");
+  EXPECT_NE(e.find("tokens.count"), std::string::npos) << e;
+}
+
+TEST(Scenario, ExplicitIdsMustCoverThePhase) {
+  const auto e = error_of("model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 3}\npaths: [ref32-cpu]\ntokens: {ids: [1, 2]}\n");
+  EXPECT_NE(e.find("the phase needs 3"), std::string::npos) << e;
+}
+
+TEST(Scenario, InvalidYamlNamesTheLine) {
+  const auto e = error_of("model: {synth: [\nphase: x\n");
+  EXPECT_NE(e.find("invalid YAML"), std::string::npos) << e;
+  EXPECT_NE(e.find("scenarios/bad.yaml:"), std::string::npos) << e;
+}
+
+TEST(Scenario, RecipeOnlyOnEmulatedPaths) {
+  const auto e = error_of("model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"fused-cuda:fused-v1\"]\n");
+  EXPECT_NE(e.find("only emulated-cpu takes a recipe"), std::string::npos) << e;
+}
+
+TEST(Scenario, MissingFileIsAnInputError) {
+  EXPECT_THROW(load_scenario("/nonexistent/scenario.yaml"), InputError);
+}
+
+}  // namespace
+}  // namespace fusecheck::run
