@@ -1,0 +1,129 @@
+// bench_check: how long the weights-only check takes on synthetic checkpoints of real
+// shapes (qwen3-0.6b with 2 and 28 layers, llama-3-8b with a few layers), beside the time
+// to read every byte of the same files. The check reads only norm tensors through mmap, so
+// its time must not grow with the checkpoint's bytes. CPU timings, page cache warm.
+//
+// Checkpoints are written once (seed 0, bf16) under $FUSECHECK_BENCH_DATA, default
+// ./bench-data/check; FUSECHECK_BENCH_LLAMA_LAYERS sets the llama-3-8b depth (default 8).
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <fmt/core.h>
+
+#include "harness/check/check.h"
+#include "harness/checkpoint/synth.h"
+#include "harness/core/checkpoint.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using fusecheck::check::Scorer;
+
+struct Dataset {
+  std::string label;  // benchmark argument name
+  std::string profile;
+  int layers;
+  fs::path dir;
+  std::vector<fs::path> files;
+  std::uint64_t bytes = 0;
+};
+
+fs::path data_root() {
+  const char* env = std::getenv("FUSECHECK_BENCH_DATA");
+  return env && *env ? fs::path(env) : fs::path("bench-data") / "check";
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+// Writes the checkpoint unless a complete one (its synth.json last) is already there.
+Dataset prepare(const std::string& profile, int layers) {
+  Dataset d{fmt::format("{}-{}L", profile, layers), profile, layers,
+            data_root() / fmt::format("{}-{}L", profile, layers), {}, 0};
+  if (!fs::exists(d.dir / "synth.json")) {
+    std::fprintf(stderr, "writing %s ...\n", d.dir.string().c_str());
+    fusecheck::SynthOptions o;
+    o.layers = layers;
+    fusecheck::write_synthetic_checkpoint(profile, o, d.dir);
+  }
+  for (const auto& e : fs::directory_iterator(d.dir)) {
+    if (e.is_regular_file()) {
+      d.files.push_back(e.path());
+      d.bytes += e.file_size();
+    }
+  }
+  return d;
+}
+
+void check_once(benchmark::State& state, const Dataset& d, Scorer scorer) {
+  std::uint64_t norm_bytes = 0;
+  for (auto _ : state) {
+    const auto checkpoint = fusecheck::Checkpoint::open(d.dir);
+    const auto result = fusecheck::check::check_model(*checkpoint, fusecheck::check::default_thresholds(), scorer);
+    benchmark::DoNotOptimize(result.score);
+    norm_bytes = result.model.norm_bytes_read;
+  }
+  state.counters["checkpoint_MB"] = static_cast<double>(d.bytes) / 1e6;
+  state.counters["norm_KB_read"] = static_cast<double>(norm_bytes) / 1e3;
+  state.SetLabel("CPU, open + check, page cache warm");
+}
+
+// Reads every byte with read(2)-sized chunks and folds them, so nothing is skipped.
+void read_all(benchmark::State& state, const Dataset& d) {
+  std::vector<char> buf(std::size_t{8} << 20);
+  for (auto _ : state) {
+    std::uint64_t fold = 0;
+    for (const auto& f : d.files) {
+      std::ifstream in(f, std::ios::binary);
+      while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
+        const auto n = static_cast<std::size_t>(in.gcount());
+        for (std::size_t i = 0; i < n; i += 4096) fold += static_cast<unsigned char>(buf[i]);
+        if (in.eof()) break;
+      }
+    }
+    benchmark::DoNotOptimize(fold);
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * d.bytes));
+  state.counters["checkpoint_MB"] = static_cast<double>(d.bytes) / 1e6;
+  state.SetLabel("CPU, every byte via read(), page cache warm");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  std::vector<Dataset> sets;
+  try {
+    sets.push_back(prepare("qwen3-0.6b", 2));
+    sets.push_back(prepare("qwen3-0.6b", 28));
+    sets.push_back(prepare("llama-3-8b", env_int("FUSECHECK_BENCH_LLAMA_LAYERS", 8)));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_check: cannot prepare checkpoints: %s\n", e.what());
+    return 1;
+  }
+  for (const auto& d : sets) {
+    benchmark::RegisterBenchmark(("check_fusecheck/" + d.label).c_str(),
+                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Fusecheck); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("check_braidinfer/" + d.label).c_str(),
+                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Braidinfer); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("read_every_byte/" + d.label).c_str(),
+                                 [&d](benchmark::State& s) { read_all(s, d); })
+        ->Unit(benchmark::kMillisecond)
+        ->MinTime(2.0)
+        ->UseRealTime();
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
