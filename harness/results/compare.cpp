@@ -473,19 +473,28 @@ CompareReport compare_files(const ResultsFile& fresh, const ResultsFile& base, c
 
 namespace {
 
-std::string summary_line(const RunComparison& r) {
-  return fmt::format("{} regression(s), {} improvement(s), {} note(s); {} cells compared; timing: {} same, "
-                     "{} slower, {} faster, {} ambiguous",
-                     r.count(Severity::regression), r.count(Severity::improvement), r.count(Severity::note),
-                     r.cells_compared, r.count(TimingVerdict::same), r.count(TimingVerdict::slower),
-                     r.count(TimingVerdict::faster), r.count(TimingVerdict::ambiguous));
+std::size_t count_too_few(const RunComparison& r) {
+  return static_cast<std::size_t>(std::count_if(r.timings.begin(), r.timings.end(), [](const TimingRow& t) {
+    return t.result.too_few && t.result.verdict != TimingVerdict::same;
+  }));
 }
 
-// Timing rows worth listing: every change, biggest first.
+std::string summary_line(const RunComparison& r) {
+  std::size_t few = count_too_few(r);
+  return fmt::format("{} regression(s), {} improvement(s), {} note(s); {} cells compared; timing: {} same, "
+                     "{} slower, {} faster, {} ambiguous{}",
+                     r.count(Severity::regression), r.count(Severity::improvement), r.count(Severity::note),
+                     r.cells_compared, r.count(TimingVerdict::same), r.count(TimingVerdict::slower),
+                     r.count(TimingVerdict::faster), r.count(TimingVerdict::ambiguous),
+                     few ? fmt::format(" ({} of them single measurements, not listed)", few) : "");
+}
+
+// Timing rows worth listing: every change that the measurements can speak to (a side
+// timed once has no spread, so its differences are noise of unknown size), biggest first.
 std::vector<const TimingRow*> changed_timings(const RunComparison& r) {
   std::vector<const TimingRow*> rows;
   for (const auto& t : r.timings) {
-    if (t.result.verdict != TimingVerdict::same) rows.push_back(&t);
+    if (t.result.verdict != TimingVerdict::same && !t.result.too_few) rows.push_back(&t);
   }
   std::stable_sort(rows.begin(), rows.end(), [](const TimingRow* a, const TimingRow* b) {
     auto rank = [](TimingVerdict v) { return v == TimingVerdict::slower ? 0 : v == TimingVerdict::ambiguous ? 1 : 2; };

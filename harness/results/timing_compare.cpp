@@ -64,6 +64,7 @@ TimingComparison compare_timing(const TimingStats& base, const TimingStats& fres
   }
   bool few = (base.repetitions > 0 && base.repetitions < t.min_repetitions) ||
              (fresh.repetitions > 0 && fresh.repetitions < t.min_repetitions);
+  c.too_few = few;
   if (fresh.lo > base.hi && rel_gap(fresh.lo, base.hi) >= t.min_gap_relative) {
     c.verdict = few ? TimingVerdict::ambiguous : TimingVerdict::slower;
   } else if (fresh.hi < base.lo && rel_gap(base.lo, fresh.hi) >= t.min_gap_relative) {
@@ -74,12 +75,15 @@ TimingComparison compare_timing(const TimingStats& base, const TimingStats& fres
     return c;
   } else {
     c.verdict = TimingVerdict::ambiguous;
-    c.reason = fmt::format("difference {:+.1f}% beyond noise {:.1f}% but the intervals overlap",
-                           100 * c.change, 100 * c.noise);
+    c.reason = few ? fmt::format("{:+.1f}% but fewer than {} repetitions: no spread to judge by",
+                                 100 * c.change, t.min_repetitions)
+                   : fmt::format("difference {:+.1f}% beyond noise {:.1f}% but the intervals overlap",
+                                 100 * c.change, 100 * c.noise);
     return c;
   }
   if (few) {
-    c.reason = fmt::format("clear gap but fewer than {} repetitions", t.min_repetitions);
+    c.reason = fmt::format("{:+.1f}% but fewer than {} repetitions: no spread to judge by", 100 * c.change,
+                           t.min_repetitions);
   } else {
     c.reason = fmt::format("{:+.1f}%, intervals apart (noise {:.1f}%)", 100 * c.change, 100 * c.noise);
   }

@@ -45,6 +45,7 @@ struct TimingComparison {
   TimingVerdict verdict = TimingVerdict::ambiguous;
   double change = 0;  // (new - base) / base, of the medians
   double noise = 0;   // max of the two runs' relative noise
+  bool too_few = false;  // a side has fewer than min_repetitions: no change can be judged
   std::string reason;
 };
 

@@ -8,6 +8,7 @@
 #include "harness/core/taps.h"
 #include "harness/results/h5_tree.h"
 #include "harness/results/h5_write.h"
+#include "tests/common/test_support.h"
 
 namespace fusecheck::test {
 
@@ -60,6 +61,14 @@ void write_mode(H5Writer& w, const std::string& g, const FixtureSpec& s, bool pr
 }
 
 }  // namespace
+
+std::filesystem::path files_dir() {
+  auto scratch = scratch_dir();
+  auto dir = scratch.parent_path() / (scratch.filename().string() + ".files");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
 
 std::size_t tap_index(const std::string& tap) {
   auto names = tap_names();

@@ -1,7 +1,7 @@
 // Builds results files in the layout of docs/results-format.md for the results tests,
 // with seeded, plausible values (errors growing with depth, op times with a spread), and
 // edits copies of them. Writing the layout here keeps the tests independent of how fast
-// a real `fusecheck run` is; test_results_run_roundtrip checks the real writer agrees.
+// a real `fusecheck run` is; test_run_roundtrip.cpp checks the real writer agrees.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +38,10 @@ void scale_op_time(const std::filesystem::path& file, const std::string& label, 
 void scale_all_op_times(const std::filesystem::path& file, double factor);
 void set_string_attr(const std::filesystem::path& file, const std::string& object, const std::string& name,
                      const std::string& value);
+
+// A fresh directory for a test's files beside its scratch directory: run_fusecheck()
+// empties the scratch directory itself on every call.
+std::filesystem::path files_dir();
 
 // Index of a tap in the /taps order.
 std::size_t tap_index(const std::string& tap);

@@ -15,15 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// run_fusecheck() empties the test's scratch directory, so the files live beside it.
-fs::path files_dir() {
-  auto scratch = scratch_dir();
-  auto dir = scratch.parent_path() / (scratch.filename().string() + ".files");
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
 
 std::size_t line_count(const std::string& s) {
