@@ -1,0 +1,26 @@
+// libFuzzer target: a GGUF file image, parsed and, when it parses, run through the
+// architecture adapter (metadata lookups, shape checks, the norm NaN scan). Any input must
+// succeed or throw InputError; other exceptions, crashes and sanitizer reports are findings.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "harness/checkpoint/adapters.h"
+#include "harness/checkpoint/gguf.h"
+#include "harness/core/error.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
+  try {
+    const fusecheck::GgufContents c = fusecheck::parse_gguf(bytes, "fuzz.gguf");
+    for (const fusecheck::TensorView& t : c.tensors) {
+      if (!t.bytes.empty()) (void)t.at(t.numel() - 1), (void)t.at(0);
+    }
+    for (const auto& [key, value] : c.metadata) (void)value.to_string();
+    fusecheck::TensorIndex index;
+    for (const fusecheck::TensorView& t : c.tensors) index.emplace(t.name, &t);
+    (void)fusecheck::adapt_gguf(c.metadata, "fuzz.gguf", index);
+  } catch (const fusecheck::InputError&) {
+  }
+  return 0;
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""Writes the fuzzers' seed corpora (fuzz/corpus/*): tiny valid safetensors files, GGUF
+files of each supported architecture and dtype, and HF config.json variants. Seeded and
+deterministic; every file stays far below 64 KiB. Run from anywhere: python3 make_corpus.py"""
+import json
+import os
+import random
+import struct
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+rng = random.Random(11)
+
+
+def values(n, center=0.0, spread=1.0):
+    return [center + spread * rng.uniform(-1, 1) for _ in range(n)]
+
+
+def encode(vals, dtype):
+    a = np.asarray(vals, dtype=np.float32)
+    if dtype == "F32":
+        return a.tobytes()
+    if dtype == "F16":
+        return a.astype(np.float16).tobytes()
+    if dtype == "F64":
+        return a.astype(np.float64).tobytes()
+    # BF16: the top half of the float bits, rounded to nearest even.
+    bits = a.view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return bits.astype(np.uint16).tobytes()
+
+
+def tiny_model(arch, hidden=8, heads=2, kv=1, head_dim=4, inter=12, vocab=11, layers=1, gguf=False):
+    """(name, shape, values) of every tensor, HF or GGUF naming."""
+    out = []
+    q, k = heads * head_dim, kv * head_dim
+    names = {
+        "embed": ("model.embed_tokens.weight", "token_embd.weight"),
+        "norm": ("model.norm.weight", "output_norm.weight"),
+        "head": ("lm_head.weight", "output.weight"),
+    }
+    pick = lambda pair: pair[1] if gguf else pair[0]
+    out.append((pick(names["embed"]), [vocab, hidden], values(vocab * hidden, 0, 0.3)))
+    for l in range(layers):
+        p = f"blk.{l}." if gguf else f"model.layers.{l}."
+        n = lambda hf, gg: p + (gg if gguf else hf)
+        out.append((n("input_layernorm.weight", "attn_norm.weight"), [hidden], values(hidden, 1, 0.3)))
+        out.append((n("self_attn.q_proj.weight", "attn_q.weight"), [q, hidden], values(q * hidden, 0, 0.3)))
+        out.append((n("self_attn.k_proj.weight", "attn_k.weight"), [k, hidden], values(k * hidden, 0, 0.3)))
+        out.append((n("self_attn.v_proj.weight", "attn_v.weight"), [k, hidden], values(k * hidden, 0, 0.3)))
+        if arch == "qwen2":
+            out.append((n("self_attn.q_proj.bias", "attn_q.bias"), [q], values(q, 0, 0.1)))
+            out.append((n("self_attn.k_proj.bias", "attn_k.bias"), [k], values(k, 0, 0.1)))
+            out.append((n("self_attn.v_proj.bias", "attn_v.bias"), [k], values(k, 0, 0.1)))
+        if arch == "qwen3":
+            out.append((n("self_attn.q_norm.weight", "attn_q_norm.weight"), [head_dim], values(head_dim, 1, 0.3)))
+            out.append((n("self_attn.k_norm.weight", "attn_k_norm.weight"), [head_dim], values(head_dim, 1, 0.3)))
+        out.append((n("self_attn.o_proj.weight", "attn_output.weight"), [hidden, q], values(q * hidden, 0, 0.3)))
+        out.append((n("post_attention_layernorm.weight", "ffn_norm.weight"), [hidden], values(hidden, 1, 0.3)))
+        out.append((n("mlp.gate_proj.weight", "ffn_gate.weight"), [inter, hidden], values(inter * hidden, 0, 0.3)))
+        out.append((n("mlp.up_proj.weight", "ffn_up.weight"), [inter, hidden], values(inter * hidden, 0, 0.3)))
+        out.append((n("mlp.down_proj.weight", "ffn_down.weight"), [hidden, inter], values(inter * hidden, 0, 0.3)))
+    out.append((pick(names["norm"]), [hidden], values(hidden, 1, 0.3)))
+    out.append((pick(names["head"]), [vocab, hidden], values(vocab * hidden, 0, 0.3)))
+    return out
+
+
+def safetensors(tensors, dtype, metadata=None):
+    header, data = {}, b""
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, shape, vals in tensors:
+        blob = encode(vals, dtype)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(blob)]}
+        data += blob
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def gguf_string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf(arch, tensors, dtype, extra_kv=()):
+    ggml = {"F32": 0, "F16": 1, "BF16": 30, "F64": 28}[dtype]
+    kv = [("general.architecture", 8, gguf_string(arch)),
+          ("general.alignment", 4, struct.pack("<I", 32))]
+    hidden = tensors[0][1][1]
+    counts = {"embedding_length": hidden, "block_count": 1, "feed_forward_length": 12,
+              "attention.head_count": 2, "attention.head_count_kv": 1, "rope.dimension_count": 4}
+    kv += [(f"{arch}.{k}", 4, struct.pack("<I", v)) for k, v in counts.items()]
+    kv += [(f"{arch}.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-6)),
+           (f"{arch}.rope.freq_base", 6, struct.pack("<f", 10000.0))]
+    tokens = ["<unk>", "<s>", "</s>", "<0x0A>", "\u2581a", "\u2581b", "c", "d", "e", "f", "g"]
+    kv.append(("tokenizer.ggml.tokens", 9,
+               struct.pack("<IQ", 8, len(tokens)) + b"".join(gguf_string(t) for t in tokens)))
+    kv.append(("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)))
+    kv += list(extra_kv)
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+    for key, vtype, payload in kv:
+        out += gguf_string(key) + struct.pack("<I", vtype) + payload
+    blobs, offset = [], 0
+    for name, shape, vals in tensors:
+        blob = encode(vals, dtype)
+        out += gguf_string(name) + struct.pack("<I", len(shape))
+        out += b"".join(struct.pack("<Q", d) for d in reversed(shape))
+        out += struct.pack("<IQ", ggml, offset)
+        blobs.append(blob + b"\0" * (-len(blob) % 32))
+        offset += len(blobs[-1])
+    out += b"\0" * (-len(out) % 32)
+    return out + b"".join(blobs)
+
+
+def write(path, data):
+    full = os.path.join(HERE, "corpus", path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    assert len(data) < 64 * 1024, path
+    with open(full, "wb") as f:
+        f.write(data)
+
+
+def config(cls, model_type, **extra):
+    c = {"architectures": [cls], "model_type": model_type, "hidden_size": 8, "num_hidden_layers": 1,
+         "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4, "intermediate_size": 12,
+         "vocab_size": 11, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False,
+         "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "max_position_embeddings": 64}
+    c.update(extra)
+    return json.dumps(c, indent=1).encode()
+
+
+def main():
+    small = [("w", [3, 5], values(15)), ("b", [5], values(5)), ("s", [], values(1)), ("e", [0, 4], [])]
+    write("safetensors/small_f32_meta.safetensors", safetensors(small, "F32", {"format": "pt"}))
+    write("safetensors/small_bf16.safetensors", safetensors(small, "BF16"))
+    write("safetensors/small_f64.safetensors", safetensors(small, "F64"))
+    write("safetensors/tiny_qwen3_f16.safetensors", safetensors(tiny_model("qwen3"), "F16"))
+    write("gguf/tiny_llama_f32.gguf", gguf("llama", tiny_model("llama", gguf=True), "F32"))
+    write("gguf/tiny_qwen3_bf16.gguf", gguf("qwen3", tiny_model("qwen3", gguf=True), "BF16"))
+    write("gguf/tiny_qwen2_f16.gguf",
+          gguf("qwen2", tiny_model("qwen2", gguf=True), "F16",
+               [("qwen2.rope.scaling.type", 8, gguf_string("linear")),
+                ("qwen2.rope.scaling.factor", 6, struct.pack("<f", 2.0)),
+                ("test.i8", 1, struct.pack("<b", -3)), ("test.u64", 10, struct.pack("<Q", 7)),
+                ("test.bool", 7, b"\1"), ("test.f64", 12, struct.pack("<d", 0.5)),
+                ("test.i32s", 9, struct.pack("<IQ", 5, 3) + struct.pack("<3i", 1, -2, 3))]))
+    write("hf_config/qwen3.json", config("Qwen3ForCausalLM", "qwen3"))
+    write("hf_config/qwen2.json", config("Qwen2ForCausalLM", "qwen2", tie_word_embeddings=True))
+    write("hf_config/llama3.json", config("LlamaForCausalLM", "llama", eos_token_id=[2, 3], rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192}))
+    write("hf_config/mistral_linear.json", config("MistralForCausalLM", "mistral", head_dim=None,
+                                                  rope_scaling={"type": "linear", "factor": 2.0}))
+
+
+if __name__ == "__main__":
+    main()
