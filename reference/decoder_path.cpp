@@ -155,8 +155,15 @@ Mat<S> DecoderPath<S, R>::convert_matrix(const TensorView* t, std::int64_t rows,
   }
   Mat<S> m(rows, cols);
   if constexpr (std::is_same_v<S, double>) {
-    const std::vector<double> v = t->to_double();
-    std::copy(v.begin(), v.end(), m.data());
+    if (t->dtype == DType::F64) {
+      const std::vector<double> v = t->to_double();
+      std::copy(v.begin(), v.end(), m.data());
+    } else {
+      // Every stored format but F64 widens exactly through float: one pass, one buffer.
+      Mat<float> f(rows, cols);
+      t->to_float(std::span<float>(f.data(), static_cast<std::size_t>(f.size())));
+      m = f.template cast<double>();
+    }
   } else {
     t->to_float(std::span<float>(m.data(), static_cast<std::size_t>(m.size())));
   }
