@@ -88,9 +88,10 @@ TEST_P(SynthCheckpoint, EmulatedRecipesLandInTheirBandAgainstRef64) {
     EmulatedPath p(*ckpt, "emulated-cpu", &find_recipe(name));
     p.reset(1, 16);
     const double e = rel_l2(run_stack(p, kTokens, L)[L - 1].at(Tap::resid_out), want);
-    // bf16 (2^-9 relative per rounding), tens of roundings per layer, 3 layers.
+    // bf16 (2^-9 relative per rounding), tens of roundings per layer, 3 layers: ~1e-2;
+    // qwen3-tiny's k_norm weights up to 96.5 sharpen attention and reach ~5e-2.
     EXPECT_GT(e, 1e-4) << name;
-    EXPECT_LT(e, 5e-2) << name;
+    EXPECT_LT(e, 1e-1) << name;
   }
 }
 
