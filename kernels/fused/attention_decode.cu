@@ -115,19 +115,34 @@ __global__ void __launch_bounds__(kThreads) split_kernel(DecodeAttentionArgs a, 
   }
 }
 
-// One block per (head, sequence): merge the splits in index order, round once.
+// One block per (head, sequence): merge the splits, round once. The first warp turns the
+// splits' (m, l) into weights e^(m_s - M) in shared memory (fixed-shape reductions), then
+// every output element sums its splits with independent loads in flight.
 __global__ void combine_kernel(DecodeAttentionArgs a, int splits) {
-  const int h = blockIdx.x, b = blockIdx.y, D = a.head_dim;
+  extern __shared__ float weight[];  // [splits]
+  __shared__ float total_sm;
+  const int h = blockIdx.x, b = blockIdx.y, D = a.head_dim, lane = threadIdx.x & 31;
   const long base = (static_cast<long>(b) * a.n_heads + h) * splits;
   const float* ml = a.partial_ml + base * 2;
-  float M = -INFINITY;
-  for (int s = 0; s < splits; ++s) M = fmaxf(M, ml[2 * s]);
-  float total = 0.f;
-  for (int s = 0; s < splits; ++s) total += expf(ml[2 * s] - M) * ml[2 * s + 1];
+  if (threadIdx.x < 32) {
+    float M = -INFINITY;
+    for (int s = lane; s < splits; s += 32) M = fmaxf(M, ml[2 * s]);
+    M = warp_max(M);
+    float total = 0.f;
+    for (int s = lane; s < splits; s += 32) {
+      const float e = expf(ml[2 * s] - M);
+      weight[s] = e;
+      total += e * ml[2 * s + 1];
+    }
+    total = warp_sum(total);
+    if (lane == 0) total_sm = total;
+  }
+  __syncthreads();
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;
-    for (int s = 0; s < splits; ++s) o = fmaf(expf(ml[2 * s] - M), a.partial_acc[(base + s) * D + d], o);
-    a.out[static_cast<long>(b) * a.n_heads * D + h * D + d] = round_bf16(o / total);
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s) o = fmaf(weight[s], a.partial_acc[(base + s) * D + d], o);
+    a.out[static_cast<long>(b) * a.n_heads * D + h * D + d] = round_bf16(o / total_sm);
   }
 }
 
@@ -157,7 +172,7 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
   split_kernel<<<dim3(splits, a.n_kv_heads, a.batch), kThreads, smem, stream>>>(a, scale);
   CUDA_CHECK_LAUNCH();
-  combine_kernel<<<dim3(a.n_heads, a.batch), 128, 0, stream>>>(a, splits);
+  combine_kernel<<<dim3(a.n_heads, a.batch), 128, splits * sizeof(float), stream>>>(a, splits);
   CUDA_CHECK_LAUNCH();
 }
 

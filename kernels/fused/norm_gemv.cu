@@ -84,6 +84,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
         for (int i = 0; i < 8; ++i) v[i] += d[i];
       }
     };
+    // Pass 1 reads x (+ delta) from global memory once and parks the FP32 sum's bf16
+    // inputs in shared memory (h, as raw x, then overwritten in place by pass 2: each
+    // thread rewrites exactly the chunks it read, so no barrier is needed in between).
     float ss[NB];
 #pragma unroll
     for (int t = 0; t < NB; ++t) ss[t] = 0.f;
@@ -92,7 +95,13 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
       for (int t = 0; t < NB; ++t) {
         if (t >= a.rows) break;
         float v[8];
-        sum8(t, c, v);
+        if (a.delta) {
+          sum8(t, c, v);
+        } else {
+          const Bf16x8 raw = load8(a.x + static_cast<long>(t) * K + c * 8);
+          *reinterpret_cast<Bf16x8*>(h + t * K + c * 8) = raw;
+          to_float8(raw, v);
+        }
 #pragma unroll
         for (int i = 0; i < 8; ++i) ss[t] += v[i] * v[i];
       }
@@ -117,7 +126,11 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
       for (int t = 0; t < NB; ++t) {
         if (t >= a.rows) break;
         float v[8];
-        sum8(t, c, v);
+        if (a.delta) {
+          sum8(t, c, v);
+        } else {
+          to_float8(*reinterpret_cast<const Bf16x8*>(h + t * K + c * 8), v);
+        }
         Bf16x8 o;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
