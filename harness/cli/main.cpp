@@ -42,7 +42,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int code = app.exit(e);  // prints help/version (code 0) or the parse error
+    if (code == 0) return 0;
+    // A bad flag is bad input: the command's documented input-error code, else 2.
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      if (subs[i]->parsed()) return specs[i].input_error_exit_code;
+    }
+    return 2;
   }
   for (std::size_t i = 0; i < specs.size(); ++i) {
     if (!subs[i]->parsed()) continue;

@@ -36,7 +36,12 @@ std::filesystem::path scratch_dir() {
   const char* bin = std::getenv("FUSECHECK_BINARY_DIR");
   std::filesystem::path root = bin ? std::filesystem::path(bin) : std::filesystem::temp_directory_path();
   auto dir = root / "test-scratch" / name;
-  std::filesystem::remove_all(dir);
+  // Emptied once per test, so fixtures written before run_fusecheck() survive it.
+  static std::string emptied_for;
+  if (emptied_for != name) {
+    std::filesystem::remove_all(dir);
+    emptied_for = name;
+  }
   std::filesystem::create_directories(dir);
   return dir;
 }

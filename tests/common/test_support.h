@@ -13,7 +13,8 @@ namespace fusecheck::test {
 std::optional<std::filesystem::path> models_dir();
 std::string models_dir_skip_reason();
 
-// A fresh empty directory under the build tree, named after the running test.
+// A directory under the build tree named after the running test; emptied on the first
+// call in each test, kept for later calls in the same test.
 std::filesystem::path scratch_dir();
 
 std::filesystem::path source_dir();
