@@ -7,6 +7,7 @@
 
 #include "harness/checkpoint/adapters.h"
 #include "harness/checkpoint/gguf.h"
+#include "fuzz/fuzz_checks.h"
 #include "harness/core/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -20,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fusecheck::TensorIndex index;
     for (const fusecheck::TensorView& t : c.tensors) index.emplace(t.name, &t);
     (void)fusecheck::adapt_gguf(c.metadata, "fuzz.gguf", index);
-  } catch (const fusecheck::InputError&) {
+  } catch (const fusecheck::InputError& e) {
+    fusecheck::fuzz::check_one_printable_line(e);
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/checkpoint/adapters.h"
+#include "fuzz/fuzz_checks.h"
 #include "harness/core/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -16,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (config.is_discarded()) return 0;  // invalid JSON is the JSON library's business
   try {
     (void)fusecheck::adapt_hf(config, "config.json", "model.safetensors", {});
-  } catch (const fusecheck::InputError&) {
+  } catch (const fusecheck::InputError& e) {
+    fusecheck::fuzz::check_one_printable_line(e);
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <span>
 
 #include "harness/checkpoint/safetensors.h"
+#include "fuzz/fuzz_checks.h"
 #include "harness/core/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -15,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const fusecheck::TensorView& t : c.tensors) {
       if (!t.bytes.empty()) (void)t.at(t.numel() - 1), (void)t.at(0);
     }
-  } catch (const fusecheck::InputError&) {
+  } catch (const fusecheck::InputError& e) {
+    fusecheck::fuzz::check_one_printable_line(e);
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
+#include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
 
 namespace fusecheck {
@@ -379,8 +380,8 @@ class GgufMeta {
 
 }  // namespace
 
-AdaptedModel adapt_hf(const json& config, const std::string& config_file, const std::string& tensor_source,
-                      const TensorIndex& tensors) {
+static AdaptedModel adapt_hf_unchecked(const json& config, const std::string& config_file, const std::string& tensor_source,
+                                const TensorIndex& tensors) {
   if (!config.is_object()) throw InputError(config_file, "is not a JSON object");
   const ConfigReader cfg(config, config_file);
   const HfArchitecture& arch = hf_architecture(cfg);
@@ -428,8 +429,8 @@ AdaptedModel adapt_hf(const json& config, const std::string& config_file, const 
   return out;
 }
 
-AdaptedModel adapt_gguf(const std::map<std::string, GgufValue>& metadata, const std::string& file,
-                        const TensorIndex& tensors) {
+static AdaptedModel adapt_gguf_unchecked(const std::map<std::string, GgufValue>& metadata, const std::string& file,
+                                         const TensorIndex& tensors) {
   const auto arch_it = metadata.find("general.architecture");
   if (arch_it == metadata.end()) throw InputError(file, "missing metadata key 'general.architecture'");
   const std::string* arch = arch_it->second.as_string();
@@ -495,6 +496,16 @@ AdaptedModel adapt_gguf(const std::map<std::string, GgufValue>& metadata, const 
   out.model = bind(s, gguf_names(s), binder);
   s.dtype = dominant_dtype(out.model);
   return out;
+}
+
+AdaptedModel adapt_hf(const json& config, const std::string& config_file, const std::string& tensor_source,
+                      const TensorIndex& tensors) {
+  return with_printable_errors([&] { return adapt_hf_unchecked(config, config_file, tensor_source, tensors); });
+}
+
+AdaptedModel adapt_gguf(const std::map<std::string, GgufValue>& metadata, const std::string& file,
+                        const TensorIndex& tensors) {
+  return with_printable_errors([&] { return adapt_gguf_unchecked(metadata, file, tensors); });
 }
 
 }  // namespace fusecheck

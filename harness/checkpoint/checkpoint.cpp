@@ -13,6 +13,7 @@
 #include "harness/checkpoint/gguf.h"
 #include "harness/checkpoint/mapped_file.h"
 #include "harness/checkpoint/safetensors.h"
+#include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
 
 namespace fusecheck {
@@ -201,20 +202,19 @@ std::optional<unsigned char> gpt2_byte(char32_t cp) {
 // "<0x0A>" -> 0x0A: sentencepiece's byte-fallback tokens.
 std::optional<unsigned char> byte_token(const std::string& piece) {
   if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return std::nullopt;
-  unsigned value = 0;
-  for (int i = 3; i < 5; ++i) {
-    const char c = piece[i];
-    const int digit = std::isxdigit(static_cast<unsigned char>(c)) ? std::stoi(std::string(1, c), nullptr, 16) : -1;
-    if (digit < 0) return std::nullopt;
-    value = value * 16 + static_cast<unsigned>(digit);
-  }
-  return static_cast<unsigned char>(value);
+  const auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int hi = hex(piece[3]), lo = hex(piece[4]);
+  if (hi < 0 || lo < 0) return std::nullopt;
+  return static_cast<unsigned char>(hi * 16 + lo);
 }
 
-}  // namespace
-
-std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& path) {
-  namespace fs = std::filesystem;
+// HF directory, a file inside one, or a GGUF file (by extension or magic).
+std::unique_ptr<Checkpoint> open_any(const fs::path& path) {
   std::error_code ec;
   const auto status = fs::status(path, ec);
   if (ec || !fs::exists(status)) throw InputError(path.string(), "does not exist");
@@ -229,6 +229,12 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& path) 
   in.read(magic, 4);
   if (in.gcount() == 4 && has_gguf_magic(std::as_bytes(std::span(magic)))) return MappedCheckpoint::open_gguf(path);
   throw InputError(path.string(), "neither a Hugging Face checkpoint directory nor a GGUF file");
+}
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> Checkpoint::open(const std::filesystem::path& path) {
+  return with_printable_errors([&] { return open_any(path); });
 }
 
 const TensorView* Checkpoint::find(const std::string& stored_name) const {

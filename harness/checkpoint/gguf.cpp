@@ -257,7 +257,7 @@ bool has_gguf_magic(std::span<const std::byte> first_bytes) {
   return first_bytes.size() >= 4 && std::memcmp(first_bytes.data(), "GGUF", 4) == 0;
 }
 
-GgufContents parse_gguf(std::span<const std::byte> bytes, const std::string& file) {
+static GgufContents parse_unchecked(std::span<const std::byte> bytes, const std::string& file) {
   Reader r(bytes, file);
   r.need(4, "magic");
   if (!has_gguf_magic(bytes)) {
@@ -335,6 +335,10 @@ GgufContents parse_gguf(std::span<const std::byte> bytes, const std::string& fil
   }
   check_no_overlap(out.tensors, file);
   return out;
+}
+
+GgufContents parse_gguf(std::span<const std::byte> bytes, const std::string& file) {
+  return with_printable_errors([&] { return parse_unchecked(bytes, file); });
 }
 
 }  // namespace fusecheck

@@ -100,7 +100,7 @@ std::map<std::string, std::string> parse_metadata(const std::string& file, const
 
 }  // namespace
 
-SafetensorsContents parse_safetensors(std::span<const std::byte> bytes, const std::string& file) {
+static SafetensorsContents parse_unchecked(std::span<const std::byte> bytes, const std::string& file) {
   if (bytes.size() < 8) {
     throw InputError(file, fmt::format("truncated: {} bytes, shorter than the 8-byte header length",
                                        bytes.size()));
@@ -151,6 +151,10 @@ SafetensorsContents parse_safetensors(std::span<const std::byte> bytes, const st
   });
   check_no_overlap(out.tensors, file);
   return out;
+}
+
+SafetensorsContents parse_safetensors(std::span<const std::byte> bytes, const std::string& file) {
+  return with_printable_errors([&] { return parse_unchecked(bytes, file); });
 }
 
 }  // namespace fusecheck

@@ -27,4 +27,30 @@ void check_no_overlap(const std::vector<TensorView>& tensors, const std::string&
   }
 }
 
+namespace {
+
+std::string printable(const std::string& text) {
+  constexpr std::size_t kMaxChars = 2000;
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+    if (out.size() >= kMaxChars) return out + "...";
+  }
+  return out;
+}
+
+}  // namespace
+
+void rethrow_printable(const InputError& e) {
+  const std::string what = e.what();
+  const std::string& where = e.where();
+  const std::string problem = where.empty() ? what : what.substr(std::min(what.size(), where.size() + 2));
+  throw InputError(printable(where), printable(problem));
+}
+
 }  // namespace fusecheck

@@ -223,7 +223,8 @@ std::vector<std::byte> GgufWriter::bytes() const {
 }
 
 GgufWriter tiny_gguf(const TinyModel& m, const std::string& arch, DType dtype,
-                     const std::vector<std::string>& drop_tensors) {
+                     const std::vector<std::string>& drop_tensors, const std::string& tokenizer_model,
+                     std::vector<std::string> pieces) {
   GgufWriter w;
   w.kv_string("general.architecture", arch);
   w.kv_u32("general.alignment", 32);
@@ -237,9 +238,11 @@ GgufWriter tiny_gguf(const TinyModel& m, const std::string& arch, DType dtype,
   w.kv_f32(arch + ".attention.layer_norm_rms_epsilon", 1e-6f);
   w.kv_f32(arch + ".rope.freq_base", 1000000.0f);
   w.kv_u32(arch + ".context_length", 256);
-  w.kv_string("tokenizer.ggml.model", "llama");
-  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>", "<0x0A>", "\xE2\x96\x81" "Once", "\xE2\x96\x81upon",
-                                     "\xE2\x96\x81" "a", "\xE2\x96\x81time", ",", "."};
+  w.kv_string("tokenizer.ggml.model", tokenizer_model);
+  if (pieces.empty()) {
+    pieces = {"<unk>", "<s>", "</s>", "<0x0A>", "\xE2\x96\x81" "Once", "\xE2\x96\x81upon",
+              "\xE2\x96\x81" "a", "\xE2\x96\x81time", ",", "."};
+  }
   for (int i = static_cast<int>(pieces.size()); i < m.vocab; ++i) pieces.push_back(fmt::format("p{}", i));
   w.kv_string_array("tokenizer.ggml.tokens", pieces);
   w.kv_u32("tokenizer.ggml.bos_token_id", 1);

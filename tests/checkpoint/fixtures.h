@@ -103,8 +103,10 @@ void put_u64(std::vector<std::byte>& out, std::uint64_t v);
 void put_string(std::vector<std::byte>& out, const std::string& s);
 
 // A tiny GGUF model of architecture `arch` ("llama", "qwen2", "qwen3") from
-// tiny_tensors(m, true), minus the tensors named in `drop_tensors`.
+// tiny_tensors(m, true), minus the tensors named in `drop_tensors`. The vocabulary is
+// `pieces` (padded to m.vocab) or, when empty, a few sentencepiece pieces; see the .cpp.
 GgufWriter tiny_gguf(const TinyModel& m, const std::string& arch, DType dtype,
-                     const std::vector<std::string>& drop_tensors = {});
+                     const std::vector<std::string>& drop_tensors = {},
+                     const std::string& tokenizer_model = "llama", std::vector<std::string> pieces = {});
 
 }  // namespace fusecheck::test

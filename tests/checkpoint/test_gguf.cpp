@@ -252,6 +252,16 @@ TEST(GgufCheckpoint, DecodesSentencepiecePieces) {
   EXPECT_THROW(ck->decode({-1}), InputError);
 }
 
+TEST(GgufCheckpoint, DecodesGpt2BytePieces) {
+  // GPT-2 byte-level pieces: U+0120 (Ġ) is the space byte, U+010A (Ċ) the newline, and
+  // printable Latin-1 stands for its own byte: é (bytes C3 A9) is the pieces Ã and ©.
+  const std::vector<std::string> pieces = {"<unk>", "<|bos|>", "<|eos|>", "Hello", "\xC4\xA0world", "\xC4\x8A",
+                                           "caf", "\xC3\x83", "\xC2\xA9"};
+  const auto ck = Checkpoint::open(
+      write_gguf(tiny_gguf({.hf_class = "Qwen3ForCausalLM"}, "qwen3", DType::F32, {}, "gpt2", pieces)));
+  EXPECT_EQ(ck->decode({1, 3, 4, 5, 6, 7, 8}), "Hello world\ncaf\xC3\xA9");
+}
+
 // ---- the real model ----
 
 class Stories260K : public ::testing::Test {

@@ -111,6 +111,19 @@ INSTANTIATE_TEST_SUITE_P(
         HeaderCase{"MetadataNotStrings", R"({"__metadata__":{"a":1}})", 0, "value of 'a' is not a string"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+TEST(Safetensors, ErrorQuotingAHostileNameStaysOneLine) {
+  const auto image = safetensors_image(R"({"evil\nname\u001b[31m":{"dtype":"Q9","shape":[1],"data_offsets":[0,1]}})", 1);
+  try {
+    parse_safetensors(image, "bad.safetensors");
+    FAIL();
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\x1b'), std::string::npos) << msg;
+    EXPECT_NE(msg.find("tensor 'evil\\x0aname\\x1b[31m'"), std::string::npos) << msg;
+  }
+}
+
 TEST(Safetensors, RejectsEveryTruncationOfAValidFile) {
   // Each prefix of a valid file is a truncated file: all must fail cleanly (ASan checks
   // that none reads past the prefix).
