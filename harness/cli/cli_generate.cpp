@@ -15,6 +15,7 @@
 #include "harness/core/error.h"
 #include "harness/core/greedy.h"
 #include "harness/core/path_registry.h"
+#include "reference/decoder_path.h"
 
 namespace fusecheck::cli {
 
@@ -27,6 +28,7 @@ struct GenerateArgs {
   int steps = 32;
   std::string prompt_ids;
   std::string dump_hidden;
+  bool headroom = false;
 };
 
 std::vector<std::int32_t> parse_ids(const std::string& text, int vocab) {
@@ -89,6 +91,31 @@ void dump_hidden(Path& path, const Checkpoint& ckpt, const GenerateArgs& a,
   if (std::fclose(f) != 0) throw InputError(a.dump_hidden, "write failed");
 }
 
+// emulated-cpu: per layer (then the head), the point closest to overflow and the points
+// where values overflowed or saturated, over every forward of the run.
+void print_headroom(const ref::EmulatedPath& path, int n_layers) {
+  fmt::print("headroom ({}; ratio = max |x| before rounding / largest finite):\n", path.recipe()->name);
+  for (int l = 0; l <= n_layers; ++l) {
+    const auto points = path.headroom(l);
+    std::string worst;
+    double worst_ratio = -1;
+    std::string overflows;
+    for (const auto& [name, h] : points) {
+      if (name == "weights") continue;
+      if (h.ratio() > worst_ratio) {
+        worst_ratio = h.ratio();
+        worst = name;
+      }
+      if (h.n_overflow || h.n_saturated) {
+        overflows += fmt::format(" {}{}: {} inf, {} saturated;", name, h.rounded ? "" : " (kept FP32)",
+                                 h.n_overflow, h.n_saturated);
+      }
+    }
+    fmt::print("  {:<6} worst {} {:.3g}{}\n", l == n_layers ? "head" : fmt::format("L{}", l), worst,
+               worst_ratio, overflows.empty() ? "" : ";" + overflows);
+  }
+}
+
 int run_generate(const GenerateArgs& a) {
   const auto ckpt = Checkpoint::open(a.model);
   const ModelSpec& spec = ckpt->spec();
@@ -99,6 +126,11 @@ int run_generate(const GenerateArgs& a) {
     throw InputError("--recipe", "only the emulated-cpu path takes a recipe");
   }
   auto path = make_path(a.path, *ckpt, opts);
+  const ref::EmulatedPath* emulated = nullptr;
+  if (a.headroom) {
+    emulated = dynamic_cast<const ref::EmulatedPath*>(path.get());
+    if (!emulated) throw InputError("--headroom", "only the emulated-cpu path records headroom");
+  }
   if (a.steps < 1) throw InputError("--steps", "must be at least 1");
 
   std::vector<std::int32_t> prompt;
@@ -124,6 +156,7 @@ int run_generate(const GenerateArgs& a) {
   if (!ckpt->vocab().empty()) {
     fmt::print("text: {}\n", ckpt->decode(std::vector<int>(r.ids.begin(), r.ids.end())));
   }
+  if (emulated) print_headroom(*emulated, spec.n_layers);
   return 0;
 }
 
@@ -139,6 +172,8 @@ const CommandRegistrar kGenerate{{
       sub.add_option("--prompt-ids", a->prompt_ids, "comma-separated prompt token ids (default: BOS)");
       sub.add_option("--dump-hidden", a->dump_hidden,
                      "write the prompt's prefill, layer by layer, to this JSON file");
+      sub.add_flag("--headroom", a->headroom,
+                   "emulated-cpu: print each layer's overflow headroom (see docs/recipes.md)");
       return [a] { return run_generate(*a); };
     },
 }};

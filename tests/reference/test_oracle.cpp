@@ -71,5 +71,19 @@ TEST(Oracle, GenerateRejectsABadPromptWithOneLine) {
   EXPECT_NE(r.err.find("--prompt-ids"), std::string::npos) << r.err;
 }
 
+TEST(Oracle, GenerateReportsHeadroomOnlyForTheEmulatedPath) {
+  const auto dir = test::models_dir();
+  if (!dir) GTEST_SKIP() << test::models_dir_skip_reason();
+  const std::string model = (*dir / "stories260K.gguf").string();
+  const auto r = test::run_fusecheck("generate " + model + " --path emulated-cpu --recipe hf-fp16 --steps 4 --headroom");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("headroom (hf-fp16"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  L4 "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  head "), std::string::npos) << r.out;
+  const auto bad = test::run_fusecheck("generate " + model + " --path ref32-cpu --headroom");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--headroom"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace fusecheck::ref
