@@ -1,6 +1,8 @@
 # Shared by the scripts: project root, build helpers. Sourced, not run.
 FUSECHECK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="/usr/local/cuda/bin:$PATH"
+# Eigen's OpenMP threads spin while idle; on a loaded 2-core machine that costs 10x.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 # Debian's python3 has h5py and matplotlib; a pyenv python3 earlier on PATH may not.
 FUSECHECK_PYTHON=/usr/bin/python3
 [ -x "$FUSECHECK_PYTHON" ] || FUSECHECK_PYTHON=python3
