@@ -115,11 +115,15 @@ __global__ void __launch_bounds__(kThreads) split_kernel(DecodeAttentionArgs a, 
   }
 }
 
+__host__ __device__ constexpr int padded_splits(int splits) { return (splits + 7) / 8 * 8; }
+
 // One block per (head, sequence): merge the splits, round once. The first warp turns the
 // splits' (m, l) into weights e^(m_s - M) in shared memory (fixed-shape reductions), then
 // every output element sums its splits with independent loads in flight.
 __global__ void combine_kernel(DecodeAttentionArgs a, int splits) {
-  extern __shared__ float weight[];  // [splits]
+  // [splits rounded up to 8]: the unrolled loop below may read whole 16-byte vectors, so
+  // the tail is allocated and zeroed (compute-sanitizer memcheck flagged the over-read).
+  extern __shared__ float weight[];
   __shared__ float total_sm;
   const int h = blockIdx.x, b = blockIdx.y, D = a.head_dim, lane = threadIdx.x & 31;
   const long base = (static_cast<long>(b) * a.n_heads + h) * splits;
@@ -134,6 +138,7 @@ __global__ void combine_kernel(DecodeAttentionArgs a, int splits) {
       weight[s] = e;
       total += e * ml[2 * s + 1];
     }
+    for (int s = splits + lane; s < padded_splits(splits); s += 32) weight[s] = 0.f;
     total = warp_sum(total);
     if (lane == 0) total_sm = total;
   }
@@ -172,7 +177,8 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
   split_kernel<<<dim3(splits, a.n_kv_heads, a.batch), kThreads, smem, stream>>>(a, scale);
   CUDA_CHECK_LAUNCH();
-  combine_kernel<<<dim3(a.n_heads, a.batch), 128, splits * sizeof(float), stream>>>(a, splits);
+  combine_kernel<<<dim3(a.n_heads, a.batch), 128, padded_splits(splits) * sizeof(float), stream>>>(
+      a, splits);
   CUDA_CHECK_LAUNCH();
 }
 
