@@ -395,13 +395,18 @@ static AdaptedModel adapt_hf_unchecked(const json& config, const std::string& co
   s.intermediate = cfg.required_int("intermediate_size");
   s.vocab = cfg.required_int("vocab_size");
   // HF config classes default kv heads to the query heads (no GQA) and head_dim to
-  // hidden / heads when the file leaves them out.
+  // hidden / heads when the file leaves them out, except Qwen3Config, whose default
+  // head_dim is 128.
   s.n_kv_heads = cfg.int_or("num_key_value_heads", s.n_heads);
-  if (s.n_heads > 0 && !cfg.present("head_dim") && s.hidden % s.n_heads != 0) {
-    throw InputError(config_file, fmt::format("no 'head_dim' and hidden_size {} is not a multiple of "
-                                              "num_attention_heads {}", s.hidden, s.n_heads));
+  if (s.architecture == "qwen3") {
+    s.head_dim = cfg.int_or("head_dim", 128);
+  } else {
+    if (s.n_heads > 0 && !cfg.present("head_dim") && s.hidden % s.n_heads != 0) {
+      throw InputError(config_file, fmt::format("no 'head_dim' and hidden_size {} is not a multiple of "
+                                                "num_attention_heads {}", s.hidden, s.n_heads));
+    }
+    s.head_dim = cfg.int_or("head_dim", s.n_heads > 0 ? s.hidden / s.n_heads : 0);
   }
-  s.head_dim = cfg.int_or("head_dim", s.n_heads > 0 ? s.hidden / s.n_heads : 0);
   s.rope_dim = s.head_dim;
   s.rms_eps = cfg.double_or("rms_norm_eps", 1e-6);  // the default of all four config classes
   s.rope_theta = cfg.double_or("rope_theta", 10000.0);
