@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <fmt/core.h>
@@ -331,6 +332,11 @@ void compare_verdicts(const Run& fresh, const Run& base, const CompareRules& rul
   }
 }
 
+// Timed items are judged aggregated, where run-to-run noise averages out and a real
+// change still shows: each op summed over all layers (a kernel regression hits every
+// layer, since the layers share shapes), and each layer as a whole (its `layer` op when
+// the path times one, else the sum of its ops). Intervals of a sum are the sums of the
+// p10s and p90s: wider than the sum's own spread, so a change they call clear is clear.
 void compare_timings(const Run& fresh, const Run& base, const CompareRules& rules, RunComparison& out) {
   const H5Node* bt = base.root().group("timing");
   const H5Node* ft = fresh.root().group("timing");
@@ -342,8 +348,10 @@ void compare_timings(const Run& fresh, const Run& base, const CompareRules& rule
     auto reps = [](const H5Node& g) {
       return static_cast<int>(g.attr_number("repetitions").value_or(0));
     };
-    auto add_row = [&](std::string item, TimingStats b, TimingStats f) {
-      TimingRow row{label, std::move(item), b, f, compare_timing(b, f, rules.timing)};
+    auto add_row = [&](std::string item, TimingStats b, TimingStats f, std::size_t launches) {
+      TimingThresholds t = rules.timing;
+      t.min_gap_absolute *= static_cast<double>(launches);
+      TimingRow row{label, std::move(item), b, f, compare_timing(b, f, t)};
       Severity s = Severity::note;
       bool counts = false;
       switch (row.result.verdict) {
@@ -371,16 +379,49 @@ void compare_timings(const Run& fresh, const Run& base, const CompareRules& rule
       for (const auto* t : {&*f_med, &*f_p10, &*f_p90}) {
         if (t->cols != f_names.size()) fresh.fail("timing/" + label, "op tables disagree with op_names");
       }
+      // (base column, fresh column) of every op both sides timed.
+      std::vector<std::pair<std::size_t, std::size_t>> shared;
       for (std::size_t bc = 0; bc < b_names.size(); ++bc) {
         auto it = std::find(f_names.begin(), f_names.end(), b_names[bc]);
-        if (it == f_names.end()) continue;
-        auto fc = static_cast<std::size_t>(it - f_names.begin());
-        for (std::size_t l = 0; l < layers; ++l) {
-          TimingStats b{b_med->at(l, bc), b_p10->at(l, bc), b_p90->at(l, bc), reps(bg)};
-          TimingStats f{f_med->at(l, fc), f_p10->at(l, fc), f_p90->at(l, fc), reps(*fg)};
-          if (std::isnan(b.median) || std::isnan(f.median)) continue;
-          add_row(fmt::format("L{} {}", l, b_names[bc]), b, f);
+        if (it != f_names.end()) shared.emplace_back(bc, static_cast<std::size_t>(it - f_names.begin()));
+      }
+      // Sums over a set of (layer, shared op) cells; cells NaN on either side are left out
+      // of both, so the two sums cover the same launches.
+      auto sum_cells = [&](const std::vector<std::pair<std::size_t, std::size_t>>& cells, TimingStats& b,
+                           TimingStats& f) {
+        std::size_t n = 0;
+        b = {0, 0, 0, reps(bg)};
+        f = {0, 0, 0, reps(*fg)};
+        for (auto [l, k] : cells) {
+          auto [bc, fc] = shared[k];
+          double vals[6] = {b_med->at(l, bc), b_p10->at(l, bc), b_p90->at(l, bc),
+                            f_med->at(l, fc), f_p10->at(l, fc), f_p90->at(l, fc)};
+          if (std::any_of(std::begin(vals), std::end(vals), [](double v) { return std::isnan(v); })) continue;
+          b.median += vals[0], b.lo += vals[1], b.hi += vals[2];
+          f.median += vals[3], f.lo += vals[4], f.hi += vals[5];
+          ++n;
         }
+        return n;
+      };
+      std::optional<std::size_t> whole_layer_op;
+      for (std::size_t k = 0; k < shared.size(); ++k) {
+        if (b_names[shared[k].first] == "layer") whole_layer_op = k;
+      }
+      for (std::size_t k = 0; k < shared.size(); ++k) {
+        std::vector<std::pair<std::size_t, std::size_t>> cells;
+        for (std::size_t l = 0; l < layers; ++l) cells.emplace_back(l, k);
+        TimingStats b, f;
+        if (std::size_t n = sum_cells(cells, b, f)) {
+          add_row(fmt::format("{} (all layers)", b_names[shared[k].first]), b, f, n);
+        }
+      }
+      for (std::size_t l = 0; l < layers; ++l) {
+        std::vector<std::pair<std::size_t, std::size_t>> cells;
+        for (std::size_t k = 0; k < shared.size(); ++k) {
+          if (whole_layer_op ? k == *whole_layer_op : true) cells.emplace_back(l, k);
+        }
+        TimingStats b, f;
+        if (std::size_t n = sum_cells(cells, b, f)) add_row(fmt::format("L{}", l), b, f, n);
       }
       continue;
     }
@@ -391,7 +432,7 @@ void compare_timings(const Run& fresh, const Run& base, const CompareRules& rule
     for (std::size_t l = 0; l < layers; ++l) {
       double b = (*b_layer)[l], f = (*f_layer)[l];
       if (std::isnan(b) || std::isnan(f)) continue;
-      add_row(fmt::format("L{} layer", l), TimingStats{b, b, b, 1}, TimingStats{f, f, f, 1});
+      add_row(fmt::format("L{}", l), TimingStats{b, b, b, 1}, TimingStats{f, f, f, 1}, 1);
     }
   }
 }

@@ -138,9 +138,10 @@ CompareRules load_rules(const std::filesystem::path& file) {
     if (e["greedy_earlier"]) r.greedy_earlier_is_regression = rd.boolean(e["greedy_earlier"], "end_to_end.greedy_earlier");
   }
   if (auto t = doc["timing"]) {
-    rd.only_keys(t, "timing", {"min_gap_relative", "same_floor_relative", "min_repetitions",
+    rd.only_keys(t, "timing", {"min_gap_relative", "min_gap_absolute_ms", "same_floor_relative", "min_repetitions",
                                "slower_is_regression", "ambiguous_is_regression"});
     if (t["min_gap_relative"]) r.timing.min_gap_relative = rd.number(t["min_gap_relative"], "timing.min_gap_relative", 0.0);
+    if (t["min_gap_absolute_ms"]) r.timing.min_gap_absolute = rd.number(t["min_gap_absolute_ms"], "timing.min_gap_absolute_ms", 0.0);
     if (t["same_floor_relative"]) r.timing.same_floor_relative = rd.number(t["same_floor_relative"], "timing.same_floor_relative", 0.0);
     if (t["min_repetitions"]) r.timing.min_repetitions = static_cast<int>(rd.number(t["min_repetitions"], "timing.min_repetitions", 1.0));
     if (t["slower_is_regression"]) r.slower_is_regression = rd.boolean(t["slower_is_regression"], "timing.slower_is_regression");

@@ -65,9 +65,11 @@ TimingComparison compare_timing(const TimingStats& base, const TimingStats& fres
   bool few = (base.repetitions > 0 && base.repetitions < t.min_repetitions) ||
              (fresh.repetitions > 0 && fresh.repetitions < t.min_repetitions);
   c.too_few = few;
-  if (fresh.lo > base.hi && rel_gap(fresh.lo, base.hi) >= t.min_gap_relative) {
+  if (fresh.lo > base.hi && rel_gap(fresh.lo, base.hi) >= t.min_gap_relative &&
+      fresh.lo - base.hi >= t.min_gap_absolute) {
     c.verdict = few ? TimingVerdict::ambiguous : TimingVerdict::slower;
-  } else if (fresh.hi < base.lo && rel_gap(base.lo, fresh.hi) >= t.min_gap_relative) {
+  } else if (fresh.hi < base.lo && rel_gap(base.lo, fresh.hi) >= t.min_gap_relative &&
+             base.lo - fresh.hi >= t.min_gap_absolute) {
     c.verdict = few ? TimingVerdict::ambiguous : TimingVerdict::faster;
   } else if (centre_gap <= c.noise) {
     c.verdict = TimingVerdict::same;
@@ -75,10 +77,13 @@ TimingComparison compare_timing(const TimingStats& base, const TimingStats& fres
     return c;
   } else {
     c.verdict = TimingVerdict::ambiguous;
+    bool apart = fresh.lo > base.hi || fresh.hi < base.lo;
     c.reason = few ? fmt::format("{:+.1f}% but fewer than {} repetitions: no spread to judge by",
                                  100 * c.change, t.min_repetitions)
-                   : fmt::format("difference {:+.1f}% beyond noise {:.1f}% but the intervals overlap",
-                                 100 * c.change, 100 * c.noise);
+                   : fmt::format("difference {:+.1f}% beyond noise {:.1f}% but {}", 100 * c.change,
+                                 100 * c.noise,
+                                 apart ? "the gap between the intervals is under the minimum"
+                                       : "the intervals overlap");
     return c;
   }
   if (few) {

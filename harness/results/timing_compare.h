@@ -34,6 +34,11 @@ struct TimingThresholds {
   // A gap between the two intervals smaller than this (relative) is not a clear change:
   // clock jitter alone moves intervals by a fraction of a percent (nvbench uses 0.5%).
   double min_gap_relative = 0.005;
+  // ... nor is one smaller than this absolute amount, in the stats' unit (ms for run
+  // results) per timed launch: CUDA events tick in 0.5 us steps and a launch jitters by
+  // about as much, so a 5 us kernel "moving" by 0.4 us says nothing. The caller scales
+  // it by the number of launches an aggregated row sums (see compare.cpp).
+  double min_gap_absolute = 0.0;
   // Centres this close are the same whatever the spreads say (two quiet runs of the same
   // code differ by less than this on the GPU).
   double same_floor_relative = 0.005;

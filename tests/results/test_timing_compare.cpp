@@ -46,6 +46,15 @@ TEST(TimingCompare, TinyGapBetweenQuietRunsIsNotAClearChange) {
   EXPECT_EQ(c.verdict, TimingVerdict::ambiguous) << c.reason;
 }
 
+TEST(TimingCompare, GapUnderTheAbsoluteFloorIsNotAClearChange) {
+  // A 5 us kernel 8% slower with 1% spread: 0.4 us, under one event tick plus jitter.
+  TimingThresholds t;
+  t.min_gap_absolute = 0.001;  // ms
+  auto c = compare_timing(around(0.005, 0.01), around(0.0054, 0.01), t);
+  EXPECT_EQ(c.verdict, TimingVerdict::ambiguous) << c.reason;
+  EXPECT_EQ(compare_timing(around(0.5, 0.01), around(0.54, 0.01), t).verdict, TimingVerdict::slower);
+}
+
 TEST(TimingCompare, IdenticalCentresAreSameEvenWithoutSpread) {
   auto c = compare_timing(TimingStats{2.0, 2.0, 2.0, 1}, TimingStats{2.005, 2.005, 2.005, 1});
   EXPECT_EQ(c.verdict, TimingVerdict::same) << c.reason;
