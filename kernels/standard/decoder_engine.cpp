@@ -177,11 +177,23 @@ std::vector<Op> DecoderEngine<T>::layer_ops(DecoderState<T>& st, int layer, int 
   a.head_dim = D;
   a.capacity = st.capacity;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  const double keys_seen = double(n) * start + double(n) * (n + 1) / 2.0;  // per sequence and head
-  list.push_back({"attention", sz * (2.0 * rows * qw + 2.0 * B * (start + n) * double(kvw)),
-                 4.0 * B * H * D * keys_seen,
-                 [=, q_rope = A.q_rope.data(), attn = A.attn.data()](cudaStream_t st_) {
-                   ops::attention(q_rope, kc, vc, attn, a, st_);
+  {
+    ops::AttentionShape full = a;  // the largest this state can ask for with n new tokens
+    full.start = st.capacity - n;
+    const std::size_t need = ops::attention_workspace_elems(full);
+    if (st.attn_scores.size() < need) st.attn_scores.resize(need);
+  }
+  // Executed work, as eager attention does it: both GEMMs over every (query, key < start + n)
+  // pair (the masked upper triangle included), ~5 FLOPs per score in the softmax. Bytes: Q,
+  // K, V read once, out written once, and the scores' round trip (GEMM write, softmax read
+  // and write in place, P @ V read).
+  const double kv_total = double(start) + n, score_elems = double(B) * H * n * kv_total;
+  const double attn_bytes = sz * (2.0 * rows * qw + 2.0 * B * kv_total * kvw + 4.0 * score_elems);
+  const double attn_flops = 4.0 * score_elems * D + 5.0 * score_elems;
+  list.push_back({"attention", attn_bytes, attn_flops,
+                 [=, this, q_rope = A.q_rope.data(), attn = A.attn.data(), ws = st.attn_scores.data(),
+                  ws_elems = st.attn_scores.size()](cudaStream_t st_) {
+                   ops::attention(cublas_.get(), q_rope, kc, vc, attn, ws, ws_elems, a, st_);
                  }});
   gemm_op("o_proj", A.attn.data(), L.wo.data(), nullptr, A.o_proj.data(), hidden, qw);
   const std::size_t nh = static_cast<std::size_t>(rows) * hidden;

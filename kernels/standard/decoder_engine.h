@@ -1,7 +1,8 @@
 // The one-kernel-per-op decoder on the GPU, templated on the storage type (float for
 // ref32-cuda, bf16 for standard-cuda). It owns device weights and runs a layer as a list
-// of named ops (one kernel or cuBLAS call each), so the same list serves the forward pass,
-// per-op timing (Path::time_layer) and the benchmarks, which build it on random weights.
+// of named ops (one kernel or cuBLAS call each; attention is two batched GEMMs and a
+// softmax), so the same list serves the forward pass, per-op timing (Path::time_layer) and
+// the benchmarks, which build it on random weights.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,9 @@ struct DecoderState {
   std::vector<DeviceBuffer<T>> k_cache, v_cache;  // per layer [batch][capacity][kv_width]
   std::vector<int> cached;                         // per layer: valid rows per sequence
   DeviceBuffer<T> rope_cos, rope_sin;              // [capacity x head_dim / 2]
+  // Attention scores/probabilities of the widest layer call so far: sized for n_new
+  // queries against a full cache, so it grows only when n_new does (never per step).
+  DeviceBuffer<T> attn_scores;
   LayerActivations<T> act;
 };
 

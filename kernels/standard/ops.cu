@@ -1,9 +1,12 @@
-// Kernels of the one-kernel-per-op decoder (see ops.h). Elementwise kernels and the norms
+// Kernels of the one-kernel-per-op decoder (see ops.h); attention is cuBLAS batched GEMMs
+// around one softmax kernel, as HF eager runs it. Elementwise kernels and the norms
 // move 16 bytes per access when sizes and alignment allow, with a scalar path otherwise.
 #include "kernels/standard/ops.h"
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/common/bf16.cuh"
 #include "kernels/common/cuda_check.h"
@@ -120,138 +123,91 @@ __global__ void rope_kernel(const T* __restrict__ x, T* __restrict__ y, int rows
   }
 }
 
-// ---------------------------------------------------------------- attention.
-// A block per (query token, kv head, head chunk, sequence) handles up to kMaxGroup query
-// heads that share the kv head, so K and V are read once per group. Scores for all
-// visible keys live in shared memory ([group][kv]) next to the queries ([group][head_dim]).
-// Scores: a thread per key, reading its K row in 16-byte vectors (many independent loads
-// in flight). P @ V: a warp per key subset, lanes across head_dim (coalesced V rows), then
-// a fixed-order sum of the warps' partials in shared memory (deterministic).
-constexpr int kMaxGroup = 8;
-constexpr int kMaxDimSlots = 8;  // head_dim <= 32 * 8; kSlots = head_dim / 32 rounded up to 1, 2, 4, 8
-                                 // (a compile-time bound keeps the accumulators in registers)
-constexpr int kAttnThreads = 256;
-constexpr int kAttnWarps = kAttnThreads / kWarp;
+// ---------------------------------------------------------------- attention softmax.
+// The elementwise middle of eager attention: a block per score row ([b][h][t], ld padded
+// to 8). Scores arrive rounded to T from the cuBLAS GEMM; each is scaled in FP32 and
+// rounded (HF: `matmul(q, k^T) * scaling` in bf16), keys past the causal bound are masked
+// (HF adds finfo.min, whose exp is exactly 0), the row max is subtracted, exp and the sum
+// are FP32, and p = e / sum is rounded to T and written in place. Three passes over the
+// row (max, sum, write) recompute the same values instead of staging the row, so there is
+// no shared-memory limit on the KV length; the re-reads hit L1/L2. Reductions go through
+// shared memory in a fixed order (deterministic). Only keys below the causal bound are
+// read; masked keys and the padding are written as 0 so that P @ V sees exact zeros.
+constexpr int kSoftmaxThreads = 128;
+constexpr int kSoftmaxWarps = kSoftmaxThreads / kWarp;
 
-template <class T, bool kVector, int kSlots>
-__global__ void __launch_bounds__(kAttnThreads)
-attention_kernel(const T* __restrict__ q, const T* __restrict__ k_cache,
-                 const T* __restrict__ v_cache, T* __restrict__ out, AttentionShape a,
-                 int group_chunk, int chunks_per_kv) {
-  extern __shared__ float smem[];
-  const int t = blockIdx.x;
-  const int kvh = blockIdx.y / chunks_per_kv;
-  const int chunk = blockIdx.y % chunks_per_kv;
-  const int b = blockIdx.z;
-  const int group = a.n_heads / a.n_kv_heads;
-  const int h0 = kvh * group + chunk * group_chunk;
-  const int gc = min(group_chunk, group - chunk * group_chunk);
-  const int D = a.head_dim;
-  const int visible = a.start + t + 1;
-  const int kv_total = a.start + a.n_new;
-  float* q_s = smem;                                // [group_chunk][D]
-  float* p_s = q_s + group_chunk * D;               // [group_chunk][kv_total]
-  float* red_s = p_s + group_chunk * kv_total;      // [kAttnWarps][group_chunk][D]
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-
-  const std::size_t q_row = static_cast<std::size_t>(b) * a.n_new + t;
-  const std::size_t q_width = static_cast<std::size_t>(a.n_heads) * D;
-  for (int i = threadIdx.x; i < gc * D; i += blockDim.x) {
-    q_s[i] = to_f32(q[q_row * q_width + static_cast<std::size_t>(h0) * D + i]);
-  }
-  __syncthreads();
-
-  const std::size_t kv_width = static_cast<std::size_t>(a.n_kv_heads) * D;
-  const T* k_base = k_cache + static_cast<std::size_t>(b) * a.capacity * kv_width + kvh * D;
-  const T* v_base = v_cache + static_cast<std::size_t>(b) * a.capacity * kv_width + kvh * D;
-
-  for (int j = threadIdx.x; j < visible; j += kAttnThreads) {
-    const T* kr = k_base + static_cast<std::size_t>(j) * kv_width;
-    float acc[kMaxGroup];
+// The scaled, rounded scores of elements [i, i + V) of a row; those at or past `visible`
+// are not read (left at -inf).
+template <class T, bool kVector>
+__device__ __forceinline__ void load_scaled(const T* r, int i, int visible, float scale,
+                                            float (&x)[kVector ? kVec16<T> : 1]) {
+  constexpr int V = kVector ? kVec16<T> : 1;
+  if (kVector && i + V <= visible) {
+    const Vec16<T> v = load16(r + i);
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) acc[g] = 0.0f;
+    for (int e = 0; e < V; ++e) x[e] = round_to<T>(__fmul_rn(to_f32(v.v[e]), scale));
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      x[e] = i + e < visible ? round_to<T>(__fmul_rn(to_f32(r[i + e]), scale)) : -INFINITY;
+    }
+  }
+}
+
+template <bool kMax>
+__device__ __forceinline__ float block_reduce(float v, float* red) {
+  v = kMax ? warp_max(v) : warp_sum(v);
+  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float r = red[0];
+#pragma unroll
+  for (int w = 1; w < kSoftmaxWarps; ++w) r = kMax ? fmaxf(r, red[w]) : r + red[w];
+  return r;
+}
+
+template <class T, bool kVector>
+__global__ void __launch_bounds__(kSoftmaxThreads)
+scaled_causal_softmax_kernel(T* __restrict__ s, int ld, int n_new, int start, float scale) {
+  constexpr int V = kVector ? kVec16<T> : 1;
+  __shared__ float red_max[kSoftmaxWarps], red_sum[kSoftmaxWarps];
+  const std::size_t row = blockIdx.x;
+  const int visible = start + static_cast<int>(row % n_new) + 1;
+  T* r = s + row * ld;
+  float x[V];
+
+  float m = -INFINITY;
+  for (int i = threadIdx.x * V; i < visible; i += kSoftmaxThreads * V) {
+    load_scaled<T, kVector>(r, i, visible, scale, x);
+#pragma unroll
+    for (int e = 0; e < V; ++e) m = fmaxf(m, x[e]);
+  }
+  m = block_reduce<true>(m, red_max);
+
+  float sum = 0.0f;
+  for (int i = threadIdx.x * V; i < visible; i += kSoftmaxThreads * V) {
+    load_scaled<T, kVector>(r, i, visible, scale, x);
+#pragma unroll
+    for (int e = 0; e < V; ++e) sum += i + e < visible ? expf(x[e] - m) : 0.0f;
+  }
+  sum = block_reduce<false>(sum, red_sum);
+
+  // In place is safe: every pass maps chunk i to the same thread, so no thread writes an
+  // element another thread still reads.
+  for (int i = threadIdx.x * V; i < ld; i += kSoftmaxThreads * V) {
+    if (i < visible) {
+      load_scaled<T, kVector>(r, i, visible, scale, x);
+    }
+    float p[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) p[e] = i + e < visible ? expf(x[e] - m) / sum : 0.0f;
     if constexpr (kVector) {
-      constexpr int V = kVec16<T>;
-      for (int d0 = 0; d0 < D; d0 += V) {
-        const Vec16<T> kv = load16(kr + d0);
+      Vec16<T> o;
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-          const float kf = to_f32(kv.v[e]);
-#pragma unroll
-          for (int g = 0; g < kMaxGroup; ++g) {
-            if (g < gc) acc[g] = fmaf(q_s[g * D + d0 + e], kf, acc[g]);
-          }
-        }
-      }
+      for (int e = 0; e < V; ++e) o.v[e] = from_f32<T>(p[e]);
+      store16(r + i, o);
     } else {
-      for (int d = 0; d < D; ++d) {
-        const float kf = to_f32(kr[d]);
-#pragma unroll
-        for (int g = 0; g < kMaxGroup; ++g) {
-          if (g < gc) acc[g] = fmaf(q_s[g * D + d], kf, acc[g]);
-        }
-      }
+      r[i] = from_f32<T>(p[0]);
     }
-#pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < gc) p_s[g * kv_total + j] = round_to<T>(__fmul_rn(round_to<T>(acc[g]), a.scale));
-    }
-  }
-  __syncthreads();
-
-  for (int g = warp; g < gc; g += kAttnWarps) {
-    float* p = p_s + g * kv_total;
-    float m = -INFINITY;
-    for (int j = lane; j < visible; j += kWarp) m = fmaxf(m, p[j]);
-    m = warp_max(m);
-    float sum = 0.0f;
-    for (int j = lane; j < visible; j += kWarp) {
-      const float e = expf(p[j] - m);
-      p[j] = e;
-      sum += e;
-    }
-    sum = warp_sum(sum);
-    for (int j = lane; j < visible; j += kWarp) p[j] = round_to<T>(p[j] / sum);
-  }
-  __syncthreads();
-
-  float acc[kMaxGroup][kSlots];
-#pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
-#pragma unroll
-    for (int s = 0; s < kSlots; ++s) acc[g][s] = 0.0f;
-  }
-#pragma unroll 2
-  for (int j = warp; j < visible; j += kAttnWarps) {
-    const T* vr = v_base + static_cast<std::size_t>(j) * kv_width;
-    float v[kSlots];
-#pragma unroll
-    for (int s = 0; s < kSlots; ++s) {
-      const int d = lane + s * kWarp;
-      v[s] = d < D ? to_f32(vr[d]) : 0.0f;
-    }
-#pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < gc) {
-        const float p = p_s[g * kv_total + j];
-#pragma unroll
-        for (int s = 0; s < kSlots; ++s) acc[g][s] = fmaf(p, v[s], acc[g][s]);
-      }
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
-#pragma unroll
-    for (int s = 0; s < kSlots; ++s) {
-      const int d = lane + s * kWarp;
-      if (g < gc && d < D) red_s[(warp * group_chunk + g) * D + d] = acc[g][s];
-    }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < gc * D; i += blockDim.x) {
-    float sum = 0.0f;
-    for (int w = 0; w < kAttnWarps; ++w) sum += red_s[w * group_chunk * D + i];
-    out[q_row * q_width + static_cast<std::size_t>(h0) * D + i] = from_f32<T>(sum);
   }
 }
 
@@ -309,44 +265,81 @@ __global__ void broadcast_rows_kernel(const T* __restrict__ bias, T* __restrict_
 
 constexpr int kElemThreads = 256;
 
-// Picks the kernel instance; raises its shared-memory limit once per device (not per
-// launch, so a graph capture sees no call).
-template <class T, bool kVector, int kSlots>
-void launch_attention_instance(std::size_t smem, int optin, int dev, const T* q, const T* k,
-                               const T* v, T* out, const AttentionShape& a, int group_chunk,
-                               int chunks, cudaStream_t s) {
-  static int raised_for_device = -1;
-  if (smem > 48 * 1024 && raised_for_device != dev) {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<T, kVector, kSlots>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-    raised_for_device = dev;
-  }
-  const dim3 grid(static_cast<unsigned>(a.n_new), static_cast<unsigned>(a.n_kv_heads * chunks),
-                  static_cast<unsigned>(a.batch));
-  attention_kernel<T, kVector, kSlots><<<grid, kAttnThreads, smem, s>>>(q, k, v, out, a, group_chunk, chunks);
-}
+// One cuBLAS strided-batched call per outer index: the batch covers GEMMs whose operands
+// sit at uniform strides. q_off doubles as the offset into out (same layout), k_off into V.
+struct AttnCall {
+  std::size_t q_off, k_off, s_off;
+};
+struct AttnPlan {
+  int rows = 0;      // rows of one GEMM: the G heads of a kv head (decode) or n tokens (prefill)
+  int ldq = 0;       // row stride of those rows in q and out
+  int count = 0;     // GEMMs per call
+  long long sq = 0, sk = 0, ss = 0;  // batch strides in q/out, k/v, scores
+  std::vector<AttnCall> calls;
+};
 
-template <class T, bool kVector>
-void launch_attention_slots(int slots, std::size_t smem, int optin, int dev, const T* q, const T* k,
-                            const T* v, T* out, const AttentionShape& a, int gcn, int chunks, cudaStream_t s) {
-  switch (slots) {
-    case 1: launch_attention_instance<T, kVector, 1>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
-    case 2: launch_attention_instance<T, kVector, 2>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
-    case 4: launch_attention_instance<T, kVector, 4>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
-    default: launch_attention_instance<T, kVector, 8>(smem, optin, dev, q, k, v, out, a, gcn, chunks, s); break;
-  }
-}
-
-// 16-byte K loads need head_dim a multiple of the vector (rows then stay aligned).
-template <class T>
-void launch_attention(bool vec, int slots, std::size_t smem, int optin, int dev, const T* q, const T* k,
-                      const T* v, T* out, const AttentionShape& a, int gcn, int chunks, cudaStream_t s) {
-  if (vec) {
-    launch_attention_slots<T, true>(slots, smem, optin, dev, q, k, v, out, a, gcn, chunks, s);
+// Without repeat_kv the (batch, head) -> kv head map is not one stride, so the GEMMs are
+// grouped into the fewest strided-batched calls whose strides are uniform.
+AttnPlan plan_attention(const AttentionShape& a, int ld) {
+  const int B = a.batch, n = a.n_new, H = a.n_heads, KVH = a.n_kv_heads, D = a.head_dim;
+  const int G = H / KVH;
+  const std::size_t kvw = static_cast<std::size_t>(KVH) * D, seq_kv = static_cast<std::size_t>(a.capacity) * kvw;
+  const std::size_t qw = static_cast<std::size_t>(H) * D, uld = static_cast<std::size_t>(ld);
+  AttnPlan p;
+  if (n == 1) {
+    // Decode: the G query heads of kv head kvh are G consecutive rows of q (stride D), and
+    // their score rows are consecutive too; one GEMM per (b, kvh) reads its K rows once.
+    p.rows = G;
+    p.ldq = D;
+    if (B <= KVH) {
+      p.count = KVH;
+      p.sq = static_cast<long long>(G) * D;
+      p.sk = D;
+      p.ss = static_cast<long long>(G) * ld;
+      for (int b = 0; b < B; ++b) p.calls.push_back({b * qw, b * seq_kv, b * H * uld});
+    } else {
+      p.count = B;
+      p.sq = static_cast<long long>(qw);
+      p.sk = static_cast<long long>(seq_kv);
+      p.ss = static_cast<long long>(H) * ld;
+      for (int k = 0; k < KVH; ++k) {
+        p.calls.push_back({static_cast<std::size_t>(k) * G * D, static_cast<std::size_t>(k) * D,
+                           static_cast<std::size_t>(k) * G * uld});
+      }
+    }
   } else {
-    launch_attention_slots<T, false>(slots, smem, optin, dev, q, k, v, out, a, gcn, chunks, s);
+    // Prefill: one GEMM per (b, h) over its n query rows (stride H * D), as HF's bmm after
+    // repeat_kv, but reading the shared K/V in place.
+    p.rows = n;
+    p.ldq = static_cast<int>(qw);
+    const std::size_t head_scores = static_cast<std::size_t>(n) * uld;
+    if (static_cast<long long>(B) * G <= H) {
+      p.count = KVH;  // h = kvh * G + g for fixed (b, g)
+      p.sq = static_cast<long long>(G) * D;
+      p.sk = D;
+      p.ss = static_cast<long long>(G) * static_cast<long long>(head_scores);
+      for (int b = 0; b < B; ++b) {
+        for (int g = 0; g < G; ++g) {
+          p.calls.push_back({b * n * qw + static_cast<std::size_t>(g) * D, b * seq_kv,
+                             (static_cast<std::size_t>(b) * H + g) * head_scores});
+        }
+      }
+    } else {
+      p.count = B;  // fixed h, batch over sequences
+      p.sq = static_cast<long long>(n) * static_cast<long long>(qw);
+      p.sk = static_cast<long long>(seq_kv);
+      p.ss = static_cast<long long>(H) * static_cast<long long>(head_scores);
+      for (int h = 0; h < H; ++h) {
+        p.calls.push_back({static_cast<std::size_t>(h) * D, static_cast<std::size_t>(h / G) * D,
+                           static_cast<std::size_t>(h) * head_scores});
+      }
+    }
   }
+  return p;
 }
+
+template <class T>
+constexpr cudaDataType_t kCudaType = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
 
 }  // namespace
 
@@ -382,31 +375,66 @@ void rope(const T* x, T* y, int rows, int n_per_seq, int heads, int head_dim, bo
   CUDA_CHECK_LAUNCH();
 }
 
+int attention_scores_ld(int kv_total) { return (kv_total + 7) / 8 * 8; }
+
+std::size_t attention_workspace_elems(const AttentionShape& a) {
+  return static_cast<std::size_t>(a.batch) * a.n_heads * a.n_new *
+         static_cast<std::size_t>(attention_scores_ld(a.start + a.n_new));
+}
+
 template <class T>
-void attention(const T* q, const T* k_cache, const T* v_cache, T* out, const AttentionShape& a,
-               cudaStream_t s) {
-  if (a.head_dim > kWarp * kMaxDimSlots) {
-    throw CudaError("attention: head_dim " + std::to_string(a.head_dim) + " exceeds " +
-                    std::to_string(kWarp * kMaxDimSlots));
+void attention(cublasHandle_t cublas, const T* q, const T* k_cache, const T* v_cache, T* out,
+               T* scores, std::size_t scores_elems, const AttentionShape& a, cudaStream_t s) {
+  if (a.batch <= 0 || a.n_new <= 0) return;
+  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.start < 0 ||
+      a.start + a.n_new > a.capacity || a.head_dim <= 0) {
+    throw CudaError("attention: invalid shape (heads " + std::to_string(a.n_heads) + ", kv heads " +
+                    std::to_string(a.n_kv_heads) + ", " + std::to_string(a.start) + " + " +
+                    std::to_string(a.n_new) + " keys in capacity " + std::to_string(a.capacity) + ")");
   }
-  const int group = a.n_heads / a.n_kv_heads;
-  const int group_chunk = std::min(group, kMaxGroup);
-  const int chunks = (group + group_chunk - 1) / group_chunk;
+  const std::size_t need = attention_workspace_elems(a);
+  if (scores == nullptr || scores_elems < need) {
+    throw CudaError("attention: the scores workspace holds " + std::to_string(scores_elems) +
+                    " elements, this shape needs " + std::to_string(need));
+  }
+  cudaStream_t bound = nullptr;
+  CUBLAS_CHECK(cublasGetStream(cublas, &bound));
+  if (bound != s) throw CudaError("attention: the cuBLAS handle is bound to another stream");
+
   const int kv_total = a.start + a.n_new;
-  const std::size_t smem =
-      sizeof(float) * static_cast<std::size_t>(group_chunk) * (a.head_dim * (1 + kAttnWarps) + kv_total);
-  int dev = 0, optin = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (smem > static_cast<std::size_t>(optin)) {
-    throw CudaError("attention: " + std::to_string(kv_total) + " keys x " +
-                    std::to_string(group_chunk) + " heads need " + std::to_string(smem) +
-                    " bytes of shared memory, the device allows " + std::to_string(optin));
+  const int ld = attention_scores_ld(kv_total);
+  const int kvw = a.n_kv_heads * a.head_dim;
+  const AttnPlan p = plan_attention(a, ld);
+  const float one = 1.0f, zero = 0.0f;
+  constexpr cudaDataType_t type = kCudaType<T>;
+  // FP32 accumulation for both storage types; for float this is true FP32 (no TF32).
+  constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+
+  // scores^T (kv x rows, column-major) = K (kv x D) . Q^T: row-major S = Q K^T.
+  for (const AttnCall& c : p.calls) {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        cublas, CUBLAS_OP_T, CUBLAS_OP_N, kv_total, p.rows, a.head_dim, &one, k_cache + c.k_off, type, kvw, p.sk,
+        q + c.q_off, type, p.ldq, p.sq, &zero, scores + c.s_off, type, ld, p.ss, p.count, compute,
+        CUBLAS_GEMM_DEFAULT));
   }
-  const int slots = a.head_dim <= 32 ? 1 : a.head_dim <= 64 ? 2 : a.head_dim <= 128 ? 4 : 8;
-  const bool vec = a.head_dim % kVec16<T> == 0 && aligned16(k_cache);
-  launch_attention<T>(vec, slots, smem, optin, dev, q, k_cache, v_cache, out, a, group_chunk, chunks, s);
+
+  const std::size_t rows = static_cast<std::size_t>(a.batch) * a.n_heads * a.n_new;
+  if (aligned16(scores)) {
+    scaled_causal_softmax_kernel<T, true><<<static_cast<unsigned>(rows), kSoftmaxThreads, 0, s>>>(
+        scores, ld, a.n_new, a.start, a.scale);
+  } else {
+    scaled_causal_softmax_kernel<T, false><<<static_cast<unsigned>(rows), kSoftmaxThreads, 0, s>>>(
+        scores, ld, a.n_new, a.start, a.scale);
+  }
   CUDA_CHECK_LAUNCH();
+
+  // out^T (D x rows, column-major) = V^T (D x kv) . P^T: row-major out = P V.
+  for (const AttnCall& c : p.calls) {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        cublas, CUBLAS_OP_N, CUBLAS_OP_N, a.head_dim, p.rows, kv_total, &one, v_cache + c.k_off, type, kvw, p.sk,
+        scores + c.s_off, type, ld, p.ss, &zero, out + c.q_off, type, p.ldq, p.sq, p.count, compute,
+        CUBLAS_GEMM_DEFAULT));
+  }
 }
 
 template <class T>
@@ -445,8 +473,8 @@ void broadcast_rows(const T* bias, T* y, int rows, int cols, cudaStream_t s) {
   template void rms_norm<T>(const T*, const T*, T*, int, int, float, cudaStream_t);            \
   template void rope<T>(const T*, T*, int, int, int, int, bool, const T*, const T*, int,       \
                         cudaStream_t);                                                         \
-  template void attention<T>(const T*, const T*, const T*, T*, const AttentionShape&,          \
-                             cudaStream_t);                                                    \
+  template void attention<T>(cublasHandle_t, const T*, const T*, const T*, T*, T*, std::size_t, \
+                             const AttentionShape&, cudaStream_t);                             \
   template void silu_mul<T>(const T*, const T*, T*, std::size_t, cudaStream_t);                \
   template void add<T>(const T*, const T*, T*, std::size_t, cudaStream_t);                     \
   template void broadcast_rows<T>(const T*, T*, int, int, cudaStream_t);

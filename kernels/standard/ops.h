@@ -1,12 +1,14 @@
-// One kernel per decoder op, templated on the storage type T (float for ref32-cuda,
-// __nv_bfloat16 for standard-cuda). Every kernel reads T, computes in FP32 and rounds each
-// value the hf-bf16 recipe rounds (docs/recipes.md) to T once; with T = float those
-// roundings are exact no-ops, so the same code is the FP32 reference. Launchers check the
-// launch and throw CudaError; shapes are validated by the caller (the engine).
+// One kernel per decoder op (attention: cuBLAS batched GEMMs around one kernel), templated
+// on the storage type T (float for ref32-cuda, __nv_bfloat16 for standard-cuda). Every
+// kernel reads T, computes in FP32 and rounds each value the hf-bf16 recipe rounds
+// (docs/recipes.md) to T once; with T = float those roundings are exact no-ops, so the same
+// code is the FP32 reference. Launchers check the launch and throw CudaError; shapes are
+// validated by the caller (the engine).
 #pragma once
 
 #include <cstddef>
 
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -33,13 +35,25 @@ struct AttentionShape {
   float scale = 1.0f;
 };
 
+// Row stride (elements) of the scores workspace: start + n_new keys padded to 8 so that
+// every row is 16-byte aligned for cuBLAS and the softmax's vector loads.
+int attention_scores_ld(int kv_total);
+// Elements of T the scores workspace must hold: [batch][n_heads][n_new][ld].
+std::size_t attention_workspace_elems(const AttentionShape& a);
+
 // Causal grouped-query attention over KV caches [batch][capacity][n_kv_heads * head_dim]
-// holding start + n_new valid rows. q, out: [batch * n_new x n_heads * head_dim]. Scores
-// q.k in FP32, rounded, scaled, rounded; softmax in FP32; probs rounded; P @ V in FP32,
-// rounded (HF eager order). Throws CudaError when the scores do not fit shared memory.
+// holding start + n_new valid rows. q, out: [batch * n_new x n_heads * head_dim]. Run the
+// way HF eager runs it: scores = Q K^T as cuBLAS strided-batched GEMMs (T operands, FP32
+// accumulation, T output: the rounded scores) into `scores`; one kernel scales each row
+// (rounded), applies the causal mask, softmaxes in FP32 and writes the probabilities
+// rounded to T in place; out = P V as batched GEMMs (FP32 accumulation, rounded). The K/V
+// caches are read in place (no repeat_kv copy): at decode the query heads of one kv head
+// are the rows of one GEMM. FP32 (T = float) uses CUBLAS_COMPUTE_32F, never TF32.
+// `cublas` must be bound to stream s (checked); scores must hold
+// attention_workspace_elems(a) elements. Throws CudaError otherwise.
 template <class T>
-void attention(const T* q, const T* k_cache, const T* v_cache, T* out, const AttentionShape& a,
-               cudaStream_t s);
+void attention(cublasHandle_t cublas, const T* q, const T* k_cache, const T* v_cache, T* out,
+               T* scores, std::size_t scores_elems, const AttentionShape& a, cudaStream_t s);
 
 // out = bf16(bf16(silu(gate)) * up), silu(g) = g / (1 + exp(-g)) in FP32.
 template <class T>

@@ -191,11 +191,15 @@ std::vector<double> attention_ref(const std::vector<float>& q, const std::vector
 TYPED_TEST(Kernels, AttentionMatchesTheRecipeAtAwkwardShapes) {
   using T = TypeParam;
   const AttnCase cases[] = {
-      {2, 5, 3, 6, 2, 24},   // prefill over a partly filled cache, head_dim not a multiple of 32
-      {3, 1, 37, 4, 4, 16},  // decode, no grouping
-      {1, 4, 0, 18, 1, 8},   // group of 18 > 8: split into head chunks
-      {2, 1, 0, 8, 2, 130},  // first token, head_dim > 128 threads
+      {2, 5, 3, 6, 2, 24},    // prefill over a partly filled cache, head_dim not a multiple of 32
+      {3, 1, 37, 4, 4, 16},   // decode, no grouping, batch <= kv heads (GEMMs batched over heads)
+      {1, 4, 0, 18, 1, 8},    // one kv head shared by 18 query heads
+      {2, 1, 0, 8, 2, 130},   // first token, head_dim 130 (rows not 16-byte aligned)
+      {5, 1, 29, 6, 2, 32},   // decode, batch > kv heads (GEMMs batched over sequences)
+      {3, 3, 11, 4, 2, 16},   // prefill, batch * group > heads (batched over sequences)
+      {1, 9, 300, 4, 2, 64},  // long rows: vector chunks straddle the causal bound
   };
+  cuda::CublasHandle h;
   for (const AttnCase& c : cases) {
     const int cap = c.start + c.n_new + 2;  // spare rows, poisoned: must never be read
     const int qw = c.heads * c.head_dim, kvw = c.kv_heads * c.head_dim;
@@ -215,15 +219,76 @@ TYPED_TEST(Kernels, AttentionMatchesTheRecipeAtAwkwardShapes) {
     Output<T> out(q.size());
     ops::AttentionShape a{c.batch, c.n_new, c.start, c.heads, c.kv_heads, c.head_dim, cap,
                           static_cast<float>(1.0 / std::sqrt(double(c.head_dim)))};
-    ops::attention(dq.data(), dk.data(), dv.data(), out.data(), a, nullptr);
+    // Poisoned workspace: every score the softmax reads must have come from the GEMM.
+    cuda::DeviceBuffer<T> ws(ops::attention_workspace_elems(a));
+    ws.fill_poison();
+    ops::attention(h.get(), dq.data(), dk.data(), dv.data(), out.data(), ws.data(), ws.size(), a, nullptr);
     const std::vector<float> got = out.check();
     const double e = rel_l2(got, attention_ref<T>(q, kc, vc, c, cap));
-    // FP32: sums over <= 130 terms and a softmax: ~1e-7. bf16: the reference rounds at the
+    // FP32: sums over <= 310 terms and a softmax: ~1e-7. bf16: the reference rounds at the
     // same points; FP32 sum order flips an occasional rounding (2^-8) and the output's own
     // rounding (2^-9) remains: well under 5e-3.
     EXPECT_LT(e, (std::is_same_v<T, float> ? 2e-6 : 5e-3))
         << "batch " << c.batch << " n_new " << c.n_new << " start " << c.start << " heads " << c.heads;
   }
+}
+
+// The probabilities the softmax leaves in the workspace: each causal row sums to ~1 and
+// every masked key (and the padding) is exactly 0, so P @ V cannot pick up a future key.
+TYPED_TEST(Kernels, AttentionProbabilitiesAreCausalAndNormalized) {
+  using T = TypeParam;
+  const AttnCase c{2, 6, 5, 4, 2, 16};
+  const int cap = c.start + c.n_new, qw = c.heads * c.head_dim, kvw = c.kv_heads * c.head_dim;
+  auto dq = device_copy(to_storage<T>(random_values(std::size_t(c.batch) * c.n_new * qw, 41, -2, 2)));
+  auto dk = device_copy(to_storage<T>(random_values(std::size_t(c.batch) * cap * kvw, 42, -2, 2)));
+  auto dv = device_copy(to_storage<T>(random_values(std::size_t(c.batch) * cap * kvw, 43, -1, 1)));
+  Output<T> out(std::size_t(c.batch) * c.n_new * qw);
+  ops::AttentionShape a{c.batch, c.n_new, c.start, c.heads, c.kv_heads, c.head_dim, cap, 0.25f};
+  cuda::DeviceBuffer<T> ws(ops::attention_workspace_elems(a));
+  ws.fill_poison();
+  cuda::CublasHandle h;
+  ops::attention(h.get(), dq.data(), dk.data(), dv.data(), out.data(), ws.data(), ws.size(), a, nullptr);
+  out.check();
+  const std::vector<float> p = to_float(ws.download());
+  const int ld = ops::attention_scores_ld(cap);
+  ASSERT_EQ(p.size(), std::size_t(c.batch) * c.heads * c.n_new * ld);
+  for (std::size_t row = 0; row < p.size() / ld; ++row) {
+    const int visible = c.start + static_cast<int>(row % c.n_new) + 1;
+    double sum = 0;
+    for (int j = 0; j < ld; ++j) {
+      const float v = p[row * ld + j];
+      if (j < visible) {
+        ASSERT_GT(v, 0.0f) << "row " << row << " key " << j;
+        sum += v;
+      } else {
+        ASSERT_EQ(v, 0.0f) << "row " << row << " masked key " << j;
+      }
+    }
+    // Each probability is rounded once with relative error <= 2^-9 (bf16), so the row
+    // sums to 1 within 2^-9; FP32: a few ulps.
+    const double tol = std::is_same_v<T, float> ? 1e-6 : 2e-3;
+    EXPECT_NEAR(sum, 1.0, tol) << "row " << row;
+  }
+}
+
+TYPED_TEST(Kernels, AttentionRejectsASmallWorkspaceAndAForeignStream) {
+  using T = TypeParam;
+  const AttnCase c{1, 2, 3, 2, 1, 8};
+  const int cap = c.start + c.n_new;
+  auto dq = device_copy(to_storage<T>(random_values(std::size_t(c.n_new) * c.heads * c.head_dim, 51)));
+  auto dk = device_copy(to_storage<T>(random_values(std::size_t(cap) * c.kv_heads * c.head_dim, 52)));
+  cuda::DeviceBuffer<T> out(std::size_t(c.n_new) * c.heads * c.head_dim);
+  ops::AttentionShape a{c.batch, c.n_new, c.start, c.heads, c.kv_heads, c.head_dim, cap, 0.5f};
+  const std::size_t need = ops::attention_workspace_elems(a);
+  cuda::DeviceBuffer<T> ws(need);
+  cuda::CublasHandle h;
+  EXPECT_THROW(ops::attention(h.get(), dq.data(), dk.data(), dk.data(), out.data(), ws.data(), need - 1, a, nullptr),
+               cuda::CudaError);
+  cudaStream_t other = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&other), cudaSuccess);
+  EXPECT_THROW(ops::attention(h.get(), dq.data(), dk.data(), dk.data(), out.data(), ws.data(), need, a, other),
+               cuda::CudaError);
+  cudaStreamDestroy(other);
 }
 
 // ------------------------------------------------------------------ elementwise
