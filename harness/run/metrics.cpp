@@ -216,6 +216,20 @@ void log_softmax(const double* row, Eigen::Index n, std::vector<double>& out) {
   const double lse = mx + std::log(sum);
   for (Eigen::Index i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = row[i] - lse;
 }
+// Largest minus second-largest value of a row (0 for a one-entry row): how far the
+// reference's prediction is from a tie, in nats of log-probability.
+double top2_margin(const double* row, Eigen::Index n) {
+  double first = -kInf, second = -kInf;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    if (row[i] > first) {
+      second = first;
+      first = row[i];
+    } else if (row[i] > second) {
+      second = row[i];
+    }
+  }
+  return n > 1 ? first - second : 0.0;
+}
 }  // namespace
 
 NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
@@ -233,6 +247,8 @@ NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
     const double* path_row = path_logits.data() + r * vocab;
     if (!std::all_of(path_row, path_row + vocab, [](double v) { return std::isfinite(v); })) {
       a.kl.push_back(kInf);  // a position with NaN/Inf logits predicts nothing
+      a.ref_margin.push_back(top2_margin(ref_row, vocab));
+      a.top1_match.push_back(0);
       continue;
     }
     log_softmax(ref_row, vocab, lp_ref);
@@ -243,6 +259,8 @@ NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
     const auto top_ref = std::max_element(ref_row, ref_row + vocab) - ref_row;
     const auto top_path = std::max_element(path_row, path_row + vocab) - path_row;
     if (top_ref == top_path) agree += 1;
+    a.ref_margin.push_back(top2_margin(ref_row, vocab));
+    a.top1_match.push_back(top_ref == top_path ? 1 : 0);
   }
   a.kl_mean = std::accumulate(a.kl.begin(), a.kl.end(), 0.0) / static_cast<double>(a.kl.size());
   a.kl_p99 = quantile(a.kl, 0.99);

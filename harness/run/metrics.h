@@ -85,6 +85,10 @@ struct NextTokenAgreement {
   double kl_mean = kNaN;
   double kl_p99 = kNaN;
   double top1_agreement = kNaN;
+  // Per position, for a margin-aware agreement (calibration's outcome rule): the
+  // reference's top-1 minus top-2 logit (nats), and 1 when the path's argmax matches.
+  std::vector<double> ref_margin;
+  std::vector<int> top1_match;
 };
 NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
                                         const TapMatrix& path_logits);

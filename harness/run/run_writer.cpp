@@ -169,6 +169,8 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
       w.attr(eg, "kl_mean", p.end_to_end->kl_mean);
       w.attr(eg, "kl_p99", p.end_to_end->kl_p99);
       w.attr(eg, "top1_agreement", p.end_to_end->top1_agreement);
+      w.numbers(eg + "/ref_margin", {p.end_to_end->ref_margin.size()}, p.end_to_end->ref_margin);
+      w.int8s(eg + "/top1_match", {p.end_to_end->top1_match.size()}, p.end_to_end->top1_match);
     }
     if (rec.greedy_steps > 0) {
       w.int32s(eg + "/greedy_tokens", {p.greedy_tokens.size()},

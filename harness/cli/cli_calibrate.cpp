@@ -1,0 +1,93 @@
+// `fusecheck calibrate RESULTS_DIR [--out thresholds.json] [--report calibration.html]`:
+// holds both static scorers against the outcomes of a calibration sweep, fits the
+// fusecheck scorer's thresholds and writes them in the file `fusecheck check
+// --thresholds` reads; the HTML report is rendered by scripts/calibration-report
+// (python3 + matplotlib) from a JSON of the figures written beside it.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "harness/calibrate/calibrate.h"
+#include "harness/cli/command.h"
+#include "harness/core/error.h"
+
+namespace fusecheck::cli {
+namespace {
+
+struct CalibrateArgs {
+  std::string results_dir;
+  std::string out;
+  std::string report;
+  double max_miss_rate = 0.01;
+  int bootstrap = 2000;
+  std::uint64_t seed = 0;
+  double margin_floor = calibrate::default_outcome_rule().margin_floor;
+  double kl_mean_limit = calibrate::default_outcome_rule().kl_mean_limit;
+  double top1_min = calibrate::default_outcome_rule().top1_confident_min;
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) throw InputError(path, "cannot write it");
+}
+
+int run_calibrate(const CalibrateArgs& a) {
+  calibrate::CalibrateOptions options;
+  options.max_miss_rate = a.max_miss_rate;
+  options.bootstrap_resamples = a.bootstrap;
+  options.seed = a.seed;
+  options.rule = {a.margin_floor, a.kl_mean_limit, a.top1_min};
+  if (!(a.max_miss_rate >= 0 && a.max_miss_rate < 1)) throw InputError("--max-miss-rate", "must be in [0, 1)");
+  if (a.bootstrap < 1) throw InputError("--bootstrap", "must be at least 1");
+
+  auto runs = calibrate::load_results_dir(a.results_dir);
+  const calibrate::Calibration c = calibrate::calibrate(std::move(runs), options);
+  std::fputs(calibrate::summary_text(c).c_str(), stdout);
+  if (!a.out.empty()) {
+    write_file(a.out, calibrate::thresholds_file_json(c));
+    std::printf("\nthresholds: %s  (use: fusecheck check MODEL --thresholds %s)\n", a.out.c_str(), a.out.c_str());
+  }
+  if (!a.report.empty()) {
+    std::filesystem::path data = a.report;
+    data.replace_extension(".json");
+    write_file(data.string(), calibrate::report_data(c).dump(1) + "\n");
+    const int rc = calibrate::render_report_html(data.string(), a.report);
+    if (rc != 0) {
+      std::fprintf(stderr, "fusecheck calibrate: the report script failed (exit %d); its data is in %s\n", rc,
+                   data.c_str());
+      return 2;
+    }
+    std::printf("report: %s\n", a.report.c_str());
+  }
+  return 0;
+}
+
+const CommandRegistrar registrar{CommandSpec{
+    "calibrate",
+    "Hold the static scorers against a calibration sweep's outcomes; fit thresholds (docs/calibration.md)",
+    [](CLI::App& sub) {
+      auto a = std::make_shared<CalibrateArgs>();
+      sub.add_option("RESULTS_DIR", a->results_dir, "folder of run results (*.h5, scripts/sweep output)")->required();
+      sub.add_option("--out", a->out, "write the fitted thresholds file (fusecheck check --thresholds)");
+      sub.add_option("--report", a->report, "write the HTML calibration report (and its data as .json beside it)");
+      sub.add_option("--max-miss-rate", a->max_miss_rate, "share of divergent runs the fitted fail cuts may miss (0.01)");
+      sub.add_option("--bootstrap", a->bootstrap, "bootstrap resamples for the AUC intervals (2000)");
+      sub.add_option("--seed", a->seed, "bootstrap seed (0)");
+      sub.add_option("--margin-floor", a->margin_floor, "outcome rule: reference top-2 margin (nats) above which "
+                                                        "top-1 agreement counts");
+      sub.add_option("--kl-limit", a->kl_mean_limit, "outcome rule: mean next-token KL (nats) above which a path diverges");
+      sub.add_option("--top1-min", a->top1_min, "outcome rule: confident top-1 agreement below which a path diverges");
+      return [a] { return run_calibrate(*a); };
+    }}};
+
+}  // namespace
+}  // namespace fusecheck::cli

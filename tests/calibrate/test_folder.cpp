@@ -1,0 +1,180 @@
+// `fusecheck calibrate` end to end on a small synthetic results folder whose labels and
+// scores are chosen so that AUC, confusion matrices, fitted cuts and held-out folds can
+// be worked out by hand (the numbers are derived in the comments).
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "harness/calibrate/calibrate.h"
+#include "harness/check/thresholds.h"
+#include "harness/results/h5_write.h"
+#include "tests/common/test_support.h"
+
+namespace fusecheck::calibrate {
+namespace {
+
+constexpr int kLayers = 2;
+constexpr int kPositions = 4;
+const std::vector<std::string> kTaps = {"attn_norm", "q", "k", "v", "q_normed", "k_normed", "q_rope", "k_rope", "attn",
+                                        "o_proj", "resid_mid", "mlp_norm", "gate", "up", "act", "down", "resid_out"};
+
+// One run: its largest k_norm ratio (the only figure above 1), family and outcome.
+struct FakeRun {
+  std::string name;
+  std::string family;
+  double k_ratio;
+  bool divergent;
+};
+
+// Family A: ratios 3, 8, 32; family B: 4, 16, 100. Divergent: 8, 32, 100.
+const std::vector<FakeRun> kRuns = {{"a1", "A", 3, false}, {"a2", "A", 8, true},  {"a3", "A", 32, true},
+                                    {"b1", "B", 4, false}, {"b2", "B", 16, false}, {"b3", "B", 100, true}};
+
+void write_run(const std::filesystem::path& dir, const FakeRun& r) {
+  const std::string label = "emulated-cpu:fused-v1";
+  results::H5Writer w(dir / (r.name + ".h5"));
+  w.attr("/", "format", "fusecheck-run");
+  w.attr("/", "format_version", 1LL);
+  w.attr("/", "scenario_name", "cal-" + r.name);
+  w.attr("/", "scenario_text", "description: calibration size=test family=" + r.family + " seed=0\n");
+  w.attr("/", "device", "cpu");
+  w.attr("/", "n_layers", static_cast<long long>(kLayers));
+  w.attr("/", "measured_rows", static_cast<long long>(kPositions));
+  w.attr("/", "model_path", "(none)");
+  w.strings("/taps", kTaps);
+  w.strings("/head_taps", {"final_norm", "logits"});
+  for (const char* scorer : {"braidinfer", "fusecheck"}) {
+    const std::string g = std::string("/static/") + scorer;
+    w.group(g);
+    w.attr(g, "score", 1.0);  // braidinfer calls every run COMPATIBLE: AUC 1/2
+    w.attr(g, "status", "COMPATIBLE");
+    w.attr(g, "estimated_amplification", r.k_ratio);
+    w.numbers(g + "/layer_figure", {kLayers}, {r.k_ratio, 1.0});
+  }
+  const std::string p = "/paths/" + label;
+  w.group(p);
+  w.attr(p, "role", "fused");
+  w.attr(p, "dtype", "BF16");
+  const double u = std::ldexp(1.0, -8);
+  w.numbers(p + "/amplification/local_error", {kLayers}, {r.k_ratio * u, u});
+  w.numbers(p + "/amplification/propagated_error", {kLayers}, {r.k_ratio * u, 2 * r.k_ratio * u});
+  w.attr(p + "/amplification", "logits_propagated_error", 3 * r.k_ratio * u);
+  w.group("/end_to_end");
+  w.attr("/end_to_end", "greedy_steps", 0LL);
+  const std::string e = "/end_to_end/" + label;
+  // Divergent: KL 0.1 nats everywhere (> the 0.01 limit); otherwise 1e-4 and every
+  // confident position keeps its top-1.
+  w.numbers(e + "/kl", {kPositions}, std::vector<double>(kPositions, r.divergent ? 0.1 : 1e-4));
+  w.numbers(e + "/ref_margin", {kPositions}, std::vector<double>(kPositions, 2.0));
+  w.numbers(e + "/top1_match", {kPositions}, std::vector<double>(kPositions, 1.0));
+  nlohmann::json check = {{"scorer", "fusecheck"},
+                          {"components", {{{"name", "k_norm.ratio"}, {"layer", 0}, {"value", r.k_ratio}},
+                                          {{"name", "qk.amplification"}, {"layer", 0}, {"value", 1.0}}}}};
+  std::ofstream(dir / (r.name + ".check.json")) << check.dump();
+}
+
+std::filesystem::path write_folder() {
+  const auto dir = test::scratch_dir() / "results";
+  std::filesystem::create_directories(dir);
+  for (const auto& r : kRuns) write_run(dir, r);
+  return dir;
+}
+
+Calibration run_calibration() {
+  CalibrateOptions o;
+  o.bootstrap_resamples = 200;
+  o.seed = 5;
+  return calibrate(load_results_dir(write_folder()), o);
+}
+
+TEST(CalibrateFolder, LabelsFollowTheOutcomeRule) {
+  const Calibration c = run_calibration();
+  ASSERT_EQ(c.used.size(), 6u);
+  EXPECT_EQ(c.labels, (std::vector<int>{0, 1, 1, 0, 0, 1}));  // a1 a2 a3 b1 b2 b3
+  EXPECT_EQ(c.runs[0].family, "A");
+}
+
+// Default norm-ratio ramp (warn 16, fail 64): risk = 1 - score = 0, .05, .35 (A) and 0, .2,
+// .597 (B). Divergent .05, .35, .597 against 0, 0, .2: 2 + 3 + 3 = 8 of 9 pairs won.
+TEST(CalibrateFolder, AucOfTheDefaultScoreMatchesTheHandCount) {
+  const Calibration c = run_calibration();
+  EXPECT_NEAR(c.fusecheck.auc, 8.0 / 9.0, 1e-12);
+  EXPECT_DOUBLE_EQ(c.braidinfer.auc, 0.5);  // a constant score ranks nothing
+  EXPECT_LE(c.fusecheck.auc_interval.low, c.fusecheck.auc);
+  EXPECT_GE(c.fusecheck.auc_interval.high, c.fusecheck.auc);
+}
+
+TEST(CalibrateFolder, ConfusionAtTheDefaultThresholdsFlagsOnlyThePastFailRun) {
+  const Confusion& m = run_calibration().fusecheck.confusion;  // only 100 > fail 64
+  EXPECT_EQ(m.true_positive, 1);
+  EXPECT_EQ(m.false_negative, 2);
+  EXPECT_EQ(m.false_positive, 0);
+  EXPECT_EQ(m.true_negative, 3);
+}
+
+// No miss allowed (1% of 3 divergent runs rounds down to 0): the norm-ratio cut sits
+// between 4 and 8, at sqrt(32), and flags 8, 16, 32, 100: one false alarm (16).
+TEST(CalibrateFolder, FittedThresholdSitsBelowTheSmallestDivergentRatio) {
+  const Calibration c = run_calibration();
+  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.fail, std::sqrt(32.0));
+  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.warn, std::sqrt(32.0) / 4);
+  const Confusion& m = c.fitted.confusion;
+  EXPECT_EQ(m.true_positive, 3);
+  EXPECT_EQ(m.false_positive, 1);
+  EXPECT_EQ(m.true_negative, 2);
+  EXPECT_EQ(m.false_negative, 0);
+}
+
+// Hold out A: fit on B (4, 16 fine; 100 divergent) -> fail sqrt(1600) = 40, so A's 8 and
+// 32 are missed. Hold out B: fit on A -> fail sqrt(24), warn sqrt(24)/4; B's 16 is a false
+// alarm, 100 a hit. Pooled out-of-fold risks: A 0, .152, .452; B .456, .756, 1: 5 of 9.
+TEST(CalibrateFolder, HeldOutFamiliesAreFittedWithoutThemselves) {
+  const Calibration c = run_calibration();
+  ASSERT_EQ(c.folds.size(), 2u);
+  EXPECT_EQ(c.folds[0].family, "A");
+  EXPECT_DOUBLE_EQ(c.folds[0].thresholds.norm_ratio.fail, 40.0);
+  EXPECT_EQ(c.folds[0].confusion.false_negative, 2);
+  EXPECT_DOUBLE_EQ(c.folds[0].auc, 1.0);
+  EXPECT_DOUBLE_EQ(c.folds[1].thresholds.norm_ratio.fail, std::sqrt(24.0));
+  EXPECT_EQ(c.folds[1].confusion.true_positive, 1);
+  EXPECT_EQ(c.folds[1].confusion.false_positive, 1);
+  EXPECT_NEAR(c.heldout_auc, 5.0 / 9.0, 1e-12);
+}
+
+TEST(CalibrateFolder, ThresholdsFileRoundTripsThroughTheCheckLoader) {
+  const Calibration c = run_calibration();
+  const check::Thresholds t = check::parse_thresholds(thresholds_file_json(c), "fitted");
+  EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
+  EXPECT_EQ(t.sweep, c.identity);
+  EXPECT_EQ(t.created.size(), 10u);  // YYYY-MM-DD
+  EXPECT_FALSE(t.source.empty());
+}
+
+TEST(CalibrateFolder, CliWritesThresholdsThatCheckReads) {
+  const auto dir = write_folder();
+  const auto out = test::scratch_dir() / "fitted.json";
+  const auto r = test::run_fusecheck("calibrate " + dir.string() + " --bootstrap 100 --out " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("held out"), std::string::npos);
+  auto models = test::models_dir();
+  if (!models) GTEST_SKIP() << test::models_dir_skip_reason();
+  const auto chk = test::run_fusecheck("check " + (*models / "stories260K.gguf").string() + " --thresholds " +
+                                       out.string() + " --format json");
+  EXPECT_LT(chk.exit_code, 3) << chk.err;
+  EXPECT_NE(chk.out.find("fusecheck calibrate"), std::string::npos);  // the thresholds' source
+}
+
+TEST(CalibrateFolder, AFolderWithoutResultsIsOneClearError) {
+  const auto empty = test::scratch_dir() / "empty";
+  std::filesystem::create_directories(empty);
+  const auto r = test::run_fusecheck("calibrate " + empty.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no *.h5 results files"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fusecheck::calibrate
