@@ -1,5 +1,6 @@
 // The compare, merge and report subcommands as a user runs them: exit codes 0 / 1 / 2,
 // one-line errors naming the file, refusal of mismatched runs, a self-contained report.
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -173,6 +174,23 @@ TEST(ResultsCli, ReportIsOneSelfContainedHtmlPerModel) {
                               "Perturbation sensitivity", "Speed", "End to end", "Provenance"}) {
     EXPECT_NE(text.find(section), std::string::npos) << "missing section: " << section;
   }
+}
+
+TEST(ResultsCli, ReportRendersToPngWhenChromiumIsPresent) {
+  if (std::system("command -v chromium >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "chromium not installed (apt-get install chromium): rendering is optional";
+  }
+  auto dir = files_dir();
+  write_fixture_run(dir / "run.h5", FixtureSpec{});
+  auto r = run_fusecheck("report " + quoted(dir / "run.h5") + " --out " + quoted(dir / "report") + " --png");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto png = dir / "report" / "tiny.png";
+  ASSERT_TRUE(fs::exists(png)) << r.err;
+  std::ifstream f(png, std::ios::binary);
+  char magic[8] = {};
+  f.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  EXPECT_GT(fs::file_size(png), 100000u) << "a rendered page of figures is larger than this";
 }
 
 TEST(ResultsCli, ReportOfMissingFileExitsTwo) {
