@@ -440,9 +440,21 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   topts.repetitions = cfg.timing.repetitions;
   topts.cold_l2 = cfg.timing.cold_l2;
   topts.graph = decode;
-  auto time_ops = [&](Path& p, Timing& t) {
+  auto time_ops = [&](Instance& inst, Timing& t) {
+    Path& p = *inst.path;
     t.clock = p.device() == "cpu" ? "cpu-steady-clock" : "host-steady-clock";
-    if (!cfg.timing.enabled || p.device() == "cpu") return;
+    if (!cfg.timing.enabled) return;
+    if (p.device() == "cpu") {
+      // A second forward: the validated run's times include converting each layer's
+      // weights on first use, which is not the layer's cost.
+      start(inst, ch, batch, capacity, true);
+      for (int l = 0; l < L; ++l) {
+        run_layer(inst, l, inst.hidden, ch);
+        t.layer_ms[l] = inst.layer_ms;
+        inst.taps.clear();
+      }
+      return;
+    }
     for (int l = 0; l < L; ++l) {
       auto ops = p.time_layer(l, n_new, kv_len, topts);
       if (ops.empty()) return;  // the path does not time ops: keep the host clock
@@ -456,10 +468,10 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       t.ops.push_back(std::move(ops));
     }
   };
-  time_ops(*ref.path, result.reference_timing);
+  time_ops(ref, result.reference_timing);
   for (std::size_t i = 0; i < slots.size(); ++i) {
     Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
-    if (inst) time_ops(*inst->path, result.paths[i].timing);
+    if (inst) time_ops(*inst, result.paths[i].timing);
   }
 
   // Greedy decoding from sequence 0's tokens, on fresh instances (caches reset).
