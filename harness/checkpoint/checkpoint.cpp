@@ -2,6 +2,7 @@
 // readers and the adapter; plus the tensor queries and sentencepiece/GPT-2 decoding.
 #include "harness/core/checkpoint.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -48,17 +49,16 @@ class MappedCheckpoint : public Checkpoint {
   void adopt(AdaptedModel&& adapted);
 
   std::vector<MappedFile> files_;
+  std::map<std::string, std::string> file_of_;  // tensor name -> file holding it
 };
 
 void MappedCheckpoint::add_safetensors(const fs::path& file) {
   files_.emplace_back(file);
   SafetensorsContents contents = parse_safetensors(files_.back().bytes(), file.string());
   for (TensorView& t : contents.tensors) {
-    for (const TensorView& existing : tensors_) {
-      if (existing.name == t.name) {
-        throw InputError(fmt::format("{}: tensor '{}'", file.string(), t.name),
-                         fmt::format("duplicate: also stored in {}", existing.file));
-      }
+    if (const auto [it, added] = file_of_.emplace(t.name, file.string()); !added) {
+      throw InputError(fmt::format("{}: tensor '{}'", file.string(), t.name),
+                       fmt::format("duplicate: also stored in {}", it->second));
     }
     tensors_.push_back(std::move(t));
   }
@@ -115,8 +115,8 @@ std::unique_ptr<Checkpoint> MappedCheckpoint::open_hf(const fs::path& dir) {
     }
     for (const auto& [name, shard] : index["weight_map"].items()) {
       const std::string shard_path = (dir / shard.get<std::string>()).string();
-      const TensorView* t = ck->find(name);
-      if (t == nullptr || t->file != shard_path) {
+      const auto stored = ck->file_of_.find(name);
+      if (stored == ck->file_of_.end() || stored->second != shard_path) {
         throw InputError(fmt::format("{}: tensor '{}'", tensor_source, name),
                          fmt::format("listed for shard '{}' but absent from it", shard.get<std::string>()));
       }

@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include <fmt/core.h>
 
@@ -297,12 +298,11 @@ static GgufContents parse_unchecked(std::span<const std::byte> bytes, const std:
 
   std::vector<TensorInfo> infos;
   infos.reserve(n_tensors);
+  std::set<std::string> names;
   for (std::uint64_t i = 0; i < n_tensors; ++i) {
     infos.push_back(read_tensor_info(r, file, i));
-    for (std::uint64_t j = 0; j < i; ++j) {
-      if (infos[j].name == infos.back().name) {
-        throw InputError(fmt::format("{}: tensor '{}'", file, infos[i].name), "duplicate tensor name");
-      }
+    if (!names.insert(infos.back().name).second) {
+      throw InputError(fmt::format("{}: tensor '{}'", file, infos.back().name), "duplicate tensor name");
     }
   }
 

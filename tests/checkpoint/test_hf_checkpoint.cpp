@@ -143,6 +143,30 @@ TEST(HfCheckpoint, ShardedDirectoryMatchesSingleFile) {
   EXPECT_EQ(b->model().layers[1].k_norm->to_float(), a->model().layers[1].k_norm->to_float());
 }
 
+TEST(HfCheckpoint, TensorStoredInTwoShardsIsAnError) {
+  const TinyModel m{.hf_class = "LlamaForCausalLM"};
+  const fs::path dir = scratch_dir() / "model";
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << tiny_hf_config(m).dump();
+  const std::vector<TensorToWrite> all = encode(tiny_tensors(m, false), DType::F32);
+  const std::vector<TensorToWrite> first(all.begin(), all.begin() + 5);
+  std::vector<TensorToWrite> second(all.begin() + 5, all.end());
+  second.push_back(all[2]);  // also in the first shard
+  write_safetensors(dir / "a.safetensors", first);
+  write_safetensors(dir / "b.safetensors", second);
+  nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
+  for (const auto& t : first) index["weight_map"][t.name] = "a.safetensors";
+  for (std::size_t i = 5; i < all.size(); ++i) index["weight_map"][all[i].name] = "b.safetensors";
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  try {
+    Checkpoint::open(dir);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(".safetensors: tensor '" + all[2].name + "': duplicate: also stored in"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(HfCheckpoint, TiedEmbeddingsUseEmbedAsLmHead) {
   const auto ck = Checkpoint::open(write_model({.hf_class = "Qwen3ForCausalLM", .tied = true}));
   EXPECT_TRUE(ck->spec().tied_embeddings);
