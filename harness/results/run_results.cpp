@@ -46,7 +46,11 @@ Run::Run(std::string file, std::string where, const H5Node* root)
     std::string options = root_->attr_string("model_options").value_or("");
     id.model = "synth:" + profile + (options.empty() ? "" : "{" + options + "}");
   } else {
-    id.model = root_->attr_string("model_path").value_or("");
+    // The checkpoint's name, not its path: the same model sits under another folder on
+    // every machine (FUSECHECK_MODELS), and a baseline must compare across them.
+    std::filesystem::path model = root_->attr_string("model_path").value_or("");
+    if (!model.has_filename()) model = model.parent_path();
+    id.model = model.filename().string();
   }
   id.architecture = root_->attr_string("architecture").value_or("");
   id.n_layers = require_int(*root_, "n_layers", *this);

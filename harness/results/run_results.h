@@ -25,7 +25,7 @@ struct RunIdentity {
   std::string scenario_name;
   std::string device;       // cpu | cuda
   std::string device_name;  // GPU name or cpu
-  std::string model;        // synth profile + options, or the checkpoint path
+  std::string model;        // "synth:" profile + options, or the checkpoint's file/folder name
   std::string architecture;
   long n_layers = 0;
   std::string phase;

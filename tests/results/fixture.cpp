@@ -95,10 +95,10 @@ void write_fixture_run(const std::filesystem::path& file, const FixtureSpec& s) 
   w.attr("/", "driver_version", "n/a");
   w.attr("/", "cuda_runtime_version", "n/a");
   w.attr("/", "library_versions", "eigen 3.4.0; hdf5 1.10.8");
-  w.attr("/", "model_source", "synth");
-  w.attr("/", "model_path", "/tmp/synth");
+  w.attr("/", "model_source", s.profile.empty() ? "path" : "synth");
+  w.attr("/", "model_path", s.model_path);
   w.attr("/", "model_profile", s.profile);
-  w.attr("/", "model_options", "layers=" + std::to_string(s.n_layers));
+  w.attr("/", "model_options", s.profile.empty() ? "" : "layers=" + std::to_string(s.n_layers));
   w.attr("/", "architecture", "qwen3");
   w.attr("/", "n_layers", static_cast<long long>(s.n_layers));
   w.attr("/", "hidden", 64LL);

@@ -15,7 +15,8 @@ struct FixtureSpec {
   std::string scenario = "tiny";
   std::string device = "cuda";
   std::string device_name = "NVIDIA H100 80GB HBM3";
-  std::string profile = "qwen3-0.6b";
+  std::string profile = "qwen3-0.6b";  // empty: a checkpoint on disk, at model_path
+  std::string model_path = "/tmp/synth";
   long n_layers = 4;
   std::vector<std::string> paths = {"fused-cuda", "standard-cuda"};
   std::vector<std::string> ops = {"rmsnorm_qkv", "attention", "o_proj", "mlp"};

@@ -169,6 +169,20 @@ TEST_F(CompareTest, DifferentDeviceIsRefusedSayingWhatDiffers) {
   EXPECT_FALSE(report.runs[0].identity_differences.empty());
 }
 
+TEST_F(CompareTest, SameCheckpointInAnotherFolderIsComparableButNotAnotherCheckpoint) {
+  FixtureSpec here, there, other;
+  here.profile = there.profile = other.profile = "";
+  here.model_path = "/work/shared/models/stories260K.gguf";
+  there.model_path = "/srv/ci/models/stories260K.gguf";
+  other.model_path = "/work/shared/models/stories15M.gguf";
+  test::write_fixture_run(dir_ / "here.h5", here);
+  test::write_fixture_run(dir_ / "there.h5", there);
+  test::write_fixture_run(dir_ / "other.h5", other);
+  auto load = [&](const char* f) { return ResultsFile::load(dir_ / f); };
+  EXPECT_EQ(compare_files(load("there.h5"), load("here.h5"), default_rules(), false).exit_code(), 0);
+  EXPECT_THROW(compare_files(load("other.h5"), load("here.h5"), default_rules(), false), InputError);
+}
+
 TEST_F(CompareTest, MergedShardsPairByScenario) {
   FixtureSpec a, b;
   a.scenario = "alpha";
