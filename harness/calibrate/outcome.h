@@ -23,14 +23,16 @@ struct EndToEnd {
 
 struct OutcomeRule {
   // A position's prediction counts for agreement only when the reference's top-1 logit
-  // beats its top-2 by more than this (nats): below it, a tie that rounding may break
-  // either way, which says nothing about the path (the sweep's no-outlier models flip
-  // such positions in every recipe).
-  double margin_floor = 0.5;
-  // Divergent when the mean next-token KL passes this (nats) ...
+  // beats its top-2 by more than this (nats): below it, a near-tie that rounding breaks
+  // either way. The CI sweep's no-outlier models flipped positions with margins up to
+  // 0.075 nats in every recipe and seed, never above: 0.1 sits just past that floor.
+  double margin_floor = 0.1;
+  // Divergent when the mean next-token KL passes this (nats): ~17x the worst bf16 KL of
+  // the no-outlier models (6e-4), below the 96.5x-everywhere models' (4e-3 to 4e-2) ...
   double kl_mean_limit = 1e-2;
-  // ... or when fewer than this share of the confident positions keep the reference's top-1.
-  double top1_confident_min = 0.99;
+  // ... or when fewer than this share of the confident positions keep the reference's
+  // top-1 (tolerates one borderline flip among the ~20 confident positions of a CI run).
+  double top1_confident_min = 0.95;
 };
 
 // The rule's constants, chosen from the CPU sweep (docs/calibration.md).
