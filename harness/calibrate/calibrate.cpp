@@ -110,8 +110,10 @@ check::Thresholds fit_thresholds(const Calibration& c, const std::vector<std::si
 
 nlohmann::json ramps_json(const check::Thresholds& t) {
   nlohmann::json j;
-  const check::Ramp* ramps[kFigures] = {&t.norm_ratio, &t.hidden_norm_gain, &t.qk_amplification, &t.model_amplification};
-  for (int k = 0; k < kFigures; ++k) j[std::string(figure_name(k))] = {{"warn", ramps[k]->warn}, {"fail", ramps[k]->fail}};
+  for (int k = 0; k < kFigures; ++k) {
+    const check::Ramp& r = t.*ramp_member(k);
+    j[std::string(figure_name(k))] = {{"warn", r.warn}, {"fail", r.fail}};
+  }
   return j;
 }
 
@@ -232,8 +234,9 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
 }
 
 std::string thresholds_file_json(const Calibration& c) {
-  nlohmann::json j = nlohmann::json::parse(check::thresholds_to_json(c.thresholds));
-  nlohmann::json cal;
+  // Ordered: the schema's keys first, as thresholds_to_json writes them, then ours.
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(check::thresholds_to_json(c.thresholds));
+  nlohmann::ordered_json cal;
   cal["runs"] = c.used.size();
   cal["divergent"] = std::count(c.labels.begin(), c.labels.end(), 1);
   cal["outcome_rule"] = {{"margin_floor_nats", c.options.rule.margin_floor},
@@ -318,13 +321,10 @@ std::string summary_text(const Calibration& c) {
     s += fmt::format("  {:<32} {}\n", e->name, fmt_confusion(e->confusion));
   }
   s += "\nthresholds (warn / fail):      default            fitted\n";
-  const check::Thresholds& d = check::default_thresholds();
-  const check::Ramp* dr[kFigures] = {&d.norm_ratio, &d.hidden_norm_gain, &d.qk_amplification, &d.model_amplification};
-  const check::Ramp* fr[kFigures] = {&c.thresholds.norm_ratio, &c.thresholds.hidden_norm_gain,
-                                     &c.thresholds.qk_amplification, &c.thresholds.model_amplification};
   for (int k = 0; k < kFigures; ++k) {
-    s += fmt::format("  {:<22} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g}\n", figure_name(k), dr[k]->warn, dr[k]->fail,
-                     fr[k]->warn, fr[k]->fail);
+    const check::Ramp& d = check::default_thresholds().*ramp_member(k);
+    const check::Ramp& f = c.thresholds.*ramp_member(k);
+    s += fmt::format("  {:<22} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g}\n", figure_name(k), d.warn, d.fail, f.warn, f.fail);
   }
   s += "\nheld-out families (fit on the others, score this one):\n";
   for (const auto& f : c.folds) {

@@ -18,19 +18,6 @@ bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-const check::Ramp& ramp_of(const check::Thresholds& t, int figure) {
-  switch (figure) {
-    case 0: return t.norm_ratio;
-    case 1: return t.hidden_norm_gain;
-    case 2: return t.qk_amplification;
-    default: return t.model_amplification;
-  }
-}
-
-check::Ramp& ramp_of(check::Thresholds& t, int figure) {
-  return const_cast<check::Ramp&>(ramp_of(static_cast<const check::Thresholds&>(t), figure));
-}
-
 // Per figure: the sorted distinct values over all models, and the cut just below one.
 struct CutGrid {
   std::vector<double> values;
@@ -42,6 +29,14 @@ struct CutGrid {
 };
 
 }  // namespace
+
+check::Ramp check::Thresholds::*ramp_member(int figure) {
+  static constexpr check::Ramp check::Thresholds::*members[kFigures] = {
+      &check::Thresholds::norm_ratio, &check::Thresholds::hidden_norm_gain, &check::Thresholds::qk_amplification,
+      &check::Thresholds::model_amplification};
+  if (figure < 0 || figure >= kFigures) throw std::out_of_range("ramp_member");
+  return members[figure];
+}
 
 std::string_view figure_name(int figure) {
   static constexpr std::string_view names[kFigures] = {"norm_ratio", "hidden_norm_gain", "qk_amplification",
@@ -72,7 +67,7 @@ double rescore(std::span<const StaticComponent> components, const check::Thresho
   double score = 1.0;
   for (const auto& c : components) {
     const int f = figure_of(c.name);
-    if (f >= 0) score = std::min(score, check::ramp_score(c.value, ramp_of(t, f), t.status));
+    if (f >= 0) score = std::min(score, check::ramp_score(c.value, t.*ramp_member(f), t.status));
   }
   return score;
 }
@@ -157,12 +152,12 @@ check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, s
     const auto K = static_cast<std::size_t>(k);
     double largest = 0;
     for (const auto& m : models) largest = std::max(largest, m[K]);
-    const check::Ramp& d = ramp_of(defaults, k);
+    const check::Ramp& d = defaults.*ramp_member(k);
     double f = fail.cuts[K];
     if (!std::isfinite(f)) f = std::max(d.fail, 2 * largest);
     double w = warn.cuts[K];
     if (!std::isfinite(w) || w >= f) w = f * d.warn / d.fail;
-    ramp_of(t, k) = {w, f};
+    t.*ramp_member(k) = {w, f};
   }
   return t;
 }

@@ -19,8 +19,9 @@
 namespace fusecheck::calibrate {
 
 inline constexpr int kFigures = 4;
-// The thresholds file's ramp names, in this order.
+// The thresholds file's ramp names, in this order, and the Thresholds member of each.
 std::string_view figure_name(int figure);
+check::Ramp check::Thresholds::*ramp_member(int figure);
 // The ramp a fusecheck component feeds ("k_norm.ratio" -> norm_ratio = 0, "attn_norm.gain"
 // -> hidden_norm_gain = 1, "qk.amplification" -> 2, "model.amplification" -> 3); -1 if none.
 int figure_of(const std::string& component);

@@ -65,7 +65,6 @@ PathRecord read_path(const results::Run& run, const std::string& label) {
     run.fail("/end_to_end/" + label, "needs kl, ref_margin and top1_match per position (results from a fusecheck "
                                      "older than the calibration issue lack ref_margin: rerun the point)");
   }
-  p.greedy_steps = static_cast<long>(run.number_attr("greedy_steps").value_or(0));
   if (const results::H5Node* eg = run.root().group("end_to_end")) {
     p.greedy_steps = static_cast<long>(eg->attr_number("greedy_steps").value_or(0));
   }

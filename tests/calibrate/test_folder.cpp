@@ -176,5 +176,21 @@ TEST(CalibrateFolder, AFolderWithoutResultsIsOneClearError) {
   EXPECT_NE(r.err.find("no *.h5 results files"), std::string::npos);
 }
 
+TEST(CalibrateFolder, AFileThatIsNotAResultsFileIsNamedInTheError) {
+  const auto dir = write_folder();
+  std::ofstream(dir / "zz-broken.h5") << "not an HDF5 file";
+  const auto r = test::run_fusecheck("calibrate " + dir.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("zz-broken.h5"), std::string::npos) << r.err;
+}
+
+TEST(CalibrateFolder, AMalformedCheckSidecarIsNamedInTheError) {
+  const auto dir = write_folder();
+  std::ofstream(dir / "a1.check.json") << "{\"scorer\": \"braidinfer\"}";
+  const auto r = test::run_fusecheck("calibrate " + dir.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("a1.check.json"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace fusecheck::calibrate
