@@ -67,6 +67,10 @@ class Path {
   // Final norm and lm_head on the last hidden state: taps final_norm and logits.
   virtual TapSet head(const TapMatrix& hidden) = 0;
 
+  // A hint that the caller reads only `taps` (resid_out always) from layer() until told
+  // otherwise (nullopt: every tap again), e.g. while greedy decoding. A path may return
+  // more; a GPU path skips downloading the rest. The default ignores it.
+  virtual void keep_taps(std::optional<std::vector<Tap>> taps) { (void)taps; }
   // Perturb mode (reference paths only; others throw std::logic_error).
   virtual void set_perturbation(std::optional<Perturbation> p);
   // Per-op timing of one layer at the current batch and phase shape: `n_new` new tokens

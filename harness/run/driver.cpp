@@ -6,9 +6,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
+
+#include <time.h>
 
 #include "harness/core/error.h"
 #include "harness/core/greedy.h"
@@ -27,6 +31,41 @@ int head_tap_index(Tap t) {
     if (kHeadTaps[i] == t) return i;
   }
   return -1;
+}
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double wall_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void PhaseTimes::add(const std::string& name, double wall_s, double cpu_s) {
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const PhaseTime& p) { return p.name == name; });
+  if (it == entries_.end()) {
+    entries_.push_back({name, 0, 0, 0});
+    it = entries_.end() - 1;
+  }
+  it->wall_s += wall_s;
+  it->cpu_s += cpu_s;
+  ++it->spans;
+}
+
+const PhaseTime* PhaseTimes::find(const std::string& name) const {
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const PhaseTime& p) { return p.name == name; });
+  return it == entries_.end() ? nullptr : &*it;
+}
+
+PhaseTimes::Span::Span(PhaseTimes& times, std::string name)
+    : times_(&times), name_(std::move(name)), wall0_(wall_seconds()), cpu0_(process_cpu_seconds()) {}
+
+void PhaseTimes::Span::stop() {
+  if (!times_) return;
+  times_->add(name_, wall_seconds() - wall0_, process_cpu_seconds() - cpu0_);
+  times_ = nullptr;
 }
 
 namespace {
@@ -70,10 +109,12 @@ TapMatrix stack_rows(const std::vector<const TapMatrix*>& parts) {
   return out;
 }
 
-// Stacks the rows of the measured chunks' taps, tap by tap (taps all chunks share).
-TapSet stack_measured(const std::vector<TapSet>& sets) {
+// Stacks the rows of the measured chunks' taps, tap by tap (taps all chunks share). One
+// chunk (prefill) is moved, not copied: a 512-token layer's taps are ~100 MB of doubles.
+TapSet stack_measured(std::vector<TapSet>&& sets) {
   TapSet out;
   if (sets.empty()) return out;
+  if (sets.size() == 1) return std::move(sets.front());
   for (const auto& [tap, first] : sets.front()) {
     std::vector<const TapMatrix*> parts;
     for (const auto& s : sets) {
@@ -118,7 +159,7 @@ void run_layer(Instance& inst, int layer, const std::vector<TapMatrix>& inputs, 
     if (ch.measured[c]) measured.push_back(std::move(ts));
   }
   inst.layer_ms = ms_since(t0);
-  inst.taps = stack_measured(measured);
+  inst.taps = stack_measured(std::move(measured));
   inst.hidden = std::move(outputs);
 }
 
@@ -149,21 +190,87 @@ struct CompareContext {
   std::vector<Dump>* dumps;  // null: no dumping
 };
 
-void compare(ModeTable& table, int layer, const TapSet& ref, const TapSet& path,
-             const TapSet* truth, const CompareContext& ctx) {
+// One compare() of a (path, mode) at one layer, split so that the metrics of every cell
+// of every pending comparison are computed in parallel (they are independent, and on a
+// 512-token layer they are the run's largest host cost), then applied in tap order.
+struct Cell {
+  Tap tap;
+  const TapMatrix* ref;
+  const TapMatrix* path;
+  const TapMatrix* truth;  // null: no ref64
+  TapMetrics m;
+};
+struct PendingCompare {
+  ModeTable* table;
+  int layer;
+  CompareContext ctx;
+  std::vector<Cell> cells;
+};
+
+PendingCompare plan_compare(ModeTable& table, int layer, const TapSet& ref, const TapSet& path,
+                            const TapSet* truth, const CompareContext& ctx) {
+  PendingCompare pc{&table, layer, ctx, {}};
   const bool head = layer == ctx.n_layers;
-  const Tolerance tol = default_tolerance(ctx.dtype);
   for (const auto& [tap, ref_values] : ref) {
     const int col = head ? head_tap_index(tap) : layer_tap_index(tap);
     if (col < 0) continue;
     auto it = path.find(tap);
     if (it == path.end()) continue;
-    TapMetrics m = compute_metrics(ref_values, it->second, ctx.dtype, tol);
+    const TapMatrix* t = nullptr;
     if (truth) {
-      if (auto t = truth->find(tap); t != truth->end()) {
-        m.noise_floor_ratio = relative_l2(t->second, it->second) / relative_l2(t->second, ref_values);
-      }
+      if (auto ti = truth->find(tap); ti != truth->end()) t = &ti->second;
     }
+    pc.cells.push_back({tap, &ref_values, &it->second, t, {}});
+  }
+  return pc;
+}
+
+// Runs jobs on every OpenMP thread, largest first (a logits tap is 100x a layer tap);
+// the first exception is rethrown here (none may leave an OpenMP region).
+void run_parallel(std::vector<std::pair<double, std::function<void()>>>& jobs) {
+  std::stable_sort(jobs.begin(), jobs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::exception_ptr error;
+  const long n = static_cast<long>(jobs.size());
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+  for (long i = 0; i < n; ++i) {
+    try {
+      jobs[static_cast<std::size_t>(i)].second();
+    } catch (...) {
+#ifdef _OPENMP
+#pragma omp critical(fusecheck_run_parallel_error)
+#endif
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+void add_cell_jobs(std::vector<PendingCompare>& pending, std::vector<std::pair<double, std::function<void()>>>& jobs) {
+  for (auto& pc : pending) {
+    const Tolerance tol = default_tolerance(pc.ctx.dtype);
+    for (auto& cell : pc.cells) {
+      jobs.emplace_back(static_cast<double>(cell.ref->size()), [&cell, tol, dtype = pc.ctx.dtype] {
+        cell.m = compute_metrics(*cell.ref, *cell.path, dtype, tol);
+        if (cell.truth) {
+          cell.m.noise_floor_ratio =
+              relative_l2(*cell.truth, *cell.path) / relative_l2(*cell.truth, *cell.ref);
+        }
+      });
+    }
+  }
+}
+
+void apply_compare(const PendingCompare& pc) {
+  ModeTable& table = *pc.table;
+  const CompareContext& ctx = pc.ctx;
+  const int layer = pc.layer;
+  const bool head = layer == ctx.n_layers;
+  for (const Cell& cell : pc.cells) {
+    const Tap tap = cell.tap;
+    const int col = head ? head_tap_index(tap) : layer_tap_index(tap);
+    const TapMetrics& m = cell.m;
     const bool pass = gate_passes(m, ctx.cfg->gates.resolve(tap, ctx.dtype));
     if (head) {
       table.head[col] = m;
@@ -184,9 +291,19 @@ void compare(ModeTable& table, int layer, const TapSet& ref, const TapSet& path,
       const auto cells = std::count_if(ctx.dumps->begin(), ctx.dumps->end(),
                                        [&](const Dump& d) { return d.mode == ctx.mode; });
       constexpr long kMaxDumpsPerMode = 16;  // a diverging model fails every later tap
-      if (cells < kMaxDumpsPerMode) ctx.dumps->push_back({ctx.mode, layer, tap, ref_values, it->second});
+      if (cells < kMaxDumpsPerMode) ctx.dumps->push_back({ctx.mode, layer, tap, *cell.ref, *cell.path});
     }
   }
+}
+
+// Computes the pending comparisons' cells and `extra` jobs in parallel, then applies the
+// comparisons in the order they were planned.
+void compare_all(std::vector<PendingCompare>& pending,
+                 std::vector<std::pair<double, std::function<void()>>> extra = {}) {
+  add_cell_jobs(pending, extra);
+  run_parallel(extra);
+  for (const auto& pc : pending) apply_compare(pc);
+  pending.clear();
 }
 
 double safe_ratio(double a, double b) { return (b > 0 && std::isfinite(a)) ? a / b : kNaN; }
@@ -230,6 +347,8 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   const Chunks ch = make_chunks(cfg);
 
   RunResult result;
+  PhaseTimes& phases = result.phases;
+  auto create = phases.span("paths_create");
   Instance ref(make(cfg.reference, ""));
   result.reference_label = cfg.reference;
   result.reference_device = ref.path->device();
@@ -293,6 +412,8 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     result.perturb = std::move(pr);
   }
 
+  create.stop();
+
   const int total = L * static_cast<int>(1 + slots.size()) + 1;
   int done = 0;
   auto tick = [&] {
@@ -303,61 +424,105 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     return CompareContext{&cfg, L, slot ? slot->dtype : DType::F32, mode, dumps};
   };
 
+  const std::string ref_phase = "layers:" + cfg.reference;
+  std::vector<PendingCompare> pending;
   for (int l = 0; l < L; ++l) {
     const std::vector<TapMatrix> ref_in = ref.hidden;
-    run_layer(ref, l, ref_in, ch);
+    {
+      auto span = phases.span(ref_phase);
+      run_layer(ref, l, ref_in, ch);
+    }
     result.reference_timing.layer_ms[l] = ref.layer_ms;
     if (cfg.ref64) {
+      auto span = phases.span("layers:ref64-cpu");
       run_layer(*r64_iso, l, ref_in, ch);
       run_layer(*r64_prop, l, r64_prop->hidden, ch);
-      compare(*result.noise_floor_isolated, l, r64_iso->taps, ref.taps, nullptr, ctx_for(nullptr, "isolated", nullptr));
-      compare(*result.noise_floor_propagated, l, r64_prop->taps, ref.taps, nullptr, ctx_for(nullptr, "propagated", nullptr));
     }
     tick();
+    // Every instance runs the layer first; the metrics of all of them follow in one
+    // parallel batch, then the layer's taps are dropped.
     for (std::size_t i = 0; i < slots.size(); ++i) {
       PathResult& pr = result.paths[i];
       if (iso[i]) {
+        auto span = phases.span("layers:" + slots[i].label() + ":isolated");
         run_layer(*iso[i], l, ref_in, ch);
-        compare(*pr.isolated, l, ref.taps, iso[i]->taps, cfg.ref64 ? &r64_iso->taps : nullptr,
-                ctx_for(&slots[i], "isolated", &pr.dumps));
         pr.timing.layer_ms[l] = iso[i]->layer_ms;
-        iso[i]->taps.clear();
       }
       if (prop[i]) {
+        auto span = phases.span("layers:" + slots[i].label() + ":propagated");
         run_layer(*prop[i], l, prop[i]->hidden, ch);
-        compare(*pr.propagated, l, ref.taps, prop[i]->taps, cfg.ref64 ? &r64_prop->taps : nullptr,
-                ctx_for(&slots[i], "propagated", &pr.dumps));
         pr.timing.layer_ms[l] = prop[i]->layer_ms;
-        prop[i]->taps.clear();
       }
       tick();
     }
+    std::vector<std::pair<double, std::function<void()>>> perturb_jobs;
     if (perturbed) {
+      auto span = phases.span("perturb");
+      const auto& spec = result.perturb->spec;
+      // Before the perturbed layer only the hidden state matters.
+      if (l < spec.layer) {
+        perturbed->path->keep_taps(std::vector<Tap>{Tap::resid_out});
+        if (perturb_clean) perturb_clean->path->keep_taps(std::vector<Tap>{Tap::resid_out});
+      } else {
+        perturbed->path->keep_taps(std::nullopt);
+        if (perturb_clean) perturb_clean->path->keep_taps(std::nullopt);
+      }
       run_layer(*perturbed, l, perturbed->hidden, ch);
       const TapSet* clean = &ref.taps;
       if (perturb_clean) {
         run_layer(*perturb_clean, l, perturb_clean->hidden, ch);
         clean = &perturb_clean->taps;
       }
-      const auto& spec = result.perturb->spec;
       if (l >= spec.layer) {
         for (const auto& [tap, values] : perturbed->taps) {
           const int col = layer_tap_index(tap);
           if (col < 0 || (l == spec.layer && col < layer_tap_index(spec.tap))) continue;
           auto c = clean->find(tap);
           if (c == clean->end()) continue;
-          result.perturb->sensitivity[l][col] = relative_l2(c->second, values) / spec.relative_size;
+          double* cell = &result.perturb->sensitivity[l][col];
+          perturb_jobs.emplace_back(static_cast<double>(values.size()),
+                                    [cell, clean_values = &c->second, values = &values, size = spec.relative_size] {
+                                      *cell = relative_l2(*clean_values, *values) / size;
+                                    });
         }
       }
-      perturbed->taps.clear();
-      if (perturb_clean) perturb_clean->taps.clear();
     }
+    {
+      auto span = phases.span("metrics");
+      if (cfg.ref64) {
+        pending.push_back(plan_compare(*result.noise_floor_isolated, l, r64_iso->taps, ref.taps, nullptr,
+                                       ctx_for(nullptr, "isolated", nullptr)));
+        pending.push_back(plan_compare(*result.noise_floor_propagated, l, r64_prop->taps, ref.taps, nullptr,
+                                       ctx_for(nullptr, "propagated", nullptr)));
+      }
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        PathResult& pr = result.paths[i];
+        if (iso[i]) {
+          pending.push_back(plan_compare(*pr.isolated, l, ref.taps, iso[i]->taps, cfg.ref64 ? &r64_iso->taps : nullptr,
+                                         ctx_for(&slots[i], "isolated", &pr.dumps)));
+        }
+        if (prop[i]) {
+          pending.push_back(plan_compare(*pr.propagated, l, ref.taps, prop[i]->taps,
+                                         cfg.ref64 ? &r64_prop->taps : nullptr,
+                                         ctx_for(&slots[i], "propagated", &pr.dumps)));
+        }
+      }
+      compare_all(pending, std::move(perturb_jobs));
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (iso[i]) iso[i]->taps.clear();
+      if (prop[i]) prop[i]->taps.clear();
+    }
+    if (perturbed) perturbed->taps.clear();
+    if (perturb_clean) perturb_clean->taps.clear();
     if (r64_iso) r64_iso->taps.clear();
     if (r64_prop) r64_prop->taps.clear();
     ref.taps.clear();
   }
 
-  // Head: isolated instances see the reference's final hidden state.
+  // Head: isolated instances see the reference's final hidden state. The heads run
+  // first (phase "head"); their metrics and next-token agreement follow ("metrics").
+  auto head_span = phases.span("head");
   const TapMatrix ref_final = measured_hidden(ref, ch);
   result.measured_rows = static_cast<int>(ref_final.rows());
   const TapSet ref_head = ref.path->head(ref_final);
@@ -365,30 +530,57 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   if (cfg.ref64) {
     truth_iso = r64_iso->path->head(ref_final);
     truth_prop = r64_prop->path->head(measured_hidden(*r64_prop, ch));
-    compare(*result.noise_floor_isolated, L, *truth_iso, ref_head, nullptr, ctx_for(nullptr, "isolated", nullptr));
-    compare(*result.noise_floor_propagated, L, *truth_prop, ref_head, nullptr, ctx_for(nullptr, "propagated", nullptr));
   }
+  std::vector<std::optional<TapSet>> iso_head(slots.size()), prop_head(slots.size());
   for (std::size_t i = 0; i < slots.size(); ++i) {
-    PathResult& pr = result.paths[i];
-    if (iso[i]) {
-      compare(*pr.isolated, L, ref_head, iso[i]->path->head(ref_final), truth_iso ? &*truth_iso : nullptr,
-              ctx_for(&slots[i], "isolated", &pr.dumps));
-    }
-    if (prop[i]) {
-      const TapSet head = prop[i]->path->head(measured_hidden(*prop[i], ch));
-      compare(*pr.propagated, L, ref_head, head, truth_prop ? &*truth_prop : nullptr,
-              ctx_for(&slots[i], "propagated", &pr.dumps));
-      pr.end_to_end = next_token_agreement(ref_head.at(Tap::logits), head.at(Tap::logits));
-    }
+    if (iso[i]) iso_head[i] = iso[i]->path->head(ref_final);
+    if (prop[i]) prop_head[i] = prop[i]->path->head(measured_hidden(*prop[i], ch));
   }
+  head_span.stop();
+  std::optional<TapSet> pert_head, clean_head_own;
   if (perturbed) {
-    const TapSet pert_head = perturbed->path->head(measured_hidden(*perturbed, ch));
-    const TapSet clean_head = perturb_clean ? perturb_clean->path->head(measured_hidden(*perturb_clean, ch)) : ref_head;
-    for (const auto& [tap, values] : pert_head) {
-      const int col = head_tap_index(tap);
-      if (col >= 0 && clean_head.count(tap)) {
-        result.perturb->head_sensitivity[col] =
-            relative_l2(clean_head.at(tap), values) / result.perturb->spec.relative_size;
+    auto span = phases.span("perturb");
+    pert_head = perturbed->path->head(measured_hidden(*perturbed, ch));
+    if (perturb_clean) clean_head_own = perturb_clean->path->head(measured_hidden(*perturb_clean, ch));
+  }
+  {
+    auto span = phases.span("metrics");
+    if (cfg.ref64) {
+      pending.push_back(plan_compare(*result.noise_floor_isolated, L, *truth_iso, ref_head, nullptr,
+                                     ctx_for(nullptr, "isolated", nullptr)));
+      pending.push_back(plan_compare(*result.noise_floor_propagated, L, *truth_prop, ref_head, nullptr,
+                                     ctx_for(nullptr, "propagated", nullptr)));
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      PathResult& pr = result.paths[i];
+      if (iso_head[i]) {
+        pending.push_back(plan_compare(*pr.isolated, L, ref_head, *iso_head[i], truth_iso ? &*truth_iso : nullptr,
+                                       ctx_for(&slots[i], "isolated", &pr.dumps)));
+      }
+      if (prop_head[i]) {
+        pending.push_back(plan_compare(*pr.propagated, L, ref_head, *prop_head[i], truth_prop ? &*truth_prop : nullptr,
+                                       ctx_for(&slots[i], "propagated", &pr.dumps)));
+      }
+    }
+    std::vector<std::pair<double, std::function<void()>>> extra;
+    if (pert_head) {
+      const TapSet& clean_head = clean_head_own ? *clean_head_own : ref_head;
+      for (const auto& [tap, values] : *pert_head) {
+        const int col = head_tap_index(tap);
+        if (col < 0 || !clean_head.count(tap)) continue;
+        double* cell = &result.perturb->head_sensitivity[col];
+        extra.emplace_back(static_cast<double>(values.size()),
+                           [cell, clean_values = &clean_head.at(tap), values = &values,
+                            size = result.perturb->spec.relative_size] {
+                             *cell = relative_l2(*clean_values, *values) / size;
+                           });
+      }
+    }
+    compare_all(pending, std::move(extra));
+    // next_token_agreement parallelizes over positions itself.
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (prop_head[i]) {
+        result.paths[i].end_to_end = next_token_agreement(ref_head.at(Tap::logits), prop_head[i]->at(Tap::logits));
       }
     }
   }
@@ -407,6 +599,7 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   }
 
   if (cfg.headroom_probe) {
+    auto span = phases.span("headroom");
     for (std::size_t i = 0; i < slots.size(); ++i) {
       Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
       if (!inst) continue;
@@ -442,17 +635,21 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   topts.graph = decode;
   auto time_ops = [&](Instance& inst, Timing& t) {
     Path& p = *inst.path;
+    auto span = phases.span("time_layer");
     t.clock = p.device() == "cpu" ? "cpu-steady-clock" : "host-steady-clock";
     if (!cfg.timing.enabled) return;
     if (p.device() == "cpu") {
       // A second forward: the validated run's times include converting each layer's
       // weights on first use, which is not the layer's cost.
+      // Only the hidden state is needed here: a path that can skip its other taps does.
+      p.keep_taps(std::vector<Tap>{Tap::resid_out});
       start(inst, ch, batch, capacity, true);
       for (int l = 0; l < L; ++l) {
         run_layer(inst, l, inst.hidden, ch);
         t.layer_ms[l] = inst.layer_ms;
         inst.taps.clear();
       }
+      p.keep_taps(std::nullopt);
       return;
     }
     for (int l = 0; l < L; ++l) {
@@ -475,12 +672,20 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   }
 
   // Greedy decoding from sequence 0's tokens, on fresh instances (caches reset).
+  // Greedy decoding reads only each layer's output and the logits.
   if (cfg.greedy_steps > 0) {
-    result.reference_greedy = greedy_decode(*ref.path, L, cfg.tokens.front(), cfg.greedy_steps).ids;
+    auto span = phases.span("greedy");
+    auto decode_ids = [&](Path& p) {
+      p.keep_taps(std::vector<Tap>{Tap::resid_out});
+      auto ids = greedy_decode(p, L, cfg.tokens.front(), cfg.greedy_steps).ids;
+      p.keep_taps(std::nullopt);
+      return ids;
+    };
+    result.reference_greedy = decode_ids(*ref.path);
     for (std::size_t i = 0; i < slots.size(); ++i) {
       Instance* inst = prop[i] ? &*prop[i] : &*iso[i];
       PathResult& pr = result.paths[i];
-      pr.greedy_tokens = greedy_decode(*inst->path, L, cfg.tokens.front(), cfg.greedy_steps).ids;
+      pr.greedy_tokens = decode_ids(*inst->path);
       for (std::size_t s = 0; s < pr.greedy_tokens.size(); ++s) {
         if (pr.greedy_tokens[s] != result.reference_greedy[s]) {
           pr.greedy_first_mismatch = static_cast<int>(s);

@@ -125,6 +125,42 @@ struct RunConfig {
   std::function<void(int done, int total)> progress;
 };
 
+// Where a run's time goes: named phases in first-seen order, each with its wall seconds
+// and the process's CPU seconds (all threads) over the same spans. Repeated spans of one
+// phase add up. CPU seconds next to wall seconds tell host work (CPU >= wall with
+// threads) from waiting on the GPU (CPU well below wall) on any machine, loaded or not.
+struct PhaseTime {
+  std::string name;
+  double wall_s = 0, cpu_s = 0;
+  int spans = 0;
+};
+class PhaseTimes {
+ public:
+  void add(const std::string& name, double wall_s, double cpu_s);
+  const std::vector<PhaseTime>& entries() const { return entries_; }
+  const PhaseTime* find(const std::string& name) const;
+  // Times one span from construction to destruction (or stop()).
+  class Span {
+   public:
+    Span(PhaseTimes& times, std::string name);
+    ~Span() { stop(); }
+    Span(const Span&) = delete;
+    Span& operator=(const Span&) = delete;
+    void stop();
+
+   private:
+    PhaseTimes* times_;
+    std::string name_;
+    double wall0_, cpu0_;
+  };
+  Span span(std::string name) { return Span(*this, std::move(name)); }
+
+ private:
+  std::vector<PhaseTime> entries_;
+};
+double process_cpu_seconds();  // CPU time of every thread of this process so far
+double wall_seconds();         // a steady clock, seconds
+
 struct RunResult {
   std::string reference_label, reference_device;
   std::vector<PathResult> paths;
@@ -134,6 +170,7 @@ struct RunResult {
   std::optional<PerturbResult> perturb;
   int gate_failures = 0;
   int measured_rows = 0;
+  PhaseTimes phases;  // the driver's phases; the caller adds its own (checkpoint, writing)
 };
 
 // Runs everything the config asks. Throws InputError for inputs the paths reject

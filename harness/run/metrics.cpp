@@ -45,7 +45,20 @@ std::int64_t ordered_bits(double x, DType dtype) {
   std::uint64_t bits = 0;
   std::uint64_t sign_bit = 0;
   switch (dtype) {
-    case DType::BF16: bits = double_to_bf16(x); sign_bit = 0x8000u; break;
+    case DType::BF16: {
+      // Fast path for the common case, x already a float (FP32 references, bf16 paths):
+      // round-to-nearest-even on the float's bits is then the one rounding. Finite x only
+      // (ulp_distance filters the rest); a carry into the exponent rounds up correctly.
+      const float f = static_cast<float>(x);
+      if (static_cast<double>(f) == x) {
+        const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+        bits = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+      } else {
+        bits = double_to_bf16(x);
+      }
+      sign_bit = 0x8000u;
+      break;
+    }
     case DType::F16: bits = double_to_fp16(x); sign_bit = 0x8000u; break;
     case DType::F32: bits = std::bit_cast<std::uint32_t>(static_cast<float>(x)); sign_bit = 0x80000000u; break;
     case DType::F64: bits = std::bit_cast<std::uint64_t>(x); sign_bit = 0x8000000000000000ull; break;
@@ -240,28 +253,38 @@ NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
   NextTokenAgreement a;
   const Eigen::Index rows = ref_logits.rows(), vocab = ref_logits.cols();
   if (rows == 0 || vocab == 0) return a;
-  std::vector<double> lp_ref, lp_path;
-  double agree = 0;
-  for (Eigen::Index r = 0; r < rows; ++r) {
-    const double* ref_row = ref_logits.data() + r * vocab;
-    const double* path_row = path_logits.data() + r * vocab;
-    if (!std::all_of(path_row, path_row + vocab, [](double v) { return std::isfinite(v); })) {
-      a.kl.push_back(kInf);  // a position with NaN/Inf logits predicts nothing
-      a.ref_margin.push_back(top2_margin(ref_row, vocab));
-      a.top1_match.push_back(0);
-      continue;
+  a.kl.assign(static_cast<std::size_t>(rows), 0.0);
+  a.ref_margin.assign(static_cast<std::size_t>(rows), 0.0);
+  a.top1_match.assign(static_cast<std::size_t>(rows), 0);
+  // Positions are independent; a 512 x 151936 logits pair is ~1e8 exp() calls.
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+  {
+    std::vector<double> lp_ref, lp_path;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (Eigen::Index r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      const double* ref_row = ref_logits.data() + r * vocab;
+      const double* path_row = path_logits.data() + r * vocab;
+      a.ref_margin[i] = top2_margin(ref_row, vocab);
+      if (!std::all_of(path_row, path_row + vocab, [](double v) { return std::isfinite(v); })) {
+        a.kl[i] = kInf;  // a position with NaN/Inf logits predicts nothing
+        continue;
+      }
+      log_softmax(ref_row, vocab, lp_ref);
+      log_softmax(path_row, vocab, lp_path);
+      double kl = 0;
+      for (std::size_t k = 0; k < lp_ref.size(); ++k) kl += std::exp(lp_ref[k]) * (lp_ref[k] - lp_path[k]);
+      a.kl[i] = std::max(kl, 0.0);  // rounding can give -1e-17 for identical rows
+      const auto top_ref = std::max_element(ref_row, ref_row + vocab) - ref_row;
+      const auto top_path = std::max_element(path_row, path_row + vocab) - path_row;
+      a.top1_match[i] = top_ref == top_path ? 1 : 0;
     }
-    log_softmax(ref_row, vocab, lp_ref);
-    log_softmax(path_row, vocab, lp_path);
-    double kl = 0;
-    for (std::size_t i = 0; i < lp_ref.size(); ++i) kl += std::exp(lp_ref[i]) * (lp_ref[i] - lp_path[i]);
-    a.kl.push_back(std::max(kl, 0.0));  // rounding can give -1e-17 for identical rows
-    const auto top_ref = std::max_element(ref_row, ref_row + vocab) - ref_row;
-    const auto top_path = std::max_element(path_row, path_row + vocab) - path_row;
-    if (top_ref == top_path) agree += 1;
-    a.ref_margin.push_back(top2_margin(ref_row, vocab));
-    a.top1_match.push_back(top_ref == top_path ? 1 : 0);
   }
+  const double agree = static_cast<double>(std::accumulate(a.top1_match.begin(), a.top1_match.end(), 0));
   a.kl_mean = std::accumulate(a.kl.begin(), a.kl.end(), 0.0) / static_cast<double>(a.kl.size());
   a.kl_p99 = quantile(a.kl, 0.99);
   a.top1_agreement = agree / static_cast<double>(rows);

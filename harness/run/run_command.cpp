@@ -265,6 +265,7 @@ std::vector<PathSlot> plan_paths(const Scenario& sc, const std::string& device, 
 
 RunOutcome run_scenario(const RunOptions& opt) {
   const auto wall_start = std::chrono::steady_clock::now();
+  const double cpu_start = process_cpu_seconds();
   const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
   register_builtin_paths();
   const Scenario sc = load_scenario(opt.scenario);
@@ -275,16 +276,21 @@ RunOutcome run_scenario(const RunOptions& opt) {
     throw InputError("--device cuda", "no usable CUDA device in this build or on this machine (use --device cpu)");
   }
 
+  PhaseTimes phases;  // merged into the driver's below
+  auto open_span = phases.span("checkpoint");
   const auto model_dir = prepare_model(sc, opt.results_dir / ".synth-cache");
   const auto ckpt = Checkpoint::open(model_dir);
+  open_span.stop();
   const ModelSpec& spec = ckpt->spec();
   const auto tokens = scenario_tokens(sc, spec.vocab);
 
   // Static check: both scorers for the cross-check; ours decides the fallback.
+  auto check_span = phases.span("static_check");
   std::vector<check::CompatibilityResult> checks;
   for (auto scorer : {check::Scorer::Braidinfer, check::Scorer::Fusecheck}) {
     checks.push_back(check::check_model(*ckpt, check::default_thresholds(), scorer));
   }
+  check_span.stop();
   const bool force_fused = opt.force_fused || sc.force_fused;
   const auto decision = check::decide_fused_or_standard(checks.back(), force_fused);
   const bool has_fused = std::any_of(sc.paths.begin(), sc.paths.end(), [](const PathRequest& p) { return p.role == "fused"; });
@@ -337,11 +343,15 @@ RunOutcome run_scenario(const RunOptions& opt) {
   };
   RunResult result = run_side_by_side(cfg, slots, make);
   if (opt.progress) bar.done();
+  for (const auto& p : result.phases.entries()) phases.add(p.name, p.wall_s, p.cpu_s);
+  result.phases = phases;
 
   std::string device_name = "cpu", clocks, driver = "n/a", runtime = "n/a", libs = library_versions();
 #ifdef FUSECHECK_HAVE_CUDA
   if (device == "cuda") {
+    auto query_span = result.phases.span("device_query");  // copy bandwidth measured here
     const auto prov = cuda::query_device(0, sc.timing.enabled);
+    query_span.stop();
     device_name = prov.name;
     clocks = fmt::format("sm {} MHz, mem {} MHz (peak)", prov.sm_clock_peak_mhz, prov.mem_clock_peak_mhz);
     driver = std::to_string(prov.driver_version);
@@ -353,6 +363,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   }
 #endif
 
+  auto cross_span = result.phases.span("crosscheck");
   std::vector<StaticFigures> statics;
   std::vector<CrossCheck> crosschecks;
   for (const auto& c : checks) {
@@ -372,7 +383,9 @@ RunOutcome run_scenario(const RunOptions& opt) {
   if (sc.modes.perturb) modes += std::string(modes.empty() ? "" : ",") + "perturb";
   const std::string sha = git_sha();
   const bool dirty = sha.find("+dirty") != std::string::npos;
+  cross_span.stop();
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  result.phases.add("total", wall_s, process_cpu_seconds() - cpu_start);
 
   RunRecord rec;
   rec.n_layers = spec.n_layers;
@@ -428,7 +441,10 @@ RunOutcome run_scenario(const RunOptions& opt) {
       {"status", std::string(result.gate_failures == 0 ? "pass" : "gate_failed")},
       {"wall_s", wall_s},
   };
+  const double write_wall0 = wall_seconds(), write_cpu0 = process_cpu_seconds();
   write_run_file(file, rec);
+  // The summary's figure covers the whole write (the file's stops before closing it).
+  result.phases.add("results_write", wall_seconds() - write_wall0, process_cpu_seconds() - write_cpu0);
 
   SummaryInput in;
   in.title = fmt::format("fusecheck run {}: {}; {} {} x batch {}; device {} ({}); reference {}", sc.name, model_label,

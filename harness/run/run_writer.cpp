@@ -101,7 +101,30 @@ void write_dumps(H5Writer& w, const std::string& label, const std::vector<Dump>&
   }
 }
 
+// Where the run's time went (docs/results-format.md, /phases); written last so that
+// results_write covers the rest of this file (all but closing it and the rename).
+void write_phases(H5Writer& w, const PhaseTimes& phases, double write_wall0, double write_cpu0) {
+  PhaseTimes all = phases;
+  all.add("results_write", wall_seconds() - write_wall0, process_cpu_seconds() - write_cpu0);
+  std::vector<std::string> names;
+  std::vector<double> wall, cpu, spans;
+  for (const auto& p : all.entries()) {
+    names.push_back(p.name);
+    wall.push_back(p.wall_s);
+    cpu.push_back(p.cpu_s);
+    spans.push_back(p.spans);
+  }
+  w.group("/phases");
+  w.attr("/phases", "clock", std::string("wall: steady clock; cpu: process CPU time, all threads"));
+  w.strings("/phases/names", names);
+  const std::vector<std::uint64_t> dims{names.size()};
+  w.numbers("/phases/wall_s", dims, wall);
+  w.numbers("/phases/cpu_s", dims, cpu);
+  w.numbers("/phases/spans", dims, spans);
+}
+
 void write_contents(H5Writer& w, const RunRecord& rec) {
+  const double write_wall0 = wall_seconds(), write_cpu0 = process_cpu_seconds();
   const RunResult& r = *rec.result;
   const int L = rec.n_layers;
   const auto UL = static_cast<std::uint64_t>(L);
@@ -233,6 +256,7 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
     w.numbers(g + "/static", {UL}, c.static_figure);
     w.numbers(g + "/observed", {UL}, c.observed);
   }
+  write_phases(w, r.phases, write_wall0, write_cpu0);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/core.h>
@@ -158,6 +159,17 @@ std::string format_summary(const SummaryInput& in) {
       line += fmt::format("; vs observed on {}: spearman {}, verdict {}", c.path.empty() ? "-" : c.path,
                           fixed(c.spearman), c.verdict);
     }
+    out += line + "\n";
+  }
+  // Where the time went, largest first (wall seconds; process CPU seconds in brackets).
+  if (!r.phases.entries().empty()) {
+    std::vector<PhaseTime> ph = r.phases.entries();
+    std::stable_sort(ph.begin(), ph.end(), [](const PhaseTime& a, const PhaseTime& b) {
+      return a.name != "total" && (b.name == "total" || a.wall_s > b.wall_s);
+    });
+    std::string line = "time (wall s [cpu s]):";
+    for (const auto& p : ph) line += fmt::format(" {} {:.2f} [{:.2f}];", p.name, p.wall_s, p.cpu_s);
+    line.pop_back();
     out += line + "\n";
   }
   if (!in.results_file.empty()) out += "results: " + in.results_file + "\n";

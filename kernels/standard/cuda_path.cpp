@@ -2,6 +2,7 @@
 #include "kernels/standard/cuda_path.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include "harness/core/error.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/timing.h"
+#include "reference/normal_sampler.h"
 
 namespace fusecheck::cuda {
 
@@ -64,7 +66,9 @@ DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* 
   }
   const std::vector<float> f = t->to_float();
   std::vector<T> v(f.size());
-  for (std::size_t i = 0; i < f.size(); ++i) v[i] = to_storage<T>(f[i]);
+  const auto n = static_cast<std::ptrdiff_t>(f.size());
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = to_storage<T>(f[static_cast<std::size_t>(i)]);
   DeviceBuffer<T> d;
   d.upload(v, s);
   CUDA_CHECK(cudaStreamSynchronize(s));  // v is freed on return
@@ -72,21 +76,11 @@ DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* 
 }
 
 template <class T>
-TapMatrix download(const DeviceBuffer<T>& buf, int rows, int cols, cudaStream_t s) {
-  std::vector<T> host(static_cast<std::size_t>(rows) * cols);
-  if (!host.empty()) {
-    CUDA_CHECK(cudaMemcpyAsync(host.data(), buf.data(), host.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
-    CUDA_CHECK(cudaStreamSynchronize(s));
-  }
-  TapMatrix m(rows, cols);
-  for (std::size_t i = 0; i < host.size(); ++i) m.data()[i] = from_storage(host[i]);
-  return m;
-}
-
-template <class T>
 void upload_rows(DeviceBuffer<T>& buf, const TapMatrix& m, cudaStream_t s) {
   std::vector<T> host(static_cast<std::size_t>(m.size()));
-  for (std::size_t i = 0; i < host.size(); ++i) host[i] = to_storage<T>(m.data()[i]);
+  const auto n = static_cast<std::ptrdiff_t>(host.size());
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t i = 0; i < n; ++i) host[static_cast<std::size_t>(i)] = to_storage<T>(m.data()[i]);
   CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -150,6 +144,97 @@ void CudaDecoderPath<T>::reset(int batch, int capacity) {
   if (batch <= 0 || capacity <= 0) throw std::invalid_argument(cfg_.name + ": reset needs batch, capacity > 0");
   state_.reset();  // free the old caches first
   state_.emplace(engine_->make_state(batch, capacity));
+  perturb_calls_ = 0;
+}
+
+template <class T>
+void CudaDecoderPath<T>::PinnedDeleter::operator()(T* p) const {
+  if (p) cudaFreeHost(p);  // no CUDA_CHECK: a destructor must not throw
+}
+
+template <class T>
+TapMatrix CudaDecoderPath<T>::download(const DeviceBuffer<T>& buf, int rows, int cols) {
+  const std::size_t count = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+  TapMatrix m(rows, cols);
+  if (count == 0) return m;
+  if (staging_size_ < count) {
+    staging_.reset();
+    T* p = nullptr;
+    CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&p), count * sizeof(T)));
+    staging_.reset(p);
+    staging_size_ = count;
+  }
+  cudaStream_t s = engine_->stream();
+  CUDA_CHECK(cudaMemcpyAsync(staging_.get(), buf.data(), count * sizeof(T), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  // Widening to double on every core: a 512-token layer is ~12.6M values per path.
+  const T* src = staging_.get();
+  double* dst = m.data();
+  const auto n = static_cast<std::ptrdiff_t>(count);
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t i = 0; i < n; ++i) dst[i] = from_storage(src[i]);
+  return m;
+}
+
+template <class T>
+bool CudaDecoderPath<T>::wanted(Tap t) const {
+  return t == Tap::resid_out || !keep_ || std::find(keep_->begin(), keep_->end(), t) != keep_->end();
+}
+
+template <class T>
+void CudaDecoderPath<T>::keep_taps(std::optional<std::vector<Tap>> taps) {
+  keep_ = std::move(taps);
+}
+
+template <class T>
+void CudaDecoderPath<T>::set_perturbation(std::optional<Perturbation> p) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (p) throw std::logic_error(cfg_.name + " does not support perturbation (reference paths only)");
+  }
+  if (p) {
+    const ModelSpec& s = ckpt_.spec();
+    const bool head_tap = p->tap == Tap::final_norm || p->tap == Tap::logits;
+    if (!head_tap && (p->layer < 0 || p->layer >= s.n_layers)) {
+      throw InputError("", fmt::format("perturbation layer {} is outside 0..{}", p->layer, s.n_layers - 1));
+    }
+    if (!s.has_qk_norm && (p->tap == Tap::q_normed || p->tap == Tap::k_normed)) {
+      throw InputError("", fmt::format("perturbation tap {} does not exist in a {} model", tap_name(p->tap),
+                                       s.architecture));
+    }
+  }
+  perturbation_ = p;
+  perturb_calls_ = 0;
+}
+
+// Same arithmetic as ref::DecoderPath::perturb: rms in double over the tap's values, one
+// sampler stream per call seeded from seed and the call count, noise added in T.
+template <class T>
+void CudaDecoderPath<T>::perturb_buffer(DeviceBuffer<T>& buf, std::size_t count) {
+  cudaStream_t s = engine_->stream();
+  std::vector<T> host(count);
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), buf.data(), count * sizeof(T), cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  double sumsq = 0;
+  for (const T& v : host) sumsq += from_storage(v) * from_storage(v);
+  const double rms = std::sqrt(sumsq / static_cast<double>(std::max<std::size_t>(1, count)));
+  ref::NormalSampler normal(perturbation_->seed ^ (0x9e3779b97f4a7c15ull * ++perturb_calls_));
+  const double scale = perturbation_->relative_size * rms;
+  if constexpr (std::is_same_v<T, float>) {
+    for (T& v : host) v += static_cast<float>(scale * normal.next());
+  } else {
+    for (T& v : host) v = to_storage<T>(from_storage(v) + scale * normal.next());
+  }
+  CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data(), count * sizeof(T), cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));  // host is freed on return
+}
+
+template <class T>
+void CudaDecoderPath<T>::run_ops(const std::vector<Op>& ops, int perturb_after, DeviceBuffer<T>* buf,
+                                 std::size_t count) {
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    ops[i].run(engine_->stream());
+    if (static_cast<int>(i) == perturb_after) perturb_buffer(*buf, count);
+  }
 }
 
 template <class T>
@@ -196,32 +281,53 @@ TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
   st.act.ensure(s, rows);
   if (cfg_.poison_activations) st.act.poison(stream);
   upload_rows(st.act.input, input, stream);
-  engine_->run(engine_->layer_ops(st, l, n));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  st.cached[static_cast<std::size_t>(l)] += n;
 
   auto& A = st.act;
   const int qw = s.q_width(), kvw = s.kv_width(), h = s.hidden, in = s.intermediate;
-  TapSet taps;
-  taps[Tap::attn_norm] = download(A.attn_norm, rows, h, stream);
-  taps[Tap::q] = download(A.q, rows, qw, stream);
-  taps[Tap::k] = download(A.k, rows, kvw, stream);
-  taps[Tap::v] = download(A.v, rows, kvw, stream);
-  if (s.has_qk_norm) {
-    taps[Tap::q_normed] = download(A.q_normed, rows, qw, stream);
-    taps[Tap::k_normed] = download(A.k_normed, rows, kvw, stream);
+  // Each tap: its buffer, width, and the op that writes it last (names of layer_ops).
+  struct TapBuffer {
+    Tap tap;
+    DeviceBuffer<T>* buf;
+    int cols;
+    const char* op;
+  };
+  std::vector<TapBuffer> tap_buffers = {
+      {Tap::attn_norm, &A.attn_norm, h, "attn_norm"}, {Tap::q, &A.q, qw, "q_proj"},
+      {Tap::k, &A.k, kvw, "k_proj"},                  {Tap::v, &A.v, kvw, "v_proj"},
+      {Tap::q_normed, &A.q_normed, qw, "q_norm"},     {Tap::k_normed, &A.k_normed, kvw, "k_norm"},
+      {Tap::q_rope, &A.q_rope, qw, "rope_q"},         {Tap::k_rope, &A.k_rope, kvw, "rope_k"},
+      {Tap::attn, &A.attn, qw, "attention"},          {Tap::o_proj, &A.o_proj, h, "o_proj"},
+      {Tap::resid_mid, &A.resid_mid, h, "resid_add_attn"}, {Tap::mlp_norm, &A.mlp_norm, h, "mlp_norm"},
+      {Tap::gate, &A.gate, in, "gate_proj"},          {Tap::up, &A.up, in, "up_proj"},
+      {Tap::act, &A.act, in, "silu_mul"},             {Tap::down, &A.down, h, "down_proj"},
+      {Tap::resid_out, &A.resid_out, h, "resid_add_mlp"},
+  };
+  const std::vector<Op> ops = engine_->layer_ops(st, l, n);
+  int perturb_after = -1;
+  DeviceBuffer<T>* perturb_buf = nullptr;
+  std::size_t perturb_count = 0;
+  if (perturbation_ && perturbation_->layer == l) {
+    for (const auto& tb : tap_buffers) {
+      if (tb.tap != perturbation_->tap) continue;
+      for (std::size_t i = 0; i < ops.size(); ++i) {
+        if (ops[i].name == tb.op) perturb_after = static_cast<int>(i);
+      }
+      perturb_buf = tb.buf;
+      perturb_count = static_cast<std::size_t>(rows) * static_cast<std::size_t>(tb.cols);
+    }
+    if (perturb_after < 0) {
+      throw std::logic_error(fmt::format("{}: no op writes tap {}", cfg_.name, tap_name(perturbation_->tap)));
+    }
   }
-  taps[Tap::q_rope] = download(A.q_rope, rows, qw, stream);
-  taps[Tap::k_rope] = download(A.k_rope, rows, kvw, stream);
-  taps[Tap::attn] = download(A.attn, rows, qw, stream);
-  taps[Tap::o_proj] = download(A.o_proj, rows, h, stream);
-  taps[Tap::resid_mid] = download(A.resid_mid, rows, h, stream);
-  taps[Tap::mlp_norm] = download(A.mlp_norm, rows, h, stream);
-  taps[Tap::gate] = download(A.gate, rows, in, stream);
-  taps[Tap::up] = download(A.up, rows, in, stream);
-  taps[Tap::act] = download(A.act, rows, in, stream);
-  taps[Tap::down] = download(A.down, rows, h, stream);
-  taps[Tap::resid_out] = download(A.resid_out, rows, h, stream);
+  run_ops(ops, perturb_after, perturb_buf, perturb_count);
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  st.cached[static_cast<std::size_t>(l)] += n;
+
+  TapSet taps;
+  for (const auto& tb : tap_buffers) {
+    if (!s.has_qk_norm && (tb.tap == Tap::q_normed || tb.tap == Tap::k_normed)) continue;
+    if (wanted(tb.tap)) taps[tb.tap] = download(*tb.buf, rows, tb.cols);
+  }
   return taps;
 }
 
@@ -245,11 +351,25 @@ TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
     head_logits_.fill_poison(stream);
   }
   upload_rows(head_in_, hidden, stream);
-  engine_->run(engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows));
+  const std::vector<Op> ops = engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows);
+  // head_ops: 0 final_norm, 1 lm_head.
+  int perturb_after = -1;
+  DeviceBuffer<T>* perturb_buf = nullptr;
+  std::size_t perturb_count = 0;
+  if (perturbation_ && perturbation_->tap == Tap::final_norm) {
+    perturb_after = 0;
+    perturb_buf = &head_norm_;
+    perturb_count = r * static_cast<std::size_t>(s.hidden);
+  } else if (perturbation_ && perturbation_->tap == Tap::logits) {
+    perturb_after = 1;
+    perturb_buf = &head_logits_;
+    perturb_count = r * static_cast<std::size_t>(s.vocab);
+  }
+  run_ops(ops, perturb_after, perturb_buf, perturb_count);
   CUDA_CHECK(cudaStreamSynchronize(stream));
   TapSet taps;
-  taps[Tap::final_norm] = download(head_norm_, rows, s.hidden, stream);
-  taps[Tap::logits] = download(head_logits_, rows, s.vocab, stream);
+  taps[Tap::final_norm] = download(head_norm_, rows, s.hidden);
+  taps[Tap::logits] = download(head_logits_, rows, s.vocab);
   return taps;
 }
 

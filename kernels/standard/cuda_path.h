@@ -34,6 +34,14 @@ class CudaDecoderPath final : public Path {
   TapMatrix embed(std::span<const std::int32_t> tokens) override;
   TapSet layer(int layer, const TapMatrix& input) override;
   TapSet head(const TapMatrix& hidden) override;
+  // Downloads only these taps (and resid_out) from layer() until reset with nullopt.
+  void keep_taps(std::optional<std::vector<Tap>> taps) override;
+  // ref32-cuda only (reference paths; standard-cuda throws std::logic_error): the tap's
+  // values x become x + rel * rms(x) * n, n ~ N(0,1), with the same seeded sampler and
+  // element order as reference/decoder_path.cpp, so ref32-cuda and ref32-cpu perturb
+  // alike. The tap is downloaded, perturbed on the host and uploaded before the layer
+  // goes on: one tap of one layer, so the round trip costs nothing that matters.
+  void set_perturbation(std::optional<Perturbation> p) override;
   // CUDA events around each op (behind a spin kernel so host launch latency is not
   // counted), median of repetitions, L2 flushed before each when cold_l2; the whole layer
   // last, as op "layer", replayed from a CUDA graph when opts.graph. Uses its own caches
@@ -43,6 +51,12 @@ class CudaDecoderPath final : public Path {
 
  private:
   DecoderState<T>& state(const char* what);
+  bool wanted(Tap t) const;
+  // Runs the ops in order, perturbing the first `count` elements of `buf` right after op
+  // `perturb_after` (-1: no perturbation).
+  void run_ops(const std::vector<Op>& ops, int perturb_after, DeviceBuffer<T>* buf, std::size_t count);
+  void perturb_buffer(DeviceBuffer<T>& buf, std::size_t count);
+  TapMatrix download(const DeviceBuffer<T>& buf, int rows, int cols);
 
   const Checkpoint& ckpt_;
   CudaPathConfig cfg_;
@@ -50,6 +64,16 @@ class CudaDecoderPath final : public Path {
   std::unique_ptr<DecoderEngine<T>> engine_;
   std::optional<DecoderState<T>> state_;
   DeviceBuffer<T> head_in_, head_norm_, head_logits_;
+  std::optional<std::vector<Tap>> keep_;
+  std::optional<Perturbation> perturbation_;
+  std::uint64_t perturb_calls_ = 0;
+  // Page-locked staging for tap downloads (pageable copies run at a fraction of the
+  // link's speed), grown to the largest tap and reused.
+  struct PinnedDeleter {
+    void operator()(T* p) const;
+  };
+  std::unique_ptr<T, PinnedDeleter> staging_;
+  std::size_t staging_size_ = 0;
 };
 
 extern template class CudaDecoderPath<float>;

@@ -1,5 +1,8 @@
 // Metrics, gates, next-token agreement and rank correlation on hand-computed cases.
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <random>
 #include <limits>
 
 #include <gtest/gtest.h>
@@ -145,5 +148,30 @@ TEST(Spearman, MonotoneReversedTiedAndDegenerateCases) {
   EXPECT_TRUE(std::isnan(spearman(std::vector<double>{1, 2}, std::vector<double>{1, 2})));
 }
 
+}  // namespace
+}  // namespace fusecheck::run
+
+namespace fusecheck::run {
+namespace {
+// ulp_distance's bf16 fast path (float inputs rounded on their bits) against the exact
+// one-rounding conversion from double, on floats near ties and across magnitudes.
+TEST(UlpDistance, Bf16FastPathMatchesExactRounding) {
+  std::mt19937_64 rng(5);
+  auto ordered = [](double x) {
+    const std::uint16_t b = double_to_bf16(x);
+    const std::int64_t mag = b & 0x7FFF;
+    return (b & 0x8000) ? -mag : mag;
+  };
+  for (int i = 0; i < 200000; ++i) {
+    // Random float bit patterns (finite), half of them exact bf16 ties (low 16 bits 0x8000).
+    std::uint32_t u = static_cast<std::uint32_t>(rng());
+    if (i % 2) u = (u & 0xFFFF0000u) | 0x8000u;
+    const float f = std::bit_cast<float>(u);
+    if (!std::isfinite(f)) continue;
+    const double a = f, b = 1.0;
+    const std::int64_t want = std::abs(ordered(a) - ordered(b));
+    ASSERT_EQ(ulp_distance(a, b, DType::BF16), static_cast<std::uint64_t>(want)) << f;
+  }
+}
 }  // namespace
 }  // namespace fusecheck::run
