@@ -3,6 +3,7 @@
 // fusecheck scorer's thresholds and writes them in the file `fusecheck check
 // --thresholds` reads; the HTML report is rendered by scripts/calibration-report
 // (python3 + matplotlib) from a JSON of the figures written beside it.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -31,6 +32,7 @@ struct CalibrateArgs {
   double margin_floor = calibrate::default_outcome_rule().margin_floor;
   double kl_mean_limit = calibrate::default_outcome_rule().kl_mean_limit;
   double top1_min = calibrate::default_outcome_rule().top1_confident_min;
+  std::vector<std::string> exclude_families;
 };
 
 void write_file(const std::string& path, const std::string& text) {
@@ -50,6 +52,12 @@ int run_calibrate(const CalibrateArgs& a) {
   if (a.bootstrap < 1) throw InputError("--bootstrap", "must be at least 1");
 
   auto runs = calibrate::load_results_dir(a.results_dir);
+  if (!a.exclude_families.empty()) {
+    std::erase_if(runs, [&](const calibrate::RunRecord& r) {
+      return std::find(a.exclude_families.begin(), a.exclude_families.end(), r.family) != a.exclude_families.end();
+    });
+    if (runs.empty()) throw InputError("--exclude-family", "every run was excluded");
+  }
   const calibrate::Calibration c = calibrate::calibrate(std::move(runs), options);
   std::fputs(calibrate::summary_text(c).c_str(), stdout);
   if (!a.out.empty()) {
@@ -86,6 +94,8 @@ const CommandRegistrar registrar{CommandSpec{
                                                         "top-1 agreement counts");
       sub.add_option("--kl-limit", a->kl_mean_limit, "outcome rule: mean next-token KL (nats) above which a path diverges");
       sub.add_option("--top1-min", a->top1_min, "outcome rule: confident top-1 agreement below which a path diverges");
+      sub.add_option("--exclude-family", a->exclude_families,
+                     "leave a sweep family out (repeatable), e.g. massive: what no weights-only norm score can see");
       return [a] { return run_calibrate(*a); };
     }}};
 
