@@ -300,11 +300,30 @@ const HfArchitecture& hf_architecture(const ConfigReader& cfg) {
                                            "Qwen2ForCausalLM, LlamaForCausalLM, MistralForCausalLM)", name));
 }
 
+// transformers 4.x writes `rope_theta` and `rope_scaling`; transformers 5 writes one
+// `rope_parameters` object holding rope_type, rope_theta and the scaling fields.
+const char* hf_rope_key(const ConfigReader& cfg) {
+  if (cfg.present("rope_scaling")) return "rope_scaling";
+  if (cfg.present("rope_parameters")) return "rope_parameters";
+  return nullptr;
+}
+
+double hf_rope_theta(const ConfigReader& cfg) {
+  if (cfg.present("rope_theta") || !cfg.present("rope_parameters")) {
+    return cfg.double_or("rope_theta", 10000.0);  // the config classes' default
+  }
+  const json& p = cfg.at("rope_parameters");
+  const std::string where = cfg.file() + ": rope_parameters";
+  if (!p.is_object()) throw InputError(where, "is not an object");
+  return ConfigReader(p, where).double_or("rope_theta", 10000.0);
+}
+
 RopeScaling hf_rope_scaling(const ConfigReader& cfg) {
   RopeScaling r;
-  if (!cfg.present("rope_scaling")) return r;
-  const json& s = cfg.at("rope_scaling");
-  const std::string where = cfg.file() + ": rope_scaling";
+  const char* key = hf_rope_key(cfg);
+  if (!key) return r;
+  const json& s = cfg.at(key);
+  const std::string where = cfg.file() + ": " + key;
   if (!s.is_object()) throw InputError(where, "is not an object");
   const ConfigReader sub(s, where);
   const json& type = s.contains("rope_type") ? s["rope_type"] : (s.contains("type") ? s["type"] : json());
@@ -409,7 +428,7 @@ static AdaptedModel adapt_hf_unchecked(const json& config, const std::string& co
   }
   s.rope_dim = s.head_dim;
   s.rms_eps = cfg.double_or("rms_norm_eps", 1e-6);  // the default of all four config classes
-  s.rope_theta = cfg.double_or("rope_theta", 10000.0);
+  s.rope_theta = hf_rope_theta(cfg);
   s.rope_style = RopeStyle::NeoxHalfSplit;  // HF permutes q/k rows at conversion for this
   s.rope_scaling = hf_rope_scaling(cfg);
   s.has_qk_norm = s.architecture == "qwen3";

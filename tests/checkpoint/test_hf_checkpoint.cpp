@@ -217,6 +217,36 @@ TEST(HfCheckpoint, ReadsLlama3RopeScaling) {
   EXPECT_EQ(ck->spec().eos_id, 128001);
 }
 
+// transformers 5 save_pretrained writes rope_parameters instead of rope_theta and
+// rope_scaling; a silent default theta would rotate every position wrongly.
+TEST(HfCheckpoint, ReadsTransformers5RopeParameters) {
+  const TinyModel m{.hf_class = "LlamaForCausalLM"};
+  nlohmann::json config = tiny_hf_config(m);
+  config.erase("rope_theta");
+  config.erase("rope_scaling");
+  config["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0},
+                               {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                               {"original_max_position_embeddings", 8192}};
+  const fs::path dir = scratch_dir() / "model";
+  write_hf_checkpoint(dir, config.dump(), encode(tiny_tensors(m, false), DType::F32));
+  const auto ck = Checkpoint::open(dir);
+  EXPECT_DOUBLE_EQ(ck->spec().rope_theta, 500000.0);
+  EXPECT_EQ(ck->spec().rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(ck->spec().rope_scaling.factor, 8.0);
+}
+
+TEST(HfCheckpoint, ReadsDefaultRopeParametersTheta) {
+  const TinyModel m{.hf_class = "Qwen3ForCausalLM"};
+  nlohmann::json config = tiny_hf_config(m);
+  config.erase("rope_theta");
+  config["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1000000.0}};
+  const fs::path dir = scratch_dir() / "model";
+  write_hf_checkpoint(dir, config.dump(), encode(tiny_tensors(m, false), DType::F32));
+  const auto ck = Checkpoint::open(dir);
+  EXPECT_DOUBLE_EQ(ck->spec().rope_theta, 1000000.0);
+  EXPECT_EQ(ck->spec().rope_scaling.type, "none");
+}
+
 TEST(HfCheckpoint, ReadsLinearRopeScaling) {
   const TinyModel m{.hf_class = "LlamaForCausalLM"};
   nlohmann::json config = tiny_hf_config(m);
