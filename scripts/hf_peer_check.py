@@ -18,8 +18,9 @@ decoder layer's output, final norm, logits) by relative L2 = ||a - b|| / ||b||:
                                               is not bit exact)
 fusecheck's values come from `fusecheck generate --dump-hidden FILE.json`.
 
-HF computes two things in float32 even for a float64 model: RMSNorm upcasts with
-`.to(torch.float32)` and the rotary embedding forces float32 (inv_freq, angles, cos/sin).
+HF computes three things in float32 even for a float64 model: RMSNorm upcasts with
+`.to(torch.float32)`, the rotary embedding forces float32 (inv_freq, angles, cos/sin),
+and eager attention's softmax is called with dtype=torch.float32.
 For the float64 comparison the script replaces those forwards with float64 versions of
 the same formulas and prints the unpatched figures too, so both are on record.
 
@@ -28,6 +29,7 @@ setup problem (missing binary, transformers unable to load a checkpoint).
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -134,6 +136,24 @@ def patch_float64(model):
         elif name.endswith("RotaryEmbedding"):
             module.forward = make_rotary_forward_float64(cfg, head_dim).__get__(module)
     return n_norm
+
+
+@contextlib.contextmanager
+def float64_softmax():
+    """HF's eager attention calls softmax(..., dtype=torch.float32) whatever the model's
+    dtype; for float64 inputs keep float64 while the patched forward runs."""
+    original = torch.nn.functional.softmax
+
+    def softmax(x, dim=None, _stacklevel=3, dtype=None):
+        if x.dtype == torch.float64 and dtype == torch.float32:
+            dtype = torch.float64
+        return original(x, dim=dim, dtype=dtype)
+
+    torch.nn.functional.softmax = softmax
+    try:
+        yield
+    finally:
+        torch.nn.functional.softmax = original
 
 
 # ---------------------------------------------------------------------------- HF side
@@ -305,7 +325,8 @@ def main():
                 model = load_hf(d, dtype, args.device)
                 if patch:
                     patch_float64(model)
-                theirs = hf_forward(model, prompt, args.device)
+                with float64_softmax() if patch else contextlib.nullcontext():
+                    theirs = hf_forward(model, prompt, args.device)
                 ours = fusecheck_dump(args.fusecheck, d, path, prompt, work, recipe)
                 rows, top1 = compare(ours, theirs)
             except Exception as e:
