@@ -153,9 +153,12 @@ int run_generate(const GenerateArgs& a) {
              spec.n_layers, path->name(), a.recipe.empty() ? "" : " recipe " + a.recipe, path->device());
   fmt::print("prompt ids: {}\nids: {}\n", prompt_text, ids_text);
   fmt::print("smallest top-1 margin: {:.6g}\n", min_margin);
-  if (!ckpt->vocab().empty()) {
-    fmt::print("text: {}\n", ckpt->decode(std::vector<int>(r.ids.begin(), r.ids.end())));
+  std::vector<int> decoded(r.ids.begin(), r.ids.end());
+  if (!decoded.empty() && decoded.back() == kNoToken) {
+    decoded.pop_back();
+    fmt::print("stopped: every logit was NaN at step {}\n", decoded.size());
   }
+  if (!ckpt->vocab().empty()) fmt::print("text: {}\n", ckpt->decode(decoded));
   if (emulated) print_headroom(*emulated, spec.n_layers);
   return 0;
 }

@@ -23,7 +23,13 @@ GreedyStep argmax_row(const TapMatrix& logits, Eigen::Index row) {
       second = v;
     }
   }
-  if (best_id < 0) throw std::runtime_error("greedy: every logit is NaN");
+  if (best_id < 0) {
+    // A path whose logits are all NaN has diverged: report it, do not abort the run.
+    s.token = kNoToken;
+    s.top_logit = std::numeric_limits<double>::quiet_NaN();
+    s.margin = std::numeric_limits<double>::quiet_NaN();
+    return s;
+  }
   s.token = static_cast<std::int32_t>(best_id);
   s.top_logit = best;
   s.margin = best - second;
@@ -51,6 +57,7 @@ GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_
     if (observer) observer(step, layers, head);
     result.ids.push_back(s.token);
     result.steps.push_back(s);
+    if (s.token == kNoToken) break;  // nothing to feed back
     feed.assign(1, s.token);
   }
   return result;

@@ -12,14 +12,19 @@
 
 namespace fusecheck {
 
+// The token of a step whose logits were all NaN; decoding stops after it.
+inline constexpr std::int32_t kNoToken = -1;
+
 struct GreedyStep {
-  std::int32_t token = 0;   // argmax of the logits (lowest id on ties, as torch.argmax)
+  std::int32_t token = 0;   // argmax of the logits (lowest id on ties, as torch.argmax),
+                            // kNoToken when every logit is NaN
   double top_logit = 0;
   double margin = 0;        // top logit minus the runner-up: small margins flip first
 };
 
 struct GreedyResult {
-  std::vector<std::int32_t> ids;  // the generated tokens (prompt excluded)
+  std::vector<std::int32_t> ids;  // the generated tokens (prompt excluded); ends early with
+                                  // kNoToken if a step's logits were all NaN
   std::vector<GreedyStep> steps;
 };
 
@@ -32,7 +37,8 @@ using GreedyObserver = std::function<void(int step, const std::vector<TapSet>& l
 GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_t> prompt,
                            int steps, const GreedyObserver& observer = {});
 
-// Index of the largest value of one row of logits (first on ties); NaN never wins.
+// Index of the largest value of one row of logits (first on ties); NaN never wins; a row
+// of NaN gives kNoToken.
 GreedyStep argmax_row(const TapMatrix& logits, Eigen::Index row);
 
 }  // namespace fusecheck

@@ -686,8 +686,11 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       Instance* inst = prop[i] ? &*prop[i] : &*iso[i];
       PathResult& pr = result.paths[i];
       pr.greedy_tokens = decode_ids(*inst->path);
-      for (std::size_t s = 0; s < pr.greedy_tokens.size(); ++s) {
-        if (pr.greedy_tokens[s] != result.reference_greedy[s]) {
+      // Either side may stop early on all-NaN logits (greedy.h): a missing step mismatches.
+      const std::size_t n = std::max(pr.greedy_tokens.size(), result.reference_greedy.size());
+      for (std::size_t s = 0; s < n; ++s) {
+        if (s >= pr.greedy_tokens.size() || s >= result.reference_greedy.size() ||
+            pr.greedy_tokens[s] != result.reference_greedy[s]) {
           pr.greedy_first_mismatch = static_cast<int>(s);
           break;
         }

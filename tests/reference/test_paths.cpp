@@ -423,5 +423,44 @@ TEST(Greedy, DecodingStepByStepMatchesArgmaxOfFullPrefills) {
   }
 }
 
+TEST(Greedy, ArgmaxSkipsNanAndGivesNoTokenWhenEveryLogitIsNan) {
+  TapMatrix logits(1, 4);
+  logits << std::nan(""), 2.0, 5.0, std::nan("");
+  EXPECT_EQ(argmax_row(logits, 0).token, 2);
+  EXPECT_DOUBLE_EQ(argmax_row(logits, 0).margin, 3.0);
+  logits.setConstant(std::nan(""));
+  EXPECT_EQ(argmax_row(logits, 0).token, kNoToken);
+}
+
+// A path that has diverged to NaN logits: greedy decoding records it and stops instead
+// of aborting the run that asked for it.
+class NanLogitsPath : public Path {
+ public:
+  explicit NanLogitsPath(const Checkpoint& ckpt) : inner_(ckpt, "ref64-cpu") {}
+  std::string name() const override { return "nan-logits"; }
+  std::string device() const override { return "cpu"; }
+  std::vector<Tap> taps() const override { return inner_.taps(); }
+  void reset(int batch, int capacity) override { inner_.reset(batch, capacity); }
+  TapMatrix embed(std::span<const std::int32_t> tokens) override { return inner_.embed(tokens); }
+  TapSet layer(int l, const TapMatrix& input) override { return inner_.layer(l, input); }
+  TapSet head(const TapMatrix& hidden) override {
+    TapSet taps = inner_.head(hidden);
+    taps.at(Tap::logits).setConstant(std::nan(""));
+    return taps;
+  }
+
+ private:
+  Ref64Path inner_;
+};
+
+TEST(Greedy, StopsAtTheFirstStepWhoseLogitsAreAllNan) {
+  RandomCheckpoint ckpt(small_spec("qwen3"), 13);
+  NanLogitsPath path(ckpt);
+  const std::vector<std::int32_t> prompt = {3, 1, 4};
+  const GreedyResult r = greedy_decode(path, 3, prompt, 4);
+  ASSERT_EQ(r.ids.size(), 1u);
+  EXPECT_EQ(r.ids[0], kNoToken);
+}
+
 }  // namespace
 }  // namespace fusecheck::ref
