@@ -250,7 +250,10 @@ void compare_end_to_end(const Run& fresh, const Run& base, const CompareRules& r
   const H5Node* be = base.root().group("end_to_end");
   const H5Node* fe = fresh.root().group("end_to_end");
   if (!be) return;
-  for (const auto& [label, bg] : be->groups) {
+  for (const auto& entry : be->groups) {
+    // Named references, not structured bindings: lambdas below capture them (clang 14).
+    const auto& label = entry.first;
+    const auto& bg = entry.second;
     const H5Node* fg = child(fe, label);
     std::string where = label + " end-to-end";
     if (!fg) {
@@ -342,7 +345,9 @@ void compare_timings(const Run& fresh, const Run& base, const CompareRules& rule
   const H5Node* ft = fresh.root().group("timing");
   if (!bt || !ft) return;
   const std::size_t layers = static_cast<std::size_t>(base.n_layers());
-  for (const auto& [label, bg] : bt->groups) {
+  for (const auto& entry : bt->groups) {
+    const auto& label = entry.first;
+    const auto& bg = entry.second;
     const H5Node* fg = child(ft, label);
     if (!fg) continue;  // a path that stopped being timed is a coverage question for the cells
     auto reps = [](const H5Node& g) {
