@@ -633,9 +633,9 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   topts.repetitions = cfg.timing.repetitions;
   topts.cold_l2 = cfg.timing.cold_l2;
   topts.graph = decode;
-  auto time_ops = [&](Instance& inst, Timing& t) {
+  auto time_ops = [&](Instance& inst, Timing& t, const std::string& label) {
     Path& p = *inst.path;
-    auto span = phases.span("time_layer");
+    auto span = phases.span("time_layer:" + label);
     t.clock = p.device() == "cpu" ? "cpu-steady-clock" : "host-steady-clock";
     if (!cfg.timing.enabled) return;
     if (p.device() == "cpu") {
@@ -665,10 +665,10 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       t.ops.push_back(std::move(ops));
     }
   };
-  time_ops(ref, result.reference_timing);
+  time_ops(ref, result.reference_timing, cfg.reference);
   for (std::size_t i = 0; i < slots.size(); ++i) {
     Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
-    if (inst) time_ops(*inst, result.paths[i].timing);
+    if (inst) time_ops(*inst, result.paths[i].timing, slots[i].label());
   }
 
   // Greedy decoding from sequence 0's tokens, on fresh instances (caches reset).

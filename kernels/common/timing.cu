@@ -19,9 +19,14 @@ __global__ void spin_kernel(long long cycles) {
 }  // namespace
 
 void enqueue_delay(cudaStream_t stream, double microseconds) {
-  int khz = 0, dev = 0;
+  int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+  // The clock rate is queried once per device: this runs before every timed repetition.
+  static thread_local int cached_dev = -1, khz = 0;
+  if (dev != cached_dev) {
+    CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+    cached_dev = dev;
+  }
   spin_kernel<<<1, 1, 0, stream>>>(static_cast<long long>(microseconds * khz / 1000.0));
   CUDA_CHECK_LAUNCH();
 }
@@ -52,17 +57,20 @@ TimingStats time_on_stream(const std::function<void(cudaStream_t)>& work, cudaSt
                            int warmup, int repetitions, L2Flusher* flusher) {
   for (int i = 0; i < warmup; ++i) work(stream);
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::vector<float> ms;
-  ms.reserve(static_cast<std::size_t>(repetitions));
-  Event start, stop;
+  // Every repetition is queued with its own pair of events and read back after one
+  // synchronization: a host round trip per repetition would cost more than most ops.
+  std::vector<Event> start(static_cast<std::size_t>(repetitions)), stop(static_cast<std::size_t>(repetitions));
   for (int i = 0; i < repetitions; ++i) {
     if (flusher) flusher->flush(stream);
     enqueue_delay(stream);
-    start.record(stream);
+    start[static_cast<std::size_t>(i)].record(stream);
     work(stream);
-    stop.record(stream);
-    ms.push_back(elapsed_ms(start, stop));
+    stop[static_cast<std::size_t>(i)].record(stream);
   }
+  std::vector<float> ms;
+  ms.reserve(static_cast<std::size_t>(repetitions));
+  for (int i = 0; i < repetitions; ++i)
+    ms.push_back(elapsed_ms(start[static_cast<std::size_t>(i)], stop[static_cast<std::size_t>(i)]));
   return summarize_ms(ms);
 }
 

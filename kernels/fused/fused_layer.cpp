@@ -75,14 +75,14 @@ void FusedLayer::init_random_weights(int n_layers, std::uint64_t seed, cudaStrea
   const std::size_t H = m.hidden, I = m.intermediate, QW = m.q_width(), KW = m.kv_width();
   // Magnitudes like a trained model's: projections ~ 1/sqrt(fan_in), norms near 1.
   const float proj = 1.0f / std::sqrt(static_cast<float>(H));
-  weights_.clear();
-  weights_.resize(n_layers);
+  weights_->clear();
+  weights_->resize(n_layers);
   std::uint64_t k = seed * 1000;
   auto fill = [&](cuda::DeviceBuffer<bf16>& b, std::size_t n, float scale, float offset) {
     b.resize(n);
     cuda::fill_uniform(b.data(), n, ++k, offset - scale, offset + scale, s);
   };
-  for (auto& w : weights_) {
+  for (auto& w : *weights_) {
     fill(w.attn_norm, H, 0.2f, 1.0f);
     fill(w.w_qkv, (QW + 2 * KW) * H, proj, 0.f);
     if (m.has_qkv_bias) fill(w.b_qkv, QW + 2 * KW, 0.1f, 0.f);
@@ -102,9 +102,9 @@ void FusedLayer::reset(int batch, int capacity) {
   batch_ = batch;
   capacity_ = capacity;
   const std::size_t cache = static_cast<std::size_t>(batch) * spec_.n_kv_heads * capacity * spec_.head_dim;
-  k_cache_.resize(weights_.size());
-  v_cache_.resize(weights_.size());
-  for (std::size_t l = 0; l < weights_.size(); ++l) {
+  k_cache_.resize(weights_->size());
+  v_cache_.resize(weights_->size());
+  for (std::size_t l = 0; l < weights_->size(); ++l) {
     k_cache_[l].resize(cache);
     v_cache_[l].resize(cache);
     k_cache_[l].fill_poison();  // a read of a position never written shows up as NaN
@@ -152,7 +152,7 @@ void FusedLayer::ensure_buffers(int rows, int kv_len) {
 }
 
 std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
-  if (layer < 0 || layer >= static_cast<int>(weights_.size()))
+  if (layer < 0 || layer >= static_cast<int>(weights_->size()))
     throw std::out_of_range("fused-cuda: layer " + std::to_string(layer) + " out of range");
   if (batch_ == 0) throw std::logic_error("fused-cuda: reset() before running a layer");
   if (n <= 0 || start < 0 || start + n > capacity_)
@@ -161,7 +161,7 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
   const ModelSpec& m = spec_;
   const int rows = batch_ * n, kv_len = start + n;
   ensure_buffers(rows, kv_len);
-  FusedLayerWeights& w = weights_[layer];
+  FusedLayerWeights& w = (*weights_)[layer];
   const int H = m.hidden, I = m.intermediate, QW = m.q_width(), KW = m.kv_width(),
             NQKV = QW + 2 * KW;
   const float eps = static_cast<float>(m.rms_eps);
@@ -185,7 +185,7 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
                    }});
     out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
                    2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
-                     gemm_->run(normed_.data(), weights_[layer].w_qkv.data(), rows, NQKV, H,
+                     gemm_->run(normed_.data(), (*weights_)[layer].w_qkv.data(), rows, NQKV, H,
                                 qkv_.data(), false, bias, nullptr, s);
                    }});
   }

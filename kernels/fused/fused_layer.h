@@ -61,7 +61,10 @@ class FusedLayer {
   ~FusedLayer();
 
   const ModelSpec& spec() const { return spec_; }
-  std::vector<FusedLayerWeights>& weights() { return weights_; }
+  std::vector<FusedLayerWeights>& weights() { return *weights_; }
+  // The weights as a shared handle: instances of a path on one checkpoint share one upload.
+  std::shared_ptr<std::vector<FusedLayerWeights>> shared_weights() const { return weights_; }
+  void share_weights(std::shared_ptr<std::vector<FusedLayerWeights>> w) { weights_ = std::move(w); }
   // Allocates weights for `n_layers` layers filled with seeded random values (benchmarks).
   void init_random_weights(int n_layers, std::uint64_t seed, cudaStream_t stream);
 
@@ -105,7 +108,8 @@ class FusedLayer {
   void ensure_buffers(int rows, int kv_len);
 
   ModelSpec spec_;
-  std::vector<FusedLayerWeights> weights_;
+  std::shared_ptr<std::vector<FusedLayerWeights>> weights_ =
+      std::make_shared<std::vector<FusedLayerWeights>>();
   std::unique_ptr<LtGemm> gemm_;
   int batch_ = 0, capacity_ = 0;
   bool force_gemm_ = false;

@@ -1,7 +1,13 @@
 // FusedPath: drives FusedLayer layer by layer for the harness, moving taps to the host.
 #include "kernels/fused/fused_path.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <tuple>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -50,6 +56,50 @@ TapMatrix download(const bf16* src, int rows, int cols, long row_stride, long co
   return m;
 }
 
+// Every device weight of the fused path, in its layouts (q|k|v, gate|up concatenated).
+struct FusedWeights {
+  std::shared_ptr<std::vector<fused::FusedLayerWeights>> layers =
+      std::make_shared<std::vector<fused::FusedLayerWeights>>();
+  cuda::DeviceBuffer<bf16> final_norm, lm_head;
+};
+
+std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
+  auto fw = std::make_shared<FusedWeights>();
+  const ModelTensors& m = ckpt.model();
+  auto& w = *fw->layers;
+  w.resize(m.layers.size());
+  for (std::size_t l = 0; l < m.layers.size(); ++l) {
+    const LayerTensors& t = m.layers[l];
+    upload(w[l].attn_norm, {t.attn_norm});
+    upload(w[l].w_qkv, {t.wq, t.wk, t.wv});
+    if (t.bq) upload(w[l].b_qkv, {t.bq, t.bk, t.bv});
+    if (t.q_norm) upload(w[l].q_norm, {t.q_norm});
+    if (t.k_norm) upload(w[l].k_norm, {t.k_norm});
+    upload(w[l].w_o, {t.wo});
+    upload(w[l].mlp_norm, {t.mlp_norm});
+    upload(w[l].w_gate_up, {t.w_gate, t.w_up});
+    upload(w[l].w_down, {t.w_down});
+  }
+  upload(fw->final_norm, {m.final_norm});
+  upload(fw->lm_head, {m.lm_head});
+  return fw;
+}
+
+// One upload per (checkpoint, device) while any instance holds it: a run creates the path
+// once per mode, and the weights are what costs time to set up. Keyed by the checkpoint's
+// address and file; an entry expires with the last instance that used it.
+std::shared_ptr<const FusedWeights> shared_weights(const Checkpoint& ckpt, int device) {
+  static std::mutex mu;
+  static std::map<std::tuple<const Checkpoint*, std::string, int>, std::weak_ptr<const FusedWeights>> cache;
+  const auto key = std::make_tuple(&ckpt, ckpt.path().string(), device);
+  std::lock_guard lock(mu);
+  if (auto w = cache[key].lock()) return w;
+  for (auto it = cache.begin(); it != cache.end();) it = it->second.expired() ? cache.erase(it) : std::next(it);
+  auto w = upload_weights(ckpt);
+  cache[key] = w;
+  return w;
+}
+
 class FusedPath : public Path {
  public:
   FusedPath(const Checkpoint& ckpt, const PathOptions& opts) : ckpt_(ckpt) {
@@ -57,25 +107,9 @@ class FusedPath : public Path {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, opts.device_index));
     device_ = prop.name;
-    const ModelSpec& spec = ckpt.spec();
-    layer_ = std::make_unique<fused::FusedLayer>(spec);
-    const ModelTensors& m = ckpt.model();
-    auto& w = layer_->weights();
-    w.resize(m.layers.size());
-    for (std::size_t l = 0; l < m.layers.size(); ++l) {
-      const LayerTensors& t = m.layers[l];
-      upload(w[l].attn_norm, {t.attn_norm});
-      upload(w[l].w_qkv, {t.wq, t.wk, t.wv});
-      if (t.bq) upload(w[l].b_qkv, {t.bq, t.bk, t.bv});
-      if (t.q_norm) upload(w[l].q_norm, {t.q_norm});
-      if (t.k_norm) upload(w[l].k_norm, {t.k_norm});
-      upload(w[l].w_o, {t.wo});
-      upload(w[l].mlp_norm, {t.mlp_norm});
-      upload(w[l].w_gate_up, {t.w_gate, t.w_up});
-      upload(w[l].w_down, {t.w_down});
-    }
-    upload(final_norm_, {m.final_norm});
-    upload(lm_head_, {m.lm_head});
+    layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
+    weights_ = shared_weights(ckpt, opts.device_index);
+    layer_->share_weights(weights_->layers);
   }
 
   std::string name() const override { return "fused-cuda"; }
@@ -84,6 +118,9 @@ class FusedPath : public Path {
     return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
             Tap::resid_mid, Tap::act, Tap::resid_out};
   }
+
+  // Only these taps (and resid_out) are downloaded from layer() until told otherwise.
+  void keep_taps(std::optional<std::vector<Tap>> taps) override { keep_ = std::move(taps); }
 
   void reset(int batch, int capacity) override {
     layer_->reset(batch, capacity);
@@ -124,24 +161,29 @@ class FusedPath : public Path {
 
     const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim;
     TapSet taps;
-    taps[Tap::q] = download(layer_->qkv(), rows, QW, NQKV, 0);
-    taps[Tap::k] = download(layer_->qkv(), rows, KW, NQKV, QW);
-    taps[Tap::v] = download(layer_->qkv(), rows, KW, NQKV, QW + KW);
-    taps[Tap::q_rope] = download(layer_->q_rope(), rows, QW, QW, 0);
-    // k_rope from the cache: [batch x kv_heads x capacity x D] -> rows b*n+t, cols h*D+d.
-    TapMatrix k_rope(rows, KW);
-    const int cap = layer_->capacity();
-    for (int b = 0; b < batch; ++b)
-      for (int h = 0; h < s.n_kv_heads; ++h) {
-        const long at = ((static_cast<long>(b) * s.n_kv_heads + h) * cap + start) * D;
-        const TapMatrix block = download(layer_->k_cache(l) + at, n, D, D, 0);
-        k_rope.block(b * n, h * D, n, D) = block;
-      }
-    taps[Tap::k_rope] = std::move(k_rope);
-    taps[Tap::attn] = download(layer_->attn(), rows, QW, QW, 0);
-    taps[Tap::o_proj] = download(layer_->o_proj(), rows, s.hidden, s.hidden, 0);
-    taps[Tap::resid_mid] = download(layer_->resid_mid(), rows, s.hidden, s.hidden, 0);
-    taps[Tap::act] = download(layer_->act(), rows, s.intermediate, s.intermediate, 0);
+    auto wanted = [&](Tap t) {
+      return !keep_ || t == Tap::resid_out || std::find(keep_->begin(), keep_->end(), t) != keep_->end();
+    };
+    if (wanted(Tap::q)) taps[Tap::q] = download(layer_->qkv(), rows, QW, NQKV, 0);
+    if (wanted(Tap::k)) taps[Tap::k] = download(layer_->qkv(), rows, KW, NQKV, QW);
+    if (wanted(Tap::v)) taps[Tap::v] = download(layer_->qkv(), rows, KW, NQKV, QW + KW);
+    if (wanted(Tap::q_rope)) taps[Tap::q_rope] = download(layer_->q_rope(), rows, QW, QW, 0);
+    if (wanted(Tap::k_rope)) {
+      // k_rope from the cache: [batch x kv_heads x capacity x D] -> rows b*n+t, cols h*D+d.
+      TapMatrix k_rope(rows, KW);
+      const int cap = layer_->capacity();
+      for (int b = 0; b < batch; ++b)
+        for (int h = 0; h < s.n_kv_heads; ++h) {
+          const long at = ((static_cast<long>(b) * s.n_kv_heads + h) * cap + start) * D;
+          const TapMatrix block = download(layer_->k_cache(l) + at, n, D, D, 0);
+          k_rope.block(b * n, h * D, n, D) = block;
+        }
+      taps[Tap::k_rope] = std::move(k_rope);
+    }
+    if (wanted(Tap::attn)) taps[Tap::attn] = download(layer_->attn(), rows, QW, QW, 0);
+    if (wanted(Tap::o_proj)) taps[Tap::o_proj] = download(layer_->o_proj(), rows, s.hidden, s.hidden, 0);
+    if (wanted(Tap::resid_mid)) taps[Tap::resid_mid] = download(layer_->resid_mid(), rows, s.hidden, s.hidden, 0);
+    if (wanted(Tap::act)) taps[Tap::act] = download(layer_->act(), rows, s.intermediate, s.intermediate, 0);
     taps[Tap::resid_out] = download(layer_->resid_out(), rows, s.hidden, s.hidden, 0);
     return taps;
   }
@@ -153,7 +195,7 @@ class FusedPath : public Path {
     const int rows = static_cast<int>(hidden.rows());
     if (layer_->batch() == 0) layer_->reset(rows, 1);
     upload_input(hidden);
-    layer_->head(final_norm_.data(), lm_head_.data(), rows, stream_);
+    layer_->head(weights_->final_norm.data(), weights_->lm_head.data(), rows, stream_);
     stream_.synchronize();
     TapSet taps;
     taps[Tap::final_norm] = download(layer_->final_norm_out(), rows, s.hidden, s.hidden, 0);
@@ -198,7 +240,8 @@ class FusedPath : public Path {
   std::string device_;
   cuda::Stream stream_;
   std::unique_ptr<fused::FusedLayer> layer_;
-  cuda::DeviceBuffer<bf16> final_norm_, lm_head_;
+  std::shared_ptr<const FusedWeights> weights_;
+  std::optional<std::vector<Tap>> keep_;
   std::vector<int> kv_len_;
   bool caches_valid_ = true;
 };

@@ -3,6 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <type_traits>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -64,12 +69,25 @@ DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* 
     throw InputError(t->file, fmt::format("tensor {} ({}) has {} elements, expected [{}, {}]", t->name,
                                           role, t->numel(), rows, cols));
   }
+  DeviceBuffer<T> d;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (t->dtype == DType::BF16) {  // stored bits are already the one rounding
+      d.resize(static_cast<std::size_t>(t->numel()));
+      CUDA_CHECK(cudaMemcpyAsync(d.data(), t->bytes.data(), d.bytes(), cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      return d;
+    }
+  }
   const std::vector<float> f = t->to_float();
+  if constexpr (std::is_same_v<T, float>) {  // float -> double -> float is the identity
+    d.upload(f, s);
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    return d;
+  }
   std::vector<T> v(f.size());
   const auto n = static_cast<std::ptrdiff_t>(f.size());
 #pragma omp parallel for schedule(static)
   for (std::ptrdiff_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = to_storage<T>(f[static_cast<std::size_t>(i)]);
-  DeviceBuffer<T> d;
   d.upload(v, s);
   CUDA_CHECK(cudaStreamSynchronize(s));  // v is freed on return
   return d;
@@ -85,20 +103,15 @@ void upload_rows(DeviceBuffer<T>& buf, const TapMatrix& m, cudaStream_t s) {
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
-}  // namespace
-
+// Uploads every weight of `ckpt` rounded once to T.
 template <class T>
-CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
-    : ckpt_(ckpt), cfg_(std::move(cfg)) {
-  check_spec(ckpt);
+std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
   const ModelSpec& s = ckpt.spec();
-  CUDA_CHECK(cudaSetDevice(cfg_.engine.device));
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, cfg_.engine.device));
-  device_name_ = prop.name;
   Stream up;
   const ModelTensors& m = ckpt.model();
-  std::vector<DeviceLayer<T>> layers(static_cast<std::size_t>(s.n_layers));
+  auto w = std::make_shared<EngineWeights<T>>();
+  std::vector<DeviceLayer<T>>& layers = w->layers;
+  layers.resize(static_cast<std::size_t>(s.n_layers));
   const std::int64_t h = s.hidden, qw = s.q_width(), kvw = s.kv_width(), in = s.intermediate, d = s.head_dim;
   for (int l = 0; l < s.n_layers; ++l) {
     const LayerTensors& t = m.layers[static_cast<std::size_t>(l)];
@@ -122,10 +135,42 @@ CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
     L.w_up = upload<T>(ckpt, t.w_up, "up_proj", in, h, up);
     L.w_down = upload<T>(ckpt, t.w_down, "down_proj", h, in, up);
   }
-  DeviceHead<T> head;
+  DeviceHead<T>& head = w->head;
   head.final_norm = upload<T>(ckpt, m.final_norm, "final_norm", 1, h, up);
   head.lm_head = upload<T>(ckpt, m.lm_head, "lm_head", s.vocab, h, up);
-  engine_ = std::make_unique<DecoderEngine<T>>(s, std::move(layers), std::move(head), cfg_.engine);
+  return w;
+}
+
+// One upload per (checkpoint, storage type, device) while any path instance holds it: a
+// run creates the same path several times (isolated, propagated, perturbed), and the
+// weights are the largest and slowest thing to set up. Keyed by the checkpoint's address
+// and file, so a new checkpoint at a reused address never sees stale weights (the entry
+// has expired by then: its instances held the only references).
+template <class T>
+std::shared_ptr<const EngineWeights<T>> shared_weights(const Checkpoint& ckpt, int device) {
+  static std::mutex mu;
+  static std::map<std::tuple<const Checkpoint*, std::string, int>, std::weak_ptr<const EngineWeights<T>>> cache;
+  const auto key = std::make_tuple(&ckpt, ckpt.path().string(), device);
+  std::lock_guard lock(mu);
+  if (auto w = cache[key].lock()) return w;
+  for (auto it = cache.begin(); it != cache.end();) it = it->second.expired() ? cache.erase(it) : std::next(it);
+  auto w = upload_weights<T>(ckpt);
+  cache[key] = w;
+  return w;
+}
+
+}  // namespace
+
+template <class T>
+CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
+    : ckpt_(ckpt), cfg_(std::move(cfg)) {
+  check_spec(ckpt);
+  const ModelSpec& s = ckpt.spec();
+  CUDA_CHECK(cudaSetDevice(cfg_.engine.device));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, cfg_.engine.device));
+  device_name_ = prop.name;
+  engine_ = std::make_unique<DecoderEngine<T>>(s, shared_weights<T>(ckpt, cfg_.engine.device), cfg_.engine);
 }
 
 template <class T>

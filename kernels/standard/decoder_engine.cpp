@@ -42,9 +42,15 @@ void LayerActivations<T>::poison(cudaStream_t s) {
 template <class T>
 DecoderEngine<T>::DecoderEngine(ModelSpec spec, std::vector<DeviceLayer<T>> layers,
                                 DeviceHead<T> head, EngineOptions opts)
+    : DecoderEngine(std::move(spec),
+                    std::make_shared<const EngineWeights<T>>(EngineWeights<T>{std::move(layers), std::move(head)}),
+                    opts) {}
+
+template <class T>
+DecoderEngine<T>::DecoderEngine(ModelSpec spec, std::shared_ptr<const EngineWeights<T>> weights,
+                                EngineOptions opts)
     : spec_(std::move(spec)),
-      layers_(std::move(layers)),
-      head_(std::move(head)),
+      weights_(std::move(weights)),
       opts_(select_device(opts)),
       cublas_(stream_.get()),
       cublas_workspace_(kCublasWorkspaceBytes) {
@@ -100,7 +106,7 @@ void DecoderEngine<T>::gemm(int rows, int out, int in, const T* x, const T* w, T
 template <class T>
 std::vector<Op> DecoderEngine<T>::layer_ops(DecoderState<T>& st, int layer, int n_new) {
   const ModelSpec& s = spec_;
-  DeviceLayer<T>& L = layers_.at(static_cast<std::size_t>(layer));
+  const DeviceLayer<T>& L = weights_->layers.at(static_cast<std::size_t>(layer));
   LayerActivations<T>& A = st.act;
   ensure_cache(st, layer);
   const int B = st.batch, n = n_new, rows = B * n, start = st.cached[static_cast<std::size_t>(layer)];
@@ -219,8 +225,8 @@ std::vector<Op> DecoderEngine<T>::head_ops(const T* hidden, T* final_norm, T* lo
   const int h = spec_.hidden, vocab = spec_.vocab;
   const float eps = static_cast<float>(spec_.rms_eps);
   const double sz = sizeof(T);
-  const T* w = head_.final_norm.data();
-  const T* lm = head_.lm_head.data();
+  const T* w = weights_->head.final_norm.data();
+  const T* lm = weights_->head.lm_head.data();
   std::vector<Op> list;
   list.push_back({"final_norm", sz * (2.0 * rows * h + h), 5.0 * rows * h,
                  [=](cudaStream_t s) { ops::rms_norm(hidden, w, final_norm, rows, h, eps, s); }});

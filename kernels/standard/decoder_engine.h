@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,15 @@ struct DeviceLayer {
 template <class T>
 struct DeviceHead {
   DeviceBuffer<T> final_norm, lm_head;
+};
+
+// Every device weight of a model. Immutable once uploaded, so engines (and the path
+// instances that own them: a run's isolated and propagated instances, the perturbed
+// reference) share one copy through a shared_ptr instead of uploading their own.
+template <class T>
+struct EngineWeights {
+  std::vector<DeviceLayer<T>> layers;
+  DeviceHead<T> head;
 };
 
 // The activations of one layer call: one buffer per tap, rows = batch * n_new.
@@ -74,6 +84,8 @@ class DecoderEngine {
  public:
   DecoderEngine(ModelSpec spec, std::vector<DeviceLayer<T>> layers, DeviceHead<T> head,
                 EngineOptions opts);
+  // Shares weights already on the device (same device as opts.device).
+  DecoderEngine(ModelSpec spec, std::shared_ptr<const EngineWeights<T>> weights, EngineOptions opts);
 
   const ModelSpec& spec() const { return spec_; }
   cudaStream_t stream() const { return stream_.get(); }
@@ -97,8 +109,7 @@ class DecoderEngine {
   void gemm(int rows, int out, int in, const T* x, const T* w, T* y, float beta = 0.0f);
 
   ModelSpec spec_;
-  std::vector<DeviceLayer<T>> layers_;
-  DeviceHead<T> head_;
+  std::shared_ptr<const EngineWeights<T>> weights_;
   EngineOptions opts_;
   Stream stream_;
   CublasHandle cublas_;
