@@ -1,4 +1,5 @@
-// Kernel 4b: causal GQA flash attention for prefill (see attention_prefill.h).
+// Kernel 4b: causal GQA flash attention for prefill (see attention_prefill.h): the
+// launcher (tensor-core route first) and the FP32 CUDA-core kernel for other head dims.
 // 256 threads as 16 x 16: thread (ty, tx) owns query rows 4ty..4ty+3 and, of each 64-key
 // tile, keys 4tx..4tx+3 (scores) and output columns g*64 + 4tx..+3 (accumulators), so a
 // row's statistics live in the 16 lanes that share ty and reduce with 4 shuffles. Shared
@@ -184,6 +185,7 @@ void launch_prefill_attention(const PrefillAttentionArgs& a, cudaStream_t stream
   if (a.start + a.n > a.capacity)
     throw std::invalid_argument("fused prefill attention: tokens beyond the cache capacity");
   if (a.n <= 0) return;
+  if (launch_prefill_attention_tc(a, stream)) return;
   if (a.head_dim <= 64) return launch_dmax<64>(a, stream);
   launch_dmax<128>(a, stream);
 }

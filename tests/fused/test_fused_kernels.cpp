@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "fused_test_util.h"
@@ -346,17 +348,28 @@ TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
   }
 }
 
-TEST(FusedKernels, PrefillAttentionSmallMatchesDouble) {
-  SKIP_WITHOUT_GPU();
-  struct Case { int batch, n, start, H, KVH, D; };
-  for (const Case c : {Case{3, 37, 0, 9, 3, 64}, Case{1, 130, 5, 4, 2, 128}, Case{2, 70, 64, 5, 5, 16},
-                       Case{1, 1, 9, 3, 1, 128}}) {
-    const int cap = c.start + c.n;
-    const Bits q = random_bits(c.batch * c.n * c.H * c.D, 60, -2, 2),
-               kc = random_bits(c.batch * c.KVH * cap * c.D, 61, -2, 2),
-               vc = random_bits(c.batch * c.KVH * cap * c.D, 62, -1, 1);
-    auto dq = to_device(q), dk = to_device(kc), dv = to_device(vc),
-         out = poisoned(c.batch * c.n * c.H * c.D);
+// One prefill attention case: seeded inputs on the device (cache capacity start + n + 3,
+// so the kernel must not read past its keys) and a launcher that poisons the output first.
+struct PrefillCase {
+  int batch, n, start, H, KVH, D;
+  std::string name() const {
+    return "prefill attention b=" + std::to_string(batch) + " n=" + std::to_string(n) +
+           " start=" + std::to_string(start) + " heads=" + std::to_string(H) + "/" +
+           std::to_string(KVH) + " D=" + std::to_string(D);
+  }
+  int capacity() const { return start + n + 3; }
+};
+
+struct PrefillRun {
+  explicit PrefillRun(const PrefillCase& c_)
+      : c(c_),
+        q(random_bits(std::size_t(c.batch) * c.n * c.H * c.D, 60, -2, 2)),
+        kc(random_bits(std::size_t(c.batch) * c.KVH * c.capacity() * c.D, 61, -2, 2)),
+        vc(random_bits(std::size_t(c.batch) * c.KVH * c.capacity() * c.D, 62, -1, 1)),
+        dq(to_device(q)), dk(to_device(kc)), dv(to_device(vc)),
+        out(poisoned(std::size_t(c.batch) * c.n * c.H * c.D)) {}
+  Bits launch() {
+    out.fill_poison();
     PrefillAttentionArgs a;
     a.q = dq.data();
     a.k_cache = dk.data();
@@ -367,14 +380,97 @@ TEST(FusedKernels, PrefillAttentionSmallMatchesDouble) {
     a.n_heads = c.H;
     a.n_kv_heads = c.KVH;
     a.head_dim = c.D;
-    a.capacity = cap;
+    a.capacity = c.capacity();
     a.out = out.data();
     launch_prefill_attention(a, nullptr);
+    return to_host(out);
+  }
+  // attention_d's per-element tolerance: one rounding (1 bf16 ulp) + 1e-5 of max|v| = 1
+  // for the FP32 exponentials and sums. Tensor-core FP32 accumulation over <= 400 keys in
+  // 16-key groups and the online rescaling stay near 1e-6 of the row's max |v|.
+  std::vector<double> reference(std::vector<double>& tol) const {
+    return attention_d(q, kc, vc, c.batch, c.n, c.start, c.H, c.KVH, c.D, c.capacity(), 1.0, tol);
+  }
+  PrefillCase c;
+  Bits q, kc, vc;
+  cuda::DeviceBuffer<bf16> dq, dk, dv, out;
+};
+
+// head_dim 64 and 128 take the tensor-core kernel, 16 the FP32 one. Odd lengths (37, 130,
+// 1), starts 0 / 5 / 64 (diagonal tiles straddling two key tiles), odd head groups, and
+// n >= 300 (six key tiles per late query tile, masked diagonal).
+const PrefillCase kPrefillCases[] = {
+    {3, 37, 0, 9, 3, 64},   {3, 37, 5, 9, 3, 128},  {1, 130, 5, 4, 2, 128}, {1, 130, 64, 4, 2, 64},
+    {2, 37, 64, 5, 5, 128}, {1, 1, 9, 3, 1, 128},   {2, 1, 64, 4, 2, 64},   {2, 333, 17, 6, 2, 128},
+    {1, 300, 0, 4, 4, 64},  {2, 70, 64, 5, 5, 16}};
+
+// Restores the default 3-part P split when a test that changed it ends.
+struct PvSplitGuard {
+  explicit PvSplitGuard(int parts) { set_prefill_attention_pv_split(parts); }
+  ~PvSplitGuard() { set_prefill_attention_pv_split(3); }
+};
+
+TEST(FusedKernels, PrefillAttentionSmallMatchesDouble) {
+  SKIP_WITHOUT_GPU();
+  for (const PrefillCase& c : kPrefillCases) {
+    PrefillRun run(c);
     std::vector<double> tol;
-    const auto ref = attention_d(q, kc, vc, c.batch, c.n, c.start, c.H, c.KVH, c.D, cap, 1.0, tol);
-    expect_within("prefill attention n=" + std::to_string(c.n) + " start=" + std::to_string(c.start) +
-                      " D=" + std::to_string(c.D),
-                  to_host(out), ref, tol);
+    const auto ref = run.reference(tol);
+    expect_within(c.name(), run.launch(), ref, tol);
+  }
+}
+
+TEST(FusedKernels, PrefillAttentionSmallTwoRunsAreBitwiseIdentical) {
+  SKIP_WITHOUT_GPU();
+  // Each output element is one thread's fixed sequence of mma and FP32 operations (no
+  // atomics, no split over blocks): the same inputs give the same bits.
+  for (const PrefillCase& c : kPrefillCases) {
+    PrefillRun run(c);
+    const Bits first = run.launch();
+    EXPECT_TRUE(run.launch() == first) << c.name() << ": two runs differ";
+  }
+}
+
+TEST(FusedKernels, PrefillAttentionSmallSingleKeyIsV) {
+  SKIP_WITHOUT_GPU();
+  // One token at position 0 sees key 0 alone: p = 1, so the output is v_0 exactly (the
+  // split gives hi = 1, mid = lo = 0; 1 * v is exact and l = 1).
+  for (const int D : {64, 128, 16}) {
+    PrefillRun run(PrefillCase{3, 1, 0, 6, 3, D});
+    const Bits got = run.launch();
+    std::vector<double> v;
+    for (int b = 0; b < 3; ++b)
+      for (int h = 0; h < 6; ++h)
+        for (int d = 0; d < D; ++d)
+          v.push_back(val(run.vc, (std::size_t(b * 3 + h / 2) * run.c.capacity()) * D + d));
+    expect_bits(run.c.name() + " equals v", got, v);
+  }
+}
+
+TEST(FusedKernels, PrefillAttentionSmallTwoPartSplitStaysWithinTolerance) {
+  SKIP_WITHOUT_GPU();
+  // hi + lo misses P by at most 2^-16 P, so the output by at most 2^-16 max|v| (1.5e-5;
+  // with random signs the errors cancel to far under the 1e-5 of the tolerance). The count
+  // of outputs whose bf16 rounding it flips against the exact 3-part split, and the largest
+  // change (absolute; max|v| = 1), are printed for the record.
+  for (const PrefillCase& c : kPrefillCases) {
+    if (c.D != 64 && c.D != 128) continue;
+    PrefillRun run(c);
+    const Bits exact = run.launch();
+    PvSplitGuard two(2);
+    const Bits got = run.launch();
+    std::vector<double> tol;
+    const auto ref = run.reference(tol);
+    expect_within(c.name() + " (2-part P)", got, ref, tol);
+    int flipped = 0;
+    double max_diff = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      if (got[i] != exact[i]) {
+        ++flipped;
+        max_diff = std::max(max_diff, std::fabs(double(bf16_to_float(got[i])) - bf16_to_float(exact[i])));
+      }
+    std::printf("%s: 2-part vs 3-part split: %d of %zu outputs differ, by at most %.2g\n",
+                c.name().c_str(), flipped, got.size(), max_diff);
   }
 }
 
