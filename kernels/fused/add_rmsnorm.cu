@@ -14,6 +14,8 @@ add_rmsnorm_kernel(const bf16* __restrict__ delta, const bf16* __restrict__ resi
                    const bf16* __restrict__ weight, float eps, int n,
                    bf16* __restrict__ resid_out, bf16* __restrict__ normed) {
   __shared__ float scratch[32];
+  pdl_wait();
+  pdl_trigger();
   const long row = blockIdx.x;
   const bf16* x = residual + row * n;
   const bf16* d = delta ? delta + row * n : nullptr;
@@ -40,9 +42,8 @@ void launch_add_rmsnorm(const bf16* delta, const bf16* residual, const bf16* wei
                         float eps, int rows, int n, bf16* resid_out, bf16* normed,
                         cudaStream_t stream) {
   if (rows <= 0) return;
-  add_rmsnorm_kernel<<<rows, kThreads, 0, stream>>>(delta, residual, weight, eps, n,
-                                                    resid_out, normed);
-  CUDA_CHECK_LAUNCH();
+  launch_pdl(add_rmsnorm_kernel, rows, kThreads, 0, stream, delta, residual, weight, eps, n,
+             resid_out, normed);
 }
 
 }  // namespace fusecheck::fused

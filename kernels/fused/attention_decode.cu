@@ -10,108 +10,231 @@
 namespace fusecheck::fused {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int L = kDecodeChunk;
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kMaxHeadDim = 256;
+// Chunk choice: at most this many blocks (see header). H100, bench_fused decode b64
+// KV 1024: 1024 blocks (llama-3-8b: 512-position chunks) 131 us; 2048 blocks 136 us;
+// 128 blocks 147 us.
+constexpr int kMaxBlocks = 1024;
 
-// Shared memory: q [G x D] f32 | scores [G x L] f32 | K [L x (D+2)] bf16 | V [L x D] bf16.
-// K rows are padded by one 4-byte word so that threads reading consecutive positions hit
-// different banks.
-std::size_t split_smem_bytes(int G, int D) {
-  return (static_cast<std::size_t>(G) * D + static_cast<std::size_t>(G) * L) * sizeof(float) +
-         static_cast<std::size_t>(L) * (D + 2) * sizeof(bf16) +
-         static_cast<std::size_t>(L) * D * sizeof(bf16);
+// How a launch cuts the work: GP query heads per block (a power of two, at most 8; a group
+// of G > 8 heads takes ceil(G/8) blocks per chunk), chunk positions per block.
+struct Plan {
+  int gp, head_chunks, chunk, splits;
+};
+
+Plan make_plan(const DecodeAttentionArgs& a) {
+  const int G = a.n_heads / a.n_kv_heads;
+  Plan p;
+  p.gp = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
+  p.head_chunks = (G + p.gp - 1) / p.gp;
+  p.chunk = kDecodeMinChunk;
+  const long pairs = static_cast<long>(a.batch) * a.n_kv_heads * p.head_chunks;
+  while (p.chunk < a.kv_len && pairs * ((a.kv_len + p.chunk - 1) / p.chunk) > kMaxBlocks)
+    p.chunk *= 2;
+  p.splits = (a.kv_len + p.chunk - 1) / p.chunk;
+  return p;
 }
 
-__global__ void __launch_bounds__(kThreads) split_kernel(DecodeAttentionArgs a, float scale) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-  const int D = a.head_dim, G = a.n_heads / a.n_kv_heads, splits = gridDim.x;
-  const int p0 = split * L, len = min(L, a.kv_len - p0);
-  float* q_sm = reinterpret_cast<float*>(smem_raw);
-  float* s_sm = q_sm + G * D;
-  bf16* k_sm = reinterpret_cast<bf16*>(s_sm + G * L);
-  bf16* v_sm = k_sm + L * (D + 2);
-  const int ks = D + 2;  // K row stride in elements
+// One block per (chunk, kv head x head chunk, sequence). Lane layout: a K or V row of D
+// bf16 is covered by LP = 2^lp_log2 >= D/8 lanes of 16 bytes (sub = lane % LP); the warp's
+// 32/LP lane groups (grp) take 32/LP consecutive positions per load, so one warp load
+// reads 512 contiguous bytes when D = 8*LP. Each warp iteration covers kSteps such loads;
+// warps interleave iterations over the chunk. Every lane keeps, per head, the FP32 running
+// max m (warp-uniform), its group's sum of exponentials l and the unnormalized output of
+// its 8 columns acc; scores are reduced over the LP lanes by a fixed xor tree.
+// kSteps: 16-byte K and V loads per lane per warp iteration (fewer for 8 heads, whose
+// registers would otherwise spill).
+template <int GP, int kSteps = GP >= 8 ? 2 : 4>
+__global__ void __launch_bounds__(kThreads)
+split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_log2) {
+  __shared__ __align__(16) float sm_acc[kWarps][GP][kMaxHeadDim];
+  __shared__ float sm_m[kWarps][GP], sm_l[kWarps][GP], sm_w[kWarps][GP], sm_L[GP];
 
-  for (int i = threadIdx.x; i < G * D; i += kThreads)
-    q_sm[i] = __bfloat162float(a.q[static_cast<long>(b) * a.n_heads * D + kvh * G * D + i]);
-  const long cache0 = (static_cast<long>(b) * a.n_kv_heads + kvh) * a.capacity * D + static_cast<long>(p0) * D;
-  // K and V chunks: 16-byte global loads, kLoads of each in flight per thread before the
-  // first shared-memory store; K stored as 4-byte words into its padded rows.
-  const int chunk8 = D / 8;
-  constexpr int kLoads = 4;
-  for (int i0 = threadIdx.x; i0 < len * chunk8; i0 += kLoads * kThreads) {
-    uint4 kv[kLoads], vv[kLoads];
+  const int split = blockIdx.x, b = blockIdx.z, splits = gridDim.x;
+  const int G = a.n_heads / a.n_kv_heads, head_chunks = (G + GP - 1) / GP;
+  const int kvh = blockIdx.y / head_chunks, h0 = (blockIdx.y % head_chunks) * GP;
+  const int D = a.head_dim, lp = 1 << lp_log2, pw = 32 >> lp_log2;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane & (lp - 1), grp = lane >> lp_log2, d0 = sub * 8;
+  const bool dval = d0 < D;
+  const int p_begin = split * chunk, p_end = min(p_begin + chunk, a.kv_len);
+  const int span = pw * kSteps;  // positions per warp iteration
+  const int n_it = (p_end - p_begin + kWarps * span - 1) / (kWarps * span);
+  const long cache0 = (static_cast<long>(b) * a.n_kv_heads + kvh) * a.capacity * D + d0;
+  const bf16* kc = a.k_cache + cache0;
+  const bf16* vc = a.v_cache + cache0;
+  auto pos = [&](int it, int u) { return p_begin + (it * kWarps + warp) * span + u * pw + grp; };
+  // This step's position kv_len-1 is written by the rope kernel just before us. Positions
+  // sharing its 32-byte sector are read only after pdl_wait() and with coherent loads
+  // (the read-only .nc path is for data no kernel in flight writes).
+  const long last_sector = (static_cast<long>(a.kv_len - 1) * D) / 16;
+  auto fresh = [&](int p) { return (static_cast<long>(p) * D) / 16 == last_sector; };
+
+  // Positions outside the chunk load zeros (their probability is 0, and 0 * garbage could
+  // be NaN).
+  Bf16x8 kb[kSteps], vb[kSteps];
+  auto load = [&](int it, bool before_wait) {
 #pragma unroll
-    for (int j = 0; j < kLoads; ++j) {
-      const int i = i0 + j * kThreads;
-      if (i < len * chunk8) {
-        const long at = cache0 + static_cast<long>(i / chunk8) * D + (i % chunk8) * 8;
-        kv[j] = *reinterpret_cast<const uint4*>(a.k_cache + at);
-        vv[j] = *reinterpret_cast<const uint4*>(a.v_cache + at);
+    for (int u = 0; u < kSteps; ++u) {
+      const int p = pos(it, u);
+      const long at = static_cast<long>(p) * D;
+      if (dval && p < p_end && !fresh(p)) {
+        kb[u] = load8_stream(kc + at);
+        vb[u] = load8_stream(vc + at);
+      } else if (dval && p < p_end && !before_wait) {
+        kb[u] = load8(kc + at);
+        vb[u] = load8(vc + at);
+      } else {
+        *reinterpret_cast<uint4*>(&kb[u]) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(&vb[u]) = make_uint4(0, 0, 0, 0);
       }
+    }
+  };
+  if (n_it > 0) load(0, true);
+  pdl_wait();
+  pdl_trigger();
+  if (n_it > 0) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      const int p = pos(0, u);
+      if (dval && p < p_end && fresh(p)) {
+        kb[u] = load8(kc + static_cast<long>(p) * D);
+        vb[u] = load8(vc + static_cast<long>(p) * D);
+      }
+    }
+  }
+
+  float q[GP][8], m[GP], l[GP], acc[GP][8];
+#pragma unroll
+  for (int g = 0; g < GP; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[g][i] = acc[g][i] = 0.f;
+    if (dval && h0 + g < G)
+      to_float8(load8(a.q + (static_cast<long>(b) * a.n_heads + kvh * G + h0 + g) * D + d0), q[g]);
+  }
+
+  for (int it = 0; it < n_it; ++it) {
+    Bf16x8 kcur[kSteps], vcur[kSteps];
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      kcur[u] = kb[u];
+      vcur[u] = vb[u];
+    }
+    if (it + 1 < n_it) load(it + 1, false);
+    if (pos(it, 0) - grp >= p_end) continue;  // no position of this warp (warp-uniform)
+
+    // Scores s[g][u] = (q_g . k) * scale for this lane group's position of step u.
+    float s[GP][kSteps];
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      float kf[8];
+      to_float8(kcur[u], kf);
+#pragma unroll
+      for (int g = 0; g < GP; ++g) {
+        float t = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) t = fmaf(q[g][i], kf[i], t);
+        s[g][u] = t;
+      }
+    }
+    for (int o = lp >> 1; o > 0; o >>= 1)
+#pragma unroll
+      for (int g = 0; g < GP; ++g)
+#pragma unroll
+        for (int u = 0; u < kSteps; ++u) s[g][u] += __shfl_xor_sync(0xffffffffu, s[g][u], o);
+
+    // Online softmax: new max over the warp's positions, rescale, exponentials.
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+        s[g][u] = pos(it, u) < p_end ? s[g][u] * scale : -INFINITY;
+        mx = fmaxf(mx, s[g][u]);
+      }
+      for (int o = lp; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_new = fmaxf(m[g], mx);  // finite: pos(it, 0) of group 0 is in the chunk
+      const float alpha = expf(m[g] - m_new);  // 0 on the first step (m = -inf)
+      float sum = 0.f;
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+        s[g][u] = s[g][u] == -INFINITY ? 0.f : expf(s[g][u] - m_new);
+        sum += s[g][u];
+      }
+      l[g] = l[g] * alpha + sum;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
+      m[g] = m_new;
     }
 #pragma unroll
-    for (int j = 0; j < kLoads; ++j) {
-      const int i = i0 + j * kThreads;
-      if (i < len * chunk8) {
-        const int p = i / chunk8, c = i % chunk8;
-        unsigned* kd = reinterpret_cast<unsigned*>(k_sm + p * ks + c * 8);
-        kd[0] = kv[j].x; kd[1] = kv[j].y; kd[2] = kv[j].z; kd[3] = kv[j].w;
-        *reinterpret_cast<uint4*>(v_sm + p * D + c * 8) = vv[j];
-      }
+    for (int u = 0; u < kSteps; ++u) {
+      float vf[8];
+      to_float8(vcur[u], vf);
+#pragma unroll
+      for (int g = 0; g < GP; ++g)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(s[g][u], vf[i], acc[g][i]);
+    }
+  }
+
+  // Merge the lane groups (same m), then the warps in index order.
+  for (int o = lp; o < 32; o <<= 1)
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+      l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+    }
+  if (grp == 0 && dval) {
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+      float4* dst = reinterpret_cast<float4*>(&sm_acc[warp][g][d0]);
+      dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+      dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+    }
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < GP; ++g) {
+      sm_m[warp][g] = m[g];
+      sm_l[warp][g] = l[g];
     }
   }
   __syncthreads();
-
-  // Scores s[g][p] = (q_g . k_p) * scale, FP32.
-  for (int i = threadIdx.x; i < G * L; i += kThreads) {
-    const int g = i / L, p = i % L;
-    float s = -INFINITY;
-    if (p < len) {
-      const __nv_bfloat162* kr = reinterpret_cast<const __nv_bfloat162*>(k_sm + p * ks);
-      const float* qg = q_sm + g * D;
-      s = 0.f;
-      for (int d = 0; d < D / 2; ++d) {
-        const float2 kf = __bfloat1622float2(kr[d]);
-        s = fmaf(qg[2 * d], kf.x, s);
-        s = fmaf(qg[2 * d + 1], kf.y, s);
-      }
-      s *= scale;
+  if (threadIdx.x < GP) {
+    const int g = threadIdx.x;
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sm_m[w][g]);  // finite: warp 0 has a position
+    float L = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float e = sm_m[w][g] == -INFINITY ? 0.f : expf(sm_m[w][g] - M);
+      sm_w[w][g] = e;
+      L += e * sm_l[w][g];
     }
-    s_sm[i] = s;
+    sm_L[g] = L;
+    if (splits > 1 && h0 + g < G) {
+      const long part = (static_cast<long>(b) * a.n_heads + kvh * G + h0 + g) * stride + split;
+      a.partial_ml[part * 2] = M;
+      a.partial_ml[part * 2 + 1] = L;
+    }
   }
   __syncthreads();
-
-  // Per head of the group: chunk max and e^(s - m) (one warp per head, FP32).
-  __shared__ float m_sm[32], l_sm[32];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int g = warp; g < G; g += kThreads / 32) {
-    float m = -INFINITY;
-    for (int p = lane; p < len; p += 32) m = fmaxf(m, s_sm[g * L + p]);
-    m = warp_max(m);
-    float l = 0.f;
-    for (int p = lane; p < L; p += 32) {
-      const float e = p < len ? expf(s_sm[g * L + p] - m) : 0.f;
-      s_sm[g * L + p] = e;
-      l += e;
-    }
-    l = warp_sum(l);
-    if (lane == 0) { m_sm[g] = m; l_sm[g] = l; }
-  }
-  __syncthreads();
-
-  // Unnormalized output acc[g][d] = sum_p e_p v_p[d].
-  const long part = ((static_cast<long>(b) * a.n_heads + kvh * G) * splits + split);
-  for (int i = threadIdx.x; i < G * D; i += kThreads) {
+  for (int i = threadIdx.x; i < GP * D; i += kThreads) {
     const int g = i / D, d = i % D;
-    float acc = 0.f;
-    for (int p = 0; p < len; ++p) acc = fmaf(s_sm[g * L + p], __bfloat162float(v_sm[p * D + d]), acc);
-    a.partial_acc[(part + static_cast<long>(g) * splits) * D + d] = acc;
-  }
-  for (int g = threadIdx.x; g < G; g += kThreads) {
-    a.partial_ml[(part + static_cast<long>(g) * splits) * 2] = m_sm[g];
-    a.partial_ml[(part + static_cast<long>(g) * splits) * 2 + 1] = l_sm[g];
+    if (h0 + g >= G) continue;
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o = fmaf(sm_w[w][g], sm_acc[w][g][d], o);
+    const long head = static_cast<long>(b) * a.n_heads + kvh * G + h0 + g;
+    if (splits == 1) {
+      a.out[head * D + d] = round_bf16(o / sm_L[g]);
+    } else {
+      a.partial_acc[(head * stride + split) * D + d] = o;
+    }
   }
 }
 
@@ -120,13 +243,15 @@ __host__ __device__ constexpr int padded_splits(int splits) { return (splits + 7
 // One block per (head, sequence): merge the splits, round once. The first warp turns the
 // splits' (m, l) into weights e^(m_s - M) in shared memory (fixed-shape reductions), then
 // every output element sums its splits with independent loads in flight.
-__global__ void combine_kernel(DecodeAttentionArgs a, int splits) {
+__global__ void combine_kernel(DecodeAttentionArgs a, int splits, int stride) {
   // [splits rounded up to 8]: the unrolled loop below may read whole 16-byte vectors, so
   // the tail is allocated and zeroed (compute-sanitizer memcheck flagged the over-read).
   extern __shared__ float weight[];
   __shared__ float total_sm;
+  pdl_wait();
+  pdl_trigger();
   const int h = blockIdx.x, b = blockIdx.y, D = a.head_dim, lane = threadIdx.x & 31;
-  const long base = (static_cast<long>(b) * a.n_heads + h) * splits;
+  const long base = (static_cast<long>(b) * a.n_heads + h) * stride;
   const float* ml = a.partial_ml + base * 2;
   if (threadIdx.x < 32) {
     float M = -INFINITY;
@@ -161,25 +286,27 @@ std::size_t decode_attention_scratch_floats(int batch, int n_heads, int head_dim
 void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0)
     throw std::invalid_argument("fused decode attention: n_heads must be a multiple of n_kv_heads");
-  if (a.head_dim % 8 != 0 || a.head_dim > 256)
+  if (a.head_dim % 8 != 0 || a.head_dim > kMaxHeadDim)
     throw std::invalid_argument("fused decode attention: head_dim must be a multiple of 8, at most 256");
   if (a.kv_len <= 0 || a.kv_len > a.capacity)
     throw std::invalid_argument("fused decode attention: kv_len outside the cache");
-  const int G = a.n_heads / a.n_kv_heads, splits = decode_attention_splits(a.kv_len);
-  const std::size_t smem = split_smem_bytes(G, a.head_dim);
-  if (G > 32 || smem > 200 * 1024)
-    throw std::invalid_argument("fused decode attention: query group too large");
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-    configured = true;
-  }
+  if (a.batch <= 0 || a.batch > 65535 || a.n_heads > 65535)
+    throw std::invalid_argument("fused decode attention: batch or head count beyond the grid");
+  const Plan p = make_plan(a);
+  const int stride = decode_attention_splits(a.kv_len);
+  int lp_log2 = 0;
+  while ((8 << lp_log2) < a.head_dim) ++lp_log2;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
-  split_kernel<<<dim3(splits, a.n_kv_heads, a.batch), kThreads, smem, stream>>>(a, scale);
-  CUDA_CHECK_LAUNCH();
-  combine_kernel<<<dim3(a.n_heads, a.batch), 128, padded_splits(splits) * sizeof(float), stream>>>(
-      a, splits);
-  CUDA_CHECK_LAUNCH();
+  const dim3 grid(p.splits, a.n_kv_heads * p.head_chunks, a.batch);
+  switch (p.gp) {
+    case 1: launch_pdl(split_kernel<1>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
+    case 2: launch_pdl(split_kernel<2>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
+    case 4: launch_pdl(split_kernel<4>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
+    default: launch_pdl(split_kernel<8>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
+  }
+  if (p.splits > 1)
+    launch_pdl(combine_kernel, dim3(a.n_heads, a.batch), 128,
+               padded_splits(p.splits) * sizeof(float), stream, a, p.splits, stride);
 }
 
 }  // namespace fusecheck::fused

@@ -1,12 +1,17 @@
 // Device helpers shared by the fused kernels: 16-byte bf16 vectors, FP32 warp and block
-// reductions, and the one bf16 rounding every kernel output goes through. Device code
-// only (included by .cu files).
+// reductions, the one bf16 rounding every kernel output goes through, and programmatic
+// dependent launch (PDL). Included by .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "kernels/common/cuda_check.h"
 
 namespace fusecheck::fused {
 
@@ -79,5 +84,60 @@ __device__ __forceinline__ float inv_rms(float sum_squares, int n, float eps) {
 
 // SiLU in FP32 with the accurate expf (not __expf): x / (1 + e^-x).
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// Programmatic dependent launch (sm_90). A kernel launched by launch_pdl() may start while
+// the kernel before it in the stream is still running, once every block of that one has
+// called pdl_trigger(). Contract of every kernel launched this way:
+//  - before pdl_wait() it reads only data no earlier kernel of the layer writes (weights,
+//    KV-cache positions of earlier steps) and writes nothing;
+//  - every block calls pdl_wait() (which returns when the previous kernel has completed
+//    and its writes are visible) before any other read, any write and any early return,
+//    so that completion of a kernel implies completion of everything before it;
+//  - it calls pdl_trigger() right after pdl_wait(): the next kernel then only overlaps
+//    this one, never an earlier one, and may only prefetch its weights meanwhile.
+// Without PDL (older GPUs, FUSECHECK_FUSED_PDL=0, plain launches) both are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// PDL on when the current device is sm_90+ and FUSECHECK_FUSED_PDL is not "0" (an A/B
+// switch for the benchmarks; decided once per process).
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("FUSECHECK_FUSED_PDL");
+    if (env && std::strcmp(env, "0") == 0) return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+      return false;
+    return major >= 9;
+  }();
+  return on;
+}
+
+// Launches `kernel` with the programmatic-stream-serialization attribute when PDL is on
+// (a plain stream-ordered launch otherwise); checks the launch.
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem,
+                cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
 
 }  // namespace fusecheck::fused

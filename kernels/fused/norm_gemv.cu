@@ -12,7 +12,16 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kUnroll = 4;  // 16-byte chunks per lane per row kept in flight
+// Per (token rows NB, rows per warp R): 16-byte chunks per lane per row per step (U) and
+// the resident blocks per SM the register allocation must allow. R = 3 at one token row
+// (the QKV projection): 6144 rows are 2048 warps, one wave at 2 blocks of 8 warps per SM
+// on 132 SMs; R = 2 took 3072 warps, 1.45 waves at the 103 registers it needs, and
+// capping it to 3 blocks per SM (80 registers, U = 3) made the o_proj GEMV slower
+// (H100, bench_fused).
+template <int NB, int R>
+constexpr int kChunksPerStep = R >= 3 ? 2 : NB <= 2 ? 4 : 2;
+template <int NB, int R>
+constexpr int kMinBlocks = R >= 3 ? 2 : 1;
 // Normalized rows live in shared memory as bf16: rows * K * 2 bytes.
 constexpr std::size_t kMaxNormSmem = 200 * 1024;
 
@@ -38,8 +47,8 @@ struct GemvArgs {
 // overlaps the weight stream) and each step's loads are in flight during the previous
 // step's FMAs. The token rows (normalized, or copied when `stage`) sit in shared memory.
 template <int NB, int R, Epilogue E, bool kNorm>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
-  constexpr int U = NB <= 2 ? 4 : 2;  // 16-byte chunks per lane per row per step
+__global__ void __launch_bounds__(kThreads, kMinBlocks<NB, R>) gemv_kernel(GemvArgs a) {
+  constexpr int U = kChunksPerStep<NB, R>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int lane = threadIdx.x & 31;
   const int K = a.K, chunks = K / 8;
@@ -65,7 +74,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
     }
   };
   Bf16x8 wv[R][U];
-  load_step(0, wv);
+  load_step(0, wv);  // weights only: allowed before pdl_wait()
+  pdl_wait();
+  pdl_trigger();
 
   const bf16* xsrc = a.x;
   bf16* h = reinterpret_cast<bf16*>(smem_raw);
@@ -227,8 +238,7 @@ void launch_nb(const GemvArgs& a, cudaStream_t stream) {
                                     static_cast<int>(kMaxNormSmem)));
     configured = true;
   }
-  kernel<<<blocks, kThreads, smem, stream>>>(args);
-  CUDA_CHECK_LAUNCH();
+  launch_pdl(kernel, blocks, kThreads, smem, stream, args);
 }
 
 // Picks the smallest compiled token count >= rows (accumulators live in registers).
@@ -253,8 +263,9 @@ bool gemv_supports(int rows, int K, bool normalizes) {
 void launch_norm_qkv_gemv(const bf16* x, const bf16* norm_w, float eps, const bf16* W,
                           const bf16* bias, int rows, int K, int N, bf16* out,
                           cudaStream_t stream) {
-  launch<2, Epilogue::Bias, true>(
-      {x, nullptr, norm_w, eps, W, bias, nullptr, out, nullptr, rows, K, N, false}, stream);
+  const GemvArgs a{x, nullptr, norm_w, eps, W, bias, nullptr, out, nullptr, rows, K, N, false};
+  if (rows == 1 && gemv_supports(rows, K, true)) return launch_nb<1, 3, Epilogue::Bias, true>(a, stream);
+  launch<2, Epilogue::Bias, true>(a, stream);
 }
 
 void launch_gemv_round_residual(const bf16* x, const bf16* W, const bf16* resid_in, int rows,

@@ -23,6 +23,8 @@ __global__ void __launch_bounds__(kThreads) qk_norm_rope_kernel(RopeArgs a) {
   const float* cs = a.cos_table + static_cast<long>(pos) * half;
   const float* sn = a.sin_table + static_cast<long>(pos) * half;
   const int lane = threadIdx.x & 31;
+  pdl_wait();
+  pdl_trigger();
 
   {
     const int head = blockIdx.y * (kThreads / 32) + (threadIdx.x >> 5);
@@ -79,8 +81,7 @@ void launch_qk_norm_rope(const RopeArgs& a, cudaStream_t stream) {
   const int tokens = a.batch * a.n;
   if (tokens <= 0) return;
   const int warps = kThreads / 32, heads = a.n_heads + 2 * a.n_kv_heads;
-  qk_norm_rope_kernel<<<dim3(tokens, (heads + warps - 1) / warps), kThreads, 0, stream>>>(a);
-  CUDA_CHECK_LAUNCH();
+  launch_pdl(qk_norm_rope_kernel, dim3(tokens, (heads + warps - 1) / warps), kThreads, 0, stream, a);
 }
 
 }  // namespace fusecheck::fused

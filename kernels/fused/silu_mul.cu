@@ -11,6 +11,8 @@ namespace {
 
 __global__ void silu_mul_kernel(const float* __restrict__ gate_up, long total, int I,
                                 bf16* __restrict__ act) {
+  pdl_wait();
+  pdl_trigger();
   for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long>(gridDim.x) * blockDim.x) {
     const long row = i / I, col = i % I;
@@ -27,8 +29,8 @@ void launch_silu_mul(const float* gate_up, int rows, int I, bf16* act, cudaStrea
   if (total <= 0) return;
   const int threads = 256;
   const long blocks = std::min<long>((total + threads - 1) / threads, 132L * 16);
-  silu_mul_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(gate_up, total, I, act);
-  CUDA_CHECK_LAUNCH();
+  launch_pdl(silu_mul_kernel, static_cast<unsigned>(blocks), threads, 0, stream, gate_up, total, I,
+             act);
 }
 
 }  // namespace fusecheck::fused

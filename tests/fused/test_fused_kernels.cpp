@@ -307,9 +307,14 @@ struct AttnCase {
 
 TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
   SKIP_WITHOUT_GPU();
+  // Chunking: 32 positions while the blocks number at most 1024 (all but the last two
+  // cases: 1, 3 and 33 chunks, combine or not); 5 x 5 kv heads x 1500 positions takes
+  // 64-position chunks (fewer partials than the scratch stride holds); 12 query heads over
+  // one kv head take two blocks of 8 heads per chunk.
   for (const AttnCase c : {AttnCase{3, 9, 3, 64, 1}, AttnCase{3, 9, 3, 128, 65},
                            AttnCase{3, 9, 3, 128, 1025}, AttnCase{1, 7, 7, 64, 64},
-                           AttnCase{2, 5, 1, 16, 130}}) {
+                           AttnCase{2, 5, 1, 16, 130}, AttnCase{5, 10, 5, 32, 1500},
+                           AttnCase{2, 12, 1, 128, 100}}) {
     const int cap = c.kv_len + 3;
     const Bits q = random_bits(c.batch * c.H * c.D, 50, -2, 2),
                kc = random_bits(c.batch * c.KVH * cap * c.D, 51, -2, 2),
