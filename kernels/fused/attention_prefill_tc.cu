@@ -74,7 +74,7 @@ __device__ __forceinline__ uint32_t pack(__nv_bfloat162 v) { return *reinterpret
 // hi = bf16(p), mid = bf16(p - hi), lo = bf16(p - hi - mid). Each subtraction is exact
 // (the rounding error of a round-to-nearest is representable), |p - hi| <= 2^-8 |p|, so
 // with 24 significand bits in p the third part holds the last <= 8 bits exactly:
-// hi + mid + lo == p for normal p. PARTS = 2 stops after mid: |p - hi - mid| <= 2^-16 |p|.
+// hi + mid + lo == p for normal p. PARTS = 2 keeps hi + bf16(p - hi): |error| <= 2^-16 |p|.
 template <int PARTS>
 __device__ __forceinline__ void split_p(float x, float y, uint32_t out[PARTS]) {
 #pragma unroll
