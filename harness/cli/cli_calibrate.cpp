@@ -50,6 +50,14 @@ int run_calibrate(const CalibrateArgs& a) {
   options.rule = {a.margin_floor, a.kl_mean_limit, a.top1_min};
   if (!(a.max_miss_rate >= 0 && a.max_miss_rate < 1)) throw InputError("--max-miss-rate", "must be in [0, 1)");
   if (a.bootstrap < 1) throw InputError("--bootstrap", "must be at least 1");
+  if (!a.out.empty() && !a.report.empty()) {
+    // The report's data goes to REPORT with .json: it must not overwrite the thresholds.
+    std::filesystem::path data = a.report;
+    data.replace_extension(".json");
+    if (std::filesystem::weakly_canonical(data) == std::filesystem::weakly_canonical(a.out))
+      throw InputError(a.out, "--out and the report's data file (" + data.string() +
+                                  ") are the same file; give the report another name");
+  }
 
   auto runs = calibrate::load_results_dir(a.results_dir);
   if (!a.exclude_families.empty()) {

@@ -168,6 +168,17 @@ TEST(CalibrateFolder, CliWritesThresholdsThatCheckReads) {
   EXPECT_NE(chk.out.find("fusecheck calibrate"), std::string::npos);  // the thresholds' source
 }
 
+TEST(CalibrateFolder, AReportWhoseDataWouldOverwriteTheThresholdsIsRefused) {
+  const auto dir = write_folder();
+  const auto out = test::scratch_dir() / "same.json";
+  std::filesystem::remove(out);
+  const auto r = test::run_fusecheck("calibrate " + dir.string() + " --bootstrap 10 --out " + out.string() +
+                                     " --report " + (test::scratch_dir() / "same.html").string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("same file"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));  // refused before anything is written
+}
+
 TEST(CalibrateFolder, AFolderWithoutResultsIsOneClearError) {
   const auto empty = test::scratch_dir() / "empty";
   std::filesystem::create_directories(empty);
