@@ -1,4 +1,4 @@
-// Kernel 4a: split-KV decode attention and its combine kernel (see attention_decode.h).
+// Kernel 4a: split-KV decode attention, its in-kernel merge and its combine kernel (see attention_decode.h).
 #include "kernels/fused/attention_decode.h"
 
 #include <cmath>
@@ -17,6 +17,24 @@ constexpr int kMaxHeadDim = 256;
 // KV 1024: 1024 blocks (llama-3-8b: 512-position chunks) 131 us; 2048 blocks 136 us;
 // 128 blocks 147 us.
 constexpr int kMaxBlocks = 1024;
+// The merging block keeps one weight per (head, chunk) in sm_acc's space.
+static_assert(kMaxBlocks <= kWarps * kMaxHeadDim, "chunk weights must fit in sm_acc");
+// The chunks merge inside the split kernel (last block to arrive) when the grid has at most
+// this many blocks per SM (about one wave: batch 1), else in a separate combine kernel.
+// H100, bench_fused, same call: merging inside took qwen3-8b decode b1 from 150-151 to
+// 148 us, but decode b64 (1024 blocks, 2.6 waves) from 309 to 318-321 us: there the
+// merging blocks' extra tail (two dependent L2 round trips) lands on every wave.
+constexpr int kFoldMaxBlocksPerSm = 2;
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+    return count;
+  }();
+  return n;
+}
 
 // How a launch cuts the work: GP query heads per block (a power of two, at most 8; a group
 // of G > 8 heads takes ceil(G/8) blocks per chunk), chunk positions per block.
@@ -48,7 +66,7 @@ Plan make_plan(const DecodeAttentionArgs& a) {
 // registers would otherwise spill).
 template <int GP, int kSteps = GP >= 8 ? 2 : 4>
 __global__ void __launch_bounds__(kThreads)
-split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_log2) {
+split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_log2, bool merge) {
   __shared__ __align__(16) float sm_acc[kWarps][GP][kMaxHeadDim];
   __shared__ float sm_m[kWarps][GP], sm_l[kWarps][GP], sm_w[kWarps][GP], sm_L[GP];
 
@@ -236,6 +254,71 @@ split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_l
       a.partial_acc[(head * stride + split) * D + d] = o;
     }
   }
+  if (splits == 1 || !merge) return;
+
+  // merge (grids of at most ~one wave, see kFoldMaxBlocksPerSm): the last block of this
+  // (kv head, head chunk, sequence) to finish merges every chunk's partials in chunk order
+  // and rounds once (no combine kernel: one kernel boundary less per decode step). Arrival order decides only WHICH block merges, never
+  // the order of the sums. Each thread fences its partial writes before the count; the
+  // merging block fences again before reading them (through L2: __ldcg).
+  __shared__ bool sm_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* counter = a.counters + static_cast<long>(b) * gridDim.y + blockIdx.y;
+    sm_last = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+    if (sm_last) *counter = 0;  // all chunks are in: leave it zero for the next launch
+  }
+  __syncthreads();
+  if (!sm_last) return;
+  __threadfence();
+
+  // Weights e^(m_s - M) per head, in sm_acc's space (GP x splits floats; splits <= 1024 =
+  // kMaxHeadDim * kWarps, see make_plan): one warp per head, lanes strided over the
+  // chunks, fixed xor trees for the max and the sum.
+  float* weight = &sm_acc[0][0][0];
+  for (int g = warp; g < GP; g += kWarps) {
+    if (h0 + g >= G) continue;
+    const long head = static_cast<long>(b) * a.n_heads + kvh * G + h0 + g;
+    const float2* ml = reinterpret_cast<const float2*>(a.partial_ml) + head * stride;
+    float M = -INFINITY;
+    for (int s = lane; s < splits; s += 32) M = fmaxf(M, __ldcg(ml + s).x);
+    M = warp_max(M);
+    float total = 0.f;
+    for (int s = lane; s < splits; s += 32) {
+      const float2 v = __ldcg(ml + s);
+      const float e = expf(v.x - M);
+      weight[g * splits + s] = e;
+      total += e * v.y;
+    }
+    total = warp_sum(total);
+    if (lane == 0) sm_L[g] = total;
+  }
+  __syncthreads();
+  // One thread per 4 consecutive columns of a head: a float4 per chunk, 16 chunks' loads
+  // in flight, summed in chunk order.
+  const int quads = D / 4;
+  for (int c = threadIdx.x; c < GP * quads; c += kThreads) {
+    const int g = c / quads, d = (c % quads) * 4;
+    if (h0 + g >= G) continue;
+    const long head = static_cast<long>(b) * a.n_heads + kvh * G + h0 + g;
+    const float4* src = reinterpret_cast<const float4*>(a.partial_acc + head * stride * D + d);
+    const float* wg = weight + g * splits;
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+    for (int s = 0; s < splits; ++s) {
+      const float4 v = __ldcg(src + static_cast<long>(s) * quads);
+      const float w = wg[s];
+      o.x = fmaf(w, v.x, o.x);
+      o.y = fmaf(w, v.y, o.y);
+      o.z = fmaf(w, v.z, o.z);
+      o.w = fmaf(w, v.w, o.w);
+    }
+    const float L = sm_L[g];
+    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(a.out + head * D + d);
+    dst[0] = __floats2bfloat162_rn(o.x / L, o.y / L);
+    dst[1] = __floats2bfloat162_rn(o.z / L, o.w / L);
+  }
 }
 
 __host__ __device__ constexpr int padded_splits(int splits) { return (splits + 7) / 8 * 8; }
@@ -283,6 +366,10 @@ std::size_t decode_attention_scratch_floats(int batch, int n_heads, int head_dim
          (head_dim + 2);
 }
 
+std::size_t decode_attention_counters(int batch, int n_heads) {
+  return static_cast<std::size_t>(batch) * n_heads;
+}
+
 void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0)
     throw std::invalid_argument("fused decode attention: n_heads must be a multiple of n_kv_heads");
@@ -293,18 +380,22 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
   if (a.batch <= 0 || a.batch > 65535 || a.n_heads > 65535)
     throw std::invalid_argument("fused decode attention: batch or head count beyond the grid");
   const Plan p = make_plan(a);
+  if (p.splits > 1 && (!a.partial_acc || !a.partial_ml || !a.counters))
+    throw std::invalid_argument("fused decode attention: split-KV needs the scratch and counters");
   const int stride = decode_attention_splits(a.kv_len);
   int lp_log2 = 0;
   while ((8 << lp_log2) < a.head_dim) ++lp_log2;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
   const dim3 grid(p.splits, a.n_kv_heads * p.head_chunks, a.batch);
+  const bool merge = p.splits > 1 &&
+                     static_cast<long>(grid.x) * grid.y * grid.z <= long{kFoldMaxBlocksPerSm} * sm_count();
   switch (p.gp) {
-    case 1: launch_pdl(split_kernel<1>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
-    case 2: launch_pdl(split_kernel<2>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
-    case 4: launch_pdl(split_kernel<4>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
-    default: launch_pdl(split_kernel<8>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2); break;
+    case 1: launch_pdl(split_kernel<1>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
+    case 2: launch_pdl(split_kernel<2>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
+    case 4: launch_pdl(split_kernel<4>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
+    default: launch_pdl(split_kernel<8>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
   }
-  if (p.splits > 1)
+  if (p.splits > 1 && !merge)
     launch_pdl(combine_kernel, dim3(a.n_heads, a.batch), 128,
                padded_splits(p.splits) * sizeof(float), stream, a, p.splits, stride);
 }

@@ -149,6 +149,13 @@ void FusedLayer::ensure_buffers(int rows, int kv_len) {
   grow(resid_out_, r * H);
   if (!gemv_route(rows)) grow(gate_up_, r * 2 * I);
   grow(attn_scratch_, decode_attention_scratch_floats(batch_, spec_.n_heads, spec_.head_dim, kv_len));
+  // The split-KV attention's arrival counters start at zero and every launch leaves them
+  // zero, so they are cleared only when (re)allocated.
+  const std::size_t n_counters = decode_attention_counters(batch_, spec_.n_heads);
+  if (attn_counters_.size() < n_counters) {
+    attn_counters_.resize(n_counters);
+    CUDA_CHECK(cudaMemset(attn_counters_.data(), 0, n_counters * sizeof(unsigned int)));
+  }
 }
 
 std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
@@ -226,6 +233,7 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
     da.partial_acc = attn_scratch_.data();
     da.partial_ml = attn_scratch_.data() +
                     std::size_t(batch_) * m.n_heads * decode_attention_splits(kv_len) * m.head_dim;
+    da.counters = attn_counters_.data();
     da.out = attn_.data();
     out.push_back({"attention(split-kv)", kv_bytes + 2 * R * QW * kB,
                    4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim,

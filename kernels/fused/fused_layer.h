@@ -118,6 +118,7 @@ class FusedLayer {
   cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,
       act_, resid_out_;
   cuda::DeviceBuffer<float> gate_up_, logits_, attn_scratch_;
+  cuda::DeviceBuffer<unsigned int> attn_counters_;  // zeroed on allocation; kernels keep it zero
 };
 
 // Times ops one by one (each captured in its own graph when opts.graph) and the whole list

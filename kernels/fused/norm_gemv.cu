@@ -75,6 +75,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<NB, R>) gemv_kernel(GemvA
   };
   Bf16x8 wv[R][U];
   load_step(0, wv);  // weights only: allowed before pdl_wait()
+  // The norm weight chunks of the prologue's second pass, also fetched before the wait
+  // (a weight): their DRAM latency then overlaps the wait and the first pass instead of
+  // following the block reduction. kNormPre chunks per thread (K up to 4096 at 256
+  // threads); any further chunks are loaded in the pass.
+  constexpr int kNormPre = kNorm ? 2 : 0;
+  Bf16x8 nw[kNormPre > 0 ? kNormPre : 1];
+#pragma unroll
+  for (int i = 0; i < kNormPre; ++i) {
+    const int c = threadIdx.x + i * kThreads;
+    if (c < chunks) nw[i] = load8(a.norm_w + c * 8);
+  }
   pdl_wait();
   pdl_trigger();
 
@@ -130,9 +141,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<NB, R>) gemv_kernel(GemvA
       for (int i = 0; i < kWarps; ++i) total += scratch[t][i];
       scale[t] = inv_rms(total, K, a.eps);
     }
-    for (int c = threadIdx.x; c < chunks; c += kThreads) {
+    auto normalize = [&](int c, const Bf16x8& wraw) {
       float w[8];
-      to_float8(load8(a.norm_w + c * 8), w);
+      to_float8(wraw, w);
 #pragma unroll
       for (int t = 0; t < NB; ++t) {
         if (t >= a.rows) break;
@@ -149,7 +160,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<NB, R>) gemv_kernel(GemvA
                                          v[2 * i + 1] * scale[t] * w[2 * i + 1]);
         *reinterpret_cast<Bf16x8*>(h + t * K + c * 8) = o;
       }
+    };
+#pragma unroll
+    for (int i = 0; i < kNormPre; ++i) {
+      const int c = threadIdx.x + i * kThreads;
+      if (c < chunks) normalize(c, nw[i]);
     }
+    for (int c = threadIdx.x + kNormPre * kThreads; c < chunks; c += kThreads)
+      normalize(c, load8(a.norm_w + c * 8));
     __syncthreads();
     xsrc = h;
   } else if (a.stage) {

@@ -308,7 +308,8 @@ struct AttnCase {
 TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
   SKIP_WITHOUT_GPU();
   // Chunking: 32 positions while the blocks number at most 1024 (all but the last two
-  // cases: 1, 3 and 33 chunks, combine or not); 5 x 5 kv heads x 1500 positions takes
+  // cases: 1, 3 and 33 chunks; on a 132-SM H100 the 3-chunk grid merges in the split kernel,
+  // the 297-block 33-chunk grid and the 600-block 1500-position one in the combine kernel); 5 x 5 kv heads x 1500 positions takes
   // 64-position chunks (fewer partials than the scratch stride holds); 12 query heads over
   // one kv head take two blocks of 8 heads per chunk.
   for (const AttnCase c : {AttnCase{3, 9, 3, 64, 1}, AttnCase{3, 9, 3, 128, 65},
@@ -333,6 +334,9 @@ TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
     a.kv_len = c.kv_len;
     a.partial_acc = scratch.data();
     a.partial_ml = scratch.data() + std::size_t(c.batch) * c.H * decode_attention_splits(c.kv_len) * c.D;
+    cuda::DeviceBuffer<unsigned int> counters(decode_attention_counters(c.batch, c.H));
+    CUDA_CHECK(cudaMemset(counters.data(), 0, counters.size() * sizeof(unsigned int)));
+    a.counters = counters.data();
     a.out = out.data();
     launch_decode_attention(a, nullptr);
     const Bits first = to_host(out);
@@ -347,9 +351,11 @@ TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
           for (int d = 0; d < c.D; ++d) v.push_back(val(vc, ((b * c.KVH + h / (c.H / c.KVH)) * cap) * c.D + d));
       expect_bits(name + " equals v", first, v);
     }
-    out.fill_poison();  // same inputs again: the split combine runs in a fixed order
-    launch_decode_attention(a, nullptr);
+    out.fill_poison();  // same inputs again: the chunks merge in a fixed order, and the
+    launch_decode_attention(a, nullptr);  // first launch must have left its counters zero
     EXPECT_TRUE(to_host(out) == first) << name << ": two runs differ";
+    EXPECT_EQ(std::vector<unsigned int>(counters.size(), 0u), counters.download())
+        << name << ": arrival counters not reset";
   }
 }
 
