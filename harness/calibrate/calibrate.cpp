@@ -230,7 +230,34 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
   }
   c.heldout_auc = auc(oof_risk, labels);
   c.heldout_auc_interval = bootstrap_auc(oof_risk, labels, options.bootstrap_resamples, options.seed);
+
+  std::vector<std::vector<double>> columns;
+  for (std::size_t k = 0; k < c.used.size(); ++k) {
+    const auto figs = single_figures(c.runs[c.used[k]].components);
+    if (k == 0) {
+      columns.resize(figs.size());
+      for (const auto& [name, v] : figs) c.single_figure_auc.emplace_back(name, 0.0);
+    }
+    for (std::size_t f = 0; f < figs.size(); ++f) columns[f].push_back(figs[f].second);
+  }
+  for (std::size_t f = 0; f < columns.size(); ++f) c.single_figure_auc[f].second = auc(columns[f], labels);
   return c;
+}
+
+std::vector<std::pair<std::string, double>> single_figures(std::span<const StaticComponent> components) {
+  const FigureMaxima m = figure_maxima(components);
+  double log_sum = 0;
+  int qk_layers = 0;
+  for (const auto& c : components) {
+    if (c.name != "qk.amplification") continue;
+    log_sum += std::log(std::max(c.value, 1.0));
+    ++qk_layers;
+  }
+  return {{"largest norm ratio", m[0]},
+          {"largest hidden-norm gain", m[1]},
+          {"largest q/k amplification", m[2]},
+          {"model amplification (rms of layer figures)", m[3]},
+          {"geometric mean of q/k amplification over layers", qk_layers ? std::exp(log_sum / qk_layers) : 1.0}};
 }
 
 std::string thresholds_file_json(const Calibration& c) {
@@ -279,6 +306,9 @@ nlohmann::json report_data(const Calibration& c) {
                     {"primary", r.primary_path() ? r.primary_path()->label : ""}});
   }
   j["runs"] = runs;
+  nlohmann::json singles = nlohmann::json::array();
+  for (const auto& [name, a] : c.single_figure_auc) singles.push_back({{"figure", name}, {"auc", num(a)}});
+  j["single_figure_auc"] = singles;
   nlohmann::json paths = nlohmann::json::array();
   for (const auto& p : c.paths) {
     const PathRecord* rec = c.runs[p.run].find_path(p.label);
@@ -331,6 +361,8 @@ std::string summary_text(const Calibration& c) {
     s += fmt::format("  {:<12} runs {:3d}  divergent {:3d}  AUC {:>6}  {}\n", f.family, f.runs, f.positives,
                      std::isfinite(f.auc) ? fmt::format("{:.3f}", f.auc) : "n/a", fmt_confusion(f.confusion));
   }
+  s += "\nsingle weights-only figures (diagnostic, not fitted: AUC of the figure alone):\n";
+  for (const auto& [name, a] : c.single_figure_auc) s += fmt::format("  {:<50} {:>6.3f}\n", name, a);
   return s;
 }
 

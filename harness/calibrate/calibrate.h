@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <span>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -73,7 +75,17 @@ struct Calibration {
   std::vector<HeldOutFold> folds;
   double heldout_auc = 0;            // fusecheck, every run scored by the fold that left it out
   Interval heldout_auc_interval;
+  // Diagnostics, not used by the fit: the AUC of single weights-only figures taken from
+  // the fusecheck scorer's components (single_figures()), to show which figure carries
+  // the prediction on this sweep.
+  std::vector<std::pair<std::string, double>> single_figure_auc;
 };
+
+// Per run, figures derived from the fusecheck scorer's components: the largest norm
+// ratio, hidden-norm gain and q/k amplification, the model amplification, and the
+// geometric mean over layers of max(q/k amplification, 1) (1 with no q/k figures). Name
+// and value pairs, in that order.
+std::vector<std::pair<std::string, double>> single_figures(std::span<const StaticComponent> components);
 
 // InputError when no run has a primary path or only one class was observed.
 Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& options);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "harness/calibrate/calibrate.h"
 #include "harness/calibrate/fit.h"
 #include "harness/check/thresholds.h"
 
@@ -20,6 +21,24 @@ TEST(CalibrateFit, ComponentsMapOntoTheirRamps) {
   EXPECT_EQ(figure_of("qk.amplification"), 2);
   EXPECT_EQ(figure_of("model.amplification"), 3);
   EXPECT_EQ(figure_of("something.else"), -1);
+}
+
+TEST(CalibrateFit, SingleFiguresAreTheMaximaAndTheGeometricMeanOfQkAmplification) {
+  // q/k amplification 4, 0.5 (counts as 1) and 9 over three layers: geometric mean
+  // (4 * 1 * 9)^(1/3) = 36^(1/3); the maxima are the largest value of each family.
+  const std::vector<StaticComponent> comps = {
+      {"k_norm.ratio", 0, 10.0}, {"attn_norm.ratio", 1, 30.0}, {"attn_norm.gain", 0, 3.0},
+      {"qk.amplification", 0, 4.0}, {"qk.amplification", 1, 0.5}, {"qk.amplification", 2, 9.0},
+      {"model.amplification", -1, 2.5}};
+  const auto f = single_figures(comps);
+  ASSERT_EQ(f.size(), 5u);
+  EXPECT_DOUBLE_EQ(f[0].second, 30.0);
+  EXPECT_DOUBLE_EQ(f[1].second, 3.0);
+  EXPECT_DOUBLE_EQ(f[2].second, 9.0);
+  EXPECT_DOUBLE_EQ(f[3].second, 2.5);
+  EXPECT_NEAR(f[4].second, std::cbrt(36.0), 1e-12);
+  // No q/k figures at all (Llama): the geometric mean is 1, not NaN.
+  EXPECT_DOUBLE_EQ(single_figures(std::vector<StaticComponent>{{"attn_norm.gain", 0, 2.0}})[4].second, 1.0);
 }
 
 TEST(CalibrateFit, NoMissAllowedPutsTheCutJustBelowTheSmallestDivergentValue) {
