@@ -8,7 +8,10 @@ FUSECHECK_PYTHON=/usr/bin/python3
 [ -x "$FUSECHECK_PYTHON" ] || FUSECHECK_PYTHON=python3
 : "${FUSECHECK_MODELS:=$FUSECHECK_ROOT/../shared/models}"
 export FUSECHECK_MODELS
-jobs_arg() { echo "-j$(nproc)"; }
+# Cores for build and test jobs. GNU nproc honours OMP_NUM_THREADS, which scripts/test sets
+# to 1 for the tests' own threads: plain nproc there ran ninja and ctest one job at a time.
+ncpu() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+jobs_arg() { echo "-j$(ncpu)"; }
 
 # configure_build DIR [cmake args...]: configures once (ninja), quiet unless it fails.
 configure_build() {
@@ -23,7 +26,21 @@ configure_build() {
   fi
 }
 
-# build DIR [targets...]: builds quietly, prints the log only on failure.
+# fresh_if_compiler_differs DIR COMPILER: removes the build folder DIR when it was configured
+# with another C++ compiler (basename, e.g. clang++), which CMake cannot switch in place.
+fresh_if_compiler_differs() {
+  local dir="$1" want="$2" have
+  [ -f "$dir/CMakeCache.txt" ] || return 0
+  have=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$dir/CMakeCache.txt")
+  if [ "$(basename "${have:-none}")" != "$want" ]; then
+    echo "$dir: configured with ${have:-an unknown compiler}, not $want; starting it afresh" >&2
+    rm -rf "$dir"
+  fi
+}
+
+# build DIR [targets...]: builds quietly, prints the log only on failure. A precompiled
+# header that the compiler refused (its flags differ from the target's: see
+# cmake/FusecheckPch.cmake) is reported even on success: the build is right but slow.
 build() {
   local dir="$1"; shift
   local log
@@ -31,5 +48,6 @@ build() {
   if ! ninja -C "$dir" "$(jobs_arg)" "$@" >"$log" 2>&1; then
     cat "$log" >&2; rm -f "$log"; return 1
   fi
+  grep -m 5 -e "-Winvalid-pch" "$log" >&2 || true
   rm -f "$log"
 }
