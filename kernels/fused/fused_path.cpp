@@ -3,11 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <tuple>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,6 +12,7 @@
 #include "harness/core/checkpoint.h"
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
+#include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/stream.h"
 #include "kernels/fused/fused_layer.h"
@@ -85,21 +83,6 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
   return fw;
 }
 
-// One upload per (checkpoint, device) while any instance holds it: a run creates the path
-// once per mode, and the weights are what costs time to set up. Keyed by the checkpoint's
-// address and file; an entry expires with the last instance that used it.
-std::shared_ptr<const FusedWeights> shared_weights(const Checkpoint& ckpt, int device) {
-  static std::mutex mu;
-  static std::map<std::tuple<const Checkpoint*, std::string, int>, std::weak_ptr<const FusedWeights>> cache;
-  const auto key = std::make_tuple(&ckpt, ckpt.path().string(), device);
-  std::lock_guard lock(mu);
-  if (auto w = cache[key].lock()) return w;
-  for (auto it = cache.begin(); it != cache.end();) it = it->second.expired() ? cache.erase(it) : std::next(it);
-  auto w = upload_weights(ckpt);
-  cache[key] = w;
-  return w;
-}
-
 class FusedPath : public Path {
  public:
   FusedPath(const Checkpoint& ckpt, const PathOptions& opts) : ckpt_(ckpt) {
@@ -108,7 +91,7 @@ class FusedPath : public Path {
     CUDA_CHECK(cudaGetDeviceProperties(&prop, opts.device_index));
     device_ = prop.name;
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
-    weights_ = shared_weights(ckpt, opts.device_index);
+    weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
   }
 

@@ -3,10 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <tuple>
 #include <type_traits>
 #include <stdexcept>
 
@@ -14,6 +11,7 @@
 
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
+#include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/timing.h"
 #include "reference/normal_sampler.h"
@@ -141,24 +139,6 @@ std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
   return w;
 }
 
-// One upload per (checkpoint, storage type, device) while any path instance holds it: a
-// run creates the same path several times (isolated, propagated, perturbed), and the
-// weights are the largest and slowest thing to set up. Keyed by the checkpoint's address
-// and file, so a new checkpoint at a reused address never sees stale weights (the entry
-// has expired by then: its instances held the only references).
-template <class T>
-std::shared_ptr<const EngineWeights<T>> shared_weights(const Checkpoint& ckpt, int device) {
-  static std::mutex mu;
-  static std::map<std::tuple<const Checkpoint*, std::string, int>, std::weak_ptr<const EngineWeights<T>>> cache;
-  const auto key = std::make_tuple(&ckpt, ckpt.path().string(), device);
-  std::lock_guard lock(mu);
-  if (auto w = cache[key].lock()) return w;
-  for (auto it = cache.begin(); it != cache.end();) it = it->second.expired() ? cache.erase(it) : std::next(it);
-  auto w = upload_weights<T>(ckpt);
-  cache[key] = w;
-  return w;
-}
-
 }  // namespace
 
 template <class T>
@@ -170,7 +150,9 @@ CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, cfg_.engine.device));
   device_name_ = prop.name;
-  engine_ = std::make_unique<DecoderEngine<T>>(s, shared_weights<T>(ckpt, cfg_.engine.device), cfg_.engine);
+  engine_ = std::make_unique<DecoderEngine<T>>(
+      s, shared_per_checkpoint<EngineWeights<T>>(ckpt, cfg_.engine.device, [&] { return upload_weights<T>(ckpt); }),
+      cfg_.engine);
 }
 
 template <class T>
