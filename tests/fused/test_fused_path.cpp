@@ -152,6 +152,31 @@ TEST(FusedPath, SmallTwoRunsAreBitwiseIdentical) {
   }
 }
 
+// fusecheck run keeps one instance per mode; they share one upload of the weights
+// (shared_per_checkpoint) but not their caches. A second instance must give the same bits,
+// and keep_taps must drop exactly the taps not asked for.
+TEST(FusedPath, SmallSecondInstanceAgreesAndKeepTapsDownloadsOnlyThoseAsked) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  register_builtin_paths();
+  const ModelSpec spec = tiny_spec("qwen3");
+  ref::RandomCheckpoint ckpt(spec, 6, DType::BF16);
+  auto all = make_path("fused-cuda", ckpt, PathOptions{});
+  auto some = make_path("fused-cuda", ckpt, PathOptions{});
+  some->keep_taps(std::vector<Tap>{Tap::attn});
+  std::vector<std::int32_t> ids(2 * 9);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>((7 * i + 3) % spec.vocab);
+  all->reset(2, 16);
+  some->reset(2, 16);
+  const TapMatrix h = all->embed(ids);
+  const TapSet a = all->layer(0, h), b = some->layer(0, h);
+  ASSERT_EQ(b.size(), 2u);  // attn and resid_out (always)
+  EXPECT_TRUE(b.at(Tap::attn) == a.at(Tap::attn));
+  EXPECT_TRUE(b.at(Tap::resid_out) == a.at(Tap::resid_out));
+  EXPECT_GT(a.at(Tap::resid_out).norm(), 0.0);  // a real layer output, not an untouched buffer
+  some->keep_taps(std::nullopt);
+  EXPECT_EQ(some->layer(1, b.at(Tap::resid_out)).size(), a.size());
+}
+
 TEST(FusedPath, TimeLayerSmallReportsEveryOpAndTheGraph) {
   if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
   register_builtin_paths();
