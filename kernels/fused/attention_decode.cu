@@ -6,6 +6,7 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/fused/fused_common.cuh"
+#include "kernels/fused/qk_norm_rope.cuh"
 
 namespace fusecheck::fused {
 namespace {
@@ -13,6 +14,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kMaxHeadDim = 256;
+static_assert(kMaxHeadDim <= kRopeMaxHeadDim, "the folded RoPE covers every head_dim");
 // Chunk choice: at most this many blocks (see header). H100, bench_fused decode b64
 // KV 1024: 1024 blocks (llama-3-8b: 512-position chunks) 131 us; 2048 blocks 136 us;
 // 128 blocks 147 us.
@@ -25,6 +27,13 @@ static_assert(kMaxBlocks <= kWarps * kMaxHeadDim, "chunk weights must fit in sm_
 // 148 us, but decode b64 (1024 blocks, 2.6 waves) from 309 to 318-321 us: there the
 // merging blocks' extra tail (two dependent L2 round trips) lands on every wave.
 constexpr int kFoldMaxBlocksPerSm = 2;
+
+// Eight bf16 from shared memory as one 16-byte access.
+__device__ __forceinline__ Bf16x8 load8_shared(const bf16* p) {
+  Bf16x8 v;
+  *reinterpret_cast<uint4*>(&v) = *reinterpret_cast<const uint4*>(p);
+  return v;
+}
 
 int sm_count() {
   static const int n = [] {
@@ -64,11 +73,18 @@ Plan make_plan(const DecodeAttentionArgs& a) {
 // its 8 columns acc; scores are reduced over the LP lanes by a fixed xor tree.
 // kSteps: 16-byte K and V loads per lane per warp iteration (fewer for 8 heads, whose
 // registers would otherwise spill).
-template <int GP, int kSteps = GP >= 8 ? 2 : 4>
+// kFold: q/k norm + RoPE + KV append folded in (attention_decode.h): a prologue computes
+// the block's q_rope heads (and, in the last chunk, k_rope and v of position kv_len-1) into
+// shared memory; position kv_len-1 is never read from the cache.
+template <int GP, bool kFold, int kSteps = GP >= 8 ? 2 : 4>
 __global__ void __launch_bounds__(kThreads)
 split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_log2, bool merge) {
   __shared__ __align__(16) float sm_acc[kWarps][GP][kMaxHeadDim];
   __shared__ float sm_m[kWarps][GP], sm_l[kWarps][GP], sm_w[kWarps][GP], sm_L[GP];
+  // kFold: this step's q_rope of the block's heads, k_rope and v of the new position (bf16,
+  // the values the separate kernel would store).
+  __shared__ __align__(16) bf16 sm_q[kFold ? GP : 1][kFold ? kMaxHeadDim : 8];
+  __shared__ __align__(16) bf16 sm_kv[2][kFold ? kMaxHeadDim : 8];
 
   const int split = blockIdx.x, b = blockIdx.z, splits = gridDim.x;
   const int G = a.n_heads / a.n_kv_heads, head_chunks = (G + GP - 1) / GP;
@@ -84,10 +100,16 @@ split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_l
   const bf16* kc = a.k_cache + cache0;
   const bf16* vc = a.v_cache + cache0;
   auto pos = [&](int it, int u) { return p_begin + (it * kWarps + warp) * span + u * pw + grp; };
-  // This step's position kv_len-1 is written by the rope kernel just before us. Positions
-  // sharing its 32-byte sector are read only after pdl_wait() and with coherent loads
-  // (the read-only .nc path is for data no kernel in flight writes).
-  const long last_sector = (static_cast<long>(a.kv_len - 1) * D) / 16;
+  // This step's position kv_len-1 is written by the rope kernel just before us (or, kFold,
+  // by this kernel's last-chunk block of head chunk 0). Without kFold, positions sharing
+  // its 32-byte sector are read only after pdl_wait() and with coherent loads (the
+  // read-only .nc path is for data no kernel in flight writes). With kFold, position
+  // kv_len-1 itself is never read from the cache (it loads zeros, replaced in the loop by
+  // the values the prologue computed), and the other positions of its sector (earlier
+  // steps' data, which nothing rewrites) take coherent loads, before the wait like every
+  // earlier position.
+  const int last = a.kv_len - 1;
+  const long last_sector = (static_cast<long>(last) * D) / 16;
   auto fresh = [&](int p) { return (static_cast<long>(p) * D) / 16 == last_sector; };
 
   // Positions outside the chunk load zeros (their probability is 0, and 0 * garbage could
@@ -98,10 +120,11 @@ split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_l
     for (int u = 0; u < kSteps; ++u) {
       const int p = pos(it, u);
       const long at = static_cast<long>(p) * D;
-      if (dval && p < p_end && !fresh(p)) {
+      const bool in = dval && p < p_end;
+      if (in && !fresh(p)) {
         kb[u] = load8_stream(kc + at);
         vb[u] = load8_stream(vc + at);
-      } else if (dval && p < p_end && !before_wait) {
+      } else if (in && (kFold ? p != last : !before_wait)) {
         kb[u] = load8(kc + at);
         vb[u] = load8(vc + at);
       } else {
@@ -110,10 +133,83 @@ split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_l
       }
     }
   };
+
+  // kFold, before the wait: the per-lane cos/sin of position kv_len-1 and norm weights
+  // (no kernel of the layer writes them). Tasks: the block's GP query heads, then (last
+  // chunk only) the kv head's k; warp w takes tasks w, w + kWarps, ...
+  constexpr int kTasks = kFold ? (GP + 1 + kWarps - 1) / kWarps : 0;
+  const bool owns_last = p_end == a.kv_len;                      // block-uniform
+  const bool writes_cache = owns_last && blockIdx.y % head_chunks == 0;
+  [[maybe_unused]] RopeLaneTrig tr;
+  [[maybe_unused]] RopeLaneNorm qn, kn;
+  // kFold: the one (iteration, step, lane group) of one warp of the last chunk whose
+  // position is kv_len-1 takes k_rope and v from shared memory (it_last = -1 elsewhere).
+  int it_last = -1, u_last = 0, grp_last = 0;
+  if constexpr (kFold) {
+    if (owns_last) {
+      const int r = last - p_begin, per_it = kWarps * span, rem = r % per_it;
+      if (rem / span == warp) {
+        it_last = r / per_it;
+        u_last = (rem % span) / pw;
+        grp_last = (rem % span) % pw;
+      }
+    }
+    const int half = D / 2;
+    tr = load_rope_trig(a.cos_table + static_cast<long>(last) * half,
+                        a.sin_table + static_cast<long>(last) * half, half, lane);
+    qn = load_rope_norm(a.q_norm_w, half, a.interleaved, lane);
+    if (owns_last && warp == GP % kWarps) kn = load_rope_norm(a.k_norm_w, half, a.interleaved, lane);
+  }
+
   if (n_it > 0) load(0, true);
   pdl_wait();
   pdl_trigger();
-  if (n_it > 0) {
+
+  if constexpr (kFold) {
+    // After the wait: this sequence's q|k|v row (written by the QKV kernel). All loads of
+    // the warp's tasks first, then the arithmetic.
+    const int half = D / 2, q_width = a.n_heads * D, kv_width = a.n_kv_heads * D;
+    const bf16* row = a.qkv + static_cast<long>(b) * (q_width + 2 * kv_width);
+    const long cache_last = cache0 - d0 + static_cast<long>(last) * D;
+    RopeLaneX xv[kTasks];
+#pragma unroll
+    for (int j = 0; j < kTasks; ++j) {
+      const int t = warp + j * kWarps;
+      const bool is_k = t == GP && owns_last, is_q = t < GP && h0 + t < G;
+      if (is_q || is_k)
+        xv[j] = load_rope_x(row + (is_q ? (kvh * G + h0 + t) * D : q_width + kvh * D), half,
+                            a.interleaved, lane);
+    }
+    if (owns_last)  // v of the new position: 16 bytes per thread
+      for (int i = threadIdx.x; i < D / 8; i += kThreads) {
+        const uint4 v = *reinterpret_cast<const uint4*>(row + q_width + kv_width + kvh * D + i * 8);
+        *reinterpret_cast<uint4*>(&sm_kv[1][i * 8]) = v;
+        if (writes_cache) *reinterpret_cast<uint4*>(a.v_cache + cache_last + i * 8) = v;
+      }
+#pragma unroll
+    for (int j = 0; j < kTasks; ++j) {
+      const int t = warp + j * kWarps;
+      if (t < GP && h0 + t < G) {
+        bf16* tap = split == 0
+                        ? a.q_rope + (static_cast<long>(b) * a.n_heads + kvh * G + h0 + t) * D
+                        : nullptr;
+        norm_rope_head(xv[j], a.q_norm_w != nullptr, qn, tr, a.eps, D, a.interleaved, lane,
+                       [&](int i, bf16 y) {
+                         sm_q[t][i] = y;
+                         if (tap) tap[i] = y;
+                       });
+      } else if (t == GP && owns_last) {
+        norm_rope_head(xv[j], a.k_norm_w != nullptr, kn, tr, a.eps, D, a.interleaved, lane,
+                       [&](int i, bf16 y) {
+                         sm_kv[0][i] = y;
+                         if (writes_cache) a.k_cache[cache_last + i] = y;
+                       });
+      }
+    }
+    __syncthreads();
+  }
+
+  if (!kFold && n_it > 0) {
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
       const int p = pos(0, u);
@@ -131,8 +227,12 @@ split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_l
     l[g] = 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[g][i] = acc[g][i] = 0.f;
-    if (dval && h0 + g < G)
-      to_float8(load8(a.q + (static_cast<long>(b) * a.n_heads + kvh * G + h0 + g) * D + d0), q[g]);
+    if (dval && h0 + g < G) {
+      if constexpr (kFold)
+        to_float8(load8_shared(&sm_q[g][d0]), q[g]);
+      else
+        to_float8(load8(a.q + (static_cast<long>(b) * a.n_heads + kvh * G + h0 + g) * D + d0), q[g]);
+    }
   }
 
   for (int it = 0; it < n_it; ++it) {
@@ -141,6 +241,16 @@ split_kernel(DecodeAttentionArgs a, float scale, int chunk, int stride, int lp_l
     for (int u = 0; u < kSteps; ++u) {
       kcur[u] = kb[u];
       vcur[u] = vb[u];
+    }
+    if constexpr (kFold) {
+      if (it == it_last) {
+#pragma unroll
+        for (int u = 0; u < kSteps; ++u)
+          if (u == u_last && grp == grp_last && dval) {
+            kcur[u] = load8_shared(&sm_kv[0][d0]);
+            vcur[u] = load8_shared(&sm_kv[1][d0]);
+          }
+      }
     }
     if (it + 1 < n_it) load(it + 1, false);
     if (pos(it, 0) - grp >= p_end) continue;  // no position of this warp (warp-uniform)
@@ -370,6 +480,18 @@ std::size_t decode_attention_counters(int batch, int n_heads) {
   return static_cast<std::size_t>(batch) * n_heads;
 }
 
+bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len) {
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || kv_len <= 0) return false;
+  DecodeAttentionArgs a{};
+  a.batch = batch;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv_heads;
+  a.kv_len = kv_len;
+  const Plan p = make_plan(a);
+  return static_cast<long>(p.splits) * n_kv_heads * p.head_chunks * batch <=
+         long{kFoldMaxBlocksPerSm} * sm_count();
+}
+
 void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) {
   if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0)
     throw std::invalid_argument("fused decode attention: n_heads must be a multiple of n_kv_heads");
@@ -379,6 +501,8 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
     throw std::invalid_argument("fused decode attention: kv_len outside the cache");
   if (a.batch <= 0 || a.batch > 65535 || a.n_heads > 65535)
     throw std::invalid_argument("fused decode attention: batch or head count beyond the grid");
+  if (a.qkv && (!a.cos_table || !a.sin_table || !a.q_rope))
+    throw std::invalid_argument("fused decode attention: the folded RoPE needs cos/sin tables and q_rope");
   const Plan p = make_plan(a);
   if (p.splits > 1 && (!a.partial_acc || !a.partial_ml || !a.counters))
     throw std::invalid_argument("fused decode attention: split-KV needs the scratch and counters");
@@ -389,11 +513,15 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
   const dim3 grid(p.splits, a.n_kv_heads * p.head_chunks, a.batch);
   const bool merge = p.splits > 1 &&
                      static_cast<long>(grid.x) * grid.y * grid.z <= long{kFoldMaxBlocksPerSm} * sm_count();
+  auto launch = [&](auto kernel) {
+    launch_pdl(kernel, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge);
+  };
+  const bool fold = a.qkv != nullptr;
   switch (p.gp) {
-    case 1: launch_pdl(split_kernel<1>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
-    case 2: launch_pdl(split_kernel<2>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
-    case 4: launch_pdl(split_kernel<4>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
-    default: launch_pdl(split_kernel<8>, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge); break;
+    case 1: fold ? launch(split_kernel<1, true>) : launch(split_kernel<1, false>); break;
+    case 2: fold ? launch(split_kernel<2, true>) : launch(split_kernel<2, false>); break;
+    case 4: fold ? launch(split_kernel<4, true>) : launch(split_kernel<4, false>); break;
+    default: fold ? launch(split_kernel<8, true>) : launch(split_kernel<8, false>); break;
   }
   if (p.splits > 1 && !merge)
     launch_pdl(combine_kernel, dim3(a.n_heads, a.batch), 128,

@@ -15,21 +15,35 @@
 // number at most 1024 (batch 1: many small chunks to fill the GPU; batch 64: few partials
 // to write); it depends only on the shape (batch, heads, kv_len), so two runs on the same
 // shape give bitwise-identical outputs.
+//
+// Folded q/k norm + RoPE + KV append (qkv set; FusedLayer's default for decode where the
+// grid is about one wave, see decode_rope_fold_mode()): the kernel takes the raw q|k|v
+// row of each sequence's new token (position kv_len-1) instead of q.
+// Every block computes q_rope of its query heads with the separate kernel's per-head
+// arithmetic (norm_rope_head in qk_norm_rope.cuh, same bits) into shared memory, rounded
+// once to bf16, and scores with those bf16 values; the chunk-0 blocks write them to q_rope
+// (the tap: one block per sequence and query head). The blocks of the last chunk (the only
+// ones that attend position kv_len-1) compute k_rope of their kv head and take the new v
+// row, and use them for that position without reading the cache; the one of head chunk 0
+// writes both into the K/V caches. Norm weights, cos/sin rows and earlier positions' K/V
+// are read before pdl_wait(), the qkv row after it.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 
 namespace fusecheck::fused {
 
 inline constexpr int kDecodeMinChunk = 32;
 
 struct DecodeAttentionArgs {
-  const __nv_bfloat16* q;        // [batch x n_heads*head_dim] (rope applied)
-  const __nv_bfloat16* k_cache;  // [batch x n_kv_heads x capacity x head_dim]
-  const __nv_bfloat16* v_cache;
+  const __nv_bfloat16* q;        // [batch x n_heads*head_dim] (rope applied); unused with qkv
+  __nv_bfloat16* k_cache;        // [batch x n_kv_heads x capacity x head_dim]; written only
+  __nv_bfloat16* v_cache;        // at position kv_len-1, and only with qkv (folded RoPE)
   int batch = 1, n_heads = 0, n_kv_heads = 0, head_dim = 0, capacity = 0;
   int kv_len = 0;                // positions 0..kv_len-1 are attended
   float* partial_acc;            // [batch x n_heads x decode_attention_splits x head_dim] scratch
@@ -37,7 +51,38 @@ struct DecodeAttentionArgs {
   unsigned int* counters = nullptr;  // [decode_attention_counters]: zero before the first launch;
                                     // every launch leaves them zero (graph replays need no reset)
   __nv_bfloat16* out;            // [batch x n_heads*head_dim]
+
+  // Folded q/k norm + RoPE + KV append (see above); off while qkv is null.
+  const __nv_bfloat16* qkv = nullptr;       // [batch x (q_width + 2*kv_width)]: q | k | v
+  const __nv_bfloat16* q_norm_w = nullptr;  // [head_dim] or null (no q norm)
+  const __nv_bfloat16* k_norm_w = nullptr;  // [head_dim] or null
+  float eps = 1e-6f;
+  const float* cos_table = nullptr;         // [>= kv_len x head_dim/2]
+  const float* sin_table = nullptr;
+  bool interleaved = false;                 // pairs (2i, 2i+1) instead of (i, i + d/2)
+  __nv_bfloat16* q_rope = nullptr;          // [batch x n_heads*head_dim] out (the q_rope tap)
 };
+
+// Where FusedLayer folds q/k norm + RoPE into the decode attention kernel, from
+// FUSECHECK_FUSED_ROPE_FOLD (an A/B switch for the benchmarks; read once per process):
+// "0" never (the separate kernel), "all" at every decode step, anything else or unset
+// (auto) where the split-KV grid is about one wave (decode_attention_one_wave: batch 1 on
+// the 8B models). Above one wave the folded prologue costs more than the kernel boundary
+// it saves (docs/fused-kernels.md).
+enum class RopeFold { off, one_wave, all };
+inline RopeFold decode_rope_fold_mode() {
+  static const RopeFold mode = [] {
+    const char* env = std::getenv("FUSECHECK_FUSED_ROPE_FOLD");
+    if (env && std::strcmp(env, "0") == 0) return RopeFold::off;
+    if (env && std::strcmp(env, "all") == 0) return RopeFold::all;
+    return RopeFold::one_wave;
+  }();
+  return mode;
+}
+
+// Whether launch_decode_attention's split kernel grid for this shape has at most about
+// one wave of blocks (the shapes whose chunks merge inside the split kernel).
+bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len);
 
 // The most chunks a launch can use (the partials' stride per head); fewer are used when
 // the batch is large.

@@ -215,8 +215,17 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
   ra.q_rope = q_rope_.data();
   ra.k_cache = k_cache_[layer].data();
   ra.v_cache = v_cache_[layer].data();
-  out.push_back({m.has_qk_norm ? "qk_norm+rope" : "rope", 2.0 * R * NQKV * kB,
-                 R * NQKV * 6.0, [ra](cudaStream_t s) { launch_qk_norm_rope(ra, s); }});
+  const double rope_bytes = 2.0 * R * NQKV * kB, rope_flops = R * NQKV * 6.0;
+  // Decode folds q/k norm + RoPE + KV append into the attention kernel (one kernel
+  // boundary less) where its grid is about one wave; FUSECHECK_FUSED_ROPE_FOLD=0 / all
+  // select never / every decode step (A/B, see decode_rope_fold_mode()).
+  const RopeFold fold_mode = decode_rope_fold_mode();
+  const bool fold = n == 1 && (fold_mode == RopeFold::all ||
+                               (fold_mode == RopeFold::one_wave &&
+                                decode_attention_one_wave(batch_, m.n_heads, m.n_kv_heads, kv_len)));
+  if (!fold)
+    out.push_back({m.has_qk_norm ? "qk_norm+rope" : "rope", rope_bytes, rope_flops,
+                   [ra](cudaStream_t s) { launch_qk_norm_rope(ra, s); }});
 
   const double kv_bytes = 2.0 * batch_ * KW * double(kv_len) * kB;
   if (n == 1) {
@@ -235,9 +244,23 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
                     std::size_t(batch_) * m.n_heads * decode_attention_splits(kv_len) * m.head_dim;
     da.counters = attn_counters_.data();
     da.out = attn_.data();
-    out.push_back({"attention(split-kv)", kv_bytes + 2 * R * QW * kB,
-                   4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim,
-                   [da](cudaStream_t s) { launch_decode_attention(da, s); }});
+    double bytes = kv_bytes + 2 * R * QW * kB,
+           flops = 4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim;
+    std::string name = "attention(split-kv)";
+    if (fold) {  // the figures of the two ops it replaces
+      da.qkv = ra.qkv;
+      da.q_norm_w = ra.q_norm_w;
+      da.k_norm_w = ra.k_norm_w;
+      da.eps = ra.eps;
+      da.cos_table = ra.cos_table;
+      da.sin_table = ra.sin_table;
+      da.interleaved = ra.interleaved;
+      da.q_rope = ra.q_rope;
+      bytes += rope_bytes;
+      flops += rope_flops;
+      name = (m.has_qk_norm ? "qk_norm+rope+" : "rope+") + name;
+    }
+    out.push_back({name, bytes, flops, [da](cudaStream_t s) { launch_decode_attention(da, s); }});
   } else {
     PrefillAttentionArgs pa;
     pa.q = q_rope_.data();

@@ -4,10 +4,15 @@
 // buffers, and it picks the route for the shape:
 //  - GEMV route (batch*n <= kGemvRouteMaxRows rows): norm+QKV GEMV, q/k-norm+RoPE, attention,
 //    o_proj GEMV (+residual), add+norm+gate/up+SwiGLU dual GEMV, down GEMV+residual
-//    (6 kernels; decode attention is 2: split + combine).
+//    (6 kernels; 5 where decode folds the RoPE into the attention, see below; plus a
+//    combine kernel where the split-KV grid exceeds about one wave).
 //  - GEMM route: RMSNorm prologue, cuBLASLt QKV (+bias epilogue), q/k-norm+RoPE,
 //    attention, cuBLASLt o_proj, residual add+RMSNorm, cuBLASLt gate|up (FP32 out),
 //    SiLU*up, cuBLASLt down (+residual via beta = 1).
+// Decode (n == 1, either route) where the split-KV grid is about one wave (batch 1 on
+// the 8B models): q/k-norm+RoPE and the KV append are folded into the attention kernel
+// (one op, "qk_norm+rope+attention(split-kv)"); FUSECHECK_FUSED_ROPE_FOLD=0 / all fold
+// never / at every decode step (A/B timing, decode_rope_fold_mode()).
 // Both routes follow one rounding recipe, fused-v1 (docs/recipes.md, docs/fused-kernels.md).
 // Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
 #pragma once

@@ -359,6 +359,212 @@ TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
   }
 }
 
+// Norm (optional) + RoPE of one head in double at position `pos` (theta 1e6), and the
+// tolerance of its bf16 output: one rounding + the FP32 norm/rotation and FP32 table.
+std::vector<double> norm_rope_d(std::vector<double> x, const Bits* norm_w, int pos,
+                                bool interleaved, std::vector<double>& tol) {
+  const int D = static_cast<int>(x.size());
+  if (norm_w) x = rmsnorm_d(x, *norm_w, 1e-6);
+  std::vector<double> y(D);
+  for (int p = 0; p < D / 2; ++p) {
+    const int i1 = interleaved ? 2 * p : p, i2 = interleaved ? 2 * p + 1 : p + D / 2;
+    const double ang = pos * std::pow(1e6, -2.0 * p / D);
+    y[i1] = x[i1] * std::cos(ang) - x[i2] * std::sin(ang);
+    y[i2] = x[i2] * std::cos(ang) + x[i1] * std::sin(ang);
+  }
+  tol.resize(D);
+  for (int i = 0; i < D; ++i)
+    tol[i] = bf16_ulp(y[i]) + 2e-6 * (std::fabs(x[i]) + std::fabs(x[i ^ 1]) +
+                                      std::fabs(x[(i + D / 2) % D]));
+  return y;
+}
+
+struct FoldCase {
+  int batch, H, KVH, D, kv_len;
+  bool qk_norm, interleaved;
+  std::string name() const {
+    return "fold b=" + std::to_string(batch) + " heads=" + std::to_string(H) + "/" +
+           std::to_string(KVH) + " D=" + std::to_string(D) + " kv=" + std::to_string(kv_len) +
+           (qk_norm ? " qk_norm" : "") + (interleaved ? " interleaved" : " neox");
+  }
+};
+
+// Decode attention with q/k norm + RoPE + KV append folded in (DecodeAttentionArgs::qkv)
+// against the two-kernel sequence it replaces (qk_norm_rope, then decode attention on
+// q_rope), bit for bit: q_rope, both whole caches and the attention output. Then against
+// double references: q_rope and the new K row (norm + rotation), the new V row (exact),
+// every other cache position untouched, and the attention output computed in double from
+// the kernel's bf16 q_rope and cache (the recipe scores with the rounded q_rope). Shapes:
+// KV length 1 (output = v exactly), 65, 66 (head_dim 8: the new row shares its 32-byte
+// sector with an earlier position), 130, 1025 (the new position opens its chunk), 700 and
+// 1015 (it sits in a later warp, step and loop iteration of the last chunk: 32- and
+// 64-position chunks); batch 1 (chunks merged in the split kernel on an H100), 2-3 and 8
+// (1024 blocks: combine kernel); 12 heads over 1 kv head (two head chunks of 8: only chunk
+// 0 writes the caches), 9 over 3, 5 over 5, 16 over 8; head_dim 8, 16, 64, 128; NeoX and
+// interleaved; with and without norm weights. Each case runs twice (same bits) and must
+// leave the arrival counters zero.
+TEST(FusedKernels, DecodeAttentionRopeFoldSmallMatchesTwoKernelsAndDouble) {
+  SKIP_WITHOUT_GPU();
+  const FoldCase base[] = {{3, 9, 3, 64, 1, true, false},     {3, 12, 1, 128, 65, false, true},
+                           {3, 5, 5, 128, 1025, true, true},  {1, 9, 3, 128, 1025, false, false},
+                           {1, 12, 1, 64, 700, true, false},  {2, 5, 5, 16, 130, false, true},
+                           {3, 9, 3, 8, 66, true, true},      {2, 12, 1, 8, 1, false, false},
+                           {8, 16, 8, 128, 1015, true, false}};
+  std::vector<FoldCase> cases;
+  for (const FoldCase& c : base) {
+    cases.push_back(c);
+    cases.push_back({c.batch, c.H, c.KVH, c.D, c.kv_len, !c.qk_norm, !c.interleaved});
+  }
+  std::uint64_t seed = 90;
+  for (const FoldCase& c : cases) {
+    const std::string name = c.name();
+    const int cap = c.kv_len + 3, last = c.kv_len - 1, D = c.D, G = c.H / c.KVH;
+    const int W = (c.H + 2 * c.KVH) * D, QW = c.H * D;
+    const std::size_t cache_n = std::size_t(c.batch) * c.KVH * cap * D, q_n = std::size_t(c.batch) * QW;
+    ModelSpec spec;
+    spec.head_dim = D;
+    spec.rope_dim = D;
+    spec.rope_theta = 1e6;
+    std::vector<float> cos_t, sin_t;
+    rope_tables(spec, cap, cos_t, sin_t);
+    const Bits qkv = random_bits(std::size_t(c.batch) * W, ++seed, -2, 2),
+               qn = random_bits(D, ++seed, 0.5f, 3.f), kn = random_bits(D, ++seed, 0.5f, 3.f),
+               kc0 = random_bits(cache_n, ++seed, -2, 2), vc0 = random_bits(cache_n, ++seed, -1, 1);
+    auto dqkv = to_device(qkv), dqn = to_device(qn), dkn = to_device(kn);
+    cuda::DeviceBuffer<float> dcos, dsin;
+    dcos.upload(cos_t);
+    dsin.upload(sin_t);
+    cuda::DeviceBuffer<float> scratch(decode_attention_scratch_floats(c.batch, c.H, D, c.kv_len));
+    cuda::DeviceBuffer<unsigned int> counters(decode_attention_counters(c.batch, c.H));
+    CUDA_CHECK(cudaMemset(counters.data(), 0, counters.size() * sizeof(unsigned int)));
+    DecodeAttentionArgs da;
+    da.q = nullptr;
+    da.k_cache = da.v_cache = nullptr;
+    da.out = nullptr;
+    da.batch = c.batch;
+    da.n_heads = c.H;
+    da.n_kv_heads = c.KVH;
+    da.head_dim = D;
+    da.capacity = cap;
+    da.kv_len = c.kv_len;
+    da.partial_acc = scratch.data();
+    da.partial_ml = scratch.data() + std::size_t(c.batch) * c.H * decode_attention_splits(c.kv_len) * D;
+    da.counters = counters.data();
+
+    // The two-kernel sequence.
+    auto k2 = to_device(kc0), v2 = to_device(vc0), q2 = poisoned(q_n), out2 = poisoned(q_n);
+    RopeArgs ra;
+    ra.qkv = dqkv.data();
+    ra.q_norm_w = c.qk_norm ? dqn.data() : nullptr;
+    ra.k_norm_w = c.qk_norm ? dkn.data() : nullptr;
+    ra.eps = 1e-6f;
+    ra.cos_table = dcos.data();
+    ra.sin_table = dsin.data();
+    ra.interleaved = c.interleaved;
+    ra.batch = c.batch;
+    ra.n = 1;
+    ra.start = last;
+    ra.n_heads = c.H;
+    ra.n_kv_heads = c.KVH;
+    ra.head_dim = D;
+    ra.capacity = cap;
+    ra.q_rope = q2.data();
+    ra.k_cache = k2.data();
+    ra.v_cache = v2.data();
+    launch_qk_norm_rope(ra, nullptr);
+    DecodeAttentionArgs two = da;
+    two.q = q2.data();
+    two.k_cache = k2.data();
+    two.v_cache = v2.data();
+    two.out = out2.data();
+    launch_decode_attention(two, nullptr);
+
+    // Folded.
+    auto k1 = to_device(kc0), v1 = to_device(vc0), q1 = poisoned(q_n), out1 = poisoned(q_n);
+    DecodeAttentionArgs fold = da;
+    fold.q = nullptr;
+    fold.k_cache = k1.data();
+    fold.v_cache = v1.data();
+    fold.out = out1.data();
+    fold.qkv = dqkv.data();
+    fold.q_norm_w = ra.q_norm_w;
+    fold.k_norm_w = ra.k_norm_w;
+    fold.eps = 1e-6f;
+    fold.cos_table = dcos.data();
+    fold.sin_table = dsin.data();
+    fold.interleaved = c.interleaved;
+    fold.q_rope = q1.data();
+    launch_decode_attention(fold, nullptr);
+    const Bits hq = to_host(q1), hk = to_host(k1), hv = to_host(v1), hout = to_host(out1);
+    EXPECT_EQ(std::vector<unsigned int>(counters.size(), 0u), counters.download())
+        << name << ": arrival counters not reset";
+
+    EXPECT_TRUE(hq == to_host(q2)) << name << ": q_rope differs from the two-kernel sequence";
+    EXPECT_TRUE(hk == to_host(k2)) << name << ": K cache differs from the two-kernel sequence";
+    EXPECT_TRUE(hv == to_host(v2)) << name << ": V cache differs from the two-kernel sequence";
+    EXPECT_TRUE(hout == to_host(out2)) << name << ": attention differs from the two-kernel sequence";
+
+    // Double references.
+    std::vector<double> q_ref, q_tol, k_ref, k_tol, v_ref;
+    Bits k_got, v_got;
+    int touched = 0;
+    for (int b = 0; b < c.batch; ++b) {
+      for (int h = 0; h < c.H + c.KVH; ++h) {
+        std::vector<double> x(D), tol;
+        for (int i = 0; i < D; ++i) x[i] = val(qkv, std::size_t(b) * W + h * D + i);
+        const bool is_q = h < c.H;
+        const auto y = norm_rope_d(x, c.qk_norm ? (is_q ? &qn : &kn) : nullptr, last, c.interleaved, tol);
+        for (int i = 0; i < D; ++i) {
+          if (is_q) {
+            q_ref.push_back(y[i]);
+            q_tol.push_back(tol[i]);
+          } else {
+            k_ref.push_back(y[i]);
+            k_tol.push_back(tol[i]);
+            k_got.push_back(hk[((std::size_t(b) * c.KVH + h - c.H) * cap + last) * D + i]);
+          }
+        }
+      }
+      for (int h = 0; h < c.KVH; ++h)
+        for (int i = 0; i < D; ++i) {
+          v_ref.push_back(val(qkv, std::size_t(b) * W + QW + c.KVH * D + h * D + i));
+          v_got.push_back(hv[((std::size_t(b) * c.KVH + h) * cap + last) * D + i]);
+        }
+      for (int h = 0; h < c.KVH; ++h)
+        for (int p = 0; p < cap; ++p) {
+          if (p == last) continue;
+          const std::size_t at = ((std::size_t(b) * c.KVH + h) * cap + p) * D;
+          for (int i = 0; i < D; ++i) touched += hk[at + i] != kc0[at + i] || hv[at + i] != vc0[at + i];
+        }
+    }
+    expect_within("q_rope " + name, hq, q_ref, q_tol);
+    expect_within("k_rope " + name, k_got, k_ref, k_tol);
+    expect_bits("v cache " + name, v_got, v_ref);
+    EXPECT_EQ(touched, 0) << name << ": cache positions other than kv_len-1 changed";
+    std::vector<double> tol;
+    const auto ref = attention_d(hq, hk, hv, c.batch, 1, last, c.H, c.KVH, D, cap, 1.0, tol);
+    expect_within("attention " + name, hout, ref, tol);
+    if (c.kv_len == 1) {  // one key: the output is the new v itself, exactly
+      std::vector<double> v;
+      for (int b = 0; b < c.batch; ++b)
+        for (int h = 0; h < c.H; ++h)
+          for (int d = 0; d < D; ++d)
+            v.push_back(val(qkv, std::size_t(b) * W + QW + c.KVH * D + (h / G) * D + d));
+      expect_bits("attention " + name + " equals v", hout, v);
+    }
+
+    // Again on the same inputs (the new row is rewritten with the same bits).
+    q1.fill_poison();
+    out1.fill_poison();
+    launch_decode_attention(fold, nullptr);
+    EXPECT_TRUE(to_host(out1) == hout && to_host(q1) == hq && to_host(k1) == hk &&
+                to_host(v1) == hv)
+        << name << ": two runs differ";
+    EXPECT_EQ(std::vector<unsigned int>(counters.size(), 0u), counters.download())
+        << name << ": arrival counters not reset after the second run";
+  }
+}
+
 // One prefill attention case: seeded inputs on the device (cache capacity start + n + 3,
 // so the kernel must not read past its keys) and a launcher that poisons the output first.
 struct PrefillCase {
