@@ -1,6 +1,9 @@
 // bench_fused: the fused-cuda decoder layer on real model shapes with seeded random bf16
 // weights on the device (never zeros).
 //   fused/<model>/<case>/<op>     each fused op alone (graph of one op), and layer(graph)
+//   fused/<model>/<case>/from<k>  the layer from op k on: from<k> - from<k+1> is op k's
+//                                 cost inside the layer (PDL overlap with op k+1 included;
+//                                 an op alone that fits in L2 reads it from L2, this does not)
 //   base/<model>/<case>/layer     the same layer on the GEMM route: one cuBLASLt GEMM per
 //                                 projection, separate norm / add+norm / SwiGLU kernels (the
 //                                 cuBLAS-per-op baseline; attention and RoPE kernels shared)
@@ -132,12 +135,20 @@ double timed_loop(benchmark::State& st, cudaStream_t s, Launch launch) {
   return total;
 }
 
-void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool base, int op_index) {
+// op_index < 0: the whole layer from op `from` on (from > 0: a suffix of the layer; the
+// difference between two suffixes is one op's cost inside the layer, PDL overlap included,
+// with the previous replay's last op, not this op's weights, in L2).
+void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool base, int op_index,
+               int from = 0) {
   Context& ctx = context(m, c);
   const auto& ops = base ? ctx.base_ops : ctx.fused_ops;
   std::vector<const FusedOp*> list;
   if (op_index < 0) {
-    for (const auto& op : ops) list.push_back(&op);
+    if (from >= static_cast<int>(ops.size())) {
+      st.SkipWithError("no such op on this route");
+      return;
+    }
+    for (std::size_t i = from; i < ops.size(); ++i) list.push_back(&ops[i]);
   } else {
     if (op_index >= static_cast<int>(ops.size())) {
       st.SkipWithError("no such op on this route");
@@ -145,7 +156,8 @@ void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool b
     }
     list.push_back(&ops[op_index]);
   }
-  const std::string gkey = std::string(base ? "b" : "f") + std::to_string(op_index);
+  const std::string gkey =
+      std::string(base ? "b" : "f") + std::to_string(op_index) + "_" + std::to_string(from);
   auto& graph = ctx.graphs[gkey];
   if (!graph) {
     graph = std::make_unique<fc::cuda::Graph>();
@@ -236,6 +248,10 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark(("path/" + std::string(path) + "/" + p + "layer(graph)").c_str(),
                                      [=](benchmark::State& st) { bench_path(st, path, m, c); })
             ->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
+      for (int from = 1; from < 6; ++from)
+        benchmark::RegisterBenchmark(("fused/" + p + "from" + std::to_string(from)).c_str(),
+                                     [=](benchmark::State& st) { bench_ops(st, m, c, false, -1, from); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
       for (int op = 0; op < 9; ++op)
         benchmark::RegisterBenchmark(("fused/" + p + "op" + std::to_string(op)).c_str(),
                                      [=](benchmark::State& st) { bench_ops(st, m, c, false, op); })
