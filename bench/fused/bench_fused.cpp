@@ -248,7 +248,7 @@ int main(int argc, char** argv) {
         benchmark::RegisterBenchmark(("path/" + std::string(path) + "/" + p + "layer(graph)").c_str(),
                                      [=](benchmark::State& st) { bench_path(st, path, m, c); })
             ->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
-      for (int from = 1; from < 6; ++from)
+      for (int from = 1; from < 9; ++from)
         benchmark::RegisterBenchmark(("fused/" + p + "from" + std::to_string(from)).c_str(),
                                      [=](benchmark::State& st) { bench_ops(st, m, c, false, -1, from); })
             ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
