@@ -36,6 +36,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/fused/qk_norm_rope.h"
+
 namespace fusecheck::fused {
 
 inline constexpr int kDecodeMinChunk = 32;
@@ -62,6 +64,20 @@ struct DecodeAttentionArgs {
   bool interleaved = false;                 // pairs (2i, 2i+1) instead of (i, i + d/2)
   __nv_bfloat16* q_rope = nullptr;          // [batch x n_heads*head_dim] out (the q_rope tap)
 };
+
+// Folds q/k norm + RoPE + KV append into `da` with the inputs kernel 3 would take from
+// `ra` (its qkv row, norm weights, eps, cos/sin tables, pair layout and q_rope output);
+// the caches stay those of `da`.
+inline void fold_rope(DecodeAttentionArgs& da, const RopeArgs& ra) {
+  da.qkv = ra.qkv;
+  da.q_norm_w = ra.q_norm_w;
+  da.k_norm_w = ra.k_norm_w;
+  da.eps = ra.eps;
+  da.cos_table = ra.cos_table;
+  da.sin_table = ra.sin_table;
+  da.interleaved = ra.interleaved;
+  da.q_rope = ra.q_rope;
+}
 
 // Where FusedLayer folds q/k norm + RoPE into the decode attention kernel, from
 // FUSECHECK_FUSED_ROPE_FOLD (an A/B switch for the benchmarks; read once per process):

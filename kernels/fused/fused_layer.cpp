@@ -248,14 +248,7 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
            flops = 4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim;
     std::string name = "attention(split-kv)";
     if (fold) {  // the figures of the two ops it replaces
-      da.qkv = ra.qkv;
-      da.q_norm_w = ra.q_norm_w;
-      da.k_norm_w = ra.k_norm_w;
-      da.eps = ra.eps;
-      da.cos_table = ra.cos_table;
-      da.sin_table = ra.sin_table;
-      da.interleaved = ra.interleaved;
-      da.q_rope = ra.q_rope;
+      fold_rope(da, ra);
       bytes += rope_bytes;
       flops += rope_flops;
       name = (m.has_qk_norm ? "qk_norm+rope+" : "rope+") + name;

@@ -58,7 +58,7 @@ struct GemvArgs {
   bf16* resid_out;     // RoundResidual: bf16(resid + out)
   int rows, K, N;
   bool stage;          // copy x into shared memory first (non-norm forms, when it fits)
-  bool l2_prefetch;    // ask the warp's whole weight slice into L2 before the PDL wait
+  bool l2_prefetch;    // o_proj form: ask the warp's rows into L2 before the PDL wait
 };
 
 // Warp j of the grid owns R output rows (or, for GateUp, gate row j and up row j) for all
@@ -100,10 +100,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<NB, R>) gemv_kernel(GemvA
   // other forms: there the kernel before is itself streaming weights, and the same
   // prefetch made those layers slower (QKV, gate/up and down; whole slices larger than L2
   // evict themselves before use, see docs/fused-kernels.md).
-  if (a.l2_prefetch && lane == 0 && active) {
-    const int n_rows = E == Epilogue::GateUp ? 1 : min(R, a.N - unit * R);
-    prefetch_l2(a.W + static_cast<long>(row[0]) * K, n_rows * K * 2);
-    if constexpr (E == Epilogue::GateUp) prefetch_l2(a.W + static_cast<long>(row[1]) * K, K * 2);
+  if constexpr (E == Epilogue::RoundResidual) {
+    if (a.l2_prefetch && lane == 0 && active)  // rows unit*R ... : one contiguous range
+      prefetch_l2(a.W + static_cast<long>(row[0]) * K, min(R, a.N - row[0]) * K * 2);
   }
   Bf16x8 wv[R][U];
   load_step(0, wv);  // weights only: allowed before pdl_wait()
@@ -280,7 +279,7 @@ void launch_nb(const GemvArgs& a, cudaStream_t stream) {
   const std::size_t rows_bytes = static_cast<std::size_t>(a.rows) * a.K * sizeof(bf16);
   GemvArgs args = a;
   args.stage = !kNorm && rows_bytes <= kMaxNormSmem;
-  args.l2_prefetch = E == Epilogue::RoundResidual && l2_prefetch_enabled();
+  args.l2_prefetch = l2_prefetch_enabled();
   const std::size_t smem = kNorm || args.stage ? rows_bytes : 0;
   auto kernel = gemv_kernel<NB, R, E, kNorm>;
   static bool configured = false;  // raise the dynamic shared-memory limit once

@@ -183,6 +183,26 @@ TEST(FusedKernels, AddNormGateUpSwigluGemvSmallMatchesDouble) {
   }
 }
 
+// Norm (optional) + RoPE of one head in double at position `pos` (theta 1e6), and the
+// tolerance of its bf16 output: one rounding + the FP32 norm/rotation and FP32 table.
+std::vector<double> norm_rope_d(std::vector<double> x, const Bits* norm_w, int pos,
+                                bool interleaved, std::vector<double>& tol) {
+  const int D = static_cast<int>(x.size());
+  if (norm_w) x = rmsnorm_d(x, *norm_w, 1e-6);
+  std::vector<double> y(D);
+  for (int p = 0; p < D / 2; ++p) {
+    const int i1 = interleaved ? 2 * p : p, i2 = interleaved ? 2 * p + 1 : p + D / 2;
+    const double ang = pos * std::pow(1e6, -2.0 * p / D);
+    y[i1] = x[i1] * std::cos(ang) - x[i2] * std::sin(ang);
+    y[i2] = x[i2] * std::cos(ang) + x[i1] * std::sin(ang);
+  }
+  tol.resize(D);
+  for (int i = 0; i < D; ++i)
+    tol[i] = bf16_ulp(y[i]) + 2e-6 * (std::fabs(x[i]) + std::fabs(x[i ^ 1]) +
+                                      std::fabs(x[(i + D / 2) % D]));
+  return y;
+}
+
 TEST(FusedKernels, QkNormRopeSmallMatchesDoubleAndAppendsCache) {
   SKIP_WITHOUT_GPU();
   const int batch = 3, n = 5, start = 11, capacity = 20, H = 7, KVH = 1;
@@ -230,26 +250,16 @@ TEST(FusedKernels, QkNormRopeSmallMatchesDoubleAndAppendsCache) {
           const int b = row / n, pos = start + row % n;
           for (int head = 0; head < H + KVH; ++head) {
             const bool is_q = head < H;
-            std::vector<double> x(D);
+            std::vector<double> x(D), tol;
             for (int i = 0; i < D; ++i) x[i] = val(qkv, row * W + head * D + i);
-            if (qk_norm) x = rmsnorm_d(x, is_q ? qn : kn, 1e-6);
-            std::vector<double> y(D);
-            for (int p = 0; p < D / 2; ++p) {
-              const int i1 = interleaved ? 2 * p : p, i2 = interleaved ? 2 * p + 1 : p + D / 2;
-              const double ang = pos * std::pow(1e6, -2.0 * p / D);
-              y[i1] = x[i1] * std::cos(ang) - x[i2] * std::sin(ang);
-              y[i2] = x[i2] * std::cos(ang) + x[i1] * std::sin(ang);
-            }
+            const auto y = norm_rope_d(x, qk_norm ? (is_q ? &qn : &kn) : nullptr, pos, interleaved, tol);
             for (int i = 0; i < D; ++i) {
-              // one rounding; FP32 norm/rotation and the FP32 table: ~1e-6 of the inputs
-              const double tol = bf16_ulp(y[i]) + 2e-6 * (std::fabs(x[i]) + std::fabs(x[i ^ 1]) +
-                                                          std::fabs(x[(i + D / 2) % D]));
               if (is_q) {
                 q_ref.push_back(y[i]);
-                q_tol.push_back(tol);
+                q_tol.push_back(tol[i]);
               } else {
                 k_ref.push_back(y[i]);
-                k_tol.push_back(tol);
+                k_tol.push_back(tol[i]);
                 k_got.push_back(hk[((b * KVH) * capacity + pos) * D + i]);
               }
             }
@@ -359,26 +369,6 @@ TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
   }
 }
 
-// Norm (optional) + RoPE of one head in double at position `pos` (theta 1e6), and the
-// tolerance of its bf16 output: one rounding + the FP32 norm/rotation and FP32 table.
-std::vector<double> norm_rope_d(std::vector<double> x, const Bits* norm_w, int pos,
-                                bool interleaved, std::vector<double>& tol) {
-  const int D = static_cast<int>(x.size());
-  if (norm_w) x = rmsnorm_d(x, *norm_w, 1e-6);
-  std::vector<double> y(D);
-  for (int p = 0; p < D / 2; ++p) {
-    const int i1 = interleaved ? 2 * p : p, i2 = interleaved ? 2 * p + 1 : p + D / 2;
-    const double ang = pos * std::pow(1e6, -2.0 * p / D);
-    y[i1] = x[i1] * std::cos(ang) - x[i2] * std::sin(ang);
-    y[i2] = x[i2] * std::cos(ang) + x[i1] * std::sin(ang);
-  }
-  tol.resize(D);
-  for (int i = 0; i < D; ++i)
-    tol[i] = bf16_ulp(y[i]) + 2e-6 * (std::fabs(x[i]) + std::fabs(x[i ^ 1]) +
-                                      std::fabs(x[(i + D / 2) % D]));
-  return y;
-}
-
 struct FoldCase {
   int batch, H, KVH, D, kv_len;
   bool qk_norm, interleaved;
@@ -486,14 +476,9 @@ TEST(FusedKernels, DecodeAttentionRopeFoldSmallMatchesTwoKernelsAndDouble) {
     fold.k_cache = k1.data();
     fold.v_cache = v1.data();
     fold.out = out1.data();
-    fold.qkv = dqkv.data();
-    fold.q_norm_w = ra.q_norm_w;
-    fold.k_norm_w = ra.k_norm_w;
-    fold.eps = 1e-6f;
-    fold.cos_table = dcos.data();
-    fold.sin_table = dsin.data();
-    fold.interleaved = c.interleaved;
-    fold.q_rope = q1.data();
+    RopeArgs fold_ra = ra;  // the same inputs, this run's q_rope output
+    fold_ra.q_rope = q1.data();
+    fold_rope(fold, fold_ra);
     launch_decode_attention(fold, nullptr);
     const Bits hq = to_host(q1), hk = to_host(k1), hv = to_host(v1), hout = to_host(out1);
     EXPECT_EQ(std::vector<unsigned int>(counters.size(), 0u), counters.download())
