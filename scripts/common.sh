@@ -19,7 +19,13 @@ configure_build() {
   if [ ! -f "$dir/build.ninja" ]; then
     local log
     log=$(mktemp)
-    if ! cmake -S "$FUSECHECK_ROOT" -B "$dir" -G Ninja "$@" >"$log" 2>&1; then
+    # ccache, where installed, makes rebuilds in fresh folders and worktrees cheap.
+    local launcher=()
+    if command -v ccache >/dev/null 2>&1; then
+      launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
+                -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+    fi
+    if ! cmake -S "$FUSECHECK_ROOT" -B "$dir" -G Ninja "${launcher[@]}" "$@" >"$log" 2>&1; then
       cat "$log" >&2; rm -f "$log"; return 1
     fi
     rm -f "$log"
