@@ -2,11 +2,11 @@
 """tests/distributed/h5_same.py: are two fusecheck results files the same, bit for bit,
 in everything that is deterministic?
 
-  h5_same.py A.h5 B.h5 [--skip-attr NAME]... [--skip-group NAME]...
+  h5_same.py A.h5 B.h5 [--skip-attr NAME]... [--skip NAME]...
 
 Walks both trees: the same groups and datasets, every dataset equal byte for byte (NaN
 included: the raw bytes are compared), every attribute equal, except the attributes and
-groups named (at any depth), which hold what differs between two runs of the same work:
+the groups or datasets named (at any depth), which hold what differs between two runs:
 when and where it ran, how long it took. Prints each difference; exit 0 same, 1 not.
 """
 import argparse
@@ -25,7 +25,7 @@ def same_value(a, b):
     return a.tobytes() == b.tobytes()
 
 
-def compare(a, b, path, skip_attrs, skip_groups, out):
+def compare(a, b, path, skip_attrs, skip_nodes, out):
     for name in sorted(set(a.attrs) | set(b.attrs)):
         if name in skip_attrs:
             continue
@@ -40,12 +40,12 @@ def compare(a, b, path, skip_attrs, skip_groups, out):
             out.append(f"{path}: data differs")
         return
     for name in sorted(set(a) | set(b)):
-        if name in skip_groups:
+        if name in skip_nodes:
             continue
         if name not in a or name not in b:
             out.append(f"{path}/{name}: only in {'A' if name in a else 'B'}")
         else:
-            compare(a[name], b[name], f"{path}/{name}", skip_attrs, skip_groups, out)
+            compare(a[name], b[name], f"{path}/{name}", skip_attrs, skip_nodes, out)
 
 
 def main():
@@ -53,11 +53,11 @@ def main():
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("--skip-attr", action="append", default=[])
-    ap.add_argument("--skip-group", action="append", default=[])
+    ap.add_argument("--skip", action="append", default=[], help="a group or dataset name")
     args = ap.parse_args()
     out = []
     with h5py.File(args.a, "r") as a, h5py.File(args.b, "r") as b:
-        compare(a, b, "", set(args.skip_attr), set(args.skip_group), out)
+        compare(a, b, "", set(args.skip_attr), set(args.skip), out)
     for line in out:
         print(line)
     return 1 if out else 0
