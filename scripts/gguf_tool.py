@@ -2,10 +2,11 @@
 package (llama.cpp's gguf-py, pinned and fetched by scripts/fetch-test-deps into .deps-py/).
 
 Subcommands:
-  dequant TYPE BLOCKS OUT     raw blocks of ggml type TYPE -> little-endian float32 values
+  dequant TYPE BLOCKS OUT [TYPE BLOCKS OUT ...]
+                              raw blocks of ggml type TYPE -> little-endian float32 values
                               (gguf.quants.dequantize; F64 through numpy's astype)
-  digests MODEL               JSON {tensor name: sha256 of its dequantized float32 values}
-                              for every tensor of a GGUF file (gguf.GGUFReader + dequantize)
+  dequant-model MODEL OUTDIR  every tensor of a GGUF file (gguf.GGUFReader + dequantize) as
+                              OUTDIR/<index>.f32, named in OUTDIR/index.json
   golden OUT [--seed N]       writes the golden vectors tests/checkpoint/data/gguf_golden.json:
                               seeded random blocks of every type fusecheck reads and their
                               values as this package computes them
@@ -18,7 +19,6 @@ which is printed and stored in what is written.
 """
 
 import argparse
-import hashlib
 import json
 import sys
 
@@ -57,21 +57,28 @@ def random_blocks(type_name: str, n_blocks: int, rng: np.random.Generator) -> by
 
 
 def cmd_dequant(args: argparse.Namespace) -> int:
-    with open(args.blocks, "rb") as f:
-        raw = f.read()
-    dequantize_bytes(args.type, raw).astype("<f4").tofile(args.out)
+    if len(args.triples) % 3 != 0:
+        raise SystemExit("dequant takes TYPE BLOCKS OUT triples")
+    for i in range(0, len(args.triples), 3):
+        type_name, blocks, out = args.triples[i:i + 3]
+        if type_name not in SCALE_OFFSETS and type_name not in PLAIN:
+            raise SystemExit(f"dequant: unknown type {type_name}")
+        with open(blocks, "rb") as f:
+            raw = f.read()
+        dequantize_bytes(type_name, raw).astype("<f4").tofile(out)
     return 0
 
 
-def cmd_digests(args: argparse.Namespace) -> int:
+def cmd_dequant_model(args: argparse.Namespace) -> int:
     reader = gguf.GGUFReader(args.model)
-    out = {}
-    for t in reader.tensors:
+    index = []
+    for i, t in enumerate(reader.tensors):
         name = QT(t.tensor_type).name
         values = dequantize_bytes(name, np.asarray(t.data).tobytes())
-        out[t.name] = {"type": name, "sha256": hashlib.sha256(values.astype("<f4").tobytes()).hexdigest()}
-    json.dump(out, sys.stdout, indent=1, sort_keys=True)
-    print()
+        values.astype("<f4").tofile(f"{args.outdir}/{i}.f32")
+        index.append({"name": t.name, "type": name, "file": f"{i}.f32"})
+    with open(f"{args.outdir}/index.json", "w") as f:
+        json.dump(index, f, indent=1)
     return 0
 
 
@@ -82,7 +89,7 @@ def cmd_golden(args: argparse.Namespace) -> int:
     for type_name in list(SCALE_OFFSETS) + PLAIN:
         block_elems, block_bytes = gguf.GGML_QUANT_SIZES[QT[type_name]]
         # A few blocks of every type: 256 values or more, under 1 KiB of blocks.
-        n_blocks = max(1, 256 // block_elems) if block_elems > 1 else 64
+        n_blocks = max(2, 256 // block_elems) if block_elems > 1 else 64
         raw = random_blocks(type_name, n_blocks, rng)
         values = dequantize_bytes(type_name, raw)
         cases.append({"type": type_name, "blocks": n_blocks, "block_bytes": block_bytes,
@@ -131,11 +138,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("dequant")
-    d.add_argument("type", choices=list(SCALE_OFFSETS) + PLAIN)
-    d.add_argument("blocks")
-    d.add_argument("out")
-    g = sub.add_parser("digests")
+    d.add_argument("triples", nargs="+")
+    g = sub.add_parser("dequant-model")
     g.add_argument("model")
+    g.add_argument("outdir")
     o = sub.add_parser("golden")
     o.add_argument("out")
     o.add_argument("--seed", type=int, default=20261202)
@@ -145,7 +151,7 @@ def main() -> int:
     q.add_argument("out")
     q.add_argument("type", choices=["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
     args = p.parse_args()
-    return {"dequant": cmd_dequant, "digests": cmd_digests, "golden": cmd_golden,
+    return {"dequant": cmd_dequant, "dequant-model": cmd_dequant_model, "golden": cmd_golden,
             "quantize": cmd_quantize}[args.cmd](args)
 
 
