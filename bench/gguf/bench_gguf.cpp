@@ -95,8 +95,8 @@ void BM_Dequantize(benchmark::State& state) {
                                                   benchmark::Counter::kIsRate);
   state.counters["in_GBps"] = benchmark::Counter(static_cast<double>(data.size()) * state.iterations() / 1e9,
                                                  benchmark::Counter::kIsRate);
-  // Seconds per value at this rate, times the 1B model's values.
-  state.counters["est_1B_load_s"] = benchmark::Counter(kLlama1BValues / static_cast<double>(values) * state.iterations(),
+  // Seconds per 1B model at this rate: (1B models decoded per second)^-1.
+  state.counters["est_1B_load_s"] = benchmark::Counter(static_cast<double>(values) * state.iterations() / kLlama1BValues,
                                                        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["threads"] = threads;
 }

@@ -18,7 +18,7 @@ constexpr std::int64_t kQK = 32;   // values per block of the legacy types (Q4_0
 constexpr std::int64_t kQKK = 256; // values per super-block of the K types
 // Below this many values a tensor decodes on the calling thread: a norm weight or one
 // embedding row is not worth waking the thread pool for.
-constexpr std::int64_t kParallelValues = std::int64_t{1} << 20;
+[[maybe_unused]] constexpr std::int64_t kParallelValues = std::int64_t{1} << 20;
 
 float f16(const std::byte* p) {
   std::uint16_t bits;
@@ -208,11 +208,15 @@ void block_q6_k(const std::byte* b, float* y) {
     const std::byte* qh = b + 128 + 32 * half;
     const std::byte* sc = b + 192 + 8 * half;
     for (int j = 0; j < 4; ++j) {
-      for (int l = 0; l < 32; ++l) {
-        const int low = (u8(ql, l + 32 * (j % 2)) >> (4 * (j / 2))) & 0x0F;
-        const int high = (u8(qh, l) >> (2 * j)) & 3;
-        const auto scale = static_cast<std::int8_t>(u8(sc, l / 16 + 2 * j));
-        y[32 * j + l] = (d * static_cast<float>(scale)) * static_cast<float>((low | (high << 4)) - 32);
+      const std::byte* low_bytes = ql + 32 * (j % 2);
+      const int low_shift = 4 * (j / 2);
+      for (int group = 0; group < 2; ++group) {
+        const float dl = d * static_cast<float>(static_cast<std::int8_t>(u8(sc, group + 2 * j)));
+        for (int l = 16 * group; l < 16 * group + 16; ++l) {
+          const int low = (u8(low_bytes, l) >> low_shift) & 0x0F;
+          const int high = (u8(qh, l) >> (2 * j)) & 3;
+          y[32 * j + l] = dl * static_cast<float>((low | (high << 4)) - 32);
+        }
       }
     }
     y += 128;
