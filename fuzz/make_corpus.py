@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Writes the fuzzers' seed corpora (fuzz/corpus/*): tiny valid safetensors files, GGUF
-files of each supported architecture and dtype, and HF config.json variants. Seeded and
+files of each supported architecture and dtype (and one holding a block of every quantized
+type fusecheck reads, with a tied head), and HF config.json variants. Seeded and
 deterministic; every file stays far below 64 KiB. Run from anywhere: python3 make_corpus.py"""
 import json
 import os
@@ -84,7 +85,25 @@ def gguf_string(s):
     return struct.pack("<Q", len(b)) + b
 
 
-def gguf(arch, tensors, dtype, extra_kv=()):
+# ggml id, values per block, bytes per block and fp16 scale offsets of each quantized type
+# (ggml-common.h layouts).
+QUANTS = {"Q4_0": (2, 32, 18, [0]), "Q4_1": (3, 32, 20, [0, 2]), "Q5_0": (6, 32, 22, [0]),
+          "Q5_1": (7, 32, 24, [0, 2]), "Q8_0": (8, 32, 34, [0]), "Q2_K": (10, 256, 84, [80, 82]),
+          "Q3_K": (11, 256, 110, [108]), "Q4_K": (12, 256, 144, [0, 2]), "Q5_K": (13, 256, 176, [0, 2]),
+          "Q6_K": (14, 256, 210, [208])}
+
+
+def quant_tensor(name, type_name, n_blocks):
+    """(name, [n_blocks * block values], ggml id, blob): random bits, finite small scales."""
+    ggml, elems, size, scales = QUANTS[type_name]
+    blob = bytearray(rng.getrandbits(8) for _ in range(n_blocks * size))
+    for b in range(n_blocks):
+        for off in scales:
+            blob[b * size + off:b * size + off + 2] = np.float16(rng.uniform(1e-3, 1e-2)).tobytes()
+    return (name, [n_blocks * elems], ggml, bytes(blob))
+
+
+def gguf(arch, tensors, dtype, extra_kv=(), raw_tensors=()):
     ggml = {"F32": 0, "F16": 1, "BF16": 30, "F64": 28}[dtype]
     kv = [("general.architecture", 8, gguf_string(arch)),
           ("general.alignment", 4, struct.pack("<I", 32))]
@@ -99,15 +118,15 @@ def gguf(arch, tensors, dtype, extra_kv=()):
                struct.pack("<IQ", 8, len(tokens)) + b"".join(gguf_string(t) for t in tokens)))
     kv.append(("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)))
     kv += list(extra_kv)
-    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors) + len(raw_tensors), len(kv))
     for key, vtype, payload in kv:
         out += gguf_string(key) + struct.pack("<I", vtype) + payload
     blobs, offset = [], 0
-    for name, shape, vals in tensors:
-        blob = encode(vals, dtype)
+    stored = [(name, shape, ggml, encode(vals, dtype)) for name, shape, vals in tensors] + list(raw_tensors)
+    for name, shape, type_id, blob in stored:
         out += gguf_string(name) + struct.pack("<I", len(shape))
         out += b"".join(struct.pack("<Q", d) for d in reversed(shape))
-        out += struct.pack("<IQ", ggml, offset)
+        out += struct.pack("<IQ", type_id, offset)
         blobs.append(blob + b"\0" * (-len(blob) % 32))
         offset += len(blobs[-1])
     out += b"\0" * (-len(out) % 32)
@@ -146,6 +165,10 @@ def main():
                 ("test.i8", 1, struct.pack("<b", -3)), ("test.u64", 10, struct.pack("<Q", 7)),
                 ("test.bool", 7, b"\1"), ("test.f64", 12, struct.pack("<d", 0.5)),
                 ("test.i32s", 9, struct.pack("<IQ", 5, 3) + struct.pack("<3i", 1, -2, 3))]))
+    untied = [t for t in tiny_model("llama", gguf=True) if t[0] != "output.weight"]
+    write("gguf/tiny_llama_quant_types_tied.gguf",
+          gguf("llama", untied, "F32",
+               raw_tensors=[quant_tensor(f"test.{name.lower()}.weight", name, 2) for name in QUANTS]))
     write("hf_config/qwen3.json", config("Qwen3ForCausalLM", "qwen3"))
     write("hf_config/qwen2.json", config("Qwen2ForCausalLM", "qwen2", tie_word_embeddings=True))
     write("hf_config/llama3.json", config("LlamaForCausalLM", "llama", eos_token_id=[2, 3], rope_scaling={

@@ -61,12 +61,17 @@ void check_spec(const Checkpoint& ckpt) {
 }  // namespace
 
 template <class S, class R>
-DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe)
+DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe,
+                               WeightFormat weights)
     : ckpt_(ckpt),
       spec_(ckpt.spec()),
       name_(std::move(name)),
       round_(make_rounding<R>(recipe, ckpt.spec().n_layers + 1)),
+      weight_format_(weights),
       budget_(default_budget()) {
+  if (R::kRounds && weights != WeightFormat::as_stored) {
+    throw std::logic_error(name_ + ": a recipe rounds its weights itself (RoundPoint::weights)");
+  }
   check_spec(ckpt);
   for (Tap t : kLayerTaps) {
     if (!spec_.has_qk_norm && (t == Tap::q_normed || t == Tap::k_normed)) continue;
@@ -171,8 +176,19 @@ Mat<S> DecoderPath<S, R>::convert_matrix(const TensorView* t, std::int64_t rows,
     for (Index i = 0; i < m.size(); ++i) {
       m.data()[i] = record ? round_(RoundPoint::weights, m.data()[i]) : round_.recipe().round(m.data()[i]);
     }
+  } else if (weight_format_ == WeightFormat::bf16) {
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = weight_value(static_cast<float>(m.data()[i]));
   }
   return m;
+}
+
+template <class S, class R>
+S DecoderPath<S, R>::weight_value(float stored) const {
+  if constexpr (R::kRounds) {
+    return round_.recipe().round(stored);
+  } else {
+    return static_cast<S>(weight_format_ == WeightFormat::bf16 ? round_to_bf16(stored) : stored);
+  }
 }
 
 template <class S, class R>
@@ -260,6 +276,11 @@ TapMatrix DecoderPath<S, R>::embed(std::span<const std::int32_t> tokens) {
                                               spec_.hidden));
   }
   TapMatrix out(static_cast<Index>(tokens.size()), spec_.hidden);
+  std::vector<float> row(static_cast<std::size_t>(spec_.hidden));
+  // ref64 reads an F64 table exactly; every other stored format widens exactly through
+  // float, and a quantized table decodes whole rows (a row holds whole blocks).
+  const bool exact_f64 = std::is_same_v<S, double> && table->dtype == DType::F64 && !table->codec &&
+                         weight_format_ == WeightFormat::as_stored;
   for (std::size_t r = 0; r < tokens.size(); ++r) {
     const std::int32_t id = tokens[r];
     if (id < 0 || id >= spec_.vocab) {
@@ -267,14 +288,14 @@ TapMatrix DecoderPath<S, R>::embed(std::span<const std::int32_t> tokens) {
                                        spec_.vocab - 1));
     }
     const std::int64_t base = static_cast<std::int64_t>(id) * spec_.hidden;
+    if (exact_f64) {
+      for (int c = 0; c < spec_.hidden; ++c) out(static_cast<Index>(r), c) = table->at(base + c);
+      continue;
+    }
+    table->to_float(base, std::span<float>(row));
+    // Rows in the path's precision and weight format (emulated: the recipe's format).
     for (int c = 0; c < spec_.hidden; ++c) {
-      const double v = table->at(base + c);
-      // Rows in the path's precision (the emulated path's embedding table is in its format).
-      if constexpr (R::kRounds) {
-        out(static_cast<Index>(r), c) = round_.recipe().round(static_cast<float>(v));
-      } else {
-        out(static_cast<Index>(r), c) = static_cast<double>(static_cast<S>(v));
-      }
+      out(static_cast<Index>(r), c) = static_cast<double>(weight_value(row[static_cast<std::size_t>(c)]));
     }
   }
   return out;

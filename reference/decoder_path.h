@@ -28,12 +28,20 @@ struct ConvertedWeights {
   std::size_t bytes = 0;
 };
 
+// The weights a reference path multiplies with: the checkpoint's values exactly (a
+// quantized GGUF tensor dequantized as ggml defines it), or those values rounded once to
+// bf16 as the GPU and emulated paths store them (ref32-cpu-bf16w: how much of a bf16
+// path's divergence the weight rounding alone explains). Recipes round their weights
+// themselves (RoundPoint::weights).
+enum class WeightFormat { as_stored, bf16 };
+
 template <class S, class R>
 class DecoderPath final : public Path {
  public:
   // `recipe` is required for emulated-cpu (R = RecipeRounding) and ignored otherwise.
   // Throws InputError when the checkpoint's spec is one this path cannot run.
-  DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe = nullptr);
+  DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe = nullptr,
+              WeightFormat weights = WeightFormat::as_stored);
 
   std::string name() const override { return name_; }
   std::string device() const override { return "cpu"; }
@@ -64,6 +72,7 @@ class DecoderPath final : public Path {
                         const char* role, bool record);
   Vec<S> convert_vector(const TensorView* t, std::int64_t n, const char* role, bool record);
   Mat<S> to_scalar(const TapMatrix& m, RoundPoint input_point);
+  S weight_value(float stored) const;
   void perturb(int layer, Tap tap, Mat<S>& m);
   void put_tap(TapSet& out, Tap tap, const Mat<S>& m) const;
 
@@ -71,6 +80,7 @@ class DecoderPath final : public Path {
   const ModelSpec spec_;
   std::string name_;
   R round_;
+  WeightFormat weight_format_;
   std::vector<Tap> taps_;
   int batch_ = 0;
   int capacity_ = 0;

@@ -1,5 +1,6 @@
-// Registers ref64-cpu, ref32-cpu and emulated-cpu (PathOptions.recipe picks the recipe,
-// hf-bf16 by default) in the path registry.
+// Registers ref64-cpu, ref32-cpu, ref32-cpu-bf16w (ref32 on bf16-rounded weights) and
+// emulated-cpu (PathOptions.recipe picks the recipe, hf-bf16 by default) in the path
+// registry.
 #include "reference/register.h"
 
 #include "harness/core/path_registry.h"
@@ -15,6 +16,13 @@ void register_cpu_paths() {
   register_path({"ref32-cpu", "cpu", "FP32 reference on Eigen",
                  [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
                    return std::make_unique<ref::Ref32Path>(ckpt, "ref32-cpu");
+                 }});
+  register_path({"ref32-cpu-bf16w", "cpu",
+                 "FP32 reference on weights rounded once to bf16, as the GPU paths store them "
+                 "(the share of their divergence due to weight rounding alone)",
+                 [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
+                   return std::make_unique<ref::Ref32Path>(ckpt, "ref32-cpu-bf16w", nullptr,
+                                                           ref::WeightFormat::bf16);
                  }});
   register_path({"emulated-cpu", "cpu",
                  "FP32 on Eigen rounded to bf16/fp16 at a recipe's points (docs/recipes.md)",

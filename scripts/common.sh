@@ -8,6 +8,11 @@ FUSECHECK_PYTHON=/usr/bin/python3
 [ -x "$FUSECHECK_PYTHON" ] || FUSECHECK_PYTHON=python3
 : "${FUSECHECK_MODELS:=$FUSECHECK_ROOT/../shared/models}"
 export FUSECHECK_MODELS
+# Pinned test dependencies (scripts/fetch-test-deps), both ignored by git: the gguf Python
+# package, and the real model stored quantized (stories260K-Q8_0.gguf).
+: "${FUSECHECK_PYDEPS:=$FUSECHECK_ROOT/.deps-py}"
+: "${FUSECHECK_MODEL_CACHE:=$FUSECHECK_ROOT/models}"
+export FUSECHECK_PYDEPS FUSECHECK_MODEL_CACHE
 # Cores for build and test jobs. GNU nproc honours OMP_NUM_THREADS, which scripts/test sets
 # to 1 for the tests' own threads: plain nproc there ran ninja and ctest one job at a time.
 ncpu() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }

@@ -166,12 +166,12 @@ ModelTensors bind(const ModelSpec& spec, const TensorNames& names, Binder& b) {
   return m;
 }
 
-// The storage dtype holding the most weight bytes.
+// The storage type holding the most weight bytes ("BF16", or "Q4_K" for a quantized GGUF).
 std::string dominant_dtype(const ModelTensors& m) {
   std::set<const TensorView*> seen;
-  std::map<DType, std::uint64_t> bytes;
+  std::map<std::string, std::uint64_t> bytes;
   const auto add = [&](const TensorView* t) {
-    if (t != nullptr && seen.insert(t).second) bytes[t->dtype] += t->bytes.size();
+    if (t != nullptr && seen.insert(t).second) bytes[std::string(t->storage_name())] += t->bytes.size();
   };
   add(m.embed);
   add(m.final_norm);
@@ -182,12 +182,12 @@ std::string dominant_dtype(const ModelTensors& m) {
       add(t);
     }
   }
-  DType best = DType::F32;
+  std::string best = "F32";
   std::uint64_t most = 0;
-  for (const auto& [dt, n] : bytes) {
-    if (n > most) { best = dt; most = n; }
+  for (const auto& [name, n] : bytes) {
+    if (n > most) { best = name; most = n; }
   }
-  return std::string(dtype_name(best));
+  return best;
 }
 
 // Consistency every adapter's spec must have before shapes are checked against it.

@@ -1,7 +1,8 @@
 // GGUF parsing and validation. Layout (llama.cpp docs/gguf.md): magic "GGUF", uint32
 // version, uint64 tensor count, uint64 key/value count, the key/values, the tensor infos
 // (name, dims fastest-varying first, ggml type, offset), padding to general.alignment,
-// then the tensor data. All integers little-endian.
+// then the tensor data. All integers little-endian. Quantized tensors get the codec of
+// their ggml type (gguf_quants.h); nothing here reads tensor data.
 #include "harness/checkpoint/gguf.h"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include <fmt/core.h>
 
+#include "harness/checkpoint/gguf_quants.h"
 #include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
 
@@ -22,13 +24,14 @@ namespace {
 constexpr std::uint32_t kMaxDims = 4;       // GGML_MAX_DIMS
 constexpr std::uint64_t kDefaultAlignment = 32;
 
-// Names of ggml types by id (ggml.h enum ggml_type); ids 4, 5 and 31-33 were removed.
-constexpr std::array<const char*, 40> kGgmlTypeNames = {
+// Names of ggml types by id (ggml.h enum ggml_type); ids 4, 5 and 31-33, 36-38 are unused.
+constexpr std::array<const char*, 42> kGgmlTypeNames = {
     "F32",     "F16",     "Q4_0",   "Q4_1",    nullptr, nullptr,  "Q5_0",   "Q5_1",
     "Q8_0",    "Q8_1",    "Q2_K",   "Q3_K",    "Q4_K",  "Q5_K",   "Q6_K",   "Q8_K",
     "IQ2_XXS", "IQ2_XS",  "IQ3_XXS", "IQ1_S",  "IQ4_NL", "IQ3_S", "IQ2_S",  "IQ4_XS",
     "I8",      "I16",     "I32",    "I64",     "F64",   "IQ1_M",  "BF16",   nullptr,
-    nullptr,   nullptr,   "TQ1_0",  "TQ2_0",   nullptr, nullptr,  nullptr,  "MXFP4"};
+    nullptr,   nullptr,   "TQ1_0",  "TQ2_0",   nullptr, nullptr,  nullptr,  "MXFP4",
+    "NVFP4",   "Q1_0"};
 
 std::optional<DType> dtype_of_ggml(std::uint32_t type) {
   switch (type) {
@@ -174,9 +177,42 @@ struct TensorInfo {
   std::string name;
   std::vector<std::int64_t> shape;  // HF order
   std::uint32_t type = 0;
+  std::optional<DType> dtype;        // a plain element type, or
+  const BlockCodec* codec = nullptr; // a block-quantized one
   std::uint64_t offset = 0;
   std::uint64_t nbytes = 0;
 };
+
+// The one-line refusal of a tensor type fusecheck does not read.
+std::string unsupported_type(std::uint32_t type) {
+  const std::string name = ggml_type_name(type);
+  const std::string known = fmt::format("fusecheck reads F32, F16, BF16, F64, {}", ggml_quant_names());
+  if (name.rfind("type ", 0) == 0) return fmt::format("not supported: unknown ggml type id {} ({})", type, known);
+  return fmt::format("not supported: {} ({})", name, known);
+}
+
+// Bytes of `numel` values stored as `t`; a quantized row must hold whole blocks (ggml
+// quantizes row by row, so a row that does not is a broken file).
+std::uint64_t tensor_bytes(const TensorInfo& t, const std::vector<std::uint64_t>& dims, std::uint64_t numel,
+                           const std::string& where) {
+  std::uint64_t nbytes = 0;
+  if (t.dtype) {
+    if (__builtin_mul_overflow(numel, dtype_size(*t.dtype), &nbytes)) {
+      throw InputError(where, "dimensions overflow the byte count");
+    }
+    return nbytes;
+  }
+  const auto block = static_cast<std::uint64_t>(t.codec->block_elems);
+  const std::uint64_t row = dims.empty() ? 1 : dims[0];
+  if (row % block != 0) {
+    throw InputError(where, fmt::format("row length {} is not a multiple of the {} block ({} values)", row,
+                                        t.codec->name, block));
+  }
+  if (__builtin_mul_overflow(numel / block, t.codec->block_bytes, &nbytes)) {
+    throw InputError(where, "dimensions overflow the byte count");
+  }
+  return nbytes;
+}
 
 TensorInfo read_tensor_info(Reader& r, const std::string& file, std::uint64_t index) {
   TensorInfo t;
@@ -191,20 +227,16 @@ TensorInfo read_tensor_info(Reader& r, const std::string& file, std::uint64_t in
   t.type = r.read<std::uint32_t>("tensor type");
   t.offset = r.read<std::uint64_t>("tensor offset");
 
-  const auto dt = dtype_of_ggml(t.type);
-  if (!dt) {
-    throw InputError(where, fmt::format("not supported: {} (fusecheck reads F32, F16, BF16 and F64 "
-                                        "tensors, not quantized ones)", ggml_type_name(t.type)));
-  }
+  t.dtype = dtype_of_ggml(t.type);
+  t.codec = ggml_quant_codec(t.type);
+  if (!t.dtype && !t.codec) throw InputError(where, unsupported_type(t.type));
   std::uint64_t numel = 1;
   for (const auto d : dims) {
     if (d > static_cast<std::uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, d, &numel)) {
       throw InputError(where, "dimensions overflow the element count");
     }
   }
-  if (__builtin_mul_overflow(numel, dtype_size(*dt), &t.nbytes)) {
-    throw InputError(where, "dimensions overflow the byte count");
-  }
+  t.nbytes = tensor_bytes(t, dims, numel, where);
   // GGUF lists the fastest-varying dimension first; HF order is the reverse.
   for (auto it = dims.rbegin(); it != dims.rend(); ++it) t.shape.push_back(static_cast<std::int64_t>(*it));
   return t;
@@ -321,12 +353,15 @@ static GgufContents parse_unchecked(std::span<const std::byte> bytes, const std:
       throw InputError(where, fmt::format("offset {} is not a multiple of the alignment {}", t.offset, align));
     }
     if (t.offset > data.size() || t.nbytes > data.size() - t.offset) {
-      throw InputError(where, fmt::format("data [{}, {}+{}) runs past the end of the file's data ({} bytes)",
-                                          t.offset, t.offset, t.nbytes, data.size()));
+      const std::string blocks =
+          t.codec ? fmt::format(" ({} blocks of {})", t.nbytes / t.codec->block_bytes, t.codec->name) : "";
+      throw InputError(where, fmt::format("truncated: data [{}, {}+{}){} runs past the end of the file's data "
+                                          "({} bytes)", t.offset, t.offset, t.nbytes, blocks, data.size()));
     }
     TensorView view;
     view.name = t.name;
-    view.dtype = *dtype_of_ggml(t.type);
+    view.dtype = t.dtype.value_or(DType::F32);
+    view.codec = t.codec;
     view.shape = t.shape;
     view.bytes = data.subspan(t.offset, t.nbytes);
     view.file = file;

@@ -39,13 +39,14 @@ struct GgufContents {
   std::uint32_t version = 0;
   std::map<std::string, GgufValue> metadata;
   std::vector<TensorView> tensors;  // in file order; shapes in HF order (slowest first)
-  std::vector<std::string> tensor_types;  // ggml type name of each tensor ("F32", ...)
+  std::vector<std::string> tensor_types;  // ggml type name of each tensor ("F32", "Q4_K", ...)
   std::uint64_t alignment = 32;
   std::size_t data_start = 0;
 };
 
 // Parses a whole GGUF file image. `file` names it in every error. Views point into
-// `bytes`. Quantized tensors are rejected with "not supported: Q4_0" (the ggml type).
+// `bytes`. Quantized tensors of the types gguf_quants.h reads carry its codec; other types
+// (IQ*, TQ*, ...) are rejected with "not supported: IQ2_XXS" (the ggml type).
 GgufContents parse_gguf(std::span<const std::byte> bytes, const std::string& file);
 
 // ggml's name for a tensor type id ("Q4_K"), or "type N" for ids it does not know.

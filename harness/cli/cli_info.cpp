@@ -1,5 +1,6 @@
 // `fusecheck info MODEL`: what fusecheck reads from a checkpoint: the ModelSpec, the
-// stored tensors by dtype, and the tensors no role was bound to.
+// stored tensors by storage type (F32 ... Q4_K: count, values, bytes), and the tensors no
+// role was bound to. It reads headers only: no tensor is converted or dequantized.
 #include <cstdio>
 #include <map>
 #include <string>
@@ -44,15 +45,20 @@ nlohmann::ordered_json describe(const Checkpoint& ck) {
       {"eos_id", s.eos_id},
       {"dtype", s.dtype},
   };
-  std::map<std::string, std::uint64_t> bytes_by_dtype;
-  std::map<std::string, std::uint64_t> count_by_dtype;
+  // Storage types as stored (GGUF's Q4_K, Q6_K, ... by name), from the tensor headers alone.
+  struct TypeTotals {
+    std::uint64_t tensors = 0, elements = 0, bytes = 0;
+  };
+  std::map<std::string, TypeTotals> by_type;
   for (const TensorView& t : ck.tensors()) {
-    bytes_by_dtype[std::string(dtype_name(t.dtype))] += t.bytes.size();
-    count_by_dtype[std::string(dtype_name(t.dtype))] += 1;
+    TypeTotals& totals = by_type[std::string(t.storage_name())];
+    totals.tensors += 1;
+    totals.elements += static_cast<std::uint64_t>(t.numel());
+    totals.bytes += t.bytes.size();
   }
   nlohmann::ordered_json dtypes = nlohmann::ordered_json::object();
-  for (const auto& [name, bytes] : bytes_by_dtype) {
-    dtypes[name] = {{"tensors", count_by_dtype[name]}, {"bytes", bytes}};
+  for (const auto& [name, totals] : by_type) {
+    dtypes[name] = {{"tensors", totals.tensors}, {"elements", totals.elements}, {"bytes", totals.bytes}};
   }
   return {
       {"path", ck.path().string()},
@@ -83,8 +89,8 @@ void print_text(const nlohmann::ordered_json& d) {
   }
   fmt::print("tensors      {}\n", d["tensor_count"].get<std::size_t>());
   for (const auto& [dtype, info] : d["dtypes"].items()) {
-    fmt::print("  {:<6} {:>6} tensors {:>16} bytes\n", dtype, info["tensors"].get<std::uint64_t>(),
-               info["bytes"].get<std::uint64_t>());
+    fmt::print("  {:<6} {:>6} tensors {:>14} values {:>16} bytes\n", dtype, info["tensors"].get<std::uint64_t>(),
+               info["elements"].get<std::uint64_t>(), info["bytes"].get<std::uint64_t>());
   }
   fmt::print("tokenizer    {} pieces\n", d["tokenizer_pieces"].get<std::size_t>());
   const auto& unused = d["unused_tensors"];

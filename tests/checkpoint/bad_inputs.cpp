@@ -206,20 +206,35 @@ std::vector<BadInput> make_cases() {
                      return gguf_file(d, gguf_with_raw_kv(kArray, payload));
                    },
                    {"key 'test.bad'", "bad array length"}});
-  cases.push_back({"GgufQuantizedTensorType",
+  cases.push_back({"GgufUnsupportedQuantizedType",
                    [](const fs::path& d) {
                      GgufWriter w = tiny_gguf(TinyModel{}, "llama", DType::F32);
-                     w.tensor("blk.0.extra.weight", 2, {32}, std::vector<std::byte>(18, std::byte{1}));
+                     w.tensor("blk.0.extra.weight", 16, {256}, std::vector<std::byte>(66, std::byte{1}));
                      return gguf_file(d, w);
                    },
-                   {"tensor 'blk.0.extra.weight'", "not supported: Q4_0"}});
+                   {"tensor 'blk.0.extra.weight'", "not supported: IQ2_XXS", "Q4_K"}});
   cases.push_back({"GgufUnknownTensorType",
                    [](const fs::path& d) {
                      GgufWriter w = tiny_gguf(TinyModel{}, "llama", DType::F32);
                      w.tensor("blk.0.extra.weight", 250, {4}, std::vector<std::byte>(16, std::byte{1}));
                      return gguf_file(d, w);
                    },
-                   {"tensor 'blk.0.extra.weight'", "not supported: type 250"}});
+                   {"tensor 'blk.0.extra.weight'", "unknown ggml type id 250"}});
+  cases.push_back({"GgufQuantizedRowNotWholeBlocks",
+                   [](const fs::path& d) {
+                     GgufWriter w = tiny_gguf(TinyModel{}, "llama", DType::F32);
+                     w.tensor("blk.0.extra.weight", 12, {2, 100}, std::vector<std::byte>(144, std::byte{1}));
+                     return gguf_file(d, w);
+                   },
+                   {"tensor 'blk.0.extra.weight'", "row length 100 is not a multiple of the Q4_K block (256 values)"}});
+  cases.push_back({"GgufTruncatedQuantizedBlocks",
+                   [](const fs::path& d) {
+                     GgufWriter w = tiny_gguf(TinyModel{}, "llama", DType::F32);
+                     // Two Q8_0 blocks (68 bytes) declared, one written: the file ends early.
+                     w.tensor("blk.0.extra.weight", 8, {64}, std::vector<std::byte>(34, std::byte{1}));
+                     return gguf_file(d, w);
+                   },
+                   {"tensor 'blk.0.extra.weight'", "truncated", "2 blocks of Q8_0", "past the end"}});
   cases.push_back({"GgufTensorPastEnd",
                    [](const fs::path& d) {
                      GgufWriter w = tiny_gguf(TinyModel{}, "llama", DType::F32);

@@ -6,8 +6,11 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 
 #include <fmt/core.h>
+
+#include "harness/checkpoint/gguf_quants.h"
 
 namespace fusecheck::test {
 
@@ -249,6 +252,58 @@ GgufWriter tiny_gguf(const TinyModel& m, const std::string& arch, DType dtype,
   w.kv_u32("tokenizer.ggml.eos_token_id", 2);
   for (const NamedTensor& t : tiny_tensors(m, true)) {
     if (std::find(drop_tensors.begin(), drop_tensors.end(), t.name) == drop_tensors.end()) w.tensor(t, dtype);
+  }
+  return w;
+}
+
+namespace {
+// Byte offsets of the fp16 scales in a block of each type (ggml-common.h layouts).
+std::vector<std::size_t> scale_offsets(std::uint32_t ggml_type) {
+  switch (static_cast<GgmlQuant>(ggml_type)) {
+    case GgmlQuant::Q4_0: case GgmlQuant::Q5_0: case GgmlQuant::Q8_0: return {0};
+    case GgmlQuant::Q4_1: case GgmlQuant::Q5_1: case GgmlQuant::Q4_K: case GgmlQuant::Q5_K: return {0, 2};
+    case GgmlQuant::Q2_K: return {80, 82};
+    case GgmlQuant::Q3_K: return {108};
+    case GgmlQuant::Q6_K: return {208};
+  }
+  throw std::invalid_argument(fmt::format("no quantized ggml type {}", ggml_type));
+}
+}  // namespace
+
+std::vector<std::byte> random_quant_blocks(std::uint32_t ggml_type, std::int64_t n_blocks, std::uint64_t seed,
+                                           bool model_scales) {
+  const BlockCodec* codec = ggml_quant_codec(ggml_type);
+  if (!codec) throw std::invalid_argument(fmt::format("no quantized ggml type {}", ggml_type));
+  std::mt19937_64 rng(seed);
+  std::vector<std::byte> out(static_cast<std::size_t>(n_blocks) * codec->block_bytes);
+  for (std::byte& b : out) b = static_cast<std::byte>(rng() & 0xFF);
+  std::uniform_real_distribution<float> small(1e-3f, 1e-2f);
+  for (std::int64_t i = 0; i < n_blocks; ++i) {
+    for (const std::size_t offset : scale_offsets(ggml_type)) {
+      std::uint16_t bits = model_scales ? float_to_fp16(small(rng)) : static_cast<std::uint16_t>(rng() & 0xFFFF);
+      if ((bits & 0x7C00u) == 0x7C00u) bits &= 0xBFFFu;  // Inf/NaN exponent -> finite, sign kept
+      std::byte* p = out.data() + static_cast<std::size_t>(i) * codec->block_bytes + offset;
+      p[0] = static_cast<std::byte>(bits & 0xFF);
+      p[1] = static_cast<std::byte>(bits >> 8);
+    }
+  }
+  return out;
+}
+
+GgufWriter tiny_gguf_quantized(const TinyModel& m, const std::string& arch, std::uint32_t ggml_type,
+                               std::uint64_t seed, const std::vector<std::string>& drop_tensors) {
+  const BlockCodec* codec = ggml_quant_codec(ggml_type);
+  if (!codec) throw std::invalid_argument(fmt::format("no quantized ggml type {}", ggml_type));
+  std::vector<std::string> matrices = drop_tensors;
+  const std::vector<NamedTensor> tensors = tiny_tensors(m, true);
+  for (const NamedTensor& t : tensors) {
+    if (t.shape.size() == 2) matrices.push_back(t.name);
+  }
+  GgufWriter w = tiny_gguf(m, arch, DType::F32, matrices);
+  for (const NamedTensor& t : tensors) {
+    if (t.shape.size() != 2 || std::find(drop_tensors.begin(), drop_tensors.end(), t.name) != drop_tensors.end()) continue;
+    const std::int64_t n = t.shape[0] * t.shape[1];
+    w.tensor(t.name, ggml_type, t.shape, random_quant_blocks(ggml_type, n / codec->block_elems, seed++, true));
   }
   return w;
 }

@@ -109,4 +109,16 @@ GgufWriter tiny_gguf(const TinyModel& m, const std::string& arch, DType dtype,
                      const std::vector<std::string>& drop_tensors = {},
                      const std::string& tokenizer_model = "llama", std::vector<std::string> pieces = {});
 
+// `n_blocks` seeded random blocks of a quantized ggml type (Q4_0 ... Q6_K): random bits,
+// except that each fp16 scale of a block is finite: any finite fp16 when `model_scales` is
+// false (exercises every exponent, subnormals included), else small positive scales
+// (1e-3..1e-2) that give weights of a sane size for running a model.
+std::vector<std::byte> random_quant_blocks(std::uint32_t ggml_type, std::int64_t n_blocks, std::uint64_t seed,
+                                           bool model_scales);
+
+// tiny_gguf(m, arch, F32) with every 2-D tensor stored as random blocks of `ggml_type`
+// (so m's row lengths must be multiples of its block), 1-D tensors F32.
+GgufWriter tiny_gguf_quantized(const TinyModel& m, const std::string& arch, std::uint32_t ggml_type,
+                               std::uint64_t seed, const std::vector<std::string>& drop_tensors = {});
+
 }  // namespace fusecheck::test

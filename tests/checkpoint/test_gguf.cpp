@@ -5,8 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <sys/resource.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "harness/checkpoint/gguf.h"
 #include "harness/core/checkpoint.h"
@@ -223,6 +225,54 @@ TEST(GgufCheckpoint, MissingOutputMeansTiedEmbeddings) {
   const auto ck = Checkpoint::open(write_gguf(tiny_gguf({}, "llama", DType::F32, {"output.weight"})));
   EXPECT_TRUE(ck->spec().tied_embeddings);
   EXPECT_EQ(ck->model().lm_head, ck->model().embed);
+}
+
+// The tiny llama model plus one unused Q8_0 tensor of `rows` x 4096 values stored last, its
+// data a hole of the file (sparse: reading it would fault in every page).
+fs::path model_with_sparse_tensor(const fs::path& file, std::int64_t rows) {
+  GgufWriter w = tiny_gguf({}, "llama", DType::F32);
+  w.tensor("blk.0.extra.weight", 8, {rows, 4096}, random_quant_blocks(8, 1, 3, true));
+  std::vector<std::byte> image = w.bytes();
+  write_bytes(file, image);
+  // The writer stored one block; the tensor needs rows * 128 blocks of 34 bytes.
+  const std::uint64_t needed = static_cast<std::uint64_t>(rows) * 128 * 34 - 34;
+  fs::resize_file(file, image.size() + needed);
+  return file;
+}
+
+long minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+TEST(GgufCheckpoint, OpeningReadsNoTensorDataWhateverTheFileSize) {
+  const fs::path small = model_with_sparse_tensor(scratch_dir() / "small.gguf", 64);        // 8.5 MiB
+  const fs::path large = model_with_sparse_tensor(scratch_dir() / "large.gguf", 1 << 18);  // 1.1 GiB
+  ASSERT_GT(fs::file_size(large), std::uintmax_t{1} << 30);
+  const auto faults_opening = [](const fs::path& file) {
+    const long before = minor_faults();
+    const auto ck = Checkpoint::open(file);
+    EXPECT_EQ(ck->find("blk.0.extra.weight")->storage_name(), "Q8_0");
+    return minor_faults() - before;
+  };
+  faults_opening(small);  // warms the allocator and the code pages
+  const long small_faults = faults_opening(small);
+  const long large_faults = faults_opening(large);
+  // Reading the 1.1 GiB tensor would take over 17000 faults (4 KiB pages, 16 per fault at
+  // most); opening touches headers and the norm weights only, the same pages for both.
+  EXPECT_LT(large_faults, small_faults + 500) << "small " << small_faults << ", large " << large_faults;
+}
+
+TEST(GgufCheckpoint, InfoListsQuantizedStorageOfAHugeTensorFromItsHeader) {
+  const fs::path file = model_with_sparse_tensor(scratch_dir() / "large.gguf", 1 << 18);
+  const CommandResult r = run_fusecheck("info --format json '" + file.string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["dtypes"]["Q8_0"]["tensors"], 1);
+  EXPECT_EQ(j["dtypes"]["Q8_0"]["elements"], std::uint64_t{1} << 30);
+  EXPECT_EQ(j["dtypes"]["Q8_0"]["bytes"], (std::uint64_t{1} << 30) / 32 * 34);
+  EXPECT_EQ(j["unused_tensors"], nlohmann::json::array({"blk.0.extra.weight"}));
 }
 
 TEST(GgufCheckpoint, MissingHyperparameterNamesKey) {
