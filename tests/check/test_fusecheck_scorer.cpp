@@ -3,6 +3,8 @@
 // INCOMPATIBLE, the identity hash, and stories260K's published norm ratios.
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include "harness/check/check.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
+#include "harness/core/tensor.h"
 #include "tests/check/check_fixtures.h"
 #include "tests/common/test_support.h"
 
@@ -235,6 +238,147 @@ TEST(FusecheckCheckpoint, HashFollowsNormBytesNotProjections) {
   const auto h = check_fixture(a, "a").model.norm_sha256;
   EXPECT_EQ(check_fixture(other_projections, "b").model.norm_sha256, h);
   EXPECT_NE(check_fixture(other_norm, "c").model.norm_sha256, h);
+}
+
+// q/k amplification 4, 0.25 (floored at 1) and 9: the depth figure is (4 * 1 * 9)^(1/3).
+TEST(FusecheckScorer, QkDepthIsTheGeometricMeanOfLayerAmplificationsFlooredAtOne) {
+  ModelNormWeights m;
+  for (double v : {2.0, 0.5, 3.0}) {
+    LayerNormWeights l;
+    l.layer = static_cast<int>(m.layers.size());
+    l.q_norm = NamedWeights{"q", std::vector<double>(4, v)};
+    l.k_norm = NamedWeights{"k", std::vector<double>(4, v)};
+    m.layers.push_back(l);
+  }
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto it = std::find_if(r.components.begin(), r.components.end(),
+                               [](const Component& c) { return c.name == "model.qk_depth"; });
+  ASSERT_NE(it, r.components.end());
+  EXPECT_NEAR(it->value, std::cbrt(36.0), 1e-12);
+  EXPECT_EQ(it->fail, default_thresholds().qk_depth_amplification.fail);
+}
+
+TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
+  // Every layer at q/k amplification 7: under the per-layer fail (32), past the depth fail.
+  ModelNormWeights m = benign_model(8);
+  for (auto& l : m.layers) {
+    l.q_norm->values.assign(16, 1.0);
+    l.k_norm->values.assign(16, 7.0);
+  }
+  Thresholds t = default_thresholds();
+  t.qk_depth_amplification = {3.0, 6.0};
+  const auto r = score_norm_weights(m, t, Scorer::Fusecheck);
+  EXPECT_EQ(r.status, Status::Incompatible);
+  EXPECT_NE(r.reason.find("model.qk_depth"), std::string::npos) << r.reason;
+}
+
+TEST(FusecheckScorer, ASuperWeightFigureIsScoredOnlyWhenGiven) {
+  ModelNormWeights m = benign_model(2);
+  EXPECT_EQ(score_of(m), 1.0);
+  SuperWeight w;
+  w.layer = 1;
+  w.figure = 5000;
+  m.super_weights.push_back(w);
+  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  EXPECT_EQ(r.status, Status::Incompatible);
+  EXPECT_NE(r.reason.find("layer 1 mlp.super_weight"), std::string::npos) << r.reason;
+}
+
+// A row-major F32 tensor over `values` (kept alive by the caller).
+TensorView f32_view(const std::string& name, std::int64_t rows, std::int64_t cols, const std::vector<float>& values) {
+  TensorView t;
+  t.name = name;
+  t.dtype = DType::F32;
+  t.shape = {rows, cols};
+  t.bytes = std::as_bytes(std::span<const float>(values));
+  t.file = "memory";
+  return t;
+}
+
+// down [6 x 10] of seeded values in [-1, 1] with 50 planted at [2, 7]; gate and up rows of
+// equal norm (alternating +-0.5) except row 7, three times larger in each: the neuron's
+// rows are 3 * 3 = 9 times a typical neuron's.
+struct PlantedMlp {
+  std::vector<float> down = test::seeded_uniform(60, -1.0f, 1.0f, 77);
+  std::vector<float> gate, up;
+  PlantedMlp() {
+    down[2 * 10 + 7] = 50.0f;
+    for (int r = 0; r < 10; ++r) {
+      for (int c = 0; c < 6; ++c) {
+        const float v = (c % 2 ? 0.5f : -0.5f) * (r == 7 ? 3.0f : 1.0f);
+        gate.push_back(v);
+        up.push_back(-v);
+      }
+    }
+  }
+};
+
+TEST(SuperWeight, FindsThePlantedEntryAndTheNeuronFeedingIt) {
+  const PlantedMlp mlp;
+  const TensorView down = f32_view("down", 6, 10, mlp.down), gate = f32_view("gate", 10, 6, mlp.gate),
+                   up = f32_view("up", 10, 6, mlp.up);
+  DeepRead read;
+  const SuperWeight w = find_super_weight(down, &gate, &up, 3, read);
+  EXPECT_EQ(w.layer, 3);
+  EXPECT_EQ(w.channel, 2);
+  EXPECT_EQ(w.neuron, 7);
+  EXPECT_EQ(w.value, 50.0);
+  double sum_sq = 0;
+  for (float x : mlp.down) sum_sq += static_cast<double>(x) * x;
+  EXPECT_NEAR(w.entry_gain, 50.0 / std::sqrt(sum_sq / 60), 1e-9);
+  EXPECT_NEAR(w.neuron_gain, 9.0, 1e-9);
+  EXPECT_NEAR(w.figure, w.entry_gain * 9.0, 1e-9);
+  EXPECT_EQ(read.tensors_read, 1);
+  EXPECT_GT(read.rows_read, 2);
+  EXPECT_GE(read.bytes_read, 60u * 4u);
+}
+
+TEST(SuperWeight, WithoutGateAndUpTheFigureIsTheEntryGain) {
+  const PlantedMlp mlp;
+  DeepRead read;
+  const SuperWeight w = find_super_weight(f32_view("down", 6, 10, mlp.down), nullptr, nullptr, 0, read);
+  EXPECT_EQ(w.neuron_gain, 1.0);
+  EXPECT_EQ(w.figure, w.entry_gain);
+  EXPECT_EQ(read.rows_read, 0);
+}
+
+TEST(SuperWeight, ANonFiniteEntryIsAnInputErrorNamingTheTensor) {
+  PlantedMlp mlp;
+  mlp.down[13] = std::numeric_limits<float>::quiet_NaN();
+  DeepRead read;
+  try {
+    find_super_weight(f32_view("model.layers.0.mlp.down_proj.weight", 6, 10, mlp.down), nullptr, nullptr, 0, read);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("down_proj"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("element 13"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SuperWeight, GateRowsThatDoNotMatchTheDownProjectionAreAnInputError) {
+  const PlantedMlp mlp;
+  const std::vector<float> short_gate(9 * 6, 1.0f);
+  DeepRead read;
+  const TensorView gate = f32_view("gate", 9, 6, short_gate);
+  EXPECT_THROW(find_super_weight(f32_view("down", 6, 10, mlp.down), &gate, nullptr, 0, read), InputError);
+}
+
+TEST(SuperWeight, CheckReadsTheDownProjectionsOnlyWhenDeep) {
+  TinyModel m;
+  m.layers.resize(3);
+  const auto dir = test::fixture_dir(test_name());
+  test::write_tiny_checkpoint(dir, m);
+  const auto ckpt = Checkpoint::open(dir);
+  const auto shallow = check_model(*ckpt, default_thresholds(), Scorer::Fusecheck);
+  EXPECT_FALSE(shallow.deep.has_value());
+  const auto deep = check_model(*ckpt, default_thresholds(), Scorer::Fusecheck, true);
+  ASSERT_TRUE(deep.deep.has_value());
+  EXPECT_EQ(deep.deep->layers.size(), 3u);
+  EXPECT_EQ(deep.deep->tensors_read, 3);
+  EXPECT_EQ(deep.deep->bytes_read - 3u * 16u * 24u * 4u,
+            static_cast<std::uint64_t>(deep.deep->rows_read) * 16u * 4u);  // F32 rows of width hidden
+  EXPECT_EQ(deep.model.norm_sha256, shallow.model.norm_sha256);  // the identity stays the norms'
+  EXPECT_THROW(check_model(*ckpt, default_thresholds(), Scorer::Braidinfer, true), InputError);
 }
 
 TEST(FusecheckCheckpoint, Stories260KNormRatiosMatchThePublishedOnes) {
