@@ -1,8 +1,11 @@
 // The synthetic-model overrides that the calibration sweep's held-out families need
 // (scenarios/calibration/sweep.yaml): outliers in the last layers, and attention shapes
 // other than the profile's. Checked on what is written, not on the options.
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -76,6 +79,38 @@ TEST(SweepFamilies, AShapeThatCannotBeIsAnInputErrorNamingTheOption) {
   o.shape = {};
   o.shape.head_dim = 7;
   EXPECT_THROW(write_synthetic_checkpoint("qwen3-tiny", o, test::scratch_dir() / "bad"), InputError);
+}
+
+// Runs scripts/sweep --dry-run with `args`; its stderr (the point count and the calibrate
+// flags it would pass). nullopt when the system Python lacks the script's modules.
+std::optional<std::string> sweep_dry_run(const std::string& args) {
+  if (std::system("/usr/bin/python3 -c 'import h5py, yaml' >/dev/null 2>&1") != 0) return std::nullopt;
+  const auto err = test::scratch_dir() / "sweep.err";
+  const std::string cmd = "/usr/bin/python3 " + (test::source_dir() / "scripts" / "sweep").string() +
+                          " --dry-run " + args + " >/dev/null 2>" + err.string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(err);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The defect of issue 22: --size gpu applied the CI outcome constants unless flags were given.
+TEST(SweepScript, TheOutcomeRuleFollowsTheSweepsSize) {
+  const auto gpu = sweep_dry_run("--size gpu");
+  if (!gpu) GTEST_SKIP() << "/usr/bin/python3 lacks h5py or yaml (scripts/setup installs them)";
+  EXPECT_NE(gpu->find("--kl-limit 0.1 --margin-floor 1.0 --top1-min 0.95"), std::string::npos) << *gpu;
+  const auto ci = sweep_dry_run("--size ci");
+  EXPECT_NE(ci->find("--kl-limit 0.01 --margin-floor 0.1 --top1-min 0.95"), std::string::npos) << *ci;
+  const auto flagged = sweep_dry_run("--size gpu --kl-limit 0.2");
+  EXPECT_NE(flagged->find("--kl-limit 0.2 --margin-floor 1.0"), std::string::npos) << *flagged;
+}
+
+TEST(SweepScript, HeldOutFamiliesArePassedEvenWhenOnlySomePointsRun) {
+  const auto out = sweep_dry_run("--size gpu --only '^k_norm-'");
+  if (!out) GTEST_SKIP() << "/usr/bin/python3 lacks h5py or yaml (scripts/setup installs them)";
+  for (const char* family : {"attn_qk", "final_qk", "gqa", "late", "q_partial", "spread"}) {
+    EXPECT_NE(out->find(std::string("--held-out-family ") + family), std::string::npos) << family << ": " << *out;
+  }
+  EXPECT_EQ(out->find("--held-out-family k_norm"), std::string::npos) << *out;
 }
 
 }  // namespace
