@@ -435,41 +435,28 @@ std::string summary_text(const Calibration& c) {
   std::string s;
   const auto divergent = std::count_if(c.used.begin(), c.used.end(), [&](std::size_t i) { return c.labels[i] == 1; });
   s += fmt::format("fusecheck calibrate: {} design runs labelled by their fused bf16 path, {} divergent; {} runs of "
-                   "held-out families (never fitted on)
-", c.used.size(), divergent, c.held_out.size());
-  s += fmt::format("outcome rule: {}
-", rule_text(c.options.rule));
-  s += fmt::format("results identity (sha256 of the files): {}
-
-", c.identity);
-  s += "design runs (in-sample for the fitted thresholds):
-";
-  s += fmt::format("{:<32} {:>6} {:>18} {:>10} {:>10} {:>10}
-", "scorer", "AUC", "95% bootstrap", "rho layer",
+                   "held-out families (never fitted on)\n", c.used.size(), divergent, c.held_out.size());
+  s += fmt::format("outcome rule: {}\n", rule_text(c.options.rule));
+  s += fmt::format("results identity (sha256 of the files): {}\n\n", c.identity);
+  s += "design runs (in-sample for the fitted thresholds):\n";
+  s += fmt::format("{:<32} {:>6} {:>18} {:>10} {:>10} {:>10}\n", "scorer", "AUC", "95% bootstrap", "rho layer",
                    "(median)", "rho model");
   for (const ScorerEvaluation* e : {&c.braidinfer, &c.fusecheck, &c.fitted}) {
-    s += fmt::format("{:<32} {:>6.3f} {:>18} {:>10.3f} {:>10.3f} {:>10.3f}
-", e->name, e->auc,
+    s += fmt::format("{:<32} {:>6.3f} {:>18} {:>10.3f} {:>10.3f} {:>10.3f}\n", e->name, e->auc,
                      fmt_interval(e->auc_interval), e->spearman_layers_pooled, e->spearman_layers_median,
                      e->spearman_model);
   }
-  s += "
-confusion on the design runs (predicted INCOMPATIBLE vs divergent):
-";
+  s += "\nconfusion on the design runs (predicted INCOMPATIBLE vs divergent):\n";
   for (const ScorerEvaluation* e : {&c.braidinfer, &c.fusecheck, &c.fitted}) {
-    s += fmt::format("  {:<32} {}
-", e->name, fmt_confusion(e->confusion));
+    s += fmt::format("  {:<32} {}\n", e->name, fmt_confusion(e->confusion));
   }
-  s += fmt::format("
-thresholds (warn / fail):      default            fitted (fail at miss <= {:g})
-",
+  s += fmt::format("\nthresholds (warn / fail):      default            fitted (fail at miss <= {:g})\n",
                    c.options.max_miss_rate);
   for (int k = 0; k < kFigures; ++k) {
     const check::Ramp& d = check::default_thresholds().*ramp_member(k);
     const check::Ramp& f = c.thresholds.*ramp_member(k);
     const bool used = std::isfinite(c.fail_fit.cuts[static_cast<std::size_t>(k)]);
-    s += fmt::format("  {:<24} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g} {}
-", figure_name(k), d.warn, d.fail, f.warn,
+    s += fmt::format("  {:<24} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g} {}\n", figure_name(k), d.warn, d.fail, f.warn,
                      f.fail, used ? "" : "(no cut needed: above every value seen)");
   }
   const auto row = [](const HeldOutFold& f) {
@@ -481,24 +468,19 @@ thresholds (warn / fail):      default            fitted (fail at miss <= {:g})
                        fmt_confusion(f.fusecheck_default.confusion), fmt_confusion(f.braidinfer.confusion));
   };
   for (const CrossValidation* cv : {&c.by_family, &c.by_seed}) {
-    s += fmt::format("
-leave one {} out (fit on the others, score this one; AUC and 95% bootstrap):
-", cv->by);
+    s += fmt::format("\nleave one {} out (fit on the others, score this one; AUC and 95% bootstrap):\n", cv->by);
     for (const auto& f : cv->folds) s += row(f);
     s += fmt::format("  {:<14} runs {:3d} div {:3d}  fitted {}\n", "pooled", cv->pooled.runs, cv->pooled.positives,
                      fmt_auc(cv->pooled));
     s += fmt::format("    pooled     {}\n", fmt_confusion(cv->pooled.confusion));
   }
   if (c.held_out_all) {
-    s += "
-held-out families (never fitted on), scored with the fitted thresholds:
-";
+    s += "\nheld-out families (never fitted on), scored with the fitted thresholds:\n";
     for (const auto& f : c.held_out_families) s += row(f);
     s += row(*c.held_out_all);
     s += confusions(*c.held_out_all);
   }
-  s += "
-sweep evidence (every labelled run, fitted thresholds): ";
+  s += "\nsweep evidence (every labelled run, fitted thresholds): ";
   const char* names[] = {"COMPATIBLE", "WARNING", "INCOMPATIBLE"};
   for (std::size_t k = 0; k < 3; ++k) {
     const auto& e = (*c.thresholds.evidence)[k];

@@ -2,7 +2,9 @@
 #include "harness/calibrate/fit.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <stdexcept>
 
@@ -86,50 +88,122 @@ bool flagged(const FigureMaxima& m, const std::array<double, kFigures>& cuts) {
 namespace {
 
 using Cuts = std::array<double, kFigures>;
+using Mask = std::vector<std::uint64_t>;  // one bit per model: flagged
 
-struct Search {
-  std::span<const FigureMaxima> models;
-  std::span<const int> labels;
-  int allowed = 0;
-  std::array<CutGrid, kFigures> grid;
-  std::array<std::vector<double>, kFigures> candidates;  // largest first, +inf first of all
+// The cut search over bit masks: which models a figure's cut flags is precomputed per
+// candidate cut, so an outcome is a few word operations whatever the number of figures.
+class Search {
+ public:
+  Search(std::span<const FigureMaxima> models, std::span<const int> labels, int allowed)
+      : models_(models), labels_(labels), allowed_(allowed), words_((models.size() + 63) / 64),
+        positives_mask_(words_, 0) {
+    for (std::size_t i = 0; i < models.size(); ++i) {
+      if (labels[i] == 1) positives_mask_[i / 64] |= std::uint64_t{1} << (i % 64);
+    }
+    for (int k = 0; k < kFigures; ++k) {
+      const auto K = static_cast<std::size_t>(k);
+      auto& g = grid_[K];
+      for (const auto& m : models) g.values.push_back(m[K]);
+      std::sort(g.values.begin(), g.values.end());
+      g.values.erase(std::unique(g.values.begin(), g.values.end()), g.values.end());
+      auto& c = candidates_[K];
+      c.push_back(kInf);
+      for (std::size_t i = 0; i < models.size(); ++i) {
+        if (labels[i] == 1) c.push_back(g.below(models[i][K]));
+      }
+      std::sort(c.begin(), c.end(), std::greater<>());
+      c.erase(std::unique(c.begin(), c.end()), c.end());
+      for (double cut : c) masks_[K].push_back(mask_of(k, cut));
+      // Positives by this figure, largest first (the closed form walks them).
+      for (std::size_t i = 0; i < models.size(); ++i) {
+        if (labels[i] == 1) by_value_[K].push_back(i);
+      }
+      std::stable_sort(by_value_[K].begin(), by_value_[K].end(),
+                       [&](std::size_t x, std::size_t y) { return models[x][K] > models[y][K]; });
+    }
+  }
 
   struct Outcome {
     int false_alarms = 0;
     int misses = 0;
   };
-  Outcome outcome(const Cuts& cuts) const {
-    Outcome o;
-    for (std::size_t i = 0; i < models.size(); ++i) {
-      const bool f = flagged(models[i], cuts);
-      if (f && labels[i] != 1) ++o.false_alarms;
-      if (!f && labels[i] == 1) ++o.misses;
+  const std::vector<double>& candidates(int k) const { return candidates_[static_cast<std::size_t>(k)]; }
+
+  Mask flags(const Cuts& cuts) const {
+    Mask m(words_, 0);
+    for (int k = 0; k < kFigures; ++k) {
+      if (std::isinf(cuts[static_cast<std::size_t>(k)])) continue;
+      const Mask f = mask_of(k, cuts[static_cast<std::size_t>(k)]);
+      for (std::size_t w = 0; w < words_; ++w) m[w] |= f[w];
     }
+    return m;
+  }
+  Outcome outcome(const Mask& flagged) const {
+    Outcome o;
+    int caught = 0, flagged_count = 0;
+    for (std::size_t w = 0; w < words_; ++w) {
+      caught += std::popcount(flagged[w] & positives_mask_[w]);
+      flagged_count += std::popcount(flagged[w]);
+    }
+    o.false_alarms = flagged_count - caught;
+    o.misses = positive_count() - caught;
     return o;
   }
   // Feasible first, then fewer false alarms, then fewer misses.
   bool better(const Outcome& a, const Outcome& b) const {
-    const bool fa = a.misses <= allowed, fb = b.misses <= allowed;
+    const bool fa = a.misses <= allowed_, fb = b.misses <= allowed_;
     if (fa != fb) return fa;
     if (!fa) return a.misses < b.misses;
     if (a.false_alarms != b.false_alarms) return a.false_alarms < b.false_alarms;
     return a.misses < b.misses;
   }
-  // The largest cut of figure k that, with the others as given, misses at most `allowed`:
-  // just below the need-th largest value of k among the positives the others miss.
-  double closed_form(Cuts cuts, int k) const {
+  // The largest cut of figure k that, with `others` flagged already, misses at most the
+  // allowed number: just below the need-th largest value of k among the positives missed.
+  double closed_form(const Mask& others, int k) const {
     const auto K = static_cast<std::size_t>(k);
-    cuts[K] = kInf;
-    std::vector<double> uncaught;
-    for (std::size_t i = 0; i < models.size(); ++i) {
-      if (labels[i] == 1 && !flagged(models[i], cuts)) uncaught.push_back(models[i][K]);
-    }
-    const int need = static_cast<int>(uncaught.size()) - allowed;
+    int uncaught = 0;
+    for (std::size_t w = 0; w < words_; ++w) uncaught += std::popcount(positives_mask_[w] & ~others[w]);
+    const int need = uncaught - allowed_;
     if (need <= 0) return kInf;
-    std::nth_element(uncaught.begin(), uncaught.begin() + (need - 1), uncaught.end(), std::greater<>());
-    return grid[K].below(uncaught[static_cast<std::size_t>(need - 1)]);
+    int seen = 0;
+    for (std::size_t i : by_value_[K]) {
+      if (others[i / 64] >> (i % 64) & 1) continue;
+      if (++seen == need) return grid_[K].below(models_[i][K]);
+    }
+    return kInf;  // not reached: need <= uncaught
   }
+  const Mask& candidate_mask(int k, std::size_t index) const { return masks_[static_cast<std::size_t>(k)][index]; }
+
+ private:
+  int positive_count() const {
+    int n = 0;
+    for (auto w : positives_mask_) n += std::popcount(w);
+    return n;
+  }
+  Mask mask_of(int k, double cut) const {
+    Mask m(words_, 0);
+    for (std::size_t i = 0; i < models_.size(); ++i) {
+      if (models_[i][static_cast<std::size_t>(k)] > cut) m[i / 64] |= std::uint64_t{1} << (i % 64);
+    }
+    return m;
+  }
+
+  std::span<const FigureMaxima> models_;
+  std::span<const int> labels_;
+  int allowed_;
+  std::size_t words_;
+  Mask positives_mask_;
+  std::array<CutGrid, kFigures> grid_;
+  std::array<std::vector<double>, kFigures> candidates_;  // largest first, +inf first of all
+  std::array<std::vector<Mask>, kFigures> masks_;         // per candidate
+  std::array<std::vector<std::size_t>, kFigures> by_value_;
 };
+
+Mask either(const Mask& a, const Mask& b) {
+  Mask m = a;
+  for (std::size_t w = 0; w < m.size(); ++w) m[w] |= b[w];
+  return m;
+}
 
 }  // namespace
 
@@ -140,50 +214,50 @@ CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> label
   CutFit fit;
   // The small epsilon keeps 0.01 * 100 = 1 from rounding down to 0.
   fit.allowed_misses = static_cast<int>(std::floor(max_miss_rate * positives + 1e-9));
-
-  Search s{models, labels, fit.allowed_misses, {}, {}};
-  for (int k = 0; k < kFigures; ++k) {
-    const auto K = static_cast<std::size_t>(k);
-    auto& g = s.grid[K];
-    for (const auto& m : models) g.values.push_back(m[K]);
-    std::sort(g.values.begin(), g.values.end());
-    g.values.erase(std::unique(g.values.begin(), g.values.end()), g.values.end());
-    auto& c = s.candidates[K];
-    c.push_back(kInf);
-    for (std::size_t i = 0; i < n; ++i) {
-      if (labels[i] == 1) c.push_back(g.below(models[i][K]));
-    }
-    std::sort(c.begin(), c.end(), std::greater<>());
-    c.erase(std::unique(c.begin(), c.end()), c.end());
-  }
+  const Search s(models, labels, fit.allowed_misses);
 
   Cuts best;
   best.fill(kInf);
-  auto best_outcome = s.outcome(best);
+  auto best_outcome = s.outcome(s.flags(best));
   auto consider = [&](const Cuts& cuts) {
-    const auto o = s.outcome(cuts);
+    const auto o = s.outcome(s.flags(cuts));
     if (!s.better(o, best_outcome)) return false;
     best = cuts;
     best_outcome = o;
     return true;
   };
-  // Starts: each figure alone at its closed-form cut.
-  for (int k = 0; k < kFigures; ++k) {
-    Cuts cuts;
-    cuts.fill(kInf);
-    cuts[static_cast<std::size_t>(k)] = s.closed_form(cuts, k);
-    consider(cuts);
+  // Exhaustive over every pair of figures' useful cuts with a third figure's closed form:
+  // optimal whenever the best rule needs at most three figures (each may stay at +inf).
+  for (int a = 0; a < kFigures; ++a) {
+    for (int b = a + 1; b < kFigures; ++b) {
+      for (std::size_t ia = 0; ia < s.candidates(a).size(); ++ia) {
+        for (std::size_t ib = 0; ib < s.candidates(b).size(); ++ib) {
+          const Mask ab = either(s.candidate_mask(a, ia), s.candidate_mask(b, ib));
+          for (int c = 0; c < kFigures; ++c) {
+            if (c == a || c == b) continue;
+            Cuts cuts;
+            cuts.fill(kInf);
+            cuts[static_cast<std::size_t>(a)] = s.candidates(a)[ia];
+            cuts[static_cast<std::size_t>(b)] = s.candidates(b)[ib];
+            cuts[static_cast<std::size_t>(c)] = s.closed_form(ab, c);
+            consider(cuts);
+          }
+        }
+      }
+    }
   }
-  // Pair moves until none improves: figure i to any useful cut, figure j to its closed form.
+  // Then pair moves, for rules that need more figures: figure i to any useful cut, figure j
+  // to its closed form, until no move helps.
   for (bool improved = true; improved;) {
     improved = false;
     for (int i = 0; i < kFigures; ++i) {
       for (int j = 0; j < kFigures; ++j) {
         if (i == j) continue;
-        for (double c : s.candidates[static_cast<std::size_t>(i)]) {
+        for (double c : s.candidates(i)) {
           Cuts trial = best;
           trial[static_cast<std::size_t>(i)] = c;
-          trial[static_cast<std::size_t>(j)] = s.closed_form(trial, j);
+          trial[static_cast<std::size_t>(j)] = kInf;
+          trial[static_cast<std::size_t>(j)] = s.closed_form(s.flags(trial), j);
           improved = consider(trial) || improved;
         }
       }
@@ -192,11 +266,11 @@ CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> label
   // Ties go to the larger cuts: raise each as far as it goes at the same outcome.
   for (int k = 0; k < kFigures; ++k) {
     const auto K = static_cast<std::size_t>(k);
-    for (double c : s.candidates[K]) {
+    for (double c : s.candidates(k)) {
       if (c <= best[K]) break;
       Cuts trial = best;
       trial[K] = c;
-      const auto o = s.outcome(trial);
+      const auto o = s.outcome(s.flags(trial));
       if (o.false_alarms == best_outcome.false_alarms && o.misses == best_outcome.misses) {
         best = trial;
         break;

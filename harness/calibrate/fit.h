@@ -49,11 +49,12 @@ struct CutFit {
 // Cuts such that at most floor(max_miss_rate * positives) positives are missed, then the
 // fewest negatives flagged; ties go to the larger cuts (fewer flags off the sweep). Every
 // cut sits at the geometric midpoint between a divergent model's value and the next value
-// below it of any model, so no model lies on a cut. Search: from each figure alone, moves
-// that set one figure's cut to any useful value and give another the largest cut that
-// keeps the miss bound (closed form), until no move helps; then every cut is raised as
-// far as it goes without a new miss or false alarm. Exhaustive search over six figures'
-// cuts is out of reach; tests hold this search against it on small problems.
+// below it of any model, so no model lies on a cut. Search: exhaustive over every pair of
+// figures' useful cuts with a third figure at the largest cut that keeps the miss bound
+// (closed form), which is optimal whenever the best rule uses at most three figures; then
+// pair moves (one figure to any useful cut, another to its closed form) until none helps;
+// then every cut is raised as far as it goes at the same outcome. Exhaustive search over
+// all six figures' cuts is out of reach; tests hold this one against it on small problems.
 CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> labels, double max_miss_rate);
 
 // The thresholds file from fitted cuts: `fail` = the cuts at the allowed miss rate,

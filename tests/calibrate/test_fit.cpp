@@ -152,7 +152,7 @@ TEST_P(CalibrateFitSearch, FindsTheFewestFalseAlarmsThatExhaustiveSearchFinds) {
   for (int a = 0; a < 3; ++a) {
     cands[a].push_back(INFINITY);
     for (std::size_t i = 0; i < m.size(); ++i) {
-      if (l[i] == 1) cands[a].push_back(m[i][static_cast<std::size_t>(fig[a])] * (1 - 1e-9));
+      if (l[i] == 1) cands[a].push_back(std::nextafter(m[i][static_cast<std::size_t>(fig[a])], 0.0));
     }
   }
   int best = 1 << 30;
