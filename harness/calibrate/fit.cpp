@@ -15,6 +15,7 @@ namespace fusecheck::calibrate {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kFittedWarnRatio = 0.5;
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -294,12 +295,15 @@ check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, s
     double largest = 0;
     for (const auto& m : models) largest = std::max(largest, m[K]);
     const check::Ramp& d = defaults.*ramp_member(k);
-    // A ramp the defaults leave off: the hand-written defaults' usual warn/fail of 1/4.
-    const double warn_over_fail = d.on() ? d.warn / d.fail : 0.25;
     double f = fail.cuts[K];
-    if (!std::isfinite(f)) f = std::max(d.fail, 2 * largest);
+    if (!std::isfinite(f)) f = std::max(d.on() ? d.fail : 0.0, 2 * largest);
+    // WARNING means "within a factor kFittedWarnRatio of the fail cut" at least, and every
+    // divergent model of the sweep at least WARNING (the no-miss cut, when lower). The
+    // factor keeps each ramp graded over about three times below its fail point, so the
+    // score still ranks models near a cut instead of stepping at it.
     double w = warn.cuts[K];
-    if (!std::isfinite(w) || w >= f) w = f * warn_over_fail;
+    if (!std::isfinite(w)) w = f * kFittedWarnRatio;
+    w = std::min(w, f * kFittedWarnRatio);
     t.*ramp_member(k) = {w, f};
   }
   return t;

@@ -58,10 +58,10 @@ struct CutFit {
 CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> labels, double max_miss_rate);
 
 // The thresholds file from fitted cuts: `fail` = the cuts at the allowed miss rate,
-// `warn` = the cuts at no miss (every divergent model at least WARNING), kept below
-// `fail` (at the default warn/fail ratio when the fit would put it at or above). A cut of
-// +inf becomes the larger of the default fail and twice the largest value seen, so the
-// figure never fires on models like the sweep's. Status cutoffs stay the defaults.
+// `warn` = the cuts at no miss (every divergent model at least WARNING), and at most half
+// of `fail` so that each ramp stays graded below its cut. A fail cut of +inf becomes the
+// larger of the default fail and twice the largest value seen, so the figure never fires
+// on models like the sweep's. Status cutoffs stay the defaults.
 check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn,
                                        std::span<const FigureMaxima> models);
 

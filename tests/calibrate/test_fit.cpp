@@ -192,7 +192,7 @@ TEST(CalibrateFit, ThresholdsKeepWarnBelowFailAndFillUnneededRamps) {
   warn.cuts = fail.cuts;
   const check::Thresholds t = thresholds_from_cuts(fail, warn, m);
   EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
-  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, std::sqrt(32.0) * 16.0 / 64.0);  // the default warn/fail ratio
+  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, std::sqrt(32.0) / 2);  // at most half of fail: the ramp stays graded
   EXPECT_DOUBLE_EQ(t.qk_amplification.fail, 32.0);  // default fail: above twice every value seen (2)
   EXPECT_LT(t.qk_amplification.warn, t.qk_amplification.fail);
 }
