@@ -2,7 +2,9 @@
 // scores are chosen so that AUC, confusion matrices, fitted cuts and held-out folds can
 // be worked out by hand (the numbers are derived in the comments).
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -229,6 +231,26 @@ TEST(CalibrateFolder, CliWritesThresholdsThatCheckReads) {
                                        out.string() + " --format json");
   EXPECT_LT(chk.exit_code, 3) << chk.err;
   EXPECT_NE(chk.out.find("fusecheck calibrate"), std::string::npos);  // the thresholds' source
+}
+
+// The GPU machine's system Python has no numpy: the report must still render its tables
+// and say what it left out. `python3 -S` hides the site packages (numpy, matplotlib).
+TEST(CalibrateFolder, TheReportRendersItsTablesWithoutNumpy) {
+  if (!std::filesystem::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  const Calibration c = run_calibration(true);
+  const auto data = test::scratch_dir() / "calibration.json";
+  const auto html = test::scratch_dir() / "calibration.html";
+  std::ofstream(data) << report_data(c).dump();
+  const std::string cmd = "/usr/bin/python3 -S " + (test::source_dir() / "scripts" / "calibration-report").string() +
+                          " " + data.string() + " --out " + html.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(html);
+  const std::string page((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(page.find("Figures left out: No module named"), std::string::npos);
+  EXPECT_NE(page.find("Held-out families (never fitted on)"), std::string::npos);
+  EXPECT_NE(page.find("<td>C</td>"), std::string::npos);  // the held-out family's row
+  EXPECT_NE(page.find("Leave one family out, leave one seed out"), std::string::npos);
+  EXPECT_EQ(page.find("<img"), std::string::npos);
 }
 
 TEST(CalibrateFolder, AReportWhoseDataWouldOverwriteTheThresholdsIsRefused) {
