@@ -105,7 +105,8 @@ std::vector<int> labels_of(const Calibration& c, const std::vector<std::size_t>&
 check::Thresholds fit_thresholds(const Calibration& c, const std::vector<std::size_t>& runs) {
   const auto m = maxima_of(c, runs);
   const auto l = labels_of(c, runs);
-  return thresholds_from_cuts(fit_cuts(m, l, c.options.max_miss_rate), fit_cuts(m, l, 0.0), m);
+  return thresholds_from_cuts(fit_cuts(m, l, c.options.max_miss_rate), fit_cuts(m, l, 0.0), m,
+                              c.options.baseline_thresholds());
 }
 
 SetScore score_set(const std::vector<double>& risk, const std::vector<int>& predicted, const std::vector<int>& labels,
@@ -146,7 +147,7 @@ HeldOutFold fold_of(const Calibration& c, std::string key, const std::vector<std
   HeldOutFold f;
   f.key = std::move(key);
   f.fusecheck = score_runs(c, runs, thresholds);
-  f.fusecheck_default = score_runs(c, runs, check::default_thresholds());
+  f.fusecheck_default = score_runs(c, runs, c.options.baseline_thresholds());
   f.braidinfer = score_runs_braidinfer(c, runs);
   f.thresholds = std::move(thresholds);
   return f;
@@ -168,7 +169,7 @@ CrossValidation cross_validate(const Calibration& c, std::string by,
     for (std::size_t i : c.used) (group_of(c.runs[i]) == g ? test : train).push_back(i);
     const auto train_labels = labels_of(c, train);
     const bool trainable = std::count(train_labels.begin(), train_labels.end(), 1) > 0;
-    check::Thresholds t = trainable ? fit_thresholds(c, train) : check::default_thresholds();
+    check::Thresholds t = trainable ? fit_thresholds(c, train) : c.options.baseline_thresholds();
     for (std::size_t i : test) {
       const double s = rescore(c.runs[i].components, t);
       order.push_back(i);
@@ -258,6 +259,10 @@ std::string fmt_confusion(const Confusion& c) {
 
 }  // namespace
 
+const check::Thresholds& CalibrateOptions::baseline_thresholds() const {
+  return baseline ? *baseline : check::default_thresholds();
+}
+
 Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& options) {
   Calibration c;
   c.options = options;
@@ -294,13 +299,13 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
   const auto labels = labels_of(c, c.used);
   c.fail_fit = fit_cuts(maxima, labels, options.max_miss_rate);
   c.warn_fit = fit_cuts(maxima, labels, 0.0);
-  c.thresholds = thresholds_from_cuts(c.fail_fit, c.warn_fit, maxima);
+  c.thresholds = thresholds_from_cuts(c.fail_fit, c.warn_fit, maxima, options.baseline_thresholds());
   c.thresholds.source = fmt::format("fusecheck calibrate: fail cuts at miss rate <= {:g}, then fewest false alarms; "
                                     "warn cuts at no miss (docs/calibration.md)", options.max_miss_rate);
   c.thresholds.created = c.created;
   c.thresholds.sweep = c.identity;
 
-  const check::Thresholds& defaults = check::default_thresholds();
+  const check::Thresholds& defaults = c.options.baseline_thresholds();
   c.braidinfer = evaluate("braidinfer",
                           {[](const RunRecord& r) { return r.braidinfer.score; },
                            [](const RunRecord& r) { return r.braidinfer.status == "INCOMPATIBLE"; },
@@ -389,7 +394,7 @@ std::string thresholds_file_json(const Calibration& c) {
 
 nlohmann::json report_data(const Calibration& c) {
   nlohmann::json j = nlohmann::json::parse(thresholds_file_json(c));
-  j["default_thresholds"] = ramps_json(check::default_thresholds());
+  j["default_thresholds"] = ramps_json(c.options.baseline_thresholds());
   j["evaluations"] = {{"braidinfer", evaluation_json(c.braidinfer, true)},
                       {"fusecheck_default", evaluation_json(c.fusecheck, true)},
                       {"fusecheck_fitted", evaluation_json(c.fitted, true)}};
@@ -402,7 +407,7 @@ nlohmann::json report_data(const Calibration& c) {
     runs.push_back({{"file", r.file}, {"family", r.family}, {"params", r.params}, {"seed", r.seed},
                     {"model", r.model}, {"n_layers", r.n_layers}, {"label", c.labels[i]},
                     {"braidinfer_score", num(r.braidinfer.score)}, {"braidinfer_status", r.braidinfer.status},
-                    {"fusecheck_score", num(rescore(r.components, check::default_thresholds()))},
+                    {"fusecheck_score", num(rescore(r.components, c.options.baseline_thresholds()))},
                     {"fitted_score", num(rescore(r.components, c.thresholds))}, {"figures", figures},
                     {"primary", r.primary_path() ? r.primary_path()->label : ""},
                     {"held_out", std::find(c.held_out.begin(), c.held_out.end(), i) != c.held_out.end()}});
@@ -453,7 +458,7 @@ std::string summary_text(const Calibration& c) {
   s += fmt::format("\nthresholds (warn / fail):      default            fitted (fail at miss <= {:g})\n",
                    c.options.max_miss_rate);
   for (int k = 0; k < kFigures; ++k) {
-    const check::Ramp& d = check::default_thresholds().*ramp_member(k);
+    const check::Ramp& d = c.options.baseline_thresholds().*ramp_member(k);
     const check::Ramp& f = c.thresholds.*ramp_member(k);
     const bool used = std::isfinite(c.fail_fit.cuts[static_cast<std::size_t>(k)]);
     s += fmt::format("  {:<24} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g} {}\n", figure_name(k), d.warn, d.fail, f.warn,

@@ -30,6 +30,10 @@ struct CalibrateOptions {
   // Families never fitted on (sweep.yaml `held_out: true`): scored only, to measure the
   // fitted score on shapes of outliers no figure was designed on.
   std::vector<std::string> held_out_families;
+  // The thresholds in use that the fit is compared with ("fusecheck default"), and whose
+  // fail points floor the ramps the fit does not need; nullopt: the built-in default.
+  std::optional<check::Thresholds> baseline;
+  const check::Thresholds& baseline_thresholds() const;
   int bootstrap_resamples = 2000;
   std::uint64_t seed = 0;        // bootstrap seed (logged in the output)
 };

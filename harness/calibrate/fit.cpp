@@ -285,8 +285,9 @@ CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> label
   return fit;
 }
 
-check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models) {
-  const check::Thresholds& defaults = check::default_thresholds();
+check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models,
+                                       const check::Thresholds& baseline) {
+  const check::Thresholds& defaults = baseline;
   check::Thresholds t = defaults;
   t.evidence.reset();  // the caller counts what its own thresholds do
   t.outcome_rule.clear();

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/calibrate/calibrate.h"
+#include "harness/check/thresholds.h"
 #include "harness/cli/command.h"
 #include "harness/core/error.h"
 
@@ -35,6 +36,7 @@ struct CalibrateArgs {
   double top1_min = calibrate::default_outcome_rule().top1_confident_min;
   std::vector<std::string> exclude_families;
   std::vector<std::string> held_out_families;
+  std::string baseline;
 };
 
 void write_file(const std::string& path, const std::string& text) {
@@ -51,6 +53,7 @@ int run_calibrate(const CalibrateArgs& a) {
   options.seed = a.seed;
   options.rule = {a.margin_floor, a.kl_mean_limit, a.top1_min};
   options.held_out_families = a.held_out_families;
+  if (!a.baseline.empty()) options.baseline = check::load_thresholds(a.baseline);
   if (!(a.margin_floor >= 0 && std::isfinite(a.margin_floor))) throw InputError("--margin-floor", "must be a finite number >= 0");
   if (!(a.kl_mean_limit > 0 && std::isfinite(a.kl_mean_limit))) throw InputError("--kl-limit", "must be a finite number > 0");
   if (!(a.top1_min >= 0 && a.top1_min <= 1)) throw InputError("--top1-min", "must be in [0, 1]");
@@ -110,6 +113,8 @@ const CommandRegistrar registrar{CommandSpec{
       sub.add_option("--top1-min", a->top1_min, "outcome rule: confident top-1 agreement below which a path diverges");
       sub.add_option("--exclude-family", a->exclude_families,
                      "leave a sweep family out (repeatable), e.g. massive: what no weights-only norm score can see");
+      sub.add_option("--baseline", a->baseline,
+                     "thresholds file the fit is compared with (default: the built-in default.json)");
       sub.add_option("--held-out-family", a->held_out_families,
                      "never fit on this family, only score it (repeatable; scripts/sweep passes sweep.yaml's held_out)");
       return [a] { return run_calibrate(*a); };

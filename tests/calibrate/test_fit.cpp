@@ -10,9 +10,18 @@
 #include "harness/calibrate/calibrate.h"
 #include "harness/calibrate/fit.h"
 #include "harness/check/thresholds.h"
+#include "tests/common/test_support.h"
 
 namespace fusecheck::calibrate {
 namespace {
+
+// The thresholds these tests reason with (results/thresholds/hand-written.json), so a
+// calibrated default file does not change them.
+const check::Thresholds& hand_written() {
+  static const check::Thresholds t =
+      check::load_thresholds(test::source_dir() / "results" / "thresholds" / "hand-written.json");
+  return t;
+}
 
 // A model whose figures are all 1 (the no-outlier value) but the ones given.
 FigureMaxima figures(std::initializer_list<std::pair<int, double>> set) {
@@ -190,15 +199,15 @@ TEST(CalibrateFit, ThresholdsKeepWarnBelowFailAndFillUnneededRamps) {
   fail.cuts = no_cuts();
   fail.cuts[0] = std::sqrt(32.0);
   warn.cuts = fail.cuts;
-  const check::Thresholds t = thresholds_from_cuts(fail, warn, m);
+  const check::Thresholds t = thresholds_from_cuts(fail, warn, m, hand_written());
   EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
   EXPECT_DOUBLE_EQ(t.norm_ratio.warn, std::sqrt(32.0) / 2);  // at most half of fail: the ramp stays graded
-  EXPECT_DOUBLE_EQ(t.qk_amplification.fail, 32.0);  // default fail: above twice every value seen (2)
+  EXPECT_DOUBLE_EQ(t.qk_amplification.fail, 32.0);  // the baseline's fail: above twice every value seen (2)
   EXPECT_LT(t.qk_amplification.warn, t.qk_amplification.fail);
 }
 
 TEST(CalibrateFit, RescoreIsTheWorstRamp) {
-  check::Thresholds t = check::default_thresholds();
+  check::Thresholds t = hand_written();
   const std::vector<StaticComponent> c = {{"k_norm.ratio", 0, 16.0}, {"qk.amplification", 0, 2.0}};
   EXPECT_NEAR(rescore(c, t), 0.8, 1e-12);  // k_norm ratio at its warn point
   t.norm_ratio = {2.0, 8.0};

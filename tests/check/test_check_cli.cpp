@@ -48,6 +48,13 @@ TinyModel incompatible() {
   return m;
 }
 
+// The hand-written thresholds (results/thresholds/hand-written.json): the statuses these
+// tests expect of the fusecheck scorer are reasoned from them, not from whatever
+// calibration the built-in default file holds.
+std::string hand() {
+  return " --thresholds " + (source_dir() / "results" / "thresholds" / "hand-written.json").string();
+}
+
 int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';
@@ -56,7 +63,7 @@ int count_lines(const std::string& s) {
 
 TEST(CheckCli, CompatibleExitsZero) {
   const auto dir = write_fixture(benign());
-  const auto r = run_fusecheck("check " + dir.string());
+  const auto r = run_fusecheck("check " + dir.string() + hand());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("Status: COMPATIBLE"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Score: 1.00"), std::string::npos) << r.out;
@@ -73,7 +80,7 @@ TEST(CheckCli, IncompatibleExitsTwoForBothScorers) {
   const auto dir = write_fixture(incompatible());
   const auto seed = run_fusecheck("check " + dir.string() + " --scorer braidinfer");
   EXPECT_EQ(seed.exit_code, 2) << seed.out << seed.err;
-  const auto ours = run_fusecheck("check " + dir.string());
+  const auto ours = run_fusecheck("check " + dir.string() + hand());
   EXPECT_EQ(ours.exit_code, 2) << ours.out << ours.err;
   EXPECT_NE(ours.out.find("Status: INCOMPATIBLE"), std::string::npos);
 }
@@ -142,7 +149,7 @@ TEST(CheckCli, ThresholdsFileChangesTheVerdictAndIsReported) {
 
 TEST(CheckCli, JsonHoldsEveryFigureScorerThresholdsAndIdentity) {
   const auto dir = write_fixture(benign());
-  const auto r = run_fusecheck("check " + dir.string() + " --format json");
+  const auto r = run_fusecheck("check " + dir.string() + " --format json" + hand());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["scorer"], "fusecheck");
@@ -177,7 +184,7 @@ TEST(CheckCli, VerboseExportWritesTheReportWithLayerDetail) {
 
 TEST(CheckCli, VerboseFusecheckMarksExtremeTensors) {
   const auto dir = write_fixture(incompatible());
-  const auto r = run_fusecheck("check " + dir.string() + " -v");
+  const auto r = run_fusecheck("check " + dir.string() + " -v" + hand());
   EXPECT_NE(r.out.find("k_norm     max=100.000, median=0.250, ratio=400.0  EXTREME"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("attn_norm"), std::string::npos);
   EXPECT_NE(r.out.find("Final norm:"), std::string::npos);
@@ -185,7 +192,7 @@ TEST(CheckCli, VerboseFusecheckMarksExtremeTensors) {
 
 TEST(CheckCli, MarkdownReport) {
   const auto dir = write_fixture(benign());
-  const auto r = run_fusecheck("check " + dir.string() + " --format markdown -v");
+  const auto r = run_fusecheck("check " + dir.string() + " --format markdown -v" + hand());
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("| Status | **COMPATIBLE** |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("## Per-layer analysis"), std::string::npos);
@@ -210,7 +217,7 @@ TEST(CheckCli, DeepFindsAPlantedSuperWeightAndReportsItsReadTime) {
   ASSERT_LT(shallow.exit_code, 3) << shallow.err;
   for (const auto& c : nlohmann::json::parse(shallow.out)["components"]) EXPECT_NE(c["name"], "mlp.super_weight");
 
-  const auto deep = run_fusecheck("check " + dir.string() + " --deep --format json");
+  const auto deep = run_fusecheck("check " + dir.string() + " --deep --format json" + hand());
   EXPECT_EQ(deep.exit_code, 2) << deep.out << deep.err;
   const auto j = nlohmann::json::parse(deep.out);
   const auto& layers = j["read"]["deep_read"]["layers"];
@@ -261,7 +268,7 @@ TEST(CheckCli, Stories260KBothScorersCompatible) {
   const auto seed = run_fusecheck("check " + model + " --scorer braidinfer");
   EXPECT_EQ(seed.exit_code, 0);
   EXPECT_NE(seed.out.find("Score: 1.00"), std::string::npos);
-  const auto ours = run_fusecheck("check " + model + " -v");
+  const auto ours = run_fusecheck("check " + model + " -v" + hand());
   EXPECT_EQ(ours.exit_code, 0);
   EXPECT_NE(ours.out.find("final_norm max=4.425"), std::string::npos) << ours.out;
 }

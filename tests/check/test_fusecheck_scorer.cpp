@@ -23,6 +23,13 @@ namespace {
 using test::peaked;
 using test::TinyModel;
 
+// The ramps these tests reason with (results/thresholds/hand-written.json), fixed so that a
+// calibrated default file does not change what the scorer's tests assert.
+const Thresholds& reasoned() {
+  static const Thresholds t = load_thresholds(test::source_dir() / "results" / "thresholds" / "hand-written.json");
+  return t;
+}
+
 std::string test_name() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   return std::string(info->test_suite_name()) + "." + info->name();
@@ -32,7 +39,7 @@ CompatibilityResult check_fixture(const TinyModel& m, const std::string& suffix 
                                   Scorer scorer = Scorer::Fusecheck) {
   const auto dir = test::fixture_dir(test_name() + suffix);
   test::write_tiny_checkpoint(dir, m);
-  return check_model(*Checkpoint::open(dir), default_thresholds(), scorer);
+  return check_model(*Checkpoint::open(dir), reasoned(), scorer);
 }
 
 std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
@@ -62,10 +69,10 @@ ModelNormWeights benign_model(int layers) {
   return m;
 }
 
-double score_of(const ModelNormWeights& m) { return score_norm_weights(m, default_thresholds(), Scorer::Fusecheck).score; }
+double score_of(const ModelNormWeights& m) { return score_norm_weights(m, reasoned(), Scorer::Fusecheck).score; }
 
 TEST(FusecheckScorer, BenignModelIsCompatibleWithScoreOne) {
-  const auto r = score_norm_weights(benign_model(4), default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(benign_model(4), reasoned(), Scorer::Fusecheck);
   EXPECT_EQ(r.score, 1.0);
   EXPECT_EQ(r.status, Status::Compatible);
   EXPECT_EQ(r.layers.size(), 4u);
@@ -78,7 +85,7 @@ TEST(FusecheckScorer, QkAmplificationIsRmsOfTheChannelProducts) {
   l.q_norm = NamedWeights{"q", {1.0, 2.0, 0.5, 1.0}};
   l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0, 1.0}};
   m.layers.push_back(l);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_DOUBLE_EQ(r.layers[0].qk_amplification, rms({3.0, 2.0, 2.0, 1.0}));
   EXPECT_DOUBLE_EQ(r.layers[0].amplification, r.layers[0].qk_amplification);
 }
@@ -88,7 +95,7 @@ TEST(FusecheckScorer, MissingHalfOfTheQkPairCountsAsOnes) {
   LayerNormWeights l;
   l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0, 1.0}};
   m.layers.push_back(l);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_DOUBLE_EQ(r.layers[0].qk_amplification, rms({3.0, 1.0, 4.0, 1.0}));
 }
 
@@ -98,13 +105,13 @@ TEST(FusecheckScorer, MismatchedQkLengthsAreAnInputError) {
   l.q_norm = NamedWeights{"q", {1.0, 2.0}};
   l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0}};
   m.layers.push_back(l);
-  EXPECT_THROW(score_norm_weights(m, default_thresholds(), Scorer::Fusecheck), InputError);
+  EXPECT_THROW(score_norm_weights(m, reasoned(), Scorer::Fusecheck), InputError);
 }
 
 TEST(FusecheckScorer, LayerFigureIsTheLargestOfItsGainsAndQk) {
   ModelNormWeights m = benign_model(1);
   m.layers[0].mlp_norm->values.back() = 6.0;  // peak gain of mlp_norm dominates
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   const double mlp_gain = 6.0 / rms(m.layers[0].mlp_norm->values);
   EXPECT_DOUBLE_EQ(r.layers[0].find(NormRole::MlpNorm)->peak_gain, mlp_gain);
   EXPECT_DOUBLE_EQ(r.layers[0].amplification, mlp_gain);
@@ -112,7 +119,7 @@ TEST(FusecheckScorer, LayerFigureIsTheLargestOfItsGainsAndQk) {
 
 TEST(FusecheckScorer, ModelFigureIsRmsOfLayerAndFinalNormFigures) {
   const ModelNormWeights m = benign_model(3);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   double sum_sq = 0;
   for (const auto& l : r.layers) sum_sq += l.amplification * l.amplification;
   sum_sq += r.final_norm->peak_gain * r.final_norm->peak_gain;
@@ -130,7 +137,7 @@ TEST(FusecheckScorer, UsesAbsoluteValues) {
 TEST(FusecheckScorer, OneExtremeComponentReachesIncompatible) {
   ModelNormWeights m = benign_model(28);
   m.layers[13].attn_norm->values[7] = 200.0;  // one channel of one hidden norm
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_EQ(r.status, Status::Incompatible);
   EXPECT_NE(r.reason.find("layer 13 attn_norm"), std::string::npos) << r.reason;
   EXPECT_NE(r.recommendations.back().find("[13]"), std::string::npos);
@@ -139,7 +146,7 @@ TEST(FusecheckScorer, OneExtremeComponentReachesIncompatible) {
 TEST(FusecheckScorer, ScoreIsTheMinimumOfItsComponents) {
   ModelNormWeights m = benign_model(3);
   m.layers[2].k_norm->values[0] = 40.0;
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   double lowest = 1.0;
   for (const auto& c : r.components) lowest = std::min(lowest, c.score);
   EXPECT_EQ(r.score, lowest);
@@ -167,7 +174,7 @@ TEST(FusecheckScorer, BraidinferJumpsWhereFusecheckDoesNot) {
   auto at = [&](double peak, Scorer s) {
     for (auto& v : m.layers[1].k_norm->values) v = 0.5;
     m.layers[1].k_norm->values[3] = peak;
-    return score_norm_weights(m, default_thresholds(), s).score;
+    return score_norm_weights(m, reasoned(), s).score;
   };
   // k ratio 15 -> 15.02: the seed's score falls by 0.2; ours barely moves.
   EXPECT_GT(at(7.5, Scorer::Braidinfer) - at(7.51, Scorer::Braidinfer), 0.19);
@@ -181,7 +188,7 @@ TEST(FusecheckScorer, PublishedQwen3KNormStatsFlagLayerZero) {
   m.layers[0].k_norm->values.assign(128, 96.5 / 42.3);
   m.layers[0].k_norm->values[17] = 96.5;
   m.layers[0].q_norm->values = as_double(test::seeded_uniform(128, 0.8f, 1.2f, 5));
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   const double t = std::log(42.3 / 16.0) / std::log(4.0);
   EXPECT_NEAR(r.score, 0.8 * (1 - t) + 0.5 * t, 1e-9);
   EXPECT_EQ(r.status, Status::Warning);
@@ -250,12 +257,12 @@ TEST(FusecheckScorer, QkDepthIsTheGeometricMeanOfLayerAmplificationsFlooredAtOne
     l.k_norm = NamedWeights{"k", std::vector<double>(4, v)};
     m.layers.push_back(l);
   }
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   const auto it = std::find_if(r.components.begin(), r.components.end(),
                                [](const Component& c) { return c.name == "model.qk_depth"; });
   ASSERT_NE(it, r.components.end());
   EXPECT_NEAR(it->value, std::cbrt(36.0), 1e-12);
-  EXPECT_EQ(it->fail, default_thresholds().qk_depth_amplification.fail);
+  EXPECT_EQ(it->fail, reasoned().qk_depth_amplification.fail);
 }
 
 TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
@@ -265,7 +272,7 @@ TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
     l.q_norm->values.assign(16, 1.0);
     l.k_norm->values.assign(16, 7.0);
   }
-  Thresholds t = default_thresholds();
+  Thresholds t = reasoned();
   t.qk_depth_amplification = {3.0, 6.0};
   const auto r = score_norm_weights(m, t, Scorer::Fusecheck);
   EXPECT_EQ(r.status, Status::Incompatible);
@@ -279,7 +286,7 @@ TEST(FusecheckScorer, ASuperWeightFigureIsScoredOnlyWhenGiven) {
   w.layer = 1;
   w.figure = 5000;
   m.super_weights.push_back(w);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_EQ(r.status, Status::Incompatible);
   EXPECT_NE(r.reason.find("layer 1 mlp.super_weight"), std::string::npos) << r.reason;
 }
@@ -369,22 +376,22 @@ TEST(SuperWeight, CheckReadsTheDownProjectionsOnlyWhenDeep) {
   const auto dir = test::fixture_dir(test_name());
   test::write_tiny_checkpoint(dir, m);
   const auto ckpt = Checkpoint::open(dir);
-  const auto shallow = check_model(*ckpt, default_thresholds(), Scorer::Fusecheck);
+  const auto shallow = check_model(*ckpt, reasoned(), Scorer::Fusecheck);
   EXPECT_FALSE(shallow.deep.has_value());
-  const auto deep = check_model(*ckpt, default_thresholds(), Scorer::Fusecheck, true);
+  const auto deep = check_model(*ckpt, reasoned(), Scorer::Fusecheck, true);
   ASSERT_TRUE(deep.deep.has_value());
   EXPECT_EQ(deep.deep->layers.size(), 3u);
   EXPECT_EQ(deep.deep->tensors_read, 3);
   EXPECT_EQ(deep.deep->bytes_read - 3u * 16u * 24u * 4u,
             static_cast<std::uint64_t>(deep.deep->rows_read) * 16u * 4u);  // F32 rows of width hidden
   EXPECT_EQ(deep.model.norm_sha256, shallow.model.norm_sha256);  // the identity stays the norms'
-  EXPECT_THROW(check_model(*ckpt, default_thresholds(), Scorer::Braidinfer, true), InputError);
+  EXPECT_THROW(check_model(*ckpt, reasoned(), Scorer::Braidinfer, true), InputError);
 }
 
 TEST(FusecheckCheckpoint, Stories260KNormRatiosMatchThePublishedOnes) {
   const auto models = test::models_dir();
   if (!models) GTEST_SKIP() << test::models_dir_skip_reason();
-  const auto r = check_model(*Checkpoint::open(*models / "stories260K.gguf"), default_thresholds(),
+  const auto r = check_model(*Checkpoint::open(*models / "stories260K.gguf"), reasoned(),
                              Scorer::Fusecheck);
   // models/README.md: max|w| / median|w| per layer, and output_norm 2.58.
   const double attn[5] = {2.57, 1.83, 2.07, 2.43, 1.78};
