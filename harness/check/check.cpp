@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 
@@ -14,6 +15,7 @@
 
 #include "harness/check/scorers.h"
 #include "harness/core/checkpoint.h"
+#include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/tensor.h"
 
@@ -142,6 +144,22 @@ void require_finite_row(std::span<const float> row, const TensorView& t, std::in
   }
 }
 
+// TensorView::to_float, with bf16 (the usual dtype of projections) widened inline: a bf16
+// is the top half of a float, and a call per element made --deep CPU-bound at ~4 s per GB.
+void widen(const TensorView& t, std::span<float> out) {
+  if (t.dtype != DType::BF16) {
+    t.to_float(out);
+    return;
+  }
+  const std::byte* p = t.bytes.data();
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::uint16_t half;
+    std::memcpy(&half, p + 2 * i, 2);
+    const std::uint32_t bits = static_cast<std::uint32_t>(half) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+}
+
 // |row j of gate| * |row j of up| (a factor is 1 when its tensor is absent).
 double neuron_row_gain(const TensorView* gate, const TensorView* up, std::int64_t j, DeepRead& read,
                        std::vector<float>& buf) {
@@ -150,7 +168,7 @@ double neuron_row_gain(const TensorView* gate, const TensorView* up, std::int64_
     if (!t) continue;
     const TensorView row = row_view(*t, j, 1);
     buf.resize(static_cast<std::size_t>(t->cols()));
-    row.to_float(buf);
+    widen(row, buf);
     require_finite_row(buf, *t, j);
     double sum_sq = 0;
     for (float x : buf) sum_sq += static_cast<double>(x) * x;
@@ -187,7 +205,7 @@ SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, co
     const std::int64_t n = std::min(block, hidden - r0);
     const TensorView rows = row_view(down, r0, n);
     buf.resize(static_cast<std::size_t>(n * inter));
-    rows.to_float(buf);
+    widen(rows, buf);
     require_finite_row(buf, down, r0);
     for (std::size_t i = 0; i < buf.size(); ++i) {
       const double a = std::abs(static_cast<double>(buf[i]));
