@@ -120,16 +120,24 @@ SetScore score_set(const std::vector<double>& risk, const std::vector<int>& pred
   return s;
 }
 
-// `runs` scored by the fusecheck scorer under `t`.
-SetScore score_runs(const Calibration& c, const std::vector<std::size_t>& runs, const check::Thresholds& t) {
+// Per run of `runs`: risk (1 - the fusecheck score under `t`) and predicted INCOMPATIBLE.
+struct Scored {
   std::vector<double> risk;
   std::vector<int> predicted;
+};
+Scored scored_under(const Calibration& c, const std::vector<std::size_t>& runs, const check::Thresholds& t) {
+  Scored out;
   for (std::size_t i : runs) {
     const double s = rescore(c.runs[i].components, t);
-    risk.push_back(1 - s);
-    predicted.push_back(s < t.status.incompatible_below ? 1 : 0);
+    out.risk.push_back(1 - s);
+    out.predicted.push_back(s < t.status.incompatible_below ? 1 : 0);
   }
-  return score_set(risk, predicted, labels_of(c, runs), c.options);
+  return out;
+}
+
+SetScore score_runs(const Calibration& c, const std::vector<std::size_t>& runs, const check::Thresholds& t) {
+  const Scored s = scored_under(c, runs, t);
+  return score_set(s.risk, s.predicted, labels_of(c, runs), c.options);
 }
 
 SetScore score_runs_braidinfer(const Calibration& c, const std::vector<std::size_t>& runs) {
@@ -170,12 +178,10 @@ CrossValidation cross_validate(const Calibration& c, std::string by,
     const auto train_labels = labels_of(c, train);
     const bool trainable = std::count(train_labels.begin(), train_labels.end(), 1) > 0;
     check::Thresholds t = trainable ? fit_thresholds(c, train) : c.options.baseline_thresholds();
-    for (std::size_t i : test) {
-      const double s = rescore(c.runs[i].components, t);
-      order.push_back(i);
-      risk.push_back(1 - s);
-      predicted.push_back(s < t.status.incompatible_below ? 1 : 0);
-    }
+    const Scored s = scored_under(c, test, t);
+    order.insert(order.end(), test.begin(), test.end());
+    risk.insert(risk.end(), s.risk.begin(), s.risk.end());
+    predicted.insert(predicted.end(), s.predicted.begin(), s.predicted.end());
     cv.folds.push_back(fold_of(c, g, test, std::move(t)));
   }
   cv.pooled = score_set(risk, predicted, labels_of(c, order), c.options);
@@ -205,8 +211,6 @@ nlohmann::json set_score_json(const SetScore& s) {
   return {{"runs", s.runs}, {"divergent", s.positives}, {"auc", num(s.auc)},
           {"auc_interval_95", interval_json(s.auc_interval)}, {"confusion", confusion_json(s.confusion)}};
 }
-
-nlohmann::json fold_json(const HeldOutFold& f);
 
 nlohmann::json ramps_json(const check::Thresholds& t) {
   nlohmann::json j;
