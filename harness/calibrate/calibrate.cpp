@@ -305,7 +305,8 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
   c.warn_fit = fit_cuts(maxima, labels, 0.0);
   c.thresholds = thresholds_from_cuts(c.fail_fit, c.warn_fit, maxima, options.baseline_thresholds());
   c.thresholds.source = fmt::format("fusecheck calibrate: fail cuts at miss rate <= {:g}, then fewest false alarms; "
-                                    "warn cuts at no miss (docs/calibration.md)", options.max_miss_rate);
+                                    "warn cuts at no miss and at most half of fail (docs/calibration.md)",
+                                    options.max_miss_rate);
   c.thresholds.created = c.created;
   c.thresholds.sweep = c.identity;
 
@@ -469,8 +470,9 @@ std::string summary_text(const Calibration& c) {
                      f.fail, used ? "" : "(no cut needed: above every value seen)");
   }
   const auto row = [](const HeldOutFold& f) {
-    return fmt::format("  {:<14} runs {:3d} div {:3d}  fitted {}  default {}  braidinfer {}\n", f.key, f.fusecheck.runs,
-                       f.fusecheck.positives, fmt_auc(f.fusecheck), fmt_auc(f.fusecheck_default), fmt_auc(f.braidinfer));
+    return fmt::format("  {:<14} runs {:3d} div {:3d}  fitted {}  default {}  braidinfer {}\n", f.key,
+                       f.fusecheck.runs, f.fusecheck.positives, fmt_auc(f.fusecheck), fmt_auc(f.fusecheck_default),
+                       fmt_auc(f.braidinfer));
   };
   const auto confusions = [](const HeldOutFold& f) {
     return fmt::format("    fitted     {}\n    default    {}\n    braidinfer {}\n", fmt_confusion(f.fusecheck.confusion),
