@@ -1,7 +1,9 @@
 // bench_check: how long the weights-only check takes on synthetic checkpoints of real
 // shapes (qwen3-0.6b with 2 and 28 layers, llama-3-8b with a few layers), beside the time
 // to read every byte of the same files. The check reads only norm tensors through mmap, so
-// its time must not grow with the checkpoint's bytes. CPU timings, page cache warm.
+// its time must not grow with the checkpoint's bytes; `--deep` reads every MLP down
+// projection as well, so its time per GB read is what it reports. CPU timings, page cache
+// warm.
 //
 // Checkpoints are written once (seed 0, bf16) under $FUSECHECK_BENCH_DATA, default
 // ./bench-data/check; FUSECHECK_BENCH_LLAMA_LAYERS sets the llama-3-8b depth (default 8).
@@ -62,17 +64,26 @@ Dataset prepare(const std::string& profile, int layers) {
   return d;
 }
 
-void check_once(benchmark::State& state, const Dataset& d, Scorer scorer) {
-  std::uint64_t norm_bytes = 0;
+void check_once(benchmark::State& state, const Dataset& d, Scorer scorer, bool deep) {
+  std::uint64_t norm_bytes = 0, deep_bytes = 0;
   for (auto _ : state) {
     const auto checkpoint = fusecheck::Checkpoint::open(d.dir);
-    const auto result = fusecheck::check::check_model(*checkpoint, fusecheck::check::default_thresholds(), scorer);
+    const auto result =
+        fusecheck::check::check_model(*checkpoint, fusecheck::check::default_thresholds(), scorer, deep);
     benchmark::DoNotOptimize(result.score);
     norm_bytes = result.model.norm_bytes_read;
+    deep_bytes = result.deep ? result.deep->bytes_read : 0;
   }
   state.counters["checkpoint_MB"] = static_cast<double>(d.bytes) / 1e6;
   state.counters["norm_KB_read"] = static_cast<double>(norm_bytes) / 1e3;
-  state.SetLabel("CPU, open + check, page cache warm");
+  if (deep) {
+    state.counters["deep_MB_read"] = static_cast<double>(deep_bytes) / 1e6;
+    // Seconds per GB of what --deep read: the iteration rate inverted, scaled by the bytes.
+    state.counters["s_per_GB"] = benchmark::Counter(static_cast<double>(deep_bytes) / 1e9,
+                                                    benchmark::Counter::kIsIterationInvariantRate |
+                                                        benchmark::Counter::kInvert);
+  }
+  state.SetLabel(deep ? "CPU, open + check --deep, page cache warm" : "CPU, open + check, page cache warm");
 }
 
 // Reads every byte with read(2)-sized chunks and folds them, so nothing is skipped.
@@ -110,11 +121,15 @@ int main(int argc, char** argv) {
   }
   for (const auto& d : sets) {
     benchmark::RegisterBenchmark(("check_fusecheck/" + d.label).c_str(),
-                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Fusecheck); })
+                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Fusecheck, false); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("check_fusecheck_deep/" + d.label).c_str(),
+                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Fusecheck, true); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
     benchmark::RegisterBenchmark(("check_braidinfer/" + d.label).c_str(),
-                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Braidinfer); })
+                                 [&d](benchmark::State& s) { check_once(s, d, Scorer::Braidinfer, false); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
     benchmark::RegisterBenchmark(("read_every_byte/" + d.label).c_str(),

@@ -105,7 +105,111 @@ std::vector<int> labels_of(const Calibration& c, const std::vector<std::size_t>&
 check::Thresholds fit_thresholds(const Calibration& c, const std::vector<std::size_t>& runs) {
   const auto m = maxima_of(c, runs);
   const auto l = labels_of(c, runs);
-  return thresholds_from_cuts(fit_cuts(m, l, c.options.max_miss_rate), fit_cuts(m, l, 0.0), m);
+  return thresholds_from_cuts(fit_cuts(m, l, c.options.max_miss_rate), fit_cuts(m, l, 0.0), m,
+                              c.options.baseline_thresholds());
+}
+
+SetScore score_set(const std::vector<double>& risk, const std::vector<int>& predicted, const std::vector<int>& labels,
+                   const CalibrateOptions& o) {
+  SetScore s;
+  s.runs = static_cast<int>(labels.size());
+  s.positives = static_cast<int>(std::count(labels.begin(), labels.end(), 1));
+  s.auc = auc(risk, labels);
+  s.auc_interval = bootstrap_auc(risk, labels, o.bootstrap_resamples, o.seed);
+  s.confusion = confusion(predicted, labels);
+  return s;
+}
+
+// Per run of `runs`: risk (1 - the fusecheck score under `t`) and predicted INCOMPATIBLE.
+struct Scored {
+  std::vector<double> risk;
+  std::vector<int> predicted;
+};
+Scored scored_under(const Calibration& c, const std::vector<std::size_t>& runs, const check::Thresholds& t) {
+  Scored out;
+  for (std::size_t i : runs) {
+    const double s = rescore(c.runs[i].components, t);
+    out.risk.push_back(1 - s);
+    out.predicted.push_back(s < t.status.incompatible_below ? 1 : 0);
+  }
+  return out;
+}
+
+SetScore score_runs(const Calibration& c, const std::vector<std::size_t>& runs, const check::Thresholds& t) {
+  const Scored s = scored_under(c, runs, t);
+  return score_set(s.risk, s.predicted, labels_of(c, runs), c.options);
+}
+
+SetScore score_runs_braidinfer(const Calibration& c, const std::vector<std::size_t>& runs) {
+  std::vector<double> risk;
+  std::vector<int> predicted;
+  for (std::size_t i : runs) {
+    risk.push_back(1 - c.runs[i].braidinfer.score);
+    predicted.push_back(c.runs[i].braidinfer.status == "INCOMPATIBLE" ? 1 : 0);
+  }
+  return score_set(risk, predicted, labels_of(c, runs), c.options);
+}
+
+HeldOutFold fold_of(const Calibration& c, std::string key, const std::vector<std::size_t>& runs,
+                    check::Thresholds thresholds) {
+  HeldOutFold f;
+  f.key = std::move(key);
+  f.fusecheck = score_runs(c, runs, thresholds);
+  f.fusecheck_default = score_runs(c, runs, c.options.baseline_thresholds());
+  f.braidinfer = score_runs_braidinfer(c, runs);
+  f.thresholds = std::move(thresholds);
+  return f;
+}
+
+// Leave each group of the design runs out in turn; a group whose complement has no
+// divergent run is scored with the defaults (nothing to fit on).
+CrossValidation cross_validate(const Calibration& c, std::string by,
+                               const std::function<std::string(const RunRecord&)>& group_of) {
+  CrossValidation cv;
+  cv.by = std::move(by);
+  std::set<std::string> groups;
+  for (std::size_t i : c.used) groups.insert(group_of(c.runs[i]));
+  std::vector<std::size_t> order;
+  std::vector<double> risk;
+  std::vector<int> predicted;
+  for (const auto& g : groups) {
+    std::vector<std::size_t> train, test;
+    for (std::size_t i : c.used) (group_of(c.runs[i]) == g ? test : train).push_back(i);
+    const auto train_labels = labels_of(c, train);
+    const bool trainable = std::count(train_labels.begin(), train_labels.end(), 1) > 0;
+    check::Thresholds t = trainable ? fit_thresholds(c, train) : c.options.baseline_thresholds();
+    const Scored s = scored_under(c, test, t);
+    order.insert(order.end(), test.begin(), test.end());
+    risk.insert(risk.end(), s.risk.begin(), s.risk.end());
+    predicted.insert(predicted.end(), s.predicted.begin(), s.predicted.end());
+    cv.folds.push_back(fold_of(c, g, test, std::move(t)));
+  }
+  cv.pooled = score_set(risk, predicted, labels_of(c, order), c.options);
+  return cv;
+}
+
+// Per status under `t`, how many labelled runs (design and held out) scored it and diverged.
+std::array<check::StatusEvidence, 3> status_evidence(const Calibration& c, const check::Thresholds& t) {
+  std::array<check::StatusEvidence, 3> e{};
+  for (const auto* set : {&c.used, &c.held_out}) {
+    for (std::size_t i : *set) {
+      const auto status = check::status_from_score(rescore(c.runs[i].components, t), t.status);
+      auto& slot = e[static_cast<std::size_t>(check::status_exit_code(status))];
+      ++slot.runs;
+      slot.divergent += c.labels[i] == 1 ? 1 : 0;
+    }
+  }
+  return e;
+}
+
+std::string rule_text(const OutcomeRule& r) {
+  return fmt::format("non-finite logits, KL mean > {:g} nats, or top-1 < {:g} where the reference margin > {:g} nats",
+                     r.kl_mean_limit, r.top1_confident_min, r.margin_floor);
+}
+
+nlohmann::json set_score_json(const SetScore& s) {
+  return {{"runs", s.runs}, {"divergent", s.positives}, {"auc", num(s.auc)},
+          {"auc_interval_95", interval_json(s.auc_interval)}, {"confusion", confusion_json(s.confusion)}};
 }
 
 nlohmann::json ramps_json(const check::Thresholds& t) {
@@ -135,12 +239,33 @@ nlohmann::json evaluation_json(const ScorerEvaluation& e, bool with_curve) {
 
 std::string fmt_interval(const Interval& i) { return fmt::format("[{:.3f}, {:.3f}]", i.low, i.high); }
 
+nlohmann::json fold_json(const HeldOutFold& f) {
+  return {{"key", f.key}, {"fusecheck", set_score_json(f.fusecheck)},
+          {"fusecheck_default", set_score_json(f.fusecheck_default)}, {"braidinfer", set_score_json(f.braidinfer)},
+          {"thresholds", ramps_json(f.thresholds)}};
+}
+
+nlohmann::json cross_validation_json(const CrossValidation& cv) {
+  nlohmann::json folds = nlohmann::json::array();
+  for (const auto& f : cv.folds) folds.push_back(fold_json(f));
+  return {{"by", cv.by}, {"pooled", set_score_json(cv.pooled)}, {"folds", folds}};
+}
+
+std::string fmt_auc(const SetScore& s) {
+  if (!std::isfinite(s.auc)) return fmt::format("{:>6} {:>16}", "n/a", "");
+  return fmt::format("{:>6.3f} {:>16}", s.auc, fmt_interval(s.auc_interval));
+}
+
 std::string fmt_confusion(const Confusion& c) {
   return fmt::format("TP {:3d}  FP {:3d}  TN {:3d}  FN {:3d}  (miss {:.1f}%, false alarm {:.1f}%)", c.true_positive,
                      c.false_positive, c.true_negative, c.false_negative, 100 * c.miss_rate(), 100 * c.false_alarm_rate());
 }
 
 }  // namespace
+
+const check::Thresholds& CalibrateOptions::baseline_thresholds() const {
+  return baseline ? *baseline : check::default_thresholds();
+}
 
 Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& options) {
   Calibration c;
@@ -149,6 +274,7 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
   c.created = today();
   c.runs = std::move(runs);
   c.labels.assign(c.runs.size(), -1);
+  const auto& held = options.held_out_families;
   for (std::size_t i = 0; i < c.runs.size(); ++i) {
     const RunRecord& r = c.runs[i];
     for (const PathRecord& p : r.paths) {
@@ -159,29 +285,32 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
       lp.outcome = judge(lp.e2e, options.rule);
       if (&p == r.primary_path()) {
         c.labels[i] = lp.outcome.divergent ? 1 : 0;
-        c.used.push_back(i);
+        (std::find(held.begin(), held.end(), r.family) != held.end() ? c.held_out : c.used).push_back(i);
       }
       c.paths.push_back(std::move(lp));
     }
   }
-  if (c.used.empty()) throw InputError("calibrate", "no run has a fused-role path to label (calibration sweeps list one)");
+  if (c.used.empty()) throw InputError("calibrate", "no design run (outside the held-out families) has a fused-role "
+                                                    "path to label (calibration sweeps list one)");
   const auto positives = std::count_if(c.used.begin(), c.used.end(), [&](std::size_t i) { return c.labels[i] == 1; });
   if (positives == 0 || positives == static_cast<long>(c.used.size())) {
-    throw InputError("calibrate", fmt::format("all {} runs are {} under the outcome rule: a ROC needs both outcomes "
-                                              "(widen the sweep)", c.used.size(), positives ? "divergent" : "non-divergent"));
+    throw InputError("calibrate", fmt::format("all {} design runs are {} under the outcome rule: a ROC needs both "
+                                              "outcomes (widen the sweep)", c.used.size(),
+                                              positives ? "divergent" : "non-divergent"));
   }
 
   const auto maxima = maxima_of(c, c.used);
   const auto labels = labels_of(c, c.used);
   c.fail_fit = fit_cuts(maxima, labels, options.max_miss_rate);
   c.warn_fit = fit_cuts(maxima, labels, 0.0);
-  c.thresholds = thresholds_from_cuts(c.fail_fit, c.warn_fit, maxima);
+  c.thresholds = thresholds_from_cuts(c.fail_fit, c.warn_fit, maxima, options.baseline_thresholds());
   c.thresholds.source = fmt::format("fusecheck calibrate: fail cuts at miss rate <= {:g}, then fewest false alarms; "
-                                    "warn cuts at no miss (docs/calibration.md)", options.max_miss_rate);
+                                    "warn cuts at no miss and at most half of fail (docs/calibration.md)",
+                                    options.max_miss_rate);
   c.thresholds.created = c.created;
   c.thresholds.sweep = c.identity;
 
-  const check::Thresholds& defaults = check::default_thresholds();
+  const check::Thresholds& defaults = c.options.baseline_thresholds();
   c.braidinfer = evaluate("braidinfer",
                           {[](const RunRecord& r) { return r.braidinfer.score; },
                            [](const RunRecord& r) { return r.braidinfer.status == "INCOMPATIBLE"; },
@@ -197,39 +326,22 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
   c.fusecheck = evaluate("fusecheck (default thresholds)", by_thresholds(defaults), c);
   c.fitted = evaluate("fusecheck (fitted thresholds)", by_thresholds(c.thresholds), c);
 
-  // Hold out each family in turn: fit on the others, score the family.
-  std::set<std::string> families;
-  for (std::size_t i : c.used) families.insert(c.runs[i].family);
-  std::vector<double> oof_risk(c.used.size(), kNaN);
-  for (const auto& family : families) {
-    std::vector<std::size_t> train, test_pos;
-    for (std::size_t k = 0; k < c.used.size(); ++k) {
-      if (c.runs[c.used[k]].family == family) test_pos.push_back(k);
-      else train.push_back(c.used[k]);
+  c.by_family = cross_validate(c, "family", [](const RunRecord& r) { return r.family; });
+  c.by_seed = cross_validate(c, "seed", [](const RunRecord& r) { return r.seed; });
+  if (!c.held_out.empty()) {
+    std::set<std::string> families;
+    for (std::size_t i : c.held_out) families.insert(c.runs[i].family);
+    for (const auto& family : families) {
+      std::vector<std::size_t> runs;
+      for (std::size_t i : c.held_out) {
+        if (c.runs[i].family == family) runs.push_back(i);
+      }
+      c.held_out_families.push_back(fold_of(c, family, runs, c.thresholds));
     }
-    HeldOutFold fold;
-    fold.family = family;
-    fold.runs = static_cast<int>(test_pos.size());
-    const auto train_labels = labels_of(c, train);
-    const bool trainable = std::count(train_labels.begin(), train_labels.end(), 1) > 0;
-    fold.thresholds = trainable ? fit_thresholds(c, train) : defaults;
-    std::vector<double> risk;
-    std::vector<int> predicted, test_labels;
-    for (std::size_t k : test_pos) {
-      const RunRecord& r = c.runs[c.used[k]];
-      const double s = rescore(r.components, fold.thresholds);
-      risk.push_back(1 - s);
-      oof_risk[k] = 1 - s;
-      predicted.push_back(s < fold.thresholds.status.incompatible_below ? 1 : 0);
-      test_labels.push_back(labels[k]);
-    }
-    fold.positives = static_cast<int>(std::count(test_labels.begin(), test_labels.end(), 1));
-    fold.auc = auc(risk, test_labels);
-    fold.confusion = confusion(predicted, test_labels);
-    c.folds.push_back(std::move(fold));
+    c.held_out_all = fold_of(c, "all", c.held_out, c.thresholds);
   }
-  c.heldout_auc = auc(oof_risk, labels);
-  c.heldout_auc_interval = bootstrap_auc(oof_risk, labels, options.bootstrap_resamples, options.seed);
+  c.thresholds.evidence = status_evidence(c, c.thresholds);
+  c.thresholds.outcome_rule = rule_text(options.rule);
 
   std::vector<std::vector<double>> columns;
   for (std::size_t k = 0; k < c.used.size(); ++k) {
@@ -246,18 +358,17 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
 
 std::vector<std::pair<std::string, double>> single_figures(std::span<const StaticComponent> components) {
   const FigureMaxima m = figure_maxima(components);
-  double log_sum = 0;
-  int qk_layers = 0;
+  int qk_layers = 0, amplifying = 0;
   for (const auto& c : components) {
     if (c.name != "qk.amplification") continue;
-    log_sum += std::log(std::max(c.value, 1.0));
     ++qk_layers;
+    amplifying += c.value >= 2.0 ? 1 : 0;
   }
-  return {{"largest norm ratio", m[0]},
-          {"largest hidden-norm gain", m[1]},
-          {"largest q/k amplification", m[2]},
-          {"model amplification (rms of layer figures)", m[3]},
-          {"geometric mean of q/k amplification over layers", qk_layers ? std::exp(log_sum / qk_layers) : 1.0}};
+  std::vector<std::pair<std::string, double>> out;
+  for (int k = 0; k < kFigures; ++k) out.emplace_back(std::string(figure_name(k)), m[static_cast<std::size_t>(k)]);
+  out.emplace_back("share of layers with qk_amplification >= 2",
+                   qk_layers ? static_cast<double>(amplifying) / qk_layers : 0.0);
+  return out;
 }
 
 std::string thresholds_file_json(const Calibration& c) {
@@ -265,7 +376,9 @@ std::string thresholds_file_json(const Calibration& c) {
   nlohmann::ordered_json j = nlohmann::ordered_json::parse(check::thresholds_to_json(c.thresholds));
   nlohmann::ordered_json cal;
   cal["runs"] = c.used.size();
-  cal["divergent"] = std::count(c.labels.begin(), c.labels.end(), 1);
+  cal["divergent"] = std::count_if(c.used.begin(), c.used.end(), [&](std::size_t i) { return c.labels[i] == 1; });
+  cal["held_out_runs"] = c.held_out.size();
+  cal["held_out_family_names"] = c.options.held_out_families;
   cal["outcome_rule"] = {{"margin_floor_nats", c.options.rule.margin_floor},
                          {"kl_mean_limit_nats", c.options.rule.kl_mean_limit},
                          {"top1_confident_min", c.options.rule.top1_confident_min}};
@@ -274,21 +387,19 @@ std::string thresholds_file_json(const Calibration& c) {
   cal["braidinfer"] = evaluation_json(c.braidinfer, false);
   cal["fusecheck_default"] = evaluation_json(c.fusecheck, false);
   cal["fusecheck_fitted"] = evaluation_json(c.fitted, false);
-  cal["fusecheck_heldout_auc"] = num(c.heldout_auc);
-  cal["fusecheck_heldout_auc_interval_95"] = interval_json(c.heldout_auc_interval);
-  nlohmann::json folds = nlohmann::json::array();
-  for (const auto& f : c.folds) {
-    folds.push_back({{"family", f.family}, {"runs", f.runs}, {"divergent", f.positives}, {"auc", num(f.auc)},
-                     {"confusion", confusion_json(f.confusion)}, {"fusecheck", ramps_json(f.thresholds)}});
-  }
-  cal["held_out_families"] = folds;
+  cal["leave_one_family_out"] = cross_validation_json(c.by_family);
+  cal["leave_one_seed_out"] = cross_validation_json(c.by_seed);
+  nlohmann::json held = nlohmann::json::array();
+  for (const auto& f : c.held_out_families) held.push_back(fold_json(f));
+  cal["held_out_families"] = held;
+  cal["held_out_all"] = c.held_out_all ? fold_json(*c.held_out_all) : nlohmann::json(nullptr);
   j["calibration"] = cal;
   return j.dump(2) + "\n";
 }
 
 nlohmann::json report_data(const Calibration& c) {
   nlohmann::json j = nlohmann::json::parse(thresholds_file_json(c));
-  j["default_thresholds"] = ramps_json(check::default_thresholds());
+  j["default_thresholds"] = ramps_json(c.options.baseline_thresholds());
   j["evaluations"] = {{"braidinfer", evaluation_json(c.braidinfer, true)},
                       {"fusecheck_default", evaluation_json(c.fusecheck, true)},
                       {"fusecheck_fitted", evaluation_json(c.fitted, true)}};
@@ -301,9 +412,10 @@ nlohmann::json report_data(const Calibration& c) {
     runs.push_back({{"file", r.file}, {"family", r.family}, {"params", r.params}, {"seed", r.seed},
                     {"model", r.model}, {"n_layers", r.n_layers}, {"label", c.labels[i]},
                     {"braidinfer_score", num(r.braidinfer.score)}, {"braidinfer_status", r.braidinfer.status},
-                    {"fusecheck_score", num(rescore(r.components, check::default_thresholds()))},
+                    {"fusecheck_score", num(rescore(r.components, c.options.baseline_thresholds()))},
                     {"fitted_score", num(rescore(r.components, c.thresholds))}, {"figures", figures},
-                    {"primary", r.primary_path() ? r.primary_path()->label : ""}});
+                    {"primary", r.primary_path() ? r.primary_path()->label : ""},
+                    {"held_out", std::find(c.held_out.begin(), c.held_out.end(), i) != c.held_out.end()}});
   }
   j["runs"] = runs;
   nlohmann::json singles = nlohmann::json::array();
@@ -331,12 +443,12 @@ nlohmann::json report_data(const Calibration& c) {
 
 std::string summary_text(const Calibration& c) {
   std::string s;
-  const auto divergent = std::count(c.labels.begin(), c.labels.end(), 1);
-  s += fmt::format("fusecheck calibrate: {} runs labelled by their fused bf16 path, {} divergent (rule: non-finite, "
-                   "KL mean > {:g} nats, or top-1 < {:g} where the reference margin > {:g} nats)\n",
-                   c.used.size(), divergent, c.options.rule.kl_mean_limit, c.options.rule.top1_confident_min,
-                   c.options.rule.margin_floor);
+  const auto divergent = std::count_if(c.used.begin(), c.used.end(), [&](std::size_t i) { return c.labels[i] == 1; });
+  s += fmt::format("fusecheck calibrate: {} design runs labelled by their fused bf16 path, {} divergent; {} runs of "
+                   "held-out families (never fitted on)\n", c.used.size(), divergent, c.held_out.size());
+  s += fmt::format("outcome rule: {}\n", rule_text(c.options.rule));
   s += fmt::format("results identity (sha256 of the files): {}\n\n", c.identity);
+  s += "design runs (in-sample for the fitted thresholds):\n";
   s += fmt::format("{:<32} {:>6} {:>18} {:>10} {:>10} {:>10}\n", "scorer", "AUC", "95% bootstrap", "rho layer",
                    "(median)", "rho model");
   for (const ScorerEvaluation* e : {&c.braidinfer, &c.fusecheck, &c.fitted}) {
@@ -344,24 +456,48 @@ std::string summary_text(const Calibration& c) {
                      fmt_interval(e->auc_interval), e->spearman_layers_pooled, e->spearman_layers_median,
                      e->spearman_model);
   }
-  s += fmt::format("fusecheck, held out by family       {:>6.3f} {:>18}\n\n", c.heldout_auc,
-                   fmt_interval(c.heldout_auc_interval));
-  s += "confusion (predicted INCOMPATIBLE vs divergent):\n";
+  s += "\nconfusion on the design runs (predicted INCOMPATIBLE vs divergent):\n";
   for (const ScorerEvaluation* e : {&c.braidinfer, &c.fusecheck, &c.fitted}) {
     s += fmt::format("  {:<32} {}\n", e->name, fmt_confusion(e->confusion));
   }
-  s += "\nthresholds (warn / fail):      default            fitted\n";
+  s += fmt::format("\nthresholds (warn / fail):      default            fitted (fail at miss <= {:g})\n",
+                   c.options.max_miss_rate);
   for (int k = 0; k < kFigures; ++k) {
-    const check::Ramp& d = check::default_thresholds().*ramp_member(k);
+    const check::Ramp& d = c.options.baseline_thresholds().*ramp_member(k);
     const check::Ramp& f = c.thresholds.*ramp_member(k);
-    s += fmt::format("  {:<22} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g}\n", figure_name(k), d.warn, d.fail, f.warn, f.fail);
+    const bool used = std::isfinite(c.fail_fit.cuts[static_cast<std::size_t>(k)]);
+    s += fmt::format("  {:<24} {:>8.3g} / {:<8.3g} {:>8.3g} / {:<8.3g} {}\n", figure_name(k), d.warn, d.fail, f.warn,
+                     f.fail, used ? "" : "(no cut needed: above every value seen)");
   }
-  s += "\nheld-out families (fit on the others, score this one):\n";
-  for (const auto& f : c.folds) {
-    s += fmt::format("  {:<12} runs {:3d}  divergent {:3d}  AUC {:>6}  {}\n", f.family, f.runs, f.positives,
-                     std::isfinite(f.auc) ? fmt::format("{:.3f}", f.auc) : "n/a", fmt_confusion(f.confusion));
+  const auto row = [](const HeldOutFold& f) {
+    return fmt::format("  {:<14} runs {:3d} div {:3d}  fitted {}  default {}  braidinfer {}\n", f.key,
+                       f.fusecheck.runs, f.fusecheck.positives, fmt_auc(f.fusecheck), fmt_auc(f.fusecheck_default),
+                       fmt_auc(f.braidinfer));
+  };
+  const auto confusions = [](const HeldOutFold& f) {
+    return fmt::format("    fitted     {}\n    default    {}\n    braidinfer {}\n", fmt_confusion(f.fusecheck.confusion),
+                       fmt_confusion(f.fusecheck_default.confusion), fmt_confusion(f.braidinfer.confusion));
+  };
+  for (const CrossValidation* cv : {&c.by_family, &c.by_seed}) {
+    s += fmt::format("\nleave one {} out (fit on the others, score this one; AUC and 95% bootstrap):\n", cv->by);
+    for (const auto& f : cv->folds) s += row(f);
+    s += fmt::format("  {:<14} runs {:3d} div {:3d}  fitted {}\n", "pooled", cv->pooled.runs, cv->pooled.positives,
+                     fmt_auc(cv->pooled));
+    s += fmt::format("    pooled     {}\n", fmt_confusion(cv->pooled.confusion));
   }
-  s += "\nsingle weights-only figures (diagnostic, not fitted: AUC of the figure alone):\n";
+  if (c.held_out_all) {
+    s += "\nheld-out families (never fitted on), scored with the fitted thresholds:\n";
+    for (const auto& f : c.held_out_families) s += row(f);
+    s += row(*c.held_out_all);
+    s += confusions(*c.held_out_all);
+  }
+  s += "\nsweep evidence (every labelled run, fitted thresholds): ";
+  const char* names[] = {"COMPATIBLE", "WARNING", "INCOMPATIBLE"};
+  for (std::size_t k = 0; k < 3; ++k) {
+    const auto& e = (*c.thresholds.evidence)[k];
+    s += fmt::format("{}{} {} of {} diverged", k ? "; " : "", names[k], e.divergent, e.runs);
+  }
+  s += "\n\nsingle weights-only figures (the largest value per model; AUC of the figure alone on the design runs):\n";
   for (const auto& [name, a] : c.single_figure_auc) s += fmt::format("  {:<50} {:>6.3f}\n", name, a);
   return s;
 }

@@ -2,7 +2,9 @@
 #include "harness/calibrate/fit.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <stdexcept>
 
@@ -13,6 +15,7 @@ namespace fusecheck::calibrate {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kFittedWarnRatio = 0.5;
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -32,15 +35,17 @@ struct CutGrid {
 
 check::Ramp check::Thresholds::*ramp_member(int figure) {
   static constexpr check::Ramp check::Thresholds::*members[kFigures] = {
-      &check::Thresholds::norm_ratio, &check::Thresholds::hidden_norm_gain, &check::Thresholds::qk_amplification,
-      &check::Thresholds::model_amplification};
+      &check::Thresholds::norm_ratio,          &check::Thresholds::hidden_norm_gain,
+      &check::Thresholds::qk_amplification,    &check::Thresholds::model_amplification,
+      &check::Thresholds::qk_depth_amplification, &check::Thresholds::super_weight};
   if (figure < 0 || figure >= kFigures) throw std::out_of_range("ramp_member");
   return members[figure];
 }
 
 std::string_view figure_name(int figure) {
-  static constexpr std::string_view names[kFigures] = {"norm_ratio", "hidden_norm_gain", "qk_amplification",
-                                                       "model_amplification"};
+  static constexpr std::string_view names[kFigures] = {"norm_ratio",          "hidden_norm_gain",
+                                                       "qk_amplification",    "model_amplification",
+                                                       "qk_depth_amplification", "super_weight"};
   if (figure < 0 || figure >= kFigures) throw std::out_of_range("figure_name");
   return names[figure];
 }
@@ -48,6 +53,8 @@ std::string_view figure_name(int figure) {
 int figure_of(const std::string& c) {
   if (c == "qk.amplification") return 2;
   if (c == "model.amplification") return 3;
+  if (c == "model.qk_depth") return 4;
+  if (c == "mlp.super_weight") return 5;
   if (ends_with(c, ".gain")) return 1;
   if (ends_with(c, ".ratio")) return 0;
   return -1;
@@ -79,6 +86,128 @@ bool flagged(const FigureMaxima& m, const std::array<double, kFigures>& cuts) {
   return false;
 }
 
+namespace {
+
+using Cuts = std::array<double, kFigures>;
+using Mask = std::vector<std::uint64_t>;  // one bit per model: flagged
+
+// The cut search over bit masks: which models a figure's cut flags is precomputed per
+// candidate cut, so an outcome is a few word operations whatever the number of figures.
+class Search {
+ public:
+  Search(std::span<const FigureMaxima> models, std::span<const int> labels, int allowed)
+      : models_(models), labels_(labels), allowed_(allowed), words_((models.size() + 63) / 64),
+        positives_mask_(words_, 0) {
+    for (std::size_t i = 0; i < models.size(); ++i) {
+      if (labels[i] == 1) positives_mask_[i / 64] |= std::uint64_t{1} << (i % 64);
+    }
+    for (int k = 0; k < kFigures; ++k) {
+      const auto K = static_cast<std::size_t>(k);
+      auto& g = grid_[K];
+      for (const auto& m : models) g.values.push_back(m[K]);
+      std::sort(g.values.begin(), g.values.end());
+      g.values.erase(std::unique(g.values.begin(), g.values.end()), g.values.end());
+      auto& c = candidates_[K];
+      c.push_back(kInf);
+      for (std::size_t i = 0; i < models.size(); ++i) {
+        if (labels[i] == 1) c.push_back(g.below(models[i][K]));
+      }
+      std::sort(c.begin(), c.end(), std::greater<>());
+      c.erase(std::unique(c.begin(), c.end()), c.end());
+      for (double cut : c) masks_[K].push_back(mask_of(k, cut));
+      // Positives by this figure, largest first (the closed form walks them).
+      for (std::size_t i = 0; i < models.size(); ++i) {
+        if (labels[i] == 1) by_value_[K].push_back(i);
+      }
+      std::stable_sort(by_value_[K].begin(), by_value_[K].end(),
+                       [&](std::size_t x, std::size_t y) { return models[x][K] > models[y][K]; });
+    }
+  }
+
+  struct Outcome {
+    int false_alarms = 0;
+    int misses = 0;
+  };
+  const std::vector<double>& candidates(int k) const { return candidates_[static_cast<std::size_t>(k)]; }
+
+  Mask flags(const Cuts& cuts) const {
+    Mask m(words_, 0);
+    for (int k = 0; k < kFigures; ++k) {
+      if (std::isinf(cuts[static_cast<std::size_t>(k)])) continue;
+      const Mask f = mask_of(k, cuts[static_cast<std::size_t>(k)]);
+      for (std::size_t w = 0; w < words_; ++w) m[w] |= f[w];
+    }
+    return m;
+  }
+  Outcome outcome(const Mask& flagged) const {
+    Outcome o;
+    int caught = 0, flagged_count = 0;
+    for (std::size_t w = 0; w < words_; ++w) {
+      caught += std::popcount(flagged[w] & positives_mask_[w]);
+      flagged_count += std::popcount(flagged[w]);
+    }
+    o.false_alarms = flagged_count - caught;
+    o.misses = positive_count() - caught;
+    return o;
+  }
+  // Feasible first, then fewer false alarms, then fewer misses.
+  bool better(const Outcome& a, const Outcome& b) const {
+    const bool fa = a.misses <= allowed_, fb = b.misses <= allowed_;
+    if (fa != fb) return fa;
+    if (!fa) return a.misses < b.misses;
+    if (a.false_alarms != b.false_alarms) return a.false_alarms < b.false_alarms;
+    return a.misses < b.misses;
+  }
+  // The largest cut of figure k that, with `others` flagged already, misses at most the
+  // allowed number: just below the need-th largest value of k among the positives missed.
+  double closed_form(const Mask& others, int k) const {
+    const auto K = static_cast<std::size_t>(k);
+    int uncaught = 0;
+    for (std::size_t w = 0; w < words_; ++w) uncaught += std::popcount(positives_mask_[w] & ~others[w]);
+    const int need = uncaught - allowed_;
+    if (need <= 0) return kInf;
+    int seen = 0;
+    for (std::size_t i : by_value_[K]) {
+      if (others[i / 64] >> (i % 64) & 1) continue;
+      if (++seen == need) return grid_[K].below(models_[i][K]);
+    }
+    return kInf;  // not reached: need <= uncaught
+  }
+  const Mask& candidate_mask(int k, std::size_t index) const { return masks_[static_cast<std::size_t>(k)][index]; }
+
+ private:
+  int positive_count() const {
+    int n = 0;
+    for (auto w : positives_mask_) n += std::popcount(w);
+    return n;
+  }
+  Mask mask_of(int k, double cut) const {
+    Mask m(words_, 0);
+    for (std::size_t i = 0; i < models_.size(); ++i) {
+      if (models_[i][static_cast<std::size_t>(k)] > cut) m[i / 64] |= std::uint64_t{1} << (i % 64);
+    }
+    return m;
+  }
+
+  std::span<const FigureMaxima> models_;
+  std::span<const int> labels_;
+  int allowed_;
+  std::size_t words_;
+  Mask positives_mask_;
+  std::array<CutGrid, kFigures> grid_;
+  std::array<std::vector<double>, kFigures> candidates_;  // largest first, +inf first of all
+  std::array<std::vector<Mask>, kFigures> masks_;         // per candidate
+  std::array<std::vector<std::size_t>, kFigures> by_value_;
+};
+
+Mask either(const Mask& a, const Mask& b) {
+  Mask m = a;
+  for (std::size_t w = 0; w < m.size(); ++w) m[w] |= b[w];
+  return m;
+}
+
+}  // namespace
+
 CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> labels, double max_miss_rate) {
   if (models.size() != labels.size()) throw std::invalid_argument("fit_cuts: models and labels differ in length");
   const std::size_t n = models.size();
@@ -86,77 +215,96 @@ CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> label
   CutFit fit;
   // The small epsilon keeps 0.01 * 100 = 1 from rounding down to 0.
   fit.allowed_misses = static_cast<int>(std::floor(max_miss_rate * positives + 1e-9));
+  const Search s(models, labels, fit.allowed_misses);
 
-  std::array<CutGrid, kFigures> grid;
-  std::array<std::vector<double>, kFigures> candidates;  // largest first
-  for (int k = 0; k < kFigures; ++k) {
-    auto& g = grid[static_cast<std::size_t>(k)];
-    for (const auto& m : models) g.values.push_back(m[static_cast<std::size_t>(k)]);
-    std::sort(g.values.begin(), g.values.end());
-    g.values.erase(std::unique(g.values.begin(), g.values.end()), g.values.end());
-    auto& c = candidates[static_cast<std::size_t>(k)];
-    c.push_back(kInf);
-    for (std::size_t i = 0; i < n; ++i) {
-      if (labels[i] == 1) c.push_back(g.below(models[i][static_cast<std::size_t>(k)]));
-    }
-    std::sort(c.begin(), c.end(), std::greater<>());
-    c.erase(std::unique(c.begin(), c.end()), c.end());
-  }
-
-  int best_fa = std::numeric_limits<int>::max(), best_miss = std::numeric_limits<int>::max();
-  std::vector<char> hit(n);
-  std::vector<double> uncaught;
-  for (double c0 : candidates[0]) {
-    for (double c1 : candidates[1]) {
-      for (double c2 : candidates[2]) {
-        int fa = 0;
-        uncaught.clear();
-        for (std::size_t i = 0; i < n; ++i) {
-          hit[i] = models[i][0] > c0 || models[i][1] > c1 || models[i][2] > c2;
-          if (hit[i] && labels[i] != 1) ++fa;
-          if (!hit[i] && labels[i] == 1) uncaught.push_back(models[i][3]);
-        }
-        if (fa > best_fa) continue;
-        // Figure 3 must catch all but the allowed misses of what is left: its cut goes
-        // just below the need-th largest value among them.
-        double c3 = kInf;
-        const int need = static_cast<int>(uncaught.size()) - fit.allowed_misses;
-        if (need > 0) {
-          std::nth_element(uncaught.begin(), uncaught.begin() + (need - 1), uncaught.end(), std::greater<>());
-          c3 = grid[3].below(uncaught[static_cast<std::size_t>(need - 1)]);
-        }
-        int miss = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-          const bool f = hit[i] || models[i][3] > c3;
-          if (f && labels[i] != 1 && !hit[i]) ++fa;
-          if (!f && labels[i] == 1) ++miss;
-        }
-        if (fa < best_fa || (fa == best_fa && miss < best_miss)) {
-          best_fa = fa;
-          best_miss = miss;
-          fit.cuts = {c0, c1, c2, c3};
+  Cuts best;
+  best.fill(kInf);
+  auto best_outcome = s.outcome(s.flags(best));
+  auto consider = [&](const Cuts& cuts) {
+    const auto o = s.outcome(s.flags(cuts));
+    if (!s.better(o, best_outcome)) return false;
+    best = cuts;
+    best_outcome = o;
+    return true;
+  };
+  // Exhaustive over every pair of figures' useful cuts with a third figure's closed form:
+  // optimal whenever the best rule needs at most three figures (each may stay at +inf).
+  for (int a = 0; a < kFigures; ++a) {
+    for (int b = a + 1; b < kFigures; ++b) {
+      for (std::size_t ia = 0; ia < s.candidates(a).size(); ++ia) {
+        for (std::size_t ib = 0; ib < s.candidates(b).size(); ++ib) {
+          const Mask ab = either(s.candidate_mask(a, ia), s.candidate_mask(b, ib));
+          for (int c = 0; c < kFigures; ++c) {
+            if (c == a || c == b) continue;
+            Cuts cuts;
+            cuts.fill(kInf);
+            cuts[static_cast<std::size_t>(a)] = s.candidates(a)[ia];
+            cuts[static_cast<std::size_t>(b)] = s.candidates(b)[ib];
+            cuts[static_cast<std::size_t>(c)] = s.closed_form(ab, c);
+            consider(cuts);
+          }
         }
       }
     }
   }
+  // Then pair moves, for rules that need more figures: figure i to any useful cut, figure j
+  // to its closed form, until no move helps.
+  for (bool improved = true; improved;) {
+    improved = false;
+    for (int i = 0; i < kFigures; ++i) {
+      for (int j = 0; j < kFigures; ++j) {
+        if (i == j) continue;
+        for (double c : s.candidates(i)) {
+          Cuts trial = best;
+          trial[static_cast<std::size_t>(i)] = c;
+          trial[static_cast<std::size_t>(j)] = kInf;
+          trial[static_cast<std::size_t>(j)] = s.closed_form(s.flags(trial), j);
+          improved = consider(trial) || improved;
+        }
+      }
+    }
+  }
+  // Ties go to the larger cuts: raise each as far as it goes at the same outcome.
+  for (int k = 0; k < kFigures; ++k) {
+    const auto K = static_cast<std::size_t>(k);
+    for (double c : s.candidates(k)) {
+      if (c <= best[K]) break;
+      Cuts trial = best;
+      trial[K] = c;
+      const auto o = s.outcome(s.flags(trial));
+      if (o.false_alarms == best_outcome.false_alarms && o.misses == best_outcome.misses) {
+        best = trial;
+        break;
+      }
+    }
+  }
+  fit.cuts = best;
   std::vector<int> predicted(n);
   for (std::size_t i = 0; i < n; ++i) predicted[i] = flagged(models[i], fit.cuts) ? 1 : 0;
   fit.confusion = confusion(predicted, labels);
   return fit;
 }
 
-check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models) {
-  const check::Thresholds& defaults = check::default_thresholds();
+check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models,
+                                       const check::Thresholds& baseline) {
+  const check::Thresholds& defaults = baseline;
   check::Thresholds t = defaults;
+  t.evidence.reset();  // the caller counts what its own thresholds do
+  t.outcome_rule.clear();
   for (int k = 0; k < kFigures; ++k) {
     const auto K = static_cast<std::size_t>(k);
     double largest = 0;
     for (const auto& m : models) largest = std::max(largest, m[K]);
     const check::Ramp& d = defaults.*ramp_member(k);
     double f = fail.cuts[K];
-    if (!std::isfinite(f)) f = std::max(d.fail, 2 * largest);
+    if (!std::isfinite(f)) f = std::max(d.on() ? d.fail : 0.0, 2 * largest);
+    // WARNING means "within a factor kFittedWarnRatio of the fail cut" at least, and every
+    // divergent model of the sweep at least WARNING (the no-miss cut, when lower). The
+    // factor keeps each ramp graded over about three times below its fail point, so the
+    // score still ranks models near a cut instead of stepping at it.
     double w = warn.cuts[K];
-    if (!std::isfinite(w) || w >= f) w = f * d.warn / d.fail;
+    if (!std::isfinite(w)) w = f * kFittedWarnRatio;
+    w = std::min(w, f * kFittedWarnRatio);
     t.*ramp_member(k) = {w, f};
   }
   return t;

@@ -2,8 +2,10 @@
 // fixed (0.8 / 0.5), a model is INCOMPATIBLE exactly when one of its figures passes its
 // ramp's `fail` point, WARNING when one passes `warn` (docs/static-score.md). So fitting
 // `fail` is choosing one cut per figure family (norm ratio, hidden-norm gain, q/k
-// amplification, model amplification) for the rule "flag when any figure > its cut":
-// at most the allowed share of divergent models missed, then the fewest false alarms.
+// amplification, model amplification, q/k depth amplification, super weight) for the
+// rule "flag when any figure > its cut": at most the allowed share of divergent models
+// missed, then the fewest false alarms. The fit decides which figures take part: one
+// that catches nothing the others miss is left at +inf.
 #pragma once
 
 #include <array>
@@ -18,12 +20,14 @@
 
 namespace fusecheck::calibrate {
 
-inline constexpr int kFigures = 4;
+inline constexpr int kFigures = 6;
 // The thresholds file's ramp names, in this order, and the Thresholds member of each.
 std::string_view figure_name(int figure);
 check::Ramp check::Thresholds::*ramp_member(int figure);
 // The ramp a fusecheck component feeds ("k_norm.ratio" -> norm_ratio = 0, "attn_norm.gain"
-// -> hidden_norm_gain = 1, "qk.amplification" -> 2, "model.amplification" -> 3); -1 if none.
+// -> hidden_norm_gain = 1, "qk.amplification" -> 2, "model.amplification" -> 3,
+// "model.qk_depth" -> qk_depth_amplification = 4, "mlp.super_weight" -> super_weight = 5);
+// -1 if none.
 int figure_of(const std::string& component);
 
 // A model's largest value of each figure family (1 where it has none).
@@ -45,16 +49,20 @@ struct CutFit {
 // Cuts such that at most floor(max_miss_rate * positives) positives are missed, then the
 // fewest negatives flagged; ties go to the larger cuts (fewer flags off the sweep). Every
 // cut sits at the geometric midpoint between a divergent model's value and the next value
-// below it of any model, so no model lies on a cut. Exhaustive over the first three
-// figures' useful cuts, closed form for the fourth.
+// below it of any model, so no model lies on a cut. Search: exhaustive over every pair of
+// figures' useful cuts with a third figure at the largest cut that keeps the miss bound
+// (closed form), which is optimal whenever the best rule uses at most three figures; then
+// pair moves (one figure to any useful cut, another to its closed form) until none helps;
+// then every cut is raised as far as it goes at the same outcome. Exhaustive search over
+// all six figures' cuts is out of reach; tests hold this one against it on small problems.
 CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> labels, double max_miss_rate);
 
 // The thresholds file from fitted cuts: `fail` = the cuts at the allowed miss rate,
-// `warn` = the cuts at no miss (every divergent model at least WARNING), kept below
-// `fail` (at the default warn/fail ratio when the fit would put it at or above). A cut of
-// +inf becomes the larger of the default fail and twice the largest value seen, so the
-// figure never fires on models like the sweep's. Status cutoffs stay the defaults.
-check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn,
-                                       std::span<const FigureMaxima> models);
+// `warn` = the cuts at no miss (every divergent model at least WARNING), and at most half
+// of `fail` so that each ramp stays graded below its cut. A fail cut of +inf becomes the
+// larger of the baseline's fail and twice the largest value seen, so the figure never
+// fires on models like the sweep's. Status cutoffs stay the baseline's.
+check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models,
+                                       const check::Thresholds& baseline);
 
 }  // namespace fusecheck::calibrate

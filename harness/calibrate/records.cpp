@@ -72,6 +72,22 @@ PathRecord read_path(const results::Run& run, const std::string& label) {
   return p;
 }
 
+}  // namespace
+
+void add_qk_depth(std::vector<StaticComponent>& components) {
+  double log_sum = 0;
+  int layers = 0;
+  for (const auto& c : components) {
+    if (c.name == "model.qk_depth") return;
+    if (c.name != "qk.amplification") continue;
+    log_sum += std::log(std::max(c.value, 1.0));
+    ++layers;
+  }
+  if (layers) components.push_back({"model.qk_depth", -1, std::exp(log_sum / layers)});
+}
+
+namespace {
+
 std::vector<StaticComponent> components_from_json(const std::filesystem::path& file) {
   std::ifstream in(file);
   nlohmann::json j;
@@ -85,8 +101,13 @@ std::vector<StaticComponent> components_from_json(const std::filesystem::path& f
   }
   std::vector<StaticComponent> out;
   for (const auto& c : j["components"]) {
-    out.push_back({c.at("name").get<std::string>(), c.at("layer").get<int>(), c.at("value").get<double>()});
+    if (!c.is_object() || !c.contains("name") || !c["name"].is_string() || !c.contains("layer") ||
+        !c["layer"].is_number_integer() || !c.contains("value") || !c["value"].is_number()) {
+      throw InputError(file.string(), "a component lacks a string name, an integer layer or a numeric value");
+    }
+    out.push_back({c["name"].get<std::string>(), c["layer"].get<int>(), c["value"].get<double>()});
   }
+  add_qk_depth(out);
   return out;
 }
 
@@ -96,7 +117,7 @@ std::vector<StaticComponent> components_from_checkpoint(const std::string& model
                                            "rerun the point (scripts/sweep) or restore the checkpoint", model_path));
   }
   const auto ckpt = Checkpoint::open(model_path);
-  const auto result = check::check_model(*ckpt, check::default_thresholds(), check::Scorer::Fusecheck);
+  const auto result = check::check_model(*ckpt, check::default_thresholds(), check::Scorer::Fusecheck, /*deep=*/true);
   std::vector<StaticComponent> out;
   for (const auto& c : result.components) out.push_back({c.name, c.layer, c.value});
   return out;

@@ -66,6 +66,11 @@ struct RunRecord {
 // description); false when the text is not one.
 bool parse_point_description(const std::string& description, RunRecord& record);
 
+// Adds "model.qk_depth" (the geometric mean over layers of max(qk.amplification, 1), as
+// the scorer computes it) to components read from a sidecar written before the scorer
+// had that figure; no-op when present or without q/k figures.
+void add_qk_depth(std::vector<StaticComponent>& components);
+
 // Reads one results file (a single run). InputError naming the file and the problem.
 RunRecord load_run(const std::filesystem::path& file);
 

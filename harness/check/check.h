@@ -15,6 +15,7 @@
 
 namespace fusecheck {
 class Checkpoint;
+struct TensorView;
 }
 
 namespace fusecheck::check {
@@ -81,6 +82,30 @@ struct Component {
   double fail = 0;
 };
 
+// --deep, one layer: the largest |entry| of the MLP down projection (the super-weight
+// candidate, Yu et al. 2024) and the rows that feed its neuron. down_proj[channel, neuron]
+// adds (gate_j . x) silu'd times (up_j . x) to residual channel `channel`, so a huge entry
+// fed by a strong neuron writes a massive activation (Sun et al. 2024) into that channel.
+struct SuperWeight {
+  int layer = 0;
+  std::string tensor;              // the down_proj's stored name
+  std::int64_t channel = 0;        // row of down_proj (residual channel written)
+  std::int64_t neuron = 0;         // column of down_proj (intermediate neuron read)
+  double value = 0;                // the entry
+  double entry_gain = 1;           // |value| / rms(down_proj)
+  double neuron_gain = 1;          // |gate_j| |up_j| over the median of sampled rows' |gate_i| |up_i| (1 without gate/up)
+  double figure = 1;               // entry_gain * neuron_gain: the scored figure
+};
+
+// What --deep read beyond the norms, and how long it took (wall clock, page cache as found).
+struct DeepRead {
+  std::vector<SuperWeight> layers;
+  int tensors_read = 0;            // down projections read whole
+  int rows_read = 0;               // gate / up rows read (the neuron's and the sample)
+  std::uint64_t bytes_read = 0;
+  double seconds = 0;
+};
+
 struct ModelIdentity {
   std::string path;
   std::string format;        // "hf-safetensors" / "gguf" ("" for in-memory weights)
@@ -103,6 +128,8 @@ struct CompatibilityResult {
   std::vector<Component> components;
   Thresholds thresholds;
   ModelIdentity model;
+  std::optional<DeepRead> deep;           // --deep only (fusecheck scorer)
+  double norm_read_seconds = 0;           // reading and hashing the norm tensors
   int analysed_layers() const { return static_cast<int>(layers.size()); }
 };
 
@@ -118,6 +145,7 @@ struct LayerNormWeights {
 struct ModelNormWeights {
   std::vector<LayerNormWeights> layers;
   std::optional<NamedWeights> final_norm;
+  std::vector<SuperWeight> super_weights;  // --deep only: scored as "mlp.super_weight"
 };
 
 // Scores plain weights (pure; no files). Throws InputError on non-finite weights or on
@@ -125,9 +153,18 @@ struct ModelNormWeights {
 CompatibilityResult score_norm_weights(const ModelNormWeights& weights, const Thresholds& thresholds,
                                        Scorer scorer);
 
+// Gain of the most extreme entry of `down` ([hidden x intermediate]) and of the neuron it
+// reads, from `gate` / `up` ([intermediate x hidden], either may be null): the neuron's
+// rows and `sample_rows` rows spread evenly over the others. InputError on a non-finite
+// entry or mismatched shapes. Adds what it read to `read`.
+SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, const TensorView* up, int layer,
+                              DeepRead& read, int sample_rows = 64);
+
 // Reads only the norm tensors the scorer uses (braidinfer: q_norm and k_norm; fusecheck:
-// every norm), hashes their bytes, scores them and fills in the model's identity.
+// every norm), hashes their bytes, scores them and fills in the model's identity. `deep`
+// (fusecheck scorer only) also reads every layer's MLP down projection and the rows
+// feeding its largest entry (find_super_weight), timed in result.deep.
 CompatibilityResult check_model(const Checkpoint& checkpoint, const Thresholds& thresholds,
-                                Scorer scorer = Scorer::Fusecheck);
+                                Scorer scorer = Scorer::Fusecheck, bool deep = false);
 
 }  // namespace fusecheck::check

@@ -72,6 +72,8 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
   Scoring sc{thresholds, res.components};
 
   double sum_sq_amplification = 0;
+  double sum_log_qk = 0;
+  int qk_layers = 0;
   int stages = 0;
   int n_tensors = 0;
   for (const auto& lw : weights.layers) {
@@ -94,6 +96,8 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
     }
     if (lw.q_norm || lw.k_norm) {
       layer.qk_amplification = qk_amplification(lw);
+      sum_log_qk += std::log(std::max(layer.qk_amplification, 1.0));
+      ++qk_layers;
       const double s = sc.add("qk.amplification", lw.layer, layer.qk_amplification, thresholds.qk_amplification);
       layer.extreme = layer.extreme || sc.flagged(s);
       amplification = std::max(amplification, layer.qk_amplification);
@@ -116,6 +120,13 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
   // the model's figure is the rms of the stage figures (1 for unit weights everywhere).
   res.estimated_amplification = stages ? std::sqrt(sum_sq_amplification / stages) : 1.0;
   if (stages) sc.add("model.amplification", -1, res.estimated_amplification, thresholds.model_amplification);
+  // Errors that q/k outliers put into attention compound through the layers that carry
+  // them: the geometric mean over layers of max(A_qk, 1) is the per-layer factor of that
+  // product at the model's depth (1 when no layer amplifies). docs/static-score.md.
+  if (qk_layers) sc.add("model.qk_depth", -1, std::exp(sum_log_qk / qk_layers), thresholds.qk_depth_amplification);
+  for (const SuperWeight& w : weights.super_weights) {
+    sc.add("mlp.super_weight", w.layer, w.figure, thresholds.super_weight);
+  }
 
   res.score = 1.0;
   const Component* worst = nullptr;

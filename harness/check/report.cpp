@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,57 @@ std::vector<std::string> issue_lines(const CompatibilityResult& r) {
   return lines;
 }
 
+std::string bytes_text(std::uint64_t b) {
+  if (b >= 1'000'000'000) return fmt::format("{:.2f} GB", b / 1e9);
+  if (b >= 1'000'000) return fmt::format("{:.1f} MB", b / 1e6);
+  if (b >= 1'000) return fmt::format("{:.1f} KB", b / 1e3);
+  return fmt::format("{} bytes", b);
+}
+
+// What the sweep saw of models in this result's status (thresholds from calibration).
+std::optional<std::string> evidence_line(const CompatibilityResult& r) {
+  const Thresholds& t = r.thresholds;
+  if (r.scorer != Scorer::Fusecheck || !t.evidence) return std::nullopt;
+  const StatusEvidence& e = (*t.evidence)[static_cast<std::size_t>(status_exit_code(r.status))];
+  if (e.runs == 0) {
+    return fmt::format("no run of the calibration sweep scored {} under these thresholds", status_name(r.status));
+  }
+  return fmt::format("models scoring like this ({} under these thresholds) diverged in {} of {} sweep runs{}",
+                     status_name(r.status), e.divergent, e.runs,
+                     t.outcome_rule.empty() ? "" : " (divergent: " + t.outcome_rule + ")");
+}
+
+// What was read and how long it took: the norms always, the MLP only under --deep.
+std::vector<std::string> read_lines(const CompatibilityResult& r) {
+  std::vector<std::string> lines;
+  if (r.model.norm_sha256.empty()) return lines;
+  lines.push_back(fmt::format("Norm tensors read: {} ({}) in {:.1f} ms, sha256 {}", r.model.norm_tensors_read,
+                              bytes_text(r.model.norm_bytes_read), 1e3 * r.norm_read_seconds, r.model.norm_sha256));
+  if (r.scorer != Scorer::Fusecheck) return lines;
+  if (!r.deep) {
+    lines.push_back("Deep read: off (--deep also reads every MLP down projection to find super weights; "
+                    "without it a planted super weight goes unseen)");
+    return lines;
+  }
+  const DeepRead& d = *r.deep;
+  std::string l = fmt::format("Deep read (--deep): {} down projections and {} gate/up rows, {} in {:.3f} s", d.tensors_read,
+                              d.rows_read, bytes_text(d.bytes_read), d.seconds);
+  if (d.seconds > 0 && d.bytes_read > 0) l += fmt::format(" ({:.2f} s per GB)", d.seconds / (d.bytes_read / 1e9));
+  lines.push_back(l);
+  const SuperWeight* top = nullptr;
+  for (const auto& w : d.layers) {
+    if (!top || w.figure > top->figure) top = &w;
+  }
+  if (top) {
+    lines.push_back(fmt::format("Largest super-weight figure: {:.1f} at layer {} {}[{}, {}] = {:.4g} (entry {:.1f}x the "
+                                "rms, neuron rows {:.2f}x typical){}",
+                                top->figure, top->layer, top->tensor, top->channel, top->neuron, top->value,
+                                top->entry_gain, top->neuron_gain,
+                                r.thresholds.super_weight.on() ? "" : "; not scored: these thresholds have no super_weight ramp"));
+  }
+  return lines;
+}
+
 std::string amplification_line(const CompatibilityResult& r) {
   if (r.scorer == Scorer::Braidinfer) return fmt::format("Estimated error amplification: {:.1f}x", r.estimated_amplification);
   const LayerResult* worst = nullptr;
@@ -121,10 +173,8 @@ std::string render_text(const CompatibilityResult& r, bool verbose) {
   for (const auto& rec : r.recommendations) line("- " + rec);
   line("");
   line("Thresholds: " + thresholds_line(r.thresholds, r.scorer));
-  if (!r.model.norm_sha256.empty()) {
-    line(fmt::format("Norm tensors read: {} ({} bytes), sha256 {}", r.model.norm_tensors_read,
-                     r.model.norm_bytes_read, r.model.norm_sha256));
-  }
+  if (const auto e = evidence_line(r)) line("Sweep evidence: " + *e);
+  for (const auto& l : read_lines(r)) line(l);
   if (!verbose) return s;
 
   line("");
@@ -136,6 +186,13 @@ std::string render_text(const CompatibilityResult& r, bool verbose) {
     line(layer_header(l, r.scorer));
     for (const auto& n : l.norms) line("  " + tensor_line(n, r.scorer));
     if (r.scorer == Scorer::Braidinfer && l.extreme) line("  EXTREME WEIGHTS DETECTED");
+    if (r.deep) {
+      for (const auto& w : r.deep->layers) {
+        if (w.layer != l.layer) continue;
+        line(fmt::format("  {:<10} largest entry [{}, {}] = {:.4g}: {:.1f}x rms, neuron rows {:.2f}x, figure {:.1f}",
+                         "down_proj", w.channel, w.neuron, w.value, w.entry_gain, w.neuron_gain, w.figure));
+      }
+    }
   }
   if (r.final_norm) {
     line("");
@@ -161,7 +218,11 @@ std::string render_markdown(const CompatibilityResult& r, bool verbose) {
   line(fmt::format("| Score | {:.2f} |", r.score));
   line("| Amplification | " + amplification_line(r).substr(std::string("Estimated error amplification: ").size()) + " |");
   line("| Thresholds | " + thresholds_line(r.thresholds, r.scorer) + " |");
-  if (!r.model.norm_sha256.empty()) line("| Norm tensors sha256 | `" + r.model.norm_sha256 + "` |");
+  if (const auto e = evidence_line(r)) line("| Sweep evidence | " + *e + " |");
+  for (const auto& l : read_lines(r)) {
+    const auto colon = l.find(':');
+    line("| " + l.substr(0, colon) + " | " + l.substr(colon + 2) + " |");
+  }
   line("");
   line("**Reason:** " + r.reason);
   line("");
@@ -230,12 +291,23 @@ std::string render_json(const CompatibilityResult& r) {
   th["overrides"] = t.overrides;
   th["status"] = {{"warning_below", t.status.warning_below}, {"incompatible_below", t.status.incompatible_below}};
   th["braidinfer"] = {{"safe_ratio", t.braidinfer.safe_ratio}, {"warning_ratio", t.braidinfer.warning_ratio}};
-  th["fusecheck"] = {{"norm_ratio", {{"warn", t.norm_ratio.warn}, {"fail", t.norm_ratio.fail}}},
-                     {"hidden_norm_gain", {{"warn", t.hidden_norm_gain.warn}, {"fail", t.hidden_norm_gain.fail}}},
-                     {"qk_amplification", {{"warn", t.qk_amplification.warn}, {"fail", t.qk_amplification.fail}}},
-                     {"model_amplification",
-                      {{"warn", t.model_amplification.warn}, {"fail", t.model_amplification.fail}}}};
+  // The thresholds file's own form (ramps that are on, the sweep's evidence).
+  const ojson file_form = ojson::parse(thresholds_to_json(t));
+  th["fusecheck"] = file_form["fusecheck"];
+  if (file_form.contains("evidence")) th["evidence"] = file_form["evidence"];
   j["thresholds"] = th;
+  j["read"] = {{"norm_seconds", r.norm_read_seconds}, {"deep", r.deep.has_value()}};
+  if (r.deep) {
+    ojson dj{{"tensors_read", r.deep->tensors_read}, {"rows_read", r.deep->rows_read},
+             {"bytes_read", r.deep->bytes_read}, {"seconds", r.deep->seconds}, {"layers", ojson::array()}};
+    for (const auto& w : r.deep->layers) {
+      dj["layers"].push_back({{"layer", w.layer}, {"tensor", w.tensor}, {"channel", w.channel}, {"neuron", w.neuron},
+                              {"value", number(w.value)}, {"entry_gain", number(w.entry_gain)},
+                              {"neuron_gain", number(w.neuron_gain)}, {"figure", number(w.figure)}});
+    }
+    j["read"]["deep_read"] = dj;
+  }
+  if (const auto e = evidence_line(r)) j["evidence"] = *e;
   ojson comps = ojson::array();
   for (const auto& c : r.components) {
     ojson cj{{"name", c.name}, {"layer", c.layer}, {"value", number(c.value)}, {"score", number(c.score)}};

@@ -23,12 +23,17 @@ namespace {
 constexpr const char* kSchema = "fusecheck-thresholds/1";
 constexpr const char* kRampNames[] = {"norm_ratio", "hidden_norm_gain", "qk_amplification",
                                       "model_amplification"};
+// Ramps added after fusecheck-thresholds/1 files were first written: optional, off when absent.
+constexpr const char* kOptionalRampNames[] = {"qk_depth_amplification", "super_weight"};
+constexpr const char* kStatusKeys[] = {"COMPATIBLE", "WARNING", "INCOMPATIBLE"};
 
 Ramp* ramp_by_name(Thresholds& t, const std::string& name) {
   if (name == "norm_ratio") return &t.norm_ratio;
   if (name == "hidden_norm_gain") return &t.hidden_norm_gain;
   if (name == "qk_amplification") return &t.qk_amplification;
   if (name == "model_amplification") return &t.model_amplification;
+  if (name == "qk_depth_amplification") return &t.qk_depth_amplification;
+  if (name == "super_weight") return &t.super_weight;
   return nullptr;
 }
 
@@ -49,6 +54,27 @@ std::string string_or_null(const nlohmann::json& j, const std::string& key, cons
   if (v.is_null()) return "";
   if (!v.is_string()) throw InputError(where, fmt::format("\"{}\" must be a string or null", key));
   return v.get<std::string>();
+}
+
+// {"outcome_rule": "...", "COMPATIBLE": {"runs": M, "divergent": N}, "WARNING": ..., "INCOMPATIBLE": ...}
+std::array<StatusEvidence, 3> parse_evidence(const nlohmann::json& j, const std::string& where, std::string& rule) {
+  if (!j.is_object()) throw InputError(where, "must be an object");
+  rule = string_or_null(j, "outcome_rule", where);
+  std::array<StatusEvidence, 3> out;
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    const std::string at = fmt::format("{}.{}", where, kStatusKeys[k]);
+    if (!j.contains(kStatusKeys[k]) || !j[kStatusKeys[k]].is_object()) throw InputError(at, "missing {\"runs\", \"divergent\"}");
+    const auto& e = j[kStatusKeys[k]];
+    for (const char* key : {"runs", "divergent"}) {
+      if (!e.contains(key) || !e[key].is_number_integer() || e[key].get<long long>() < 0 ||
+          e[key].get<long long>() > 1'000'000'000) {
+        throw InputError(at, fmt::format("\"{}\" must be a count (integer >= 0)", key));
+      }
+    }
+    out[k] = {e["runs"].get<int>(), e["divergent"].get<int>()};
+    if (out[k].divergent > out[k].runs) throw InputError(at, "\"divergent\" exceeds \"runs\"");
+  }
+  return out;
 }
 
 }  // namespace
@@ -82,14 +108,22 @@ Thresholds parse_thresholds(const std::string& json_text, const std::string& whe
   for (const auto& [key, value] : fc.items()) {
     if (!ramp_by_name(t, key)) throw InputError(where, fmt::format("unknown key \"fusecheck.{}\"", key));
   }
-  for (const char* name : kRampNames) {
+  auto read_ramp = [&](const char* name) {
     const std::string at = fmt::format("{}: fusecheck.{}", where, name);
-    if (!fc.contains(name) || !fc[name].is_object()) throw InputError(at, "missing (needs {\"warn\", \"fail\"})");
+    if (!fc[name].is_object()) throw InputError(at, "must be an object {\"warn\", \"fail\"}");
     Ramp* r = ramp_by_name(t, name);
     r->warn = positive_number(fc[name], "warn", at);
     r->fail = positive_number(fc[name], "fail", at);
     if (!(r->fail > r->warn)) throw InputError(at, "\"fail\" must be greater than \"warn\"");
+  };
+  for (const char* name : kRampNames) {
+    if (!fc.contains(name)) throw InputError(fmt::format("{}: fusecheck.{}", where, name), "missing (needs {\"warn\", \"fail\"})");
+    read_ramp(name);
   }
+  for (const char* name : kOptionalRampNames) {
+    if (fc.contains(name)) read_ramp(name);
+  }
+  if (j.contains("evidence")) t.evidence = parse_evidence(j["evidence"], where + ": evidence", t.outcome_rule);
   return t;
 }
 
@@ -125,6 +159,16 @@ std::string thresholds_to_json(const Thresholds& t) {
     const Ramp* r = ramp_by_name(copy, name);
     j["fusecheck"][name] = {{"warn", r->warn}, {"fail", r->fail}};
   }
+  for (const char* name : kOptionalRampNames) {
+    const Ramp* r = ramp_by_name(copy, name);
+    if (r->on()) j["fusecheck"][name] = {{"warn", r->warn}, {"fail", r->fail}};
+  }
+  if (t.evidence) {
+    j["evidence"]["outcome_rule"] = t.outcome_rule;
+    for (std::size_t k = 0; k < t.evidence->size(); ++k) {
+      j["evidence"][kStatusKeys[k]] = {{"runs", (*t.evidence)[k].runs}, {"divergent", (*t.evidence)[k].divergent}};
+    }
+  }
   return j.dump(2) + "\n";
 }
 
@@ -137,9 +181,11 @@ void apply_threshold_flag(Thresholds& t, double threshold) {
   t.braidinfer.warning_ratio = threshold * 0.75;
   t.norm_ratio = Ramp{threshold * 0.75, threshold};
   t.overrides = fmt::format("--threshold {}", threshold);
+  t.evidence.reset();  // the sweep's counts belonged to the thresholds as fitted
 }
 
 double ramp_score(double value, const Ramp& ramp, const StatusCutoffs& cutoffs) {
+  if (!ramp.on()) return 1.0;
   if (std::isnan(value)) return 0.0;
   if (value <= 0) return 1.0;             // log(0) = -inf: far on the safe side
   if (std::isinf(value)) return 0.0;      // a ratio over a zero median

@@ -3,7 +3,9 @@
 // committed file results/thresholds/default.json, compiled into the binary.
 #pragma once
 
+#include <array>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 namespace fusecheck::check {
@@ -17,9 +19,19 @@ struct StatusCutoffs {
 // A component's score falls log-linearly with its figure: 0.8 at `warn`, 0.5 at `fail`,
 // clamped to [0, 1] (so 1 below warn * (warn/fail)^(2/3)). With the default cutoffs a
 // figure past `warn` alone makes the model WARNING, past `fail` INCOMPATIBLE.
+// A ramp of 0 / 0 is off: a thresholds file written before its figure existed does not
+// score that figure (the report says so).
 struct Ramp {
   double warn = 0;
   double fail = 0;
+  bool on() const { return fail > 0; }
+};
+
+// What a calibration sweep observed for the models its thresholds put in one status:
+// "models scoring like this diverged in `divergent` of `runs` sweep runs".
+struct StatusEvidence {
+  int runs = 0;
+  int divergent = 0;
 };
 
 // The seed's checker constants that its --threshold changes (safe ratio T, warning 0.75 T).
@@ -36,6 +48,13 @@ struct Thresholds {
   Ramp hidden_norm_gain;     // max|w| / rms(w) of attn_norm, mlp_norm, final_norm
   Ramp qk_amplification;     // rms_i(wq_i * wk_i): attention-logit error gain
   Ramp model_amplification;  // rms over layers (and final norm) of the layer figures
+  Ramp qk_depth_amplification;  // geometric mean over layers of max(qk amplification, 1)
+  Ramp super_weight;         // --deep: a down_proj entry's gain times its neuron's row gains
+
+  // From calibration: per status (COMPATIBLE, WARNING, INCOMPATIBLE, in that order) what
+  // the sweep's runs did, and the outcome rule that labelled them ("" when hand-written).
+  std::optional<std::array<StatusEvidence, 3>> evidence;
+  std::string outcome_rule;
 
   // Provenance, reported with every result.
   std::string source;    // what produced them: "hand-written defaults", "calibration ..."

@@ -313,7 +313,25 @@ nlohmann::json override_json(const NormOverride& o) {
   if (o.max) j["max"] = *o.max;
   if (o.outlier_layers) j["outlier_layers"] = *o.outlier_layers == NormOverride::kAllLayers ? nlohmann::json("all") : nlohmann::json(*o.outlier_layers);
   if (o.outlier_channels) j["outlier_channels"] = *o.outlier_channels;
+  if (o.outlier_last) j["outlier_position"] = "last";
   return j;
+}
+
+// The profile with its attention shape overridden; every value checked.
+SynthProfile reshaped(SynthProfile p, const ShapeOverride& shape) {
+  p.heads = shape.heads.value_or(p.heads);
+  p.kv_heads = shape.kv_heads.value_or(p.kv_heads);
+  p.head_dim = shape.head_dim.value_or(p.head_dim);
+  check_option(p.heads >= 1 && p.heads <= 1024, "--heads", fmt::format("{} is not in 1..1024", p.heads));
+  check_option(p.kv_heads >= 1 && p.heads % p.kv_heads == 0, "--kv-heads",
+               fmt::format("{} must be at least 1 and divide the {} query heads", p.kv_heads, p.heads));
+  // 8: the smallest width whose median stays in the bulk with one outlier channel.
+  check_option(p.head_dim >= 8 && p.head_dim <= 1024 && p.head_dim % 2 == 0, "--head-dim",
+               fmt::format("{} must be even and in 8..1024 (RoPE rotates pairs)", p.head_dim));
+  // Qwen2's config.json has no head_dim: readers derive hidden / heads.
+  check_option(p.model_type != "qwen2" || p.heads * p.head_dim == p.hidden, "--head-dim",
+               fmt::format("a {} checkpoint derives head_dim from hidden {} / heads {}", p.model_type, p.hidden, p.heads));
+  return p;
 }
 
 // synth.json: how the checkpoint was made, so a result can name its synthetic model.
@@ -329,6 +347,9 @@ std::string provenance_json(const SynthProfile& p, const SynthOptions& o, int la
                         {"q_norm", override_json(o.q_norm)},
                         {"attn_norm", override_json(o.attn_norm)},
                         {"final_norm", override_json(o.final_norm)}}}};
+  if (o.shape.heads || o.shape.kv_heads || o.shape.head_dim) {
+    j["shape"] = {{"heads", p.heads}, {"kv_heads", p.kv_heads}, {"head_dim", p.head_dim}};
+  }
   if (o.massive_activation) {
     j["massive_activation"] = {{"layer", o.massive_layer},
                                {"value", o.massive_value},
@@ -427,7 +448,7 @@ std::vector<NormPlan> apply_norm_override(std::vector<NormPlan> plans, const Nor
   const bool has_pattern = std::isfinite(top);
   if (o.max) check_option(std::isfinite(*o.max), where, "max must be finite");
 
-  if (o.outlier_layers || o.outlier_channels || !has_pattern) {
+  if (o.outlier_layers || o.outlier_channels || o.outlier_last || !has_pattern) {
     const int layers = static_cast<int>(plans.size());
     const int with = o.outlier_layers.value_or(NormOverride::kAllLayers) == NormOverride::kAllLayers
                          ? layers : *o.outlier_layers;
@@ -438,9 +459,10 @@ std::vector<NormPlan> apply_norm_override(std::vector<NormPlan> plans, const Nor
                  fmt::format("outlier channels {} not in 1..{} (the weight has {} channels)", count, most, channels_per_tensor));
     check_option(o.max || has_pattern, where, "the profile has no outlier pattern here: give a max");
     const double x = o.max.value_or(top);
+    const int first = o.outlier_last ? layers - with : 0;
     for (int l = 0; l < layers; ++l) {
       NormPlan uniform{plans[l].median, plans[l].spread, {}, {}, {}, 0, 1.0};
-      if (l < with) {
+      if (l >= first && l < first + with) {
         check_option(x >= uniform.median, where, fmt::format("max {} is below the median {} of layer {}", x, uniform.median, l));
         for (int j = 0; j < count; ++j) uniform.outliers.push_back(uniform.median + (x - uniform.median) * (1.0 - 0.5 * j / count));
       }
@@ -465,7 +487,7 @@ std::vector<std::string> synth_profile_names() {
 SynthResult write_synthetic_checkpoint(const std::string& profile_name, const SynthOptions& options,
                                        const std::filesystem::path& out_dir) {
   const auto start = std::chrono::steady_clock::now();
-  const SynthProfile& profile = synth_profile(profile_name);
+  const SynthProfile profile = reshaped(synth_profile(profile_name), options.shape);
   const int layers = options.layers.value_or(profile.layers);
   check_option(layers >= 1 && layers <= 1000, "--layers", fmt::format("{} is not in 1..1000", layers));
   const Planned plan = plan_checkpoint(profile, options, layers);

@@ -24,13 +24,23 @@ namespace fusecheck {
 // - `outlier_layers` or `outlier_channels`: a uniform pattern replaces the profile's: the
 //   first `outlier_layers` layers (all when kAllLayers) get `outlier_channels` outlier
 //   channels (default 1) descending from `max` (default: the profile's largest) to half
-//   way to the median; the other layers keep only their bulk.
+//   way to the median; the other layers keep only their bulk. `outlier_last` puts them
+//   in the last `outlier_layers` layers instead (calibration's late-layer family).
 struct NormOverride {
   static constexpr int kAllLayers = -1;
   std::optional<double> max;
   std::optional<int> outlier_layers;
   std::optional<int> outlier_channels;
-  bool active() const { return max || outlier_layers || outlier_channels; }
+  bool outlier_last = false;
+  bool active() const { return max || outlier_layers || outlier_channels || outlier_last; }
+};
+
+// Attention shape other than the profile's (calibration's GQA / head-dim family): the
+// norm plans keep their statistics and are drawn over the new head_dim.
+struct ShapeOverride {
+  std::optional<int> heads;
+  std::optional<int> kv_heads;
+  std::optional<int> head_dim;
 };
 
 struct SynthOptions {
@@ -42,6 +52,7 @@ struct SynthOptions {
   NormOverride q_norm;
   NormOverride attn_norm;   // input_layernorm of every layer
   NormOverride final_norm;  // model.norm
+  ShapeOverride shape;
   // Super weight: one large entry of layer `massive_layer`'s down_proj, at
   // [massive_channel, massive_neuron], with that neuron's gate and up rows scaled by
   // massive_gain so it fires strongly. Defaults for channel and neuron are fixed per shape.

@@ -4,6 +4,7 @@
 // --thresholds` reads; the HTML report is rendered by scripts/calibration-report
 // (python3 + matplotlib) from a JSON of the figures written beside it.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/calibrate/calibrate.h"
+#include "harness/check/thresholds.h"
 #include "harness/cli/command.h"
 #include "harness/core/error.h"
 
@@ -26,13 +28,15 @@ struct CalibrateArgs {
   std::string results_dir;
   std::string out;
   std::string report;
-  double max_miss_rate = 0.01;
+  double max_miss_rate = 0.05;
   int bootstrap = 2000;
   std::uint64_t seed = 0;
   double margin_floor = calibrate::default_outcome_rule().margin_floor;
   double kl_mean_limit = calibrate::default_outcome_rule().kl_mean_limit;
   double top1_min = calibrate::default_outcome_rule().top1_confident_min;
   std::vector<std::string> exclude_families;
+  std::vector<std::string> held_out_families;
+  std::string baseline;
 };
 
 void write_file(const std::string& path, const std::string& text) {
@@ -48,6 +52,11 @@ int run_calibrate(const CalibrateArgs& a) {
   options.bootstrap_resamples = a.bootstrap;
   options.seed = a.seed;
   options.rule = {a.margin_floor, a.kl_mean_limit, a.top1_min};
+  options.held_out_families = a.held_out_families;
+  if (!a.baseline.empty()) options.baseline = check::load_thresholds(a.baseline);
+  if (!(a.margin_floor >= 0 && std::isfinite(a.margin_floor))) throw InputError("--margin-floor", "must be a finite number >= 0");
+  if (!(a.kl_mean_limit > 0 && std::isfinite(a.kl_mean_limit))) throw InputError("--kl-limit", "must be a finite number > 0");
+  if (!(a.top1_min >= 0 && a.top1_min <= 1)) throw InputError("--top1-min", "must be in [0, 1]");
   if (!(a.max_miss_rate >= 0 && a.max_miss_rate < 1)) throw InputError("--max-miss-rate", "must be in [0, 1)");
   if (a.bootstrap < 1) throw InputError("--bootstrap", "must be at least 1");
   if (!a.out.empty() && !a.report.empty()) {
@@ -95,7 +104,7 @@ const CommandRegistrar registrar{CommandSpec{
       sub.add_option("RESULTS_DIR", a->results_dir, "folder of run results (*.h5, scripts/sweep output)")->required();
       sub.add_option("--out", a->out, "write the fitted thresholds file (fusecheck check --thresholds)");
       sub.add_option("--report", a->report, "write the HTML calibration report (and its data as .json beside it)");
-      sub.add_option("--max-miss-rate", a->max_miss_rate, "share of divergent runs the fitted fail cuts may miss (0.01)");
+      sub.add_option("--max-miss-rate", a->max_miss_rate, "share of divergent runs the fitted fail cuts may miss (0.05)");
       sub.add_option("--bootstrap", a->bootstrap, "bootstrap resamples for the AUC intervals (2000)");
       sub.add_option("--seed", a->seed, "bootstrap seed (0)");
       sub.add_option("--margin-floor", a->margin_floor, "outcome rule: reference top-2 margin (nats) above which "
@@ -104,6 +113,10 @@ const CommandRegistrar registrar{CommandSpec{
       sub.add_option("--top1-min", a->top1_min, "outcome rule: confident top-1 agreement below which a path diverges");
       sub.add_option("--exclude-family", a->exclude_families,
                      "leave a sweep family out (repeatable), e.g. massive: what no weights-only norm score can see");
+      sub.add_option("--baseline", a->baseline,
+                     "thresholds file the fit is compared with (default: the built-in default.json)");
+      sub.add_option("--held-out-family", a->held_out_families,
+                     "never fit on this family, only score it (repeatable; scripts/sweep passes sweep.yaml's held_out)");
       return [a] { return run_calibrate(*a); };
     }}};
 

@@ -29,6 +29,7 @@ struct CheckOptions {
   std::string thresholds_file;
   std::string export_file;
   std::string format = "text";
+  bool deep = false;
 };
 
 int run_check(const CheckOptions& o) {
@@ -42,7 +43,7 @@ int run_check(const CheckOptions& o) {
   if (o.threshold) check::apply_threshold_flag(thresholds, *o.threshold);
 
   const auto checkpoint = Checkpoint::open(o.model);
-  const check::CompatibilityResult result = check::check_model(*checkpoint, thresholds, *scorer);
+  const check::CompatibilityResult result = check::check_model(*checkpoint, thresholds, *scorer, o.deep);
   const std::string report = check::render_report(result, *format, o.verbose);
   std::fputs(report.c_str(), stdout);
 
@@ -73,6 +74,9 @@ const CommandRegistrar registrar{CommandSpec{
                      "Thresholds JSON file for the fusecheck scorer (default: results/thresholds/default.json, built in)");
       sub.add_option("--export", o->export_file, "Also write the report (with the verbose part under -v) to FILE");
       sub.add_option("--format", o->format, "text (default), json or markdown");
+      sub.add_flag("--deep", o->deep,
+                   "Also read every MLP down projection (and the rows feeding its largest entry) to find super "
+                   "weights; the report gives the bytes read and the time (fusecheck scorer only)");
       return [o]() -> int {
         try {
           return run_check(*o);

@@ -110,6 +110,13 @@ int parse_int(const std::string& where, const std::string& text) {
   return static_cast<int>(v);
 }
 
+// "first" (the default) or "last": where a norm family's outlier layers sit.
+bool parse_position(const std::string& where, const std::string& text) {
+  if (text == "first") return false;
+  if (text == "last") return true;
+  throw InputError(where, "expected 'first' or 'last', got '" + text + "'");
+}
+
 // Scenario `model.synth` -> the synth writer's options; every override key is checked.
 SynthOptions synth_options(const Scenario& sc) {
   const SynthModel& m = *sc.model.synth;
@@ -132,6 +139,7 @@ SynthOptions synth_options(const Scenario& sc) {
       if (key == p + "_max") f.target->max = parse_number(at, value);
       else if (key == p + "_outlier_layers") f.target->outlier_layers = parse_int(at, value);
       else if (key == p + "_outlier_channels") f.target->outlier_channels = parse_int(at, value);
+      else if (key == p + "_outlier_position") f.target->outlier_last = parse_position(at, value);
       else continue;
       done = true;
     }
@@ -142,10 +150,14 @@ SynthOptions synth_options(const Scenario& sc) {
     else if (key == "massive_neuron") o.massive_neuron = parse_int(at, value);
     else if (key == "massive_value") o.massive_value = parse_number(at, value);
     else if (key == "massive_gain") o.massive_gain = parse_number(at, value);
+    else if (key == "heads") o.shape.heads = parse_int(at, value);
+    else if (key == "kv_heads") o.shape.kv_heads = parse_int(at, value);
+    else if (key == "head_dim") o.shape.head_dim = parse_int(at, value);
     else {
       throw InputError(at, "unknown override (k_norm_max, k_norm_outlier_layers, k_norm_outlier_channels, "
-                           "the same for q_norm, attn_norm, final_norm; massive_activation, massive_layer, "
-                           "massive_channel, massive_neuron, massive_value, massive_gain)");
+                           "k_norm_outlier_position, the same for q_norm, attn_norm, final_norm; massive_activation, "
+                           "massive_layer, massive_channel, massive_neuron, massive_value, massive_gain; heads, "
+                           "kv_heads, head_dim)");
     }
   }
   return o;

@@ -2,7 +2,9 @@
 // scores are chosen so that AUC, confusion matrices, fitted cuts and held-out folds can
 // be worked out by hand (the numbers are derived in the comments).
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -22,17 +24,22 @@ constexpr int kPositions = 4;
 const std::vector<std::string> kTaps = {"attn_norm", "q", "k", "v", "q_normed", "k_normed", "q_rope", "k_rope", "attn",
                                         "o_proj", "resid_mid", "mlp_norm", "gate", "up", "act", "down", "resid_out"};
 
-// One run: its largest k_norm ratio (the only figure above 1), family and outcome.
+// One run: its largest k_norm ratio (the only figure above 1), family, outcome and seed.
 struct FakeRun {
   std::string name;
   std::string family;
   double k_ratio;
   bool divergent;
+  int seed;
 };
 
-// Family A: ratios 3, 8, 32; family B: 4, 16, 100. Divergent: 8, 32, 100.
-const std::vector<FakeRun> kRuns = {{"a1", "A", 3, false}, {"a2", "A", 8, true},  {"a3", "A", 32, true},
-                                    {"b1", "B", 4, false}, {"b2", "B", 16, false}, {"b3", "B", 100, true}};
+// Family A: ratios 3, 8, 32; family B: 4, 16, 100. Divergent: 8, 32, 100. Seed 0: 3, 32,
+// 16; seed 1: 8, 4, 100.
+const std::vector<FakeRun> kRuns = {{"a1", "A", 3, false, 0}, {"a2", "A", 8, true, 1},  {"a3", "A", 32, true, 0},
+                                    {"b1", "B", 4, false, 1}, {"b2", "B", 16, false, 0}, {"b3", "B", 100, true, 1}};
+// A held-out family whose outcomes run against the design families' (5 divergent, 50
+// fine): fitted on, it would pull the cut below 5.
+const std::vector<FakeRun> kHeldOutRuns = {{"c1", "C", 5, true, 0}, {"c2", "C", 50, false, 0}};
 
 void write_run(const std::filesystem::path& dir, const FakeRun& r) {
   const std::string label = "emulated-cpu:fused-v1";
@@ -40,7 +47,8 @@ void write_run(const std::filesystem::path& dir, const FakeRun& r) {
   w.attr("/", "format", "fusecheck-run");
   w.attr("/", "format_version", 1LL);
   w.attr("/", "scenario_name", "cal-" + r.name);
-  w.attr("/", "scenario_text", "description: calibration size=test family=" + r.family + " seed=0\n");
+  w.attr("/", "scenario_text",
+         "description: calibration size=test family=" + r.family + " seed=" + std::to_string(r.seed) + "\n");
   w.attr("/", "device", "cpu");
   w.attr("/", "n_layers", static_cast<long long>(kLayers));
   w.attr("/", "measured_rows", static_cast<long long>(kPositions));
@@ -77,18 +85,25 @@ void write_run(const std::filesystem::path& dir, const FakeRun& r) {
   std::ofstream(dir / (r.name + ".check.json")) << check.dump();
 }
 
-std::filesystem::path write_folder() {
-  const auto dir = test::scratch_dir() / "results";
+std::filesystem::path write_folder(bool with_held_out = false) {
+  const auto dir = test::scratch_dir() / (with_held_out ? "results-held-out" : "results");
   std::filesystem::create_directories(dir);
   for (const auto& r : kRuns) write_run(dir, r);
+  if (with_held_out) {
+    for (const auto& r : kHeldOutRuns) write_run(dir, r);
+  }
   return dir;
 }
 
-Calibration run_calibration() {
+Calibration run_calibration(bool with_held_out = false) {
   CalibrateOptions o;
   o.bootstrap_resamples = 200;
   o.seed = 5;
-  return calibrate(load_results_dir(write_folder()), o);
+  if (with_held_out) o.held_out_families = {"C"};
+  // The hand counts below use the hand-written ramps (norm ratio 16 / 64), whatever the
+  // built-in default file holds.
+  o.baseline = check::load_thresholds(test::source_dir() / "results" / "thresholds" / "hand-written.json");
+  return calibrate(load_results_dir(write_folder(with_held_out)), o);
 }
 
 TEST(CalibrateFolder, LabelsFollowTheOutcomeRule) {
@@ -116,12 +131,12 @@ TEST(CalibrateFolder, ConfusionAtTheDefaultThresholdsFlagsOnlyThePastFailRun) {
   EXPECT_EQ(m.true_negative, 3);
 }
 
-// No miss allowed (1% of 3 divergent runs rounds down to 0): the norm-ratio cut sits
+// No miss allowed (5% of 3 divergent runs rounds down to 0): the norm-ratio cut sits
 // between 4 and 8, at sqrt(32), and flags 8, 16, 32, 100: one false alarm (16).
 TEST(CalibrateFolder, FittedThresholdSitsBelowTheSmallestDivergentRatio) {
   const Calibration c = run_calibration();
   EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.fail, std::sqrt(32.0));
-  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.warn, std::sqrt(32.0) / 4);
+  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.warn, std::sqrt(32.0) / 2);
   const Confusion& m = c.fitted.confusion;
   EXPECT_EQ(m.true_positive, 3);
   EXPECT_EQ(m.false_positive, 1);
@@ -129,20 +144,72 @@ TEST(CalibrateFolder, FittedThresholdSitsBelowTheSmallestDivergentRatio) {
   EXPECT_EQ(m.false_negative, 0);
 }
 
-// Hold out A: fit on B (4, 16 fine; 100 divergent) -> fail sqrt(1600) = 40, so A's 8 and
-// 32 are missed. Hold out B: fit on A -> fail sqrt(24), warn sqrt(24)/4; B's 16 is a false
-// alarm, 100 a hit. Pooled out-of-fold risks: A 0, .152, .452; B .456, .756, 1: 5 of 9.
-TEST(CalibrateFolder, HeldOutFamiliesAreFittedWithoutThemselves) {
+// Hold out A: fit on B (4, 16 fine; 100 divergent) -> fail sqrt(1600) = 40, warn 20, so
+// A's 8 and 32 are missed; risks 0, 0 (both below the ramp's start), .403. Hold out B:
+// fit on A -> fail sqrt(24), warn sqrt(24) / 2; B's 16 is a false alarm, 100 a hit; risks
+// .412, 1, 1. Pooled out-of-fold: divergent 0, .403, 1 against 0, .412, 1: 4 of 9 pairs.
+TEST(CalibrateFolder, EachFamilyLeftOutIsFittedWithoutItself) {
   const Calibration c = run_calibration();
-  ASSERT_EQ(c.folds.size(), 2u);
-  EXPECT_EQ(c.folds[0].family, "A");
-  EXPECT_DOUBLE_EQ(c.folds[0].thresholds.norm_ratio.fail, 40.0);
-  EXPECT_EQ(c.folds[0].confusion.false_negative, 2);
-  EXPECT_DOUBLE_EQ(c.folds[0].auc, 1.0);
-  EXPECT_DOUBLE_EQ(c.folds[1].thresholds.norm_ratio.fail, std::sqrt(24.0));
-  EXPECT_EQ(c.folds[1].confusion.true_positive, 1);
-  EXPECT_EQ(c.folds[1].confusion.false_positive, 1);
-  EXPECT_NEAR(c.heldout_auc, 5.0 / 9.0, 1e-12);
+  const auto& folds = c.by_family.folds;
+  ASSERT_EQ(folds.size(), 2u);
+  EXPECT_EQ(folds[0].key, "A");
+  EXPECT_DOUBLE_EQ(folds[0].thresholds.norm_ratio.fail, 40.0);
+  EXPECT_EQ(folds[0].fusecheck.confusion.false_negative, 2);
+  EXPECT_DOUBLE_EQ(folds[0].fusecheck.auc, 0.75);  // 8 ties 3 at risk 0; 32 beats it
+  EXPECT_DOUBLE_EQ(folds[0].braidinfer.auc, 0.5);  // the seed's constant score on the same runs
+  EXPECT_DOUBLE_EQ(folds[1].thresholds.norm_ratio.fail, std::sqrt(24.0));
+  EXPECT_EQ(folds[1].fusecheck.confusion.true_positive, 1);
+  EXPECT_EQ(folds[1].fusecheck.confusion.false_positive, 1);
+  EXPECT_NEAR(c.by_family.pooled.auc, 4.0 / 9.0, 1e-12);
+  EXPECT_LE(c.by_family.pooled.auc_interval.low, c.by_family.pooled.auc);
+  EXPECT_GE(c.by_family.pooled.auc_interval.high, c.by_family.pooled.auc);
+}
+
+// Leave seed 0 out: fit on 8 (div), 4, 100 (div) -> cut sqrt(4 * 8); seed 0's 32 is a hit,
+// 16 a false alarm, 3 fine. Leave seed 1 out: fit on 3, 32 (div), 16 -> cut sqrt(16 * 32);
+// seed 1's 8 is missed.
+TEST(CalibrateFolder, EachSeedLeftOutIsFittedWithoutItself) {
+  const Calibration c = run_calibration();
+  const auto& folds = c.by_seed.folds;
+  ASSERT_EQ(folds.size(), 2u);
+  EXPECT_EQ(folds[0].key, "0");
+  EXPECT_DOUBLE_EQ(folds[0].thresholds.norm_ratio.fail, std::sqrt(32.0));
+  EXPECT_EQ(folds[0].fusecheck.confusion.true_positive, 1);
+  EXPECT_EQ(folds[0].fusecheck.confusion.false_positive, 1);
+  EXPECT_EQ(folds[1].key, "1");
+  EXPECT_DOUBLE_EQ(folds[1].thresholds.norm_ratio.fail, std::sqrt(512.0));
+  EXPECT_EQ(folds[1].fusecheck.confusion.false_negative, 1);
+  EXPECT_EQ(c.by_seed.pooled.runs, 6);
+}
+
+TEST(CalibrateFolder, AHeldOutFamilyIsScoredButNeverFitted) {
+  const Calibration c = run_calibration(true);
+  EXPECT_EQ(c.used.size(), 6u);
+  EXPECT_EQ(c.held_out.size(), 2u);
+  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.fail, std::sqrt(32.0));  // as without C
+  ASSERT_EQ(c.held_out_families.size(), 1u);
+  const HeldOutFold& f = c.held_out_families[0];
+  EXPECT_EQ(f.key, "C");
+  EXPECT_EQ(f.fusecheck.confusion.false_negative, 1);  // 5 < sqrt(32)
+  EXPECT_EQ(f.fusecheck.confusion.false_positive, 1);  // 50 flagged
+  EXPECT_DOUBLE_EQ(f.fusecheck.auc, 0.0);
+  ASSERT_TRUE(c.held_out_all.has_value());
+  EXPECT_EQ(c.held_out_all->fusecheck.runs, 2);
+  for (const auto& fold : c.by_family.folds) EXPECT_NE(fold.key, "C");  // not a design family
+}
+
+// Fitted fail sqrt(32), warn sqrt(32) / 2: ratios 3 and 4 are WARNING (neither diverged),
+// 8, 16, 32, 100 INCOMPATIBLE (3 diverged); the held-out 5 (diverged) is WARNING too.
+TEST(CalibrateFolder, TheThresholdsFileSaysWhatEachStatusDidOnTheSweep) {
+  const Calibration c = run_calibration(true);
+  const check::Thresholds t = check::parse_thresholds(thresholds_file_json(c), "fitted");
+  ASSERT_TRUE(t.evidence.has_value());
+  EXPECT_EQ((*t.evidence)[0].runs, 0);
+  EXPECT_EQ((*t.evidence)[1].runs, 3);
+  EXPECT_EQ((*t.evidence)[1].divergent, 1);
+  EXPECT_EQ((*t.evidence)[2].runs, 5);
+  EXPECT_EQ((*t.evidence)[2].divergent, 3);
+  EXPECT_NE(t.outcome_rule.find("KL mean > 0.01"), std::string::npos) << t.outcome_rule;
 }
 
 TEST(CalibrateFolder, ThresholdsFileRoundTripsThroughTheCheckLoader) {
@@ -159,13 +226,34 @@ TEST(CalibrateFolder, CliWritesThresholdsThatCheckReads) {
   const auto out = test::scratch_dir() / "fitted.json";
   const auto r = test::run_fusecheck("calibrate " + dir.string() + " --bootstrap 100 --out " + out.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("held out"), std::string::npos);
+  EXPECT_NE(r.out.find("leave one family out"), std::string::npos);
+  EXPECT_NE(r.out.find("leave one seed out"), std::string::npos);
   auto models = test::models_dir();
   if (!models) GTEST_SKIP() << test::models_dir_skip_reason();
   const auto chk = test::run_fusecheck("check " + (*models / "stories260K.gguf").string() + " --thresholds " +
                                        out.string() + " --format json");
   EXPECT_LT(chk.exit_code, 3) << chk.err;
   EXPECT_NE(chk.out.find("fusecheck calibrate"), std::string::npos);  // the thresholds' source
+}
+
+// The GPU machine's system Python has no numpy: the report must still render its tables
+// and say what it left out. `python3 -S` hides the site packages (numpy, matplotlib).
+TEST(CalibrateFolder, TheReportRendersItsTablesWithoutNumpy) {
+  if (!std::filesystem::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  const Calibration c = run_calibration(true);
+  const auto data = test::scratch_dir() / "calibration.json";
+  const auto html = test::scratch_dir() / "calibration.html";
+  std::ofstream(data) << report_data(c).dump();
+  const std::string cmd = "/usr/bin/python3 -S " + (test::source_dir() / "scripts" / "calibration-report").string() +
+                          " " + data.string() + " --out " + html.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(html);
+  const std::string page((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(page.find("Figures left out: No module named"), std::string::npos);
+  EXPECT_NE(page.find("Held-out families (never fitted on)"), std::string::npos);
+  EXPECT_NE(page.find("<td>C</td>"), std::string::npos);  // the held-out family's row
+  EXPECT_NE(page.find("Leave one family out, leave one seed out"), std::string::npos);
+  EXPECT_EQ(page.find("<img"), std::string::npos);
 }
 
 TEST(CalibrateFolder, AReportWhoseDataWouldOverwriteTheThresholdsIsRefused) {

@@ -48,6 +48,13 @@ TinyModel incompatible() {
   return m;
 }
 
+// The hand-written thresholds (results/thresholds/hand-written.json): the statuses these
+// tests expect of the fusecheck scorer are reasoned from them, not from whatever
+// calibration the built-in default file holds.
+std::string hand() {
+  return " --thresholds " + (source_dir() / "results" / "thresholds" / "hand-written.json").string();
+}
+
 int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';
@@ -56,7 +63,7 @@ int count_lines(const std::string& s) {
 
 TEST(CheckCli, CompatibleExitsZero) {
   const auto dir = write_fixture(benign());
-  const auto r = run_fusecheck("check " + dir.string());
+  const auto r = run_fusecheck("check " + dir.string() + hand());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("Status: COMPATIBLE"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Score: 1.00"), std::string::npos) << r.out;
@@ -73,7 +80,7 @@ TEST(CheckCli, IncompatibleExitsTwoForBothScorers) {
   const auto dir = write_fixture(incompatible());
   const auto seed = run_fusecheck("check " + dir.string() + " --scorer braidinfer");
   EXPECT_EQ(seed.exit_code, 2) << seed.out << seed.err;
-  const auto ours = run_fusecheck("check " + dir.string());
+  const auto ours = run_fusecheck("check " + dir.string() + hand());
   EXPECT_EQ(ours.exit_code, 2) << ours.out << ours.err;
   EXPECT_NE(ours.out.find("Status: INCOMPATIBLE"), std::string::npos);
 }
@@ -142,7 +149,7 @@ TEST(CheckCli, ThresholdsFileChangesTheVerdictAndIsReported) {
 
 TEST(CheckCli, JsonHoldsEveryFigureScorerThresholdsAndIdentity) {
   const auto dir = write_fixture(benign());
-  const auto r = run_fusecheck("check " + dir.string() + " --format json");
+  const auto r = run_fusecheck("check " + dir.string() + " --format json" + hand());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["scorer"], "fusecheck");
@@ -177,7 +184,7 @@ TEST(CheckCli, VerboseExportWritesTheReportWithLayerDetail) {
 
 TEST(CheckCli, VerboseFusecheckMarksExtremeTensors) {
   const auto dir = write_fixture(incompatible());
-  const auto r = run_fusecheck("check " + dir.string() + " -v");
+  const auto r = run_fusecheck("check " + dir.string() + " -v" + hand());
   EXPECT_NE(r.out.find("k_norm     max=100.000, median=0.250, ratio=400.0  EXTREME"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("attn_norm"), std::string::npos);
   EXPECT_NE(r.out.find("Final norm:"), std::string::npos);
@@ -185,10 +192,73 @@ TEST(CheckCli, VerboseFusecheckMarksExtremeTensors) {
 
 TEST(CheckCli, MarkdownReport) {
   const auto dir = write_fixture(benign());
-  const auto r = run_fusecheck("check " + dir.string() + " --format markdown -v");
+  const auto r = run_fusecheck("check " + dir.string() + " --format markdown -v" + hand());
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("| Status | **COMPATIBLE** |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("## Per-layer analysis"), std::string::npos);
+}
+
+TEST(CheckCli, WithoutDeepTheReportSaysWhatItDidNotRead) {
+  const auto dir = write_fixture(benign());
+  const auto r = run_fusecheck("check " + dir.string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Deep read: off"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Norm tensors read: 9"), std::string::npos) << r.out;
+}
+
+// A synthetic qwen3-tiny with a planted super weight (fusecheck synth --massive-activation:
+// layer 1 down_proj, value 128): invisible to the norms, found under --deep.
+TEST(CheckCli, DeepFindsAPlantedSuperWeightAndReportsItsReadTime) {
+  const auto dir = fixture_dir(test_name());
+  std::filesystem::remove_all(dir);
+  const auto synth = run_fusecheck("synth qwen3-tiny " + dir.string() + " --layers 2 --seed 3 --massive-activation");
+  ASSERT_EQ(synth.exit_code, 0) << synth.err;
+  const auto shallow = run_fusecheck("check " + dir.string() + " --format json");
+  ASSERT_LT(shallow.exit_code, 3) << shallow.err;
+  for (const auto& c : nlohmann::json::parse(shallow.out)["components"]) EXPECT_NE(c["name"], "mlp.super_weight");
+
+  const auto deep = run_fusecheck("check " + dir.string() + " --deep --format json" + hand());
+  EXPECT_EQ(deep.exit_code, 2) << deep.out << deep.err;
+  const auto j = nlohmann::json::parse(deep.out);
+  const auto& layers = j["read"]["deep_read"]["layers"];
+  ASSERT_EQ(layers.size(), 2u);
+  EXPECT_EQ(layers[1]["value"], 128.0);
+  EXPECT_GT(layers[1]["figure"].get<double>(), 100 * layers[0]["figure"].get<double>());
+  EXPECT_GT(j["read"]["deep_read"]["bytes_read"].get<double>(), 0);
+
+  const auto text = run_fusecheck("check " + dir.string() + " --deep");
+  EXPECT_NE(text.out.find("Deep read (--deep): 2 down projections"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("s per GB"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("layer 1 model.layers.1.mlp.down_proj.weight"), std::string::npos) << text.out;
+}
+
+TEST(CheckCli, DeepWithTheSeedsScorerIsOneClearError) {
+  const auto dir = write_fixture(benign());
+  const auto r = run_fusecheck("check " + dir.string() + " --scorer braidinfer --deep");
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--deep"), std::string::npos) << r.err;
+}
+
+TEST(CheckCli, TheReportSaysWhatTheSweepSawOfModelsScoringLikeThis) {
+  const auto dir = write_fixture(incompatible());
+  const auto file = fixture_dir(test_name() + ".thresholds") / "calibrated.json";
+  std::ofstream(file) << R"({"schema": "fusecheck-thresholds/1", "source": "test: a calibration",
+    "created": "2026-12-02", "sweep": "test-sweep-2",
+    "status": {"warning_below": 0.8, "incompatible_below": 0.5},
+    "fusecheck": {"norm_ratio": {"warn": 16, "fail": 64}, "hidden_norm_gain": {"warn": 8, "fail": 32},
+                  "qk_amplification": {"warn": 8, "fail": 32}, "model_amplification": {"warn": 4, "fail": 16}},
+    "evidence": {"outcome_rule": "KL mean > 0.1 nats", "COMPATIBLE": {"runs": 90, "divergent": 3},
+                 "WARNING": {"runs": 12, "divergent": 5}, "INCOMPATIBLE": {"runs": 60, "divergent": 57}}})";
+  const auto r = run_fusecheck("check " + dir.string() + " --thresholds " + file.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("Sweep evidence: models scoring like this (INCOMPATIBLE under these thresholds) diverged in "
+                       "57 of 60 sweep runs (divergent: KL mean > 0.1 nats)"),
+            std::string::npos)
+      << r.out;
+  // --threshold changes the thresholds: the sweep's counts no longer describe them.
+  const auto changed = run_fusecheck("check " + dir.string() + " --thresholds " + file.string() + " --threshold 30");
+  EXPECT_EQ(changed.out.find("Sweep evidence"), std::string::npos) << changed.out;
 }
 
 TEST(CheckCli, Stories260KBothScorersCompatible) {
@@ -198,7 +268,7 @@ TEST(CheckCli, Stories260KBothScorersCompatible) {
   const auto seed = run_fusecheck("check " + model + " --scorer braidinfer");
   EXPECT_EQ(seed.exit_code, 0);
   EXPECT_NE(seed.out.find("Score: 1.00"), std::string::npos);
-  const auto ours = run_fusecheck("check " + model + " -v");
+  const auto ours = run_fusecheck("check " + model + " -v" + hand());
   EXPECT_EQ(ours.exit_code, 0);
   EXPECT_NE(ours.out.find("final_norm max=4.425"), std::string::npos) << ours.out;
 }

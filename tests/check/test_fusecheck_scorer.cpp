@@ -3,6 +3,8 @@
 // INCOMPATIBLE, the identity hash, and stories260K's published norm ratios.
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include "harness/check/check.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
+#include "harness/core/tensor.h"
 #include "tests/check/check_fixtures.h"
 #include "tests/common/test_support.h"
 
@@ -19,6 +22,13 @@ namespace {
 
 using test::peaked;
 using test::TinyModel;
+
+// The ramps these tests reason with (results/thresholds/hand-written.json), fixed so that a
+// calibrated default file does not change what the scorer's tests assert.
+const Thresholds& reasoned() {
+  static const Thresholds t = load_thresholds(test::source_dir() / "results" / "thresholds" / "hand-written.json");
+  return t;
+}
 
 std::string test_name() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -29,7 +39,7 @@ CompatibilityResult check_fixture(const TinyModel& m, const std::string& suffix 
                                   Scorer scorer = Scorer::Fusecheck) {
   const auto dir = test::fixture_dir(test_name() + suffix);
   test::write_tiny_checkpoint(dir, m);
-  return check_model(*Checkpoint::open(dir), default_thresholds(), scorer);
+  return check_model(*Checkpoint::open(dir), reasoned(), scorer);
 }
 
 std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
@@ -59,10 +69,10 @@ ModelNormWeights benign_model(int layers) {
   return m;
 }
 
-double score_of(const ModelNormWeights& m) { return score_norm_weights(m, default_thresholds(), Scorer::Fusecheck).score; }
+double score_of(const ModelNormWeights& m) { return score_norm_weights(m, reasoned(), Scorer::Fusecheck).score; }
 
 TEST(FusecheckScorer, BenignModelIsCompatibleWithScoreOne) {
-  const auto r = score_norm_weights(benign_model(4), default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(benign_model(4), reasoned(), Scorer::Fusecheck);
   EXPECT_EQ(r.score, 1.0);
   EXPECT_EQ(r.status, Status::Compatible);
   EXPECT_EQ(r.layers.size(), 4u);
@@ -75,7 +85,7 @@ TEST(FusecheckScorer, QkAmplificationIsRmsOfTheChannelProducts) {
   l.q_norm = NamedWeights{"q", {1.0, 2.0, 0.5, 1.0}};
   l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0, 1.0}};
   m.layers.push_back(l);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_DOUBLE_EQ(r.layers[0].qk_amplification, rms({3.0, 2.0, 2.0, 1.0}));
   EXPECT_DOUBLE_EQ(r.layers[0].amplification, r.layers[0].qk_amplification);
 }
@@ -85,7 +95,7 @@ TEST(FusecheckScorer, MissingHalfOfTheQkPairCountsAsOnes) {
   LayerNormWeights l;
   l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0, 1.0}};
   m.layers.push_back(l);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_DOUBLE_EQ(r.layers[0].qk_amplification, rms({3.0, 1.0, 4.0, 1.0}));
 }
 
@@ -95,13 +105,13 @@ TEST(FusecheckScorer, MismatchedQkLengthsAreAnInputError) {
   l.q_norm = NamedWeights{"q", {1.0, 2.0}};
   l.k_norm = NamedWeights{"k", {3.0, 1.0, 4.0}};
   m.layers.push_back(l);
-  EXPECT_THROW(score_norm_weights(m, default_thresholds(), Scorer::Fusecheck), InputError);
+  EXPECT_THROW(score_norm_weights(m, reasoned(), Scorer::Fusecheck), InputError);
 }
 
 TEST(FusecheckScorer, LayerFigureIsTheLargestOfItsGainsAndQk) {
   ModelNormWeights m = benign_model(1);
   m.layers[0].mlp_norm->values.back() = 6.0;  // peak gain of mlp_norm dominates
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   const double mlp_gain = 6.0 / rms(m.layers[0].mlp_norm->values);
   EXPECT_DOUBLE_EQ(r.layers[0].find(NormRole::MlpNorm)->peak_gain, mlp_gain);
   EXPECT_DOUBLE_EQ(r.layers[0].amplification, mlp_gain);
@@ -109,7 +119,7 @@ TEST(FusecheckScorer, LayerFigureIsTheLargestOfItsGainsAndQk) {
 
 TEST(FusecheckScorer, ModelFigureIsRmsOfLayerAndFinalNormFigures) {
   const ModelNormWeights m = benign_model(3);
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   double sum_sq = 0;
   for (const auto& l : r.layers) sum_sq += l.amplification * l.amplification;
   sum_sq += r.final_norm->peak_gain * r.final_norm->peak_gain;
@@ -127,7 +137,7 @@ TEST(FusecheckScorer, UsesAbsoluteValues) {
 TEST(FusecheckScorer, OneExtremeComponentReachesIncompatible) {
   ModelNormWeights m = benign_model(28);
   m.layers[13].attn_norm->values[7] = 200.0;  // one channel of one hidden norm
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   EXPECT_EQ(r.status, Status::Incompatible);
   EXPECT_NE(r.reason.find("layer 13 attn_norm"), std::string::npos) << r.reason;
   EXPECT_NE(r.recommendations.back().find("[13]"), std::string::npos);
@@ -136,7 +146,7 @@ TEST(FusecheckScorer, OneExtremeComponentReachesIncompatible) {
 TEST(FusecheckScorer, ScoreIsTheMinimumOfItsComponents) {
   ModelNormWeights m = benign_model(3);
   m.layers[2].k_norm->values[0] = 40.0;
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   double lowest = 1.0;
   for (const auto& c : r.components) lowest = std::min(lowest, c.score);
   EXPECT_EQ(r.score, lowest);
@@ -164,7 +174,7 @@ TEST(FusecheckScorer, BraidinferJumpsWhereFusecheckDoesNot) {
   auto at = [&](double peak, Scorer s) {
     for (auto& v : m.layers[1].k_norm->values) v = 0.5;
     m.layers[1].k_norm->values[3] = peak;
-    return score_norm_weights(m, default_thresholds(), s).score;
+    return score_norm_weights(m, reasoned(), s).score;
   };
   // k ratio 15 -> 15.02: the seed's score falls by 0.2; ours barely moves.
   EXPECT_GT(at(7.5, Scorer::Braidinfer) - at(7.51, Scorer::Braidinfer), 0.19);
@@ -178,7 +188,7 @@ TEST(FusecheckScorer, PublishedQwen3KNormStatsFlagLayerZero) {
   m.layers[0].k_norm->values.assign(128, 96.5 / 42.3);
   m.layers[0].k_norm->values[17] = 96.5;
   m.layers[0].q_norm->values = as_double(test::seeded_uniform(128, 0.8f, 1.2f, 5));
-  const auto r = score_norm_weights(m, default_thresholds(), Scorer::Fusecheck);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   const double t = std::log(42.3 / 16.0) / std::log(4.0);
   EXPECT_NEAR(r.score, 0.8 * (1 - t) + 0.5 * t, 1e-9);
   EXPECT_EQ(r.status, Status::Warning);
@@ -237,10 +247,151 @@ TEST(FusecheckCheckpoint, HashFollowsNormBytesNotProjections) {
   EXPECT_NE(check_fixture(other_norm, "c").model.norm_sha256, h);
 }
 
+// q/k amplification 4, 0.25 (floored at 1) and 9: the depth figure is (4 * 1 * 9)^(1/3).
+TEST(FusecheckScorer, QkDepthIsTheGeometricMeanOfLayerAmplificationsFlooredAtOne) {
+  ModelNormWeights m;
+  for (double v : {2.0, 0.5, 3.0}) {
+    LayerNormWeights l;
+    l.layer = static_cast<int>(m.layers.size());
+    l.q_norm = NamedWeights{"q", std::vector<double>(4, v)};
+    l.k_norm = NamedWeights{"k", std::vector<double>(4, v)};
+    m.layers.push_back(l);
+  }
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
+  const auto it = std::find_if(r.components.begin(), r.components.end(),
+                               [](const Component& c) { return c.name == "model.qk_depth"; });
+  ASSERT_NE(it, r.components.end());
+  EXPECT_NEAR(it->value, std::cbrt(36.0), 1e-12);
+  EXPECT_EQ(it->fail, reasoned().qk_depth_amplification.fail);
+}
+
+TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
+  // Every layer at q/k amplification 7: under the per-layer fail (32), past the depth fail.
+  ModelNormWeights m = benign_model(8);
+  for (auto& l : m.layers) {
+    l.q_norm->values.assign(16, 1.0);
+    l.k_norm->values.assign(16, 7.0);
+  }
+  Thresholds t = reasoned();
+  t.qk_depth_amplification = {3.0, 6.0};
+  const auto r = score_norm_weights(m, t, Scorer::Fusecheck);
+  EXPECT_EQ(r.status, Status::Incompatible);
+  EXPECT_NE(r.reason.find("model.qk_depth"), std::string::npos) << r.reason;
+}
+
+TEST(FusecheckScorer, ASuperWeightFigureIsScoredOnlyWhenGiven) {
+  ModelNormWeights m = benign_model(2);
+  EXPECT_EQ(score_of(m), 1.0);
+  SuperWeight w;
+  w.layer = 1;
+  w.figure = 5000;
+  m.super_weights.push_back(w);
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
+  EXPECT_EQ(r.status, Status::Incompatible);
+  EXPECT_NE(r.reason.find("layer 1 mlp.super_weight"), std::string::npos) << r.reason;
+}
+
+// A row-major F32 tensor over `values` (kept alive by the caller).
+TensorView f32_view(const std::string& name, std::int64_t rows, std::int64_t cols, const std::vector<float>& values) {
+  TensorView t;
+  t.name = name;
+  t.dtype = DType::F32;
+  t.shape = {rows, cols};
+  t.bytes = std::as_bytes(std::span<const float>(values));
+  t.file = "memory";
+  return t;
+}
+
+// down [6 x 10] of seeded values in [-1, 1] with 50 planted at [2, 7]; gate and up rows of
+// equal norm (alternating +-0.5) except row 7, three times larger in each: the neuron's
+// rows are 3 * 3 = 9 times a typical neuron's.
+struct PlantedMlp {
+  std::vector<float> down = test::seeded_uniform(60, -1.0f, 1.0f, 77);
+  std::vector<float> gate, up;
+  PlantedMlp() {
+    down[2 * 10 + 7] = 50.0f;
+    for (int r = 0; r < 10; ++r) {
+      for (int c = 0; c < 6; ++c) {
+        const float v = (c % 2 ? 0.5f : -0.5f) * (r == 7 ? 3.0f : 1.0f);
+        gate.push_back(v);
+        up.push_back(-v);
+      }
+    }
+  }
+};
+
+TEST(SuperWeight, FindsThePlantedEntryAndTheNeuronFeedingIt) {
+  const PlantedMlp mlp;
+  const TensorView down = f32_view("down", 6, 10, mlp.down), gate = f32_view("gate", 10, 6, mlp.gate),
+                   up = f32_view("up", 10, 6, mlp.up);
+  DeepRead read;
+  const SuperWeight w = find_super_weight(down, &gate, &up, 3, read);
+  EXPECT_EQ(w.layer, 3);
+  EXPECT_EQ(w.channel, 2);
+  EXPECT_EQ(w.neuron, 7);
+  EXPECT_EQ(w.value, 50.0);
+  double sum_sq = 0;
+  for (float x : mlp.down) sum_sq += static_cast<double>(x) * x;
+  EXPECT_NEAR(w.entry_gain, 50.0 / std::sqrt(sum_sq / 60), 1e-9);
+  EXPECT_NEAR(w.neuron_gain, 9.0, 1e-9);
+  EXPECT_NEAR(w.figure, w.entry_gain * 9.0, 1e-9);
+  EXPECT_EQ(read.tensors_read, 1);
+  EXPECT_GT(read.rows_read, 2);
+  EXPECT_GE(read.bytes_read, 60u * 4u);
+}
+
+TEST(SuperWeight, WithoutGateAndUpTheFigureIsTheEntryGain) {
+  const PlantedMlp mlp;
+  DeepRead read;
+  const SuperWeight w = find_super_weight(f32_view("down", 6, 10, mlp.down), nullptr, nullptr, 0, read);
+  EXPECT_EQ(w.neuron_gain, 1.0);
+  EXPECT_EQ(w.figure, w.entry_gain);
+  EXPECT_EQ(read.rows_read, 0);
+}
+
+TEST(SuperWeight, ANonFiniteEntryIsAnInputErrorNamingTheTensor) {
+  PlantedMlp mlp;
+  mlp.down[13] = std::numeric_limits<float>::quiet_NaN();
+  DeepRead read;
+  try {
+    find_super_weight(f32_view("model.layers.0.mlp.down_proj.weight", 6, 10, mlp.down), nullptr, nullptr, 0, read);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("down_proj"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("element 13"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SuperWeight, GateRowsThatDoNotMatchTheDownProjectionAreAnInputError) {
+  const PlantedMlp mlp;
+  const std::vector<float> short_gate(9 * 6, 1.0f);
+  DeepRead read;
+  const TensorView gate = f32_view("gate", 9, 6, short_gate);
+  EXPECT_THROW(find_super_weight(f32_view("down", 6, 10, mlp.down), &gate, nullptr, 0, read), InputError);
+}
+
+TEST(SuperWeight, CheckReadsTheDownProjectionsOnlyWhenDeep) {
+  TinyModel m;
+  m.layers.resize(3);
+  const auto dir = test::fixture_dir(test_name());
+  test::write_tiny_checkpoint(dir, m);
+  const auto ckpt = Checkpoint::open(dir);
+  const auto shallow = check_model(*ckpt, reasoned(), Scorer::Fusecheck);
+  EXPECT_FALSE(shallow.deep.has_value());
+  const auto deep = check_model(*ckpt, reasoned(), Scorer::Fusecheck, true);
+  ASSERT_TRUE(deep.deep.has_value());
+  EXPECT_EQ(deep.deep->layers.size(), 3u);
+  EXPECT_EQ(deep.deep->tensors_read, 3);
+  EXPECT_EQ(deep.deep->bytes_read - 3u * 16u * 24u * 4u,
+            static_cast<std::uint64_t>(deep.deep->rows_read) * 16u * 4u);  // F32 rows of width hidden
+  EXPECT_EQ(deep.model.norm_sha256, shallow.model.norm_sha256);  // the identity stays the norms'
+  EXPECT_THROW(check_model(*ckpt, reasoned(), Scorer::Braidinfer, true), InputError);
+}
+
 TEST(FusecheckCheckpoint, Stories260KNormRatiosMatchThePublishedOnes) {
   const auto models = test::models_dir();
   if (!models) GTEST_SKIP() << test::models_dir_skip_reason();
-  const auto r = check_model(*Checkpoint::open(*models / "stories260K.gguf"), default_thresholds(),
+  const auto r = check_model(*Checkpoint::open(*models / "stories260K.gguf"), reasoned(),
                              Scorer::Fusecheck);
   // models/README.md: max|w| / median|w| per layer, and output_norm 2.58.
   const double attn[5] = {2.57, 1.83, 2.07, 2.43, 1.78};

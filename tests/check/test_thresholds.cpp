@@ -6,6 +6,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "harness/check/thresholds.h"
 #include "harness/core/error.h"
@@ -22,7 +23,9 @@ void expect_same_values(const Thresholds& a, const Thresholds& b) {
   EXPECT_EQ(a.status.incompatible_below, b.status.incompatible_below);
   for (auto [ra, rb] : {std::pair{a.norm_ratio, b.norm_ratio}, std::pair{a.hidden_norm_gain, b.hidden_norm_gain},
                         std::pair{a.qk_amplification, b.qk_amplification},
-                        std::pair{a.model_amplification, b.model_amplification}}) {
+                        std::pair{a.model_amplification, b.model_amplification},
+                        std::pair{a.qk_depth_amplification, b.qk_depth_amplification},
+                        std::pair{a.super_weight, b.super_weight}}) {
     EXPECT_EQ(ra.warn, rb.warn);
     EXPECT_EQ(ra.fail, rb.fail);
   }
@@ -39,7 +42,8 @@ TEST(Thresholds, BuiltInDefaultsAreTheCommittedFile) {
 
 TEST(Thresholds, DefaultsPlaceEveryRampsWarnBelowItsFail) {
   const Thresholds& t = default_thresholds();
-  for (const Ramp& r : {t.norm_ratio, t.hidden_norm_gain, t.qk_amplification, t.model_amplification}) {
+  for (const Ramp& r : {t.norm_ratio, t.hidden_norm_gain, t.qk_amplification, t.model_amplification,
+                        t.qk_depth_amplification, t.super_weight}) {
     EXPECT_GT(r.warn, 1.0);
     EXPECT_GT(r.fail, r.warn);
   }
@@ -91,6 +95,59 @@ TEST(ThresholdFlag, SetsSeedSafeAndWarningRatiosAndOurRatioRamp) {
   EXPECT_EQ(t.norm_ratio.fail, 12.0);
   EXPECT_EQ(t.norm_ratio.warn, 9.0);
   EXPECT_NE(t.overrides.find("--threshold 12"), std::string::npos);
+}
+
+// Files written before the depth and super-weight figures existed (the committed
+// calibrated-*.json): still valid, and those figures are not scored under them.
+TEST(Thresholds, AFileWithoutTheNewerRampsLeavesThemOff) {
+  auto j = nlohmann::json::parse(valid_json());
+  j["fusecheck"].erase("qk_depth_amplification");
+  j["fusecheck"].erase("super_weight");
+  const Thresholds t = parse_thresholds(j.dump(), "old.json");
+  EXPECT_FALSE(t.qk_depth_amplification.on());
+  EXPECT_FALSE(t.super_weight.on());
+  EXPECT_EQ(ramp_score(1e9, t.super_weight, t.status), 1.0);
+  EXPECT_EQ(nlohmann::json::parse(thresholds_to_json(t))["fusecheck"].count("super_weight"), 0u);
+}
+
+nlohmann::json with_evidence() {
+  auto j = nlohmann::json::parse(valid_json());
+  j["evidence"] = {{"outcome_rule", "KL mean > 0.1 nats"},
+                   {"COMPATIBLE", {{"runs", 80}, {"divergent", 2}}},
+                   {"WARNING", {{"runs", 10}, {"divergent", 4}}},
+                   {"INCOMPATIBLE", {{"runs", 50}, {"divergent", 47}}}};
+  return j;
+}
+
+TEST(Thresholds, SweepEvidenceRoundTrips) {
+  const Thresholds t = parse_thresholds(with_evidence().dump(), "cal.json");
+  ASSERT_TRUE(t.evidence.has_value());
+  EXPECT_EQ((*t.evidence)[2].runs, 50);
+  EXPECT_EQ((*t.evidence)[2].divergent, 47);
+  EXPECT_EQ(t.outcome_rule, "KL mean > 0.1 nats");
+  const Thresholds back = parse_thresholds(thresholds_to_json(t), "again");
+  EXPECT_EQ((*back.evidence)[0].runs, 80);
+  EXPECT_EQ(back.outcome_rule, t.outcome_rule);
+}
+
+TEST(Thresholds, EvidenceWithImpossibleCountsIsRejectedNamingTheStatus) {
+  for (const auto& [key, value] : {std::pair{"divergent", nlohmann::json(90)}, std::pair{"runs", nlohmann::json(-1)},
+                                   std::pair{"runs", nlohmann::json("many")}}) {
+    auto j = with_evidence();
+    j["evidence"]["COMPATIBLE"][key] = value;
+    try {
+      parse_thresholds(j.dump(), "cal.json");
+      FAIL() << key << " = " << value.dump() << " was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("evidence.COMPATIBLE"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(ThresholdFlag, DropsTheSweepEvidenceOfTheThresholdsItChanges) {
+  Thresholds t = parse_thresholds(with_evidence().dump(), "cal.json");
+  apply_threshold_flag(t, 12.0);
+  EXPECT_FALSE(t.evidence.has_value());
 }
 
 TEST(ThresholdFlag, NonPositiveIsRejected) {
