@@ -18,7 +18,7 @@ namespace fusecheck::cli {
 namespace {
 
 std::string taps_text(const PathInfo& p) {
-  if (p.taps.empty()) return p.origin == "built in" ? "every tap the model has" : "listed when created";
+  if (p.taps.empty()) return p.origin.rfind("built in", 0) == 0 ? "every tap the model has" : "listed when created";
   std::string s;
   for (Tap t : p.taps) s += (s.empty() ? "" : ",") + std::string(tap_name(t));
   return s;
