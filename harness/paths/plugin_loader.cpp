@@ -13,7 +13,6 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <set>
 
 #include <fmt/core.h>
 
