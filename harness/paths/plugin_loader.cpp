@@ -541,6 +541,14 @@ std::string no_cuda_device_reason() {
   return "no usable CUDA device on this machine (use --device cpu)";
 }
 
+bool gpu_driver_present() {
+  std::error_code ec;
+  for (const char* node : {"/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg"}) {
+    if (std::filesystem::exists(node, ec)) return true;
+  }
+  return false;
+}
+
 int cuda_device_count() {
   const Library* lib = cuda_library();
   return lib && lib->table->device_count ? lib->table->device_count() : 0;

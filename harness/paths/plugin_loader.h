@@ -48,6 +48,10 @@ std::unique_ptr<Path> make_builtin_cuda_path(const std::string& name, const Chec
                                              const PathOptions& opts);
 // CUDA devices the library can use; 0 when the library is absent or sees none.
 int cuda_device_count();
+// Whether an NVIDIA driver shows itself (/dev/nvidiactl, /proc/driver/nvidia, WSL's
+// /dev/dxg): a check that loads nothing, so that choosing a default device on a machine
+// without a GPU does not load CUDA.
+bool gpu_driver_present();
 // Why cuda_device_count() is 0: the library is missing (and what to build), or no device.
 std::string no_cuda_device_reason();
 

@@ -181,7 +181,7 @@ std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::p
   return dir;
 }
 
-std::string default_device() { return cuda_device_count() > 0 ? "cuda" : "cpu"; }
+std::string default_device() { return gpu_driver_present() && cuda_device_count() > 0 ? "cuda" : "cpu"; }
 
 std::string library_versions() {
   std::string s = fmt::format("eigen {}.{}.{}; hdf5 {}.{}.{}; fmt {}; compiler {}", EIGEN_WORLD_VERSION,
@@ -266,7 +266,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
 
   const std::string device = opt.device.empty() ? default_device() : opt.device;
   if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + device + "'");
-  if (device == "cuda" && default_device() != "cuda") {
+  if (device == "cuda" && cuda_device_count() == 0) {
     throw InputError("--device cuda", no_cuda_device_reason());
   }
 

@@ -182,6 +182,17 @@ TEST(CudaPlugin, MissingLibraryWithDeviceCudaSaysWhatToBuild) {
   EXPECT_NE(missing.err.find("--target fusecheck_cuda"), std::string::npos) << missing.err;
 }
 
+TEST(CudaPlugin, DefaultDeviceWithoutAGpuDriverLoadsNoCuda) {
+  if (gpu_driver_present()) GTEST_SKIP() << "an NVIDIA driver is present: the default device loads CUDA here";
+  const auto dir = test::scratch_dir();
+  const auto scenario = write_scenario(dir, "standard-cuda");
+  const auto r = test::run_fusecheck("run " + quoted(scenario) + " --no-progress --out " + quoted(dir / "run.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto root = results::read_h5_tree(dir / "run.h5");
+  EXPECT_EQ(root.attr_string("device").value_or(""), "cpu");
+  EXPECT_EQ(root.attr_string("plugins").value_or("?"), "") << "libfusecheck_cuda.so was loaded";
+}
+
 #ifdef FUSECHECK_TEST_CUDA_PLUGIN
 // Loading needs the CUDA runtime library, not a GPU: this runs wherever nvcc built it.
 TEST(CudaPlugin, OffersTheBuiltInCudaPathsAndRecordsTheFusedKernelSwitches) {
