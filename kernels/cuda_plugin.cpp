@@ -133,9 +133,12 @@ TapMatrix from_input(const fp::Input& in) {
   return m;
 }
 
+// Views of `set`, which the caller keeps until the next call (no copy of the taps).
 fp::TapValues to_values(const TapSet& set) {
   fp::TapValues out;
-  for (const auto& [tap, m] : set) out.emplace_back(static_cast<fc_tap>(tap), to_host(m));
+  for (const auto& [tap, m] : set) {
+    out.emplace_back(static_cast<fc_tap>(tap), fp::HostMatrix::borrowed(FC_F64, m.rows(), m.cols(), m.data()));
+  }
   return out;
 }
 
@@ -154,9 +157,13 @@ class BuiltinCudaPath final : public fp::Path {
     return to_host(path_->embed({tokens, static_cast<std::size_t>(n)}));
   }
   fp::TapValues layer(int layer, const fp::Input& input) override {
-    return to_values(path_->layer(layer, from_input(input)));
+    last_ = path_->layer(layer, from_input(input));
+    return to_values(last_);
   }
-  fp::TapValues head(const fp::Input& hidden) override { return to_values(path_->head(from_input(hidden))); }
+  fp::TapValues head(const fp::Input& hidden) override {
+    last_ = path_->head(from_input(hidden));
+    return to_values(last_);
+  }
   void keep_taps(const std::vector<fc_tap>* taps) override {
     if (!taps) return path_->keep_taps(std::nullopt);
     std::vector<Tap> keep;
@@ -180,6 +187,7 @@ class BuiltinCudaPath final : public fp::Path {
  private:
   std::shared_ptr<const AbiCheckpoint> ckpt_;  // outlives the path, which holds references into it
   std::unique_ptr<fusecheck::Path> path_;
+  TapSet last_;  // the taps of the last layer() or head(), lent to the caller until the next call
 };
 
 std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model, const fc_create_options& options) {

@@ -314,6 +314,10 @@ class PluginPath final : public Path {
     if (!t.data && rows * cols > 0) fail(what + ": null data");
     TapMatrix m(rows, cols);
     const auto* base = static_cast<const unsigned char*>(t.data);
+    if (*dtype == DType::F64 && t.strides[1] == 1 && t.strides[0] == cols) {  // dense F64: one copy
+      std::memcpy(m.data(), base, static_cast<std::size_t>(rows * cols) * sizeof(double));
+      return m;
+    }
     const std::size_t es = dtype_size(*dtype);
     for (std::int64_t r = 0; r < rows; ++r) {
       for (std::int64_t c = 0; c < cols; ++c) {

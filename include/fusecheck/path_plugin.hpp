@@ -90,13 +90,20 @@ inline std::vector<float> to_float(const fc_tensor& t) {
   return out;
 }
 
-// Dense host matrix [rows x cols] of one dtype, owned by the plugin; what a path returns.
+// Dense host matrix [rows x cols] of one dtype; what a path returns. It owns its bytes, or
+// (borrowed()) points at memory the path keeps alive until its next call, which saves a
+// copy of large taps.
 class HostMatrix {
  public:
   HostMatrix() = default;
   HostMatrix(fc_dtype dtype, std::int64_t rows, std::int64_t cols)
       : dtype_(dtype), rows_(rows), cols_(cols),
         bytes_(static_cast<std::size_t>(rows * cols) * dtype_size(dtype)) {}
+  static HostMatrix borrowed(fc_dtype dtype, std::int64_t rows, std::int64_t cols, const void* data) {
+    HostMatrix m;
+    m.dtype_ = dtype, m.rows_ = rows, m.cols_ = cols, m.borrowed_ = data;
+    return m;
+  }
   template <class T>
   T* data() { return reinterpret_cast<T*>(bytes_.data()); }
   std::int64_t rows() const { return rows_; }
@@ -110,7 +117,7 @@ class HostMatrix {
     t.shape[1] = cols_;
     t.strides[0] = cols_;
     t.strides[1] = 1;
-    t.data = bytes_.data();
+    t.data = borrowed_ ? borrowed_ : bytes_.data();
     return t;
   }
 
@@ -118,6 +125,7 @@ class HostMatrix {
   fc_dtype dtype_ = FC_F32;
   std::int64_t rows_ = 0, cols_ = 0;
   std::vector<unsigned char> bytes_;
+  const void* borrowed_ = nullptr;
 };
 
 // Input handed to layer()/head(): [rows x cols] F64, dense, host.
