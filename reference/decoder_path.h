@@ -52,6 +52,7 @@ class DecoderPath final : public Path {
   TapSet head(const TapMatrix& hidden) override;
   // Reference paths only (emulated-cpu throws std::logic_error). A perturbation at
   // final_norm or logits applies in head() whatever its layer.
+  bool supports_perturbation() const override { return !R::kRounds; }
   void set_perturbation(std::optional<Perturbation> p) override;
 
   // emulated-cpu: overflow headroom at every point of `layer` (spec().n_layers: the head)

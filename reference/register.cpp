@@ -9,28 +9,29 @@
 namespace fusecheck {
 
 void register_cpu_paths() {
-  register_path({"ref64-cpu", "cpu", "FP64 reference on Eigen (the truth)",
-                 [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
+  register_path({.name = "ref64-cpu", .device = "cpu", .description = "FP64 reference on Eigen (the truth)",
+                 .factory = [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
                    return std::make_unique<ref::Ref64Path>(ckpt, "ref64-cpu");
                  }});
-  register_path({"ref32-cpu", "cpu", "FP32 reference on Eigen",
-                 [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
+  register_path({.name = "ref32-cpu", .device = "cpu", .description = "FP32 reference on Eigen",
+                 .factory = [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
                    return std::make_unique<ref::Ref32Path>(ckpt, "ref32-cpu");
                  }});
-  register_path({"ref32-cpu-bf16w", "cpu",
-                 "FP32 reference on weights rounded once to bf16, as the GPU paths store them "
-                 "(the share of their divergence due to weight rounding alone)",
-                 [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
+  register_path({.name = "ref32-cpu-bf16w", .device = "cpu",
+                 .description = "FP32 reference on weights rounded once to bf16, as the GPU paths store "
+                                "them (the share of their divergence due to weight rounding alone)",
+                 .factory = [](const Checkpoint& ckpt, const PathOptions&) -> std::unique_ptr<Path> {
                    return std::make_unique<ref::Ref32Path>(ckpt, "ref32-cpu-bf16w", nullptr,
                                                            ref::WeightFormat::bf16);
                  }});
-  register_path({"emulated-cpu", "cpu",
-                 "FP32 on Eigen rounded to bf16/fp16 at a recipe's points (docs/recipes.md)",
-                 [](const Checkpoint& ckpt, const PathOptions& opts) -> std::unique_ptr<Path> {
+  register_path({.name = "emulated-cpu", .device = "cpu",
+                 .description = "FP32 on Eigen rounded to bf16/fp16 at a recipe's points (docs/recipes.md)",
+                 .factory = [](const Checkpoint& ckpt, const PathOptions& opts) -> std::unique_ptr<Path> {
                    const Recipe& recipe =
                        find_recipe(opts.recipe.empty() ? kDefaultRecipe : opts.recipe);
                    return std::make_unique<ref::EmulatedPath>(ckpt, "emulated-cpu", &recipe);
-                 }});
+                 },
+                 .recipe = "per use (default hf-bf16)"});
 }
 
 }  // namespace fusecheck

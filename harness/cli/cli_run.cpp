@@ -23,6 +23,7 @@ std::vector<std::string> process_argv() {
 
 struct RunArgs {
   std::string scenario, device, out;
+  std::vector<std::string> plugins;
   bool force_fused = false, dump_failing = false, ref64 = false, no_progress = false;
 };
 
@@ -42,6 +43,8 @@ const CommandRegistrar kRun{{
       sub.add_flag("--dump-failing", args->dump_failing, "store the tensors of failing taps in the results");
       sub.add_flag("--ref64", args->ref64, "also run ref64-cpu for the FP64 noise floor");
       sub.add_flag("--no-progress", args->no_progress, "no progress bar on stderr");
+      sub.add_option("--plugin", args->plugins, "path plug-in FILE.so to load (repeatable; docs/plugin-paths.md)")
+          ->allow_extra_args(false);
       return [args]() {
         run::RunOptions o;
         o.scenario = args->scenario;
@@ -52,6 +55,7 @@ const CommandRegistrar kRun{{
         o.ref64 = args->ref64;
         o.progress = !args->no_progress;
         o.argv = process_argv();
+        o.plugins.assign(args->plugins.begin(), args->plugins.end());
         const auto outcome = run::run_scenario(o);
         std::fputs(outcome.summary.c_str(), stdout);
         return outcome.exit_code;

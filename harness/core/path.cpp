@@ -23,6 +23,7 @@ std::vector<PathInfo>& registry() {
 
 void register_path(PathInfo info) {
   auto& r = registry();
+  if (info.origin.empty()) info.origin = "built in";
   auto it = std::find_if(r.begin(), r.end(), [&](const PathInfo& p) { return p.name == info.name; });
   if (it != r.end()) {
     *it = std::move(info);

@@ -71,7 +71,9 @@ class Path {
   // otherwise (nullopt: every tap again), e.g. while greedy decoding. A path may return
   // more; a GPU path skips downloading the rest. The default ignores it.
   virtual void keep_taps(std::optional<std::vector<Tap>> taps) { (void)taps; }
-  // Perturb mode (reference paths only; others throw std::logic_error).
+  // Perturb mode: whether this path can inject a perturbation (reference paths), and the
+  // injection itself; calling set_perturbation on a path that cannot is a bug (logic_error).
+  virtual bool supports_perturbation() const { return false; }
   virtual void set_perturbation(std::optional<Perturbation> p);
   // Per-op timing of one layer at the current batch and phase shape: `n_new` new tokens
   // per sequence over a KV cache of `kv_len`. Empty when the path does not time ops.

@@ -1,21 +1,37 @@
-// register_builtin_paths: CPU paths always, CUDA paths when this build has them.
+// register_builtin_paths: the CPU paths, and the names of the CUDA paths, whose code lives
+// in libfusecheck_cuda.so and is loaded only when one of them is created
+// (harness/paths/plugin_loader.h): commands that run no CUDA path never load CUDA.
 #include <mutex>
 
 #include "harness/core/path_registry.h"
+#include "harness/paths/plugin_loader.h"
 #include "reference/register.h"
-#ifdef FUSECHECK_HAVE_CUDA
-#include "kernels/register.h"
-#endif
 
 namespace fusecheck {
+
+namespace {
+PathFactory cuda_factory(const std::string& name) {
+  return [name](const Checkpoint& ckpt, const PathOptions& opts) { return make_builtin_cuda_path(name, ckpt, opts); };
+}
+}  // namespace
 
 void register_builtin_paths() {
   static std::once_flag once;
   std::call_once(once, [] {
     register_cpu_paths();
-#ifdef FUSECHECK_HAVE_CUDA
-    register_cuda_paths();
-#endif
+    const std::string origin = "built in (libfusecheck_cuda.so)";
+    register_path({.name = "ref32-cuda", .device = "cuda",
+                   .description = "FP32 decoder on the GPU, every tap; cuBLAS GEMMs with TF32 off",
+                   .factory = cuda_factory("ref32-cuda"), .origin = origin});
+    register_path({.name = "standard-cuda", .device = "cuda",
+                   .description = "bf16 storage, one kernel per op, cuBLAS bf16 GEMMs (FP32 accumulation), hf-bf16 recipe",
+                   .factory = cuda_factory("standard-cuda"), .recipe = "hf-bf16", .origin = origin});
+    register_path({.name = "fused-cuda", .device = "cuda",
+                   .description = "fused decoder-layer kernels, fused-v1 recipe (kernels/fused)",
+                   .factory = cuda_factory("fused-cuda"), .recipe = "fused-v1",
+                   .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
+                            Tap::resid_mid, Tap::act, Tap::resid_out},
+                   .origin = origin});
   });
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include <fmt/core.h>
 
@@ -442,6 +443,27 @@ void compare_timings(const Run& fresh, const Run& base, const CompareRules& rule
   }
 }
 
+// The builds in a results file's `plugins` attribute ("name version sha256:HEX FILE; env
+// A=1, ..." per line) without the file's location, which differs between machines.
+std::vector<std::string> plugin_builds(const std::string& attr) {
+  std::vector<std::string> builds;
+  std::istringstream lines(attr);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string name, version, sha;
+    words >> name >> version >> sha;
+    const auto env = line.find("; env ");
+    builds.push_back(name + " " + version + " " + sha + (env == std::string::npos ? "" : line.substr(env)));
+  }
+  return builds;
+}
+
+std::string plugin_builds_text(const std::string& attr) {
+  std::string text;
+  for (const auto& b : plugin_builds(attr)) text += (text.empty() ? "" : " | ") + b;
+  return text.empty() ? "none recorded" : text;
+}
+
 }  // namespace
 
 RunComparison compare_runs(const Run& fresh, const Run& base, const CompareRules& rules) {
@@ -454,6 +476,11 @@ RunComparison compare_runs(const Run& fresh, const Run& base, const CompareRules
   if (fresh.identity().scenario_text != base.identity().scenario_text) {
     add_finding(out, Severity::note, "scenario", "scenario text",
                 "the scenario file changed since the baseline was recorded");
+  }
+  if (plugin_builds(fresh.identity().plugins) != plugin_builds(base.identity().plugins)) {
+    add_finding(out, Severity::note, "plugins", "plug-in builds",
+                fmt::format("new and baseline came from different plug-in builds (new: {}; baseline: {})",
+                            plugin_builds_text(fresh.identity().plugins), plugin_builds_text(base.identity().plugins)));
   }
   if (fresh.taps() != base.taps() || fresh.head_taps() != base.head_taps()) {
     throw InputError(fresh.label(), "tap order differs from the baseline's; cannot compare cell by cell");

@@ -59,6 +59,7 @@ Run::Run(std::string file, std::string where, const H5Node* root)
   id.batch = static_cast<long>(root_->attr_number("batch").value_or(0));
   id.n_tokens = static_cast<long>(root_->attr_number("n_tokens").value_or(0));
   id.scenario_text = root_->attr_string("scenario_text").value_or("");
+  id.plugins = root_->attr_string("plugins").value_or("");
 
   taps_ = strings(*root_, "taps");
   head_taps_ = strings(*root_, "head_taps");

@@ -32,6 +32,7 @@ struct RunIdentity {
   long batch = 0;
   long n_tokens = 0;
   std::string scenario_text;  // a change is reported, not refused
+  std::string plugins;        // plug-in builds (name version sha256; env), one per line; reported
 };
 
 // A row-major table of float64, rows x cols (a 1-D dataset of n is n x 1).

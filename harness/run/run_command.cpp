@@ -21,13 +21,11 @@
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
 #include "harness/core/version.h"
+#include "harness/paths/plugin_loader.h"
 #include "harness/run/crosscheck.h"
 #include "harness/run/run_writer.h"
 #include "harness/run/summary.h"
 #include "reference/decoder_path.h"
-#ifdef FUSECHECK_HAVE_CUDA
-#include "kernels/common/device_info.h"
-#endif
 
 namespace fusecheck::run {
 
@@ -195,12 +193,7 @@ std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::p
   return dir;
 }
 
-std::string default_device() {
-#ifdef FUSECHECK_HAVE_CUDA
-  if (cuda::visible_device_count() > 0) return "cuda";
-#endif
-  return "cpu";
-}
+std::string default_device() { return gpu_driver_present() && cuda_device_count() > 0 ? "cuda" : "cpu"; }
 
 std::string library_versions() {
   std::string s = fmt::format("eigen {}.{}.{}; hdf5 {}.{}.{}; fmt {}; compiler {}", EIGEN_WORLD_VERSION,
@@ -280,12 +273,13 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const double cpu_start = process_cpu_seconds();
   const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
   register_builtin_paths();
+  for (const auto& plugin : opt.plugins) load_plugin(plugin);
   const Scenario sc = load_scenario(opt.scenario);
 
   const std::string device = opt.device.empty() ? default_device() : opt.device;
   if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + device + "'");
-  if (device == "cuda" && default_device() != "cuda") {
-    throw InputError("--device cuda", "no usable CUDA device in this build or on this machine (use --device cpu)");
+  if (device == "cuda" && cuda_device_count() == 0) {
+    throw InputError("--device cuda", no_cuda_device_reason());
   }
 
   PhaseTimes phases;  // merged into the driver's below
@@ -308,6 +302,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const bool has_fused = std::any_of(sc.paths.begin(), sc.paths.end(), [](const PathRequest& p) { return p.role == "fused"; });
 
   std::vector<std::string> notes;
+  for (const auto& p : loaded_plugins()) notes.push_back(fmt::format("plug-in {} {} from {} (sha256 {})", p.name, p.version, p.file, p.sha256.substr(0, 16)));
   if (has_fused && (decision.warn || !decision.use_fused)) notes.push_back(decision.reason);
   const auto slots = plan_paths(sc, device, decision.use_fused, notes);
   const bool fallback_applied = has_fused && !decision.use_fused;
@@ -359,21 +354,19 @@ RunOutcome run_scenario(const RunOptions& opt) {
   result.phases = phases;
 
   std::string device_name = "cpu", clocks, driver = "n/a", runtime = "n/a", libs = library_versions();
-#ifdef FUSECHECK_HAVE_CUDA
   if (device == "cuda") {
     auto query_span = result.phases.span("device_query");  // copy bandwidth measured here
-    const auto prov = cuda::query_device(0, sc.timing.enabled);
+    const auto prov = describe_cuda_device(0, sc.timing.enabled);
     query_span.stop();
     device_name = prov.name;
     clocks = fmt::format("sm {} MHz, mem {} MHz (peak)", prov.sm_clock_peak_mhz, prov.mem_clock_peak_mhz);
     driver = std::to_string(prov.driver_version);
     runtime = std::to_string(prov.runtime_version);
-    libs += fmt::format("; cublas {}", prov.cublas_version);
+    libs += "; " + prov.library_versions;
     const double bw = prov.copy_bandwidth_gbs > 0 ? prov.copy_bandwidth_gbs : kNaN;
     result.reference_timing.copy_bandwidth_gbps = bw;
     for (auto& p : result.paths) p.timing.copy_bandwidth_gbps = bw;
   }
-#endif
 
   auto cross_span = result.phases.span("crosscheck");
   std::vector<StaticFigures> statics;
@@ -425,6 +418,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
       {"driver_version", driver},
       {"cuda_runtime_version", runtime},
       {"library_versions", libs},
+      {"plugins", plugins_provenance_text()},
       {"model_source", std::string(sc.model.synth ? "synth" : "path")},
       {"model_path", model_dir.string()},
       {"model_profile", sc.model.synth ? sc.model.synth->profile : std::string()},

@@ -28,6 +28,7 @@ struct RunOptions {
   bool ref64 = false;                 // also run ref64-cpu (noise floor)
   bool progress = true;
   std::vector<std::string> argv;      // for provenance
+  std::vector<std::filesystem::path> plugins;  // --plugin FILE.so, loaded before the scenario is read
 };
 
 struct RunOutcome {

@@ -12,6 +12,7 @@
 
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/paths/plugin_loader.h"
 
 namespace fusecheck::run {
 
@@ -236,6 +237,18 @@ PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& 
   return p;
 }
 
+// Loads each plug-in (relative to the scenario's folder) before the paths are read, so
+// that its paths are known by name.
+void read_plugins(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  if (!node.IsSequence()) rd.fail(node, "plugins", "expected a list of plug-in files (FILE.so)");
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const std::filesystem::path given = rd.get_string(node[i], "plugins[" + std::to_string(i) + "]");
+    const auto file = given.is_absolute() ? given : sc.file.parent_path() / given;
+    load_plugin(file);
+    sc.plugins.push_back(file);
+  }
+}
+
 void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   if (!node.IsSequence()) rd.fail(node, "modes", "expected a list (isolated, propagated, {perturb: ...})");
   sc.modes = ModeSpec{false, false, std::nullopt};
@@ -363,6 +376,7 @@ bool is_known_path_name(const std::string& name) {
 }
 
 std::string infer_role(const std::string& name, const std::string& recipe) {
+  if (const PathInfo* info = find_path(name); info && !info->role.empty()) return info->role;
   if (name == "fused-cuda" || (name == "emulated-cpu" && recipe.rfind("fused", 0) == 0)) return "fused";
   if (name == "standard-cuda" || (name == "emulated-cpu" && (recipe.empty() || recipe == "hf-bf16"))) {
     return "standard";
@@ -371,6 +385,7 @@ std::string infer_role(const std::string& name, const std::string& recipe) {
 }
 
 DType path_dtype(const std::string& name, const std::string& recipe) {
+  if (const PathInfo* info = find_path(name); info && info->dtype) return *info->dtype;
   if (name == "ref64-cpu" || name == "ref32-cpu" || name == "ref32-cuda") return DType::F32;
   if (recipe.find("fp16") != std::string::npos || recipe.find("f16") == 0) return DType::F16;
   if (recipe.find("f32") != std::string::npos || recipe.find("fp32") != std::string::npos) return DType::F32;
@@ -388,7 +403,7 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
   if (!root.IsMap()) throw InputError(file.string(), "a scenario is a YAML mapping (model:, paths:, ...)");
   rd.check_keys(root, "", {"name", "description", "model", "tokens", "batch", "phase", "paths",
                            "reference", "modes", "gates", "timing", "end_to_end", "seeds",
-                           "force_fused"});
+                           "force_fused", "plugins"});
   register_builtin_paths();
 
   Scenario sc;
@@ -427,6 +442,7 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
                                               " but the phase needs " + std::to_string(need) + " tokens per sequence");
   }
 
+  if (root["plugins"]) read_plugins(rd, root["plugins"], sc);
   if (!root["paths"]) throw InputError(file.string(), "missing key 'paths' (list of paths to compare)");
   const YAML::Node paths = root["paths"];
   if (!paths.IsSequence() || paths.size() == 0) rd.fail(paths, "paths", "expected a non-empty list of paths");

@@ -91,6 +91,7 @@ struct Scenario {
   TokenSource tokens;
   int batch = 1;
   PhaseSpec phase;
+  std::vector<std::filesystem::path> plugins;  // `plugins:`, resolved against the file's folder
   std::vector<PathRequest> paths;
   std::string reference = "auto";  // auto: ref32 on the run's device
   bool ref64 = false;

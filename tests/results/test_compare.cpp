@@ -61,6 +61,30 @@ TEST_F(CompareTest, IdenticalRunsCompareClean) {
   EXPECT_EQ(run.timings.size(), 2u * (4u + 4u));  // 2 paths x (4 ops over all layers + 4 layers)
 }
 
+TEST_F(CompareTest, NotesWhenNewAndBaselineCameFromDifferentPluginBuilds) {
+  const std::string base_build = "fusecheck-cuda 0.1.0+abc sha256:1111 /ci/lib/libfusecheck_cuda.so; env FUSECHECK_FUSED_PDL=<unset>";
+  test::set_string_attr(base_, "/", "plugins", base_build);
+  auto count_plugin_notes = [&](const fs::path& fresh) {
+    int n = 0;
+    const auto report = compare(fresh);
+    for (const auto& f : report.runs.at(0).findings) n += f.kind == "plugins" && f.severity == Severity::note;
+    return n;
+  };
+  // The same build installed elsewhere is the same build.
+  auto moved = copy_of_base("moved.h5");
+  test::set_string_attr(moved, "/", "plugins",
+                        "fusecheck-cuda 0.1.0+abc sha256:1111 /home/me/lib/libfusecheck_cuda.so; env FUSECHECK_FUSED_PDL=<unset>");
+  EXPECT_EQ(count_plugin_notes(moved), 0);
+  auto rebuilt = copy_of_base("rebuilt.h5");
+  test::set_string_attr(rebuilt, "/", "plugins",
+                        "fusecheck-cuda 0.1.0+abc sha256:2222 /ci/lib/libfusecheck_cuda.so; env FUSECHECK_FUSED_PDL=<unset>");
+  EXPECT_EQ(count_plugin_notes(rebuilt), 1);
+  auto switched = copy_of_base("switched.h5");
+  test::set_string_attr(switched, "/", "plugins",
+                        "fusecheck-cuda 0.1.0+abc sha256:1111 /ci/lib/libfusecheck_cuda.so; env FUSECHECK_FUSED_PDL=0");
+  EXPECT_EQ(count_plugin_notes(switched), 1);
+}
+
 TEST_F(CompareTest, FlagsExactlyTheInjectedRegressions) {
   auto bad = copy_of_base("bad.h5");
   const std::size_t k_normed = test::tap_index("k_normed"), down = test::tap_index("down");

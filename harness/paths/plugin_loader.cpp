@@ -1,0 +1,591 @@
+// Plug-in loading and the adapter from the C table to Path (see plugin_loader.h). The
+// adapter owns the C view of the checkpoint (fc_model) for the instance's life, checks
+// every tap a plug-in returns (id, dtype, memory, rank, shape) before reading it, and
+// converts it to the harness's double matrices; values themselves are measured, not
+// trusted, so NaN or Inf reach the metrics and fail the gates.
+#include "harness/paths/plugin_loader.h"
+
+#include <dlfcn.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include <fmt/core.h>
+
+#include "fusecheck/path_plugin.h"
+#include "harness/core/checkpoint.h"
+#include "harness/core/dtype.h"
+#include "harness/core/error.h"
+#include "harness/core/path_registry.h"
+
+namespace fusecheck {
+namespace {
+
+struct Library {
+  std::string file;
+  void* handle = nullptr;
+  const fc_plugin* table = nullptr;
+  ~Library() = default;  // never dlclose: path instances and static objects outlive loading
+};
+
+std::vector<PluginProvenance>& provenance_list() {
+  static std::vector<PluginProvenance> list;
+  return list;
+}
+
+std::string file_sha256(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw InputError(file.string(), "cannot read the plug-in file");
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("OpenSSL: cannot initialise SHA-256");
+  }
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(in.gcount())) != 1) {
+      throw std::runtime_error("OpenSSL: SHA-256 update failed");
+    }
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) throw std::runtime_error("OpenSSL: SHA-256 final failed");
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex;
+}
+
+std::string error_text(const fc_error& err) {
+  const std::size_t n = strnlen(err.message, FC_ERROR_MESSAGE_SIZE);
+  std::string msg(err.message, n);
+  std::replace(msg.begin(), msg.end(), '\n', ' ');
+  if (msg.empty()) msg = "no message";
+  return fmt::format("{} (code {})", msg, err.code);
+}
+
+std::optional<DType> dtype_of(std::int32_t t) {
+  switch (t) {
+    case FC_F32: return DType::F32;
+    case FC_F16: return DType::F16;
+    case FC_BF16: return DType::BF16;
+    case FC_F64: return DType::F64;
+    default: return std::nullopt;
+  }
+}
+
+fc_dtype fc_dtype_of(DType t) {
+  switch (t) {
+    case DType::F32: return FC_F32;
+    case DType::F16: return FC_F16;
+    case DType::BF16: return FC_BF16;
+    case DType::F64: return FC_F64;
+  }
+  return FC_F32;
+}
+
+fc_tensor view_of(const TensorView* v) {
+  fc_tensor t{};
+  if (!v) return t;  // rank 0: absent
+  if (v->shape.size() > FC_MAX_RANK) throw InputError(v->file, v->name + ": rank above the plug-in ABI's 4");
+  t.dtype = fc_dtype_of(v->dtype);
+  t.memory = FC_HOST;
+  t.rank = static_cast<std::int32_t>(v->shape.size());
+  std::int64_t stride = 1;
+  for (int i = t.rank - 1; i >= 0; --i) {
+    t.shape[i] = v->shape[static_cast<std::size_t>(i)];
+    t.strides[i] = stride;
+    stride *= t.shape[i];
+  }
+  t.data = v->bytes.data();
+  return t;
+}
+
+// The checkpoint as the C ABI sees it; strings and arrays owned here.
+struct CModel {
+  std::string architecture, rope_scaling_type;
+  std::vector<fc_layer_weights> layers;
+  fc_model model{};
+
+  explicit CModel(const Checkpoint& ckpt) {
+    const ModelSpec& s = ckpt.spec();
+    architecture = s.architecture;
+    rope_scaling_type = s.rope_scaling.type;
+    fc_model_spec& c = model.spec;
+    c.architecture = architecture.c_str();
+    c.n_layers = s.n_layers, c.hidden = s.hidden, c.n_heads = s.n_heads, c.n_kv_heads = s.n_kv_heads;
+    c.head_dim = s.head_dim, c.intermediate = s.intermediate, c.vocab = s.vocab;
+    c.rms_eps = s.rms_eps, c.rope_theta = s.rope_theta, c.rope_dim = s.rope_dim;
+    c.rope_style = s.rope_style == RopeStyle::Interleaved ? FC_ROPE_INTERLEAVED : FC_ROPE_NEOX_HALF_SPLIT;
+    c.rope_scaling_type = rope_scaling_type.c_str();
+    c.rope_scaling_factor = s.rope_scaling.factor;
+    c.rope_low_freq_factor = s.rope_scaling.low_freq_factor;
+    c.rope_high_freq_factor = s.rope_scaling.high_freq_factor;
+    c.rope_original_max_position = s.rope_scaling.original_max_position;
+    c.has_qk_norm = s.has_qk_norm, c.has_qkv_bias = s.has_qkv_bias, c.tied_embeddings = s.tied_embeddings;
+    c.max_position = s.max_position;
+    const ModelTensors& m = ckpt.model();
+    for (const LayerTensors& l : m.layers) {
+      layers.push_back({view_of(l.attn_norm), view_of(l.wq), view_of(l.wk), view_of(l.wv), view_of(l.bq),
+                        view_of(l.bk), view_of(l.bv), view_of(l.q_norm), view_of(l.k_norm), view_of(l.wo),
+                        view_of(l.mlp_norm), view_of(l.w_gate), view_of(l.w_up), view_of(l.w_down)});
+    }
+    model.struct_size = sizeof(fc_model);
+    model.embed = view_of(m.embed);
+    model.layers = layers.data();
+    model.final_norm = view_of(m.final_norm);
+    model.lm_head = view_of(m.lm_head);
+  }
+};
+
+std::int64_t tap_width(Tap t, const ModelSpec& s) {
+  switch (t) {
+    case Tap::q: case Tap::q_normed: case Tap::q_rope: case Tap::attn: return s.q_width();
+    case Tap::k: case Tap::v: case Tap::k_normed: case Tap::k_rope: return s.kv_width();
+    case Tap::gate: case Tap::up: case Tap::act: return s.intermediate;
+    case Tap::logits: return s.vocab;
+    default: return s.hidden;
+  }
+}
+
+double element(const unsigned char* p, DType t) {
+  switch (t) {
+    case DType::F64: { double d; std::memcpy(&d, p, 8); return d; }
+    case DType::F32: { float f; std::memcpy(&f, p, 4); return f; }
+    case DType::BF16: { std::uint16_t b; std::memcpy(&b, p, 2); return bf16_to_float(b); }
+    case DType::F16: { std::uint16_t b; std::memcpy(&b, p, 2); return fp16_to_float(b); }
+  }
+  return 0;
+}
+
+// Path over a plug-in instance. Every failure names the plug-in file and the path.
+class PluginPath final : public Path {
+ public:
+  PluginPath(std::shared_ptr<const Library> lib, std::string name, std::string device, const Checkpoint& ckpt,
+             const PathOptions& opts)
+      : lib_(std::move(lib)), name_(std::move(name)), device_(std::move(device)), spec_(ckpt.spec()),
+        cmodel_(std::make_unique<CModel>(ckpt)) {
+    fc_create_options o{sizeof(fc_create_options), opts.device_index, opts.seed};
+    fc_error err{};
+    fc_path* out = nullptr;
+    if (lib_->table->create(name_.c_str(), &cmodel_->model, &o, &out, &err) != 0) {
+      fail("create failed: " + error_text(err));
+    }
+    if (!out) fail("create returned success but no instance");
+    instance_ = out;
+    try {
+      read_taps();
+    } catch (...) {
+      lib_->table->destroy(instance_);  // the destructor does not run for a failed constructor
+      throw;
+    }
+    // A GPU path names its device as the built-in ones did ("NVIDIA H200", not "cuda").
+    if (device_ == "cuda" && lib_->table->device_info) {
+      fc_device_info info{};
+      fc_error ignored{};
+      if (lib_->table->device_info(opts.device_index, 0, &info, &ignored) == 0 && info.name[0]) {
+        device_ = std::string(info.name, strnlen(info.name, sizeof info.name));
+      }
+    }
+  }
+  ~PluginPath() override { lib_->table->destroy(instance_); }
+
+  std::string name() const override { return name_; }
+  std::string device() const override { return device_; }
+  std::vector<Tap> taps() const override { return taps_; }
+
+  void reset(int batch, int capacity) override {
+    fc_error err{};
+    if (lib_->table->reset(instance_, batch, capacity, &err) != 0) fail("reset: " + error_text(err));
+  }
+
+  TapMatrix embed(std::span<const std::int32_t> tokens) override {
+    fc_error err{};
+    fc_tensor out{};
+    if (lib_->table->embed(instance_, tokens.data(), static_cast<std::int64_t>(tokens.size()), &out, &err) != 0) {
+      fail("embed: " + error_text(err));
+    }
+    return to_matrix(out, static_cast<std::int64_t>(tokens.size()), spec_.hidden, "embed");
+  }
+
+  TapSet layer(int layer, const TapMatrix& input) override {
+    const fc_tensor in = input_view(input);
+    fc_error err{};
+    const fc_tap_value* out = nullptr;
+    std::int32_t n = 0;
+    if (lib_->table->layer(instance_, layer, &in, &out, &n, &err) != 0) {
+      fail(fmt::format("layer {}: {}", layer, error_text(err)));
+    }
+    return tap_set(out, n, input.rows(), fmt::format("layer {}", layer), false);
+  }
+
+  TapSet head(const TapMatrix& hidden) override {
+    const fc_tensor in = input_view(hidden);
+    fc_error err{};
+    const fc_tap_value* out = nullptr;
+    std::int32_t n = 0;
+    if (lib_->table->head(instance_, &in, &out, &n, &err) != 0) fail("head: " + error_text(err));
+    return tap_set(out, n, hidden.rows(), "head", true);
+  }
+
+  void keep_taps(std::optional<std::vector<Tap>> taps) override {
+    if (!lib_->table->keep_taps) return;
+    if (!taps) return lib_->table->keep_taps(instance_, nullptr, -1);
+    std::vector<std::int32_t> ids;
+    for (Tap t : *taps) ids.push_back(static_cast<std::int32_t>(t));
+    lib_->table->keep_taps(instance_, ids.data(), static_cast<std::int32_t>(ids.size()));
+  }
+
+  bool supports_perturbation() const override {
+    return lib_->table->capabilities && lib_->table->set_perturbation &&
+           (lib_->table->capabilities(instance_) & FC_CAP_PERTURB) != 0;
+  }
+
+  void set_perturbation(std::optional<Perturbation> p) override {
+    if (!supports_perturbation()) return Path::set_perturbation(p);
+    fc_error err{};
+    fc_perturbation c{};
+    if (p) c = {p->layer, static_cast<std::int32_t>(p->tap), p->relative_size, p->seed};
+    if (lib_->table->set_perturbation(instance_, p ? &c : nullptr, &err) != 0) fail("set_perturbation: " + error_text(err));
+  }
+
+  std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len, const TimingOptions& opts) override {
+    if (!lib_->table->time_layer) return {};
+    const fc_timing_options o{opts.warmup, opts.repetitions, opts.cold_l2, opts.graph};
+    const fc_op_timing* out = nullptr;
+    std::int32_t n = 0;
+    fc_error err{};
+    if (lib_->table->time_layer(instance_, layer, n_new, kv_len, &o, &out, &n, &err) != 0) {
+      fail(fmt::format("time_layer {}: {}", layer, error_text(err)));
+    }
+    if (n < 0 || (n > 0 && !out)) fail("time_layer returned a bad table");
+    std::vector<OpTiming> timings;
+    for (std::int32_t i = 0; i < n; ++i) {
+      const fc_op_timing& t = out[i];
+      timings.push_back({t.op ? t.op : "?", t.median_ms, t.p10_ms, t.p90_ms, t.repetitions, t.bytes, t.flops});
+    }
+    return timings;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw InputError(lib_->file, "plug-in path '" + name_ + "': " + what);
+  }
+
+  void read_taps() {
+    std::int32_t ids[FC_TAP_COUNT];
+    const std::int32_t n = lib_->table->taps(instance_, ids, FC_TAP_COUNT);
+    if (n < 0 || n > FC_TAP_COUNT) fail(fmt::format("taps() returned {} taps", n));
+    bool has_out = false;
+    for (std::int32_t i = 0; i < n; ++i) {
+      if (ids[i] < 0 || ids[i] >= FC_TAP_COUNT) fail(fmt::format("taps() lists unknown tap id {}", ids[i]));
+      const Tap t = static_cast<Tap>(ids[i]);
+      if (std::find(taps_.begin(), taps_.end(), t) == taps_.end()) taps_.push_back(t);
+      has_out = has_out || t == Tap::resid_out;
+    }
+    if (!has_out) fail("taps() does not list resid_out");
+  }
+
+  static fc_tensor input_view(const TapMatrix& m) {
+    fc_tensor t{};
+    t.dtype = FC_F64;
+    t.memory = FC_HOST;
+    t.rank = 2;
+    t.shape[0] = m.rows();
+    t.shape[1] = m.cols();
+    t.strides[0] = m.cols();
+    t.strides[1] = 1;
+    t.data = m.data();
+    return t;
+  }
+
+  // Checks a returned tensor against the shape it must have, then copies it.
+  TapMatrix to_matrix(const fc_tensor& t, std::int64_t rows, std::int64_t cols, const std::string& what) const {
+    const auto dtype = dtype_of(t.dtype);
+    if (!dtype) fail(fmt::format("{}: unknown dtype {}", what, t.dtype));
+    if (t.memory != FC_HOST) fail(what + ": returned device memory (ABI 1 takes host memory)");
+    if (t.rank != 2) fail(fmt::format("{}: rank {}, expected 2", what, t.rank));
+    if (t.shape[0] != rows || t.shape[1] != cols) {
+      fail(fmt::format("{}: shape [{} x {}], expected [{} x {}]", what, t.shape[0], t.shape[1], rows, cols));
+    }
+    if (!t.data && rows * cols > 0) fail(what + ": null data");
+    TapMatrix m(rows, cols);
+    const auto* base = static_cast<const unsigned char*>(t.data);
+    if (*dtype == DType::F64 && t.strides[1] == 1 && t.strides[0] == cols) {  // dense F64: one copy
+      std::memcpy(m.data(), base, static_cast<std::size_t>(rows * cols) * sizeof(double));
+      return m;
+    }
+    const std::size_t es = dtype_size(*dtype);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < cols; ++c) {
+        m(r, c) = element(base + static_cast<std::size_t>(r * t.strides[0] + c * t.strides[1]) * es, *dtype);
+      }
+    }
+    return m;
+  }
+
+  TapSet tap_set(const fc_tap_value* out, std::int32_t n, std::int64_t rows, const std::string& call,
+                 bool head) const {
+    if (n < 0 || (n > 0 && !out)) fail(call + ": returned a bad tap table");
+    TapSet set;
+    for (std::int32_t i = 0; i < n; ++i) {
+      const std::int32_t id = out[i].tap;
+      if (id < 0 || id >= FC_TAP_COUNT) fail(fmt::format("{}: unknown tap id {}", call, id));
+      const Tap tap = static_cast<Tap>(id);
+      const bool head_tap = tap == Tap::final_norm || tap == Tap::logits;
+      if (head_tap != head) fail(fmt::format("{}: returned tap {} of the {}", call, tap_name(tap), head ? "layer" : "head"));
+      if (set.count(tap)) fail(fmt::format("{}: returned tap {} twice", call, tap_name(tap)));
+      set[tap] = to_matrix(out[i].value, rows, tap_width(tap, spec_), fmt::format("{}: tap {}", call, tap_name(tap)));
+    }
+    if (!head && !set.count(Tap::resid_out)) fail(call + ": returned no resid_out");
+    if (head && !set.count(Tap::logits)) fail(call + ": returned no logits");
+    return set;
+  }
+
+  std::shared_ptr<const Library> lib_;
+  std::string name_, device_;
+  ModelSpec spec_;
+  std::unique_ptr<CModel> cmodel_;
+  fc_path* instance_ = nullptr;
+  std::vector<Tap> taps_;
+};
+
+std::string checked_string(const Library& lib, const char* s, const std::string& field) {
+  if (!s) throw InputError(lib.file, "not a valid fusecheck plug-in: " + field + " is null");
+  const std::size_t n = strnlen(s, 257);
+  if (n == 0 || n > 256) throw InputError(lib.file, "not a valid fusecheck plug-in: " + field + " is empty or longer than 256");
+  return std::string(s, n);
+}
+
+// Opens the library and checks the table; registers nothing.
+std::shared_ptr<Library> open_library(const std::filesystem::path& file) {
+  auto lib = std::make_shared<Library>();
+  lib->file = file.string();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) throw InputError(lib->file, "no such plug-in file");
+  dlerror();
+  lib->handle = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib->handle) {
+    const char* why = dlerror();
+    throw InputError(lib->file, std::string("not a loadable shared library: ") + (why ? why : "dlopen failed"));
+  }
+  auto entry = reinterpret_cast<fc_plugin_entry>(dlsym(lib->handle, FC_PLUGIN_ENTRY_POINT));
+  if (!entry) {
+    throw InputError(lib->file, "not a fusecheck plug-in: it does not export " FC_PLUGIN_ENTRY_POINT "()");
+  }
+  lib->table = entry();
+  const fc_plugin* t = lib->table;
+  if (!t) throw InputError(lib->file, FC_PLUGIN_ENTRY_POINT "() returned no table");
+  if (t->abi_version != FC_PLUGIN_ABI_VERSION) {
+    throw InputError(lib->file, fmt::format("plug-in ABI version {}, this fusecheck takes {} (rebuild the plug-in "
+                                            "against this fusecheck's include/fusecheck/path_plugin.h)",
+                                            t->abi_version, FC_PLUGIN_ABI_VERSION));
+  }
+  if (t->struct_size < sizeof(fc_plugin)) {
+    throw InputError(lib->file, fmt::format("plug-in table is {} bytes, ABI {} needs {}", t->struct_size,
+                                            FC_PLUGIN_ABI_VERSION, sizeof(fc_plugin)));
+  }
+  const std::pair<const void*, const char*> required[] = {
+      {reinterpret_cast<const void*>(t->create), "create"}, {reinterpret_cast<const void*>(t->destroy), "destroy"},
+      {reinterpret_cast<const void*>(t->taps), "taps"},     {reinterpret_cast<const void*>(t->reset), "reset"},
+      {reinterpret_cast<const void*>(t->embed), "embed"},   {reinterpret_cast<const void*>(t->layer), "layer"},
+      {reinterpret_cast<const void*>(t->head), "head"}};
+  for (const auto& [fn, name] : required) {
+    if (!fn) throw InputError(lib->file, std::string("not a valid fusecheck plug-in: function '") + name + "' is missing");
+  }
+  if (t->n_paths < 1 || t->n_paths > 64 || !t->paths) {
+    throw InputError(lib->file, fmt::format("not a valid fusecheck plug-in: it offers {} paths (1 to 64)", t->n_paths));
+  }
+  return lib;
+}
+
+}  // namespace
+
+namespace {
+
+struct Loaded {
+  std::shared_ptr<const Library> lib;
+  std::size_t provenance_index;
+};
+
+std::map<std::string, Loaded>& loaded_libraries() {
+  static std::map<std::string, Loaded> m;
+  return m;
+}
+
+// Reads the table's descriptors into PathInfo entries (checked), with factories.
+std::vector<PathInfo> describe_paths(const std::shared_ptr<const Library>& lib, const std::string& origin) {
+  const fc_plugin& t = *lib->table;
+  std::vector<PathInfo> infos;
+  for (int i = 0; i < t.n_paths; ++i) {
+    const fc_path_desc& d = t.paths[i];
+    const std::string where = fmt::format("paths[{}]", i);
+    PathInfo info;
+    info.name = checked_string(*lib, d.name, where + ".name");
+    info.device = checked_string(*lib, d.device, where + ".device");
+    if (info.device != "cpu" && info.device != "cuda") {
+      throw InputError(lib->file, "path '" + info.name + "': device must be cpu or cuda, got '" + info.device + "'");
+    }
+    info.recipe = d.recipe ? std::string(d.recipe, strnlen(d.recipe, 256)) : "";
+    info.role = d.role ? std::string(d.role, strnlen(d.role, 32)) : "other";
+    if (info.role != "fused" && info.role != "standard" && info.role != "other") {
+      throw InputError(lib->file, "path '" + info.name + "': role must be fused, standard or other, got '" + info.role + "'");
+    }
+    info.dtype = dtype_of(d.dtype);
+    if (!info.dtype) throw InputError(lib->file, fmt::format("path '{}': unknown dtype {}", info.name, d.dtype));
+    info.description = d.description ? std::string(d.description, strnlen(d.description, 1024)) : "";
+    if (std::any_of(infos.begin(), infos.end(), [&](const PathInfo& o) { return o.name == info.name; })) {
+      throw InputError(lib->file, "path '" + info.name + "' is offered twice");
+    }
+    info.origin = origin;
+    info.factory = [lib, name = info.name, device = info.device](const Checkpoint& ckpt, const PathOptions& opts) {
+      return std::unique_ptr<Path>(std::make_unique<PluginPath>(lib, name, device, ckpt, opts));
+    };
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
+// Opens and checks `file` once; registers its paths when `register_paths` is set.
+const Loaded& load(const std::filesystem::path& file_in, bool register_paths) {
+  std::error_code ec;
+  const auto file = std::filesystem::weakly_canonical(std::filesystem::absolute(file_in), ec);
+  if (auto it = loaded_libraries().find(file.string()); it != loaded_libraries().end()) return it->second;
+  std::shared_ptr<const Library> lib = open_library(file);
+  const fc_plugin& t = *lib->table;
+  PluginProvenance prov;
+  prov.file = file.string();
+  prov.name = checked_string(*lib, t.name, "name");
+  prov.version = checked_string(*lib, t.version, "version");
+  prov.sha256 = file_sha256(file);
+  for (int i = 0; t.env_switches && i < 64 && t.env_switches[i]; ++i) {
+    const std::string var = checked_string(*lib, t.env_switches[i], "env_switches entry");
+    const char* value = std::getenv(var.c_str());
+    prov.env.emplace_back(var, value ? value : "<unset>");
+  }
+  std::vector<PathInfo> infos = describe_paths(lib, prov.file);
+  for (const auto& info : infos) prov.paths.push_back(info.name);
+  if (register_paths) {
+    for (const auto& info : infos) {
+      if (const PathInfo* existing = find_path(info.name)) {
+        throw InputError(lib->file, "path '" + info.name + "' is already registered (" + existing->origin + ")");
+      }
+    }
+    for (auto& info : infos) register_path(std::move(info));
+  }
+  provenance_list().push_back(std::move(prov));
+  return loaded_libraries()[file.string()] = Loaded{lib, provenance_list().size() - 1};
+}
+
+}  // namespace
+
+const PluginProvenance& load_plugin(const std::filesystem::path& file) {
+  return provenance_list()[load(file, true).provenance_index];
+}
+
+std::vector<std::filesystem::path> cuda_plugin_candidates() {
+  std::vector<std::filesystem::path> out;
+  // Set, it is the only place looked: a user who names a file means that file.
+  if (const char* env = std::getenv("FUSECHECK_CUDA_PLUGIN"); env && *env) return {env};
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    out.push_back(exe.parent_path() / "libfusecheck_cuda.so");
+    out.push_back(exe.parent_path().parent_path() / "lib" / "libfusecheck_cuda.so");
+  }
+  out.emplace_back(FUSECHECK_INSTALL_LIBDIR "/libfusecheck_cuda.so");
+#ifdef FUSECHECK_BUILD_CUDA_PLUGIN
+  out.emplace_back(FUSECHECK_BUILD_CUDA_PLUGIN);
+#endif
+  return out;
+}
+
+namespace {
+
+// The CUDA library, loaded on first call; nullptr when no candidate exists.
+const Library* cuda_library() {
+  static const Library* lib = [] () -> const Library* {
+    for (const auto& file : cuda_plugin_candidates()) {
+      std::error_code ec;
+      if (std::filesystem::is_regular_file(file, ec)) return load(file, false).lib.get();
+    }
+    return nullptr;
+  }();
+  return lib;
+}
+
+}  // namespace
+
+namespace {
+std::string missing_cuda_library() {
+  std::string looked;
+  for (const auto& f : cuda_plugin_candidates()) looked += (looked.empty() ? "" : ", ") + f.string();
+  return "the CUDA paths live in libfusecheck_cuda.so, which was not found (looked in " + looked +
+         "); build it where nvcc exists (cmake --build BUILD --target fusecheck_cuda) and install it beside "
+         "fusecheck (cmake --install BUILD), or set FUSECHECK_CUDA_PLUGIN";
+}
+}  // namespace
+
+std::unique_ptr<Path> make_builtin_cuda_path(const std::string& name, const Checkpoint& ckpt,
+                                             const PathOptions& opts) {
+  const Library* lib = cuda_library();
+  if (!lib) throw InputError(name, missing_cuda_library());
+  const auto& loaded = loaded_libraries().at(lib->file);
+  for (const auto& info : describe_paths(loaded.lib, lib->file)) {
+    if (info.name == name) return info.factory(ckpt, opts);
+  }
+  throw InputError(lib->file, "offers no path named '" + name + "'");
+}
+
+std::string no_cuda_device_reason() {
+  if (!cuda_library()) return missing_cuda_library();
+  return "no usable CUDA device on this machine (use --device cpu)";
+}
+
+bool gpu_driver_present() {
+  std::error_code ec;
+  for (const char* node : {"/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg"}) {
+    if (std::filesystem::exists(node, ec)) return true;
+  }
+  return false;
+}
+
+int cuda_device_count() {
+  const Library* lib = cuda_library();
+  return lib && lib->table->device_count ? lib->table->device_count() : 0;
+}
+
+DeviceDescription describe_cuda_device(int index, bool measure_bandwidth) {
+  const Library* lib = cuda_library();
+  if (!lib || !lib->table->device_info) throw InputError("--device cuda", "no CUDA library loaded");
+  fc_device_info info{};
+  fc_error err{};
+  if (lib->table->device_info(index, measure_bandwidth, &info, &err) != 0) {
+    throw InputError(lib->file, "device_info: " + error_text(err));
+  }
+  DeviceDescription d;
+  d.name = std::string(info.name, strnlen(info.name, sizeof info.name));
+  d.library_versions = std::string(info.library_versions, strnlen(info.library_versions, sizeof info.library_versions));
+  d.driver_version = info.driver_version, d.runtime_version = info.runtime_version;
+  d.sm_clock_peak_mhz = info.sm_clock_peak_mhz, d.mem_clock_peak_mhz = info.mem_clock_peak_mhz;
+  d.copy_bandwidth_gbs = info.copy_bandwidth_gbs;
+  return d;
+}
+
+const std::vector<PluginProvenance>& loaded_plugins() { return provenance_list(); }
+
+std::string plugins_provenance_text() {
+  std::string text;
+  for (const auto& p : provenance_list()) {
+    std::string env;
+    for (const auto& [k, v] : p.env) env += (env.empty() ? "" : ", ") + k + "=" + v;
+    text += fmt::format("{}{} {} sha256:{} {}; env {}", text.empty() ? "" : "\n", p.name, p.version, p.sha256,
+                        p.file, env.empty() ? "none" : env);
+  }
+  return text;
+}
+
+}  // namespace fusecheck

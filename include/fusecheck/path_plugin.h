@@ -1,0 +1,191 @@
+/* fusecheck path plug-in ABI (C, versioned): what a shared library exports so that
+ * `fusecheck run --plugin FILE.so` can drive its decoder layer side by side with the
+ * references. A plugin exports one function, fusecheck_path_plugin(), returning a table:
+ * the ABI version it was built against, its name and version, the paths it offers, and
+ * the functions that create and drive a path instance. Plain C so that any compiler and
+ * build system can produce it; include/fusecheck/path_plugin.hpp wraps it for C++.
+ *
+ * Rules of the ABI (version 1):
+ *  - Every call that can fail returns 0 on success or a nonzero code, and then writes a
+ *    one-line message into the caller's fc_error. fusecheck reports it naming the plugin.
+ *  - Tensors are row-major views: dtype, rank, shape, strides in elements, a pointer and
+ *    where the pointer lives. fusecheck hands a plugin host memory (weights memory-mapped
+ *    from the checkpoint, inputs as F64); a plugin returns taps in host memory that stay
+ *    valid until its next call on the same instance.
+ *  - fusecheck checks every returned tap's dtype and shape against the model; NaN or Inf
+ *    values are measured (and fail the gates), never trusted.
+ *  - A struct grows only at its end; `struct_size` says how much of it the plugin knows. */
+#ifndef FUSECHECK_PATH_PLUGIN_H
+#define FUSECHECK_PATH_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FC_PLUGIN_ABI_VERSION 1u
+#define FC_PLUGIN_ENTRY_POINT "fusecheck_path_plugin"
+#define FC_ERROR_MESSAGE_SIZE 512
+#define FC_MAX_RANK 4
+
+typedef enum fc_dtype { FC_F32 = 0, FC_F16 = 1, FC_BF16 = 2, FC_F64 = 3 } fc_dtype;
+typedef enum fc_memory { FC_HOST = 0, FC_CUDA_DEVICE = 1 } fc_memory;
+
+/* Taps in execution order (docs/definitions in DESIGN.md). Values are part of the ABI. */
+typedef enum fc_tap {
+  FC_TAP_ATTN_NORM = 0, FC_TAP_Q, FC_TAP_K, FC_TAP_V, FC_TAP_Q_NORMED, FC_TAP_K_NORMED,
+  FC_TAP_Q_ROPE, FC_TAP_K_ROPE, FC_TAP_ATTN, FC_TAP_O_PROJ, FC_TAP_RESID_MID, FC_TAP_MLP_NORM,
+  FC_TAP_GATE, FC_TAP_UP, FC_TAP_ACT, FC_TAP_DOWN, FC_TAP_RESID_OUT,
+  FC_TAP_FINAL_NORM, FC_TAP_LOGITS, FC_TAP_COUNT
+} fc_tap;
+
+typedef struct fc_tensor {
+  int32_t dtype;                  /* fc_dtype */
+  int32_t memory;                 /* fc_memory */
+  int32_t rank;                   /* 0 = absent tensor (optional weights) */
+  int64_t shape[FC_MAX_RANK];     /* slowest-varying first */
+  int64_t strides[FC_MAX_RANK];   /* in elements; a dense row-major tensor has strides[rank-1] == 1 */
+  const void* data;
+} fc_tensor;
+
+typedef struct fc_error {
+  int32_t code;
+  char message[FC_ERROR_MESSAGE_SIZE];
+} fc_error;
+
+/* RoPE styles: NeoX half-split rotates (i, i + d/2), interleaved rotates (2i, 2i + 1). */
+typedef enum fc_rope_style { FC_ROPE_NEOX_HALF_SPLIT = 0, FC_ROPE_INTERLEAVED = 1 } fc_rope_style;
+
+typedef struct fc_model_spec {
+  const char* architecture;       /* "qwen3", "qwen2", "llama" */
+  int32_t n_layers, hidden, n_heads, n_kv_heads, head_dim, intermediate, vocab;
+  double rms_eps;
+  double rope_theta;
+  int32_t rope_dim;
+  int32_t rope_style;             /* fc_rope_style */
+  const char* rope_scaling_type;  /* "none", "linear", "llama3" */
+  double rope_scaling_factor, rope_low_freq_factor, rope_high_freq_factor;
+  int32_t rope_original_max_position;
+  int32_t has_qk_norm, has_qkv_bias, tied_embeddings;
+  int32_t max_position;
+} fc_model_spec;
+
+/* The tensors of one decoder layer under canonical roles; matrices are [out x in]. */
+typedef struct fc_layer_weights {
+  fc_tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, mlp_norm, w_gate, w_up, w_down;
+} fc_layer_weights;
+
+typedef struct fc_model {
+  uint32_t struct_size;
+  fc_model_spec spec;
+  fc_tensor embed;                /* [vocab x hidden] */
+  const fc_layer_weights* layers; /* spec.n_layers entries */
+  fc_tensor final_norm;           /* [hidden] */
+  fc_tensor lm_head;              /* [vocab x hidden]; the embedding when tied */
+} fc_model;
+
+typedef struct fc_create_options {
+  uint32_t struct_size;
+  int32_t device_index;
+  uint64_t seed;
+} fc_create_options;
+
+/* What one path of the plugin is, for `fusecheck paths`, scenarios and results. */
+typedef struct fc_path_desc {
+  const char* name;               /* unique, e.g. "myteam-fused" */
+  const char* device;             /* "cpu" or "cuda" */
+  const char* recipe;             /* the rounding recipe it follows, or "" */
+  const char* role;               /* "fused", "standard" or "other" */
+  int32_t dtype;                  /* fc_dtype of its activations (ULP metrics) */
+  const char* description;
+} fc_path_desc;
+
+typedef struct fc_tap_value {
+  int32_t tap;                    /* fc_tap */
+  fc_tensor value;                /* [rows x width], host memory */
+} fc_tap_value;
+
+typedef struct fc_op_timing {
+  const char* op;
+  double median_ms, p10_ms, p90_ms;
+  int32_t repetitions;
+  double bytes, flops;
+} fc_op_timing;
+
+typedef struct fc_timing_options {
+  int32_t warmup, repetitions, cold_l2, graph;
+} fc_timing_options;
+
+/* Perturb mode: the tap's values x become x + relative_size * rms(x) * n, n ~ N(0,1)
+ * from `seed`, at one tap of one layer; then the layer goes on. */
+typedef struct fc_perturbation {
+  int32_t layer;
+  int32_t tap;                    /* fc_tap */
+  double relative_size;
+  uint64_t seed;
+} fc_perturbation;
+
+/* Capabilities of an instance (bit mask from the optional capabilities()). */
+#define FC_CAP_PERTURB 1u         /* set_perturbation works (reference paths) */
+
+/* A GPU plugin's device, for the results file's provenance. */
+typedef struct fc_device_info {
+  char name[256];
+  char library_versions[256];     /* "cublas 120804", ... */
+  int32_t driver_version, runtime_version;
+  int32_t sm_clock_peak_mhz, mem_clock_peak_mhz;
+  double copy_bandwidth_gbs;      /* measured when asked, else 0 */
+} fc_device_info;
+
+typedef struct fc_path fc_path;   /* a plugin's instance, opaque to fusecheck */
+
+typedef struct fc_plugin {
+  uint32_t abi_version;           /* FC_PLUGIN_ABI_VERSION the plugin was built with */
+  uint32_t struct_size;           /* sizeof(fc_plugin) in the plugin's build */
+  const char* name;
+  const char* version;
+  int32_t n_paths;
+  const fc_path_desc* paths;
+  /* NULL-terminated names of environment variables that change what the plugin computes
+   * or how fast (recorded with their values in the results file); may be NULL. */
+  const char* const* env_switches;
+
+  int (*create)(const char* path_name, const fc_model* model, const fc_create_options* options,
+                fc_path** out, fc_error* err);
+  void (*destroy)(fc_path* path);
+  /* Writes up to `capacity` fc_tap values (resid_out always among them); returns the count. */
+  int32_t (*taps)(fc_path* path, int32_t* out, int32_t capacity);
+  int (*reset)(fc_path* path, int32_t batch, int32_t capacity, fc_error* err);
+  /* Embedding rows for n token ids ([n x hidden]). */
+  int (*embed)(fc_path* path, const int32_t* tokens, int64_t n, fc_tensor* out, fc_error* err);
+  /* Decoder layer `layer` on input [rows x hidden] (F64, host); *out points at *n_out taps. */
+  int (*layer)(fc_path* path, int32_t layer, const fc_tensor* input, const fc_tap_value** out,
+               int32_t* n_out, fc_error* err);
+  /* Final norm and lm_head on [rows x hidden]: taps final_norm and logits. */
+  int (*head)(fc_path* path, const fc_tensor* hidden, const fc_tap_value** out, int32_t* n_out,
+              fc_error* err);
+
+  /* Optional (NULL when not offered). */
+  /* Hint: only these taps are read until the next call; n < 0 means every tap again. */
+  void (*keep_taps)(fc_path* path, const int32_t* taps, int32_t n);
+  int (*time_layer)(fc_path* path, int32_t layer, int32_t n_new, int32_t kv_len,
+                    const fc_timing_options* options, const fc_op_timing** out, int32_t* n_out,
+                    fc_error* err);
+  uint32_t (*capabilities)(fc_path* path);
+  /* p == NULL clears it. Called only on instances with FC_CAP_PERTURB. */
+  int (*set_perturbation)(fc_path* path, const fc_perturbation* p, fc_error* err);
+  /* GPU plugins: usable devices (0 when none or no driver), and one device's description. */
+  int32_t (*device_count)(void);
+  int (*device_info)(int32_t device_index, int32_t measure_bandwidth, fc_device_info* out, fc_error* err);
+} fc_plugin;
+
+/* The one symbol a plugin exports. */
+typedef const fc_plugin* (*fc_plugin_entry)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FUSECHECK_PATH_PLUGIN_H */

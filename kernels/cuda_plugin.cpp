@@ -1,0 +1,247 @@
+// libfusecheck_cuda.so: the built-in CUDA paths (ref32-cuda, standard-cuda, fused-cuda)
+// behind the same C plug-in ABI as any team's path (include/fusecheck/path_plugin.h), so
+// that the `fusecheck` binary links no CUDA library and loads this one only when a CUDA
+// path runs. The library carries its own copy of the harness code it needs (checkpoint
+// views, ModelSpec, the Path classes); nothing crosses the boundary but the C table, so
+// no registry or cache exists twice in one address space in a way either side can see.
+// The paths are the same objects as before the move: inputs and taps cross as F64 host
+// matrices, which hold every value exactly, so results stay bitwise identical.
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include <fmt/core.h>
+
+#include "fusecheck/path_plugin.hpp"
+#include "harness/core/checkpoint.h"
+#include "harness/core/error.h"
+#include "harness/core/version.h"
+#include "kernels/common/device_info.h"
+#include "kernels/fused/fused_path.h"
+#include "kernels/ref32/ref32_path.h"
+#include "kernels/standard/standard_path.h"
+
+namespace fusecheck {
+namespace {
+
+namespace fp = fusecheck::plugin;
+
+std::optional<DType> dtype_of(std::int32_t t) {
+  switch (t) {
+    case FC_F32: return DType::F32;
+    case FC_F16: return DType::F16;
+    case FC_BF16: return DType::BF16;
+    case FC_F64: return DType::F64;
+    default: return std::nullopt;
+  }
+}
+
+// The checkpoint rebuilt from the C view: tensors point at the caller's mapped memory.
+class AbiCheckpoint final : public Checkpoint {
+ public:
+  explicit AbiCheckpoint(const fc_model& m) {
+    const fc_model_spec& c = m.spec;
+    path_ = "<fusecheck model>";
+    format_ = "plugin-abi";
+    spec_.architecture = c.architecture ? c.architecture : "";
+    spec_.n_layers = c.n_layers, spec_.hidden = c.hidden, spec_.n_heads = c.n_heads;
+    spec_.n_kv_heads = c.n_kv_heads, spec_.head_dim = c.head_dim, spec_.intermediate = c.intermediate;
+    spec_.vocab = c.vocab, spec_.rms_eps = c.rms_eps, spec_.rope_theta = c.rope_theta, spec_.rope_dim = c.rope_dim;
+    spec_.rope_style = c.rope_style == FC_ROPE_INTERLEAVED ? RopeStyle::Interleaved : RopeStyle::NeoxHalfSplit;
+    spec_.rope_scaling.type = c.rope_scaling_type ? c.rope_scaling_type : "none";
+    spec_.rope_scaling.factor = c.rope_scaling_factor;
+    spec_.rope_scaling.low_freq_factor = c.rope_low_freq_factor;
+    spec_.rope_scaling.high_freq_factor = c.rope_high_freq_factor;
+    spec_.rope_scaling.original_max_position = c.rope_original_max_position;
+    spec_.has_qk_norm = c.has_qk_norm != 0, spec_.has_qkv_bias = c.has_qkv_bias != 0;
+    spec_.tied_embeddings = c.tied_embeddings != 0, spec_.max_position = c.max_position;
+    if (c.n_layers < 0) throw std::invalid_argument("negative layer count");
+
+    // Every tensor first (the vector must not grow once roles point into it).
+    tensors_.reserve(3 + static_cast<std::size_t>(c.n_layers) * 14);
+    const TensorView* embed = add("embed", m.embed);
+    const TensorView* final_norm = add("final_norm", m.final_norm);
+    const TensorView* lm_head = m.lm_head.data == m.embed.data ? embed : add("lm_head", m.lm_head);
+    std::vector<LayerTensors> layers;
+    for (int l = 0; l < c.n_layers; ++l) {
+      const fc_layer_weights& w = m.layers[l];
+      const std::string p = fmt::format("layers.{}.", l);
+      layers.push_back({add(p + "attn_norm", w.attn_norm), add(p + "wq", w.wq), add(p + "wk", w.wk),
+                        add(p + "wv", w.wv), add(p + "bq", w.bq), add(p + "bk", w.bk), add(p + "bv", w.bv),
+                        add(p + "q_norm", w.q_norm), add(p + "k_norm", w.k_norm), add(p + "wo", w.wo),
+                        add(p + "mlp_norm", w.mlp_norm), add(p + "w_gate", w.w_gate), add(p + "w_up", w.w_up),
+                        add(p + "w_down", w.w_down)});
+    }
+    model_.embed = embed;
+    model_.final_norm = final_norm;
+    model_.lm_head = lm_head;
+    model_.layers = std::move(layers);
+    if (!model_.embed) throw std::invalid_argument("the model has no embedding");
+    spec_.dtype = std::string(dtype_name(model_.embed->dtype));
+  }
+
+ private:
+  // A dense host tensor as a TensorView; rank 0 (absent) gives null.
+  const TensorView* add(const std::string& name, const fc_tensor& t) {
+    if (t.rank == 0) return nullptr;
+    const auto dtype = dtype_of(t.dtype);
+    if (!dtype || t.memory != FC_HOST || t.rank < 0 || t.rank > FC_MAX_RANK || !t.data) {
+      throw std::invalid_argument(name + ": not a host tensor of a known dtype");
+    }
+    TensorView v;
+    v.name = name;
+    v.dtype = *dtype;
+    v.file = "<fusecheck model>";
+    std::int64_t stride = 1;
+    for (int i = t.rank - 1; i >= 0; --i) {
+      if (t.strides[i] != stride) throw std::invalid_argument(name + ": not dense row-major");
+      stride *= t.shape[i];
+    }
+    for (int i = 0; i < t.rank; ++i) v.shape.push_back(t.shape[i]);
+    v.bytes = {static_cast<const std::byte*>(t.data), static_cast<std::size_t>(stride) * dtype_size(*dtype)};
+    tensors_.push_back(std::move(v));
+    return &tensors_.back();
+  }
+};
+
+// One AbiCheckpoint per model the harness holds (keyed by where its weights live), so that
+// instances of the same model share their device weights as they did inside the binary.
+std::shared_ptr<const AbiCheckpoint> checkpoint_for(const fc_model& m) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, const void*, int>, std::weak_ptr<const AbiCheckpoint>> cache;
+  const auto key = std::make_tuple(m.embed.data, m.final_norm.data, m.spec.n_layers);
+  std::lock_guard lock(mu);
+  if (auto live = cache[key].lock()) return live;
+  auto made = std::make_shared<const AbiCheckpoint>(m);
+  cache[key] = made;
+  return made;
+}
+
+fp::HostMatrix to_host(const TapMatrix& m) {
+  fp::HostMatrix out(FC_F64, m.rows(), m.cols());
+  std::memcpy(out.data<double>(), m.data(), static_cast<std::size_t>(m.size()) * sizeof(double));
+  return out;
+}
+
+TapMatrix from_input(const fp::Input& in) {
+  TapMatrix m(in.rows, in.cols);
+  std::memcpy(m.data(), in.data, static_cast<std::size_t>(in.rows * in.cols) * sizeof(double));
+  return m;
+}
+
+// Views of `set`, which the caller keeps until the next call (no copy of the taps).
+fp::TapValues to_values(const TapSet& set) {
+  fp::TapValues out;
+  for (const auto& [tap, m] : set) {
+    out.emplace_back(static_cast<fc_tap>(tap), fp::HostMatrix::borrowed(FC_F64, m.rows(), m.cols(), m.data()));
+  }
+  return out;
+}
+
+// A built-in CUDA path seen through the plug-in wrapper.
+class BuiltinCudaPath final : public fp::Path {
+ public:
+  BuiltinCudaPath(std::shared_ptr<const AbiCheckpoint> ckpt, std::unique_ptr<fusecheck::Path> path)
+      : ckpt_(std::move(ckpt)), path_(std::move(path)) {}
+  std::vector<fc_tap> taps() const override {
+    std::vector<fc_tap> out;
+    for (Tap t : path_->taps()) out.push_back(static_cast<fc_tap>(t));
+    return out;
+  }
+  void reset(int batch, int capacity) override { path_->reset(batch, capacity); }
+  fp::HostMatrix embed(const std::int32_t* tokens, std::int64_t n) override {
+    return to_host(path_->embed({tokens, static_cast<std::size_t>(n)}));
+  }
+  fp::TapValues layer(int layer, const fp::Input& input) override {
+    last_ = path_->layer(layer, from_input(input));
+    return to_values(last_);
+  }
+  fp::TapValues head(const fp::Input& hidden) override {
+    last_ = path_->head(from_input(hidden));
+    return to_values(last_);
+  }
+  void keep_taps(const std::vector<fc_tap>* taps) override {
+    if (!taps) return path_->keep_taps(std::nullopt);
+    std::vector<Tap> keep;
+    for (fc_tap t : *taps) keep.push_back(static_cast<Tap>(t));
+    path_->keep_taps(keep);
+  }
+  bool supports_perturbation() const override { return path_->supports_perturbation(); }
+  void set_perturbation(const fc_perturbation* p) override {
+    if (!p) return path_->set_perturbation(std::nullopt);
+    path_->set_perturbation(Perturbation{p->layer, static_cast<Tap>(p->tap), p->relative_size, p->seed});
+  }
+  std::vector<fp::OpTiming> time_layer(int layer, int n_new, int kv_len, const fc_timing_options& o) override {
+    const TimingOptions opts{o.warmup, o.repetitions, o.cold_l2 != 0, o.graph != 0};
+    std::vector<fp::OpTiming> out;
+    for (const auto& t : path_->time_layer(layer, n_new, kv_len, opts)) {
+      out.push_back({t.op, t.median_ms, t.p10_ms, t.p90_ms, t.repetitions, t.bytes, t.flops});
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<const AbiCheckpoint> ckpt_;  // outlives the path, which holds references into it
+  std::unique_ptr<fusecheck::Path> path_;
+  TapSet last_;  // the taps of the last layer() or head(), lent to the caller until the next call
+};
+
+std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model, const fc_create_options& options) {
+  auto ckpt = checkpoint_for(model);
+  PathOptions opts;
+  opts.device_index = options.device_index;
+  opts.seed = options.seed;
+  std::unique_ptr<fusecheck::Path> path;
+  if (name == "ref32-cuda") {
+    path = make_ref32_cuda_path(*ckpt, opts);
+  } else if (name == "standard-cuda") {
+    path = make_standard_cuda_path(*ckpt, opts);
+  } else if (name == "fused-cuda") {
+    path = make_fused_cuda_path(*ckpt, opts);
+  } else {
+    throw std::invalid_argument("no CUDA path named '" + name + "'");
+  }
+  return std::make_unique<BuiltinCudaPath>(std::move(ckpt), std::move(path));
+}
+
+std::int32_t device_count() { return cuda::visible_device_count(); }
+
+int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_info* out, fc_error* err) {
+  return fp::detail::guarded(err, [&] {
+    const auto prov = cuda::query_device(index, measure_bandwidth != 0);
+    *out = fc_device_info{};
+    std::snprintf(out->name, sizeof out->name, "%s", prov.name.c_str());
+    std::snprintf(out->library_versions, sizeof out->library_versions, "cublas %d", prov.cublas_version);
+    out->driver_version = prov.driver_version;
+    out->runtime_version = prov.runtime_version;
+    out->sm_clock_peak_mhz = prov.sm_clock_peak_mhz;
+    out->mem_clock_peak_mhz = prov.mem_clock_peak_mhz;
+    out->copy_bandwidth_gbs = prov.copy_bandwidth_gbs;
+  });
+}
+
+const fc_path_desc kPaths[] = {
+    {"ref32-cuda", "cuda", "", "other", FC_F32, "FP32 decoder on the GPU, every tap; cuBLAS GEMMs with TF32 off"},
+    {"standard-cuda", "cuda", "hf-bf16", "standard", FC_BF16,
+     "bf16 storage, one kernel per op, cuBLAS bf16 GEMMs (FP32 accumulation), hf-bf16 recipe"},
+    {"fused-cuda", "cuda", "fused-v1", "fused", FC_BF16, "fused decoder-layer kernels, fused-v1 recipe (kernels/fused)"},
+};
+
+// The switches the fused kernels read (docs/fused-kernels.md); recorded with their values.
+const char* const kEnvSwitches[] = {"FUSECHECK_FUSED_PDL", "FUSECHECK_FUSED_ROPE_FOLD", "FUSECHECK_GEMV_L2PF",
+                                    "FUSECHECK_PREFILL_PV_SPLIT", nullptr};
+
+const char* plugin_version() {
+  static const std::string v = version_string() + "+" + git_sha();
+  return v.c_str();
+}
+
+}  // namespace
+}  // namespace fusecheck
+
+FUSECHECK_EXPORT_GPU_PLUGIN("fusecheck-cuda", fusecheck::plugin_version(), fusecheck::kPaths, fusecheck::kEnvSwitches,
+                            fusecheck::create, fusecheck::device_count, fusecheck::device_info)

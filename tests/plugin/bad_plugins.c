@@ -1,0 +1,123 @@
+/* Plug-ins that break the ABI on purpose, one per BAD_KIND, written in plain C (which also
+ * shows that the header is C): the loader must turn each into a clear error naming the
+ * file, or (NaN) into measured values that fail the gates, and never crash.
+ *   1 not_a_plugin   exports no entry point
+ *   2 abi_mismatch   reports ABI version 999
+ *   3 missing_layer  leaves the layer function out of its table
+ *   4 create_fails   every create returns an error
+ *   5 wrong_shape    resid_out has one column too many
+ *   6 nan_values     every value it returns is NaN
+ *   7 builtin_name   offers a path named ref32-cpu */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fusecheck/path_plugin.h"
+
+#if BAD_KIND != 1
+
+struct fc_path {
+  int hidden, vocab;
+  double* buffer;
+  fc_tap_value taps[2];
+};
+
+static int create(const char* name, const fc_model* model, const fc_create_options* options, fc_path** out,
+                  fc_error* err) {
+  (void)name, (void)options;
+  if (BAD_KIND == 4) {
+    err->code = 7;
+    strcpy(err->message, "this plug-in refuses every model");
+    return 7;
+  }
+  fc_path* p = calloc(1, sizeof *p);
+  p->hidden = model->spec.hidden;
+  p->vocab = model->spec.vocab;
+  *out = p;
+  return 0;
+}
+
+static void destroy(fc_path* p) {
+  free(p->buffer);
+  free(p);
+}
+
+static int32_t taps(fc_path* p, int32_t* out, int32_t capacity) {
+  (void)p;
+  if (capacity > 0) out[0] = FC_TAP_RESID_OUT;
+  return 1;
+}
+
+static int reset(fc_path* p, int32_t batch, int32_t capacity, fc_error* err) {
+  (void)p, (void)batch, (void)capacity, (void)err;
+  return 0;
+}
+
+/* A [rows x cols] F64 matrix in the instance's buffer: zeros, or NaN for BAD_KIND 6. */
+static fc_tensor matrix(fc_path* p, int64_t rows, int64_t cols) {
+  free(p->buffer);
+  p->buffer = calloc((size_t)(rows * cols), sizeof(double));
+  for (int64_t i = 0; BAD_KIND == 6 && i < rows * cols; ++i) p->buffer[i] = NAN;
+  fc_tensor t;
+  memset(&t, 0, sizeof t);
+  t.dtype = FC_F64;
+  t.memory = FC_HOST;
+  t.rank = 2;
+  t.shape[0] = rows;
+  t.shape[1] = cols;
+  t.strides[0] = cols;
+  t.strides[1] = 1;
+  t.data = p->buffer;
+  return t;
+}
+
+static int embed(fc_path* p, const int32_t* tokens, int64_t n, fc_tensor* out, fc_error* err) {
+  (void)tokens, (void)err;
+  *out = matrix(p, n, p->hidden);
+  return 0;
+}
+
+static int layer(fc_path* p, int32_t index, const fc_tensor* input, const fc_tap_value** out, int32_t* n_out,
+                 fc_error* err) {
+  (void)index, (void)err;
+  p->taps[0].tap = FC_TAP_RESID_OUT;
+  p->taps[0].value = matrix(p, input->shape[0], p->hidden + (BAD_KIND == 5 ? 1 : 0));
+  *out = p->taps;
+  *n_out = 1;
+  return 0;
+}
+
+static int head(fc_path* p, const fc_tensor* hidden, const fc_tap_value** out, int32_t* n_out, fc_error* err) {
+  (void)err;
+  p->taps[0].tap = FC_TAP_LOGITS;
+  p->taps[0].value = matrix(p, hidden->shape[0], p->vocab);
+  *out = p->taps;
+  *n_out = 1;
+  return 0;
+}
+
+static const fc_path_desc kPaths[] = {
+    {BAD_KIND == 7 ? "ref32-cpu" : "bad-plugin-path", "cpu", "", "other", FC_BF16, "a plug-in that misbehaves"}};
+
+__attribute__((visibility("default"))) const fc_plugin* fusecheck_path_plugin(void) {
+  static fc_plugin table;
+  memset(&table, 0, sizeof table);
+  table.abi_version = BAD_KIND == 2 ? 999u : FC_PLUGIN_ABI_VERSION;
+  table.struct_size = sizeof table;
+  table.name = "bad-plugin";
+  table.version = "0";
+  table.n_paths = 1;
+  table.paths = kPaths;
+  table.create = create;
+  table.destroy = destroy;
+  table.taps = taps;
+  table.reset = reset;
+  table.embed = embed;
+  table.layer = BAD_KIND == 3 ? NULL : layer;
+  table.head = head;
+  return &table;
+}
+
+#else
+__attribute__((visibility("default"))) int not_a_fusecheck_plugin(void) { return 42; }
+#endif

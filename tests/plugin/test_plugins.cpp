@@ -1,0 +1,229 @@
+// Path plug-ins through the C ABI: the example CPU plug-in (examples/plugin-cpu, built here
+// as a module) loads, registers its path and computes the decoder layer to bf16 accuracy
+// against ref32-cpu; `fusecheck run --plugin` and the scenario key `plugins:` run it and
+// record its provenance; and each broken plug-in of bad_plugins.c gives exit 2 with one
+// line naming the file, or (NaN values) a recorded gate failure.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "harness/checkpoint/synth.h"
+#include "harness/core/checkpoint.h"
+#include "harness/core/error.h"
+#include "harness/core/path_registry.h"
+#include "harness/paths/plugin_loader.h"
+#include "harness/results/h5_tree.h"
+#include "tests/common/test_support.h"
+
+namespace fusecheck {
+namespace {
+
+std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+std::filesystem::path tiny_model(const std::filesystem::path& dir) {
+  SynthOptions o;
+  o.seed = 5;
+  o.layers = 2;
+  write_synthetic_checkpoint("qwen3-tiny", o, dir / "model");
+  return dir / "model";
+}
+
+double relative_l2(const TapMatrix& got, const TapMatrix& ref) {
+  return (got - ref).norm() / ref.norm();
+}
+
+TEST(PluginLoader, RegistersTheExamplePathWithItsDescriptionAndProvenance) {
+  const auto& prov = load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN);
+  EXPECT_EQ(prov.name, "example-cpu-bf16");
+  EXPECT_EQ(prov.version, "1.0.0");
+  EXPECT_EQ(prov.sha256.size(), 64u);
+  EXPECT_EQ(prov.paths, std::vector<std::string>{"example-cpu-bf16"});
+  const PathInfo* info = find_path("example-cpu-bf16");
+  ASSERT_NE(info, nullptr);
+  EXPECT_EQ(info->device, "cpu");
+  EXPECT_EQ(info->role, "other");
+  EXPECT_EQ(info->recipe, "example-bf16");
+  EXPECT_EQ(info->dtype, DType::BF16);
+  EXPECT_EQ(info->origin, prov.file);
+  // Loading the same file again is a no-op, not a name clash.
+  EXPECT_EQ(&load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN), &prov);
+}
+
+TEST(PluginLoader, ExamplePathMatchesRef32ToBf16Accuracy) {
+  register_builtin_paths();
+  load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN);
+  const auto ckpt = Checkpoint::open(tiny_model(test::scratch_dir()));
+  auto plugin = make_path("example-cpu-bf16", *ckpt, {});
+  auto ref = make_path("ref32-cpu", *ckpt, {});
+  const std::vector<std::int32_t> tokens = {3, 17, 42, 7, 99, 1, 250, 12};
+  for (auto* p : {plugin.get(), ref.get()}) p->reset(2, 8);
+  const TapMatrix x = ref->embed(tokens);
+  const TapMatrix x_plugin = plugin->embed(tokens);
+  EXPECT_LT(relative_l2(x_plugin, x), 1e-2);
+  // Two layers, the plug-in fed its own output: RoPE positions and the KV cache count.
+  TapMatrix h_ref = x, h_plugin = x;
+  for (int layer = 0; layer < 2; ++layer) {
+    const TapSet got = plugin->layer(layer, h_plugin), want = ref->layer(layer, h_ref);
+    for (Tap t : {Tap::q_rope, Tap::k_rope, Tap::attn, Tap::resid_out}) {
+      ASSERT_TRUE(got.count(t)) << tap_name(t);
+      const double err = relative_l2(got.at(t), want.at(t));
+      // bf16 keeps 8 significant bits (2^-9 = 2e-3 per rounding); a few roundings per
+      // tap stay well under 3e-2, while a wrong position or head layout gives O(1).
+      EXPECT_LT(err, 3e-2) << "layer " << layer << " tap " << tap_name(t);
+      EXPECT_GT(err, 0.0) << "layer " << layer << " tap " << tap_name(t) << ": not rounded to bf16";
+    }
+    h_plugin = got.at(Tap::resid_out), h_ref = want.at(Tap::resid_out);
+  }
+  const TapSet head = plugin->head(h_plugin), head_ref = ref->head(h_ref);
+  EXPECT_LT(relative_l2(head.at(Tap::logits), head_ref.at(Tap::logits)), 5e-2);
+}
+
+const char* kScenario = R"(
+name: plugin-tiny
+model: {synth: {profile: qwen3-tiny, layers: 2, seed: 3}}
+tokens: {seed: 11}
+batch: 2
+phase: {prefill: 6}
+paths: [PATH]
+modes: [isolated, propagated]
+)";
+
+std::filesystem::path write_scenario(const std::filesystem::path& dir, const std::string& path,
+                                     const std::string& plugins_line = "") {
+  std::string text = kScenario;
+  text.replace(text.find("PATH"), 4, path);
+  const auto file = dir / "scenario.yaml";
+  std::ofstream(file) << text << plugins_line;
+  return file;
+}
+
+std::string run_args(const std::filesystem::path& dir, const std::filesystem::path& scenario) {
+  return "run " + quoted(scenario) + " --device cpu --no-progress --out " + quoted(dir / "run.h5");
+}
+
+TEST(PluginRun, RunPluginFlagRunsThePathAndRecordsItsProvenance) {
+  const auto dir = test::scratch_dir();
+  const auto scenario = write_scenario(dir, "example-cpu-bf16");
+  const auto r = test::run_fusecheck(run_args(dir, scenario) + " --plugin " + quoted(FUSECHECK_EXAMPLE_CPU_PLUGIN));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("example-cpu-bf16"), std::string::npos) << r.out;
+  const auto root = results::read_h5_tree(dir / "run.h5");
+  const std::string plugins = root.attr_string("plugins").value_or("");
+  EXPECT_NE(plugins.find("example-cpu-bf16 1.0.0 sha256:"), std::string::npos) << plugins;
+  EXPECT_NE(plugins.find(std::filesystem::path(FUSECHECK_EXAMPLE_CPU_PLUGIN).filename().string()), std::string::npos);
+}
+
+TEST(PluginRun, ScenarioPluginsKeyIsRelativeToTheScenarioFile) {
+  const auto dir = test::scratch_dir();
+  std::filesystem::copy_file(FUSECHECK_EXAMPLE_CPU_PLUGIN, dir / "mine.so");
+  const auto scenario = write_scenario(dir, "example-cpu-bf16", "plugins: [mine.so]\n");
+  const auto r = test::run_fusecheck(run_args(dir, scenario));
+  EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+}
+
+TEST(PluginRun, NanFromAPluginIsAGateFailureNotACrash) {
+  const auto dir = test::scratch_dir();
+  const auto scenario = write_scenario(dir, "bad-plugin-path");
+  const auto r = test::run_fusecheck(run_args(dir, scenario) + " --plugin " + quoted(FUSECHECK_BAD_PLUGIN_nan_values));
+  EXPECT_EQ(r.exit_code, 1) << r.err << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "run.h5"));
+}
+
+// A broken plug-in: the command, and what the one-line error must say besides the file.
+struct BadCase {
+  const char* name;
+  const char* file;
+  const char* command;  // "paths" or "run"
+  const char* message;
+};
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
+class BadPlugin : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadPlugin, ExitsTwoWithOneLineNamingTheFile) {
+  const BadCase& c = GetParam();
+  const auto dir = test::scratch_dir();
+  std::string args;
+  if (std::string(c.command) == "paths") {
+    args = "paths --plugin " + quoted(c.file);
+  } else {
+    args = run_args(dir, write_scenario(dir, "bad-plugin-path")) + " --plugin " + quoted(c.file);
+  }
+  const auto r = test::run_fusecheck(args);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(c.file), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Plugins, BadPlugin,
+    ::testing::Values(
+        BadCase{"not_a_library", FUSECHECK_SOURCE_DIR "/tests/plugin/bad_plugins.c", "paths", "not a loadable shared library"},
+        BadCase{"not_a_plugin", FUSECHECK_BAD_PLUGIN_not_a_plugin, "paths", "does not export fusecheck_path_plugin()"},
+        BadCase{"abi_mismatch", FUSECHECK_BAD_PLUGIN_abi_mismatch, "paths", "plug-in ABI version 999"},
+        BadCase{"missing_layer", FUSECHECK_BAD_PLUGIN_missing_layer, "paths", "function 'layer' is missing"},
+        BadCase{"builtin_name", FUSECHECK_BAD_PLUGIN_builtin_name, "paths", "'ref32-cpu' is already registered"},
+        BadCase{"create_fails", FUSECHECK_BAD_PLUGIN_create_fails, "run", "create failed: this plug-in refuses every model"},
+        BadCase{"wrong_shape", FUSECHECK_BAD_PLUGIN_wrong_shape, "run", "tap resid_out: shape ["}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(CudaPlugin, MissingLibraryWithDeviceCudaSaysWhatToBuild) {
+  const auto dir = test::scratch_dir();
+  const auto scenario = write_scenario(dir, "standard-cuda");
+  setenv("FUSECHECK_CUDA_PLUGIN", (dir / "nowhere" / "libfusecheck_cuda.so").c_str(), 1);
+  const auto missing = test::run_fusecheck("run " + quoted(scenario) + " --device cuda --no-progress --out " +
+                                           quoted(dir / "run.h5"));
+  unsetenv("FUSECHECK_CUDA_PLUGIN");
+  EXPECT_EQ(missing.exit_code, 2) << missing.err;
+  EXPECT_NE(missing.err.find("libfusecheck_cuda.so, which was not found"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("--target fusecheck_cuda"), std::string::npos) << missing.err;
+}
+
+TEST(CudaPlugin, DefaultDeviceWithoutAGpuDriverLoadsNoCuda) {
+  if (gpu_driver_present()) GTEST_SKIP() << "an NVIDIA driver is present: the default device loads CUDA here";
+  const auto dir = test::scratch_dir();
+  const auto scenario = write_scenario(dir, "standard-cuda");
+  const auto r = test::run_fusecheck("run " + quoted(scenario) + " --no-progress --out " + quoted(dir / "run.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto root = results::read_h5_tree(dir / "run.h5");
+  EXPECT_EQ(root.attr_string("device").value_or(""), "cpu");
+  EXPECT_EQ(root.attr_string("plugins").value_or("?"), "") << "libfusecheck_cuda.so was loaded";
+}
+
+#ifdef FUSECHECK_TEST_CUDA_PLUGIN
+// Loading needs the CUDA runtime library, not a GPU: this runs wherever nvcc built it.
+TEST(CudaPlugin, OffersTheBuiltInCudaPathsAndRecordsTheFusedKernelSwitches) {
+  register_builtin_paths();
+  EXPECT_GE(cuda_device_count(), 0);
+  const auto& plugins = loaded_plugins();
+  const auto it = std::find_if(plugins.begin(), plugins.end(), [](const auto& p) { return p.name == "fusecheck-cuda"; });
+  ASSERT_NE(it, plugins.end());
+  EXPECT_EQ(it->file, std::filesystem::canonical(FUSECHECK_TEST_CUDA_PLUGIN).string());
+  EXPECT_EQ(it->paths, (std::vector<std::string>{"ref32-cuda", "standard-cuda", "fused-cuda"}));
+  for (const auto& name : it->paths) {
+    const PathInfo* info = find_path(name);
+    ASSERT_NE(info, nullptr) << name;
+    EXPECT_EQ(info->device, "cuda");
+  }
+  std::vector<std::string> switches;
+  for (const auto& [name, value] : it->env) switches.push_back(name);
+  EXPECT_EQ(switches, (std::vector<std::string>{"FUSECHECK_FUSED_PDL", "FUSECHECK_FUSED_ROPE_FOLD",
+                                                "FUSECHECK_GEMV_L2PF", "FUSECHECK_PREFILL_PV_SPLIT"}));
+}
+#endif
+
+TEST(PathsCommand, ListsBuiltInAndPluggedInPathsWithDeviceRecipeRoleAndTaps) {
+  const auto r = test::run_fusecheck("paths --plugin " + quoted(FUSECHECK_EXAMPLE_CPU_PLUGIN));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ref64-cpu\n  device cpu;"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("example-cpu-bf16\n  device cpu; recipe example-bf16; role other; dtype BF16"),
+            std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from: " + std::filesystem::canonical(FUSECHECK_EXAMPLE_CPU_PLUGIN).string()),
+            std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace fusecheck
