@@ -1,4 +1,7 @@
 // `fusecheck run SCENARIO.yaml`: every layer side by side (harness/run/run_command.h).
+// `fusecheck run MODEL [--prompt TEXT | --prefill N] [--decode KV:STEPS] [--paths ...]`
+// builds the scenario from flags (defaults below), writes it beside the results and runs
+// it, so the file records the equivalent YAML; --print-scenario prints it instead.
 // Exit codes: 0 every gate holds, 1 a gate failed, 2 bad input.
 #include <cstdio>
 #include <fstream>
@@ -6,8 +9,13 @@
 #include <vector>
 #include <memory>
 
+#include <fmt/core.h>
+#include <yaml-cpp/yaml.h>
+
 #include "harness/cli/command.h"
+#include "harness/core/error.h"
 #include "harness/run/run_command.h"
+#include "harness/tokenizer/tokenizer.h"
 
 namespace fusecheck::cli {
 namespace {
@@ -24,7 +32,86 @@ std::vector<std::string> process_argv() {
 struct RunArgs {
   std::string scenario, device, out;
   bool force_fused = false, dump_failing = false, ref64 = false, no_progress = false;
+  // The MODEL form.
+  std::string prompt, decode;
+  int prefill = 0;
+  std::vector<std::string> paths;
+  bool print_scenario = false;
 };
+
+bool is_scenario_file(const std::filesystem::path& p) { return p.extension() == ".yaml" || p.extension() == ".yml"; }
+
+// The model as an absolute path without a trailing separator (its stem names the run).
+std::filesystem::path model_path(const std::string& arg) {
+  std::filesystem::path p = std::filesystem::absolute(arg).lexically_normal();
+  return p.has_filename() ? p : p.parent_path();
+}
+
+// "KV:STEPS" -> {kv_len, steps}.
+std::pair<int, int> parse_decode(const std::string& text) {
+  const auto colon = text.find(':');
+  try {
+    std::size_t used_kv = 0, used_steps = 0;
+    if (colon == std::string::npos) throw std::invalid_argument(text);
+    const int kv = std::stoi(text.substr(0, colon), &used_kv);
+    const int steps = std::stoi(text.substr(colon + 1), &used_steps);
+    if (used_kv != colon || used_steps != text.size() - colon - 1 || kv < 1 || steps < 1) throw std::invalid_argument(text);
+    return {kv, steps};
+  } catch (const std::logic_error&) {
+    throw InputError("--decode", "'" + text + "' is not KV:STEPS with both at least 1 (e.g. 64:4)");
+  }
+}
+
+// The scenario the MODEL form runs. Defaults: fused and standard paths (their emulated
+// recipes on a CPU-only machine) against the auto reference; isolated, propagated and a
+// perturbation of layer 0's k; 16 greedy steps; a text prompt sets the prefill length to
+// its token count (BOS included), else 16 seeded tokens.
+std::string model_scenario(const RunArgs& a) {
+  const std::filesystem::path model = model_path(a.scenario);
+  if (!a.prompt.empty() && a.prefill > 0) throw InputError("--prefill", "give --prompt or --prefill, not both");
+  YAML::Emitter y;
+  y << YAML::BeginMap;
+  y << YAML::Key << "name" << YAML::Value << model.stem().string();
+  y << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << model.string()
+    << YAML::EndMap;
+  int n_tokens = a.prefill > 0 ? a.prefill : 16;
+  y << YAML::Key << "tokens" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  if (!a.prompt.empty()) {
+    const auto tokenizer = tok::load_tokenizer(model);
+    if (!tokenizer) throw InputError(model.string(), "has no tokenizer (tokenizer.json or a GGUF vocabulary): use --prefill N");
+    n_tokens = static_cast<int>(tok::encode_prompt(*tokenizer, a.prompt, INT32_MAX).size());
+    y << YAML::Key << "prompt" << YAML::Value << YAML::DoubleQuoted << a.prompt;
+  } else {
+    y << YAML::Key << "seed" << YAML::Value << 1;
+  }
+  y << YAML::EndMap;
+  y << YAML::Key << "phase" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  if (!a.decode.empty()) {
+    const auto [kv, steps] = parse_decode(a.decode);
+    if (!a.prompt.empty() && kv + steps != n_tokens) {
+      throw InputError("--decode", fmt::format("{}:{} needs {} tokens but the prompt encodes to {}", kv, steps, kv + steps,
+                                               n_tokens));
+    }
+    y << YAML::Key << "decode" << YAML::Value << YAML::BeginMap << YAML::Key << "kv_len" << YAML::Value << kv
+      << YAML::Key << "steps" << YAML::Value << steps << YAML::EndMap;
+  } else {
+    y << YAML::Key << "prefill" << YAML::Value << n_tokens;
+  }
+  y << YAML::EndMap;
+  const std::vector<std::string> paths = a.paths.empty() ? std::vector<std::string>{"fused-cuda", "standard-cuda"} : a.paths;
+  y << YAML::Key << "paths" << YAML::Value << YAML::Flow << paths;
+  y << YAML::Key << "reference" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "path" << YAML::Value
+    << "auto" << YAML::Key << "ref64" << YAML::Value << a.ref64 << YAML::EndMap;
+  y << YAML::Key << "modes" << YAML::Value << YAML::Flow << YAML::BeginSeq << "isolated" << "propagated" << YAML::BeginMap
+    << YAML::Key << "perturb" << YAML::Value << YAML::BeginMap << YAML::Key << "layer" << YAML::Value << 0 << YAML::Key
+    << "tap" << YAML::Value << "k" << YAML::Key << "size" << YAML::Value << 1.0e-3 << YAML::EndMap << YAML::EndMap
+    << YAML::EndSeq;
+  y << YAML::Key << "end_to_end" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "greedy_steps"
+    << YAML::Value << 16 << YAML::EndMap;
+  y << YAML::EndMap;
+  return fmt::format("# What `fusecheck run {}` runs (defaults: docs/scenarios.md, \"One command on a model\").\n{}\n",
+                     model.filename().string(), y.c_str());
+}
 
 const CommandRegistrar kRun{{
     "run",
@@ -32,7 +119,9 @@ const CommandRegistrar kRun{{
     "amplification, speed and the static cross-check; writes an HDF5 results file",
     [](CLI::App& sub) -> std::function<int()> {
       auto args = std::make_shared<RunArgs>();
-      sub.add_option("scenario", args->scenario, "scenario YAML (scenarios/*.yaml)")->required();
+      sub.add_option("scenario", args->scenario,
+                     "scenario YAML (scenarios/*.yaml), or a model (HF directory or .gguf) to run with the "
+                     "defaults of docs/scenarios.md")->required();
       sub.add_option("--device", args->device, "cuda or cpu (default: cuda when a GPU is usable); "
                                                "on cpu, GPU paths run as their emulated recipes")
           ->check(CLI::IsMember({"cuda", "cpu"}));
@@ -42,9 +131,36 @@ const CommandRegistrar kRun{{
       sub.add_flag("--dump-failing", args->dump_failing, "store the tensors of failing taps in the results");
       sub.add_flag("--ref64", args->ref64, "also run ref64-cpu for the FP64 noise floor");
       sub.add_flag("--no-progress", args->no_progress, "no progress bar on stderr");
+      sub.add_option("--prompt", args->prompt, "MODEL form: prompt text (sets the prefill length)");
+      sub.add_option("--prefill", args->prefill, "MODEL form: N seeded tokens (default 16)")->check(CLI::PositiveNumber);
+      sub.add_option("--decode", args->decode, "MODEL form: decode phase KV:STEPS (kv_len tokens, then STEPS steps)");
+      sub.add_option("--paths", args->paths, "MODEL form: paths to compare (default fused-cuda,standard-cuda)")
+          ->delimiter(',');
+      sub.add_flag("--print-scenario", args->print_scenario, "MODEL form: print the scenario YAML and exit");
       return [args]() {
         run::RunOptions o;
         o.scenario = args->scenario;
+        if (!is_scenario_file(args->scenario)) {
+          const std::string yaml = model_scenario(*args);
+          if (args->print_scenario) {
+            std::fputs(yaml.c_str(), stdout);
+            return 0;
+          }
+          // Written beside the results, so the run reads it as any scenario and records it.
+          const std::filesystem::path file =
+              args->out.empty()
+                  ? o.results_dir / (model_path(args->scenario).stem().string() + ".scenario.yaml")
+                  : std::filesystem::path(args->out).replace_extension(".scenario.yaml");
+          if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
+          std::ofstream written(file);
+          written << yaml;
+          if (!written.flush()) throw InputError(file.string(), "cannot be written");
+          o.scenario = file;
+        } else if (!args->prompt.empty() || args->prefill || !args->decode.empty() || !args->paths.empty() ||
+                   args->print_scenario) {
+          throw InputError("fusecheck run", "--prompt, --prefill, --decode, --paths and --print-scenario go with a "
+                                            "MODEL, not a scenario file");
+        }
         o.device = args->device;
         if (!args->out.empty()) o.out = args->out;
         o.force_fused = args->force_fused;
