@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,7 @@ struct GenerateArgs {
   std::string recipe;
   int steps = 32;
   std::string prompt_ids;
-  std::string prompt;
+  std::optional<std::string> prompt;
   std::string dump_hidden;
   bool headroom = false;
 };
@@ -143,16 +144,16 @@ int run_generate(const GenerateArgs& a) {
   try {
     tokenizer = tok::load_tokenizer(a.model);
   } catch (const InputError& e) {
-    if (!a.prompt.empty()) throw;
+    if (a.prompt) throw;
     no_text_reason = e.what();
   }
   std::vector<std::int32_t> prompt;
-  if (!a.prompt.empty()) {
+  if (a.prompt) {
     if (!a.prompt_ids.empty()) throw InputError("--prompt", "give --prompt or --prompt-ids, not both");
     if (!tokenizer) {
       throw InputError(a.model, "has no tokenizer (tokenizer.json or a GGUF vocabulary): give --prompt-ids");
     }
-    prompt = tok::encode_prompt(*tokenizer, a.prompt, spec.vocab);
+    prompt = tok::encode_prompt(*tokenizer, *a.prompt, spec.vocab);
   } else if (!a.prompt_ids.empty()) {
     prompt = parse_ids(a.prompt_ids, spec.vocab);
   } else if (spec.bos_id >= 0 && spec.bos_id < spec.vocab) {
@@ -170,7 +171,7 @@ int run_generate(const GenerateArgs& a) {
   for (const auto& s : r.steps) min_margin = std::min(min_margin, s.margin);
   fmt::print("model: {} ({}, {} layers)\npath: {}{} on {}\n", a.model, spec.architecture,
              spec.n_layers, path->name(), a.recipe.empty() ? "" : " recipe " + a.recipe, path->device());
-  if (!a.prompt.empty()) fmt::print("prompt: \"{}\"\n", a.prompt);
+  if (a.prompt) fmt::print("prompt: \"{}\"\n", *a.prompt);
   fmt::print("prompt ids: {}\nids: {}\n", prompt_text, ids_text);
   fmt::print("smallest top-1 margin: {:.6g}\n", min_margin);
   std::vector<int> decoded(r.ids.begin(), r.ids.end());

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 #include <memory>
+#include <optional>
 
 #include <fmt/core.h>
 #include <yaml-cpp/yaml.h>
@@ -33,7 +34,8 @@ struct RunArgs {
   std::string scenario, device, out;
   bool force_fused = false, dump_failing = false, ref64 = false, no_progress = false;
   // The MODEL form.
-  std::string prompt, decode;
+  std::optional<std::string> prompt;
+  std::string decode;
   int prefill = 0;
   std::vector<std::string> paths;
   bool print_scenario = false;
@@ -68,7 +70,7 @@ std::pair<int, int> parse_decode(const std::string& text) {
 // its token count (BOS included), else 16 seeded tokens.
 std::string model_scenario(const RunArgs& a) {
   const std::filesystem::path model = model_path(a.scenario);
-  if (!a.prompt.empty() && a.prefill > 0) throw InputError("--prefill", "give --prompt or --prefill, not both");
+  if (a.prompt.has_value() && a.prefill > 0) throw InputError("--prefill", "give --prompt or --prefill, not both");
   YAML::Emitter y;
   y << YAML::BeginMap;
   y << YAML::Key << "name" << YAML::Value << model.stem().string();
@@ -76,11 +78,11 @@ std::string model_scenario(const RunArgs& a) {
     << YAML::EndMap;
   int n_tokens = a.prefill > 0 ? a.prefill : 16;
   y << YAML::Key << "tokens" << YAML::Value << YAML::Flow << YAML::BeginMap;
-  if (!a.prompt.empty()) {
+  if (a.prompt.has_value()) {
     const auto tokenizer = tok::load_tokenizer(model);
     if (!tokenizer) throw InputError(model.string(), "has no tokenizer (tokenizer.json or a GGUF vocabulary): use --prefill N");
-    n_tokens = static_cast<int>(tok::encode_prompt(*tokenizer, a.prompt, INT32_MAX).size());
-    y << YAML::Key << "prompt" << YAML::Value << YAML::DoubleQuoted << a.prompt;
+    n_tokens = static_cast<int>(tok::encode_prompt(*tokenizer, *a.prompt, INT32_MAX).size());
+    y << YAML::Key << "prompt" << YAML::Value << YAML::DoubleQuoted << *a.prompt;
   } else {
     y << YAML::Key << "seed" << YAML::Value << 1;
   }
@@ -88,7 +90,7 @@ std::string model_scenario(const RunArgs& a) {
   y << YAML::Key << "phase" << YAML::Value << YAML::Flow << YAML::BeginMap;
   if (!a.decode.empty()) {
     const auto [kv, steps] = parse_decode(a.decode);
-    if (!a.prompt.empty() && kv + steps != n_tokens) {
+    if (a.prompt.has_value() && kv + steps != n_tokens) {
       throw InputError("--decode", fmt::format("{}:{} needs {} tokens but the prompt encodes to {}", kv, steps, kv + steps,
                                                n_tokens));
     }
@@ -156,7 +158,7 @@ const CommandRegistrar kRun{{
           written << yaml;
           if (!written.flush()) throw InputError(file.string(), "cannot be written");
           o.scenario = file;
-        } else if (!args->prompt.empty() || args->prefill || !args->decode.empty() || !args->paths.empty() ||
+        } else if (args->prompt.has_value() || args->prefill || !args->decode.empty() || !args->paths.empty() ||
                    args->print_scenario) {
           throw InputError("fusecheck run", "--prompt, --prefill, --decode, --paths and --print-scenario go with a "
                                             "MODEL, not a scenario file");

@@ -7,6 +7,7 @@
 #include <fmt/core.h>
 
 #include "harness/checkpoint/gguf.h"
+#include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
 #include "harness/tokenizer/pretokenizers.h"
 #include "harness/tokenizer/tokenizer.h"
@@ -63,8 +64,9 @@ class Meta {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::map<std::string, GgufValue>& metadata,
-                                               const std::string& file) {
+namespace {
+
+std::unique_ptr<Tokenizer> read_gguf_vocab(const std::map<std::string, GgufValue>& metadata, const std::string& file) {
   const Meta meta(metadata, file);
   TokenizerConfig c;
   c.source = file;
@@ -143,6 +145,14 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::map<std::string, GgufV
   }
   if (const auto unk = meta.id("tokenizer.ggml.unknown_token_id")) c.unk_id = *unk;
   return std::make_unique<Tokenizer>(std::move(c));
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::map<std::string, GgufValue>& metadata,
+                                               const std::string& file) {
+  // Pieces and names from the file appear in messages: keep them one printable line.
+  return with_printable_errors([&] { return read_gguf_vocab(metadata, file); });
 }
 
 }  // namespace fusecheck::tok

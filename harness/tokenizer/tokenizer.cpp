@@ -12,6 +12,7 @@
 
 #include "harness/checkpoint/gguf.h"
 #include "harness/checkpoint/mapped_file.h"
+#include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
 #include "harness/tokenizer/merge.h"
 #include "harness/tokenizer/text.h"
@@ -298,7 +299,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model) {
   return tokenizer_from_gguf(contents.metadata, model.string());
 }
 
-std::vector<std::int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string& text, int vocab) {
+namespace {
+
+std::vector<std::int32_t> checked_prompt(const Tokenizer& tokenizer, const std::string& text, int vocab) {
   const std::vector<std::int32_t> ids = tokenizer.encode(text, true, "--prompt");
   if (ids.empty()) {
     throw InputError(tokenizer.source(), fmt::format("the prompt \"{}\" encodes to no tokens (and the tokenizer adds "
@@ -311,6 +314,12 @@ std::vector<std::int32_t> encode_prompt(const Tokenizer& tokenizer, const std::s
     }
   }
   return ids;
+}
+
+}  // namespace
+
+std::vector<std::int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string& text, int vocab) {
+  return with_printable_errors([&] { return checked_prompt(tokenizer, text, vocab); });
 }
 
 }  // namespace fusecheck::tok

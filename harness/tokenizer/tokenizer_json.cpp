@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <fmt/core.h>
 
+#include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
 #include "harness/tokenizer/pretokenizers.h"
 #include "harness/tokenizer/tokenizer.h"
@@ -266,14 +267,17 @@ TokenizerConfig read_config(std::string_view text, const std::string& file) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> tokenizer_from_json(std::string_view text, const std::string& file) {
-  TokenizerConfig config;
-  try {
-    config = read_config(text, file);
-  } catch (const nlohmann::json::exception& e) {
-    // A value of the wrong JSON type where the reader expected another.
-    throw InputError(file, fmt::format("unexpected JSON structure ({})", e.what()));
-  }
-  return std::make_unique<Tokenizer>(std::move(config));
+  // Pieces and names from the file appear in messages: keep them one printable line.
+  return with_printable_errors([&] {
+    TokenizerConfig config;
+    try {
+      config = read_config(text, file);
+    } catch (const nlohmann::json::exception& e) {
+      // A value of the wrong JSON type where the reader expected another.
+      throw InputError(file, fmt::format("unexpected JSON structure ({})", e.what()));
+    }
+    return std::make_unique<Tokenizer>(std::move(config));
+  });
 }
 
 }  // namespace fusecheck::tok
