@@ -180,7 +180,7 @@ int run_generate(const GenerateArgs& a) {
     fmt::print("stopped: every logit was NaN at step {}\n", decoded.size());
   }
   if (tokenizer) {
-    fmt::print("text: {}\n", tokenizer->decode(std::vector<std::int32_t>(decoded.begin(), decoded.end())));
+    fmt::print("text: {}\n", tokenizer->decode_continuation(prompt, std::vector<std::int32_t>(decoded.begin(), decoded.end())));
   } else if (!no_text_reason.empty()) {
     fmt::print("text: (none: {})\n", no_text_reason);
   }

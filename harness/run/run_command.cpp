@@ -202,12 +202,13 @@ std::string library_versions() {
 struct TextTokens {
   std::unique_ptr<tok::Tokenizer> tokenizer;  // null when the model carries none
   std::string note;                           // why there is no text, when a tokenizer failed to load
-  std::string text(const std::vector<std::int32_t>& ids) const {
+  // What greedy decoding added after the first sequence's prompt.
+  std::string text(const std::vector<std::int32_t>& prompt, const std::vector<std::int32_t>& ids) const {
     std::vector<std::int32_t> real;
     for (const auto id : ids) {
       if (id >= 0) real.push_back(id);  // kNoToken: every logit was NaN
     }
-    return tokenizer->decode(real);
+    return tokenizer->decode_continuation(prompt, real);
   }
 };
 
@@ -439,8 +440,8 @@ RunOutcome run_scenario(const RunOptions& opt) {
   rec.crosschecks = crosschecks;
   rec.greedy_steps = sc.greedy_steps;
   if (text.tokenizer && sc.greedy_steps > 0) {
-    rec.reference_greedy_text = text.text(result.reference_greedy);
-    for (const auto& p : result.paths) rec.greedy_text[p.slot.label()] = text.text(p.greedy_tokens);
+    rec.reference_greedy_text = text.text(tokens.front(), result.reference_greedy);
+    for (const auto& p : result.paths) rec.greedy_text[p.slot.label()] = text.text(tokens.front(), p.greedy_tokens);
   }
   rec.timing = sc.timing;
   using F = RootAttr::Flag;

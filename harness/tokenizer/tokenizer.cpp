@@ -275,6 +275,14 @@ std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
   return text;
 }
 
+std::string Tokenizer::decode_continuation(const std::vector<std::int32_t>& prompt,
+                                           const std::vector<std::int32_t>& generated) const {
+  std::vector<std::int32_t> all = prompt;
+  all.insert(all.end(), generated.begin(), generated.end());
+  const std::string whole = decode(all), head = decode(prompt);
+  return whole.compare(0, head.size(), head) == 0 ? whole.substr(head.size()) : decode(generated);
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model) {
   namespace fs = std::filesystem;
   std::error_code ec;

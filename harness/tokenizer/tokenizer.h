@@ -82,6 +82,10 @@ class Tokenizer {
                                    const std::string& what = "text") const;
   // Text of `ids`, control tokens left out. An id outside the vocabulary is an InputError.
   std::string decode(const std::vector<std::int32_t>& ids) const;
+  // Text that `generated` adds after `prompt`: decoded together, so a space the decoder
+  // drops at the start of a text and bytes of one character split across the two stay.
+  std::string decode_continuation(const std::vector<std::int32_t>& prompt,
+                                  const std::vector<std::int32_t>& generated) const;
 
   const std::string& source() const { return config_.source; }
   const std::string& kind() const { return config_.kind; }

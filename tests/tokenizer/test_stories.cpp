@@ -69,5 +69,20 @@ TEST(Stories260KVocabulary, OnceUponATimeUsesTheSpacePrefixAndMergedPieces) {
   EXPECT_EQ(t->piece(ids.front()).rfind("\xE2\x96\x81", 0), 0u) << "first piece starts with U+2581";
 }
 
+TEST(Stories260KVocabulary, AContinuationKeepsTheSpaceThatStartsIt) {
+  const auto dir = test::models_dir();
+  if (!dir) GTEST_SKIP() << test::models_dir_skip_reason();
+  const auto t = load_tokenizer(*dir / "stories260K.gguf");
+  const Published p = published(*dir);
+  // The story goes "Once upon a time, there ...": after the comma the next piece is
+  // U+2581 "there", whose space a decode of the continuation alone would drop.
+  const std::vector<std::int32_t> prompt = {1, p.ids[0], p.ids[1], p.ids[2], p.ids[3], p.ids[4]};
+  const std::vector<std::int32_t> rest(p.ids.begin() + 5, p.ids.end());
+  const std::string head = t->decode(prompt);
+  ASSERT_EQ(head, "Once upon a time,");
+  EXPECT_EQ(t->decode_continuation(prompt, rest), p.text.substr(head.size()));
+  EXPECT_EQ(t->decode_continuation(prompt, rest).rfind(" there", 0), 0u);
+}
+
 }  // namespace
 }  // namespace fusecheck::tok
