@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <unordered_set>
 
@@ -54,7 +55,16 @@ struct Tokenizer::Impl {
   // Added tokens by their first byte, longest first (leftmost-longest matching).
   std::array<std::vector<std::pair<std::string_view, std::int32_t>>, 256> added_by_first_byte;
   std::vector<bool> is_special;
+  // Ids of short pieces already merged: text repeats its words, and the merge loop is
+  // most of the encode time (HF keeps such a cache too). Bounded; shared by threads.
+  std::mutex cache_mutex;
+  std::unordered_map<std::string, std::vector<std::int32_t>, StringHash, std::equal_to<>> cache;
 };
+
+namespace {
+constexpr std::size_t kCachedPieceBytes = 64;
+constexpr std::size_t kCacheEntries = 1 << 17;
+}  // namespace
 
 Tokenizer::Tokenizer(TokenizerConfig config) : config_(std::move(config)), impl_(std::make_unique<Impl>()) {
   const std::string& src = config_.source;
@@ -197,6 +207,25 @@ void Tokenizer::encode_stretch(std::string_view text, bool first, std::vector<st
 
 void Tokenizer::encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
   if (piece.empty()) return;
+  const bool cacheable = piece.size() <= kCachedPieceBytes;
+  if (cacheable) {
+    const std::lock_guard lock(impl_->cache_mutex);
+    if (const auto it = impl_->cache.find(piece); it != impl_->cache.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  const std::size_t first = out.size();
+  merge_piece(piece, out);
+  if (cacheable) {
+    const std::lock_guard lock(impl_->cache_mutex);
+    if (impl_->cache.size() < kCacheEntries) {
+      impl_->cache.emplace(std::string(piece), std::vector<std::int32_t>(out.begin() + static_cast<long>(first), out.end()));
+    }
+  }
+}
+
+void Tokenizer::merge_piece(std::string_view piece, std::vector<std::int32_t>& out) const {
   if (config_.ignore_merges) {
     if (const auto it = impl_->ids.find(piece); it != impl_->ids.end()) {
       out.push_back(it->second);

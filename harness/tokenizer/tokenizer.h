@@ -96,7 +96,8 @@ class Tokenizer {
  private:
   struct Impl;
   void encode_stretch(std::string_view text, bool first, std::vector<std::int32_t>& out) const;
-  void encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const;
+  void encode_piece(std::string_view piece, std::vector<std::int32_t>& out) const;  // cached
+  void merge_piece(std::string_view piece, std::vector<std::int32_t>& out) const;
 
   TokenizerConfig config_;
   std::unique_ptr<Impl> impl_;
