@@ -1,5 +1,6 @@
 // Text in, text out on the CLI: `generate --prompt`, `run MODEL --prompt` and its
-// --print-scenario (the printed YAML, run as a scenario, gives the same results), and
+// --print-scenario (the printed YAML, run as a scenario, gives the same results), the
+// prompt and greedy text in the summary, results file and report, and
 // the one-line exit-2 errors for a vocabulary without merges and an empty encoding.
 #include <cmath>
 #include <fstream>
@@ -129,6 +130,15 @@ TEST(PromptCli, RunModelPrintsAScenarioThatGivesTheSameResults) {
   EXPECT_EQ(a.attr_string("prompt"), "Once upon a time");
   ASSERT_TRUE(a.group("end_to_end"));
   EXPECT_EQ(a.group("end_to_end")->attr_string("reference_greedy_text").value_or("").rfind(", there was", 0), 0u);
+  // The report shows the prompt and the greedy text.
+  const auto report = test::run_fusecheck("report " + (scratch / "direct.h5").string() + " --out " +
+                                          (scratch / "report").string());
+  ASSERT_EQ(report.exit_code, 0) << report.err;
+  std::ifstream html_in(scratch / "report" / "stories260K.html");
+  std::stringstream html;
+  html << html_in.rdbuf();
+  EXPECT_NE(html.str().find("Prompt: <b>Once upon a time</b>"), std::string::npos);
+  EXPECT_NE(html.str().find("Greedy text (ref32-cpu): <b>, there was"), std::string::npos);
   // The results file holds the YAML the run used: the printed one.
   std::ifstream written(scratch / "direct.scenario.yaml");
   std::stringstream text;
