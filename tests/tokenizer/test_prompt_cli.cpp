@@ -8,7 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include "harness/core/error.h"
 #include "harness/results/h5_tree.h"
+#include "harness/run/scenario.h"
 #include "tests/checkpoint/fixtures.h"
 #include "tests/common/test_support.h"
 
@@ -144,6 +146,32 @@ TEST(PromptCli, RunModelPrintsAScenarioThatGivesTheSameResults) {
   std::stringstream text;
   text << written.rdbuf();
   EXPECT_EQ(text.str(), printed.out);
+}
+
+TEST(PromptCli, ScenarioPromptIsReadAndExclusiveWithIds) {
+  const auto sc = run::parse_scenario("model: {path: m.gguf}\ntokens: {prompt: \"Hi there\"}\nphase: {prefill: 3}\n"
+                                      "paths: [ref32-cpu]\n", "s.yaml");
+  EXPECT_EQ(sc.tokens.prompt, "Hi there");
+  EXPECT_TRUE(sc.tokens.ids.empty());
+  try {
+    run::parse_scenario("model: {path: m.gguf}\ntokens: {prompt: a, ids: [1]}\nphase: {prefill: 1}\npaths: [ref32-cpu]\n",
+                        "s.yaml");
+    ADD_FAILURE() << "prompt and ids together were accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("give one of 'ids', 'prompt' or 'seed'/'count'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PromptCli, AScenarioPromptOfTheWrongLengthExits2NamingTheKey) {
+  const auto dir = test::models_dir();
+  if (!dir) GTEST_SKIP() << test::models_dir_skip_reason();
+  const auto yaml = test::scratch_dir() / "short.yaml";
+  std::ofstream(yaml) << "model: {path: " << (*dir / "stories260K.gguf").string()
+                      << "}\ntokens: {prompt: \"Once upon a time\"}\nphase: {prefill: 3}\npaths: [ref32-cpu]\n";
+  const auto r = test::run_fusecheck("run " + yaml.string() + " --device cpu --no-progress");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "fusecheck run: error: " + yaml.string() +
+                       ": tokens.prompt: encodes to 5 tokens (BOS included) but the phase needs 3\n");
 }
 
 TEST(PromptCli, ModelFlagsWithAScenarioFileAreRefused) {
