@@ -4,8 +4,9 @@
 No real tokenizer.json can be downloaded here, so fusecheck's tokenizers are checked on
 tokenizers trained by this script with Hugging Face `tokenizers` (the pinned wheel that
 scripts/fetch-tokenizers unpacks into .whl/site) on text it generates from a logged seed:
-four byte-level BPEs with the pre-tokenizers of Qwen2, Llama-3, SmolLM and GPT-2, and one
-SentencePiece-style BPE with byte fallback (as Llama-2 and Mistral ship). Each is written
+four byte-level BPEs with the pre-tokenizers of Qwen2, Llama-3, SmolLM and GPT-2, and two
+SentencePiece-style BPEs with byte fallback (as Llama-2 and Mistral ship: spaces to U+2581
+by a normalizer or by the Metaspace pre-tokenizer). Each is written
 as tokenizer.json and, for the byte-level ones, also as a vocabulary-only GGUF file (the
 keys llama.cpp's converter writes). golden.json holds a few hundred test strings with
 HF's ids and decoded text for every tokenizer, so the C++ test needs no Python.
@@ -127,11 +128,16 @@ def byte_level(tk, name, regex, digits, lines):
     return tok
 
 
-def spm_bpe(tk, lines):
-    """Llama-2 layout: <unk> <s> </s>, the 256 byte tokens, then the learned pieces."""
-    from tokenizers import Tokenizer, models, normalizers, decoders, processors, trainers
+def spm_bpe(tk, lines, metaspace):
+    """Llama-2 layout: <unk> <s> </s>, the 256 byte tokens, then the learned pieces. Spaces
+    become U+2581 through a Prepend/Replace normalizer (Llama-2) or, with `metaspace`, the
+    Metaspace pre-tokenizer (newer Mistral files)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders, processors, trainers
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    if metaspace:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    else:
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=120,
                                   show_progress=False)
     tok.train_from_iterator(lines, trainer)
@@ -146,6 +152,7 @@ def spm_bpe(tk, lines):
     spec["model"]["vocab"] = vocab
     for added in spec["added_tokens"]:
         added["id"] = vocab[added["content"]]
+    # Both keep Llama-2's decoder (HF's Metaspace decoder would print byte tokens as "<0xNN>").
     spec["decoder"] = json.loads(decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
                                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)]).__getstate__())
     spec["post_processor"] = json.loads(processors.TemplateProcessing(
@@ -246,9 +253,10 @@ def main():
         tok.save(os.path.join(DATA, f"{name}.tokenizer.json"))
         write_gguf(os.path.join(DATA, f"{name}.vocab.gguf"), tok, pre, bos)
         golden["encodings"][name] = encode_all(tok, strings)
-    tok = spm_bpe(tk, lines)
-    tok.save(os.path.join(DATA, "spm-bpe.tokenizer.json"))
-    golden["encodings"]["spm-bpe"] = encode_all(tok, strings)
+    for name, metaspace in (("spm-bpe", False), ("spm-metaspace", True)):
+        tok = spm_bpe(tk, lines, metaspace)
+        tok.save(os.path.join(DATA, f"{name}.tokenizer.json"))
+        golden["encodings"][name] = encode_all(tok, strings)
     with open(os.path.join(DATA, "golden.json"), "w", encoding="utf-8") as f:
         json.dump(golden, f, ensure_ascii=True, indent=None, separators=(",", ":"))
         f.write("\n")

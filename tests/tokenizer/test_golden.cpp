@@ -2,6 +2,7 @@
 // digits, emoji, code, added tokens) encodes to HF's ids and decodes to HF's text, for
 // each trained tokenizer.json and for the GGUF vocabulary written from the same tokenizer.
 // One test case per file, named after it; the agreement count is printed and recorded.
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -72,8 +73,12 @@ TEST_P(TokenizerJsonAgreesWithHf, OnEveryGoldenString) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Trained, TokenizerJsonAgreesWithHf,
-                         ::testing::Values("qwen2", "llama3", "smollm", "gpt2", "spm-bpe"),
-                         [](const auto& info) { return info.param == "spm-bpe" ? std::string("spm_bpe") : info.param; });
+                         ::testing::Values("qwen2", "llama3", "smollm", "gpt2", "spm-bpe", "spm-metaspace"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');  // gtest names: no '-'
+                           return name;
+                         });
 
 class GgufVocabAgreesWithHf : public ::testing::TestWithParam<std::string> {};
 
