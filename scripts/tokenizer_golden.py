@@ -91,8 +91,10 @@ def test_strings(rng):
 
 
 def import_tokenizers():
-    if os.path.isdir(SITE):
-        sys.path.insert(0, SITE)
+    # FUSECHECK_PYDEPS: another folder of unpacked pinned wheels, when the project keeps one.
+    for site in (SITE, os.environ.get("FUSECHECK_PYDEPS", "")):
+        if site and os.path.isdir(site):
+            sys.path.insert(0, site)
     try:
         import tokenizers  # noqa: F401
     except ImportError:
