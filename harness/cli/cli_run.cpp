@@ -71,6 +71,7 @@ std::pair<int, int> parse_decode(const std::string& text) {
 std::string model_scenario(const RunArgs& a) {
   const std::filesystem::path model = model_path(a.scenario);
   if (a.prompt.has_value() && a.prefill > 0) throw InputError("--prefill", "give --prompt or --prefill, not both");
+  if (a.prefill > 0 && !a.decode.empty()) throw InputError("--prefill", "give --prefill or --decode, not both");
   YAML::Emitter y;
   y << YAML::BeginMap;
   y << YAML::Key << "name" << YAML::Value << model.stem().string();

@@ -174,6 +174,23 @@ TEST(PromptCli, AScenarioPromptOfTheWrongLengthExits2NamingTheKey) {
                        ": tokens.prompt: encodes to 5 tokens (BOS included) but the phase needs 3\n");
 }
 
+TEST(PromptCli, RunModelRefusesConflictingPhaseFlags) {
+  // Checked before the model is opened: the flags alone are contradictory.
+  const auto both = test::run_fusecheck("run m.gguf --prefill 4 --decode 8:2 --print-scenario");
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_EQ(both.err, "fusecheck run: error: --prefill: give --prefill or --decode, not both\n");
+  const auto bad = test::run_fusecheck("run m.gguf --decode 8 --print-scenario");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.err, "fusecheck run: error: --decode: '8' is not KV:STEPS with both at least 1 (e.g. 64:4)\n");
+}
+
+TEST(PromptCli, RunModelPrintsSeededTokensAndADecodePhaseWithoutAPrompt) {
+  const auto r = test::run_fusecheck("run m.gguf --decode 8:2 --paths fused-cuda --ref64 --print-scenario");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("tokens: {seed: 1}\nphase: {decode: {kv_len: 8, steps: 2}}\npaths: [fused-cuda]\n"
+                       "reference: {path: auto, ref64: true}\n"), std::string::npos) << r.out;
+}
+
 TEST(PromptCli, ModelFlagsWithAScenarioFileAreRefused) {
   const auto r = test::run_fusecheck("run " + (test::source_dir() / "scenarios/demo.yaml").string() + " --prompt hi");
   EXPECT_EQ(r.exit_code, 2);
