@@ -59,6 +59,39 @@ void append_utf8(std::string& out, char32_t cp) {
   }
 }
 
+std::string to_valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    if (lead < 0x80) {
+      out += static_cast<char>(lead);
+      ++i;
+      continue;
+    }
+    // Length and the range of the second byte (Unicode table 3-7, well-formed sequences).
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) len = 2;
+    else if (lead == 0xE0) len = 3, lo = 0xA0;
+    else if (lead == 0xED) len = 3, hi = 0x9F;
+    else if (lead >= 0xE1 && lead <= 0xEF) len = 3;
+    else if (lead == 0xF0) len = 4, lo = 0x90;
+    else if (lead == 0xF4) len = 4, hi = 0x8F;
+    else if (lead >= 0xF1 && lead <= 0xF3) len = 4;
+    std::size_t good = 1;  // the lead, then the continuation bytes that fit
+    while (len && good < len && i + good < s.size()) {
+      const auto c = static_cast<unsigned char>(s[i + good]);
+      if (c < (good == 1 ? lo : 0x80) || c > (good == 1 ? hi : 0xBF)) break;
+      ++good;
+    }
+    if (len && good == len) out.append(s.substr(i, len));
+    else out += "\xEF\xBF\xBD";
+    i += good;
+  }
+  return out;
+}
+
 namespace {
 
 // GPT-2 keeps the printable Latin-1 bytes as themselves and moves the other 68 to

@@ -17,6 +17,9 @@ std::size_t utf8_length(unsigned char lead);
 // True when `s` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 bool valid_utf8(std::string_view s);
 void append_utf8(std::string& out, char32_t cp);
+// `s` with each maximal ill-formed subsequence replaced by U+FFFD (as HF's decode and
+// Rust's from_utf8_lossy do): decoded byte tokens may stop inside a character.
+std::string to_valid_utf8(std::string_view s);
 
 // GPT-2's printable stand-in for each byte (as UTF-8), and the inverse.
 const std::string& byte_to_unicode(unsigned char b);

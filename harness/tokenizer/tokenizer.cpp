@@ -277,6 +277,19 @@ void Tokenizer::merge_piece(std::string_view piece, std::vector<std::int32_t>& o
 
 std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
   std::string text;
+  // SentencePiece byte tokens in a row form characters; a run that is not UTF-8 gives
+  // one U+FFFD per byte token (HF's ByteFallback decoder).
+  std::string run;
+  std::size_t run_tokens = 0;
+  const auto flush_run = [&] {
+    if (valid_utf8(run)) {
+      text += run;
+    } else {
+      for (std::size_t k = 0; k < run_tokens; ++k) text += "\xEF\xBF\xBD";
+    }
+    run.clear();
+    run_tokens = 0;
+  };
   for (const std::int32_t id : ids) {
     if (id < 0 || static_cast<std::size_t>(id) >= config_.pieces.size()) {
       throw InputError(config_.source, fmt::format("token id {} is outside the vocabulary (0..{})", id,
@@ -293,15 +306,19 @@ std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
         i += len;
       }
     } else if (const auto b = byte_token_value(piece)) {
-      text += static_cast<char>(*b);
+      run += static_cast<char>(*b);
+      ++run_tokens;
     } else {
+      flush_run();
       std::string part = piece;
       replace_all(part, kMetaSpace, " ");
       text += part;
     }
   }
+  flush_run();
   if (config_.strip_leading_space && !text.empty() && text[0] == ' ') text.erase(0, 1);
-  return text;
+  // Byte-level pieces may stop inside a character: maximal ill-formed parts become U+FFFD.
+  return to_valid_utf8(text);
 }
 
 std::string Tokenizer::decode_continuation(const std::vector<std::int32_t>& prompt,

@@ -80,7 +80,8 @@ class Tokenizer {
   // UTF-8 is an InputError naming `what` (e.g. "--prompt").
   std::vector<std::int32_t> encode(std::string_view text, bool add_special = true,
                                    const std::string& what = "text") const;
-  // Text of `ids`, control tokens left out. An id outside the vocabulary is an InputError.
+  // Text of `ids`, control tokens left out; bytes that form no character become U+FFFD.
+  // An id outside the vocabulary is an InputError.
   std::string decode(const std::vector<std::int32_t>& ids) const;
   // Text that `generated` adds after `prompt`: decoded together, so a space the decoder
   // drops at the start of a text and bytes of one character split across the two stay.

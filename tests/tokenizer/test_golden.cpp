@@ -11,6 +11,7 @@
 
 #include "harness/checkpoint/gguf.h"
 #include "harness/checkpoint/mapped_file.h"
+#include "harness/tokenizer/text.h"
 #include "harness/tokenizer/tokenizer.h"
 
 namespace fusecheck::tok {
@@ -113,6 +114,27 @@ TEST(Tokenizer, ByteFallbackSpellsCharactersTheVocabularyLacks) {
   for (const auto id : ids) pieces.push_back(spm->piece(id));
   EXPECT_EQ(pieces, (std::vector<std::string>{"\xE2\x96\x81", "<0xE2>", "<0x98>", "<0x83>"}));
   EXPECT_EQ(spm->decode(ids), "\xE2\x98\x83");
+}
+
+TEST(Tokenizer, SentencePieceByteRunsThatFormNoCharacterGiveOneReplacementPerByte) {
+  // As HF's ByteFallback decoder (checked with tokenizers 0.21.1): a run of byte tokens
+  // that is not UTF-8 gives one U+FFFD per token; a run that is stays.
+  const auto spm = open_json("spm-bpe");
+  const auto byte = [&](const char* piece) { return *spm->find(piece); };
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(spm->decode({byte("<0xE2>"), byte("<0x98>"), byte("<0x41>")}), fffd + fffd + fffd);
+  EXPECT_EQ(spm->decode({byte("<0x98>"), byte("<0x98>")}), fffd + fffd);
+  EXPECT_EQ(spm->decode({byte("<0xE2>"), byte("<0x98>"), byte("<0x83>")}), "\xE2\x98\x83");
+}
+
+TEST(Tokenizer, ByteLevelBytesThatFormNoCharacterGiveOneReplacementPerIllFormedPart) {
+  // As HF's ByteLevel decoder (UTF-8 decoded lossily): E2 98 is one broken character.
+  const auto gpt2 = open_json("gpt2");
+  const auto byte = [&](unsigned char b) { return *gpt2->find(byte_to_unicode(b)); };
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(gpt2->decode({byte(0xE2), byte(0x98), byte(0x41)}), fffd + "A");
+  EXPECT_EQ(gpt2->decode({byte(0x98), byte(0x98)}), fffd + fffd);
+  EXPECT_EQ(gpt2->decode({byte(0xED), byte(0xA0), byte(0x80)}), fffd + fffd + fffd);
 }
 
 }  // namespace
