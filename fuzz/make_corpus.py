@@ -150,6 +150,50 @@ def config(cls, model_type, **extra):
     return json.dumps(c, indent=1).encode()
 
 
+def vocab_gguf(kv):
+    """A GGUF image with metadata only: (key, type id, payload bytes) triples."""
+    out = b"GGUF" + struct.pack("<IQQ", 3, 0, len(kv))
+    for key, kind, payload in kv:
+        out += gguf_string(key) + struct.pack("<I", kind) + payload
+    return out
+
+
+def string_array(items):
+    return struct.pack("<IQ", 8, len(items)) + b"".join(gguf_string(i) for i in items)
+
+
+def tokenizer_seeds():
+    meta = "\u2581"
+    spm = [("tokenizer.ggml.model", 8, gguf_string("llama")),
+           ("tokenizer.ggml.tokens", 9, string_array(["<unk>", "<s>", "</s>", "<0x41>", meta, "a", meta + "a", "b"])),
+           ("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, 8) + struct.pack("<8f", 0, 0, 0, 0, -1, -2, -0.5, -3)),
+           ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, 8) + struct.pack("<8i", 2, 3, 3, 6, 1, 1, 1, 1)),
+           ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1))]
+    write("gguf_vocab/spm.gguf", vocab_gguf(spm))
+    bpe = [("tokenizer.ggml.model", 8, gguf_string("gpt2")), ("tokenizer.ggml.pre", 8, gguf_string("qwen2")),
+           ("tokenizer.ggml.tokens", 9, string_array(["a", "b", "ab", "\u0120", "\u0120a", "<|end|>"])),
+           ("tokenizer.ggml.merges", 9, string_array(["a b", "\u0120 a"])),
+           ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, 6) + struct.pack("<6i", 1, 1, 1, 1, 1, 3))]
+    write("gguf_vocab/bpe.gguf", vocab_gguf(bpe))
+    tok = {"added_tokens": [{"id": 5, "content": "<s>", "special": True}],
+           "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": meta},
+                                                              {"type": "Replace", "pattern": {"String": " "}, "content": meta}]},
+           "pre_tokenizer": None,
+           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}],
+                              "special_tokens": {"<s>": {"id": "<s>", "ids": [5]}}},
+           "decoder": {"type": "Sequence", "decoders": [{"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+           "model": {"type": "BPE", "byte_fallback": True, "vocab": {"<0x41>": 0, meta: 1, "a": 2, meta + "a": 3, "b": 4},
+                     "merges": [[meta, "a"]]}}
+    write("tokenizer_json/spm_bpe.json", json.dumps(tok).encode() + b"\0a b A")
+    tok = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "\u0120": 3}, "merges": ["a b"], "ignore_merges": True},
+           "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+               {"type": "Digits", "individual_digits": True},
+               {"type": "Split", "pattern": {"Regex": "\\p{L}+|\\s+"}, "behavior": "Isolated", "invert": False},
+               {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+           "normalizer": {"type": "NFC"}, "added_tokens": []}
+    write("tokenizer_json/byte_level.json", json.dumps(tok).encode())
+
+
 def main():
     small = [("w", [3, 5], values(15)), ("b", [5], values(5)), ("s", [], values(1)), ("e", [0, 4], [])]
     write("safetensors/small_f32_meta.safetensors", safetensors(small, "F32", {"format": "pt"}))
@@ -176,6 +220,7 @@ def main():
         "original_max_position_embeddings": 8192}))
     write("hf_config/mistral_linear.json", config("MistralForCausalLM", "mistral", head_dim=None,
                                                   rope_scaling={"type": "linear", "factor": 2.0}))
+    tokenizer_seeds()
 
 
 if __name__ == "__main__":

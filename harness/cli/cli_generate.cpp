@@ -1,10 +1,12 @@
 // `fusecheck generate MODEL`: greedy decoding on a chosen path (ref32-cpu by default),
-// printing the token ids and, when the checkpoint has a vocabulary, the decoded text.
+// printing the token ids and, when the checkpoint has a tokenizer (GGUF vocabulary or
+// tokenizer.json), the decoded text. `--prompt TEXT` encodes the prompt with that tokenizer.
 // `--dump-hidden FILE.json` also writes one prefill of the prompt, layer by layer
 // (embedding, every layer's output, final norm, logits), for scripts/hf_peer_check.py.
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "harness/core/error.h"
 #include "harness/core/greedy.h"
 #include "harness/core/path_registry.h"
+#include "harness/tokenizer/tokenizer.h"
 #include "reference/decoder_path.h"
 
 namespace fusecheck::cli {
@@ -27,6 +30,7 @@ struct GenerateArgs {
   std::string recipe;
   int steps = 32;
   std::string prompt_ids;
+  std::optional<std::string> prompt;
   std::string dump_hidden;
   bool headroom = false;
 };
@@ -133,8 +137,24 @@ int run_generate(const GenerateArgs& a) {
   }
   if (a.steps < 1) throw InputError("--steps", "must be at least 1");
 
+  // The tokenizer is needed for --prompt; otherwise it only turns ids into text, and a
+  // vocabulary that does not load costs the text, not the run.
+  std::unique_ptr<tok::Tokenizer> tokenizer;
+  std::string no_text_reason;
+  try {
+    tokenizer = tok::load_tokenizer(a.model);
+  } catch (const InputError& e) {
+    if (a.prompt) throw;
+    no_text_reason = e.what();
+  }
   std::vector<std::int32_t> prompt;
-  if (!a.prompt_ids.empty()) {
+  if (a.prompt) {
+    if (!a.prompt_ids.empty()) throw InputError("--prompt", "give --prompt or --prompt-ids, not both");
+    if (!tokenizer) {
+      throw InputError(a.model, "has no tokenizer (tokenizer.json or a GGUF vocabulary): give --prompt-ids");
+    }
+    prompt = tok::encode_prompt(*tokenizer, *a.prompt, spec.vocab);
+  } else if (!a.prompt_ids.empty()) {
     prompt = parse_ids(a.prompt_ids, spec.vocab);
   } else if (spec.bos_id >= 0 && spec.bos_id < spec.vocab) {
     prompt = {spec.bos_id};
@@ -151,6 +171,7 @@ int run_generate(const GenerateArgs& a) {
   for (const auto& s : r.steps) min_margin = std::min(min_margin, s.margin);
   fmt::print("model: {} ({}, {} layers)\npath: {}{} on {}\n", a.model, spec.architecture,
              spec.n_layers, path->name(), a.recipe.empty() ? "" : " recipe " + a.recipe, path->device());
+  if (a.prompt) fmt::print("prompt: \"{}\"\n", *a.prompt);
   fmt::print("prompt ids: {}\nids: {}\n", prompt_text, ids_text);
   fmt::print("smallest top-1 margin: {:.6g}\n", min_margin);
   std::vector<int> decoded(r.ids.begin(), r.ids.end());
@@ -158,7 +179,11 @@ int run_generate(const GenerateArgs& a) {
     decoded.pop_back();
     fmt::print("stopped: every logit was NaN at step {}\n", decoded.size());
   }
-  if (!ckpt->vocab().empty()) fmt::print("text: {}\n", ckpt->decode(decoded));
+  if (tokenizer) {
+    fmt::print("text: {}\n", tokenizer->decode_continuation(prompt, std::vector<std::int32_t>(decoded.begin(), decoded.end())));
+  } else if (!no_text_reason.empty()) {
+    fmt::print("text: (none: {})\n", no_text_reason);
+  }
   if (emulated) print_headroom(*emulated, spec.n_layers);
   return 0;
 }
@@ -172,6 +197,7 @@ const CommandRegistrar kGenerate{{
       sub.add_option("--path", a->path, "ref32-cpu (default), ref64-cpu, emulated-cpu, or a CUDA path");
       sub.add_option("--recipe", a->recipe, "emulated-cpu recipe: hf-bf16 (default), hf-fp16, fused-v1, fused-v1-fp16");
       sub.add_option("--steps", a->steps, "tokens to generate (default 32)");
+      sub.add_option("--prompt", a->prompt, "prompt text, encoded with the model's tokenizer (BOS as the file says)");
       sub.add_option("--prompt-ids", a->prompt_ids, "comma-separated prompt token ids (default: BOS)");
       sub.add_option("--dump-hidden", a->dump_hidden,
                      "write the prompt's prefill, layer by layer, to this JSON file");

@@ -25,6 +25,7 @@
 #include "harness/run/crosscheck.h"
 #include "harness/run/run_writer.h"
 #include "harness/run/summary.h"
+#include "harness/tokenizer/tokenizer.h"
 #include "reference/decoder_path.h"
 
 namespace fusecheck::run {
@@ -202,6 +203,48 @@ std::string library_versions() {
   return s;
 }
 
+// The model's tokenizer, for a text prompt and for showing greedy tokens as text.
+struct TextTokens {
+  std::unique_ptr<tok::Tokenizer> tokenizer;  // null when the model carries none
+  std::string note;                           // why there is no text, when a tokenizer failed to load
+  // What greedy decoding added after the first sequence's prompt.
+  std::string text(const std::vector<std::int32_t>& prompt, const std::vector<std::int32_t>& ids) const {
+    std::vector<std::int32_t> real;
+    for (const auto id : ids) {
+      if (id >= 0) real.push_back(id);  // kNoToken: every logit was NaN
+    }
+    return tokenizer->decode_continuation(prompt, real);
+  }
+};
+
+// Encodes `tokens.prompt` into `sc.tokens.ids` (one copy per sequence); it must give the
+// tokens the phase needs. Without a prompt the tokenizer is optional: a vocabulary that
+// does not load costs the run its greedy text, not its numbers.
+TextTokens resolve_prompt(Scenario& sc, const std::filesystem::path& model, int vocab) {
+  TextTokens t;
+  if (!sc.tokens.prompt) {
+    try {
+      t.tokenizer = tok::load_tokenizer(model);
+    } catch (const InputError& e) {
+      t.note = std::string("no greedy text: ") + e.what();
+    }
+    return t;
+  }
+  t.tokenizer = tok::load_tokenizer(model);
+  if (!t.tokenizer) {
+    throw InputError(sc.file.string() + ": tokens.prompt",
+                     fmt::format("{} has no tokenizer (tokenizer.json or a GGUF vocabulary): give tokens.ids", model.string()));
+  }
+  const auto ids = tok::encode_prompt(*t.tokenizer, *sc.tokens.prompt, vocab);
+  const int need = sc.phase.tokens_per_sequence();
+  if (static_cast<int>(ids.size()) != need) {
+    throw InputError(sc.file.string() + ": tokens.prompt",
+                     fmt::format("encodes to {} tokens (BOS included) but the phase needs {}", ids.size(), need));
+  }
+  sc.tokens.ids.assign(static_cast<std::size_t>(sc.batch), ids);
+  return t;
+}
+
 }  // namespace
 
 std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root) {
@@ -274,7 +317,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
   register_builtin_paths();
   for (const auto& plugin : opt.plugins) load_plugin(plugin);
-  const Scenario sc = load_scenario(opt.scenario);
+  Scenario sc = load_scenario(opt.scenario);
 
   const std::string device = opt.device.empty() ? default_device() : opt.device;
   if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + device + "'");
@@ -288,6 +331,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const auto ckpt = Checkpoint::open(model_dir);
   open_span.stop();
   const ModelSpec& spec = ckpt->spec();
+  const TextTokens text = resolve_prompt(sc, model_dir, spec.vocab);
   const auto tokens = scenario_tokens(sc, spec.vocab);
 
   // Static check: both scorers for the cross-check; ours decides the fallback.
@@ -304,6 +348,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   std::vector<std::string> notes;
   for (const auto& p : loaded_plugins()) notes.push_back(fmt::format("plug-in {} {} from {} (sha256 {})", p.name, p.version, p.file, p.sha256.substr(0, 16)));
   if (has_fused && (decision.warn || !decision.use_fused)) notes.push_back(decision.reason);
+  if (!text.note.empty()) notes.push_back(text.note);
   const auto slots = plan_paths(sc, device, decision.use_fused, notes);
   const bool fallback_applied = has_fused && !decision.use_fused;
 
@@ -399,6 +444,10 @@ RunOutcome run_scenario(const RunOptions& opt) {
   rec.statics = statics;
   rec.crosschecks = crosschecks;
   rec.greedy_steps = sc.greedy_steps;
+  if (text.tokenizer && sc.greedy_steps > 0) {
+    rec.reference_greedy_text = text.text(tokens.front(), result.reference_greedy);
+    for (const auto& p : result.paths) rec.greedy_text[p.slot.label()] = text.text(tokens.front(), p.greedy_tokens);
+  }
   rec.timing = sc.timing;
   using F = RootAttr::Flag;
   rec.attrs = {
@@ -412,6 +461,8 @@ RunOutcome run_scenario(const RunOptions& opt) {
       {"scenario_path", opt.scenario.string()},
       {"scenario_name", sc.name},
       {"scenario_text", sc.text},
+      {"prompt", sc.tokens.prompt.value_or("")},
+      {"tokenizer", text.tokenizer ? text.tokenizer->source() + " (" + text.tokenizer->kind() + ")" : std::string()},
       {"device", device},
       {"device_name", device_name},
       {"device_clocks", clocks},
@@ -465,6 +516,9 @@ RunOutcome run_scenario(const RunOptions& opt) {
   in.notes = notes;
   in.results_file = file.string();
   in.greedy_steps = sc.greedy_steps;
+  in.prompt = sc.tokens.prompt.value_or("");
+  in.reference_greedy_text = rec.reference_greedy_text;
+  in.greedy_text = rec.greedy_text;
 
   RunOutcome outcome;
   outcome.exit_code = result.gate_failures == 0 ? 0 : 1;

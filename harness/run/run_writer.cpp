@@ -159,6 +159,7 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
   if (rec.greedy_steps > 0) {
     w.int32s("/end_to_end/reference_greedy_tokens", {r.reference_greedy.size()},
              std::vector<int>(r.reference_greedy.begin(), r.reference_greedy.end()));
+    if (!rec.greedy_text.empty()) w.attr("/end_to_end", "reference_greedy_text", rec.reference_greedy_text);
   }
   for (const auto& p : r.paths) {
     const std::string label = p.slot.label();
@@ -199,6 +200,7 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
       w.int32s(eg + "/greedy_tokens", {p.greedy_tokens.size()},
                std::vector<int>(p.greedy_tokens.begin(), p.greedy_tokens.end()));
       w.attr(eg, "greedy_first_mismatch", static_cast<long long>(p.greedy_first_mismatch));
+      if (const auto t = rec.greedy_text.find(label); t != rec.greedy_text.end()) w.attr(eg, "greedy_text", t->second);
     }
     const RecipeHeadroom& h = p.recipe_headroom;
     if (!h.points.empty()) {

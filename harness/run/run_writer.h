@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -32,6 +33,9 @@ struct RunRecord {
   std::vector<StaticFigures> statics;
   std::vector<CrossCheck> crosschecks;
   int greedy_steps = 0;
+  // Greedy tokens as text (the model's tokenizer), by path label; empty without one.
+  std::string reference_greedy_text;
+  std::map<std::string, std::string> greedy_text;
   TimingSpec timing;
 };
 

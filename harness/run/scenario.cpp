@@ -171,9 +171,13 @@ std::vector<std::int32_t> read_id_list(const Reader& rd, const YAML::Node& n, co
 }
 
 void read_tokens(const Reader& rd, const YAML::Node& node, Scenario& sc) {
-  rd.check_keys(node, "tokens", {"ids", "seed", "count"});
-  if (node["ids"] && (node["seed"] || node["count"])) {
-    rd.fail(node, "tokens", "give either 'ids' or 'seed'/'count', not both");
+  rd.check_keys(node, "tokens", {"ids", "seed", "count", "prompt"});
+  if (int(bool(node["ids"])) + int(bool(node["seed"]) || bool(node["count"])) + int(bool(node["prompt"])) > 1) {
+    rd.fail(node, "tokens", "give one of 'ids', 'prompt' or 'seed'/'count'");
+  }
+  if (node["prompt"]) {
+    // Encoded with the model's tokenizer when the run opens it (run_command.cpp).
+    sc.tokens.prompt = rd.get_string(node["prompt"], "tokens.prompt");
   }
   if (node["ids"]) {
     const YAML::Node ids = node["ids"];

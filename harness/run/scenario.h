@@ -31,6 +31,7 @@ struct ModelSource {
 struct TokenSource {
   std::vector<std::vector<std::int32_t>> ids;  // explicit ids, one list per sequence
   std::optional<std::int64_t> count;           // tokens per sequence when seeded
+  std::optional<std::string> prompt;           // text, encoded by the model's tokenizer
 };
 
 enum class Phase { Prefill, Decode };

@@ -57,6 +57,7 @@ const PathResult* find_role(const RunResult& r, const std::string& role) {
 std::string format_summary(const SummaryInput& in) {
   const RunResult& r = *in.result;
   std::string out = in.title + "\n";
+  if (!in.prompt.empty()) out += fmt::format("  prompt: \"{}\"\n", in.prompt);
   for (const auto& n : in.notes) out += "  note: " + n + "\n";
 
   // Columns for the fused and standard roles (else the first paths listed).
@@ -135,6 +136,15 @@ std::string format_summary(const SummaryInput& in) {
                   : fmt::format("; greedy: first mismatch at step {}", p.greedy_first_mismatch);
     }
     out += line + "\n";
+    // The text only where it differs from the reference's (printed once, below).
+    const auto text = in.greedy_text.find(p.slot.label());
+    if (text != in.greedy_text.end() && p.greedy_first_mismatch >= 0) {
+      out += fmt::format("  greedy text: \"{}\"\n", text->second);
+    }
+  }
+  if (in.greedy_steps > 0 && !in.greedy_text.empty()) {
+    out += fmt::format("{} greedy text ({} steps): \"{}\"\n", r.reference_label, in.greedy_steps,
+                       in.reference_greedy_text);
   }
   if (r.noise_floor_propagated) {
     const auto& t = *r.noise_floor_propagated;

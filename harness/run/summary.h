@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct SummaryInput {
   std::vector<std::string> notes;  // substitutions, fallback
   std::string results_file;
   int greedy_steps = 0;
+  std::string prompt;                // text prompt, when the scenario gave one
+  std::string reference_greedy_text; // greedy tokens as text (empty without a tokenizer)
+  std::map<std::string, std::string> greedy_text;  // by path label
 };
 
 // The table and verdict, as text (printed to stdout by the command).
