@@ -29,7 +29,7 @@ struct ModelSource {
 };
 
 struct TokenSource {
-  std::vector<std::vector<std::int32_t>> ids;  // explicit ids, one list per sequence
+  std::vector<std::vector<std::int32_t>> ids;  // explicit ids: one list for every sequence, or one per sequence
   std::optional<std::int64_t> count;           // tokens per sequence when seeded
 };
 
