@@ -36,17 +36,17 @@ const CommandRegistrar kRun{{
       sub.add_option("--device", args->device, "cuda or cpu (default: cuda when a GPU is usable); "
                                                "on cpu, GPU paths run as their emulated recipes")
           ->check(CLI::IsMember({"cuda", "cpu"}));
-      sub.add_option("--out", args->out, "results file (default results/runs/<date>-<scenario>.h5)");
+      CLI::Option* out = sub.add_option("--out", args->out, "results file (default results/runs/<date>-<scenario>.h5)");
       sub.add_flag("--force-fused", args->force_fused,
                    "run the fused path even when the static check says INCOMPATIBLE");
       sub.add_flag("--dump-failing", args->dump_failing, "store the tensors of failing taps in the results");
       sub.add_flag("--ref64", args->ref64, "also run ref64-cpu for the FP64 noise floor");
       sub.add_flag("--no-progress", args->no_progress, "no progress bar on stderr");
-      return [args]() {
+      return [args, out]() {
         run::RunOptions o;
         o.scenario = args->scenario;
         o.device = args->device;
-        if (!args->out.empty()) o.out = args->out;
+        if (out->count() > 0) o.out = args->out;  // --out "" is an error, not the default
         o.force_fused = args->force_fused;
         o.dump_failing = args->dump_failing;
         o.ref64 = args->ref64;

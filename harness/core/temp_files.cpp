@@ -70,16 +70,16 @@ void remove_tree(const std::filesystem::path& p) {
   ::_exit(128 + sig);  // only if the default action did not end the process
 }
 
-// "<stem>.tmp-<digits>" -> pid, else 0.
-pid_t temp_owner(const std::string& name) {
+// "<final name>.tmp-<digits>" -> (final name, pid); pid 0 when the name is not one.
+std::pair<std::string, pid_t> temp_owner(const std::string& name) {
   const auto at = name.rfind(".tmp-");
-  if (at == std::string::npos || at == 0) return 0;
+  if (at == std::string::npos || at == 0) return {"", 0};
   const char* first = name.data() + at + 5;
   const char* last = name.data() + name.size();
   long long pid = 0;
   const auto [end, ec] = std::from_chars(first, last, pid);
-  if (ec != std::errc() || end != last || first == last || pid <= 0 || pid > INT_MAX) return 0;
-  return static_cast<pid_t>(pid);
+  if (ec != std::errc() || end != last || first == last || pid <= 0 || pid > INT_MAX) return {"", 0};
+  return {name.substr(0, at), static_cast<pid_t>(pid)};
 }
 
 bool process_alive(pid_t pid) {
@@ -123,12 +123,13 @@ void wait_if_interrupted() {
   for (;;) ::pause();  // the watcher raises the signal and ends the process
 }
 
-std::vector<std::filesystem::path> reclaim_stale_temps(const std::filesystem::path& dir) {
+std::vector<std::filesystem::path> reclaim_stale_temps(const std::filesystem::path& dir,
+                                                       const std::function<bool(const std::string&)>& ours) {
   std::vector<std::filesystem::path> removed;
   std::error_code ec;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const pid_t owner = temp_owner(it->path().filename().string());
-    if (owner == 0 || process_alive(owner)) continue;
+    const auto [final_name, owner] = temp_owner(it->path().filename().string());
+    if (owner == 0 || process_alive(owner) || !ours(final_name)) continue;
     std::error_code rm;
     std::filesystem::remove_all(it->path(), rm);
     if (!rm) removed.push_back(it->path());

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <string>
 #include <vector>
 
 namespace fusecheck {
@@ -37,9 +39,10 @@ void install_interrupt_cleanup();
 // Returns at once when no signal arrived.
 void wait_if_interrupted();
 
-// Removes the entries of `dir` named "<anything>.tmp-<pid>" whose pid is not a live
-// process (files and folders), and returns them. Entries of live processes, this one
-// included, stay. A missing `dir` has nothing to reclaim.
-std::vector<std::filesystem::path> reclaim_stale_temps(const std::filesystem::path& dir);
+// Removes the entries of `dir` named "<final name>.tmp-<pid>" whose pid is not a live
+// process (files and folders) and for which `ours(final name)` holds, and returns them.
+// Entries of live processes, this one included, stay. A missing `dir` has nothing.
+std::vector<std::filesystem::path> reclaim_stale_temps(const std::filesystem::path& dir,
+                                                       const std::function<bool(const std::string&)>& ours);
 
 }  // namespace fusecheck

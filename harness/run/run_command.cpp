@@ -20,8 +20,11 @@
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/core/untrusted.h"
 #include "harness/core/version.h"
 #include "harness/run/crosscheck.h"
+#include "harness/run/run_limits.h"
+#include "harness/run/run_output.h"
 #include "harness/run/run_writer.h"
 #include "harness/run/summary.h"
 #include "reference/decoder_path.h"
@@ -152,12 +155,14 @@ SynthOptions synth_options(const Scenario& sc) {
 }
 
 // Opens the scenario's checkpoint, writing a synthetic one into the cache first if
-// needed (into a temporary folder renamed when complete, so a killed run leaves no
-// half-written model behind to be trusted later).
-std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::path& cache_root) {
+// needed (place_synthetic_checkpoint: never half-written), once its sizes are checked.
+std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::path& cache_root,
+                                    const std::function<void(const ModelSpec&, const std::string&)>& check_sizes) {
   if (!sc.model.synth) {
-    if (!std::filesystem::exists(sc.model.path)) {
-      throw InputError(sc.file.string() + ": model.path", "no such file or folder: " + sc.model.path.string());
+    std::error_code ec;
+    if (!std::filesystem::exists(sc.model.path, ec)) {
+      throw InputError(sc.where("model.path"), ec ? "cannot open " + printable(sc.model.path.string(), 200) + ": " + ec.message()
+                                                  : "no such file or folder: " + printable(sc.model.path.string(), 200));
     }
     return sc.model.path;
   }
@@ -169,25 +174,27 @@ std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::p
     throw InputError(sc.file.string() + ": model.synth.profile", "unknown profile '" + m.profile + "' (known: " + known + ")");
   }
   const SynthOptions options = synth_options(sc);
+  const SynthProfile& profile = synth_profile(m.profile);
+  check_sizes(profile_shape(profile, m.layers.value_or(profile.layers)), "synthetic profile " + m.profile);
   const auto dir = synth_cache_dir(m, cache_root);
-  if (std::filesystem::exists(dir / "config.json")) return dir;
-  const auto tmp = dir.string() + ".tmp-" + std::to_string(::getpid());
-  std::filesystem::remove_all(tmp);
-  write_synthetic_checkpoint(m.profile, options, tmp);
-  std::error_code ec;
-  std::filesystem::rename(tmp, dir, ec);
-  if (ec && !std::filesystem::exists(dir / "config.json")) {
-    throw InputError(dir.string(), "cannot place the synthetic model in the cache: " + ec.message());
-  }
-  std::filesystem::remove_all(tmp, ec);  // another run placed it first
+  place_synthetic_checkpoint(m.profile, options, dir);
   return dir;
 }
 
-std::string default_device() {
+std::string default_device() { return cuda_unusable_reason().empty() ? "cuda" : "cpu"; }
+
+MemoryLimits memory_limits(const std::string& device) {
+  MemoryLimits limits = host_memory_limits();
 #ifdef FUSECHECK_HAVE_CUDA
-  if (cuda::visible_device_count() > 0) return "cuda";
+  if (device == "cuda") {
+    const auto prov = cuda::query_device(0, /*measure_copy=*/false);
+    limits.device_bytes = prov.global_mem_bytes;
+    limits.device_source = prov.name;
+  }
+#else
+  (void)device;
 #endif
-  return "cpu";
+  return limits;
 }
 
 std::string library_versions() {
@@ -198,6 +205,15 @@ std::string library_versions() {
 }
 
 }  // namespace
+
+std::string cuda_unusable_reason() {
+#ifdef FUSECHECK_HAVE_CUDA
+  if (cuda::visible_device_count() > 0) return "";
+  return cuda::no_device_reason();
+#else
+  return "this build has no CUDA";
+#endif
+}
 
 std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root) {
   // The build's sha is part of the key: a changed generator must not reuse old files.
@@ -211,11 +227,12 @@ std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& sc, int v
     for (const auto& seq : sc.tokens.ids) {
       for (auto id : seq) {
         if (id >= vocab) {
-          throw InputError(sc.file.string() + ": tokens.ids",
+          throw InputError(sc.where("tokens.ids"),
                            fmt::format("token id {} is past the model's vocabulary of {}", id, vocab));
         }
       }
     }
+    if (sc.tokens.ids.size() == 1) return std::vector(sc.batch, sc.tokens.ids.front());  // one list for all
     return sc.tokens.ids;
   }
   std::mt19937_64 rng(sc.seeds.tokens);
@@ -269,19 +286,28 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");
   register_builtin_paths();
   const Scenario sc = load_scenario(opt.scenario);
+  const std::string shown_name = printable(sc.name, 80);  // the name is the scenario's: bounded, escaped
 
   const std::string device = opt.device.empty() ? default_device() : opt.device;
-  if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + device + "'");
+  if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + printable(device, 40) + "'");
   if (device == "cuda" && default_device() != "cuda") {
     throw InputError("--device cuda", "no usable CUDA device in this build or on this machine (use --device cpu)");
   }
+  // Before any work: the results file's place, and that it can be written.
+  const std::filesystem::path file = results_file_path(opt.out, opt.results_dir, sc.name, utc_now("%Y%m%d-%H%M%S"));
+  prepare_results_folder(file);
 
   PhaseTimes phases;  // merged into the driver's below
   auto open_span = phases.span("checkpoint");
-  const auto model_dir = prepare_model(sc, opt.results_dir / ".synth-cache");
+  const MemoryLimits limits = memory_limits(device);
+  const auto check_sizes = [&](const ModelSpec& shape, const std::string& model) {
+    check_run_size(sc, shape, model, device, opt.ref64, limits);
+  };
+  const auto model_dir = prepare_model(sc, opt.results_dir / ".synth-cache", check_sizes);
   const auto ckpt = Checkpoint::open(model_dir);
   open_span.stop();
   const ModelSpec& spec = ckpt->spec();
+  check_sizes(spec, sc.model.synth ? sc.model.synth->profile : printable(sc.model.path.string(), 120));
   const auto tokens = scenario_tokens(sc, spec.vocab);
 
   // Static check: both scorers for the cross-check; ours decides the fallback.
@@ -320,7 +346,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const std::string model_label = sc.model.synth ? fmt::format("{} (synth, {} layers, {})", sc.model.synth->profile,
                                                                spec.n_layers, sc.model.synth->dtype)
                                                  : sc.model.path.string();
-  ProgressBar bar(stderr, fmt::format("fusecheck run {}: {} layers x {} paths", sc.name, spec.n_layers, slots.size() + 1));
+  ProgressBar bar(stderr, fmt::format("fusecheck run {}: {} layers x {} paths", shown_name, spec.n_layers, slots.size() + 1));
   if (opt.progress) cfg.progress = [&](int done, int total) { bar.update(done, total); };
 
   // Emulated paths record headroom at every rounding point of their recipe (the squares
@@ -371,8 +397,6 @@ RunOutcome run_scenario(const RunOptions& opt) {
     crosschecks.push_back(cross_check(statics.back(), observed_path(result)));
   }
 
-  const std::filesystem::path file =
-      opt.out ? *opt.out : opt.results_dir / (utc_now("%Y%m%d-%H%M%S") + "-" + sc.name + ".h5");
   std::string substitutions;
   for (const auto& s : slots) {
     if (s.note.rfind("--device cpu", 0) == 0) substitutions += (substitutions.empty() ? "" : "; ") + s.note.substr(14);
@@ -447,7 +471,8 @@ RunOutcome run_scenario(const RunOptions& opt) {
   result.phases.add("results_write", wall_seconds() - write_wall0, process_cpu_seconds() - write_cpu0);
 
   SummaryInput in;
-  in.title = fmt::format("fusecheck run {}: {}; {} {} x batch {}; device {} ({}); reference {}", sc.name, model_label,
+  in.title = fmt::format("fusecheck run {}: {}; {} {} x batch {}; device {} ({}); reference {}", shown_name,
+                         printable(model_label, 200),
                          sc.phase.kind == Phase::Prefill ? "prefill" : "decode",
                          sc.phase.kind == Phase::Prefill ? std::to_string(sc.phase.prefill_len)
                                                          : fmt::format("kv {} + {} steps", sc.phase.prefill_len, sc.phase.decode_steps),

@@ -13,6 +13,7 @@
 #include <fmt/core.h>
 #include <yaml-cpp/yaml.h>
 
+#include "harness/checkpoint/synth.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
 #include "harness/core/untrusted.h"
@@ -88,6 +89,7 @@ class Reader {
   template <typename T>
   T get(const YAML::Node& node, const std::string& key, const char* type_name) const {
     if (!node.IsScalar()) fail(node, key, std::string("expected ") + type_name);
+    if (node.Mark().line >= 0) lines_[key] = node.Mark().line + 1;
     try {
       return node.as<T>();
     } catch (const YAML::Exception&) {
@@ -131,9 +133,11 @@ class Reader {
     return a.empty() ? b : a + "." + b;
   }
   const std::filesystem::path& file() const { return file_; }
+  const std::map<std::string, int>& lines() const { return lines_; }
 
  private:
   std::filesystem::path file_;
+  mutable std::map<std::string, int> lines_;  // of every value read, for Scenario::where
 };
 
 // ${VAR} and $VAR from the environment, so scenarios can name the shared model folder.
@@ -179,7 +183,12 @@ void read_model(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   if (!s["profile"]) rd.fail(s, "model.synth", "missing key 'profile'");
   SynthModel m;
   m.profile = rd.get_string(s["profile"], "model.synth.profile");
-  if (s["layers"]) m.layers = rd.get_int(s["layers"], "model.synth.layers", 1);
+  if (s["layers"]) {
+    m.layers = rd.get_int(s["layers"], "model.synth.layers", 1);
+    if (*m.layers > kMaxSynthLayers) {
+      rd.fail(s["layers"], "model.synth.layers", fmt::format("must be at most {}, got {}", kMaxSynthLayers, *m.layers));
+    }
+  }
   if (s["seed"]) m.seed = rd.get_seed(s["seed"], "model.synth.seed");
   if (s["dtype"]) {
     m.dtype = rd.get_string(s["dtype"], "model.synth.dtype");
@@ -496,6 +505,12 @@ Scenario read_scenario(const Reader& rd, const YAML::Node& root, const std::stri
 
 }  // namespace
 
+std::string Scenario::where(const std::string& key) const {
+  std::string w = file.string();
+  if (auto it = key_lines.find(key); it != key_lines.end()) w += ":" + std::to_string(it->second);
+  return printable(w + ": " + key, 300);
+}
+
 Scenario parse_scenario(const std::string& text, const std::filesystem::path& file) {
   const Reader rd(file);
   std::vector<YAML::Node> documents;
@@ -510,7 +525,9 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
   // The checks above name every problem they know; yaml-cpp may still refuse a node in a
   // way they did not foresee, which is the scenario's fault all the same.
   try {
-    return read_scenario(rd, documents.empty() ? YAML::Node() : documents.front(), text);
+    Scenario sc = read_scenario(rd, documents.empty() ? YAML::Node() : documents.front(), text);
+    sc.key_lines = rd.lines();
+    return sc;
   } catch (const YAML::Exception& e) {
     rd.fail_at(e.mark, e.msg);
   }

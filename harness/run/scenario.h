@@ -100,6 +100,10 @@ struct Scenario {
   int greedy_steps = 0;
   Seeds seeds;
   bool force_fused = false;
+  std::map<std::string, int> key_lines;  // 1-based line of each value read ("phase.prefill")
+
+  // "FILE:LINE: KEY" (printable, bounded) for errors found after reading (sizes, model).
+  std::string where(const std::string& key) const;
 };
 
 // Reads and validates `file`. Throws InputError("file:line: key", problem).
