@@ -120,7 +120,7 @@ SynthOptions synth_options(const Scenario& sc) {
   o.seed = m.seed;
   o.layers = m.layers;
   o.dtype = m.dtype == "f32" ? DType::F32 : (m.dtype == "f16" ? DType::F16 : DType::BF16);
-  const std::string where = sc.file.string() + ": model.synth.overrides";
+
   struct NormFamily {
     const char* prefix;
     NormOverride* target;
@@ -128,7 +128,7 @@ SynthOptions synth_options(const Scenario& sc) {
   const NormFamily families[] = {{"k_norm", &o.k_norm}, {"q_norm", &o.q_norm},
                                  {"attn_norm", &o.attn_norm}, {"final_norm", &o.final_norm}};
   for (const auto& [key, value] : m.overrides) {
-    const std::string at = where + "." + key;
+    const std::string at = sc.where("model.synth.overrides." + key);
     bool done = false;
     for (const auto& f : families) {
       const std::string p = f.prefix;
@@ -171,7 +171,7 @@ std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::p
   if (std::find(names.begin(), names.end(), m.profile) == names.end()) {
     std::string known;
     for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-    throw InputError(sc.file.string() + ": model.synth.profile", "unknown profile '" + m.profile + "' (known: " + known + ")");
+    throw InputError(sc.where("model.synth.profile"), "unknown profile '" + printable(m.profile, 80) + "' (known: " + known + ")");
   }
   const SynthOptions options = synth_options(sc);
   const SynthProfile& profile = synth_profile(m.profile);

@@ -159,6 +159,10 @@ void check_run_size(const Scenario& sc, const ModelSpec& spec, const std::string
                                    sc.greedy_steps, per_seq, per_seq + sc.greedy_steps, spec.max_position, model));
     }
   }
+  if (sc.modes.perturb && sc.modes.perturb->layer >= spec.n_layers) {
+    throw InputError(sc.where("modes.perturb.layer"), fmt::format("perturb layer {} is past the model's {} layers",
+                                                                  sc.modes.perturb->layer, spec.n_layers));
+  }
   const MemoryEstimate need = estimate_run_memory(sc, spec, device, ref64);
   const std::string what = fmt::format("{} sequences x {} ({} path instances; KV caches, hidden states, taps and "
                                        "logits, weights not counted)", sc.batch, phase_text, need.instances);

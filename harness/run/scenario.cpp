@@ -134,6 +134,10 @@ class Reader {
   }
   const std::filesystem::path& file() const { return file_; }
   const std::map<std::string, int>& lines() const { return lines_; }
+  // Records where `key` is, for a check made later under that name (Scenario::where).
+  void note(const std::string& key, const YAML::Node& node) const {
+    if (node.IsDefined() && node.Mark().line >= 0) lines_[key] = node.Mark().line + 1;
+  }
 
  private:
   std::filesystem::path file_;
@@ -222,6 +226,7 @@ void read_tokens(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   }
   if (node["ids"]) {
     const YAML::Node ids = node["ids"];
+    rd.note("tokens.ids", ids);
     if (ids.IsSequence() && ids.size() > 0 && ids[0].IsSequence()) {
       for (std::size_t b = 0; b < ids.size(); ++b) {
         sc.tokens.ids.push_back(read_id_list(rd, ids[b], "tokens.ids[" + std::to_string(b) + "]"));
@@ -302,7 +307,10 @@ void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
     const std::string pk = key + ".perturb";
     rd.check_keys(p, pk, {"layer", "tap", "size"});
     PerturbSpec spec;
-    if (p["layer"]) spec.layer = rd.get_int(p["layer"], pk + ".layer", 0);
+    if (p["layer"]) {
+      spec.layer = rd.get_int(p["layer"], pk + ".layer", 0);
+      rd.note("modes.perturb.layer", p["layer"]);
+    }
     if (p["tap"]) {
       spec.tap = rd.get_tap(p["tap"], pk + ".tap");
       if (spec.tap == Tap::final_norm || spec.tap == Tap::logits) {
