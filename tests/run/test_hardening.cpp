@@ -240,6 +240,15 @@ TEST(HostileName, DevicesAndFoldersAreNotScenarios) {
   }
 }
 
+// Found by fuzz/fuzz_scenario.cpp: yaml-cpp 0.7's LoadAll never ended on these 20 bytes.
+TEST(HostileName, InputThatHungYamlCppEndsAsAnError) {
+  const auto dir = test::scratch_dir();
+  write_file(dir / "hang.yaml", std::string("\x2c\x2d\x20\x20\xb7\xff\xff\xff\xff\xff\xff\x07\x3a\x3b\x20\x65\x3b\x20\x78\x0a", 20));
+  const auto r = run_in(dir, "run --device cpu --out out.h5 hang.yaml");  // a hang fails by the test timeout
+  expect_one_line_input_error(r);
+  EXPECT_NE(r.err.find("hang.yaml"), std::string::npos) << r.err;
+}
+
 TEST(HostileName, OversizedScenarioFileIsRefusedUnread) {
   const auto dir = test::scratch_dir();
   write_file(dir / "big.yaml", tiny_scenario("name: s") + "description: " + std::string(9u << 20, 'x') + "\n");
