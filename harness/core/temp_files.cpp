@@ -18,7 +18,6 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <system_error>
 #include <thread>
 
 namespace fusecheck {
@@ -108,7 +107,8 @@ RegisteredTemp::~RegisteredTemp() {
 void install_interrupt_cleanup() {
   static std::once_flag once;
   std::call_once(once, [] {
-    if (::pipe2(g_pipe, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    // Without a pipe (no file descriptors left) the signals keep their default action.
+    if (::pipe2(g_pipe, O_CLOEXEC) != 0) return;
     std::thread(watch).detach();
     struct sigaction sa {};
     sa.sa_handler = on_interrupt;

@@ -31,7 +31,8 @@ class RegisteredTemp {
 
 // Installs the SIGINT/SIGTERM handling (once; main() calls it before any command runs):
 // a watcher thread removes every registered path, then the process dies of the signal as
-// it would have without the handler (exit status 128 + signal in a shell).
+// it would have without the handler (exit status 128 + signal in a shell). Where no pipe
+// can be made, the signals keep their default action.
 void install_interrupt_cleanup();
 
 // After a signal arrived, blocks until its cleanup ends the process: an error that the
