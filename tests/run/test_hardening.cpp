@@ -3,7 +3,7 @@
 // names from a scenario never lead a write outside the results folder nor reach the
 // terminal raw; sizes past the model's context or the machine's memory are refused
 // before anything is allocated; SIGINT/SIGTERM leave no temp files, and stale ones of
-// dead processes are reclaimed.
+// dead processes are reclaimed; `generate` refuses steps past the context.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -315,6 +315,16 @@ INSTANTIATE_TEST_SUITE_P(
                  "paths: [fused-cuda, standard-cuda]\n",
                  ":2: batch", "of host memory;"}),
     [](const ::testing::TestParamInfo<SizeCase>& info) { return info.param.name; });
+
+TEST(GenerateSizes, StepsPastTheContextAreRefusedBeforeDecoding) {
+  const auto dir = test::scratch_dir();
+  ASSERT_EQ(run_in(dir, "synth qwen3-tiny model --layers 1").exit_code, 0);
+  const auto r = run_in(dir, "generate model --prompt-ids 1,2 --steps 40959");  // qwen3-tiny: 40960
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("--steps: 2 prompt tokens + 40959 steps are past the model's context length 40960"),
+            std::string::npos) << r.err;
+}
 
 // In process: the limits are exact at the boundary, and the memory refusal names both
 // the estimate and the limit.
