@@ -221,6 +221,7 @@ int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_in
     out->sm_clock_peak_mhz = prov.sm_clock_peak_mhz;
     out->mem_clock_peak_mhz = prov.mem_clock_peak_mhz;
     out->copy_bandwidth_gbs = prov.copy_bandwidth_gbs;
+    out->global_mem_bytes = prov.global_mem_bytes;
   });
 }
 

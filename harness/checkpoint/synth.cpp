@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/core/error.h"
+#include "harness/core/temp_files.h"
 
 namespace fusecheck {
 
@@ -489,7 +490,8 @@ SynthResult write_synthetic_checkpoint(const std::string& profile_name, const Sy
   const auto start = std::chrono::steady_clock::now();
   const SynthProfile profile = reshaped(synth_profile(profile_name), options.shape);
   const int layers = options.layers.value_or(profile.layers);
-  check_option(layers >= 1 && layers <= 1000, "--layers", fmt::format("{} is not in 1..1000", layers));
+  check_option(layers >= 1 && layers <= kMaxSynthLayers, "--layers",
+               fmt::format("{} is not in 1..{}", layers, kMaxSynthLayers));
   const Planned plan = plan_checkpoint(profile, options, layers);
   const unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
 
@@ -516,6 +518,30 @@ SynthResult write_synthetic_checkpoint(const std::string& profile_name, const Sy
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   for (const std::string& line : plan.summary) result.summary += line + "\n";
   return result;
+}
+
+bool place_synthetic_checkpoint(const std::string& profile, const SynthOptions& options,
+                                const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir / "config.json")) return false;
+  std::error_code ec;
+  std::filesystem::create_directories(dir.parent_path(), ec);
+  if (ec) throw InputError(dir.parent_path().string(), "cannot create the synthetic model cache: " + ec.message());
+  // Another run writing the same model keeps its folder (its pid is alive).
+  reclaim_stale_temps(dir.parent_path(), [](const std::string&) { return true; });
+  const RegisteredTemp tmp(temp_path_for(dir));
+  try {
+    std::filesystem::remove_all(tmp.path());
+    write_synthetic_checkpoint(profile, options, tmp.path());
+    std::filesystem::rename(tmp.path(), dir, ec);
+    if (ec && !std::filesystem::exists(dir / "config.json")) {
+      throw InputError(dir.string(), "cannot place the synthetic model in the cache: " + ec.message());
+    }
+    std::filesystem::remove_all(tmp.path(), ec);  // another run placed it first
+  } catch (...) {
+    std::filesystem::remove_all(tmp.path(), ec);
+    throw;
+  }
+  return true;
 }
 
 }  // namespace fusecheck

@@ -43,6 +43,9 @@ struct ShapeOverride {
   std::optional<int> head_dim;
 };
 
+// Most layers a synthetic checkpoint may have (fusecheck synth --layers, model.synth.layers).
+inline constexpr int kMaxSynthLayers = 1000;
+
 struct SynthOptions {
   std::uint64_t seed = 0;
   std::optional<int> layers;               // default: the profile's
@@ -80,6 +83,15 @@ std::vector<std::string> synth_profile_names();
 // options (naming the option) or an unwritable directory.
 SynthResult write_synthetic_checkpoint(const std::string& profile, const SynthOptions& options,
                                        const std::filesystem::path& out_dir);
+
+// Writes the checkpoint into the cache folder `dir` unless a complete one is there (it has
+// config.json): into "<dir>.tmp-<pid>", registered for removal on SIGINT/SIGTERM
+// (harness/core/temp_files.h) and renamed into place only when complete, so that an
+// interrupted run never leaves a half-written model to be trusted later. Temporary
+// folders that dead processes left beside `dir` are reclaimed first. Returns whether it
+// wrote the model (false: the cache had it).
+bool place_synthetic_checkpoint(const std::string& profile, const SynthOptions& options,
+                                const std::filesystem::path& dir);
 
 // ---- Building blocks, exposed for tests ----
 

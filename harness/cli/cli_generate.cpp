@@ -18,6 +18,8 @@
 #include "harness/core/greedy.h"
 #include "harness/core/path_registry.h"
 #include "harness/tokenizer/tokenizer.h"
+#include "harness/run/run_command.h"
+#include "harness/run/run_limits.h"
 #include "reference/decoder_path.h"
 
 namespace fusecheck::cli {
@@ -129,6 +131,12 @@ int run_generate(const GenerateArgs& a) {
   if (!a.recipe.empty() && a.path != "emulated-cpu") {
     throw InputError("--recipe", "only the emulated-cpu path takes a recipe");
   }
+  // A CUDA path without a usable device is the user's choice of path, not a fusecheck bug.
+  if (const PathInfo* info = find_path(a.path); info && info->device == "cuda") {
+    if (const std::string why = run::cuda_unusable_reason(); !why.empty()) {
+      throw InputError("--path " + a.path, "needs a CUDA device: " + why + " (use a cpu path: ref32-cpu, emulated-cpu)");
+    }
+  }
   auto path = make_path(a.path, *ckpt, opts);
   const ref::EmulatedPath* emulated = nullptr;
   if (a.headroom) {
@@ -160,6 +168,18 @@ int run_generate(const GenerateArgs& a) {
     prompt = {spec.bos_id};
   } else {
     throw InputError(a.model, "the checkpoint names no BOS token: give --prompt-ids");
+  }
+  // The KV cache holds the prompt and every generated token (FP64 at most).
+  const double tokens = static_cast<double>(prompt.size()) + a.steps;
+  if (spec.max_position > 0 && tokens > spec.max_position) {
+    throw InputError("--steps", fmt::format("{} prompt tokens + {} steps are past the model's context length {}",
+                                            prompt.size(), a.steps, spec.max_position));
+  }
+  const double kv_bytes = tokens * spec.n_layers * spec.kv_width() * 2 * 8;
+  if (const auto limits = run::host_memory_limits(); limits.host_bytes > 0 && kv_bytes > limits.host_bytes) {
+    throw InputError("--steps", fmt::format("{} tokens need a KV cache of about {}; {} is available ({})",
+                                            tokens, run::format_bytes(static_cast<std::uint64_t>(std::min(kv_bytes, 1.8e19))),
+                                            run::format_bytes(limits.host_bytes), limits.host_source));
   }
   if (!a.dump_hidden.empty()) dump_hidden(*path, *ckpt, a, prompt);
 

@@ -15,6 +15,7 @@
 
 #include "harness/cli/command.h"
 #include "harness/core/error.h"
+#include "harness/core/untrusted.h"
 #include "harness/run/run_command.h"
 #include "harness/tokenizer/tokenizer.h"
 
@@ -129,7 +130,7 @@ const CommandRegistrar kRun{{
       sub.add_option("--device", args->device, "cuda or cpu (default: cuda when a GPU is usable); "
                                                "on cpu, GPU paths run as their emulated recipes")
           ->check(CLI::IsMember({"cuda", "cpu"}));
-      sub.add_option("--out", args->out, "results file (default results/runs/<date>-<scenario>.h5)");
+      CLI::Option* out = sub.add_option("--out", args->out, "results file (default results/runs/<date>-<scenario>.h5)");
       sub.add_flag("--force-fused", args->force_fused,
                    "run the fused path even when the static check says INCOMPATIBLE");
       sub.add_flag("--dump-failing", args->dump_failing, "store the tensors of failing taps in the results");
@@ -143,7 +144,7 @@ const CommandRegistrar kRun{{
       sub.add_option("--paths", args->paths, "MODEL form: paths to compare (default fused-cuda,standard-cuda)")
           ->delimiter(',');
       sub.add_flag("--print-scenario", args->print_scenario, "MODEL form: print the scenario YAML and exit");
-      return [args]() {
+      return [args, out]() {
         run::RunOptions o;
         o.scenario = args->scenario;
         if (!is_scenario_file(args->scenario)) {
@@ -155,7 +156,7 @@ const CommandRegistrar kRun{{
           // Written beside the results, so the run reads it as any scenario and records it.
           const std::filesystem::path file =
               args->out.empty()
-                  ? o.results_dir / (model_path(args->scenario).stem().string() + ".scenario.yaml")
+                  ? o.results_dir / (file_name_component(model_path(args->scenario).stem().string(), "model") + ".scenario.yaml")
                   : std::filesystem::path(args->out).replace_extension(".scenario.yaml");
           if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
           std::ofstream written(file);
@@ -168,7 +169,7 @@ const CommandRegistrar kRun{{
                                             "MODEL, not a scenario file");
         }
         o.device = args->device;
-        if (!args->out.empty()) o.out = args->out;
+        if (out->count() > 0) o.out = args->out;  // --out "" is an error, not the default
         o.force_fused = args->force_fused;
         o.dump_failing = args->dump_failing;
         o.ref64 = args->ref64;

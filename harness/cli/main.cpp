@@ -1,4 +1,6 @@
-// fusecheck: one binary, subcommands registered by harness/cli/cli_*.cpp.
+// fusecheck: one binary, subcommands registered by harness/cli/cli_*.cpp. Errors print as
+// one bounded, printable line (exit 2 or the command's input-error code for bad input,
+// 70 for fusecheck's own bugs); SIGINT/SIGTERM remove the run's temp files first.
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -8,6 +10,8 @@
 
 #include "harness/cli/command.h"
 #include "harness/core/error.h"
+#include "harness/core/temp_files.h"
+#include "harness/core/untrusted.h"
 #include "harness/core/version.h"
 
 namespace fusecheck::cli {
@@ -17,6 +21,8 @@ std::vector<CommandSpec>& commands() {
   static std::vector<CommandSpec> c;
   return c;
 }
+// An error names a file, perhaps one 100k characters long, from input: one short line.
+constexpr std::size_t kMaxErrorChars = 600;
 }  // namespace
 
 CommandRegistrar::CommandRegistrar(CommandSpec spec) { commands().push_back(std::move(spec)); }
@@ -26,6 +32,7 @@ const std::vector<CommandSpec>& registered_commands() { return commands(); }
 
 int main(int argc, char** argv) {
   using namespace fusecheck;
+  install_interrupt_cleanup();
   CLI::App app{"fusecheck: validates and benchmarks fused LLM kernels against FP32/FP64 references"};
   app.set_version_flag("--version", fmt::format("fusecheck {} (git {})", version_string(), git_sha()));
   app.require_subcommand(1);
@@ -52,13 +59,20 @@ int main(int argc, char** argv) {
   }
   for (std::size_t i = 0; i < specs.size(); ++i) {
     if (!subs[i]->parsed()) continue;
+    // An error the interruption caused (its temp files vanishing) is not reported.
     try {
-      return runners[i]();
+      const int code = runners[i]();
+      wait_if_interrupted();
+      return code;
     } catch (const InputError& e) {
-      std::fprintf(stderr, "fusecheck %s: error: %s\n", specs[i].name.c_str(), e.what());
+      wait_if_interrupted();
+      std::fprintf(stderr, "fusecheck %s: error: %s\n", specs[i].name.c_str(),
+                   printable(e.what(), cli::kMaxErrorChars).c_str());
       return specs[i].input_error_exit_code;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "fusecheck %s: internal error: %s\n", specs[i].name.c_str(), e.what());
+      wait_if_interrupted();
+      std::fprintf(stderr, "fusecheck %s: internal error: %s\n", specs[i].name.c_str(),
+                   printable(e.what(), cli::kMaxErrorChars).c_str());
       return 70;
     }
   }

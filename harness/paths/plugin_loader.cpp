@@ -572,6 +572,7 @@ DeviceDescription describe_cuda_device(int index, bool measure_bandwidth) {
   d.driver_version = info.driver_version, d.runtime_version = info.runtime_version;
   d.sm_clock_peak_mhz = info.sm_clock_peak_mhz, d.mem_clock_peak_mhz = info.mem_clock_peak_mhz;
   d.copy_bandwidth_gbs = info.copy_bandwidth_gbs;
+  d.global_mem_bytes = info.global_mem_bytes;
   return d;
 }
 

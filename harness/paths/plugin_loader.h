@@ -59,6 +59,7 @@ struct DeviceDescription {
   std::string name, library_versions;
   int driver_version = 0, runtime_version = 0, sm_clock_peak_mhz = 0, mem_clock_peak_mhz = 0;
   double copy_bandwidth_gbs = 0;  // 0 = not measured
+  std::uint64_t global_mem_bytes = 0;  // 0 = unknown
 };
 // Provenance of CUDA device `index` (the copy bandwidth measured when asked).
 DeviceDescription describe_cuda_device(int index, bool measure_bandwidth);

@@ -20,9 +20,12 @@
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/core/untrusted.h"
 #include "harness/core/version.h"
 #include "harness/paths/plugin_loader.h"
 #include "harness/run/crosscheck.h"
+#include "harness/run/run_limits.h"
+#include "harness/run/run_output.h"
 #include "harness/run/run_writer.h"
 #include "harness/run/summary.h"
 #include "harness/tokenizer/tokenizer.h"
@@ -123,7 +126,7 @@ SynthOptions synth_options(const Scenario& sc) {
   o.seed = m.seed;
   o.layers = m.layers;
   o.dtype = m.dtype == "f32" ? DType::F32 : (m.dtype == "f16" ? DType::F16 : DType::BF16);
-  const std::string where = sc.file.string() + ": model.synth.overrides";
+
   struct NormFamily {
     const char* prefix;
     NormOverride* target;
@@ -131,7 +134,7 @@ SynthOptions synth_options(const Scenario& sc) {
   const NormFamily families[] = {{"k_norm", &o.k_norm}, {"q_norm", &o.q_norm},
                                  {"attn_norm", &o.attn_norm}, {"final_norm", &o.final_norm}};
   for (const auto& [key, value] : m.overrides) {
-    const std::string at = where + "." + key;
+    const std::string at = sc.where("model.synth.overrides." + key);
     bool done = false;
     for (const auto& f : families) {
       const std::string p = f.prefix;
@@ -163,12 +166,14 @@ SynthOptions synth_options(const Scenario& sc) {
 }
 
 // Opens the scenario's checkpoint, writing a synthetic one into the cache first if
-// needed (into a temporary folder renamed when complete, so a killed run leaves no
-// half-written model behind to be trusted later).
-std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::path& cache_root) {
+// needed (place_synthetic_checkpoint: never half-written), once its sizes are checked.
+std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::path& cache_root,
+                                    const std::function<void(const ModelSpec&, const std::string&)>& check_sizes) {
   if (!sc.model.synth) {
-    if (!std::filesystem::exists(sc.model.path)) {
-      throw InputError(sc.file.string() + ": model.path", "no such file or folder: " + sc.model.path.string());
+    std::error_code ec;
+    if (!std::filesystem::exists(sc.model.path, ec)) {
+      throw InputError(sc.where("model.path"), ec ? "cannot open " + printable(sc.model.path.string(), 200) + ": " + ec.message()
+                                                  : "no such file or folder: " + printable(sc.model.path.string(), 200));
     }
     return sc.model.path;
   }
@@ -177,24 +182,27 @@ std::filesystem::path prepare_model(const Scenario& sc, const std::filesystem::p
   if (std::find(names.begin(), names.end(), m.profile) == names.end()) {
     std::string known;
     for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-    throw InputError(sc.file.string() + ": model.synth.profile", "unknown profile '" + m.profile + "' (known: " + known + ")");
+    throw InputError(sc.where("model.synth.profile"), "unknown profile '" + printable(m.profile, 80) + "' (known: " + known + ")");
   }
   const SynthOptions options = synth_options(sc);
+  const SynthProfile& profile = synth_profile(m.profile);
+  check_sizes(profile_shape(profile, m.layers.value_or(profile.layers)), "synthetic profile " + m.profile);
   const auto dir = synth_cache_dir(m, cache_root);
-  if (std::filesystem::exists(dir / "config.json")) return dir;
-  const auto tmp = dir.string() + ".tmp-" + std::to_string(::getpid());
-  std::filesystem::remove_all(tmp);
-  write_synthetic_checkpoint(m.profile, options, tmp);
-  std::error_code ec;
-  std::filesystem::rename(tmp, dir, ec);
-  if (ec && !std::filesystem::exists(dir / "config.json")) {
-    throw InputError(dir.string(), "cannot place the synthetic model in the cache: " + ec.message());
-  }
-  std::filesystem::remove_all(tmp, ec);  // another run placed it first
+  place_synthetic_checkpoint(m.profile, options, dir);
   return dir;
 }
 
 std::string default_device() { return gpu_driver_present() && cuda_device_count() > 0 ? "cuda" : "cpu"; }
+
+MemoryLimits memory_limits(const std::string& device) {
+  MemoryLimits limits = host_memory_limits();
+  if (device == "cuda" && cuda_device_count() > 0) {
+    const DeviceDescription d = describe_cuda_device(0, /*measure_bandwidth=*/false);
+    limits.device_bytes = d.global_mem_bytes;
+    limits.device_source = d.name;
+  }
+  return limits;
+}
 
 std::string library_versions() {
   std::string s = fmt::format("eigen {}.{}.{}; hdf5 {}.{}.{}; fmt {}; compiler {}", EIGEN_WORLD_VERSION,
@@ -247,6 +255,11 @@ TextTokens resolve_prompt(Scenario& sc, const std::filesystem::path& model, int 
 
 }  // namespace
 
+std::string cuda_unusable_reason() {
+  if (cuda_device_count() > 0) return "";
+  return no_cuda_device_reason();
+}
+
 std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root) {
   // The build's sha is part of the key: a changed generator must not reuse old files.
   const std::uint64_t h = fnv1a(synth_options_text(synth) + ";" + git_sha());
@@ -259,11 +272,12 @@ std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& sc, int v
     for (const auto& seq : sc.tokens.ids) {
       for (auto id : seq) {
         if (id >= vocab) {
-          throw InputError(sc.file.string() + ": tokens.ids",
+          throw InputError(sc.where("tokens.ids"),
                            fmt::format("token id {} is past the model's vocabulary of {}", id, vocab));
         }
       }
     }
+    if (sc.tokens.ids.size() == 1) return std::vector(sc.batch, sc.tokens.ids.front());  // one list for all
     return sc.tokens.ids;
   }
   std::mt19937_64 rng(sc.seeds.tokens);
@@ -318,19 +332,28 @@ RunOutcome run_scenario(const RunOptions& opt) {
   register_builtin_paths();
   for (const auto& plugin : opt.plugins) load_plugin(plugin);
   Scenario sc = load_scenario(opt.scenario);
+  const std::string shown_name = printable(sc.name, 80);  // the name is the scenario's: bounded, escaped
 
   const std::string device = opt.device.empty() ? default_device() : opt.device;
-  if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + device + "'");
+  if (device != "cpu" && device != "cuda") throw InputError("--device", "must be cuda or cpu, got '" + printable(device, 40) + "'");
   if (device == "cuda" && cuda_device_count() == 0) {
     throw InputError("--device cuda", no_cuda_device_reason());
   }
+  // Before any work: the results file's place, and that it can be written.
+  const std::filesystem::path file = results_file_path(opt.out, opt.results_dir, sc.name, utc_now("%Y%m%d-%H%M%S"));
+  prepare_results_folder(file);
 
   PhaseTimes phases;  // merged into the driver's below
   auto open_span = phases.span("checkpoint");
-  const auto model_dir = prepare_model(sc, opt.results_dir / ".synth-cache");
+  const MemoryLimits limits = memory_limits(device);
+  const auto check_sizes = [&](const ModelSpec& shape, const std::string& model) {
+    check_run_size(sc, shape, model, device, opt.ref64, limits);
+  };
+  const auto model_dir = prepare_model(sc, opt.results_dir / ".synth-cache", check_sizes);
   const auto ckpt = Checkpoint::open(model_dir);
   open_span.stop();
   const ModelSpec& spec = ckpt->spec();
+  check_sizes(spec, sc.model.synth ? sc.model.synth->profile : printable(sc.model.path.string(), 120));
   const TextTokens text = resolve_prompt(sc, model_dir, spec.vocab);
   const auto tokens = scenario_tokens(sc, spec.vocab);
 
@@ -372,7 +395,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   const std::string model_label = sc.model.synth ? fmt::format("{} (synth, {} layers, {})", sc.model.synth->profile,
                                                                spec.n_layers, sc.model.synth->dtype)
                                                  : sc.model.path.string();
-  ProgressBar bar(stderr, fmt::format("fusecheck run {}: {} layers x {} paths", sc.name, spec.n_layers, slots.size() + 1));
+  ProgressBar bar(stderr, fmt::format("fusecheck run {}: {} layers x {} paths", shown_name, spec.n_layers, slots.size() + 1));
   if (opt.progress) cfg.progress = [&](int done, int total) { bar.update(done, total); };
 
   // Emulated paths record headroom at every rounding point of their recipe (the squares
@@ -421,8 +444,6 @@ RunOutcome run_scenario(const RunOptions& opt) {
     crosschecks.push_back(cross_check(statics.back(), observed_path(result)));
   }
 
-  const std::filesystem::path file =
-      opt.out ? *opt.out : opt.results_dir / (utc_now("%Y%m%d-%H%M%S") + "-" + sc.name + ".h5");
   std::string substitutions;
   for (const auto& s : slots) {
     if (s.note.rfind("--device cpu", 0) == 0) substitutions += (substitutions.empty() ? "" : "; ") + s.note.substr(14);
@@ -504,7 +525,8 @@ RunOutcome run_scenario(const RunOptions& opt) {
   result.phases.add("results_write", wall_seconds() - write_wall0, process_cpu_seconds() - write_cpu0);
 
   SummaryInput in;
-  in.title = fmt::format("fusecheck run {}: {}; {} {} x batch {}; device {} ({}); reference {}", sc.name, model_label,
+  in.title = fmt::format("fusecheck run {}: {}; {} {} x batch {}; device {} ({}); reference {}", shown_name,
+                         printable(model_label, 200),
                          sc.phase.kind == Phase::Prefill ? "prefill" : "decode",
                          sc.phase.kind == Phase::Prefill ? std::to_string(sc.phase.prefill_len)
                                                          : fmt::format("kv {} + {} steps", sc.phase.prefill_len, sc.phase.decode_steps),

@@ -21,7 +21,7 @@ namespace fusecheck::run {
 struct RunOptions {
   std::filesystem::path scenario;
   std::string device;                 // "cuda", "cpu", or "" (cuda when a GPU is usable)
-  std::optional<std::filesystem::path> out;  // default: results_dir/<date>-<name>.h5
+  std::optional<std::filesystem::path> out;  // default: results_dir/<date>-<name>.h5 (run_output.h)
   std::filesystem::path results_dir = "results/runs";
   bool force_fused = false;
   bool dump_failing = false;
@@ -49,6 +49,10 @@ std::vector<PathSlot> plan_paths(const Scenario& scenario, const std::string& de
 // Tokens for the scenario: its ids, or seeded uniform ids in [0, vocab). InputError when
 // an id is past the vocabulary.
 std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& scenario, int vocab);
+
+// Why CUDA paths cannot run here ("this build has no CUDA", no device visible); empty
+// when a CUDA device is usable.
+std::string cuda_unusable_reason();
 
 // Folder a synthetic model is cached in: <cache_root>/<profile>-<hash of options>.
 std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root);

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "harness/core/error.h"
+#include "harness/core/temp_files.h"
 #include "harness/results/h5_write.h"
 
 namespace fusecheck::run {
@@ -270,7 +271,8 @@ void write_run_file(const std::filesystem::path& file, const RunRecord& record) 
     std::filesystem::create_directories(file.parent_path(), ec);
     if (ec) throw InputError(file.parent_path().string(), "cannot create the results folder: " + ec.message());
   }
-  const std::filesystem::path tmp = file.string() + ".tmp-" + std::to_string(::getpid());
+  const RegisteredTemp registered(temp_path_for(file));  // removed on SIGINT/SIGTERM too
+  const std::filesystem::path& tmp = registered.path();
   try {
     {
       H5Writer w(tmp);

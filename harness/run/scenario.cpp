@@ -1,4 +1,7 @@
-// Scenario YAML reader and validator (format: docs/scenarios.md).
+// Scenario YAML reader and validator (format: docs/scenarios.md). The text is untrusted:
+// every problem, yaml-cpp's own included, is an InputError naming the file and the line,
+// with the scenario's values shown printable and bounded; fuzz/fuzz_scenario.cpp holds it
+// to that.
 #include "harness/run/scenario.h"
 
 #include <algorithm>
@@ -8,31 +11,68 @@
 #include <set>
 #include <sstream>
 
+#include <fmt/core.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "harness/checkpoint/synth.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/core/untrusted.h"
 #include "harness/paths/plugin_loader.h"
 
 namespace fusecheck::run {
 
 namespace {
 
+// Far above any real scenario (explicit ids for a long prefill are a few hundred KB);
+// it stops `run /dev/zero` or a misnamed model file from being read whole.
+constexpr std::uintmax_t kMaxScenarioBytes = 8u << 20;
+// Every count (batch, lengths, steps, ids): the sum of two stays an int. What a model
+// and a machine can hold is checked at run time (run_limits.h).
+constexpr long long kMaxCount = 1'000'000'000;
+
+// A value from the scenario quoted in an error: printable and short.
+std::string quote_value(std::string_view value) { return "'" + printable(value, 80) + "'"; }
+
 // Knows the file being read so every error can name it, the line and the key.
 class Reader {
  public:
   explicit Reader(std::filesystem::path file) : file_(std::move(file)) {}
+
+  // The file alone (a problem of the whole file, or one YAML gives no line for).
+  [[noreturn]] void fail_file(const std::string& problem) const {
+    throw InputError(printable(file_.string(), 300), printable(problem, 400));
+  }
+  // A position yaml-cpp reports (its line is 0-based, -1 when unknown).
+  [[noreturn]] void fail_at(const YAML::Mark& mark, const std::string& problem) const {
+    std::string where = file_.string();
+    if (mark.line >= 0) where += ":" + std::to_string(mark.line + 1);
+    throw InputError(printable(where, 300), printable(problem, 400));
+  }
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
                          const std::string& problem) const {
     std::string where = file_.string();
     if (node.IsDefined() && node.Mark().line >= 0) where += ":" + std::to_string(node.Mark().line + 1);
     if (!key.empty()) where += ": " + key;
-    throw InputError(where, problem);
+    throw InputError(printable(where, 300), printable(problem, 400));
   }
 
+  // A mapping whose keys are plain names, each once (yaml-cpp would keep the first of a
+  // repeated key and ignore the rest without a word).
   void expect_map(const YAML::Node& node, const std::string& key) const {
     if (!node.IsMap()) fail(node, key, "expected a mapping (key: value)");
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      const std::string name = key_name(kv.first, key);
+      if (!seen.insert(name).second) fail(kv.first, join(key, name), "key " + quote_value(name) + " given twice");
+    }
+  }
+
+  std::string key_name(const YAML::Node& k, const std::string& key) const {
+    if (!k.IsScalar()) fail(k, key, "a key must be a plain name, not a list or mapping");
+    return k.Scalar();
   }
 
   // Rejects keys outside `allowed`, naming them and what is allowed.
@@ -40,11 +80,11 @@ class Reader {
                   std::initializer_list<const char*> allowed) const {
     expect_map(node, key);
     for (const auto& kv : node) {
-      const auto name = kv.first.as<std::string>();
+      const auto name = kv.first.Scalar();
       if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return name == a; })) {
         std::string list;
         for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        fail(kv.first, join(key, name), "unknown key '" + name + "' (expected one of: " + list + ")");
+        fail(kv.first, join(key, name), "unknown key " + quote_value(name) + " (expected one of: " + list + ")");
       }
     }
   }
@@ -52,16 +92,17 @@ class Reader {
   template <typename T>
   T get(const YAML::Node& node, const std::string& key, const char* type_name) const {
     if (!node.IsScalar()) fail(node, key, std::string("expected ") + type_name);
+    if (node.Mark().line >= 0) lines_[key] = node.Mark().line + 1;
     try {
       return node.as<T>();
     } catch (const YAML::Exception&) {
-      fail(node, key, std::string("expected ") + type_name + ", got '" + node.Scalar() + "'");
+      fail(node, key, std::string("expected ") + type_name + ", got " + quote_value(node.Scalar()));
     }
   }
   int get_int(const YAML::Node& n, const std::string& key, int min_value) const {
     const auto v = get<long long>(n, key, "an integer");
-    if (v < min_value || v > 1'000'000'000) {
-      fail(n, key, "must be an integer >= " + std::to_string(min_value) + ", got " + n.Scalar());
+    if (v < min_value || v > kMaxCount) {
+      fail(n, key, fmt::format("must be an integer in [{}, {}], got {}", min_value, kMaxCount, n.Scalar()));
     }
     return static_cast<int>(v);
   }
@@ -86,7 +127,7 @@ class Reader {
       std::string known;
       for (Tap t : kLayerTaps) known += (known.empty() ? "" : ", ") + std::string(tap_name(t));
       for (Tap t : kHeadTaps) known += ", " + std::string(tap_name(t));
-      fail(n, key, "unknown tap '" + name + "' (known: " + known + ")");
+      fail(n, key, "unknown tap " + quote_value(name) + " (known: " + known + ")");
     }
     return *tap;
   }
@@ -95,9 +136,15 @@ class Reader {
     return a.empty() ? b : a + "." + b;
   }
   const std::filesystem::path& file() const { return file_; }
+  const std::map<std::string, int>& lines() const { return lines_; }
+  // Records where `key` is, for a check made later under that name (Scenario::where).
+  void note(const std::string& key, const YAML::Node& node) const {
+    if (node.IsDefined() && node.Mark().line >= 0) lines_[key] = node.Mark().line + 1;
+  }
 
  private:
   std::filesystem::path file_;
+  mutable std::map<std::string, int> lines_;  // of every value read, for Scenario::where
 };
 
 // ${VAR} and $VAR from the environment, so scenarios can name the shared model folder.
@@ -112,7 +159,7 @@ std::string expand_env(const Reader& rd, const YAML::Node& node, const std::stri
     std::string var;
     if (i + 1 < text.size() && text[i + 1] == '{') {
       const auto end = text.find('}', i + 2);
-      if (end == std::string::npos) rd.fail(node, key, "unterminated ${ in '" + text + "'");
+      if (end == std::string::npos) rd.fail(node, key, "unterminated ${ in " + quote_value(text));
       var = text.substr(i + 2, end - i - 2);
       i = end;
     } else {
@@ -122,7 +169,7 @@ std::string expand_env(const Reader& rd, const YAML::Node& node, const std::stri
       i = j - 1;
     }
     const char* value = std::getenv(var.c_str());
-    if (!value || !*value) rd.fail(node, key, "environment variable " + var + " is not set");
+    if (!value || !*value) rd.fail(node, key, "environment variable " + quote_value(var) + " is not set");
     out += value;
   }
   return out;
@@ -143,18 +190,23 @@ void read_model(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   if (!s["profile"]) rd.fail(s, "model.synth", "missing key 'profile'");
   SynthModel m;
   m.profile = rd.get_string(s["profile"], "model.synth.profile");
-  if (s["layers"]) m.layers = rd.get_int(s["layers"], "model.synth.layers", 1);
+  if (s["layers"]) {
+    m.layers = rd.get_int(s["layers"], "model.synth.layers", 1);
+    if (*m.layers > kMaxSynthLayers) {
+      rd.fail(s["layers"], "model.synth.layers", fmt::format("must be at most {}, got {}", kMaxSynthLayers, *m.layers));
+    }
+  }
   if (s["seed"]) m.seed = rd.get_seed(s["seed"], "model.synth.seed");
   if (s["dtype"]) {
     m.dtype = rd.get_string(s["dtype"], "model.synth.dtype");
     if (m.dtype != "bf16" && m.dtype != "f16" && m.dtype != "f32") {
-      rd.fail(s["dtype"], "model.synth.dtype", "unknown dtype '" + m.dtype + "' (bf16, f16, f32)");
+      rd.fail(s["dtype"], "model.synth.dtype", "unknown dtype " + quote_value(m.dtype) + " (bf16, f16, f32)");
     }
   }
   if (s["overrides"]) {
     rd.expect_map(s["overrides"], "model.synth.overrides");
     for (const auto& kv : s["overrides"]) {
-      const auto key = kv.first.as<std::string>();
+      const auto key = kv.first.Scalar();
       m.overrides[key] = rd.get_string(kv.second, "model.synth.overrides." + key);
     }
   }
@@ -181,6 +233,7 @@ void read_tokens(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   }
   if (node["ids"]) {
     const YAML::Node ids = node["ids"];
+    rd.note("tokens.ids", ids);
     if (ids.IsSequence() && ids.size() > 0 && ids[0].IsSequence()) {
       for (std::size_t b = 0; b < ids.size(); ++b) {
         sc.tokens.ids.push_back(read_id_list(rd, ids[b], "tokens.ids[" + std::to_string(b) + "]"));
@@ -225,17 +278,17 @@ PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& 
     if (n["role"]) {
       p.role = rd.get_string(n["role"], key + ".role");
       if (p.role != "fused" && p.role != "standard" && p.role != "other") {
-        rd.fail(n["role"], key + ".role", "unknown role '" + p.role + "' (fused, standard, other)");
+        rd.fail(n["role"], key + ".role", "unknown role " + quote_value(p.role) + " (fused, standard, other)");
       }
     }
   }
   if (!is_known_path_name(p.name)) {
     std::string known;
     for (const auto& info : registered_paths()) known += (known.empty() ? "" : ", ") + info.name;
-    rd.fail(n, key, "unknown path '" + p.name + "' (known: " + known + ")");
+    rd.fail(n, key, "unknown path " + quote_value(p.name) + " (known: " + known + ")");
   }
   if (!p.recipe.empty() && p.name != "emulated-cpu") {
-    rd.fail(n, key, "only emulated-cpu takes a recipe ('" + p.label() + "')");
+    rd.fail(n, key, "only emulated-cpu takes a recipe (" + quote_value(p.label()) + ")");
   }
   if (p.role.empty()) p.role = infer_role(p.name, p.recipe);
   return p;
@@ -264,15 +317,19 @@ void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
       if (name == "isolated") sc.modes.isolated = true;
       else if (name == "propagated") sc.modes.propagated = true;
       else if (name == "perturb") sc.modes.perturb = PerturbSpec{};
-      else rd.fail(m, key, "unknown mode '" + name + "' (isolated, propagated, perturb)");
+      else rd.fail(m, key, "unknown mode " + quote_value(name) + " (isolated, propagated, perturb)");
       continue;
     }
     rd.check_keys(m, key, {"perturb"});
+    if (!m["perturb"]) rd.fail(m, key, "expected isolated, propagated, perturb or {perturb: {layer, tap, size}}");
     const YAML::Node p = m["perturb"];
     const std::string pk = key + ".perturb";
     rd.check_keys(p, pk, {"layer", "tap", "size"});
     PerturbSpec spec;
-    if (p["layer"]) spec.layer = rd.get_int(p["layer"], pk + ".layer", 0);
+    if (p["layer"]) {
+      spec.layer = rd.get_int(p["layer"], pk + ".layer", 0);
+      rd.note("modes.perturb.layer", p["layer"]);
+    }
     if (p["tap"]) {
       spec.tap = rd.get_tap(p["tap"], pk + ".tap");
       if (spec.tap == Tap::final_norm || spec.tap == Tap::logits) {
@@ -300,16 +357,24 @@ GateThresholds read_thresholds(const Reader& rd, const YAML::Node& node, const s
                               "frac_outside", "noise_floor_ratio"});
   }
   GateThresholds g;
-  auto read = [&](const char* name, double& field) {
-    if (node[name]) field = rd.get_double(node[name], Reader::join(key, name));
+  // Each threshold within the range its metric can take: a negative rel_l2 would fail
+  // every cell, a cosine_min above 1 too.
+  auto read = [&](const char* name, double& field, double lo, double hi) {
+    if (!node[name]) return;
+    field = rd.get_double(node[name], Reader::join(key, name));
+    if (field < lo || field > hi) {
+      rd.fail(node[name], Reader::join(key, name),
+              hi == HUGE_VAL ? fmt::format("must be >= {}, got {}", lo, node[name].Scalar())
+                             : fmt::format("must be in [{}, {}], got {}", lo, hi, node[name].Scalar()));
+    }
   };
-  read("rel_l2", g.rel_l2);
-  read("max_abs", g.max_abs);
-  read("max_rel", g.max_rel);
-  read("cosine_min", g.cosine_min);
-  read("ulp_p99", g.ulp_p99);
-  read("frac_outside", g.frac_outside);
-  read("noise_floor_ratio", g.noise_floor_ratio);
+  read("rel_l2", g.rel_l2, 0, HUGE_VAL);
+  read("max_abs", g.max_abs, 0, HUGE_VAL);
+  read("max_rel", g.max_rel, 0, HUGE_VAL);
+  read("cosine_min", g.cosine_min, -1, 1);
+  read("ulp_p99", g.ulp_p99, 0, HUGE_VAL);
+  read("frac_outside", g.frac_outside, 0, 1);
+  read("noise_floor_ratio", g.noise_floor_ratio, 0, HUGE_VAL);
   return g;
 }
 
@@ -318,7 +383,7 @@ void read_gates(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   if (!node["taps"]) return;
   rd.expect_map(node["taps"], "gates.taps");
   for (const auto& kv : node["taps"]) {
-    const std::string key = "gates.taps." + kv.first.as<std::string>();
+    const std::string key = "gates.taps." + kv.first.Scalar();
     const Tap tap = rd.get_tap(kv.first, key);
     sc.gates.per_tap[tap] = read_thresholds(rd, kv.second, key, false);
   }
@@ -348,7 +413,7 @@ void read_reference(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   }
   sc.reference = rd.get_string(name_node, key);
   if (sc.reference != "auto" && sc.reference != "ref32-cpu" && sc.reference != "ref32-cuda") {
-    rd.fail(name_node, key, "must be auto, ref32-cpu or ref32-cuda, got '" + sc.reference + "'");
+    rd.fail(name_node, key, "must be auto, ref32-cpu or ref32-cuda, got " + quote_value(sc.reference));
   }
 }
 
@@ -396,15 +461,32 @@ DType path_dtype(const std::string& name, const std::string& recipe) {
   return DType::BF16;
 }
 
-Scenario parse_scenario(const std::string& text, const std::filesystem::path& file) {
-  const Reader rd(file);
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    throw InputError(file.string() + ":" + std::to_string(e.mark.line + 1), "invalid YAML: " + e.msg);
-  }
-  if (!root.IsMap()) throw InputError(file.string(), "a scenario is a YAML mapping (model:, paths:, ...)");
+namespace {
+
+// Documents in `text`, counted up to 2 (yaml-cpp 0.7's LoadAll never ends on some
+// inputs: fuzz/fuzz_scenario.cpp found a 20-byte one; its parser, stopped at 2, does).
+int count_documents(const std::string& text) {
+  struct Ignore : YAML::EventHandler {
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  } ignore;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  int documents = 0;
+  while (documents < 2 && parser.HandleNextDocument(ignore)) ++documents;
+  return documents;
+}
+
+Scenario read_scenario(const Reader& rd, const YAML::Node& root, const std::string& text) {
+  const std::filesystem::path& file = rd.file();
+  if (!root.IsMap()) rd.fail_file("a scenario is a YAML mapping (model:, paths:, ...)");
   rd.check_keys(root, "", {"name", "description", "model", "tokens", "batch", "phase", "paths",
                            "reference", "modes", "gates", "timing", "end_to_end", "seeds",
                            "force_fused", "plugins"});
@@ -414,7 +496,8 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
   sc.file = file;
   sc.text = text;
   sc.name = root["name"] ? rd.get_string(root["name"], "name") : file.stem().string();
-  if (!root["model"]) throw InputError(file.string(), "missing key 'model' (path: or synth:)");
+  if (sc.name.empty()) rd.fail(root["name"], "name", "must not be empty");
+  if (!root["model"]) rd.fail_file("missing key 'model' (path: or synth:)");
   read_model(rd, root["model"], sc);
   if (root["seeds"]) {
     const YAML::Node s = root["seeds"];
@@ -425,13 +508,14 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
   }
   if (root["tokens"]) read_tokens(rd, root["tokens"], sc);
   if (root["batch"]) sc.batch = rd.get_int(root["batch"], "batch", 1);
-  if (!root["phase"]) throw InputError(file.string(), "missing key 'phase' (prefill: N or decode: {kv_len, steps})");
+  if (!root["phase"]) rd.fail_file("missing key 'phase' (prefill: N or decode: {kv_len, steps})");
   read_phase(rd, root["phase"], sc);
 
+  // One list stands for every sequence; it is copied per sequence only at run time, once
+  // the sizes have been checked against the model (run_limits.h).
   const int need = sc.phase.tokens_per_sequence();
   if (!sc.tokens.ids.empty()) {
-    if (sc.tokens.ids.size() == 1 && sc.batch > 1) sc.tokens.ids.resize(sc.batch, sc.tokens.ids[0]);
-    if (static_cast<int>(sc.tokens.ids.size()) != sc.batch) {
+    if (sc.tokens.ids.size() != 1 && static_cast<long long>(sc.tokens.ids.size()) != sc.batch) {
       rd.fail(root["tokens"], "tokens.ids", "has " + std::to_string(sc.tokens.ids.size()) +
                                               " sequences but batch is " + std::to_string(sc.batch));
     }
@@ -447,13 +531,13 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
   }
 
   if (root["plugins"]) read_plugins(rd, root["plugins"], sc);
-  if (!root["paths"]) throw InputError(file.string(), "missing key 'paths' (list of paths to compare)");
+  if (!root["paths"]) rd.fail_file("missing key 'paths' (list of paths to compare)");
   const YAML::Node paths = root["paths"];
   if (!paths.IsSequence() || paths.size() == 0) rd.fail(paths, "paths", "expected a non-empty list of paths");
   for (std::size_t i = 0; i < paths.size(); ++i) {
     PathRequest p = read_path(rd, paths[i], "paths[" + std::to_string(i) + "]");
     for (const auto& q : sc.paths) {
-      if (q.label() == p.label()) rd.fail(paths[i], "paths", "path '" + p.label() + "' listed twice");
+      if (q.label() == p.label()) rd.fail(paths[i], "paths", "path " + quote_value(p.label()) + " listed twice");
     }
     sc.paths.push_back(p);
   }
@@ -470,12 +554,51 @@ Scenario parse_scenario(const std::string& text, const std::filesystem::path& fi
   return sc;
 }
 
+}  // namespace
+
+std::string Scenario::where(const std::string& key) const {
+  std::string w = file.string();
+  if (auto it = key_lines.find(key); it != key_lines.end()) w += ":" + std::to_string(it->second);
+  return printable(w + ": " + key, 300);
+}
+
+Scenario parse_scenario(const std::string& text, const std::filesystem::path& file) {
+  const Reader rd(file);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+    if (count_documents(text) > 1) rd.fail_file("holds several YAML documents; a scenario is one");
+  } catch (const YAML::Exception& e) {
+    rd.fail_at(e.mark, "invalid YAML: " + e.msg);
+  }
+  // The checks above name every problem they know; yaml-cpp may still refuse a node in a
+  // way they did not foresee, which is the scenario's fault all the same.
+  try {
+    Scenario sc = read_scenario(rd, root, text);
+    sc.key_lines = rd.lines();
+    return sc;
+  } catch (const YAML::Exception& e) {
+    rd.fail_at(e.mark, e.msg);
+  }
+}
+
 Scenario load_scenario(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) throw InputError(file.string(), "cannot read the scenario file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_scenario(ss.str(), file);
+  const Reader rd(file);
+  std::error_code ec;
+  const auto status = std::filesystem::status(file, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    rd.fail_file("cannot read the scenario file: " + (ec ? ec.message() : std::string("no such file")));
+  }
+  if (!std::filesystem::is_regular_file(status)) rd.fail_file("is not a regular file (a scenario is a YAML file)");
+  const auto size = std::filesystem::file_size(file, ec);
+  if (ec) rd.fail_file("cannot read the scenario file: " + ec.message());
+  if (size > kMaxScenarioBytes) {
+    rd.fail_file(fmt::format("is {} bytes; a scenario is a YAML file of at most {} bytes", size, kMaxScenarioBytes));
+  }
+  std::ifstream in(file, std::ios::binary);
+  std::string text(size, '\0');
+  if (!in || !in.read(text.data(), static_cast<std::streamsize>(size))) rd.fail_file("cannot read the scenario file");
+  return parse_scenario(text, file);
 }
 
 }  // namespace fusecheck::run

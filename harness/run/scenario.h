@@ -29,7 +29,7 @@ struct ModelSource {
 };
 
 struct TokenSource {
-  std::vector<std::vector<std::int32_t>> ids;  // explicit ids, one list per sequence
+  std::vector<std::vector<std::int32_t>> ids;  // explicit ids: one list for every sequence, or one per sequence
   std::optional<std::int64_t> count;           // tokens per sequence when seeded
   std::optional<std::string> prompt;           // text, encoded by the model's tokenizer
 };
@@ -102,6 +102,10 @@ struct Scenario {
   int greedy_steps = 0;
   Seeds seeds;
   bool force_fused = false;
+  std::map<std::string, int> key_lines;  // 1-based line of each value read ("phase.prefill")
+
+  // "FILE:LINE: KEY" (printable, bounded) for errors found after reading (sizes, model).
+  std::string where(const std::string& key) const;
 };
 
 // Reads and validates `file`. Throws InputError("file:line: key", problem).

@@ -137,6 +137,7 @@ typedef struct fc_device_info {
   int32_t driver_version, runtime_version;
   int32_t sm_clock_peak_mhz, mem_clock_peak_mhz;
   double copy_bandwidth_gbs;      /* measured when asked, else 0 */
+  uint64_t global_mem_bytes;      /* device memory, for the size check before a run; 0 = unknown */
 } fc_device_info;
 
 typedef struct fc_path fc_path;   /* a plugin's instance, opaque to fusecheck */
