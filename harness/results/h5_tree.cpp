@@ -6,7 +6,7 @@
 
 #include <array>
 #include <cerrno>
-#include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>

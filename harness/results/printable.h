@@ -5,6 +5,7 @@
 // library does not depend on the checkpoint one.)
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 

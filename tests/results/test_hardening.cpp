@@ -3,6 +3,7 @@
 // and report (the commands, as a user runs them) must refuse with one line and exit 2,
 // or give the right answer, and never crash, print a traceback, call a damaged baseline
 // clean, or write outside the folder they were given.
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -172,7 +173,7 @@ INSTANTIATE_TEST_SUITE_P(
 struct HostileName {
   const char* name;
   std::string scenario;
-  const char* file;  // expected page inside --out
+  std::string file;  // expected page inside --out
 };
 
 class ReportName : public ::testing::TestWithParam<HostileName> {};
