@@ -50,9 +50,8 @@ struct H5Node {
 inline constexpr std::uint64_t kMaxReadElements = std::uint64_t{1} << 22;
 
 // Reads `file`. Throws InputError naming the file (and the object) when it is missing,
-// not HDF5, unreadable or damaged. Files of the checksummed format (superblock 2 or
-// later: everything h5_write.h writes) are read here, HDF5 verifying every checksum;
-// older files are first read once in a child process, so that a damaged one that
+// not HDF5, unreadable or damaged. HDF5 verifies the checksums of the format h5_write.h
+// writes; every file is first read once in a child process, so that a damaged one that
 // crashes libhdf5 is an InputError, not a crash (docs/results-format.md, "Damage").
 H5Node read_h5_tree(const std::filesystem::path& file);
 
