@@ -181,6 +181,8 @@ struct MissingCase {
   const char* message;  // part of the error
 };
 
+void PrintTo(const MissingCase& c, std::ostream* os) { *os << c.name << " (" << c.object << ")"; }
+
 class ResultsMissing : public ::testing::TestWithParam<MissingCase> {};
 
 TEST_P(ResultsMissing, IsIncomparableInCompareMergeAndReport) {
@@ -230,6 +232,8 @@ struct HostileName {
   std::string scenario;
   std::string file;  // expected page inside --out
 };
+
+void PrintTo(const HostileName& c, std::ostream* os) { *os << c.name << " -> " << c.file; }
 
 class ReportName : public ::testing::TestWithParam<HostileName> {};
 
