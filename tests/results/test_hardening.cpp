@@ -271,7 +271,8 @@ TEST(ResultsOutput, ControlCharactersFromTheFileAreEscaped) {
   auto dir = files_dir();
   write_fixture_run(dir / "base.h5", FixtureSpec{});
   fs::copy_file(dir / "base.h5", dir / "new.h5");
-  const std::string hostile = "tiny\x1b[2J\r\nverdict: clean (exit 0)";
+  // ESC, CR, LF, a lone 0xff and U+009B (the one-byte CSI of 8-bit terminals).
+  const std::string hostile = "tiny\x1b[2J\r\nverdict: clean (exit 0)" "\xff" "\xc2\x9b";
   set_string_attr(dir / "base.h5", "/", "scenario_name", hostile);
   set_string_attr(dir / "new.h5", "/", "scenario_name", hostile);
   set_cell(dir / "new.h5", "/paths/fused-cuda/isolated/inf_count", 1, tap_index("act"), 3);
@@ -279,7 +280,7 @@ TEST(ResultsOutput, ControlCharactersFromTheFileAreEscaped) {
     auto r = run_fusecheck("compare " + quoted(dir / "new.h5") + " " + quoted(dir / "base.h5") + " --format " +
                            format);
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-    EXPECT_NE(r.out.find("tiny\\x1b[2J\\x0d\\x0averdict: clean (exit 0)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("tiny\\x1b[2J\\x0d\\x0averdict: clean (exit 0)\\xff\\xc2\\x9b"), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << format;
     EXPECT_EQ(r.out.find('\r'), std::string::npos) << format;
   }
