@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cerrno>
+#include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -356,12 +358,16 @@ constexpr std::array<unsigned char, 8> kSignature = {0x89, 'H', 'D', 'F', '\r', 
 // by the every-byte test). No check before the read can rule these out, so every file is
 // read once in a child first. A child that returns, or throws InputError, leaves the
 // real read (and its one-line error) to the caller: the fork holds the same memory, so
-// the read goes the same way.
-void probe_in_child(const std::string& name, const std::function<void()>& read) {
+// the read goes the same way. Damaged metadata can also send libhdf5 round a loop for
+// ever (found by fuzz_results), so the child has a deadline: 5 s plus 1 s per 10 MB,
+// where an undamaged file takes milliseconds (seconds for the largest, with dumps).
+void probe_in_child(const std::string& name, std::uintmax_t bytes, const std::function<void()>& read) {
+  const auto deadline_s = static_cast<unsigned>(5 + bytes / 10'000'000);
   std::fflush(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) throw InputError(name, "cannot start a process to read the file");
   if (pid == 0) {
+    ::alarm(deadline_s);  // SIGALRM ends the child
     int code = 0;
     try {
       read();
@@ -377,6 +383,9 @@ void probe_in_child(const std::string& name, const std::function<void()>& read) 
     if (errno != EINTR) throw InputError(name, "lost the process reading the file");
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+    throw InputError(name, fmt::format("damaged: the HDF5 library was still reading it after {} s", deadline_s));
+  }
   throw InputError(name, WIFSIGNALED(status)
                              ? fmt::format("damaged: the HDF5 library crashed reading it (signal {})",
                                            WTERMSIG(status))
@@ -413,7 +422,8 @@ H5Node read_h5_tree(const std::filesystem::path& file) {
     throw InputError(file.string(), "no such results file");
   }
   if (!looks_like_hdf5(file)) throw InputError(file.string(), "not an HDF5 results file");
-  probe_in_child(file.string(), [&] { read_path(file); });
+  const std::uintmax_t size = std::filesystem::file_size(file, ec);
+  probe_in_child(file.string(), ec ? 0 : size, [&] { read_path(file); });
   return read_path(file);
 }
 
@@ -422,7 +432,7 @@ H5Node read_h5_tree_image(std::span<const std::byte> bytes, const std::string& n
   if (bytes.size() < kSignature.size() || std::memcmp(bytes.data(), kSignature.data(), kSignature.size()) != 0) {
     throw InputError(name, "not an HDF5 results file");
   }
-  probe_in_child(name, [&] { read_image(bytes, name); });
+  probe_in_child(name, bytes.size(), [&] { read_image(bytes, name); });
   return read_image(bytes, name);
 }
 
