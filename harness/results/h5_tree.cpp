@@ -367,7 +367,9 @@ void probe_in_child(const std::string& name, std::uintmax_t bytes, const std::fu
   const pid_t pid = ::fork();
   if (pid < 0) throw InputError(name, "cannot start a process to read the file");
   if (pid == 0) {
-    std::signal(SIGALRM, SIG_DFL);  // ends the child (a fuzzer's own handler would not)
+    // A crash or the deadline ends the child there and then: handlers installed by a
+    // sanitizer or a fuzzer would report it as their own finding instead.
+    for (int sig : {SIGALRM, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, SIG_DFL);
     ::alarm(deadline_s);
     int code = 0;
     try {
