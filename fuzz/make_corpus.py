@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """Writes the fuzzers' seed corpora (fuzz/corpus/*): tiny valid safetensors files, GGUF
 files of each supported architecture and dtype (and one holding a block of every quantized
-type fusecheck reads, with a tied head), and HF config.json variants. Seeded and
-deterministic; every file stays far below 64 KiB. Run from anywhere: python3 make_corpus.py"""
+type fusecheck reads, with a tied head), HF config.json variants, and tiny results
+files (one layer, one path) in both HDF5 storage forms a reader meets: the checksummed one
+fusecheck writes (docs/results-format.md, "Damage") and the legacy one of the committed v1
+baselines. Seeded and deterministic; every file stays below 64 KiB. Run from anywhere
+with Debian's python3 (h5py): /usr/bin/python3 make_corpus.py"""
 import json
 import os
 import random
 import struct
 
+import h5py
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -141,6 +145,83 @@ def write(path, data):
         f.write(data)
 
 
+LAYER_TAPS = ["attn_norm", "q", "k", "v", "q_normed", "k_normed", "q_rope", "k_rope", "attn", "o_proj",
+              "resid_mid", "mlp_norm", "gate", "up", "act", "down", "resid_out"]
+HEAD_TAPS = ["final_norm", "logits"]
+
+
+def results_file(checksummed, merged=False):
+    """A minimal valid run (every object docs/results-format.md makes required), as
+    fusecheck's writer stores it (checksummed) or as v1 files were stored (legacy)."""
+    import tempfile
+    libver = ("v110", "v110") if checksummed else ("earliest", "v110")
+    fd, tmp = tempfile.mkstemp(suffix=".h5")
+    os.close(fd)
+
+    def string(v):
+        if not checksummed:
+            return v
+        b = v.encode()
+        return np.array(b, dtype=h5py.string_dtype("utf-8", max(len(b), 1)))
+
+    def dataset(g, name, data, dtype=None):
+        data = np.asarray(data, dtype=dtype)
+        extra = {"chunks": data.shape, "fletcher32": True} if checksummed and data.size else {}
+        g.create_dataset(name, data=data, **extra)
+
+    def strings(g, name, items):
+        if checksummed:
+            width = max(len(s.encode()) for s in items)
+            dataset(g, name, np.array([s.encode() for s in items], dtype=h5py.string_dtype("utf-8", width)))
+        else:
+            g.create_dataset(name, data=items, dtype=h5py.string_dtype("utf-8"))
+
+    def metrics(g, rel):
+        for name, layer, head, dtype in (("present", 1, 1, np.int8), ("gate", 1, 1, np.int8),
+                                         ("rel_l2", rel, 2 * rel, float), ("nan_count", 0, 0, float),
+                                         ("inf_count", 0, 0, float), ("frac_outside", 0.01, 0.02, float)):
+            dataset(g, name, np.full((1, len(LAYER_TAPS)), layer), dtype)
+            dataset(g, "head/" + name, np.full(len(HEAD_TAPS), head), dtype)
+        g.attrs["first_divergent_layer"] = np.int64(-1)
+        g.attrs["first_divergent_tap"] = string("")
+        g.attrs["gate_failures"] = np.int64(0)
+
+    with h5py.File(tmp, "w", libver=libver) as f:
+        run = f.create_group("runs/tiny") if merged else f
+        if merged:
+            f.attrs["format"] = string("fusecheck-merged")
+            f.attrs["format_version"] = np.int64(1)
+        for k, v in (("format", "fusecheck-run"), ("scenario_name", "tiny"), ("device", "cpu"),
+                     ("device_name", "cpu"), ("model_profile", "qwen3-0.6b"), ("architecture", "qwen3"),
+                     ("phase", "prefill"), ("modes", "isolated,propagated"), ("reference", "ref32-cpu"),
+                     ("status", "pass"), ("scenario_text", "name: tiny\n")):
+            run.attrs[k] = string(v)
+        for k, v in (("format_version", 1), ("n_layers", 1), ("batch", 1), ("n_tokens", 4)):
+            run.attrs[k] = np.int64(v)
+        run.attrs["ref64"] = np.int8(0)
+        strings(run, "taps", LAYER_TAPS)
+        strings(run, "head_taps", HEAD_TAPS)
+        label = "emulated-cpu:fused-v1"
+        metrics(run.create_group(f"paths/{label}/isolated"), 2e-3)
+        metrics(run.create_group(f"paths/{label}/propagated"), 3e-3)
+        e = run.create_group(f"end_to_end/{label}")
+        e.attrs["kl_mean"], e.attrs["kl_p99"], e.attrs["top1_agreement"] = 1e-4, 3e-4, 1.0
+        t = run.create_group(f"timing/{label}")
+        dataset(t, "layer_ms", [0.5])
+        strings(t, "op_names", ["layer"])
+        for name in ("op_median_ms", "op_p10_ms", "op_p90_ms"):
+            dataset(t, name, [[0.5]])
+        for scorer in ("braidinfer", "fusecheck"):
+            s = run.create_group(f"static/{scorer}")
+            s.attrs["status"] = string("COMPATIBLE")
+            c = run.create_group(f"crosscheck/{scorer}")
+            c.attrs["path"], c.attrs["verdict"] = string(label), string("agree")
+    with open(tmp, "rb") as f:
+        data = f.read()
+    os.unlink(tmp)
+    return data
+
+
 def config(cls, model_type, **extra):
     c = {"architectures": [cls], "model_type": model_type, "hidden_size": 8, "num_hidden_layers": 1,
          "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4, "intermediate_size": 12,
@@ -213,6 +294,9 @@ def main():
     write("gguf/tiny_llama_quant_types_tied.gguf",
           gguf("llama", untied, "F32",
                raw_tensors=[quant_tensor(f"test.{name.lower()}.weight", name, 2) for name in QUANTS]))
+    write("results/run_checksummed.h5", results_file(True))
+    write("results/merged_checksummed.h5", results_file(True, merged=True))
+    write("results/run_legacy.h5", results_file(False))
     write("hf_config/qwen3.json", config("Qwen3ForCausalLM", "qwen3"))
     write("hf_config/qwen2.json", config("Qwen2ForCausalLM", "qwen2", tie_word_embeddings=True))
     write("hf_config/llama3.json", config("LlamaForCausalLM", "llama", eos_token_id=[2, 3], rope_scaling={

@@ -1,11 +1,13 @@
 // `fusecheck compare NEW BASELINE`: the regression gate (harness/results/compare.h).
-// Exit 1 on regression, 0 when clean, 2 on bad input or runs that may not be compared.
+// Exit 1 on regression, 0 when clean, 2 on bad input or runs that may not be compared
+// (damaged, or missing what the comparison needs: harness/results/validate.h).
 #include <cstdio>
 #include <fstream>
 
 #include "harness/cli/command.h"
 #include "harness/core/error.h"
 #include "harness/results/compare.h"
+#include "harness/results/printable.h"
 
 namespace fusecheck::cli {
 namespace {
@@ -16,7 +18,7 @@ struct CompareOptions {
   std::size_t max_rows = 60;
 };
 
-int run_compare(const CompareOptions& o) {
+int compare_unchecked(const CompareOptions& o) {
   results::CompareRules rules = o.rules.empty() ? results::default_rules() : results::load_rules(o.rules);
   auto fresh = results::ResultsFile::load(o.fresh);
   auto base = results::ResultsFile::load(o.base);
@@ -29,6 +31,14 @@ int run_compare(const CompareOptions& o) {
   }
   std::fputs(text.c_str(), stdout);
   return report.exit_code();
+}
+
+int run_compare(const CompareOptions& o) {
+  try {
+    return compare_unchecked(o);
+  } catch (const InputError& e) {
+    throw results::printable_error(e);
+  }
 }
 
 CommandRegistrar reg({"compare", "Compare a run (or merged runs) with a baseline: divergence, NaN/Inf, gates, "

@@ -5,7 +5,9 @@
 #include <fmt/core.h>
 
 #include "harness/cli/command.h"
+#include "harness/core/error.h"
 #include "harness/results/merge.h"
+#include "harness/results/printable.h"
 
 namespace fusecheck::cli {
 namespace {
@@ -23,9 +25,14 @@ CommandRegistrar reg({"merge", "Merge run results (for example nightly shards) i
                         sub.add_option("inputs", o->inputs, "run or merged files")->required();
                         return [o] {
                           std::vector<std::filesystem::path> in(o->inputs.begin(), o->inputs.end());
-                          auto n = results::merge_results(in, o->out);
+                          std::size_t n = 0;
+                          try {
+                            n = results::merge_results(in, o->out);
+                          } catch (const InputError& e) {
+                            throw results::printable_error(e);
+                          }
                           std::printf("%s\n", fmt::format("merged {} run(s) from {} file(s) into {}", n,
-                                                          in.size(), o->out).c_str());
+                                                          in.size(), results::printable(o->out)).c_str());
                           return 0;
                         };
                       }});

@@ -12,6 +12,8 @@
 #include <fmt/core.h>
 
 #include "harness/core/error.h"
+#include "harness/results/printable.h"
+#include "harness/results/validate.h"
 
 namespace fusecheck::results {
 
@@ -496,6 +498,15 @@ RunComparison compare_runs(const Run& fresh, const Run& base, const CompareRules
 
 CompareReport compare_files(const ResultsFile& fresh, const ResultsFile& base, const CompareRules& rules,
                             bool allow_mismatch) {
+  // Both sides must hold everything compared, the tables the rules judge included:
+  // comparing what is left of a damaged file would call it clean.
+  std::set<std::string> judged;
+  for (const auto& [metric, rule] : rules.metrics) judged.insert(metric);
+  for (const auto& [tap, overrides] : rules.tap_overrides) {
+    for (const auto& [metric, rule] : overrides) judged.insert(metric);
+  }
+  validate_file(base, judged);
+  validate_file(fresh, judged);
   CompareReport report;
   report.fresh_file = fresh.file();
   report.base_file = base.file();
@@ -579,9 +590,10 @@ std::vector<const TimingRow*> changed_timings(const RunComparison& r) {
 
 std::string verdict_word(bool regression) { return regression ? "REGRESSION" : "clean"; }
 
+// Table cells: '|' would end the cell, control characters (a newline) the row.
 std::string md_escape(const std::string& s) {
   std::string out;
-  for (char c : s) {
+  for (char c : printable(s)) {
     if (c == '|') out += "\\|";
     else out += c;
   }
@@ -591,21 +603,24 @@ std::string md_escape(const std::string& s) {
 }  // namespace
 
 std::string format_text(const CompareReport& report, std::size_t max_rows) {
-  std::string out = fmt::format("fusecheck compare: {} against baseline {}\n", report.fresh_file, report.base_file);
+  std::string out = fmt::format("fusecheck compare: {} against baseline {}\n", printable(report.fresh_file),
+                                printable(report.base_file));
   for (const auto& f : report.unpaired) {
-    out += fmt::format("  {:<11} {:<10} {}: {}\n", severity_name(f.severity), f.kind, f.where, f.detail);
+    out += fmt::format("  {:<11} {:<10} {}: {}\n", severity_name(f.severity), f.kind, printable(f.where),
+                       printable(f.detail));
   }
   for (const auto& r : report.runs) {
-    out += fmt::format("\nscenario {} ({}): {}\n  {}\n", r.scenario, r.device,
+    out += fmt::format("\nscenario {} ({}): {}\n  {}\n", printable(r.scenario), printable(r.device),
                        verdict_word(r.count(Severity::regression) > 0), summary_line(r));
-    for (const auto& d : r.identity_differences) out += fmt::format("  mismatch allowed: {}\n", d);
+    for (const auto& d : r.identity_differences) out += fmt::format("  mismatch allowed: {}\n", printable(d));
     std::size_t shown = 0;
     for (const auto& f : r.findings) {
       if (shown++ == max_rows) {
         out += fmt::format("  ... and {} more finding(s)\n", r.findings.size() - max_rows);
         break;
       }
-      out += fmt::format("  {:<11} {:<10} {}: {}\n", severity_name(f.severity), f.kind, f.where, f.detail);
+      out += fmt::format("  {:<11} {:<10} {}: {}\n", severity_name(f.severity), f.kind, printable(f.where),
+                       printable(f.detail));
     }
     auto rows = changed_timings(r);
     if (!rows.empty()) {
@@ -617,7 +632,7 @@ std::string format_text(const CompareReport& report, std::size_t max_rows) {
           break;
         }
         out += fmt::format("    {:<9} {} {}: {:.4g} -> {:.4g} ms ({})\n", timing_verdict_name(t->result.verdict),
-                           t->path, t->item, t->base.median, t->fresh.median, t->result.reason);
+                           printable(t->path), printable(t->item), t->base.median, t->fresh.median, t->result.reason);
       }
     }
   }
@@ -632,7 +647,7 @@ std::string format_markdown(const CompareReport& report, std::size_t max_rows) {
   }
   for (const auto& r : report.runs) {
     bool bad = r.count(Severity::regression) > 0;
-    out += fmt::format("### {} `{}` ({})\n\n{}\n\n", bad ? "❌" : "✅", r.scenario, md_escape(r.device),
+    out += fmt::format("### {} `{}` ({})\n\n{}\n\n", bad ? "❌" : "✅", md_escape(r.scenario), md_escape(r.device),
                        summary_line(r));
     for (const auto& d : r.identity_differences) out += fmt::format("- mismatch allowed: {}\n", md_escape(d));
     if (!r.findings.empty()) {
@@ -643,7 +658,7 @@ std::string format_markdown(const CompareReport& report, std::size_t max_rows) {
           out += fmt::format("| | | ... and {} more | |\n", r.findings.size() - max_rows);
           break;
         }
-        out += fmt::format("| {} | {} | {} | {} |\n", severity_name(f.severity), f.kind, md_escape(f.where),
+        out += fmt::format("| {} | {} | {} | {} |\n", severity_name(f.severity), md_escape(f.kind), md_escape(f.where),
                            md_escape(f.detail));
       }
       out += "\n";
@@ -658,7 +673,7 @@ std::string format_markdown(const CompareReport& report, std::size_t max_rows) {
           break;
         }
         out += fmt::format("| {} | {} | {} | {:.4g} | {:.4g} | {:+.1f}% | {:.1f}% |\n",
-                           timing_verdict_name(t->result.verdict), md_escape(t->path), t->item, t->base.median,
+                           timing_verdict_name(t->result.verdict), md_escape(t->path), md_escape(t->item), t->base.median,
                            t->fresh.median, 100 * t->result.change, 100 * t->result.noise);
       }
       out += "\n";

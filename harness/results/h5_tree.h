@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -49,8 +50,13 @@ struct H5Node {
 inline constexpr std::uint64_t kMaxReadElements = std::uint64_t{1} << 22;
 
 // Reads `file`. Throws InputError naming the file (and the object) when it is missing,
-// not HDF5, or unreadable.
+// not HDF5, unreadable or damaged. HDF5 verifies the checksums of the format h5_write.h
+// writes; every file is first read once in a child process, so that a damaged one that
+// crashes libhdf5 is an InputError, not a crash (docs/results-format.md, "Damage").
 H5Node read_h5_tree(const std::filesystem::path& file);
+
+// The same from a file image in memory (HDF5's core driver); `name` names it in errors.
+H5Node read_h5_tree_image(std::span<const std::byte> bytes, const std::string& name);
 
 // HDF5 prints its own error stack to stderr by default; fusecheck reports errors in one
 // line instead. Called by the readers and writers here; harmless to call again.

@@ -1,6 +1,8 @@
 // A small HDF5 writer (C API) for what the results area writes: merged files, and the
-// results files the tests build in the layout of docs/results-format.md. Strings are
-// variable-length UTF-8, as the run writer stores them.
+// results files the tests build in the layout of docs/results-format.md, and the run
+// writer's files. Every byte a reader interprets is checksummed: the HDF5 1.10 format
+// (metadata checksums), fixed-length UTF-8 strings (no global heap) and chunked datasets
+// with the Fletcher-32 filter (docs/results-format.md, "Damage").
 #pragma once
 
 #include <cstdint>

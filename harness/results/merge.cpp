@@ -12,6 +12,7 @@
 #include "harness/core/version.h"
 #include "harness/results/h5_write.h"
 #include "harness/results/run_results.h"
+#include "harness/results/validate.h"
 
 namespace fusecheck::results {
 
@@ -28,6 +29,7 @@ std::size_t merge_results(const std::vector<std::filesystem::path>& inputs,
   std::map<std::string, std::string> seen;  // scenario -> file it came from
   for (const auto& in : inputs) {
     ResultsFile rf = ResultsFile::load(in);
+    validate_file(rf);  // a merged file must be one compare and report accept
     for (const Run& run : rf.runs()) {
       const std::string& name = run.identity().scenario_name;
       if (auto it = seen.find(name); it != seen.end()) {

@@ -28,6 +28,9 @@ int run_report_script(const std::vector<std::string>& args) {
   pid_t pid = ::fork();
   if (pid < 0) throw InputError(python, "cannot start the report script");
   if (pid == 0) {
+    // Tells the script its inputs were validated (by the caller, before this) and where
+    // this binary is; run on its own, the script comes back through `fusecheck report`.
+    ::setenv("FUSECHECK_REPORT_VALIDATED", "1", 1);
     ::execvp(argv[0], argv.data());
     _exit(127);
   }

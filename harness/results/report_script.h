@@ -14,8 +14,9 @@ namespace fusecheck::results {
 std::filesystem::path report_script();
 
 // Runs `python3 report_script() args...` (Debian's /usr/bin/python3 first: it has h5py
-// and matplotlib) and returns its exit status. Throws InputError when the script or
-// the interpreter is missing.
+// and matplotlib) with FUSECHECK_REPORT_VALIDATED=1 in its environment, and returns its
+// exit status. The caller validates the inputs first (harness/results/validate.h).
+// Throws InputError when the script or the interpreter is missing.
 int run_report_script(const std::vector<std::string>& args);
 
 }  // namespace fusecheck::results

@@ -146,9 +146,17 @@ std::vector<std::string> Run::strings(const H5Node& group, const std::string& na
 }
 
 ResultsFile ResultsFile::load(const std::filesystem::path& file) {
+  return from_tree(file.string(), read_h5_tree(file));
+}
+
+ResultsFile ResultsFile::load_image(std::span<const std::byte> bytes, const std::string& name) {
+  return from_tree(name, read_h5_tree_image(bytes, name));
+}
+
+ResultsFile ResultsFile::from_tree(const std::string& name, H5Node tree) {
   ResultsFile rf;
-  rf.file_ = file.string();
-  rf.tree_ = std::make_unique<H5Node>(read_h5_tree(file));
+  rf.file_ = name;
+  rf.tree_ = std::make_unique<H5Node>(std::move(tree));
   const H5Node& root = *rf.tree_;
   auto format = root.attr_string("format");
   if (format && *format == kMergedFormat) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -90,11 +91,14 @@ class ResultsFile {
  public:
   // Reads and validates `file`: format and version, identity attributes, tap lists.
   static ResultsFile load(const std::filesystem::path& file);
+  // The same from a file image in memory (the fuzz target), `name` naming it in errors.
+  static ResultsFile load_image(std::span<const std::byte> bytes, const std::string& name);
 
   const std::vector<Run>& runs() const { return runs_; }
   const std::string& file() const { return file_; }
 
  private:
+  static ResultsFile from_tree(const std::string& name, H5Node tree);
   std::string file_;
   std::unique_ptr<H5Node> tree_;  // stable address for the runs' pointers
   std::vector<Run> runs_;

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <stdexcept>
+
+#include <hdf5.h>
 
 #include "harness/core/taps.h"
 #include "harness/results/h5_tree.h"
@@ -247,6 +250,18 @@ void set_string_attr(const std::filesystem::path& file, const std::string& objec
                      const std::string& value) {
   H5Writer w(file, true);
   w.attr(object, name, value);
+}
+
+void remove_object(const std::filesystem::path& file, const std::string& object) {
+  results::silence_hdf5_errors();
+  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) throw std::runtime_error(file.string() + ": cannot open for editing");
+  const auto at = object.find('@');
+  herr_t st = at == std::string::npos
+                  ? H5Ldelete(f, object.c_str(), H5P_DEFAULT)
+                  : H5Adelete_by_name(f, object.substr(0, at).c_str(), object.substr(at + 1).c_str(), H5P_DEFAULT);
+  H5Fclose(f);
+  if (st < 0) throw std::runtime_error(file.string() + ": cannot delete " + object);
 }
 
 }  // namespace fusecheck::test

@@ -39,6 +39,8 @@ void scale_op_time(const std::filesystem::path& file, const std::string& label, 
 void scale_all_op_times(const std::filesystem::path& file, double factor);
 void set_string_attr(const std::filesystem::path& file, const std::string& object, const std::string& name,
                      const std::string& value);
+// Deletes the object (group, dataset) at `object`, or the attribute `object@name`.
+void remove_object(const std::filesystem::path& file, const std::string& object);
 
 // A fresh directory for a test's files beside its scratch directory: run_fusecheck()
 // empties the scratch directory itself on every call.

@@ -176,10 +176,38 @@ TEST(ResultsCli, ReportIsOneSelfContainedHtmlPerModel) {
   }
 }
 
-TEST(ResultsCli, ReportRendersToPngWhenChromiumIsPresent) {
-  if (std::system("command -v chromium >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "chromium not installed (apt-get install chromium): rendering is optional";
-  }
+// Chromium is part of scripts/setup: a missing browser is a broken setup, not a skip.
+bool have_chromium() { return std::system("command -v chromium >/dev/null 2>&1") == 0; }
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(ResultsCli, ReportLoadsInABrowserWithEveryFigureAndTable) {
+  ASSERT_TRUE(have_chromium()) << "chromium not installed: run scripts/setup";
+  auto dir = files_dir();
+  write_fixture_run(dir / "run.h5", FixtureSpec{});
+  auto r = run_fusecheck("report " + quoted(dir / "run.h5") + " --out " + quoted(dir / "report"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto html = dir / "report" / "tiny.html";
+  // The fixture has every section: depth, one heat map per path (2), amplification,
+  // perturbation, layer times, op times and KL = 8 figures; summary, cross-check, speed,
+  // end-to-end and provenance = 5 tables.
+  const std::string page = slurp(html);
+  ASSERT_EQ(count_of(page, "<img "), 8u);
+  ASSERT_EQ(count_of(page, "<table>"), 5u);
+  const std::string cmd = (source_dir() / "scripts" / "render-report").string() + " --check " + quoted(html) +
+                          " > " + quoted(dir / "check.txt") + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  const std::string line = slurp(dir / "check.txt");
+  EXPECT_EQ(status, 0) << line;
+  EXPECT_NE(line.find("figures 8 (loaded 8), tables 5, errors 0"), std::string::npos) << line;
+}
+
+TEST(ResultsCli, ReportRendersToPng) {
+  ASSERT_TRUE(have_chromium()) << "chromium not installed: run scripts/setup";
   auto dir = files_dir();
   write_fixture_run(dir / "run.h5", FixtureSpec{});
   auto r = run_fusecheck("report " + quoted(dir / "run.h5") + " --out " + quoted(dir / "report") + " --png");
