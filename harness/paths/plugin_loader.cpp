@@ -5,6 +5,7 @@
 // trusted, so NaN or Inf reach the metrics and fail the gates.
 #include "harness/paths/plugin_loader.h"
 
+#include <deque>
 #include <dlfcn.h>
 #include <openssl/evp.h>
 
@@ -87,7 +88,10 @@ fc_dtype fc_dtype_of(DType t) {
   return FC_F32;
 }
 
-fc_tensor view_of(const TensorView* v) {
+// `decoded` holds the FP32 values of block-quantized tensors (GGUF Q8_0, Q4_K, ...): the ABI
+// carries plain dtypes only, so a plug-in gets them decoded exactly as the reference reads
+// them (docs/checkpoints.md), never the raw blocks.
+fc_tensor view_of(const TensorView* v, std::deque<std::vector<float>>& decoded) {
   fc_tensor t{};
   if (!v) return t;  // rank 0: absent
   if (v->shape.size() > FC_MAX_RANK) throw InputError(v->file, v->name + ": rank above the plug-in ABI's 4");
@@ -101,6 +105,11 @@ fc_tensor view_of(const TensorView* v) {
     stride *= t.shape[i];
   }
   t.data = v->bytes.data();
+  if (v->codec != nullptr) {
+    decoded.push_back(v->to_float());
+    t.dtype = FC_F32;
+    t.data = decoded.back().data();
+  }
   return t;
 }
 
@@ -108,6 +117,7 @@ fc_tensor view_of(const TensorView* v) {
 struct CModel {
   std::string architecture, rope_scaling_type;
   std::vector<fc_layer_weights> layers;
+  std::deque<std::vector<float>> decoded;  // quantized tensors, decoded to FP32 (view_of)
   fc_model model{};
 
   explicit CModel(const Checkpoint& ckpt) {
@@ -129,15 +139,15 @@ struct CModel {
     c.max_position = s.max_position;
     const ModelTensors& m = ckpt.model();
     for (const LayerTensors& l : m.layers) {
-      layers.push_back({view_of(l.attn_norm), view_of(l.wq), view_of(l.wk), view_of(l.wv), view_of(l.bq),
-                        view_of(l.bk), view_of(l.bv), view_of(l.q_norm), view_of(l.k_norm), view_of(l.wo),
-                        view_of(l.mlp_norm), view_of(l.w_gate), view_of(l.w_up), view_of(l.w_down)});
+      const auto v = [&](const TensorView* t) { return view_of(t, decoded); };
+      layers.push_back({v(l.attn_norm), v(l.wq), v(l.wk), v(l.wv), v(l.bq), v(l.bk), v(l.bv), v(l.q_norm),
+                        v(l.k_norm), v(l.wo), v(l.mlp_norm), v(l.w_gate), v(l.w_up), v(l.w_down)});
     }
     model.struct_size = sizeof(fc_model);
-    model.embed = view_of(m.embed);
+    model.embed = view_of(m.embed, decoded);
     model.layers = layers.data();
-    model.final_norm = view_of(m.final_norm);
-    model.lm_head = view_of(m.lm_head);
+    model.final_norm = view_of(m.final_norm, decoded);
+    model.lm_head = view_of(m.lm_head, decoded);
   }
 };
 

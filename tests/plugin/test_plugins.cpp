@@ -5,6 +5,7 @@
 // line naming the file, or (NaN values) a recorded gate failure.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include "harness/core/path_registry.h"
 #include "harness/paths/plugin_loader.h"
 #include "harness/results/h5_tree.h"
+#include "tests/checkpoint/fixtures.h"
 #include "tests/common/test_support.h"
 
 namespace fusecheck {
@@ -49,6 +51,39 @@ TEST(PluginLoader, RegistersTheExamplePathWithItsDescriptionAndProvenance) {
   EXPECT_EQ(info->origin, prov.file);
   // Loading the same file again is a no-op, not a name clash.
   EXPECT_EQ(&load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN), &prov);
+}
+
+// A block-quantized checkpoint (GGUF Q8_0) reaches a plug-in decoded to FP32: the plug-in's
+// logits are bit for bit those it gives on the same values stored as F32. The ABI carries
+// plain dtypes only; handing over the raw blocks as F32 once gave garbage and crashes.
+TEST(PluginLoader, QuantizedWeightsReachThePluginDecodedExactly) {
+  register_builtin_paths();
+  load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN);
+  const auto dir = test::scratch_dir();
+  std::filesystem::create_directories(dir);
+  const test::TinyModel m{.layers = 2, .hidden = 32, .heads = 2, .kv_heads = 1, .head_dim = 16,
+                          .intermediate = 64, .vocab = 17};
+  test::tiny_gguf_quantized(m, "llama", /*Q8_0*/ 8, 61).write(dir / "q8.gguf");
+  const auto quantized = Checkpoint::open(dir / "q8.gguf");
+  std::vector<std::string> all;
+  for (const TensorView& t : quantized->tensors()) all.push_back(t.name);
+  test::GgufWriter w = test::tiny_gguf(m, "llama", DType::F32, all);
+  for (const TensorView& t : quantized->tensors()) w.tensor(test::NamedTensor{t.name, t.shape, t.to_float()}, DType::F32);
+  w.write(dir / "f32.gguf");
+  const auto f32 = Checkpoint::open(dir / "f32.gguf");
+  const auto logits = [](const Checkpoint& ck) {
+    auto p = make_path("example-cpu-bf16", ck, {});
+    p->reset(1, 3);
+    const std::vector<std::int32_t> tokens = {1, 5, 9};
+    TapMatrix h = p->embed(tokens);
+    for (int layer = 0; layer < ck.spec().n_layers; ++layer) h = p->layer(layer, h).at(Tap::resid_out);
+    return TapMatrix(p->head(h).at(Tap::logits));
+  };
+  const TapMatrix q = logits(*quantized), f = logits(*f32);
+  ASSERT_EQ(q.size(), f.size());
+  EXPECT_TRUE(q.allFinite());
+  EXPECT_GT(q.norm(), 0.0);
+  EXPECT_EQ(0, std::memcmp(q.data(), f.data(), sizeof(double) * static_cast<std::size_t>(q.size())));
 }
 
 TEST(PluginLoader, ExamplePathMatchesRef32ToBf16Accuracy) {
