@@ -4,7 +4,7 @@ export PATH="/usr/local/cuda/bin:$PATH"
 # Eigen's OpenMP threads spin while idle; on a loaded 2-core machine that costs 10x.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 # Debian's python3 has h5py and matplotlib; a pyenv python3 earlier on PATH may not.
-FUSECHECK_PYTHON=/usr/bin/python3
+: "${FUSECHECK_PYTHON:=/usr/bin/python3}"  # a python3 with h5py and numpy (Debian's by default)
 [ -x "$FUSECHECK_PYTHON" ] || FUSECHECK_PYTHON=python3
 : "${FUSECHECK_MODELS:=$FUSECHECK_ROOT/../shared/models}"
 export FUSECHECK_MODELS

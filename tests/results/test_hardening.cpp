@@ -300,7 +300,7 @@ TEST(ResultsLegacy, CommittedBaselinesOfTheOldFormatStillCompareClean) {
   // Written before the checksummed format (superblock 0, variable-length strings): read
   // through the child-process probe, compared as before.
   const fs::path root = source_dir();
-  for (const char* base : {"results/baselines/cpu/qwen3-tiny-prefill.h5", "results/baselines/cuda/stories260k.h5"}) {
+  for (const char* base : {"results/baselines/cpu/qwen3-tiny-prefill.h5", "results/baselines/cuda/nvidia-h100-80gb-hbm3/stories260k.h5"}) {
     auto r = run_fusecheck("compare " + quoted(root / base) + " " + quoted(root / base) + " --rules " +
                            quoted(root / "results/baselines/rules.yaml"));
     EXPECT_EQ(r.exit_code, 0) << base << r.out << r.err;
