@@ -7,6 +7,7 @@
 #include <fmt/core.h>
 
 #include "harness/core/error.h"
+#include "harness/core/untrusted.h"
 
 namespace fusecheck {
 
@@ -29,20 +30,8 @@ void check_no_overlap(const std::vector<TensorView>& tensors, const std::string&
 
 namespace {
 
-std::string printable(const std::string& text) {
-  constexpr std::size_t kMaxChars = 2000;
-  std::string out;
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-    if (out.size() >= kMaxChars) return out + "...";
-  }
-  return out;
-}
+// Checkpoint text in an error: escaped and bounded (harness/core/untrusted.h).
+std::string printable(const std::string& text) { return fusecheck::printable(text, 2000); }
 
 }  // namespace
 

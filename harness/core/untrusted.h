@@ -10,7 +10,7 @@
 
 namespace fusecheck {
 
-// Control characters (and DEL) shown as \xNN; when `max_chars` is exceeded, the middle is
+// Control characters (C0, DEL, C1) and bytes that are not UTF-8 shown as \xNN; when `max_chars` is exceeded, the middle is
 // replaced by "...(N characters)..." so that both ends stay readable.
 std::string printable(std::string_view text, std::size_t max_chars = std::string_view::npos);
 
