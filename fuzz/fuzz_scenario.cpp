@@ -11,6 +11,7 @@
 #include "fuzz/fuzz_checks.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/paths/plugin_loader.h"
 #include "harness/run/scenario.h"
 
 namespace fusecheck {
@@ -18,6 +19,12 @@ namespace fusecheck {
 // path implementations (their names are in the reader's own list of built-in names), so
 // there is nothing to register.
 void register_builtin_paths() {}
+// A scenario's `plugins:` key loads shared objects (harness/paths/plugin_loader.cpp):
+// never done on fuzzed input. The key is still parsed and checked up to the load, which
+// fails here as a missing file would.
+const PluginProvenance& load_plugin(const std::filesystem::path& file) {
+  throw InputError(file.string(), "plug-ins are not loaded by the fuzz target");
+}
 }  // namespace fusecheck
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

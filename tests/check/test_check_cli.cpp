@@ -215,7 +215,8 @@ TEST(CheckCli, DeepFindsAPlantedSuperWeightAndReportsItsReadTime) {
   ASSERT_EQ(synth.exit_code, 0) << synth.err;
   const auto shallow = run_fusecheck("check " + dir.string() + " --format json");
   ASSERT_LT(shallow.exit_code, 3) << shallow.err;
-  for (const auto& c : nlohmann::json::parse(shallow.out)["components"]) EXPECT_NE(c["name"], "mlp.super_weight");
+  const auto shallow_json = nlohmann::json::parse(shallow.out);  // kept alive: the loop walks into it
+  for (const auto& c : shallow_json["components"]) EXPECT_NE(c["name"], "mlp.super_weight");
 
   const auto deep = run_fusecheck("check " + dir.string() + " --deep --format json" + hand());
   EXPECT_EQ(deep.exit_code, 2) << deep.out << deep.err;
