@@ -16,6 +16,7 @@
 #include "harness/checkpoint/safetensors.h"
 #include "harness/checkpoint/view_checks.h"
 #include "harness/core/error.h"
+#include "harness/core/utf8.h"
 
 namespace fusecheck {
 
@@ -151,36 +152,13 @@ std::unique_ptr<Checkpoint> MappedCheckpoint::open_gguf(const fs::path& file) {
   return ck;
 }
 
-// Appends the UTF-8 encoding of code point `cp`.
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // Code points of a UTF-8 string; a malformed byte stands for itself.
 std::vector<char32_t> utf8_code_points(const std::string& s) {
   std::vector<char32_t> out;
   for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (len == 0 || i + len > s.size()) { out.push_back(c); ++i; continue; }
-    char32_t cp = len == 1 ? c : c & (0x7F >> len);
-    for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    out.push_back(cp);
-    i += len;
+    const auto c = utf8_at(s, i);
+    out.push_back(c ? c->cp : static_cast<unsigned char>(s[i]));
+    i += c ? c->len : 1;
   }
   return out;
 }

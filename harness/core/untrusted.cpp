@@ -3,6 +3,8 @@
 
 #include <fmt/core.h>
 
+#include "harness/core/utf8.h"
+
 namespace fusecheck {
 
 namespace {
@@ -13,29 +15,17 @@ namespace {
 std::string escape_controls(std::string_view text) {
   std::string out;
   out.reserve(text.size());
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
   std::size_t i = 0;
   while (i < text.size()) {
-    const unsigned char lead = byte(i);
-    const std::size_t len =
-        lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xe ? 3 : (lead >> 3) == 0x1e ? 4 : 0;
-    char32_t cp = len == 1 ? lead : len == 2 ? lead & 0x1f : len == 3 ? lead & 0x0f : lead & 0x07;
-    bool ok = len > 0 && i + len <= text.size();
-    for (std::size_t k = 1; ok && k < len; ++k) {
-      ok = (byte(i + k) & 0xc0) == 0x80;
-      cp = (cp << 6) | (byte(i + k) & 0x3f);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8 either.
-    static constexpr char32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    ok = ok && cp >= kMin[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
-    if (!ok || cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) {
-      const std::size_t n = ok ? len : 1;
-      for (std::size_t k = 0; k < n; ++k) out += fmt::format("\\x{:02x}", byte(i + k));
+    const auto c = utf8_at(text, i);
+    if (!c || c->cp < 0x20 || (c->cp >= 0x7f && c->cp < 0xa0)) {
+      const std::size_t n = c ? c->len : 1;
+      for (std::size_t k = 0; k < n; ++k) out += fmt::format("\\x{:02x}", static_cast<unsigned char>(text[i + k]));
       i += n;
       continue;
     }
-    out.append(text.substr(i, len));
-    i += len;
+    out.append(text.substr(i, c->len));
+    i += c->len;
   }
   return out;
 }

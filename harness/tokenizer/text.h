@@ -10,13 +10,15 @@
 #include <string_view>
 #include <vector>
 
+#include "harness/core/utf8.h"
+
 namespace fusecheck::tok {
 
 // Length of the UTF-8 sequence starting with byte `lead` (1 for a stray byte).
 std::size_t utf8_length(unsigned char lead);
 // True when `s` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 bool valid_utf8(std::string_view s);
-void append_utf8(std::string& out, char32_t cp);
+using fusecheck::append_utf8;  // harness/core/utf8.h
 // `s` with each maximal ill-formed subsequence replaced by U+FFFD (as HF's decode and
 // Rust's from_utf8_lossy do): decoded byte tokens may stop inside a character.
 std::string to_valid_utf8(std::string_view s);
