@@ -28,5 +28,13 @@ struct CommandResult {
 };
 // Runs `fusecheck ARGS` (args is a shell-quoted string) and captures its output.
 CommandResult run_fusecheck(const std::string& args);
+// `p` in single quotes, for the args of run_fusecheck.
+inline std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+// Lines in `s` (its newlines): an error is one line.
+inline std::size_t line_count(const std::string& s) {
+  std::size_t n = 0;
+  for (const char c : s) n += c == '\n';
+  return n;
+}
 
 }  // namespace fusecheck::test

@@ -22,7 +22,7 @@
 namespace fusecheck {
 namespace {
 
-std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+using test::quoted;
 
 std::filesystem::path tiny_model(const std::filesystem::path& dir) {
   SynthOptions o;
