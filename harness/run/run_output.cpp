@@ -39,7 +39,10 @@ void prepare_results_folder(const std::filesystem::path& file) {
   });
   // The very file the writer will create, so that any reason it could not (permissions,
   // a read-only file system, a name too long) shows now.
-  const auto probe = temp_path_for(file);
+  // Registered before it exists, so that SIGINT/SIGTERM between the open and the unlink
+  // remove it too.
+  const RegisteredTemp registered(temp_path_for(file));
+  const auto& probe = registered.path();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw InputError(file.string(), std::string("cannot write the results here: ") + std::strerror(errno));
   ::close(fd);

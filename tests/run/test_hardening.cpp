@@ -446,7 +446,11 @@ TEST(Interruption, SigtermDuringTheResultsWriteRemovesTheTempFile) {
   const pid_t pid = spawn_in(dir, {"run", "--device", "cpu", "--no-progress", "--dump-failing", "--out", "out.h5", "s.yaml"});
   ASSERT_GT(pid, 0);
   const auto temp = dir / ("out.h5.tmp-" + std::to_string(pid));
-  ASSERT_TRUE(wait_until(pid, [&] { return fs::exists(temp); })) << slurp(dir / "stderr.txt");
+  // The write itself (the empty probe that checks the folder is writable comes first).
+  ASSERT_TRUE(wait_until(pid, [&] {
+    std::error_code ec;
+    return fs::file_size(temp, ec) > 0 && !ec;
+  })) << slurp(dir / "stderr.txt");
   ASSERT_EQ(kill(pid, SIGTERM), 0);
   const int status = wait_for_exit(pid);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status << " " << slurp(dir / "stderr.txt");
