@@ -1,7 +1,7 @@
 // Ref64CudaPath: ref64-cpu's forward (reference/decoder_path.cpp) in FP64 on the GPU.
 // Weights are uploaded once per (checkpoint, device) as ref64-cpu converts them: F64
-// read exactly, every other stored format (quantized GGUF included) widened exactly
-// through float. The embedding lookup and the spec checks are ref64-cpu's own code (a
+// read exactly, every other stored format (quantized GGUF included) decoded to float on
+// the host and widened exactly to FP64 on the device. The embedding lookup and the spec checks are ref64-cpu's own code (a
 // host Ref64Path that never converts a weight); RoPE cos/sin come from the same host
 // table (reference/ops.h), so every elementwise value is the CPU's and only the order
 // of summation inside GEMMs, norms and softmax differs. Taps and perturbations cross to
@@ -49,16 +49,20 @@ DeviceBuffer<double> upload_exact(const Checkpoint& ckpt, const TensorView* t, c
     throw InputError(t->file, fmt::format("tensor {} ({}) has {} elements, expected [{}, {}]", t->name, role,
                                           t->numel(), rows, cols));
   }
-  std::vector<double> v;
-  if (t->dtype == DType::F64) {
-    v = t->to_double();
-  } else {
-    const std::vector<float> f = t->to_float();
-    v.assign(f.begin(), f.end());
-  }
   DeviceBuffer<double> d;
-  d.upload(v, s);
-  CUDA_CHECK(cudaStreamSynchronize(s));  // v is freed on return
+  if (t->dtype == DType::F64) {
+    const std::vector<double> v = t->to_double();
+    d.upload(v, s);
+    CUDA_CHECK(cudaStreamSynchronize(s));  // v is freed on return
+    return d;
+  }
+  // Widened on the device: half the bytes over the link, no host-side double copy.
+  const std::vector<float> f = t->to_float();
+  DeviceBuffer<float> stored;
+  stored.upload(f, s);
+  d.resize(f.size());
+  ref64::widen(stored.data(), d.data(), f.size(), s);
+  CUDA_CHECK(cudaStreamSynchronize(s));  // f and stored are freed on return
   return d;
 }
 

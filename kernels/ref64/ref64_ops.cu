@@ -136,6 +136,13 @@ __global__ void silu_mul_kernel(const double* gate, const double* up, double* ou
   }
 }
 
+__global__ void widen_kernel(const float* in, double* out, std::size_t n) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    out[i] = static_cast<double>(in[i]);
+  }
+}
+
 __global__ void add_kernel(const double* a, const double* b, double* out, std::size_t n) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
@@ -194,6 +201,12 @@ void attention(const double* q, const double* k_cache, const double* v_cache, do
 void silu_mul(const double* gate, const double* up, double* out, std::size_t n, cudaStream_t s) {
   if (n == 0) return;
   silu_mul_kernel<<<blocks_for(n), kThreads, 0, s>>>(gate, up, out, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void widen(const float* in, double* out, std::size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  widen_kernel<<<blocks_for(n), kThreads, 0, s>>>(in, out, n);
   CUDA_CHECK_LAUNCH();
 }
 

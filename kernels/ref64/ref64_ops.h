@@ -48,6 +48,9 @@ void attention(const double* q, const double* k_cache, const double* v_cache, do
 // out = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
 void silu_mul(const double* gate, const double* up, double* out, std::size_t n, cudaStream_t s);
 
+// out[i] = in[i], exactly (every float is a double).
+void widen(const float* in, double* out, std::size_t n, cudaStream_t s);
+
 // out = a + b.
 void add(const double* a, const double* b, double* out, std::size_t n, cudaStream_t s);
 
