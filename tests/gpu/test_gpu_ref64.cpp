@@ -4,6 +4,9 @@
 // on small random checkpoints of awkward shapes (5 query heads over 1 kv head, Qwen2
 // biases, 9 heads over 3 with head_dim 8; batch 3; KV lengths 1 and 1025), fed their own
 // outputs for a whole model (propagated), perturbed alike, and with poisoned tap buffers.
+// The kernels alone are checked exactly first: where ref64-cpu's op has the same
+// arithmetic in the same order (RoPE, the residual add, RMSNorm and GEMMs on small
+// integers, whose sums are exact) the GPU must give the same bits.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -14,7 +17,11 @@
 #include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/path_registry.h"
+#include "kernels/common/cublas_handle.h"
+#include "kernels/common/stream.h"
 #include "kernels/ref64/ref64_cuda_path.h"
+#include "kernels/ref64/ref64_ops.h"
+#include "reference/ops.h"
 #include "reference/random_checkpoint.h"
 #include "tests/common/test_support.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -154,6 +161,130 @@ void expect_fp64_agreement(const Diffs& diffs, const Path& gpu, const std::strin
     EXPECT_LT(d.max_rel, kFp64TapTolerance) << where << " tap " << tap_name(tap);
   }
 }
+
+// ---- The kernels, bit for bit against reference/ops.h ----
+
+using ref::Mat;
+using ref::Vec;
+
+// Seeded small integers in [-k, k] (never all zero), exact in every sum the tests make.
+Mat<double> small_integer_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed, int k = 3) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> d(-k, k);
+  Mat<double> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = d(rng);
+  m.data()[0] = 1;
+  return m;
+}
+
+Mat<double> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> d(0.0, 1.0);
+  Mat<double> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = d(rng);
+  return m;
+}
+
+cuda::DeviceBuffer<double> to_device(const Mat<double>& m) {
+  cuda::DeviceBuffer<double> d;
+  d.upload(m.data(), static_cast<std::size_t>(m.size()));
+  return d;
+}
+
+Mat<double> to_host(const cuda::DeviceBuffer<double>& d, Eigen::Index rows, Eigen::Index cols) {
+  Mat<double> m(rows, cols);
+  CUDA_CHECK(cudaMemcpy(m.data(), d.data(), static_cast<std::size_t>(m.size()) * sizeof(double),
+                        cudaMemcpyDeviceToHost));
+  return m;
+}
+
+class Ref64Kernels : public ::testing::Test {
+ protected:
+  void SetUp() override { FUSECHECK_REQUIRE_GPU(); }
+};
+
+// Every product rounded, then the sum (no FMA on either side): identical on real data.
+TEST_F(Ref64Kernels, RopeIsBitIdenticalToTheCpuOp) {
+  cuda::Stream stream;  // after SetUp: creating one needs a device
+  ModelSpec spec;
+  spec.head_dim = 12, spec.rope_dim = 12, spec.rope_theta = 1e6, spec.max_position = 4096;
+  for (const RopeStyle style : {RopeStyle::NeoxHalfSplit, RopeStyle::Interleaved}) {
+    const int heads = 3, n = 7, batch = 3, start = 5;  // positions 5..11 of each sequence
+    const Mat<double> x = random_matrix(batch * n, heads * spec.head_dim, 31);
+    const ref::RopeTable<double> all = ref::rope_table<double>(spec, 0, start + n);
+    const ref::RopeTable<double> window = ref::rope_table<double>(spec, start, n);
+    Mat<double> want = x;
+    ref::NoRounding<double> none;
+    ref::apply_rope(want, spec.head_dim, style, window, n, none, RoundPoint::q_rope);
+    auto dx = to_device(x), dcos = to_device(all.cos), dsin = to_device(all.sin);
+    cuda::DeviceBuffer<double> dy(static_cast<std::size_t>(x.size()));
+    cuda::ref64::rope(dx.data(), dy.data(), batch * n, n, heads, spec.head_dim, style == RopeStyle::Interleaved,
+                      dcos.data(), dsin.data(), start, stream);
+    stream.synchronize();
+    EXPECT_TRUE(to_host(dy, x.rows(), x.cols()) == want) << (style == RopeStyle::Interleaved ? "interleaved" : "neox");
+  }
+}
+
+// Sums of squares of small integers are exact; the rest is one sqrt, one divide and two
+// products per element on both sides.
+TEST_F(Ref64Kernels, RmsNormOnSmallIntegersIsBitIdenticalToTheCpuOp) {
+  cuda::Stream stream;  // after SetUp: creating one needs a device
+  for (const int group : {7, 16, 300}) {  // a head, a power of two, more than one block of threads
+    const Mat<double> x = small_integer_matrix(5, 2 * group, 41 + group);
+    const Mat<double> w_row = random_matrix(1, group, 43);
+    const Vec<double> w = w_row.row(0).transpose();
+    ref::NoRounding<double> none;
+    const Mat<double> want =
+        ref::rms_norm(x, w, 1e-6, group, none, {RoundPoint::attn_norm_sumsq, RoundPoint::attn_norm_normalized,
+                                                RoundPoint::attn_norm});
+    auto dx = to_device(x), dw = to_device(w_row);
+    cuda::DeviceBuffer<double> dy(static_cast<std::size_t>(x.size()));
+    cuda::ref64::rms_norm(dx.data(), dw.data(), dy.data(), 10, group, 1e-6, stream);
+    stream.synchronize();
+    EXPECT_TRUE(to_host(dy, x.rows(), x.cols()) == want) << "group " << group;
+  }
+}
+
+// DGEMM on small integers: every partial sum is an exact integer, whatever the order.
+TEST_F(Ref64Kernels, DgemmOnSmallIntegersIsExactWithAndWithoutBias) {
+  cuda::Stream stream;  // after SetUp: creating one needs a device
+  cuda::CublasHandle cublas(stream);
+  const int rows = 3, out = 37, in = 129;
+  const Mat<double> x = small_integer_matrix(rows, in, 51), w = small_integer_matrix(out, in, 52);
+  const Mat<double> bias = small_integer_matrix(1, out, 53, 9);
+  auto dx = to_device(x), dw = to_device(w), dbias = to_device(bias);
+  cuda::DeviceBuffer<double> dy(static_cast<std::size_t>(rows) * out);
+  cuda::ref64::gemm_xwt(cublas, rows, out, in, dx.data(), dw.data(), dy.data());
+  stream.synchronize();
+  const Mat<double> product = x * w.transpose();
+  EXPECT_TRUE(to_host(dy, rows, out) == product);
+  cuda::ref64::broadcast_rows(dbias.data(), dy.data(), rows, out, stream);
+  cuda::ref64::gemm_xwt(cublas, rows, out, in, dx.data(), dw.data(), dy.data(), 1.0);
+  stream.synchronize();
+  Mat<double> with_bias = product;
+  with_bias.rowwise() += bias.row(0);
+  EXPECT_TRUE(to_host(dy, rows, out) == with_bias);
+}
+
+TEST_F(Ref64Kernels, AddAndWidenAreExact) {
+  cuda::Stream stream;  // after SetUp: creating one needs a device
+  const Mat<double> a = random_matrix(3, 1001, 61), b = random_matrix(3, 1001, 62);
+  auto da = to_device(a), db = to_device(b);
+  cuda::DeviceBuffer<double> dsum(static_cast<std::size_t>(a.size()));
+  cuda::ref64::add(da.data(), db.data(), dsum.data(), static_cast<std::size_t>(a.size()), stream);
+  std::vector<float> f(1001);
+  for (std::size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(a.data()[i]);
+  cuda::DeviceBuffer<float> df;
+  df.upload(f, stream);
+  cuda::DeviceBuffer<double> dwide(f.size());
+  cuda::ref64::widen(df.data(), dwide.data(), f.size(), stream);
+  stream.synchronize();
+  EXPECT_TRUE(to_host(dsum, a.rows(), a.cols()) == Mat<double>(a + b));
+  const Mat<double> wide = to_host(dwide, 1, static_cast<Eigen::Index>(f.size()));
+  for (std::size_t i = 0; i < f.size(); ++i) ASSERT_EQ(wide(0, static_cast<Eigen::Index>(i)), static_cast<double>(f[i]));
+}
+
+// ---- The path ----
 
 class Ref64Cuda : public ::testing::Test {
  protected:
