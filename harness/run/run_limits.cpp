@@ -139,10 +139,14 @@ MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, co
   }
   if (sc.modes.perturb) add(reference, kv_bytes_of(reference));
   // On the device, each CUDA path keeps one copy of the weights (shared by its instances):
-  // FP64 for ref64-cuda, FP32 for ref32-cuda, bf16 for the others.
-  const double params = L * (2 * h * qw + 2 * h * kw + 3 * h * I) + vocab * h * (spec.tied_embeddings ? 1 : 2);
+  // FP32 for ref32-cuda and ref64-cuda (exact for every stored format but F64), bf16 for
+  // the others. Each ref64-cuda instance widens one layer's matrices (or a slice of at
+  // least 16M values of lm_head) to FP64 in a scratch of its own.
+  const double layer_params = 2 * h * qw + 2 * h * kw + 3 * h * I;
+  const double params = L * layer_params + vocab * h * (spec.tied_embeddings ? 1 : 2);
   for (const auto& name : device_paths) {
-    total.device += params * (name == "ref64-cuda" ? 8 : name == "ref32-cuda" ? 4 : 2);
+    total.device += params * (name == "ref32-cuda" || name == "ref64-cuda" ? 4 : 2);
+    if (name == "ref64-cuda") total.device += 2 * std::max(layer_params, std::min(vocab * h, 16777216.0)) * 8;
   }
 
   auto clamp = [](double v) { return v >= 1.8e19 ? UINT64_MAX : static_cast<std::uint64_t>(v); };

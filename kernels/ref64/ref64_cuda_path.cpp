@@ -1,7 +1,9 @@
 // Ref64CudaPath: ref64-cpu's forward (reference/decoder_path.cpp) in FP64 on the GPU.
 // Weights are uploaded once per (checkpoint, device) as ref64-cpu converts them: F64
 // read exactly, every other stored format (quantized GGUF included) decoded to float on
-// the host and widened exactly to FP64 on the device. The embedding lookup and the spec checks are ref64-cpu's own code (a
+// the host, kept as float on the device and widened exactly to FP64 right before use
+// (a layer's matrices at once, lm_head in slices), so the FP64 truth of an 8B model
+// takes 4 bytes per weight, not 8. The embedding lookup and the spec checks are ref64-cpu's own code (a
 // host Ref64Path that never converts a weight); RoPE cos/sin come from the same host
 // table (reference/ops.h), so every elementwise value is the CPU's and only the order
 // of summation inside GEMMs, norms and softmax differs. Taps and perturbations cross to
@@ -31,38 +33,60 @@ namespace fusecheck::cuda {
 
 namespace {
 
-struct Ref64Layer {
-  DeviceBuffer<double> attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, mlp_norm, w_gate, w_up, w_down;
+// A weight matrix as ref64-cpu converts it (convert_matrix): every stored format but F64
+// widens exactly through float, so it is kept as float on the device (half the memory:
+// an 8B model's FP64 copy would not fit beside the other paths) and widened into an
+// FP64 scratch right before its GEMMs; an F64 checkpoint's matrix is kept as is.
+struct Fp64Matrix {
+  DeviceBuffer<float> narrow;
+  DeviceBuffer<double> wide;
+  std::size_t size() const { return narrow.size() + wide.size(); }
 };
 
-// Every FP64 weight on the device; immutable, shared by a run's instances.
+struct Ref64Layer {
+  DeviceBuffer<double> attn_norm, bq, bk, bv, q_norm, k_norm, mlp_norm;
+  Fp64Matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+// Every weight on the device; immutable, shared by a run's instances.
 struct Ref64Weights {
   std::vector<Ref64Layer> layers;
-  DeviceBuffer<double> final_norm, lm_head;
+  DeviceBuffer<double> final_norm;
+  Fp64Matrix lm_head;
 };
 
-// One tensor as ref64-cpu converts it (convert_matrix), checked to be [rows x cols].
-DeviceBuffer<double> upload_exact(const Checkpoint& ckpt, const TensorView* t, const char* role, std::int64_t rows,
-                                  std::int64_t cols, cudaStream_t s) {
+void check_shape(const Checkpoint& ckpt, const TensorView* t, const char* role, std::int64_t rows,
+                 std::int64_t cols) {
   if (!t) throw InputError(ckpt.path().string(), fmt::format("missing tensor for {}", role));
   if (t->numel() != rows * cols || t->rows() != rows) {
     throw InputError(t->file, fmt::format("tensor {} ({}) has {} elements, expected [{}, {}]", t->name, role,
                                           t->numel(), rows, cols));
   }
-  DeviceBuffer<double> d;
+}
+
+Fp64Matrix upload_matrix(const Checkpoint& ckpt, const TensorView* t, const char* role, std::int64_t rows,
+                         std::int64_t cols, cudaStream_t s) {
+  check_shape(ckpt, t, role, rows, cols);
+  Fp64Matrix m;
   if (t->dtype == DType::F64) {
     const std::vector<double> v = t->to_double();
-    d.upload(v, s);
-    CUDA_CHECK(cudaStreamSynchronize(s));  // v is freed on return
-    return d;
+    m.wide.upload(v, s);
+  } else {
+    const std::vector<float> f = t->to_float();
+    m.narrow.upload(f, s);
   }
-  // Widened on the device: half the bytes over the link, no host-side double copy.
-  const std::vector<float> f = t->to_float();
-  DeviceBuffer<float> stored;
-  stored.upload(f, s);
-  d.resize(f.size());
-  ref64::widen(stored.data(), d.data(), f.size(), s);
-  CUDA_CHECK(cudaStreamSynchronize(s));  // f and stored are freed on return
+  CUDA_CHECK(cudaStreamSynchronize(s));  // the host copy is freed on return
+  return m;
+}
+
+// A norm weight or bias, widened once (they are small).
+DeviceBuffer<double> upload_vector(const Checkpoint& ckpt, const TensorView* t, const char* role, std::int64_t n,
+                                   cudaStream_t s) {
+  Fp64Matrix m = upload_matrix(ckpt, t, role, n, 1, s);
+  if (m.wide.size()) return std::move(m.wide);
+  DeviceBuffer<double> d(m.narrow.size());
+  ref64::widen(m.narrow.data(), d.data(), m.narrow.size(), s);
+  CUDA_CHECK(cudaStreamSynchronize(s));
   return d;
 }
 
@@ -76,27 +100,27 @@ std::shared_ptr<const Ref64Weights> upload_weights(const Checkpoint& ckpt) {
   for (int l = 0; l < s.n_layers; ++l) {
     const LayerTensors& t = m.layers.at(static_cast<std::size_t>(l));
     Ref64Layer& L = w->layers[static_cast<std::size_t>(l)];
-    L.attn_norm = upload_exact(ckpt, t.attn_norm, "attn_norm", h, 1, up);
-    L.wq = upload_exact(ckpt, t.wq, "q_proj", qw, h, up);
-    L.wk = upload_exact(ckpt, t.wk, "k_proj", kw, h, up);
-    L.wv = upload_exact(ckpt, t.wv, "v_proj", kw, h, up);
+    L.attn_norm = upload_vector(ckpt, t.attn_norm, "attn_norm", h, up);
+    L.wq = upload_matrix(ckpt, t.wq, "q_proj", qw, h, up);
+    L.wk = upload_matrix(ckpt, t.wk, "k_proj", kw, h, up);
+    L.wv = upload_matrix(ckpt, t.wv, "v_proj", kw, h, up);
     if (s.has_qkv_bias) {
-      L.bq = upload_exact(ckpt, t.bq, "q_proj.bias", qw, 1, up);
-      L.bk = upload_exact(ckpt, t.bk, "k_proj.bias", kw, 1, up);
-      L.bv = upload_exact(ckpt, t.bv, "v_proj.bias", kw, 1, up);
+      L.bq = upload_vector(ckpt, t.bq, "q_proj.bias", qw, up);
+      L.bk = upload_vector(ckpt, t.bk, "k_proj.bias", kw, up);
+      L.bv = upload_vector(ckpt, t.bv, "v_proj.bias", kw, up);
     }
     if (s.has_qk_norm) {
-      L.q_norm = upload_exact(ckpt, t.q_norm, "q_norm", hd, 1, up);
-      L.k_norm = upload_exact(ckpt, t.k_norm, "k_norm", hd, 1, up);
+      L.q_norm = upload_vector(ckpt, t.q_norm, "q_norm", hd, up);
+      L.k_norm = upload_vector(ckpt, t.k_norm, "k_norm", hd, up);
     }
-    L.wo = upload_exact(ckpt, t.wo, "o_proj", h, qw, up);
-    L.mlp_norm = upload_exact(ckpt, t.mlp_norm, "mlp_norm", h, 1, up);
-    L.w_gate = upload_exact(ckpt, t.w_gate, "gate_proj", im, h, up);
-    L.w_up = upload_exact(ckpt, t.w_up, "up_proj", im, h, up);
-    L.w_down = upload_exact(ckpt, t.w_down, "down_proj", h, im, up);
+    L.wo = upload_matrix(ckpt, t.wo, "o_proj", h, qw, up);
+    L.mlp_norm = upload_vector(ckpt, t.mlp_norm, "mlp_norm", h, up);
+    L.w_gate = upload_matrix(ckpt, t.w_gate, "gate_proj", im, h, up);
+    L.w_up = upload_matrix(ckpt, t.w_up, "up_proj", im, h, up);
+    L.w_down = upload_matrix(ckpt, t.w_down, "down_proj", h, im, up);
   }
-  w->final_norm = upload_exact(ckpt, m.final_norm, "final_norm", h, 1, up);
-  w->lm_head = upload_exact(ckpt, m.lm_head, "lm_head", s.vocab, h, up);
+  w->final_norm = upload_vector(ckpt, m.final_norm, "final_norm", h, up);
+  w->lm_head = upload_matrix(ckpt, m.lm_head, "lm_head", s.vocab, h, up);
   return w;
 }
 
@@ -198,8 +222,12 @@ class Ref64CudaPath final : public Path {
   }
   void perturb(int layer, Tap tap, DeviceBuffer<double>& buf, std::size_t count);
   TapMatrix download(const DeviceBuffer<double>& buf, Eigen::Index rows, Eigen::Index cols);
-  void gemm(int rows, int out, int in, const double* x, const DeviceBuffer<double>& w, double* y,
+  void gemm(int rows, int out, int in, const double* x, const double* w, double* y,
             const DeviceBuffer<double>* bias = nullptr);
+  // logits = normed lm_head^T, over slices of lm_head's rows when it is widened.
+  void lm_head(int rows, const double* normed, double* logits);
+  // The FP64 values of `m`: its own, or widened into the scratch at `cursor` (advanced).
+  const double* fp64(const Fp64Matrix& m, std::size_t& cursor);
 
   const ModelSpec spec_;
   ref::Ref64Path host_;  // embedding rows and argument checks only: it converts no weight
@@ -218,6 +246,7 @@ class Ref64CudaPath final : public Path {
   DeviceBuffer<double> rope_cos_, rope_sin_;  // [capacity x head_dim / 2]
   Activations act_;
   DeviceBuffer<double> head_in_, head_norm_, head_logits_;
+  DeviceBuffer<double> scratch_;  // one layer's weight matrices (or a slice of lm_head) in FP64
   std::optional<std::vector<Tap>> keep_;
   std::optional<Perturbation> perturbation_;
   std::uint64_t perturb_calls_ = 0;
@@ -251,12 +280,20 @@ TapMatrix Ref64CudaPath::download(const DeviceBuffer<double>& buf, Eigen::Index 
   return m;
 }
 
-void Ref64CudaPath::gemm(int rows, int out, int in, const double* x, const DeviceBuffer<double>& w, double* y,
+void Ref64CudaPath::gemm(int rows, int out, int in, const double* x, const double* w, double* y,
                          const DeviceBuffer<double>* bias) {
   // A Qwen2 bias is added to the product, as ref64-cpu adds it after its GEMM.
   const bool has_bias = bias && bias->size() > 0;
   if (has_bias) ref64::broadcast_rows(bias->data(), y, rows, out, stream_);
-  ref64::gemm_xwt(cublas_, rows, out, in, x, w.data(), y, has_bias ? 1.0 : 0.0);
+  ref64::gemm_xwt(cublas_, rows, out, in, x, w, y, has_bias ? 1.0 : 0.0);
+}
+
+const double* Ref64CudaPath::fp64(const Fp64Matrix& m, std::size_t& cursor) {
+  if (m.wide.size()) return m.wide.data();
+  double* out = scratch_.data() + cursor;
+  ref64::widen(m.narrow.data(), out, m.narrow.size(), stream_);
+  cursor += m.narrow.size();
+  return out;
 }
 
 TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
@@ -288,6 +325,17 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
   }
   CUDA_CHECK(cudaMemcpyAsync(A.input.data(), input.data(), static_cast<std::size_t>(input.size()) * sizeof(double),
                              cudaMemcpyHostToDevice, stream_));
+  std::size_t need = 0;
+  for (const Fp64Matrix* m : {&W.wq, &W.wk, &W.wv, &W.wo, &W.w_gate, &W.w_up, &W.w_down}) need += m->narrow.size();
+  if (scratch_.size() < need) scratch_.resize(need);
+  std::size_t cursor = 0;
+  const double* wq = fp64(W.wq, cursor);
+  const double* wk = fp64(W.wk, cursor);
+  const double* wv = fp64(W.wv, cursor);
+  const double* wo = fp64(W.wo, cursor);
+  const double* w_gate = fp64(W.w_gate, cursor);
+  const double* w_up = fp64(W.w_up, cursor);
+  const double* w_down = fp64(W.w_down, cursor);
 
   const int h = spec_.hidden, qw = spec_.q_width(), kw = spec_.kv_width(), im = spec_.intermediate;
   const int H = spec_.n_heads, KVH = spec_.n_kv_heads, D = spec_.head_dim;
@@ -296,11 +344,11 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
 
   ref64::rms_norm(A.input.data(), W.attn_norm.data(), A.attn_norm.data(), rows, h, eps, stream_);
   perturb(l, Tap::attn_norm, A.attn_norm, count(h));
-  gemm(rows, qw, h, A.attn_norm.data(), W.wq, A.q.data(), &W.bq);
+  gemm(rows, qw, h, A.attn_norm.data(), wq, A.q.data(), &W.bq);
   perturb(l, Tap::q, A.q, count(qw));
-  gemm(rows, kw, h, A.attn_norm.data(), W.wk, A.k.data(), &W.bk);
+  gemm(rows, kw, h, A.attn_norm.data(), wk, A.k.data(), &W.bk);
   perturb(l, Tap::k, A.k, count(kw));
-  gemm(rows, kw, h, A.attn_norm.data(), W.wv, A.v.data(), &W.bv);
+  gemm(rows, kw, h, A.attn_norm.data(), wv, A.v.data(), &W.bv);
   perturb(l, Tap::v, A.v, count(kw));
   const double* q_in = A.q.data();
   const double* k_in = A.k.data();
@@ -339,19 +387,19 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
   cached_[static_cast<std::size_t>(l)] = past + n;
   perturb(l, Tap::attn, A.attn, count(qw));
 
-  gemm(rows, h, qw, A.attn.data(), W.wo, A.o_proj.data());
+  gemm(rows, h, qw, A.attn.data(), wo, A.o_proj.data());
   perturb(l, Tap::o_proj, A.o_proj, count(h));
   ref64::add(A.input.data(), A.o_proj.data(), A.resid_mid.data(), count(h), stream_);
   perturb(l, Tap::resid_mid, A.resid_mid, count(h));
   ref64::rms_norm(A.resid_mid.data(), W.mlp_norm.data(), A.mlp_norm.data(), rows, h, eps, stream_);
   perturb(l, Tap::mlp_norm, A.mlp_norm, count(h));
-  gemm(rows, im, h, A.mlp_norm.data(), W.w_gate, A.gate.data());
+  gemm(rows, im, h, A.mlp_norm.data(), w_gate, A.gate.data());
   perturb(l, Tap::gate, A.gate, count(im));
-  gemm(rows, im, h, A.mlp_norm.data(), W.w_up, A.up.data());
+  gemm(rows, im, h, A.mlp_norm.data(), w_up, A.up.data());
   perturb(l, Tap::up, A.up, count(im));
   ref64::silu_mul(A.gate.data(), A.up.data(), A.act.data(), count(im), stream_);
   perturb(l, Tap::act, A.act, count(im));
-  gemm(rows, h, im, A.act.data(), W.w_down, A.down.data());
+  gemm(rows, h, im, A.act.data(), w_down, A.down.data());
   perturb(l, Tap::down, A.down, count(h));
   ref64::add(A.resid_mid.data(), A.down.data(), A.resid_out.data(), count(h), stream_);
   perturb(l, Tap::resid_out, A.resid_out, count(h));
@@ -370,6 +418,22 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
   }
   stream_.synchronize();
   return taps;
+}
+
+void Ref64CudaPath::lm_head(int rows, const double* normed, double* logits) {
+  const Fp64Matrix& lm = weights_->lm_head;
+  const int vocab = spec_.vocab, h = spec_.hidden;
+  if (lm.wide.size()) return gemm(rows, vocab, h, normed, lm.wide.data(), logits);
+  // Slices of at least 16M values (128 MiB), or the layer scratch when it is larger.
+  const std::size_t want = std::max<std::size_t>(scratch_.size(), std::size_t{1} << 24);
+  const int slice = static_cast<int>(std::clamp<std::size_t>(want / static_cast<std::size_t>(h), 1, vocab));
+  if (scratch_.size() < static_cast<std::size_t>(slice) * h) scratch_.resize(static_cast<std::size_t>(slice) * h);
+  for (int v0 = 0; v0 < vocab; v0 += slice) {
+    const int n = std::min(slice, vocab - v0);
+    const std::size_t count = static_cast<std::size_t>(n) * h;
+    ref64::widen(lm.narrow.data() + static_cast<std::size_t>(v0) * h, scratch_.data(), count, stream_);
+    ref64::gemm_xwt(cublas_, rows, n, h, normed, scratch_.data(), logits + v0, 0.0, vocab);
+  }
 }
 
 TapSet Ref64CudaPath::head(const TapMatrix& hidden) {
@@ -395,7 +459,7 @@ TapSet Ref64CudaPath::head(const TapMatrix& hidden) {
   ref64::rms_norm(head_in_.data(), weights_->final_norm.data(), head_norm_.data(), rows, spec_.hidden,
                   spec_.rms_eps, stream_);
   perturb(spec_.n_layers, Tap::final_norm, head_norm_, n_hidden);
-  gemm(rows, spec_.vocab, spec_.hidden, head_norm_.data(), weights_->lm_head, head_logits_.data());
+  lm_head(rows, head_norm_.data(), head_logits_.data());
   perturb(spec_.n_layers, Tap::logits, head_logits_, n_logits);
   TapSet taps;
   taps[Tap::final_norm] = download(head_norm_, rows, spec_.hidden);

@@ -224,10 +224,11 @@ void broadcast_rows(const double* bias, double* y, int rows, int cols, cudaStrea
 }
 
 void gemm_xwt(cublasHandle_t h, int rows, int out, int in, const double* x, const double* w, double* y,
-              double beta) {
+              double beta, int ldy) {
   // Column-major view: Y^T (out x rows) = W (stored [out x in], read transposed) X^T.
   const double alpha = 1.0;
-  CUBLAS_CHECK(cublasDgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, in, x, in, &beta, y, out));
+  CUBLAS_CHECK(cublasDgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, in, x, in, &beta, y,
+                           ldy > 0 ? ldy : out));
 }
 
 }  // namespace fusecheck::cuda::ref64

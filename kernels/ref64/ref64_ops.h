@@ -58,8 +58,9 @@ void add(const double* a, const double* b, double* out, std::size_t n, cudaStrea
 void broadcast_rows(const double* bias, double* y, int rows, int cols, cudaStream_t s);
 
 // Row-major Y = X W^T (X [rows x in], W [out x in], HF order) in FP64 with cuBLAS DGEMM;
-// beta = 1 adds the values already in y (a broadcast bias).
+// beta = 1 adds the values already in y (a broadcast bias). ldy: Y's row stride (0: out),
+// so that a slice of W's rows fills a slice of Y's columns.
 void gemm_xwt(cublasHandle_t h, int rows, int out, int in, const double* x, const double* w, double* y,
-              double beta = 0.0);
+              double beta = 0.0, int ldy = 0);
 
 }  // namespace fusecheck::cuda::ref64

@@ -1,6 +1,8 @@
 // Which FP64 path a run's noise floor uses and what it costs in memory: ref64-cuda on
-// cuda (weights, KV caches and taps in FP64 on the device, counted before the run
-// starts), ref64-cpu on cpu; `fusecheck paths` lists ref64-cuda without loading CUDA.
+// cuda (FP32 weights widened a layer at a time into an FP64 scratch, FP64 KV caches and
+// taps on the device, counted before the run starts), ref64-cpu on cpu; `fusecheck paths` lists ref64-cuda without loading CUDA.
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include "harness/checkpoint/profiles.h"
@@ -32,7 +34,7 @@ TEST(Ref64Device, Ref64CudaIsRegisteredAsACudaPath) {
   EXPECT_EQ(path_dtype("ref64-cuda", ""), DType::F32) << "compared as a reference, like ref64-cpu";
 }
 
-TEST(Ref64Device, CudaEstimateCountsTheFp64WeightsCachesAndTapsOnTheDevice) {
+TEST(Ref64Device, CudaEstimateCountsItsWeightsScratchCachesAndTapsOnTheDevice) {
   const int L = 3, n = 512;
   const ModelSpec s = profile_shape(synth_profile("llama-tiny"), L);
   const Scenario sc = prefill(n);
@@ -41,13 +43,17 @@ TEST(Ref64Device, CudaEstimateCountsTheFp64WeightsCachesAndTapsOnTheDevice) {
   EXPECT_EQ(with.instances, without.instances + 2) << "an isolated and a propagated ref64 instance";
 
   const double h = s.hidden, qw = s.q_width(), kw = s.kv_width(), im = s.intermediate, vocab = s.vocab;
-  const double params = L * (2 * h * qw + 2 * h * kw + 3 * h * im) + vocab * h * (s.tied_embeddings ? 1 : 2);
+  const double layer_params = 2 * h * qw + 2 * h * kw + 3 * h * im;
+  const double params = L * layer_params + vocab * h * (s.tied_embeddings ? 1 : 2);
+  // FP32 weights (exact for llama-tiny's bf16) and each instance's FP64 scratch: one
+  // layer's matrices or a slice of lm_head, whichever is larger.
+  const double scratch = std::max(layer_params, std::min(vocab * h, 16777216.0)) * 8;
   const double tap_width = 6 * h + 4 * qw + 4 * kw + 3 * im;
   const double per_instance = L * n * kw * 2 * 8    // FP64 K and V
                               + double(n) * n * 8   // attention scores (one head)
                               + (n * tap_width + n * vocab) * 8;  // FP64 taps and logits
   const double device_added = static_cast<double>(with.device_bytes) - static_cast<double>(without.device_bytes);
-  EXPECT_NEAR(device_added, params * 8 + 2 * per_instance, 64.0);
+  EXPECT_NEAR(device_added, params * 4 + 2 * (per_instance + scratch), 64.0);
   // On the host only the doubles crossing the boundary grow: no KV cache there.
   const double host_added = static_cast<double>(with.host_bytes) - static_cast<double>(without.host_bytes);
   EXPECT_NEAR(host_added, 2 * (2 * n * h + 2 * n * tap_width + n * (h + vocab)) * 8, 64.0);
