@@ -1,6 +1,7 @@
 // Which FP64 path a run's noise floor uses and what it costs in memory: ref64-cuda on
 // cuda (FP32 weights widened a layer at a time into an FP64 scratch, FP64 KV caches and
-// taps on the device, counted before the run starts), ref64-cpu on cpu; `fusecheck paths` lists ref64-cuda without loading CUDA.
+// taps on the device, counted before the run starts), ref64-cpu on cpu; `fusecheck
+// paths` lists ref64-cuda without loading CUDA.
 #include <algorithm>
 
 #include <gtest/gtest.h>
