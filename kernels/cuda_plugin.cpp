@@ -1,4 +1,4 @@
-// libfusecheck_cuda.so: the built-in CUDA paths (ref32-cuda, standard-cuda, fused-cuda)
+// libfusecheck_cuda.so: the built-in CUDA paths (ref32-cuda, ref64-cuda, standard-cuda, fused-cuda)
 // behind the same C plug-in ABI as any team's path (include/fusecheck/path_plugin.h), so
 // that the `fusecheck` binary links no CUDA library and loads this one only when a CUDA
 // path runs. The library carries its own copy of the harness code it needs (checkpoint
@@ -23,6 +23,7 @@
 #include "kernels/common/device_info.h"
 #include "kernels/fused/fused_path.h"
 #include "kernels/ref32/ref32_path.h"
+#include "kernels/ref64/ref64_cuda_path.h"
 #include "kernels/standard/standard_path.h"
 
 namespace fusecheck {
@@ -198,6 +199,8 @@ std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model,
   std::unique_ptr<fusecheck::Path> path;
   if (name == "ref32-cuda") {
     path = make_ref32_cuda_path(*ckpt, opts);
+  } else if (name == "ref64-cuda") {
+    path = make_ref64_cuda_path(*ckpt, opts);
   } else if (name == "standard-cuda") {
     path = make_standard_cuda_path(*ckpt, opts);
   } else if (name == "fused-cuda") {
@@ -227,6 +230,8 @@ int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_in
 
 const fc_path_desc kPaths[] = {
     {"ref32-cuda", "cuda", "", "other", FC_F32, "FP32 decoder on the GPU, every tap; cuBLAS GEMMs with TF32 off"},
+    {"ref64-cuda", "cuda", "", "other", FC_F32,
+     "FP64 reference on the GPU (the truth at GPU speed): cuBLAS DGEMM, FP64 kernels, every tap"},
     {"standard-cuda", "cuda", "hf-bf16", "standard", FC_BF16,
      "bf16 storage, one kernel per op, cuBLAS bf16 GEMMs (FP32 accumulation), hf-bf16 recipe"},
     {"fused-cuda", "cuda", "fused-v1", "fused", FC_BF16, "fused decoder-layer kernels, fused-v1 recipe (kernels/fused)"},

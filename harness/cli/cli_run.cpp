@@ -134,7 +134,7 @@ const CommandRegistrar kRun{{
       sub.add_flag("--force-fused", args->force_fused,
                    "run the fused path even when the static check says INCOMPATIBLE");
       sub.add_flag("--dump-failing", args->dump_failing, "store the tensors of failing taps in the results");
-      sub.add_flag("--ref64", args->ref64, "also run ref64-cpu for the FP64 noise floor");
+      sub.add_flag("--ref64", args->ref64, "also run the FP64 reference for the noise floor (ref64-cuda on cuda, ref64-cpu on cpu)");
       sub.add_flag("--no-progress", args->no_progress, "no progress bar on stderr");
       sub.add_option("--plugin", args->plugins, "path plug-in FILE.so to load (repeatable; docs/plugin-paths.md)")
           ->allow_extra_args(false);

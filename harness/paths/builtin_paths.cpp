@@ -23,6 +23,9 @@ void register_builtin_paths() {
     register_path({.name = "ref32-cuda", .device = "cuda",
                    .description = "FP32 decoder on the GPU, every tap; cuBLAS GEMMs with TF32 off",
                    .factory = cuda_factory("ref32-cuda"), .origin = origin});
+    register_path({.name = "ref64-cuda", .device = "cuda",
+                   .description = "FP64 reference on the GPU (the truth at GPU speed): cuBLAS DGEMM, FP64 kernels, every tap",
+                   .factory = cuda_factory("ref64-cuda"), .origin = origin});
     register_path({.name = "standard-cuda", .device = "cuda",
                    .description = "bf16 storage, one kernel per op, cuBLAS bf16 GEMMs (FP32 accumulation), hf-bf16 recipe",
                    .factory = cuda_factory("standard-cuda"), .recipe = "hf-bf16", .origin = origin});

@@ -356,8 +356,9 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
 
   std::optional<Instance> r64_iso, r64_prop;
   if (cfg.ref64) {
-    r64_iso.emplace(make("ref64-cpu", ""));
-    r64_prop.emplace(make("ref64-cpu", ""));
+    r64_iso.emplace(make(cfg.ref64_path, ""));
+    r64_prop.emplace(make(cfg.ref64_path, ""));
+    result.ref64_label = cfg.ref64_path;
     start(*r64_iso, ch, batch, capacity, false);
     start(*r64_prop, ch, batch, capacity, true);
     result.noise_floor_isolated = empty_table(L);
@@ -434,7 +435,7 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     }
     result.reference_timing.layer_ms[l] = ref.layer_ms;
     if (cfg.ref64) {
-      auto span = phases.span("layers:ref64-cpu");
+      auto span = phases.span("layers:" + cfg.ref64_path);
       run_layer(*r64_iso, l, ref_in, ch);
       run_layer(*r64_prop, l, r64_prop->hidden, ch);
     }

@@ -114,6 +114,7 @@ struct RunConfig {
   PhaseSpec phase;
   std::string reference;  // path name of the reference ("ref32-cpu", "ref32-cuda")
   bool ref64 = false;
+  std::string ref64_path = "ref64-cpu";  // the FP64 truth: ref64-cuda when the run is on cuda
   ModeSpec modes;
   GateSpec gates;
   TimingSpec timing;
@@ -163,6 +164,7 @@ double wall_seconds();         // a steady clock, seconds
 
 struct RunResult {
   std::string reference_label, reference_device;
+  std::string ref64_label;  // the FP64 path of the noise floor (empty without ref64)
   std::vector<PathResult> paths;
   std::optional<ModeTable> noise_floor_isolated, noise_floor_propagated;  // reference vs ref64
   Timing reference_timing;

@@ -385,6 +385,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
     cfg.reference = "ref32-cpu";
   }
   cfg.ref64 = sc.ref64 || opt.ref64;
+  cfg.ref64_path = ref64_path_for(device);
   cfg.modes = sc.modes;
   cfg.gates = sc.gates;
   cfg.timing = sc.timing;

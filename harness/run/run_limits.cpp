@@ -36,6 +36,8 @@ bool runs_on_device(const std::string& name, const std::string& device) {
 
 }  // namespace
 
+std::string ref64_path_for(const std::string& device) { return device == "cuda" ? "ref64-cuda" : "ref64-cpu"; }
+
 std::string format_bytes(std::uint64_t bytes) {
   const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double v = static_cast<double>(bytes);
@@ -106,7 +108,9 @@ MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, co
     const double kv = L * std::max(batch * per_seq, per_seq + sc.greedy_steps) * kw * 2 * kv_bytes;
     const double scores = sc.phase.prefill_len * per_seq * 8.0;  // one head of one sequence
     (on_device ? total.device : total.host) += kv + scores;
-    if (on_device) total.device += (chunk_rows * tap_width + measured_rows * vocab) * 4;
+    // Taps and logits on the device: FP64 for ref64-cuda, FP32 or narrower for the others.
+    const double act_bytes = name.rfind("ref64-", 0) == 0 ? 8 : 4;
+    if (on_device) total.device += (chunk_rows * tap_width + measured_rows * vocab) * act_bytes;
     // On the host as doubles: every chunk's hidden state in and out, the current layer's
     // taps (a call's and the measured ones), the final norm and logits of measured rows.
     total.host += (2 * batch * per_seq * h + (chunk_rows + measured_rows) * tap_width +
@@ -114,17 +118,19 @@ MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, co
   };
   // Bytes per cached K or V value: FP64 for ref64, bf16 for the low-precision CUDA paths.
   auto kv_bytes_of = [&](const std::string& name) {
-    if (name == "ref64-cpu") return 8.0;
+    if (name.rfind("ref64-", 0) == 0) return 8.0;
     return runs_on_device(name, device) && name != "ref32-cuda" ? 2.0 : 4.0;
   };
 
   const std::string reference = sc.reference == "auto" ? (device == "cuda" ? "ref32-cuda" : "ref32-cpu") : sc.reference;
   add(reference, kv_bytes_of(reference));
-  if (ref64 || sc.ref64) {
-    add("ref64-cpu", 8);
-    add("ref64-cpu", 8);
-  }
   std::set<std::string> device_paths;
+  if (ref64 || sc.ref64) {
+    const std::string r64 = ref64_path_for(device);
+    add(r64, 8);
+    add(r64, 8);
+    if (runs_on_device(r64, device)) device_paths.insert(r64);
+  }
   if (runs_on_device(reference, device)) device_paths.insert(reference);
   for (const auto& p : sc.paths) {
     const int modes = int(sc.modes.isolated) + int(sc.modes.propagated);
@@ -133,9 +139,15 @@ MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, co
   }
   if (sc.modes.perturb) add(reference, kv_bytes_of(reference));
   // On the device, each CUDA path keeps one copy of the weights (shared by its instances):
-  // FP32 for ref32-cuda, bf16 for the others.
-  const double params = L * (2 * h * qw + 2 * h * kw + 3 * h * I) + vocab * h * (spec.tied_embeddings ? 1 : 2);
-  for (const auto& name : device_paths) total.device += params * (name == "ref32-cuda" ? 4 : 2);
+  // FP32 for ref32-cuda and ref64-cuda (exact for every stored format but F64), bf16 for
+  // the others. Each ref64-cuda instance widens one layer's matrices (or a slice of at
+  // least 16M values of lm_head) to FP64 in a scratch of its own.
+  const double layer_params = 2 * h * qw + 2 * h * kw + 3 * h * I;
+  const double params = L * layer_params + vocab * h * (spec.tied_embeddings ? 1 : 2);
+  for (const auto& name : device_paths) {
+    total.device += params * (name == "ref32-cuda" || name == "ref64-cuda" ? 4 : 2);
+    if (name == "ref64-cuda") total.device += 2 * std::max(layer_params, std::min(vocab * h, 16777216.0)) * 8;
+  }
 
   auto clamp = [](double v) { return v >= 1.8e19 ? UINT64_MAX : static_cast<std::uint64_t>(v); };
   return {clamp(total.host), clamp(total.device), instances};

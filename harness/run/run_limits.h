@@ -39,6 +39,10 @@ struct MemoryEstimate {
 MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, const std::string& device,
                                    bool ref64);
 
+// The FP64 path of the noise floor (`reference: {ref64: true}`, --ref64) on `device`:
+// ref64-cuda on cuda, ref64-cpu (the CPU oracle) otherwise.
+std::string ref64_path_for(const std::string& device);
+
 // The shape a synthetic profile will have, so that sizes are checked before minutes of
 // writing a checkpoint.
 ModelSpec profile_shape(const SynthProfile& profile, int layers);

@@ -152,6 +152,7 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
   w.attr("/reference", "device", r.reference_device);
   if (r.noise_floor_isolated) write_mode_table(w, "/reference/noise_floor/isolated", *r.noise_floor_isolated, L);
   if (r.noise_floor_propagated) write_mode_table(w, "/reference/noise_floor/propagated", *r.noise_floor_propagated, L);
+  if (r.noise_floor_isolated || r.noise_floor_propagated) w.attr("/reference/noise_floor", "path", r.ref64_label);
   write_timing(w, "/timing/" + r.reference_label, r.reference_timing, rec.timing, L);
 
   w.group("/paths");

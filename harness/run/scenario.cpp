@@ -440,7 +440,7 @@ GateThresholds GateSpec::resolve(Tap tap, DType dtype) const {
 
 bool is_known_path_name(const std::string& name) {
   static const std::set<std::string> builtin = {"ref64-cpu", "ref32-cpu", "emulated-cpu",
-                                                "ref32-cuda", "standard-cuda", "fused-cuda"};
+                                                "ref32-cuda", "ref64-cuda", "standard-cuda", "fused-cuda"};
   return builtin.count(name) > 0 || find_path(name) != nullptr;
 }
 
@@ -455,7 +455,7 @@ std::string infer_role(const std::string& name, const std::string& recipe) {
 
 DType path_dtype(const std::string& name, const std::string& recipe) {
   if (const PathInfo* info = find_path(name); info && info->dtype) return *info->dtype;
-  if (name == "ref64-cpu" || name == "ref32-cpu" || name == "ref32-cuda") return DType::F32;
+  if (name == "ref64-cpu" || name == "ref64-cuda" || name == "ref32-cpu" || name == "ref32-cuda") return DType::F32;
   if (recipe.find("fp16") != std::string::npos || recipe.find("f16") == 0) return DType::F16;
   if (recipe.find("f32") != std::string::npos || recipe.find("fp32") != std::string::npos) return DType::F32;
   return DType::BF16;

@@ -148,7 +148,7 @@ std::string format_summary(const SummaryInput& in) {
   }
   if (r.noise_floor_propagated) {
     const auto& t = *r.noise_floor_propagated;
-    out += fmt::format("{} vs ref64-cpu: {}\n", r.reference_label,
+    out += fmt::format("{} vs {}: {}\n", r.reference_label, r.ref64_label,
                        t.gate_failures ? fmt::format("{} cells past FP32 accuracy", t.gate_failures)
                                        : std::string("within FP32 accuracy at every tap"));
   }
