@@ -215,7 +215,7 @@ const CommandRegistrar kGenerate{{
       auto a = std::make_shared<GenerateArgs>();
       sub.add_option("MODEL", a->model, "HF checkpoint directory or .gguf file")->required();
       sub.add_option("--path", a->path, "ref32-cpu (default), ref64-cpu, emulated-cpu, or a CUDA path");
-      sub.add_option("--recipe", a->recipe, "emulated-cpu recipe: hf-bf16 (default), hf-fp16, fused-v1, fused-v1-fp16");
+      sub.add_option("--recipe", a->recipe, "emulated-cpu recipe: hf-bf16 (default), hf-fp16, fused-v1, fused-v1-fp16, flashinfer");
       sub.add_option("--steps", a->steps, "tokens to generate (default 32)");
       sub.add_option("--prompt", a->prompt, "prompt text, encoded with the model's tokenizer (BOS as the file says)");
       sub.add_option("--prompt-ids", a->prompt_ids, "comma-separated prompt token ids (default: BOS)");
