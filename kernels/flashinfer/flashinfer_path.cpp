@@ -142,6 +142,7 @@ class FlashInferPath final : public fp::Path {
   FlashInferPath(const fc_model& m, int device) : spec_(m.spec), device_(device) {
     check_spec(spec_);
     CUDA_CHECK(cudaSetDevice(device_));
+    cublas_ws_.resize(std::size_t(32) << 20);  // explicit: cuBLAS never allocates inside a timed op
     stream_.emplace();
     cublas_.emplace(stream_->get());
     CUBLAS_CHECK(cublasSetWorkspace(cublas_->get(), cublas_ws_.data(), cublas_ws_.bytes()));
@@ -495,7 +496,7 @@ class FlashInferPath final : public fp::Path {
   int device_;
   std::optional<cuda::Stream> stream_;
   std::optional<cuda::CublasHandle> cublas_;
-  DeviceBuffer<unsigned char> cublas_ws_{std::size_t(32) << 20};
+  DeviceBuffer<unsigned char> cublas_ws_;
   std::vector<LayerWeights> layers_;
   DeviceBuffer<bf16> final_norm_w_, lm_head_;
   std::vector<bf16> embed_;
