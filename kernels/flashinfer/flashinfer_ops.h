@@ -7,7 +7,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
