@@ -46,6 +46,13 @@ std::vector<Recipe> make_builtin() {
   const std::initializer_list<RoundPoint> fused = {
       P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_rope, P::k_rope,
       P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::act, P::resid_out, P::final_norm};
+  // FlashInfer's kernels between cuBLAS GEMMs (docs/recipes.md, flashinfer table): every
+  // kernel output rounded once, q/k norms and gate|up included; FusedAddRMSNorm
+  // normalizes the FP32 sum; FP32 cos|sin cache from FP32 angles (vLLM's).
+  const std::initializer_list<RoundPoint> flashinfer = {
+      P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_normed, P::k_normed,
+      P::q_rope, P::k_rope, P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::gate, P::up,
+      P::act, P::down, P::resid_out, P::final_norm, P::logits};
   return {
       make_recipe("hf-bf16", "Hugging Face transformers, bf16 model, eager attention",
                   DType::BF16, hf, false, true),
@@ -55,6 +62,8 @@ std::vector<Recipe> make_builtin() {
                   DType::BF16, fused, true, false),
       make_recipe("fused-v1-fp16", "fused kernels: fp16 between kernels, FP32 inside",
                   DType::F16, fused, true, false),
+      make_recipe("flashinfer", "FlashInfer 0.6.18 kernels around cuBLAS bf16 GEMMs, as vLLM/SGLang run them",
+                  DType::BF16, flashinfer, true, true),
   };
 }
 }  // namespace

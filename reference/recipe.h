@@ -48,7 +48,7 @@ struct Recipe {
   float round(float x) const;
 };
 
-// "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16".
+// "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16", "flashinfer".
 const std::vector<Recipe>& builtin_recipes();
 // InputError naming the known recipes when `name` is not one.
 const Recipe& find_recipe(const std::string& name);

@@ -17,6 +17,7 @@
 #include "harness/core/error.h"
 #include "harness/core/greedy.h"
 #include "harness/core/path_registry.h"
+#include "harness/paths/plugin_loader.h"
 #include "harness/tokenizer/tokenizer.h"
 #include "harness/run/run_command.h"
 #include "harness/run/run_limits.h"
@@ -30,6 +31,7 @@ struct GenerateArgs {
   std::string model;
   std::string path = "ref32-cpu";
   std::string recipe;
+  std::vector<std::string> plugins;  // path plug-ins loaded first (e.g. flashinfer-cuda)
   int steps = 32;
   std::string prompt_ids;
   std::optional<std::string> prompt;
@@ -126,6 +128,7 @@ int run_generate(const GenerateArgs& a) {
   const auto ckpt = Checkpoint::open(a.model);
   const ModelSpec& spec = ckpt->spec();
   register_builtin_paths();
+  for (const auto& file : a.plugins) load_plugin(file);
   PathOptions opts;
   opts.recipe = a.recipe;
   if (!a.recipe.empty() && a.path != "emulated-cpu") {
@@ -215,7 +218,8 @@ const CommandRegistrar kGenerate{{
       auto a = std::make_shared<GenerateArgs>();
       sub.add_option("MODEL", a->model, "HF checkpoint directory or .gguf file")->required();
       sub.add_option("--path", a->path, "ref32-cpu (default), ref64-cpu, emulated-cpu, or a CUDA path");
-      sub.add_option("--recipe", a->recipe, "emulated-cpu recipe: hf-bf16 (default), hf-fp16, fused-v1, fused-v1-fp16");
+      sub.add_option("--recipe", a->recipe, "emulated-cpu recipe: hf-bf16 (default), hf-fp16, fused-v1, fused-v1-fp16, flashinfer");
+      sub.add_option("--plugin", a->plugins, "path plug-in FILE.so to load (repeatable; docs/plugin-paths.md)");
       sub.add_option("--steps", a->steps, "tokens to generate (default 32)");
       sub.add_option("--prompt", a->prompt, "prompt text, encoded with the model's tokenizer (BOS as the file says)");
       sub.add_option("--prompt-ids", a->prompt_ids, "comma-separated prompt token ids (default: BOS)");

@@ -47,7 +47,11 @@ std::unique_ptr<Path> make_path(const std::string& name, const Checkpoint& ckpt,
   if (!info) {
     std::string known;
     for (const auto& p : registry()) known += (known.empty() ? "" : ", ") + p.name;
-    throw InputError("", "unknown path '" + name + "' (known: " + known + ")");
+    // flashinfer-cuda is a plug-in built only where FlashInfer's headers were fetched.
+    const std::string how = name != "flashinfer-cuda" ? "" :
+        "; flashinfer-cuda lives in libfusecheck_flashinfer.so: run scripts/fetch-flashinfer, rebuild, and pass "
+        "--plugin BUILD/harness/cli/libfusecheck_flashinfer.so or list it under plugins: (docs/flashinfer.md)";
+    throw InputError("", "unknown path '" + name + "' (known: " + known + ")" + how);
   }
   return info->factory(ckpt, opts);
 }

@@ -350,6 +350,18 @@ TEST(Emulated, RoundsExactlyAtTheRecipesPoints) {
   }
 }
 
+// flashinfer-cuda returns every tap as a FlashInfer kernel or cuBLAS GEMM wrote it, in
+// bf16; its twin must round each of them too (the q/k norms and gate|up included), and
+// its logits are bf16 as the engines return them.
+TEST(Emulated, FlashinferRecipeRoundsEveryTapAndTheLogits) {
+  RandomCheckpoint ckpt(small_spec("qwen3"), 6, DType::BF16);
+  EmulatedPath p(ckpt, "emulated-cpu", &find_recipe("flashinfer"));
+  p.reset(1, 8);
+  const auto taps = run_stack(p, kTokens, 3);
+  for (const auto& [tap, m] : taps[1]) EXPECT_TRUE(all_bf16(m)) << "flashinfer rounds " << tap_name(tap);
+  EXPECT_TRUE(all_bf16(p.head(taps[2].at(Tap::resid_out)).at(Tap::logits)));
+}
+
 TEST(Emulated, Bf16RecipesLandInTheExpectedErrorBandAgainstRef64) {
   RandomCheckpoint ckpt(small_spec("qwen3"), 6, DType::BF16);
   Ref64Path ref(ckpt, "ref64-cpu");

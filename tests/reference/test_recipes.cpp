@@ -129,6 +129,25 @@ TEST(RecipeTable, FusedV1RoundsExactlyTheDocumentedPoints) {
   EXPECT_FALSE(r.rope_angles_in_fp32);
 }
 
+// The flashinfer recipe's rounding points are the table of docs/recipes.md: one rounding
+// per kernel output (gate|up and the q/k norms are kernel outputs there), the FP32 sum
+// normalized by FusedAddRMSNorm, and vLLM's FP32-angle cos|sin cache kept in FP32.
+TEST(RecipeTable, FlashinferRecipeRoundsEachKernelOutputOnce) {
+  const std::vector<std::string> documented = {
+      "weights", "layer_input", "attn_norm", "q", "k", "v", "q_normed", "k_normed", "q_rope", "k_rope",
+      "attn", "o_proj", "resid_mid", "mlp_norm", "gate", "up", "act", "down", "resid_out",
+      "final_norm", "logits"};
+  const Recipe& r = find_recipe("flashinfer");
+  std::vector<std::string> rounded;
+  for (int p = 0; p < kRoundPointCount; ++p) {
+    if (r.rounds_at(static_cast<RoundPoint>(p))) rounded.emplace_back(round_point_name(static_cast<RoundPoint>(p)));
+  }
+  EXPECT_EQ(rounded, documented);
+  EXPECT_TRUE(r.mlp_norm_reads_unrounded_sum);
+  EXPECT_TRUE(r.rope_angles_in_fp32);
+  EXPECT_EQ(r.format, DType::BF16);
+}
+
 TEST(RecipeTable, HfRecipesRoundEveryOpAndFp16VariantsUseFp16) {
   for (const char* name : {"hf-bf16", "hf-fp16"}) {
     const Recipe& r = find_recipe(name);

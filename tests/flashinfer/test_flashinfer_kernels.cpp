@@ -1,0 +1,289 @@
+// Each FlashInfer kernel of flashinfer-cuda (kernels/flashinfer/flashinfer_ops.h) against a
+// double host reference at awkward shapes: odd head counts (5 kv heads, 15 query heads),
+// batch 3, KV lengths 1 and 1025, an activation width that leaves a remainder, inputs read
+// from a slice of a wider q|k|v row. Outputs are poisoned (NaN) before every launch, so an
+// unwritten element fails. Tolerances: each output is ONE rounding to bf16 of an FP32
+// value, so it sits within 1 bf16 ulp of the reference plus the FP32 error of the value,
+// bounded per op below with its reason. Every case is small enough for compute-sanitizer.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../fused/fused_test_util.h"
+#include "kernels/flashinfer/flashinfer_ops.h"
+
+namespace fusecheck::test {
+namespace {
+
+namespace fi = fusecheck::flashinfer_ops;
+
+double gamma(int k) { return k * std::ldexp(1.0, -24); }
+// rsqrt.approx.ftz.f32 / ex2.approx / rcp.approx: relative error below 2^-21 (PTX ISA).
+constexpr double kApprox = 0x1p-21;
+
+const bf16* dev(const cuda::DeviceBuffer<bf16>& b) { return b.data(); }
+
+// A case name from its parameters ("rows3_cols1000").
+template <class... Parts>
+std::string fmt_name(const Parts&... parts) {
+  std::ostringstream name;
+  (name << ... << parts);
+  return name.str();
+}
+
+// Row-wise RMSNorm reference in double: x * w / sqrt(mean(x^2) + eps).
+std::vector<double> rms_norm_ref(const std::vector<double>& x, const Bits& w, int rows, int cols, double eps,
+                                 std::vector<double>& tol) {
+  std::vector<double> out(x.size());
+  tol.resize(x.size());
+  for (int r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int c = 0; c < cols; ++c) ss += x[r * cols + c] * x[r * cols + c];
+    const double inv = 1.0 / std::sqrt(ss / cols + eps);
+    for (int c = 0; c < cols; ++c) {
+      const double y = x[r * cols + c] * inv * val(w, c);
+      out[r * cols + c] = y;
+      // FP32 sum of cols squares, the approximate rsqrt, two products: then one rounding.
+      tol[r * cols + c] = bf16_ulp(y) + std::fabs(y) * (gamma(cols) + kApprox + gamma(3));
+    }
+  }
+  return out;
+}
+
+struct NormCase {
+  int rows, cols;
+};
+class FlashInferRmsNorm : public ::testing::TestWithParam<NormCase> {};
+
+TEST_P(FlashInferRmsNorm, SmallMatchesDoubleReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [rows, cols] = GetParam();
+  const double eps = 1e-6;
+  const Bits x = random_bits(std::size_t(rows) * cols, 11, -3, 3), w = random_bits(cols, 12, 0.5f, 1.5f);
+  auto dx = to_device(x), dw = to_device(w), dy = poisoned(x.size());
+  fi::rms_norm(dev(dx), dev(dw), dy.data(), rows, cols, float(eps), nullptr);
+  std::vector<double> xd(x.size()), tol;
+  for (std::size_t i = 0; i < x.size(); ++i) xd[i] = val(x, i);
+  expect_within("RMSNorm", to_host(dy), rms_norm_ref(xd, w, rows, cols, eps, tol), tol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferRmsNorm, ::testing::Values(NormCase{3, 1000}, NormCase{1, 1024}, NormCase{5, 4104}),
+                         [](const auto& i) { return fmt_name("rows", i.param.rows, "_cols", i.param.cols); });
+
+// The residual is the FP32 sum rounded once (bit for bit); the normalized output is the
+// RMSNorm of that FP32 sum, not of its rounding (integers up to 300 plus values in [-2, 2]:
+// the rounding of the sum is large enough that normalizing it would miss the tolerance).
+TEST(FlashInferFusedAddRmsNorm, SmallRoundsSumOnceAndNormalizesFp32Sum) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 3, cols = 1000;
+  const double eps = 1e-6;
+  const Bits x = integer_bits(rows * cols, 21, -300, 300), r = random_bits(rows * cols, 22, -2, 2),
+             w = random_bits(cols, 23, 0.5f, 1.5f);
+  auto dx = to_device(x), dr = to_device(r), dw = to_device(w);
+  fi::fused_add_rms_norm(dx.data(), dr.data(), dev(dw), rows, cols, float(eps), nullptr);
+  std::vector<double> sum(x.size()), tol;
+  for (std::size_t i = 0; i < x.size(); ++i) sum[i] = double(float(val(x, i)) + float(val(r, i)));  // FP32 sum
+  expect_bits("residual", to_host(dr), sum);
+  expect_within("normalized", to_host(dx), rms_norm_ref(sum, w, rows, cols, eps, tol), tol);
+}
+
+struct HeadCase {
+  int heads, head_dim;
+};
+class FlashInferQkNorm : public ::testing::TestWithParam<HeadCase> {};
+
+// Per-head norm reading heads out of a wider row (the q or k slice of q|k|v).
+TEST_P(FlashInferQkNorm, SmallReadsStridedHeadsMatchesDoubleReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [heads, d] = GetParam();
+  const int rows = 3, width = heads * d, stride = width + 3 * d;
+  const double eps = 1e-6;
+  const Bits x = random_bits(std::size_t(rows) * stride, 31, -4, 4), w = random_bits(d, 32, 0.2f, 3.0f);
+  auto dx = to_device(x), dw = to_device(w), dy = poisoned(std::size_t(rows) * width);
+  fi::qk_rms_norm(dev(dx) + d, stride, dev(dw), dy.data(), rows, heads, d, float(eps), nullptr);
+  std::vector<double> xd(std::size_t(rows) * width), tol;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < width; ++c) xd[r * width + c] = val(x, std::size_t(r) * stride + d + c);
+  expect_within("QKRMSNorm", to_host(dy), rms_norm_ref(xd, w, rows * heads, d, eps, tol), tol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferQkNorm, ::testing::Values(HeadCase{5, 64}, HeadCase{15, 128}, HeadCase{1, 128}),
+                         [](const auto& i) { return fmt_name("heads", i.param.heads, "_d", i.param.head_dim); });
+
+struct RopeCase {
+  int heads, kv_heads, head_dim;
+  bool interleaved;
+};
+class FlashInferRope : public ::testing::TestWithParam<RopeCase> {};
+
+// q and k rotated at positions 0, 7 and 1024 from an FP32 cos|sin cache.
+TEST_P(FlashInferRope, SmallMatchesDoubleReferenceFromFp32Cache) {
+  SKIP_WITHOUT_GPU();
+  const auto [H, KVH, D, interleaved] = GetParam();
+  const int rows = 3, positions = 1025, half = D / 2;
+  const std::vector<std::int32_t> pos = {0, 7, 1024};
+  std::vector<float> cache(std::size_t(positions) * D);
+  for (int p = 0; p < positions; ++p)
+    for (int i = 0; i < half; ++i) {
+      const float angle = float(p) * std::pow(10000.0f, -2.0f * i / D);
+      cache[p * D + i] = std::cos(angle);
+      cache[p * D + half + i] = std::sin(angle);
+    }
+  const Bits q = random_bits(std::size_t(rows) * H * D, 41, -2, 2), k = random_bits(std::size_t(rows) * KVH * D, 42, -2, 2);
+  auto dq = to_device(q), dk = to_device(k), dq_out = poisoned(q.size()), dk_out = poisoned(k.size());
+  cuda::DeviceBuffer<float> dcache;
+  dcache.upload(cache);
+  cuda::DeviceBuffer<std::int32_t> dpos;
+  dpos.upload(pos);
+  fi::rope_cos_sin_cache(dev(dq), std::size_t(H) * D, dev(dk), std::size_t(KVH) * D, dq_out.data(), dk_out.data(),
+                         dcache.data(), dpos.data(), rows, H, KVH, D, interleaved, nullptr);
+  auto reference = [&](const Bits& x, int heads, std::vector<double>& tol) {
+    std::vector<double> out(x.size());
+    tol.resize(x.size());
+    for (int r = 0; r < rows; ++r)
+      for (int h = 0; h < heads; ++h)
+        for (int j = 0; j < D; ++j) {
+          const std::size_t base = (std::size_t(r) * heads + h) * D;
+          const int i = interleaved ? j / 2 : j % half;  // the pair's frequency
+          const int partner = interleaved ? (j ^ 1) : (j < half ? j + half : j - half);
+          const double sign = interleaved ? (j % 2 == 0 ? -1 : 1) : (j < half ? -1 : 1);
+          const double c = cache[pos[r] * D + i], s = cache[pos[r] * D + half + i];
+          const double y = val(x, base + j) * c + sign * val(x, base + partner) * s;
+          out[base + j] = y;
+          // Two FP32 products and a sum (or one FMA): relative 3 * 2^-24 of the terms.
+          tol[base + j] = bf16_ulp(y) + gamma(3) * (std::fabs(val(x, base + j) * c) + std::fabs(val(x, base + partner) * s));
+        }
+    return out;
+  };
+  std::vector<double> tq, tk;
+  const auto rq = reference(q, H, tq);
+  const auto rk = reference(k, KVH, tk);
+  expect_within("q_rope", to_host(dq_out), rq, tq);
+  expect_within("k_rope", to_host(dk_out), rk, tk);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferRope,
+                         ::testing::Values(RopeCase{15, 5, 128, false}, RopeCase{5, 1, 64, false},
+                                           RopeCase{15, 5, 128, true}, RopeCase{5, 1, 64, true}),
+                         [](const auto& i) {
+                           std::ostringstream name;
+                           name << "h" << i.param.heads << "_kv" << i.param.kv_heads << "_d" << i.param.head_dim
+                                << (i.param.interleaved ? "_interleaved" : "_neox");
+                           return name.str();
+                         });
+
+// out = bf16(silu(gate) * up), silu in FP32 (not rounded); 8200 columns leave the
+// kernel's scalar remainder loop 8 elements.
+TEST(FlashInferSiluAndMul, SmallMatchesDoubleReferenceWithRemainder) {
+  SKIP_WITHOUT_GPU();
+  const int rows = 3, inter = 8200;
+  const Bits gu = random_bits(std::size_t(rows) * 2 * inter, 51, -8, 8);
+  auto dgu = to_device(gu), dout = poisoned(std::size_t(rows) * inter);
+  fi::silu_and_mul(dev(dgu), dout.data(), rows, inter, nullptr);
+  std::vector<double> ref(std::size_t(rows) * inter), tol(ref.size());
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < inter; ++c) {
+      const double g = val(gu, std::size_t(r) * 2 * inter + c), u = val(gu, std::size_t(r) * 2 * inter + inter + c);
+      const double y = g / (1.0 + std::exp(-g)) * u;
+      ref[r * inter + c] = y;
+      // __expf: ex2.approx of an FP32 product (2 ulp + the product's rounding, scaled by
+      // |g| in the exponent), an IEEE division and a product.
+      tol[r * inter + c] = bf16_ulp(y) + std::fabs(y) * (kApprox + std::fabs(g) * 0x1p-23 + gamma(3));
+    }
+  expect_within("silu_and_mul", to_host(dout), ref, tol);
+}
+
+struct AttnCase {
+  int qo_len, kv_len, heads, kv_heads, head_dim;
+};
+std::string attn_name(const ::testing::TestParamInfo<AttnCase>& i) {
+  const auto& p = i.param;
+  std::ostringstream name;
+  name << "q" << p.qo_len << "_kv" << p.kv_len << "_h" << p.heads << "_kvh" << p.kv_heads << "_d" << p.head_dim;
+  return name.str();
+}
+class FlashInferAttention : public ::testing::TestWithParam<AttnCase> {};
+
+// Causal GQA attention (query t sees keys < kv_len - qo_len + t + 1) in double.
+// Tolerance: decode keeps P in FP32 (ex2.approx, FP32 sums over kv_len terms); prefill
+// rounds P to bf16 for the P.V MMA and its row sum (relative 2^-9 per probability), so
+// its bound carries 2^-8 of sum_j p_j |v_j| on top.
+TEST_P(FlashInferAttention, SmallMatchesDoubleReferenceAndRepeatsBitwise) {
+  SKIP_WITHOUT_GPU();
+  const auto [qo, kv, H, KVH, D] = GetParam();
+  const Bits q = random_bits(std::size_t(qo) * H * D, 61, -1, 1), k = random_bits(std::size_t(kv) * KVH * D, 62, -1, 1),
+             v = random_bits(std::size_t(kv) * KVH * D, 63, -1, 1);
+  auto dq = to_device(q), dk = to_device(k), dv = to_device(v), dout = poisoned(q.size());
+  cuda::DeviceBuffer<bf16> ws(fi::attention_workspace_elems(qo, kv, H, D));
+  fi::AttentionArgs a;
+  a.q = dq.data(), a.k = dk.data(), a.v = dv.data(), a.out = dout.data();
+  a.qo_len = qo, a.kv_len = kv, a.n_heads = H, a.n_kv_heads = KVH, a.head_dim = D;
+  a.sm_scale = float(1.0 / std::sqrt(double(D)));
+  fi::attention(a, ws.data(), nullptr);
+  const Bits first = to_host(dout);
+
+  std::vector<double> ref(q.size()), tol(q.size());
+  const int group = H / KVH;
+  for (int t = 0; t < qo; ++t)
+    for (int h = 0; h < H; ++h) {
+      const int kh = h / group, visible = kv - qo + t + 1;
+      std::vector<double> s(visible);
+      double m = -INFINITY;
+      for (int j = 0; j < visible; ++j) {
+        double dot = 0;
+        for (int c = 0; c < D; ++c) dot += val(q, (std::size_t(t) * H + h) * D + c) * val(k, (std::size_t(j) * KVH + kh) * D + c);
+        s[j] = dot * a.sm_scale;
+        m = std::max(m, s[j]);
+      }
+      double z = 0;
+      for (double& x : s) z += (x = std::exp(x - m));
+      for (int c = 0; c < D; ++c) {
+        double o = 0, mass = 0;
+        for (int j = 0; j < visible; ++j) {
+          const double vj = val(v, (std::size_t(j) * KVH + kh) * D + c);
+          o += s[j] / z * vj;
+          mass += s[j] / z * std::fabs(vj);
+        }
+        const std::size_t i = (std::size_t(t) * H + h) * D + c;
+        ref[i] = o;
+        // Scores: FP32 dot of D terms; softmax and P.V: FP32 over `visible` terms plus the
+        // approximate exp2/rcp; prefill's bf16 P adds 2^-8 of the mass.
+        tol[i] = bf16_ulp(o) + mass * (gamma(D) * 4 + gamma(visible) + 8 * kApprox + (qo > 1 ? 0x1p-8 : 0.0));
+      }
+    }
+  expect_within("attention", first, ref, tol);
+
+  dout.fill_poison();
+  fi::attention(a, ws.data(), nullptr);
+  EXPECT_EQ(to_host(dout), first) << "two runs of the same attention differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(Decode, FlashInferAttention,
+                         ::testing::Values(AttnCase{1, 1, 15, 5, 128}, AttnCase{1, 1025, 15, 5, 128},
+                                           AttnCase{1, 1025, 5, 5, 64}, AttnCase{1, 300, 16, 8, 64}),
+                         attn_name);
+INSTANTIATE_TEST_SUITE_P(Prefill, FlashInferAttention,
+                         ::testing::Values(AttnCase{7, 7, 15, 5, 128}, AttnCase{33, 1025, 15, 5, 128},
+                                           AttnCase{65, 65, 5, 1, 64}, AttnCase{17, 40, 16, 8, 64}),
+                         attn_name);
+
+// A shape the instantiated kernels cannot run is refused with its numbers, not launched.
+TEST(FlashInferAttentionShape, UnsupportedHeadDimIsRefusedNamingIt) {
+  SKIP_WITHOUT_GPU();
+  fi::AttentionArgs a;
+  a.qo_len = 1, a.kv_len = 4, a.n_heads = 2, a.n_kv_heads = 1, a.head_dim = 96;
+  try {
+    fi::attention(a, nullptr, nullptr);
+    FAIL() << "head_dim 96 was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim 96"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace fusecheck::test

@@ -1,0 +1,197 @@
+// flashinfer-cuda (libfusecheck_flashinfer.so, loaded as the binary loads any plug-in)
+// against emulated-cpu --recipe flashinfer on small random checkpoints with the shapes
+// FlashInfer is instantiated for (head_dim 64 and 128), odd head counts, GQA groups 1 and
+// 3, Qwen3 q/k norms, Qwen2 biases, interleaved RoPE, batch 3. Both round at the same
+// points; they differ by FP32 order and FlashInfer's approximate rsqrt/exp2/rcp (a 1-ulp
+// flip on a small share of elements) and, at prefill, by FlashInfer's bf16 P (docs/recipes.md
+// `flashinfer`: relative L2 below 4e-3 on attn and what follows it in the layer).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "harness/core/dtype.h"
+#include "harness/core/path_registry.h"
+#include "harness/paths/plugin_loader.h"
+#include "kernels/common/device_info.h"
+#include "reference/random_checkpoint.h"
+
+namespace fusecheck::test {
+namespace {
+
+ModelSpec small_spec(const std::string& arch) {
+  ModelSpec s;
+  s.architecture = arch;
+  s.source_format = "hf-safetensors";
+  s.n_layers = 2;
+  s.vocab = 97;
+  s.rms_eps = 1e-6;
+  s.rope_theta = 1e6;
+  if (arch == "qwen3") {  // 9 query heads over 3 kv heads of 64, q/k norms
+    s.hidden = 200; s.n_heads = 9; s.n_kv_heads = 3; s.head_dim = 64; s.intermediate = 328;
+    s.has_qk_norm = true;
+  } else if (arch == "qwen2") {  // biases, head_dim 128, group 2
+    s.hidden = 136; s.n_heads = 4; s.n_kv_heads = 2; s.head_dim = 128; s.intermediate = 232;
+    s.has_qkv_bias = true;
+  } else {  // llama, interleaved pairs (GGUF order), 5 heads, no GQA
+    s.hidden = 168; s.n_heads = 5; s.n_kv_heads = 5; s.head_dim = 64; s.intermediate = 256;
+    s.rms_eps = 1e-5; s.rope_theta = 10000; s.rope_style = RopeStyle::Interleaved;
+  }
+  s.rope_dim = s.head_dim;
+  s.max_position = 4096;
+  s.dtype = "BF16";
+  return s;
+}
+
+void load_flashinfer() {
+  register_builtin_paths();
+  static const bool loaded = (load_plugin(FUSECHECK_FLASHINFER_PLUGIN), true);
+  (void)loaded;
+}
+
+struct TapDistance {
+  double share_off = 0, rel_l2 = 0;
+};
+// Share of elements more than one bf16 ulp apart, and relative L2 distance.
+TapDistance distance(const TapMatrix& a, const TapMatrix& b) {
+  TapDistance d;
+  double num = 0, den = 0;
+  long off = 0;
+  for (Eigen::Index i = 0; i < a.size(); ++i) {
+    const double x = a.data()[i], y = b.data()[i];
+    num += (x - y) * (x - y);
+    den += y * y;
+    const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(y), 1e-30)) - 7);
+    off += !(std::fabs(x - y) <= 1.01 * ulp);
+  }
+  d.share_off = static_cast<double>(off) / a.size();
+  d.rel_l2 = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
+  return d;
+}
+
+// Taps the attention output feeds within the layer (they inherit prefill's bf16 P).
+bool after_attention(Tap t) {
+  return t == Tap::attn || t == Tap::o_proj || t == Tap::resid_mid || t == Tap::mlp_norm || t == Tap::gate ||
+         t == Tap::up || t == Tap::act || t == Tap::down || t == Tap::resid_out;
+}
+
+void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, const std::string& where) {
+  int compared = 0;
+  for (const auto& [tap, m] : fi) {
+    auto it = emulated.find(tap);
+    if (it == emulated.end()) continue;
+    ASSERT_EQ(m.rows(), it->second.rows()) << where << " " << tap_name(tap);
+    ASSERT_EQ(m.cols(), it->second.cols()) << where << " " << tap_name(tap);
+    ASSERT_TRUE(m.allFinite()) << where << " " << tap_name(tap) << " has NaN/Inf";
+    const TapDistance d = distance(m, it->second);
+    if (prefill && after_attention(tap)) {
+      EXPECT_LE(d.rel_l2, 4e-3) << where << " " << tap_name(tap);  // bf16 P: 2^-8 of the mass at most
+    } else {
+      EXPECT_LE(d.share_off, 0.01) << where << " " << tap_name(tap);  // approximate rsqrt/exp2: rare 1-ulp flips
+      EXPECT_LE(d.rel_l2, 2e-3) << where << " " << tap_name(tap);
+    }
+    ++compared;
+  }
+  EXPECT_GE(compared, 10) << where << ": too few common taps";
+}
+
+class FlashInferPathAgreement : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FlashInferPathAgreement, SmallPrefillAndDecodeMatchEmulatedFlashinferRecipe) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  const ModelSpec spec = small_spec(GetParam());
+  ref::RandomCheckpoint ckpt(spec, 7, DType::BF16);
+  PathOptions opts;
+  auto fi = make_path("flashinfer-cuda", ckpt, opts);
+  opts.recipe = "flashinfer";
+  auto emulated = make_path("emulated-cpu", ckpt, opts);
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
+  for (const int batch : {3, 1}) {
+    fi->reset(batch, 1100);
+    emulated->reset(batch, 1100);
+    // A prefill of 13, two decode steps, a 2-token chunk over the cache, a long prefill
+    // that takes the cache past 1025 (FlashInfer's split-KV decode), one more decode step.
+    for (int n : {13, 1, 1, 2, 1010, 1}) {
+      std::vector<std::int32_t> ids(batch * n);
+      for (auto& t : ids) t = tok(rng);
+      const TapMatrix x = emulated->embed(ids);
+      ASSERT_TRUE(fi->embed(ids) == x) << "embeddings differ";
+      TapMatrix h = x;
+      for (int l = 0; l < spec.n_layers; ++l) {
+        const TapSet f = fi->layer(l, h), e = emulated->layer(l, h);
+        expect_taps_agree(f, e, n > 1, GetParam() + " batch " + std::to_string(batch) + " n=" + std::to_string(n) +
+                                           " layer " + std::to_string(l));
+        h = e.at(Tap::resid_out);
+      }
+      expect_taps_agree(fi->head(h), emulated->head(h), false, GetParam() + " head n=" + std::to_string(n));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(SmallModels, FlashInferPathAgreement, ::testing::Values("qwen3", "qwen2", "llama"));
+
+TEST(FlashInferPath, SmallTwoRunsAreBitwiseIdentical) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  const ModelSpec spec = small_spec("qwen3");
+  ref::RandomCheckpoint ckpt(spec, 5, DType::BF16);
+  auto fi = make_path("flashinfer-cuda", ckpt, PathOptions{});
+  std::vector<TapSet> runs;
+  for (int run = 0; run < 2; ++run) {
+    fi->reset(3, 400);
+    TapSet all;
+    std::mt19937_64 rng(21);
+    std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
+    for (int n : {300, 1}) {
+      std::vector<std::int32_t> ids(3 * n);
+      for (auto& t : ids) t = tok(rng);
+      TapMatrix h = fi->embed(ids);
+      for (int l = 0; l < spec.n_layers; ++l) {
+        TapSet taps = fi->layer(l, h);
+        h = taps.at(Tap::resid_out);
+        for (auto& [tap, m] : taps) all[tap] = m;
+      }
+    }
+    runs.push_back(std::move(all));
+  }
+  for (const auto& [tap, m] : runs[0]) EXPECT_TRUE(m == runs[1].at(tap)) << tap_name(tap) << " differs";
+}
+
+// A head dim FlashInfer was not instantiated for is refused at creation, naming the shape.
+TEST(FlashInferPath, UnsupportedHeadDimIsRefusedAtCreationNamingTheShape) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  ModelSpec spec = small_spec("llama");
+  spec.head_dim = 32, spec.rope_dim = 32;
+  ref::RandomCheckpoint ckpt(spec, 3, DType::BF16);
+  try {
+    make_path("flashinfer-cuda", ckpt, PathOptions{});
+    FAIL() << "head_dim 32 was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim 32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FlashInferPath, TimeLayerSmallReportsEveryOpAndTheLayer) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  ref::RandomCheckpoint ckpt(small_spec("qwen3"), 9, DType::BF16);
+  auto fi = make_path("flashinfer-cuda", ckpt, PathOptions{});
+  fi->reset(3, 64);
+  TimingOptions t;
+  t.repetitions = 5;
+  for (int n_new : {1, 9}) {
+    const auto ops = fi->time_layer(0, n_new, 17, t);
+    ASSERT_GE(ops.size(), 10u);
+    EXPECT_EQ(ops.back().op, "layer");
+    for (const auto& op : ops) EXPECT_GT(op.median_ms, 0) << op.op;
+  }
+}
+
+}  // namespace
+}  // namespace fusecheck::test
