@@ -1,0 +1,447 @@
+// Invariance mode (see invariance.h). Each check is a list of variants; each variant is
+// a pair of runs of fresh instances driven layer by layer in lockstep (only one layer's
+// taps of the needle live at a time), compared bitwise tap by tap.
+#include "harness/run/invariance.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <iterator>
+#include <set>
+#include <stdexcept>
+
+#include <fmt/core.h>
+
+#include "harness/run/metrics.h"
+
+namespace fusecheck::run {
+
+const char* invariance_check_name(InvarianceCheck c) {
+  switch (c) {
+    case InvarianceCheck::batch: return "batch";
+    case InvarianceCheck::run_to_run: return "run_to_run";
+    case InvarianceCheck::cuda_graph: return "cuda_graph";
+    case InvarianceCheck::switches: return "switches";
+    case InvarianceCheck::kv_chunking: return "kv_chunking";
+    case InvarianceCheck::prefill_vs_decode: return "prefill_vs_decode";
+    case InvarianceCheck::taps_on_off: return "taps_on_off";
+  }
+  return "?";
+}
+
+std::optional<InvarianceCheck> invariance_check_from_name(const std::string& name) {
+  for (InvarianceCheck c : kInvarianceChecks) {
+    if (name == invariance_check_name(c)) return c;
+  }
+  return std::nullopt;
+}
+
+const char* invariance_status_name(InvarianceStatus s) {
+  switch (s) {
+    case InvarianceStatus::invariant: return "invariant";
+    case InvarianceStatus::differs: return "differs";
+    case InvarianceStatus::not_applicable: return "n/a";
+  }
+  return "?";
+}
+
+namespace {
+
+bool exact_in(double x, DType t) {
+  if (!std::isfinite(x)) return true;  // Inf and NaN exist in every format
+  switch (t) {
+    case DType::F64: return true;
+    case DType::F32: return static_cast<double>(static_cast<float>(x)) == x;
+    case DType::BF16: {
+      const auto f = static_cast<float>(x);
+      return static_cast<double>(f) == x && round_to_bf16(f) == f;
+    }
+    case DType::F16: {
+      const auto f = static_cast<float>(x);
+      return static_cast<double>(f) == x && round_to_fp16(f) == f;
+    }
+  }
+  return false;
+}
+
+// The narrowest of (path dtype, F32, F64) in which every value of both taps is exact.
+DType storage_dtype(const TapMatrix& a, const TapMatrix& b, DType path_dtype) {
+  std::vector<DType> candidates{path_dtype};
+  if (path_dtype != DType::F32 && path_dtype != DType::F64) candidates.push_back(DType::F32);
+  if (path_dtype != DType::F64) candidates.push_back(DType::F64);
+  for (DType t : candidates) {
+    const auto exact = [t](const TapMatrix& m) {
+      return std::all_of(m.data(), m.data() + m.size(), [t](double x) { return exact_in(x, t); });
+    };
+    if (exact(a) && exact(b)) return t;
+  }
+  return DType::F64;
+}
+
+}  // namespace
+
+TapDiff compare_bitwise(const TapMatrix& a, const TapMatrix& b, DType path_dtype) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) {
+    throw std::logic_error(fmt::format("compare_bitwise: shape mismatch ({}x{} vs {}x{})", a.rows(), a.cols(),
+                                       b.rows(), b.cols()));
+  }
+  TapDiff d;
+  d.dtype = storage_dtype(a, b, path_dtype);
+  const Eigen::Index cols = a.cols();
+  for (Eigen::Index i = 0; i < a.size(); ++i) {
+    const double x = a.data()[i], y = b.data()[i];
+    if (std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y)) continue;
+    ++d.differing;
+    if (d.first_row < 0) d.first_row = static_cast<int>(i / cols);
+    // -0 against +0 differs in its bits and is 0 ULPs apart; a NaN against a number is
+    // the largest distance there is.
+    const std::uint64_t u = ulp_distance(x, y, d.dtype);
+    d.max_ulp = std::max(d.max_ulp, u == UINT64_MAX ? HUGE_VAL : static_cast<double>(u));
+  }
+  return d;
+}
+
+namespace {
+
+// One way to run the needle: the batch it sits in, how its tokens are cut into calls,
+// which positions are compared and whether every tap is materialized.
+struct Plan {
+  std::string label;
+  std::vector<std::vector<std::int32_t>> tokens;  // [batch][N]
+  int needle = 0;                                 // sequence compared
+  std::vector<int> chunks;                        // tokens per call, summing to N
+  int compare_from = 0;                           // needle positions [compare_from, N) compared
+  bool resid_only = false;                        // keep_taps({resid_out})
+};
+
+// A fresh instance running a plan; yields the needle's compared rows layer by layer.
+class Runner {
+ public:
+  Runner(std::unique_ptr<Path> path, const Plan& plan) : path_(std::move(path)), plan_(plan) {
+    const int batch = static_cast<int>(plan.tokens.size());
+    const int n = static_cast<int>(plan.tokens.front().size());
+    path_->reset(batch, n);
+    if (plan.resid_only) path_->keep_taps(std::vector<Tap>{Tap::resid_out});
+    int offset = 0;
+    for (int size : plan.chunks) {
+      std::vector<std::int32_t> ids;
+      for (const auto& seq : plan.tokens) ids.insert(ids.end(), seq.begin() + offset, seq.begin() + offset + size);
+      hidden_.push_back(path_->embed(ids));
+      offsets_.push_back(offset);
+      offset += size;
+    }
+  }
+
+  // Runs `layer` on every chunk; the needle's compared rows of every tap.
+  TapSet layer(int layer) {
+    std::vector<TapSet> per_chunk;
+    for (std::size_t c = 0; c < hidden_.size(); ++c) {
+      TapSet ts = path_->layer(layer, hidden_[c]);
+      auto out = ts.find(Tap::resid_out);
+      if (out == ts.end()) throw std::logic_error(path_->name() + ": layer returned no resid_out");
+      hidden_[c] = out->second;
+      per_chunk.push_back(std::move(ts));
+    }
+    return gather(per_chunk);
+  }
+
+  // The head on every row of the chunks holding compared positions (so that the head
+  // sees the whole batch, as it would when serving); the needle's compared rows.
+  TapSet head() {
+    std::vector<TapSet> per_chunk;
+    for (std::size_t c = 0; c < hidden_.size(); ++c) {
+      if (!holds_compared(c)) {
+        per_chunk.emplace_back();
+        continue;
+      }
+      per_chunk.push_back(path_->head(hidden_[c]));
+    }
+    return gather(per_chunk);
+  }
+
+ private:
+  bool holds_compared(std::size_t c) const { return offsets_[c] + plan_.chunks[c] > plan_.compare_from; }
+
+  TapSet gather(const std::vector<TapSet>& per_chunk) const {
+    const int n = static_cast<int>(plan_.tokens.front().size());
+    const int rows = n - plan_.compare_from;
+    TapSet out;
+    // Taps every chunk with compared rows returned.
+    std::set<Tap> taps;
+    bool first = true;
+    for (std::size_t c = 0; c < per_chunk.size(); ++c) {
+      if (!holds_compared(c)) continue;
+      std::set<Tap> here;
+      for (const auto& [tap, m] : per_chunk[c]) here.insert(tap);
+      if (first) {
+        taps = here;
+        first = false;
+      } else {
+        std::set<Tap> both;
+        std::set_intersection(taps.begin(), taps.end(), here.begin(), here.end(), std::inserter(both, both.end()));
+        taps = both;
+      }
+    }
+    for (Tap tap : taps) {
+      TapMatrix m(rows, per_chunk[chunk_of(plan_.compare_from)].at(tap).cols());
+      for (std::size_t c = 0; c < per_chunk.size(); ++c) {
+        if (!holds_compared(c)) continue;
+        const TapMatrix& src = per_chunk[c].at(tap);
+        const int size = plan_.chunks[c];
+        const int base = plan_.needle * size;  // rows are sequence-major within a call
+        for (int t = std::max(0, plan_.compare_from - offsets_[c]); t < size; ++t) {
+          m.row(offsets_[c] + t - plan_.compare_from) = src.row(base + t);
+        }
+      }
+      out[tap] = std::move(m);
+    }
+    return out;
+  }
+
+  std::size_t chunk_of(int position) const {
+    for (std::size_t c = 0; c < offsets_.size(); ++c) {
+      if (position < offsets_[c] + plan_.chunks[c]) return c;
+    }
+    throw std::logic_error("invariance: position past the needle");
+  }
+
+  std::unique_ptr<Path> path_;
+  Plan plan_;
+  std::vector<TapMatrix> hidden_;  // per chunk: the input of the next layer
+  std::vector<int> offsets_;
+};
+
+// The difference between two runs of the needle, first in layer order.
+struct PairDiff {
+  bool differs = false;
+  int first_layer = -1;
+  std::optional<Tap> first_tap;
+  int first_row = -1;
+  double max_ulp = 0;
+  DType max_ulp_dtype = DType::F64;
+  std::int64_t elements_differing = 0, elements_compared = 0;
+};
+
+void add_tap_diffs(PairDiff& d, int layer, int compare_from, const TapSet& a, const TapSet& b, DType dtype) {
+  for (const auto& [tap, va] : a) {
+    auto it = b.find(tap);
+    if (it == b.end()) continue;
+    const TapDiff td = compare_bitwise(va, it->second, dtype);
+    d.elements_compared += va.size();
+    if (td.differing == 0) continue;
+    d.elements_differing += td.differing;
+    if (!d.differs) {
+      d.differs = true;
+      d.first_layer = layer;
+      d.first_tap = tap;
+      d.first_row = compare_from + td.first_row;
+    }
+    if (td.max_ulp >= d.max_ulp) {
+      d.max_ulp = td.max_ulp;
+      d.max_ulp_dtype = td.dtype;
+    }
+  }
+}
+
+PairDiff compare_plans(const InstanceMaker& make, int n_layers, const Plan& a, const Plan& b, DType dtype) {
+  Runner ra(make(), a), rb(make(), b);
+  PairDiff d;
+  for (int l = 0; l < n_layers; ++l) add_tap_diffs(d, l, a.compare_from, ra.layer(l), rb.layer(l), dtype);
+  add_tap_diffs(d, n_layers, a.compare_from, ra.head(), rb.head(), dtype);
+  return d;
+}
+
+// Layer-major order of two first differences (head last); taps in execution order.
+bool earlier(int layer_a, Tap tap_a, int layer_b, Tap tap_b) {
+  if (layer_a != layer_b) return layer_a < layer_b;
+  return static_cast<int>(tap_a) < static_cast<int>(tap_b);
+}
+
+struct Variant {
+  Plan a, b;
+};
+
+InvarianceOutcome run_variants(InvarianceCheck check, const std::vector<Variant>& variants, const InstanceMaker& make,
+                               int n_layers, DType dtype) {
+  InvarianceOutcome o;
+  o.check = check;
+  for (const auto& v : variants) {
+    PairDiff d;
+    try {
+      d = compare_plans(make, n_layers, v.a, v.b, dtype);
+    } catch (const std::exception& e) {
+      // A path that refuses a layout (a batch or chunk it does not support) cannot be
+      // certified for it: the check says so rather than passing.
+      o.status = InvarianceStatus::not_applicable;
+      o.reason = fmt::format("{}: the path refused it: {}", v.b.label, e.what());
+      return o;
+    }
+    ++o.variants;
+    o.elements_compared += d.elements_compared;
+    if (!d.differs) continue;
+    ++o.variants_differing;
+    o.elements_differing += d.elements_differing;
+    if (!o.first_tap || earlier(d.first_layer, *d.first_tap, o.first_layer, *o.first_tap)) {
+      o.first_layer = d.first_layer;
+      o.first_tap = d.first_tap;
+      o.first_row = d.first_row;
+      o.reason = v.b.label + " vs " + v.a.label;
+    }
+    if (d.max_ulp >= o.max_ulp) {
+      o.max_ulp = d.max_ulp;
+      o.max_ulp_dtype = std::string(dtype_name(d.max_ulp_dtype));
+    }
+  }
+  o.status = o.variants_differing > 0 ? InvarianceStatus::differs : InvarianceStatus::invariant;
+  return o;
+}
+
+InvarianceOutcome not_applicable(InvarianceCheck check, std::string reason) {
+  InvarianceOutcome o;
+  o.check = check;
+  o.status = InvarianceStatus::not_applicable;
+  o.reason = std::move(reason);
+  return o;
+}
+
+Plan base_plan(const InvarianceInput& in, int batch, int needle) {
+  Plan p;
+  p.tokens.assign(static_cast<std::size_t>(batch), {});
+  for (int b = 0, other = 0; b < batch; ++b) {
+    p.tokens[static_cast<std::size_t>(b)] = b == needle ? in.needle : in.neighbours.at(static_cast<std::size_t>(other++));
+  }
+  p.needle = needle;
+  p.chunks = in.phase_chunks;
+  p.label = batch == 1 ? "alone" : fmt::format("batch {} at {}", batch, needle);
+  return p;
+}
+
+std::vector<Variant> batch_variants(const InvarianceInput& in) {
+  std::vector<Variant> out;
+  const Plan alone = base_plan(in, 1, 0);
+  for (int b : in.spec.batch_sizes) {
+    std::set<int> positions{0, b / 2, b - 1};
+    for (int pos : positions) out.push_back({alone, base_plan(in, b, pos)});
+  }
+  return out;
+}
+
+std::vector<Variant> run_to_run_variants(const InvarianceInput& in, int batch) {
+  std::vector<Variant> out;
+  Plan first = base_plan(in, batch, 0);
+  first.label = "run 1";
+  for (int r = 2; r <= in.spec.runs; ++r) {
+    Plan again = first;
+    again.label = fmt::format("run {}", r);
+    out.push_back({first, again});
+  }
+  return out;
+}
+
+Plan chunked(const InvarianceInput& in, std::vector<int> chunks, int compare_from, std::string label) {
+  Plan p = base_plan(in, 1, 0);
+  p.chunks = std::move(chunks);
+  p.compare_from = compare_from;
+  p.label = std::move(label);
+  return p;
+}
+
+// First chunks of a chunked prefill: the scenario's sizes and each side of the path's
+// split boundaries, inside (0, N).
+std::vector<int> first_chunk_sizes(const InvarianceInput& in, const ExecutionTraits& traits) {
+  const int n = static_cast<int>(in.needle.size());
+  std::set<int> sizes(in.spec.kv_chunks.begin(), in.spec.kv_chunks.end());
+  for (int b : traits.kv_split_boundaries) {
+    sizes.insert(b - 1);
+    sizes.insert(b + 1);
+  }
+  std::vector<int> out;
+  for (int s : sizes) {
+    if (s > 0 && s < n) out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace
+
+PathInvariance run_invariance(const InvarianceInput& in, const std::string& label, DType dtype,
+                              const InstanceMaker& make) {
+  PathInvariance pi;
+  pi.label = label;
+  const int n = static_cast<int>(in.needle.size());
+  const int batch = std::clamp(in.batch, 1, 1 + static_cast<int>(in.neighbours.size()));
+  ExecutionTraits traits;
+  {
+    const auto probe = make();
+    pi.device = probe->device();
+    traits = probe->execution_traits(1, n);
+  }
+  const bool cpu = pi.device == "cpu";
+  for (InvarianceCheck check : in.spec.checks) {
+    switch (check) {
+      case InvarianceCheck::batch:
+        pi.outcomes.push_back(run_variants(check, batch_variants(in), make, in.n_layers, dtype));
+        break;
+      case InvarianceCheck::run_to_run:
+        pi.outcomes.push_back(run_variants(check, run_to_run_variants(in, batch), make, in.n_layers, dtype));
+        break;
+      case InvarianceCheck::cuda_graph:
+        pi.outcomes.push_back(not_applicable(
+            check, cpu ? "CPU path: no CUDA graphs"
+                       : "the path declares no graph-launched layer() (its graphs run only in time_layer)"));
+        break;
+      case InvarianceCheck::switches: {
+        if (traits.switches.empty()) {
+          pi.outcomes.push_back(not_applicable(check, cpu ? "CPU path: no kernel switches" : "the path declares no switches"));
+          break;
+        }
+        std::string names;
+        for (const auto& s : traits.switches) names += (names.empty() ? "" : ", ") + s;
+        pi.outcomes.push_back(not_applicable(
+            check, "read once per process, not switchable inside one run: " + names +
+                       " (scripts/gpu-check-20 compares two processes)"));
+        break;
+      }
+      case InvarianceCheck::kv_chunking: {
+        std::vector<Variant> variants;
+        const Plan whole = chunked(in, {n}, 0, fmt::format("prefill {}", n));
+        for (int c : first_chunk_sizes(in, traits)) {
+          variants.push_back({whole, chunked(in, {c, n - c}, 0, fmt::format("prefill {}+{}", c, n - c))});
+        }
+        if (variants.empty()) {
+          pi.outcomes.push_back(not_applicable(check, fmt::format("no chunk size inside (0, {})", n)));
+        } else {
+          pi.outcomes.push_back(run_variants(check, variants, make, in.n_layers, dtype));
+        }
+        break;
+      }
+      case InvarianceCheck::prefill_vs_decode: {
+        const int d = std::min(in.spec.decode_steps, n - 1);
+        if (d < 1) {
+          pi.outcomes.push_back(not_applicable(check, "the needle has one token: nothing to decode"));
+          break;
+        }
+        std::vector<int> decode_chunks{n - d};
+        decode_chunks.insert(decode_chunks.end(), static_cast<std::size_t>(d), 1);
+        const Plan prefill = chunked(in, {n}, n - d, fmt::format("prefill {}", n));
+        const Plan decode = chunked(in, decode_chunks, n - d, fmt::format("prefill {} + {} decode", n - d, d));
+        pi.outcomes.push_back(run_variants(check, {{prefill, decode}}, make, in.n_layers, dtype));
+        break;
+      }
+      case InvarianceCheck::taps_on_off: {
+        Plan all = base_plan(in, batch, 0);
+        all.label = "every tap";
+        Plan resid = all;
+        resid.label = "resid_out only";
+        resid.resid_only = true;
+        pi.outcomes.push_back(run_variants(check, {{all, resid}}, make, in.n_layers, dtype));
+        break;
+      }
+    }
+  }
+  return pi;
+}
+
+}  // namespace fusecheck::run
