@@ -68,6 +68,21 @@ void validate_invariance(const Run& run, bool mode_ran) {
 }
 
 void compare_invariance(const Run& fresh, const Run& base, RunComparison& out) {
+  // The same scenario gave other bits (another build, a kernel switch): worth reading,
+  // not a regression of its own.
+  const H5Node* fresh_root = fresh.root().group("invariance");
+  const H5Node* base_root = base.root().group("invariance");
+  if (fresh_root && base_root) {
+    for (const auto& [path, b] : base_root->groups) {
+      auto f = fresh_root->groups.find(path);
+      if (f == fresh_root->groups.end()) continue;
+      const auto fb = b.attr_string("fingerprint").value_or(""), ff = f->second.attr_string("fingerprint").value_or("");
+      if (!fb.empty() && !ff.empty() && fb != ff) {
+        out.findings.push_back({Severity::note, "invariance", path + " invariance fingerprint",
+                                fmt::format("the needle's bits differ from the baseline's ({} -> {})", fb, ff)});
+      }
+    }
+  }
   std::map<std::pair<std::string, std::string>, InvarianceCell> now;
   for (auto& c : read_invariance(fresh)) now[{c.path, c.check}] = c;
   for (const auto& b : read_invariance(base)) {

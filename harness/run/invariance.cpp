@@ -224,6 +224,30 @@ struct PairDiff {
   std::int64_t elements_differing = 0, elements_compared = 0;
 };
 
+// FNV-1a 64 over (layer, tap, shape, value bits) of every tap, in order.
+class Fingerprint {
+ public:
+  void add(int layer, const TapSet& taps) {
+    for (const auto& [tap, m] : taps) {
+      mix(static_cast<std::uint64_t>(layer));
+      mix(static_cast<std::uint64_t>(tap));
+      mix(static_cast<std::uint64_t>(m.rows()));
+      mix(static_cast<std::uint64_t>(m.cols()));
+      for (Eigen::Index i = 0; i < m.size(); ++i) mix(std::bit_cast<std::uint64_t>(m.data()[i]));
+    }
+  }
+  std::string hex() const { return fmt::format("{:016x}", h_); }
+
+ private:
+  void mix(std::uint64_t v) {
+    for (int b = 0; b < 8; ++b) {
+      h_ ^= (v >> (8 * b)) & 0xFFu;
+      h_ *= 0x100000001b3ull;
+    }
+  }
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
 void add_tap_diffs(PairDiff& d, int layer, int compare_from, const TapSet& a, const TapSet& b, DType dtype) {
   for (const auto& [tap, va] : a) {
     auto it = b.find(tap);
@@ -245,11 +269,16 @@ void add_tap_diffs(PairDiff& d, int layer, int compare_from, const TapSet& a, co
   }
 }
 
-PairDiff compare_plans(const InstanceMaker& make, int n_layers, const Plan& a, const Plan& b, DType dtype) {
+PairDiff compare_plans(const InstanceMaker& make, int n_layers, const Plan& a, const Plan& b, DType dtype,
+                       Fingerprint* fingerprint_a) {
   Runner ra(make(), a), rb(make(), b);
   PairDiff d;
-  for (int l = 0; l < n_layers; ++l) add_tap_diffs(d, l, a.compare_from, ra.layer(l), rb.layer(l), dtype);
-  add_tap_diffs(d, n_layers, a.compare_from, ra.head(), rb.head(), dtype);
+  for (int l = 0; l <= n_layers; ++l) {
+    const TapSet ta = l < n_layers ? ra.layer(l) : ra.head();
+    const TapSet tb = l < n_layers ? rb.layer(l) : rb.head();
+    if (fingerprint_a) fingerprint_a->add(l, ta);
+    add_tap_diffs(d, l, a.compare_from, ta, tb, dtype);
+  }
   return d;
 }
 
@@ -263,14 +292,18 @@ struct Variant {
   Plan a, b;
 };
 
+// `fingerprint`: of the first variant's first run, when given.
 InvarianceOutcome run_variants(InvarianceCheck check, const std::vector<Variant>& variants, const InstanceMaker& make,
-                               int n_layers, DType dtype) {
+                               int n_layers, DType dtype, std::string* fingerprint = nullptr) {
   InvarianceOutcome o;
   o.check = check;
   for (const auto& v : variants) {
     PairDiff d;
+    Fingerprint print;
+    const bool first = &v == &variants.front();
     try {
-      d = compare_plans(make, n_layers, v.a, v.b, dtype);
+      d = compare_plans(make, n_layers, v.a, v.b, dtype, fingerprint && first ? &print : nullptr);
+      if (fingerprint && first) *fingerprint = print.hex();
     } catch (const std::exception& e) {
       // A path that refuses a layout (a batch or chunk it does not support) cannot be
       // certified for it: the check says so rather than passing.
@@ -385,7 +418,8 @@ PathInvariance run_invariance(const InvarianceInput& in, const std::string& labe
         pi.outcomes.push_back(run_variants(check, batch_variants(in), make, in.n_layers, dtype));
         break;
       case InvarianceCheck::run_to_run:
-        pi.outcomes.push_back(run_variants(check, run_to_run_variants(in, batch), make, in.n_layers, dtype));
+        pi.outcomes.push_back(
+            run_variants(check, run_to_run_variants(in, batch), make, in.n_layers, dtype, &pi.fingerprint));
         break;
       case InvarianceCheck::cuda_graph:
         pi.outcomes.push_back(not_applicable(

@@ -61,6 +61,10 @@ struct PathInvariance {
   std::string label;   // slot label
   std::string device;
   std::vector<InvarianceOutcome> outcomes;  // in kInvarianceChecks order, only the checks asked
+  // FNV-1a of every compared tap's bits in run_to_run's first run (empty when run_to_run
+  // did not run): two processes (a kernel switch, another build) compare it to learn
+  // whether they gave the same bits.
+  std::string fingerprint;
 };
 
 struct InvarianceResult {

@@ -57,6 +57,7 @@ void write_invariance(results::H5Writer& w, const InvarianceResult& r) {
     const std::string pg = root + "/" + p.label;
     w.group(pg);
     w.attr(pg, "device", p.device);
+    w.attr(pg, "fingerprint", p.fingerprint);
     for (const auto& o : p.outcomes) {
       const std::string g = pg + "/" + invariance_check_name(o.check);
       w.group(g);

@@ -214,6 +214,23 @@ TEST(InvarianceCompare, GainingAnInvarianceIsANote) {
   EXPECT_NE(findings[0].detail.find("gained"), std::string::npos);
 }
 
+TEST(InvarianceCompare, OtherBitsFromTheSameScenarioAreANote) {
+  const auto copy = test::scratch_dir() / "other-bits.h5";
+  std::filesystem::copy_file(tiny_file(), copy);
+  const auto run = results::ResultsFile::load(tiny_file());
+  const auto print = run.runs().front().root().group("invariance/ref32-cpu")->attr_string("fingerprint");
+  ASSERT_TRUE(print.has_value());
+  ASSERT_EQ(print->size(), 16u);
+  {
+    results::H5Writer w(copy, true);
+    w.attr("/invariance/ref32-cpu", "fingerprint", std::string("0123456789abcdef"));
+  }
+  const auto findings = invariance_findings(copy);
+  ASSERT_EQ(findings.size(), 1u);
+  EXPECT_EQ(findings[0].severity, results::Severity::note);
+  EXPECT_EQ(findings[0].where, "ref32-cpu invariance fingerprint");
+}
+
 TEST(InvarianceCompare, SameCertificateGivesNoFinding) {
   EXPECT_TRUE(invariance_findings(tiny_file()).empty());
 }
