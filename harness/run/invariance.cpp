@@ -116,19 +116,37 @@ struct Plan {
   bool resid_only = false;                        // keep_taps({resid_out})
 };
 
+// What a path threw while running a plan: it refuses that layout (a batch, a chunk), so
+// the check is n/a for it. The harness's own errors are not caught as this.
+struct PathRefused : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+template <typename F>
+auto path_call(F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    throw PathRefused(e.what());
+  }
+}
+
 // A fresh instance running a plan; yields the needle's compared rows layer by layer.
 class Runner {
  public:
   Runner(std::unique_ptr<Path> path, const Plan& plan) : path_(std::move(path)), plan_(plan) {
     const int batch = static_cast<int>(plan.tokens.size());
     const int n = static_cast<int>(plan.tokens.front().size());
-    path_->reset(batch, n);
-    if (plan.resid_only) path_->keep_taps(std::vector<Tap>{Tap::resid_out});
+    path_call([&] {
+      path_->reset(batch, n);
+      if (plan.resid_only) path_->keep_taps(std::vector<Tap>{Tap::resid_out});
+      return 0;
+    });
     int offset = 0;
     for (int size : plan.chunks) {
       std::vector<std::int32_t> ids;
       for (const auto& seq : plan.tokens) ids.insert(ids.end(), seq.begin() + offset, seq.begin() + offset + size);
-      hidden_.push_back(path_->embed(ids));
+      hidden_.push_back(path_call([&] { return path_->embed(ids); }));
       offsets_.push_back(offset);
       offset += size;
     }
@@ -138,7 +156,7 @@ class Runner {
   TapSet layer(int layer) {
     std::vector<TapSet> per_chunk;
     for (std::size_t c = 0; c < hidden_.size(); ++c) {
-      TapSet ts = path_->layer(layer, hidden_[c]);
+      TapSet ts = path_call([&] { return path_->layer(layer, hidden_[c]); });
       auto out = ts.find(Tap::resid_out);
       if (out == ts.end()) throw std::logic_error(path_->name() + ": layer returned no resid_out");
       hidden_[c] = out->second;
@@ -147,18 +165,18 @@ class Runner {
     return gather(per_chunk);
   }
 
-  // The head on every row of the chunks holding compared positions (so that the head
-  // sees the whole batch, as it would when serving); the needle's compared rows.
-  TapSet head() {
-    std::vector<TapSet> per_chunk;
-    for (std::size_t c = 0; c < hidden_.size(); ++c) {
-      if (!holds_compared(c)) {
-        per_chunk.emplace_back();
-        continue;
-      }
-      per_chunk.push_back(path_->head(hidden_[c]));
-    }
-    return gather(per_chunk);
+  // The head on the last `k` positions of every sequence in the last call (the whole
+  // batch, as when serving: the lm_head GEMM sees the batch's rows; a vocab-wide tap of
+  // every position would not fit a 64-sequence batch); the needle's rows.
+  TapSet head(int k) {
+    const std::size_t last = hidden_.size() - 1;
+    const int n_c = plan_.chunks[last];
+    const int batch = static_cast<int>(plan_.tokens.size());
+    TapMatrix rows(static_cast<Eigen::Index>(batch) * k, hidden_[last].cols());
+    for (int b = 0; b < batch; ++b) rows.middleRows(b * k, k) = hidden_[last].middleRows(b * n_c + n_c - k, k);
+    TapSet out;
+    for (auto& [tap, m] : path_call([&] { return path_->head(rows); })) out[tap] = m.middleRows(plan_.needle * k, k);
+    return out;
   }
 
  private:
@@ -271,13 +289,17 @@ void add_tap_diffs(PairDiff& d, int layer, int compare_from, const TapSet& a, co
 
 PairDiff compare_plans(const InstanceMaker& make, int n_layers, const Plan& a, const Plan& b, DType dtype,
                        Fingerprint* fingerprint_a) {
-  Runner ra(make(), a), rb(make(), b);
+  Runner ra(path_call(make), a), rb(path_call(make), b);
+  // The head's positions: the last few both plans' last calls hold.
+  constexpr int kHeadPositions = 8;
+  const int n = static_cast<int>(a.tokens.front().size());
+  const int k = std::min({kHeadPositions, a.chunks.back(), b.chunks.back(), n - a.compare_from});
   PairDiff d;
   for (int l = 0; l <= n_layers; ++l) {
-    const TapSet ta = l < n_layers ? ra.layer(l) : ra.head();
-    const TapSet tb = l < n_layers ? rb.layer(l) : rb.head();
+    const TapSet ta = l < n_layers ? ra.layer(l) : ra.head(k);
+    const TapSet tb = l < n_layers ? rb.layer(l) : rb.head(k);
     if (fingerprint_a) fingerprint_a->add(l, ta);
-    add_tap_diffs(d, l, a.compare_from, ta, tb, dtype);
+    add_tap_diffs(d, l, l < n_layers ? a.compare_from : n - k, ta, tb, dtype);
   }
   return d;
 }
@@ -304,7 +326,7 @@ InvarianceOutcome run_variants(InvarianceCheck check, const std::vector<Variant>
     try {
       d = compare_plans(make, n_layers, v.a, v.b, dtype, fingerprint && first ? &print : nullptr);
       if (fingerprint && first) *fingerprint = print.hex();
-    } catch (const std::exception& e) {
+    } catch (const PathRefused& e) {
       // A path that refuses a layout (a batch or chunk it does not support) cannot be
       // certified for it: the check says so rather than passing.
       o.status = InvarianceStatus::not_applicable;
