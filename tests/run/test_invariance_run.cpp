@@ -4,6 +4,7 @@
 // regression and a gained one a note.
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
 
@@ -145,6 +146,21 @@ TEST(InvarianceRun, SummaryPrintsTheCertificate) {
   EXPECT_NE(summary.find("Invariance (bitwise"), std::string::npos) << summary;
   EXPECT_NE(summary.find("prefill_vs_decode"), std::string::npos);
   EXPECT_NE(summary.find("ref32-cpu"), std::string::npos);
+}
+
+TEST(InvarianceRun, ReportShowsThePathsByChecksTable) {
+  const auto out = test::scratch_dir() / "report";
+  const auto r = test::run_fusecheck("report " + test::quoted(tiny_file()) + " --out " + test::quoted(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(out / "tiny-invariance.html");
+  const std::string html((std::istreambuf_iterator<char>(in)), {});
+  const auto at = html.find("<h2>Invariance certificate</h2>");
+  ASSERT_NE(at, std::string::npos);
+  for (const char* column : {"<th>batch</th>", "<th>run_to_run</th>", "<th>taps_on_off</th>"}) {
+    EXPECT_NE(html.find(column, at), std::string::npos) << column;
+  }
+  EXPECT_NE(html.find("<td>ref32-cpu</td>", at), std::string::npos);
+  EXPECT_NE(html.find("CPU path: no CUDA graphs", at), std::string::npos);
 }
 
 TEST(InvarianceRun, ValidatorRefusesAFileWithoutTheCertificate) {
