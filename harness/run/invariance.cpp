@@ -139,7 +139,6 @@ class Runner {
     const int n = static_cast<int>(plan.tokens.front().size());
     path_call([&] {
       path_->reset(batch, n);
-      if (plan.resid_only) path_->keep_taps(std::vector<Tap>{Tap::resid_out});
       return 0;
     });
     int offset = 0;
@@ -156,6 +155,14 @@ class Runner {
   TapSet layer(int layer) {
     std::vector<TapSet> per_chunk;
     for (std::size_t c = 0; c < hidden_.size(); ++c) {
+      // A call with no compared rows needs only its output (a GPU path then downloads
+      // one tap instead of every one: a 64-sequence KV prefill's taps are gigabytes).
+      const bool only_output = plan_.resid_only || !holds_compared(c);
+      path_call([&] {
+        path_->keep_taps(only_output ? std::optional<std::vector<Tap>>(std::vector<Tap>{Tap::resid_out})
+                                     : std::nullopt);
+        return 0;
+      });
       TapSet ts = path_call([&] { return path_->layer(layer, hidden_[c]); });
       auto out = ts.find(Tap::resid_out);
       if (out == ts.end()) throw std::logic_error(path_->name() + ": layer returned no resid_out");
@@ -369,6 +376,7 @@ Plan base_plan(const InvarianceInput& in, int batch, int needle) {
   }
   p.needle = needle;
   p.chunks = in.phase_chunks;
+  p.compare_from = in.compare_from;
   p.label = batch == 1 ? "alone" : fmt::format("batch {} at {}", batch, needle);
   return p;
 }

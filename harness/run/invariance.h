@@ -84,6 +84,8 @@ struct InvarianceInput {
   std::vector<std::vector<std::int32_t>> neighbours;  // the other sequences (same length), at least max batch - 1
   int batch = 1;                                    // the scenario's batch (run_to_run, taps_on_off)
   std::vector<int> phase_chunks;                    // the scenario's chunking of the needle ([N] or [kv, 1, 1...])
+  int compare_from = 0;                             // positions compared in that layout: [compare_from, N)
+                                                    // (a decode scenario: its decode steps)
   InvarianceSpec spec;
 };
 

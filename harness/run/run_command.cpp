@@ -353,6 +353,8 @@ InvarianceResult run_invariance_mode(const Scenario& sc, const std::vector<std::
   }
   in.phase_chunks = {sc.phase.prefill_len};
   in.phase_chunks.insert(in.phase_chunks.end(), static_cast<std::size_t>(sc.phase.decode_steps), 1);
+  // As the side-by-side metrics: a decode scenario is measured on its decode steps.
+  in.compare_from = sc.phase.kind == Phase::Decode ? sc.phase.prefill_len : 0;
   for (const auto& slot : slots) {
     out.paths.push_back(run_invariance(in, slot.label(), slot.dtype, [&] { return make(slot.name, slot.recipe); }));
     for (const auto& o : out.paths.back().outcomes) out.differing += o.status == InvarianceStatus::differs;

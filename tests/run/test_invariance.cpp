@@ -129,6 +129,22 @@ TEST(Invariance, BatchDependentReductionIsReportedAtItsLayerAndTap) {
   EXPECT_GT(batch.elements_differing, 0);
 }
 
+TEST(Invariance, DecodeLayoutComparesOnlyItsDecodeSteps) {
+  auto in = input();
+  in.phase_chunks = {6, 1, 1, 1};
+  in.compare_from = 6;
+  in.spec.checks = {InvarianceCheck::batch};
+  const auto p = run_invariance(in, "batch-order", DType::F32, maker<BatchOrderPath>(1));
+  const auto& batch = outcome(p, InvarianceCheck::batch);
+  EXPECT_EQ(batch.status, InvarianceStatus::differs);
+  EXPECT_EQ(batch.first_layer, 1);
+  EXPECT_GE(batch.first_row, 6);
+  // Per variant: the layer taps (attn_norm, q, act, resid_out: 4 x 24 values) of the 3
+  // decoded rows over 3 layers, and the head (final_norm 24 + logits 37) of the last
+  // position only: the last call holds one token.
+  EXPECT_EQ(batch.elements_compared, static_cast<std::int64_t>(batch.variants) * (3 * 3 * 4 * 24 + 24 + 37));
+}
+
 TEST(Invariance, BatchDependentPathStaysInvariantToWhatDoesNotChangeItsOrder) {
   const auto p = run_invariance(input(), "batch-order", DType::F32, maker<BatchOrderPath>(1));
   EXPECT_EQ(outcome(p, InvarianceCheck::run_to_run).status, InvarianceStatus::invariant);
