@@ -396,6 +396,7 @@ void read_invariance(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   constexpr int kMaxInvarianceBatch = 256;
   if (node["batch_sizes"]) {
     spec.batch_sizes = read_int_list(rd, node["batch_sizes"], "invariance.batch_sizes", 2);
+    rd.note("invariance.batch_sizes", node["batch_sizes"]);
     for (std::size_t i = 0; i < spec.batch_sizes.size(); ++i) {
       if (spec.batch_sizes[i] > kMaxInvarianceBatch) {
         rd.fail(node["batch_sizes"][i], "invariance.batch_sizes",

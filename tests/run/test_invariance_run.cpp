@@ -13,7 +13,9 @@
 #include "harness/results/h5_write.h"
 #include "harness/results/invariance_results.h"
 #include "harness/results/validate.h"
+#include "harness/checkpoint/profiles.h"
 #include "harness/run/run_command.h"
+#include "harness/run/run_limits.h"
 #include "harness/run/scenario.h"
 #include "tests/common/test_support.h"
 
@@ -80,6 +82,8 @@ struct BadBlock {
 
 class InvarianceScenarioError : public ::testing::TestWithParam<BadBlock> {};
 
+void PrintTo(const BadBlock& b, std::ostream* os) { *os << b.name; }
+
 TEST_P(InvarianceScenarioError, NamesTheKeyAndTheProblem) {
   const std::string text = std::string("model: {path: m.gguf}\nphase: {prefill: 6}\npaths: [ref32-cpu]\n") +
                            "modes: [invariance]\n" + GetParam().block + "\n";
@@ -105,6 +109,26 @@ INSTANTIATE_TEST_SUITE_P(
                       BadBlock{"unknown_key", "invariance: {sizes: [2]}", "unknown key 'sizes'"},
                       BadBlock{"not_a_map", "invariance: [batch]", "expected a mapping"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(InvarianceScenario, LargestBatchIsCheckedAgainstMemoryBeforeTheRun) {
+  const std::string text =
+      "model: {path: m.gguf}\nphase: {prefill: 64}\npaths: [ref32-cpu]\nmodes: [invariance]\n"
+      "invariance:\n  batch_sizes: [2, 256]\n";
+  const Scenario sc = parse_scenario(text, "s.yaml");
+  const ModelSpec spec = profile_shape(synth_profile("llama-tiny"), 2);
+  // Room for the scenario's own run (batch 1) with margin, not for 256 sequences.
+  MemoryLimits limits;
+  limits.host_bytes = 4 * estimate_run_memory(sc, spec, "cpu", false).host_bytes;
+  limits.host_source = "test";
+  try {
+    check_run_size(sc, spec, "llama-tiny", "cpu", false, limits);
+    FAIL() << "a batch of 256 fitted in " << limits.host_bytes << " bytes";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("s.yaml:6: invariance.batch_sizes"), std::string::npos) << what;
+    EXPECT_NE(what.find("at batch 256"), std::string::npos) << what;
+  }
+}
 
 TEST(InvarianceScenario, BlockWithoutTheModeIsRefused) {
   const std::string text =
