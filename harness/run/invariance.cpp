@@ -427,83 +427,79 @@ std::vector<int> first_chunk_sizes(const InvarianceInput& in, const ExecutionTra
   return out;
 }
 
+// The variants of one check, or why it cannot be made.
+struct CheckPlan {
+  std::vector<Variant> variants;
+  std::string not_applicable;  // non-empty: the reason
+};
+
+CheckPlan plan_check(InvarianceCheck check, const InvarianceInput& in, const ExecutionTraits& traits, bool cpu,
+                     int batch) {
+  const int n = static_cast<int>(in.needle.size());
+  switch (check) {
+    case InvarianceCheck::batch: return {batch_variants(in), ""};
+    case InvarianceCheck::run_to_run: return {run_to_run_variants(in, batch), ""};
+    case InvarianceCheck::cuda_graph:
+      return {{}, cpu ? "CPU path: no CUDA graphs"
+                      : "the path declares no graph-launched layer() (its graphs run only in time_layer)"};
+    case InvarianceCheck::switches: {
+      if (traits.switches.empty()) return {{}, cpu ? "CPU path: no kernel switches" : "the path declares no switches"};
+      std::string names;
+      for (const auto& sw : traits.switches) names += (names.empty() ? "" : ", ") + sw;
+      return {{}, "read once per process, not switchable inside one run: " + names +
+                      " (scripts/gpu-check-20 compares two processes)"};
+    }
+    case InvarianceCheck::kv_chunking: {
+      CheckPlan plan;
+      const Plan whole = chunked(in, {n}, 0, fmt::format("prefill {}", n));
+      for (int c : first_chunk_sizes(in, traits)) {
+        plan.variants.push_back({whole, chunked(in, {c, n - c}, 0, fmt::format("prefill {}+{}", c, n - c))});
+      }
+      if (plan.variants.empty()) plan.not_applicable = fmt::format("no chunk size inside (0, {})", n);
+      return plan;
+    }
+    case InvarianceCheck::prefill_vs_decode: {
+      const int d = std::min(in.spec.decode_steps, n - 1);
+      if (d < 1) return {{}, "the needle has one token: nothing to decode"};
+      std::vector<int> decode_chunks{n - d};
+      decode_chunks.insert(decode_chunks.end(), static_cast<std::size_t>(d), 1);
+      const Plan prefill = chunked(in, {n}, n - d, fmt::format("prefill {}", n));
+      const Plan decode = chunked(in, decode_chunks, n - d, fmt::format("prefill {} + {} decode", n - d, d));
+      return {{{prefill, decode}}, ""};
+    }
+    case InvarianceCheck::taps_on_off: {
+      Plan all = base_plan(in, batch, 0);
+      all.label = "every tap";
+      Plan resid = all;
+      resid.label = "resid_out only";
+      resid.resid_only = true;
+      return {{{all, resid}}, ""};
+    }
+  }
+  throw std::logic_error("invariance: unknown check");
+}
+
 }  // namespace
 
 PathInvariance run_invariance(const InvarianceInput& in, const std::string& label, DType dtype,
                               const InstanceMaker& make) {
   PathInvariance pi;
   pi.label = label;
-  const int n = static_cast<int>(in.needle.size());
   const int batch = std::clamp(in.batch, 1, 1 + static_cast<int>(in.neighbours.size()));
   ExecutionTraits traits;
   {
     const auto probe = make();
     pi.device = probe->device();
-    traits = probe->execution_traits(1, n);
+    traits = probe->execution_traits(1, static_cast<int>(in.needle.size()));
   }
-  const bool cpu = pi.device == "cpu";
   for (InvarianceCheck check : in.spec.checks) {
-    switch (check) {
-      case InvarianceCheck::batch:
-        pi.outcomes.push_back(run_variants(check, batch_variants(in), make, in.n_layers, dtype));
-        break;
-      case InvarianceCheck::run_to_run:
-        pi.outcomes.push_back(
-            run_variants(check, run_to_run_variants(in, batch), make, in.n_layers, dtype, &pi.fingerprint));
-        break;
-      case InvarianceCheck::cuda_graph:
-        pi.outcomes.push_back(not_applicable(
-            check, cpu ? "CPU path: no CUDA graphs"
-                       : "the path declares no graph-launched layer() (its graphs run only in time_layer)"));
-        break;
-      case InvarianceCheck::switches: {
-        if (traits.switches.empty()) {
-          pi.outcomes.push_back(not_applicable(check, cpu ? "CPU path: no kernel switches" : "the path declares no switches"));
-          break;
-        }
-        std::string names;
-        for (const auto& s : traits.switches) names += (names.empty() ? "" : ", ") + s;
-        pi.outcomes.push_back(not_applicable(
-            check, "read once per process, not switchable inside one run: " + names +
-                       " (scripts/gpu-check-20 compares two processes)"));
-        break;
-      }
-      case InvarianceCheck::kv_chunking: {
-        std::vector<Variant> variants;
-        const Plan whole = chunked(in, {n}, 0, fmt::format("prefill {}", n));
-        for (int c : first_chunk_sizes(in, traits)) {
-          variants.push_back({whole, chunked(in, {c, n - c}, 0, fmt::format("prefill {}+{}", c, n - c))});
-        }
-        if (variants.empty()) {
-          pi.outcomes.push_back(not_applicable(check, fmt::format("no chunk size inside (0, {})", n)));
-        } else {
-          pi.outcomes.push_back(run_variants(check, variants, make, in.n_layers, dtype));
-        }
-        break;
-      }
-      case InvarianceCheck::prefill_vs_decode: {
-        const int d = std::min(in.spec.decode_steps, n - 1);
-        if (d < 1) {
-          pi.outcomes.push_back(not_applicable(check, "the needle has one token: nothing to decode"));
-          break;
-        }
-        std::vector<int> decode_chunks{n - d};
-        decode_chunks.insert(decode_chunks.end(), static_cast<std::size_t>(d), 1);
-        const Plan prefill = chunked(in, {n}, n - d, fmt::format("prefill {}", n));
-        const Plan decode = chunked(in, decode_chunks, n - d, fmt::format("prefill {} + {} decode", n - d, d));
-        pi.outcomes.push_back(run_variants(check, {{prefill, decode}}, make, in.n_layers, dtype));
-        break;
-      }
-      case InvarianceCheck::taps_on_off: {
-        Plan all = base_plan(in, batch, 0);
-        all.label = "every tap";
-        Plan resid = all;
-        resid.label = "resid_out only";
-        resid.resid_only = true;
-        pi.outcomes.push_back(run_variants(check, {{all, resid}}, make, in.n_layers, dtype));
-        break;
-      }
+    const CheckPlan plan = plan_check(check, in, traits, pi.device == "cpu", batch);
+    if (!plan.not_applicable.empty()) {
+      pi.outcomes.push_back(not_applicable(check, plan.not_applicable));
+      continue;
     }
+    std::string* fingerprint = check == InvarianceCheck::run_to_run ? &pi.fingerprint : nullptr;
+    pi.outcomes.push_back(run_variants(check, plan.variants, make, in.n_layers, dtype, fingerprint));
   }
   return pi;
 }
