@@ -294,19 +294,27 @@ void add_tap_diffs(PairDiff& d, int layer, int compare_from, const TapSet& a, co
   }
 }
 
-PairDiff compare_plans(const InstanceMaker& make, int n_layers, const Plan& a, const Plan& b, DType dtype,
-                       Fingerprint* fingerprint_a) {
-  Runner ra(path_call(make), a), rb(path_call(make), b);
-  // The head's positions: the last few both plans' last calls hold.
+// Runs `a` once and every plan of `bs` beside it, layer by layer, each on its own fresh
+// instance; the difference of each from `a`.
+std::vector<PairDiff> compare_group(const InstanceMaker& make, int n_layers, const Plan& a,
+                                    const std::vector<const Plan*>& bs, DType dtype, Fingerprint* fingerprint_a) {
+  Runner ra(path_call(make), a);
+  std::vector<Runner> rbs;
+  rbs.reserve(bs.size());
+  for (const Plan* b : bs) rbs.emplace_back(path_call(make), *b);
+  // The head's positions: the last few every plan's last call holds.
   constexpr int kHeadPositions = 8;
   const int n = static_cast<int>(a.tokens.front().size());
-  const int k = std::min({kHeadPositions, a.chunks.back(), b.chunks.back(), n - a.compare_from});
-  PairDiff d;
+  int k = std::min({kHeadPositions, a.chunks.back(), n - a.compare_from});
+  for (const Plan* b : bs) k = std::min(k, b->chunks.back());
+  std::vector<PairDiff> d(bs.size());
   for (int l = 0; l <= n_layers; ++l) {
     const TapSet ta = l < n_layers ? ra.layer(l) : ra.head(k);
-    const TapSet tb = l < n_layers ? rb.layer(l) : rb.head(k);
     if (fingerprint_a) fingerprint_a->add(l, ta);
-    add_tap_diffs(d, l, l < n_layers ? a.compare_from : n - k, ta, tb, dtype);
+    for (std::size_t i = 0; i < rbs.size(); ++i) {
+      const TapSet tb = l < n_layers ? rbs[i].layer(l) : rbs[i].head(k);
+      add_tap_diffs(d[i], l, l < n_layers ? a.compare_from : n - k, ta, tb, dtype);
+    }
   }
   return d;
 }
@@ -326,20 +334,27 @@ InvarianceOutcome run_variants(InvarianceCheck check, const std::vector<Variant>
                                int n_layers, DType dtype, std::string* fingerprint = nullptr) {
   InvarianceOutcome o;
   o.check = check;
+  // Every variant of a check compares against one A run: it runs once.
+  std::vector<const Plan*> bs;
   for (const auto& v : variants) {
-    PairDiff d;
-    Fingerprint print;
-    const bool first = &v == &variants.front();
-    try {
-      d = compare_plans(make, n_layers, v.a, v.b, dtype, fingerprint && first ? &print : nullptr);
-      if (fingerprint && first) *fingerprint = print.hex();
-    } catch (const PathRefused& e) {
-      // A path that refuses a layout (a batch or chunk it does not support) cannot be
-      // certified for it: the check says so rather than passing.
-      o.status = InvarianceStatus::not_applicable;
-      o.reason = fmt::format("{}: the path refused it: {}", v.b.label, e.what());
-      return o;
-    }
+    if (v.a.label != variants.front().a.label) throw std::logic_error("invariance: variants of one check differ in A");
+    bs.push_back(&v.b);
+  }
+  std::vector<PairDiff> diffs;
+  Fingerprint print;
+  try {
+    diffs = compare_group(make, n_layers, variants.front().a, bs, dtype, fingerprint ? &print : nullptr);
+    if (fingerprint) *fingerprint = print.hex();
+  } catch (const PathRefused& e) {
+    // A path that refuses a layout (a batch or chunk it does not support) cannot be
+    // certified for it: the check says so rather than passing.
+    o.status = InvarianceStatus::not_applicable;
+    o.reason = fmt::format("the path refused a variant of it: {}", e.what());
+    return o;
+  }
+  for (std::size_t i = 0; i < variants.size(); ++i) {
+    const Variant& v = variants[i];
+    const PairDiff& d = diffs[i];
     ++o.variants;
     o.elements_compared += d.elements_compared;
     if (!d.differs) continue;
