@@ -143,12 +143,15 @@ MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, co
 
 namespace {
 
-// Invariance mode holds two instances of one path at a time, at its largest batch: the
-// estimate of a propagated run of that path alone at that batch (docs/invariance.md).
+// Invariance mode's batch check holds every instance of one path at once: the needle
+// alone and each batch at each place (docs/invariance.md). Memory grows with sequences,
+// so they are estimated as one propagated run of that path with all of them in a batch.
 void check_invariance_size(const Scenario& sc, const ModelSpec& spec, const std::string& device,
                            const MemoryLimits& limits) {
   Scenario largest = sc;
-  for (int b : sc.modes.invariance->batch_sizes) largest.batch = std::max(largest.batch, b);
+  largest.batch = 1;
+  for (int b : sc.modes.invariance->batch_sizes) largest.batch += b * static_cast<int>(std::set<int>{0, b / 2, b - 1}.size());
+  largest.batch = std::max(largest.batch, sc.batch);
   largest.modes = ModeSpec{false, true, std::nullopt, std::nullopt};
   largest.ref64 = false;
   largest.greedy_steps = 0;
@@ -156,8 +159,9 @@ void check_invariance_size(const Scenario& sc, const ModelSpec& spec, const std:
     largest.paths = {p};
     largest.reference = p.name;
     const MemoryEstimate need = estimate_run_memory(largest, spec, device, false);
-    const std::string what = fmt::format("invariance: {} at batch {} ({} tokens per sequence, two instances)",
-                                         p.label(), largest.batch, sc.phase.tokens_per_sequence());
+    const std::string what =
+        fmt::format("invariance: {} with the batch check's {} sequences at once ({} tokens each)", p.label(),
+                    largest.batch, sc.phase.tokens_per_sequence());
     if (limits.host_bytes > 0 && need.host_bytes > limits.host_bytes) {
       throw InputError(sc.where("invariance.batch_sizes"),
                        fmt::format("{} needs about {} of host memory; {} is available ({})", what,
