@@ -164,8 +164,9 @@ class Runner {
         return 0;
       });
       TapSet ts = path_call([&] { return path_->layer(layer, hidden_[c]); });
+      expect_rows(ts, hidden_[c].rows(), "layer");
       auto out = ts.find(Tap::resid_out);
-      if (out == ts.end()) throw std::logic_error(path_->name() + ": layer returned no resid_out");
+      if (out == ts.end()) throw PathRefused("layer returned no resid_out");
       hidden_[c] = out->second;
       per_chunk.push_back(std::move(ts));
     }
@@ -181,12 +182,24 @@ class Runner {
     const int batch = static_cast<int>(plan_.tokens.size());
     TapMatrix rows(static_cast<Eigen::Index>(batch) * k, hidden_[last].cols());
     for (int b = 0; b < batch; ++b) rows.middleRows(b * k, k) = hidden_[last].middleRows(b * n_c + n_c - k, k);
+    const TapSet all = path_call([&] { return path_->head(rows); });
+    expect_rows(all, rows.rows(), "head");
     TapSet out;
-    for (auto& [tap, m] : path_call([&] { return path_->head(rows); })) out[tap] = m.middleRows(plan_.needle * k, k);
+    for (const auto& [tap, m] : all) out[tap] = m.middleRows(plan_.needle * k, k);
     return out;
   }
 
  private:
+  // A tap with other rows than the call's would be read out of bounds: the path is
+  // refused for this check, naming the tap.
+  static void expect_rows(const TapSet& taps, Eigen::Index rows, const char* call) {
+    for (const auto& [tap, m] : taps) {
+      if (m.rows() != rows) {
+        throw PathRefused(fmt::format("{} returned {} rows of {} for {} input rows", call, m.rows(), tap_name(tap), rows));
+      }
+    }
+  }
+
   bool holds_compared(std::size_t c) const { return offsets_[c] + plan_.chunks[c] > plan_.compare_from; }
 
   TapSet gather(const std::vector<TapSet>& per_chunk) const {

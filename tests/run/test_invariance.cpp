@@ -217,6 +217,23 @@ TEST(Invariance, PathThatRefusesALayoutIsNotApplicableWithTheReason) {
   EXPECT_NE(batch.reason.find("batch > 1 not supported"), std::string::npos);
 }
 
+TEST(Invariance, TapWithTheWrongRowCountIsRefusedNotReadPastItsEnd) {
+  struct ShortTap : FakePath {
+    ShortTap() : FakePath("short-tap", kModel, Kind::Float32) {}
+    TapSet layer(int layer, const TapMatrix& input) override {
+      TapSet t = FakePath::layer(layer, input);
+      t[Tap::act] = t[Tap::act].topRows(1);
+      return t;
+    }
+  };
+  auto in = input();
+  in.spec.checks = {InvarianceCheck::run_to_run};
+  const auto p = run_invariance(in, "short-tap", DType::F32, [] { return std::make_unique<ShortTap>(); });
+  const auto& o = outcome(p, InvarianceCheck::run_to_run);
+  EXPECT_EQ(o.status, InvarianceStatus::not_applicable);
+  EXPECT_NE(o.reason.find("1 rows of act for 9 input rows"), std::string::npos) << o.reason;
+}
+
 TEST(CompareBitwise, Bf16ValuesAreMeasuredInBf16Ulps) {
   TapMatrix a(1, 2), b(1, 2);
   a << 1.0, -3.0;
