@@ -150,9 +150,10 @@ LAYER_TAPS = ["attn_norm", "q", "k", "v", "q_normed", "k_normed", "q_rope", "k_r
 HEAD_TAPS = ["final_norm", "logits"]
 
 
-def results_file(checksummed, merged=False):
+def results_file(checksummed, merged=False, invariance=False):
     """A minimal valid run (every object docs/results-format.md makes required), as
-    fusecheck's writer stores it (checksummed) or as v1 files were stored (legacy)."""
+    fusecheck's writer stores it (checksummed) or as v1 files were stored (legacy); with
+    `invariance`, the invariance certificate too (one cell of each status)."""
     import tempfile
     libver = ("v110", "v110") if checksummed else ("earliest", "v110")
     fd, tmp = tempfile.mkstemp(suffix=".h5")
@@ -193,7 +194,8 @@ def results_file(checksummed, merged=False):
             f.attrs["format_version"] = np.int64(1)
         for k, v in (("format", "fusecheck-run"), ("scenario_name", "tiny"), ("device", "cpu"),
                      ("device_name", "cpu"), ("model_profile", "qwen3-0.6b"), ("architecture", "qwen3"),
-                     ("phase", "prefill"), ("modes", "isolated,propagated"), ("reference", "ref32-cpu"),
+                     ("phase", "prefill"), ("reference", "ref32-cpu"),
+                     ("modes", "isolated,propagated,invariance" if invariance else "isolated,propagated"),
                      ("status", "pass"), ("scenario_text", "name: tiny\n")):
             run.attrs[k] = string(v)
         for k, v in (("format_version", 1), ("n_layers", 1), ("batch", 1), ("n_tokens", 4)):
@@ -216,6 +218,18 @@ def results_file(checksummed, merged=False):
             s.attrs["status"] = string("COMPATIBLE")
             c = run.create_group(f"crosscheck/{scorer}")
             c.attrs["path"], c.attrs["verdict"] = string(label), string("agree")
+        if invariance:
+            inv = run.create_group("invariance")
+            inv.attrs["checks"] = string("batch,run_to_run,cuda_graph")
+            p = inv.create_group(label)
+            p.attrs["device"], p.attrs["fingerprint"] = string("cpu"), string("0123456789abcdef")
+            for check, status, layer, tap in (("batch", "differs", 0, "q"), ("run_to_run", "invariant", -1, ""),
+                                              ("cuda_graph", "n/a", -1, "")):
+                g = p.create_group(check)
+                g.attrs["status"], g.attrs["reason"] = string(status), string("")
+                g.attrs["first_layer"], g.attrs["first_row"] = np.int64(layer), np.int64(layer)
+                g.attrs["first_tap"], g.attrs["max_ulp_dtype"] = string(tap), string("BF16")
+                g.attrs["max_ulp"] = 2.0 if status == "differs" else 0.0
     with open(tmp, "rb") as f:
         data = f.read()
     os.unlink(tmp)
@@ -297,6 +311,7 @@ def main():
     write("results/run_checksummed.h5", results_file(True))
     write("results/merged_checksummed.h5", results_file(True, merged=True))
     write("results/run_legacy.h5", results_file(False))
+    write("results/run_invariance.h5", results_file(True, invariance=True))
     write("hf_config/qwen3.json", config("Qwen3ForCausalLM", "qwen3"))
     write("hf_config/qwen2.json", config("Qwen2ForCausalLM", "qwen2", tie_word_embeddings=True))
     write("hf_config/llama3.json", config("LlamaForCausalLM", "llama", eos_token_id=[2, 3], rope_scaling={

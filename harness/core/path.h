@@ -42,6 +42,16 @@ struct OpTiming {
   double flops = 0;
 };
 
+// What invariance mode (harness/run/invariance.h) may vary about how a path runs.
+struct ExecutionTraits {
+  // KV lengths at which the path's split of the KV cache changes for this batch (split-KV
+  // chunk edges); chunked prefills are cut on both sides of each.
+  std::vector<int> kv_split_boundaries;
+  // Kernel switches the path reads from the environment once per process ("NAME=VALUE"
+  // turns one off): they cannot be flipped inside one run, so the report names them.
+  std::vector<std::string> switches;
+};
+
 struct TimingOptions {
   int warmup = 3;
   int repetitions = 20;
@@ -75,6 +85,12 @@ class Path {
   // injection itself; calling set_perturbation on a path that cannot is a bug (logic_error).
   virtual bool supports_perturbation() const { return false; }
   virtual void set_perturbation(std::optional<Perturbation> p);
+  // Invariance mode: what the path declares about its execution at `batch` sequences of up
+  // to `max_kv` tokens. The default declares nothing (no splits, no switches).
+  virtual ExecutionTraits execution_traits(int batch, int max_kv) const {
+    (void)batch, (void)max_kv;
+    return {};
+  }
   // Per-op timing of one layer at the current batch and phase shape: `n_new` new tokens
   // per sequence over a KV cache of `kv_len`. Empty when the path does not time ops.
   virtual std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len,

@@ -7,6 +7,7 @@
 #include <fmt/core.h>
 
 #include "harness/core/error.h"
+#include "harness/results/invariance_results.h"
 
 namespace fusecheck::results {
 
@@ -64,6 +65,7 @@ class Validator {
         check_metrics(where, *g);
       }
     }
+    validate_invariance(run_, modes.count("invariance") > 0);
     if (modes.count("perturb")) {
       const H5Node* perturb = root.group("perturb");
       if (!perturb || !run_.layer_table(*perturb, "sensitivity")) {

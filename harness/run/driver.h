@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "harness/core/path.h"
+#include "harness/run/invariance.h"
 #include "harness/run/metrics.h"
 #include "harness/run/scenario.h"
 
@@ -170,6 +171,7 @@ struct RunResult {
   Timing reference_timing;
   std::vector<std::int32_t> reference_greedy;
   std::optional<PerturbResult> perturb;
+  std::optional<InvarianceResult> invariance;  // invariance mode (filled by run_scenario)
   int gate_failures = 0;
   int measured_rows = 0;
   PhaseTimes phases;  // the driver's phases; the caller adds its own (checkpoint, writing)

@@ -325,6 +325,45 @@ std::vector<PathSlot> plan_paths(const Scenario& sc, const std::string& device, 
   return slots;
 }
 
+namespace {
+
+// Invariance mode on every planned path: the needle is the first sequence; its
+// neighbours are seeded random ids (seeds.tokens + 1), one per place in the largest batch.
+InvarianceResult run_invariance_mode(const Scenario& sc, const std::vector<std::vector<std::int32_t>>& tokens,
+                                     const ModelSpec& spec, const std::vector<PathSlot>& slots, const PathMaker& make) {
+  InvarianceResult out;
+  out.spec = *sc.modes.invariance;
+  out.neighbour_seed = sc.seeds.tokens + 1;
+  InvarianceInput in;
+  in.n_layers = spec.n_layers;
+  in.needle = tokens.front();
+  in.batch = sc.batch;
+  in.spec = out.spec;
+  const int n = static_cast<int>(in.needle.size());
+  out.n_tokens = n;
+  if (in.spec.kv_chunks.empty()) in.spec.kv_chunks = {std::max(1, n / 3), std::max(1, n / 2)};
+  out.spec.kv_chunks = in.spec.kv_chunks;
+  int largest = sc.batch;
+  for (int b : in.spec.batch_sizes) largest = std::max(largest, b);
+  std::mt19937_64 rng(out.neighbour_seed);
+  for (int b = 1; b < largest; ++b) {
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+    for (auto& id : ids) id = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(spec.vocab));
+    in.neighbours.push_back(std::move(ids));
+  }
+  in.phase_chunks = {sc.phase.prefill_len};
+  in.phase_chunks.insert(in.phase_chunks.end(), static_cast<std::size_t>(sc.phase.decode_steps), 1);
+  // As the side-by-side metrics: a decode scenario is measured on its decode steps.
+  in.compare_from = sc.phase.kind == Phase::Decode ? sc.phase.prefill_len : 0;
+  for (const auto& slot : slots) {
+    out.paths.push_back(run_invariance(in, slot.label(), slot.dtype, [&] { return make(slot.name, slot.recipe); }));
+    for (const auto& o : out.paths.back().outcomes) out.differing += o.status == InvarianceStatus::differs;
+  }
+  return out;
+}
+
+}  // namespace
+
 RunOutcome run_scenario(const RunOptions& opt) {
   const auto wall_start = std::chrono::steady_clock::now();
   const double cpu_start = process_cpu_seconds();
@@ -419,6 +458,10 @@ RunOutcome run_scenario(const RunOptions& opt) {
   };
   RunResult result = run_side_by_side(cfg, slots, make);
   if (opt.progress) bar.done();
+  if (sc.modes.invariance) {
+    auto span = result.phases.span("invariance");
+    result.invariance = run_invariance_mode(sc, tokens, spec, slots, make);
+  }
   for (const auto& p : result.phases.entries()) phases.add(p.name, p.wall_s, p.cpu_s);
   result.phases = phases;
 
@@ -453,6 +496,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   if (sc.modes.isolated) modes += "isolated";
   if (sc.modes.propagated) modes += std::string(modes.empty() ? "" : ",") + "propagated";
   if (sc.modes.perturb) modes += std::string(modes.empty() ? "" : ",") + "perturb";
+  if (sc.modes.invariance) modes += std::string(modes.empty() ? "" : ",") + "invariance";
   const std::string sha = git_sha();
   const bool dirty = sha.find("+dirty") != std::string::npos;
   cross_span.stop();

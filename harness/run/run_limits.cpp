@@ -153,6 +153,43 @@ MemoryEstimate estimate_run_memory(const Scenario& sc, const ModelSpec& spec, co
   return {clamp(total.host), clamp(total.device), instances};
 }
 
+namespace {
+
+// Invariance mode's batch check holds every instance of one path at once: the needle
+// alone and each batch at each place (docs/invariance.md). Memory grows with sequences,
+// so they are estimated as one propagated run of that path with all of them in a batch.
+void check_invariance_size(const Scenario& sc, const ModelSpec& spec, const std::string& device,
+                           const MemoryLimits& limits) {
+  Scenario largest = sc;
+  largest.batch = 1;
+  for (int b : sc.modes.invariance->batch_sizes) largest.batch += b * static_cast<int>(std::set<int>{0, b / 2, b - 1}.size());
+  largest.batch = std::max(largest.batch, sc.batch);
+  largest.modes = ModeSpec{false, true, std::nullopt, std::nullopt};
+  largest.ref64 = false;
+  largest.greedy_steps = 0;
+  for (const auto& p : sc.paths) {
+    largest.paths = {p};
+    largest.reference = p.name;
+    const MemoryEstimate need = estimate_run_memory(largest, spec, device, false);
+    const std::string what =
+        fmt::format("invariance: {} with the batch check's {} sequences at once ({} tokens each)", p.label(),
+                    largest.batch, sc.phase.tokens_per_sequence());
+    if (limits.host_bytes > 0 && need.host_bytes > limits.host_bytes) {
+      throw InputError(sc.where("invariance.batch_sizes"),
+                       fmt::format("{} needs about {} of host memory; {} is available ({})", what,
+                                   format_bytes(need.host_bytes), format_bytes(limits.host_bytes), limits.host_source));
+    }
+    if (limits.device_bytes > 0 && need.device_bytes > limits.device_bytes) {
+      throw InputError(sc.where("invariance.batch_sizes"),
+                       fmt::format("{} needs about {} of device memory; the device has {} ({})", what,
+                                   format_bytes(need.device_bytes), format_bytes(limits.device_bytes),
+                                   limits.device_source));
+    }
+  }
+}
+
+}  // namespace
+
 void check_run_size(const Scenario& sc, const ModelSpec& spec, const std::string& model, const std::string& device,
                     bool ref64, const MemoryLimits& limits) {
   const long long per_seq = sc.phase.tokens_per_sequence();
@@ -190,6 +227,7 @@ void check_run_size(const Scenario& sc, const ModelSpec& spec, const std::string
                                                 format_bytes(need.device_bytes), format_bytes(limits.device_bytes),
                                                 limits.device_source));
   }
+  if (sc.modes.invariance) check_invariance_size(sc, spec, device, limits);
 }
 
 }  // namespace fusecheck::run

@@ -9,6 +9,7 @@
 #include "harness/core/error.h"
 #include "harness/core/temp_files.h"
 #include "harness/results/h5_write.h"
+#include "harness/run/invariance_output.h"
 
 namespace fusecheck::run {
 
@@ -260,6 +261,7 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
     w.numbers(g + "/static", {UL}, c.static_figure);
     w.numbers(g + "/observed", {UL}, c.observed);
   }
+  if (r.invariance) write_invariance(w, *r.invariance);
   write_phases(w, r.phases, write_wall0, write_cpu0);
 }
 

@@ -308,7 +308,7 @@ void read_plugins(const Reader& rd, const YAML::Node& node, Scenario& sc) {
 
 void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   if (!node.IsSequence()) rd.fail(node, "modes", "expected a list (isolated, propagated, {perturb: ...})");
-  sc.modes = ModeSpec{false, false, std::nullopt};
+  sc.modes = ModeSpec{false, false, std::nullopt, std::nullopt};
   for (std::size_t i = 0; i < node.size(); ++i) {
     const std::string key = "modes[" + std::to_string(i) + "]";
     const YAML::Node m = node[i];
@@ -317,7 +317,8 @@ void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
       if (name == "isolated") sc.modes.isolated = true;
       else if (name == "propagated") sc.modes.propagated = true;
       else if (name == "perturb") sc.modes.perturb = PerturbSpec{};
-      else rd.fail(m, key, "unknown mode " + quote_value(name) + " (isolated, propagated, perturb)");
+      else if (name == "invariance") sc.modes.invariance = InvarianceSpec{};
+      else rd.fail(m, key, "unknown mode " + quote_value(name) + " (isolated, propagated, perturb, invariance)");
       continue;
     }
     rd.check_keys(m, key, {"perturb"});
@@ -342,8 +343,86 @@ void read_modes(const Reader& rd, const YAML::Node& node, Scenario& sc) {
     }
     sc.modes.perturb = spec;
   }
-  if (!sc.modes.isolated && !sc.modes.propagated && !sc.modes.perturb) {
+  if (!sc.modes.isolated && !sc.modes.propagated && !sc.modes.perturb && !sc.modes.invariance) {
     rd.fail(node, "modes", "no mode selected");
+  }
+  // Every results file holds each path's accuracy against the reference: invariance
+  // alone brings propagated with it (docs/invariance.md).
+  if (sc.modes.invariance && !sc.modes.isolated && !sc.modes.propagated) sc.modes.propagated = true;
+}
+
+// A list of distinct integers >= min_value, at most kMaxListed of them.
+std::vector<int> read_int_list(const Reader& rd, const YAML::Node& node, const std::string& key, int min_value) {
+  constexpr std::size_t kMaxListed = 64;
+  if (!node.IsSequence() || node.size() == 0) rd.fail(node, key, "expected a non-empty list of integers");
+  if (node.size() > kMaxListed) rd.fail(node, key, fmt::format("at most {} values, got {}", kMaxListed, node.size()));
+  std::vector<int> out;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const int v = rd.get_int(node[i], key + "[" + std::to_string(i) + "]", min_value);
+    if (std::find(out.begin(), out.end(), v) != out.end()) rd.fail(node[i], key, fmt::format("{} listed twice", v));
+    out.push_back(v);
+  }
+  return out;
+}
+
+// The `invariance:` block (requires `invariance` in modes).
+void read_invariance(const Reader& rd, const YAML::Node& node, Scenario& sc) {
+  rd.check_keys(node, "invariance", {"checks", "batch_sizes", "runs", "kv_chunks", "decode_steps"});
+  if (!sc.modes.invariance) rd.fail(node, "invariance", "given but modes do not include invariance");
+  InvarianceSpec& spec = *sc.modes.invariance;
+  const int n = sc.phase.tokens_per_sequence();
+  if (node["checks"]) {
+    const YAML::Node c = node["checks"];
+    if (!c.IsSequence() || c.size() == 0) rd.fail(c, "invariance.checks", "expected a non-empty list of checks");
+    spec.checks.clear();
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      const std::string key = "invariance.checks[" + std::to_string(i) + "]";
+      const std::string name = rd.get_string(c[i], key);
+      const auto check = invariance_check_from_name(name);
+      if (!check) {
+        std::string known;
+        for (InvarianceCheck k : kInvarianceChecks) known += (known.empty() ? "" : ", ") + std::string(invariance_check_name(k));
+        rd.fail(c[i], key, "unknown check " + quote_value(name) + " (" + known + ")");
+      }
+      if (std::find(spec.checks.begin(), spec.checks.end(), *check) != spec.checks.end()) {
+        rd.fail(c[i], key, "check " + quote_value(name) + " listed twice");
+      }
+      spec.checks.push_back(*check);
+    }
+    // Table order, whatever the listing order.
+    std::sort(spec.checks.begin(), spec.checks.end());
+  }
+  // A batch of 2..kMaxInvarianceBatch: each holds distinct seeded neighbours.
+  constexpr int kMaxInvarianceBatch = 256;
+  if (node["batch_sizes"]) {
+    spec.batch_sizes = read_int_list(rd, node["batch_sizes"], "invariance.batch_sizes", 2);
+    rd.note("invariance.batch_sizes", node["batch_sizes"]);
+    for (std::size_t i = 0; i < spec.batch_sizes.size(); ++i) {
+      if (spec.batch_sizes[i] > kMaxInvarianceBatch) {
+        rd.fail(node["batch_sizes"][i], "invariance.batch_sizes",
+                fmt::format("must be at most {}, got {}", kMaxInvarianceBatch, spec.batch_sizes[i]));
+      }
+    }
+  }
+  if (node["runs"]) {
+    spec.runs = rd.get_int(node["runs"], "invariance.runs", 2);
+    if (spec.runs > 16) rd.fail(node["runs"], "invariance.runs", fmt::format("must be at most 16, got {}", spec.runs));
+  }
+  if (node["kv_chunks"]) {
+    spec.kv_chunks = read_int_list(rd, node["kv_chunks"], "invariance.kv_chunks", 1);
+    for (std::size_t i = 0; i < spec.kv_chunks.size(); ++i) {
+      if (spec.kv_chunks[i] >= n) {
+        rd.fail(node["kv_chunks"][i], "invariance.kv_chunks",
+                fmt::format("a first chunk of {} leaves nothing for the second: the phase has {} tokens", spec.kv_chunks[i], n));
+      }
+    }
+  }
+  if (node["decode_steps"]) {
+    spec.decode_steps = rd.get_int(node["decode_steps"], "invariance.decode_steps", 1);
+    if (spec.decode_steps >= n) {
+      rd.fail(node["decode_steps"], "invariance.decode_steps",
+              fmt::format("must be below the phase's {} tokens (a prefill comes first), got {}", n, spec.decode_steps));
+    }
   }
 }
 
@@ -489,7 +568,7 @@ Scenario read_scenario(const Reader& rd, const YAML::Node& root, const std::stri
   if (!root.IsMap()) rd.fail_file("a scenario is a YAML mapping (model:, paths:, ...)");
   rd.check_keys(root, "", {"name", "description", "model", "tokens", "batch", "phase", "paths",
                            "reference", "modes", "gates", "timing", "end_to_end", "seeds",
-                           "force_fused", "plugins"});
+                           "force_fused", "plugins", "invariance"});
   register_builtin_paths();
 
   Scenario sc;
@@ -543,6 +622,7 @@ Scenario read_scenario(const Reader& rd, const YAML::Node& root, const std::stri
   }
   if (root["reference"]) read_reference(rd, root["reference"], sc);
   if (root["modes"]) read_modes(rd, root["modes"], sc);
+  if (root["invariance"]) read_invariance(rd, root["invariance"], sc);
   if (root["gates"]) read_gates(rd, root["gates"], sc);
   if (root["timing"]) read_timing(rd, root["timing"], sc);
   if (root["end_to_end"]) {

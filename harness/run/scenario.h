@@ -11,6 +11,7 @@
 
 #include "harness/core/dtype.h"
 #include "harness/core/taps.h"
+#include "harness/run/invariance.h"
 #include "harness/run/metrics.h"
 
 namespace fusecheck::run {
@@ -61,6 +62,7 @@ struct ModeSpec {
   bool isolated = true;
   bool propagated = true;
   std::optional<PerturbSpec> perturb;
+  std::optional<InvarianceSpec> invariance;  // `invariance` in modes; the `invariance:` block
 };
 
 // Gate thresholds: scenario values override the per-dtype defaults (default_gates) key

@@ -8,6 +8,8 @@
 
 #include <fmt/core.h>
 
+#include "harness/run/invariance_output.h"
+
 namespace fusecheck::run {
 
 ProgressBar::ProgressBar(std::FILE* out, std::string what)
@@ -182,6 +184,7 @@ std::string format_summary(const SummaryInput& in) {
     line.pop_back();
     out += line + "\n";
   }
+  if (r.invariance) out += format_invariance_table(*r.invariance, in.n_layers);
   if (!in.results_file.empty()) out += "results: " + in.results_file + "\n";
   out += r.gate_failures == 0 ? "VERDICT: PASS (every gate holds)\n"
                               : fmt::format("VERDICT: FAIL ({} gate failures)\n", r.gate_failures);

@@ -15,6 +15,7 @@
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/stream.h"
+#include "kernels/fused/attention_decode.h"
 #include "kernels/fused/fused_layer.h"
 
 namespace fusecheck {
@@ -104,6 +105,18 @@ class FusedPath : public Path {
 
   // Only these taps (and resid_out) are downloaded from layer() until told otherwise.
   void keep_taps(std::optional<std::vector<Tap>> taps) override { keep_ = std::move(taps); }
+
+  // Invariance mode: the first split-KV chunk edges of decode attention, and the A/B
+  // switches the kernels read once per process (their headers say what each does).
+  ExecutionTraits execution_traits(int, int max_kv) const override {
+    ExecutionTraits t;
+    for (int b = fused::kDecodeMinChunk; b < max_kv && t.kv_split_boundaries.size() < 2; b *= 2) {
+      t.kv_split_boundaries.push_back(b);
+    }
+    t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_FUSED_ROPE_FOLD=0", "FUSECHECK_FUSED_ROPE_FOLD=all",
+                  "FUSECHECK_GEMV_L2PF=0", "FUSECHECK_PREFILL_PV_SPLIT=2"};
+    return t;
+  }
 
   void reset(int batch, int capacity) override {
     layer_->reset(batch, capacity);
