@@ -46,6 +46,13 @@ std::vector<Recipe> make_builtin() {
   const std::initializer_list<RoundPoint> fused = {
       P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_rope, P::k_rope,
       P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::act, P::resid_out, P::final_norm};
+  auto fp8_kv = [&](std::string name, std::string description, KvScaleGranularity g, KvScaleTiming t) {
+    Recipe r = make_recipe(std::move(name), std::move(description), DType::BF16, fused, true, false);
+    r.kv_fp8 = KvCacheFp8{.granularity = g, .timing = t};
+    return r;
+  };
+  using G = KvScaleGranularity;
+  using T = KvScaleTiming;
   return {
       make_recipe("hf-bf16", "Hugging Face transformers, bf16 model, eager attention",
                   DType::BF16, hf, false, true),
@@ -55,6 +62,14 @@ std::vector<Recipe> make_builtin() {
                   DType::BF16, fused, true, false),
       make_recipe("fused-v1-fp16", "fused kernels: fp16 between kernels, FP32 inside",
                   DType::F16, fused, true, false),
+      fp8_kv("fp8-kv", "fused-v1 with an FP8 E4M3 KV cache, one static scale per tensor",
+             G::per_tensor, T::static_prefill),
+      fp8_kv("fp8-kv-per-head", "fused-v1 with an FP8 E4M3 KV cache, static scales per kv head",
+             G::per_head, T::static_prefill),
+      fp8_kv("fp8-kv-dynamic", "fused-v1 with an FP8 E4M3 KV cache, one scale per tensor and step",
+             G::per_tensor, T::dynamic),
+      fp8_kv("fp8-kv-per-head-dynamic",
+             "fused-v1 with an FP8 E4M3 KV cache, scales per kv head and step", G::per_head, T::dynamic),
   };
 }
 }  // namespace
