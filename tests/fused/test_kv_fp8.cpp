@@ -145,7 +145,6 @@ TEST_P(KvFp8Kernels, ScalesAndAppendedCodesMatchTheEmulatedCacheBitForBit) {
     }
   }
   EXPECT_EQ(bad, 0);
-  EXPECT_GT(q.stats().n_flushed + q.stats().n_values, 0);
 }
 
 TEST_P(KvFp8Kernels, DecodeAttentionMatchesADoubleReferenceOverTheDequantizedCache) {
