@@ -11,6 +11,7 @@
 #include "harness/core/error.h"
 #include "harness/core/fp8.h"
 #include "reference/decoder_path.h"
+#include "reference/kv_age.h"
 #include "reference/random_checkpoint.h"
 #include "reference/scale_delivery.h"
 
@@ -196,6 +197,26 @@ TEST_F(Fp8Kv, ScaleDeliveryCheckCatchesScalesThatNeverReachAttention) {
   EXPECT_GT(r.rows.front().rel_l2, 10 * r.limit) << "x1 against x16";
   RecordProperty("broken_x1_vs_x16_rel_l2", std::to_string(r.rows.front().rel_l2));
   RecordProperty("limit", std::to_string(r.limit));
+}
+
+TEST_F(Fp8Kv, KvAgeErrorCountsEveryVisibleKeyOfEveryDecodeStep) {
+  const int steps = 5;
+  const KvAgeReport r = measure_kv_age_error(ckpt, find_recipe("fp8-kv"), prompt, steps);
+  std::int64_t keys = 0;
+  for (const auto& b : r.buckets) {
+    keys += b.keys;
+    EXPECT_EQ(b.rel_error_by_layer.size(), 2u);
+    EXPECT_TRUE(std::isfinite(b.rel_error)) << b.lo;
+    EXPECT_GT(b.rel_error, 0) << "ages " << b.lo << "-" << b.hi << ": the FP8 cache moves every bucket";
+  }
+  // Step s (0-based) sees prompt + s + 1 keys, for every query head of both layers.
+  std::int64_t want = 0;
+  for (int s = 0; s < steps; ++s) want += 2 * 4 * static_cast<std::int64_t>(prompt.size() + s + 1);
+  EXPECT_EQ(keys, want);
+  // Ages 0, 1, 2-3, 4-7, 8-15 for positions up to 11.
+  ASSERT_EQ(r.buckets.size(), 5u);
+  EXPECT_EQ(r.buckets[3].lo, 4);
+  EXPECT_EQ(r.buckets[3].hi, 7);
 }
 
 TEST(ScaleDeliveryVerdict, ClippedRowsAreNotJudgedButSomeRowMustBe) {
