@@ -6,6 +6,7 @@
 #include <cuda_fp8.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -218,6 +219,60 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Shape{1, 4, 2, 64, 37, false}, Shape{2, 8, 2, 128, 129, true}, Shape{3, 6, 3, 96, 1, true},
                       Shape{1, 16, 8, 128, 1031, false}),
     [](const ::testing::TestParamInfo<Shape>& i) { return i.param.name(); });
+
+// The kernel-level scale delivery check: cache and attention with the calibrated scales x
+// `multiplier`; `drop_scales` hands attention scales of 1 (the broken variant).
+Bits attention_with_scales(const Shape& s, float multiplier, bool drop_scales) {
+  const fused::KvFp8Layout layout{s.batch, s.n_kv_heads, s.head_dim, s.n, s.per_head};
+  auto dk = to_device(kv_rows(s, 21)), dv = to_device(kv_rows(s, 22));
+  const std::size_t groups = static_cast<std::size_t>(layout.scale_count());
+  cuda::DeviceBuffer<float> ks(groups), vs(groups), ones(groups);
+  fused::kv_fp8_calibrate(dk.data(), s.n, layout, multiplier, ks.data(), "k", nullptr);
+  fused::kv_fp8_calibrate(dv.data(), s.n, layout, multiplier, vs.data(), "v", nullptr);
+  ones.upload(std::vector<float>(groups, 1.0f));
+  const std::size_t cache_n = static_cast<std::size_t>(s.batch) * s.n_kv_heads * s.n * s.head_dim;
+  cuda::DeviceBuffer<__nv_fp8_e4m3> kc(cache_n), vc(cache_n);
+  fused::launch_kv_fp8_append(dk.data(), s.n, 0, layout, ks.data(), kc.data(), nullptr);
+  fused::launch_kv_fp8_append(dv.data(), s.n, 0, layout, vs.data(), vc.data(), nullptr);
+  auto dq = to_device(random_bits(static_cast<std::size_t>(s.batch) * s.n_heads * s.head_dim, 23, -1.0f, 1.0f));
+  auto out = poisoned(dq.size());
+  fused::KvFp8DecodeArgs a;
+  a.q = dq.data();
+  a.k_cache = kc.data();
+  a.v_cache = vc.data();
+  a.k_scales = drop_scales ? ones.data() : ks.data();
+  a.v_scales = drop_scales ? ones.data() : vs.data();
+  a.layout = layout;
+  a.n_heads = s.n_heads;
+  a.kv_len = s.n;
+  a.out = out.data();
+  fused::launch_kv_fp8_decode_attention(a, nullptr);
+  return to_host(out);
+}
+
+// Out-of-tolerance elements of `got` against `base`: powers-of-two multipliers change only
+// the values pushed into E4M3's subnormals, so 2 bf16 ulps plus 2^-10 of the output's
+// largest magnitude cover them.
+int moved(const Bits& got, const Bits& base) {
+  double amax = 0;
+  for (std::size_t i = 0; i < base.size(); ++i) amax = std::max(amax, std::fabs(val(base, i)));
+  int n = 0;
+  for (std::size_t i = 0; i < base.size(); ++i) {
+    if (!(std::fabs(val(got, i) - val(base, i)) <= 2 * bf16_ulp(val(base, i)) + std::ldexp(amax, -10))) ++n;
+  }
+  return n;
+}
+
+TEST_P(KvFp8Kernels, ScaleDeliveryMultipliersKeepTheOutputAndDroppedScalesAreCaught) {
+  SKIP_WITHOUT_GPU();
+  const Shape s = GetParam();
+  const Bits x1 = attention_with_scales(s, 1.0f, false);
+  EXPECT_EQ(moved(attention_with_scales(s, 4.0f, false), x1), 0) << s.name() << " x4";
+  EXPECT_EQ(moved(attention_with_scales(s, 16.0f, false), x1), 0) << s.name() << " x16";
+  const Bits broken_x1 = attention_with_scales(s, 1.0f, true);
+  EXPECT_GT(moved(attention_with_scales(s, 16.0f, true), broken_x1), static_cast<int>(x1.size() / 2))
+      << s.name() << ": dropped scales must move the output with the multiplier";
+}
 
 TEST(KvFp8KernelsErrors, ZeroRowsGiveAClearScaleError) {
   SKIP_WITHOUT_GPU();
