@@ -105,6 +105,15 @@ std::map<std::string, Headroom> DecoderPath<S, R>::headroom(int layer) const {
 }
 
 template <class S, class R>
+const std::pair<KvFp8Quantizer, KvFp8Quantizer>* DecoderPath<S, R>::kv_fp8(int layer) const {
+  if constexpr (R::kRounds) {
+    return round_.kv_fp8(layer);
+  } else {
+    return nullptr;
+  }
+}
+
+template <class S, class R>
 void DecoderPath<S, R>::reset(int batch, int capacity) {
   if (batch <= 0 || capacity <= 0) throw std::invalid_argument(name_ + ": reset needs batch, capacity > 0");
   batch_ = batch;
@@ -388,6 +397,8 @@ TapSet DecoderPath<S, R>::layer(int l, const TapMatrix& input) {
   const Index total = past + n;
   Mat<S> attn(x.rows(), spec_.q_width());
   const S scale = static_cast<S>(1.0 / std::sqrt(static_cast<double>(hd)));
+  // fp8-kv: the cache holds what FP8 reads back (the k_rope and v taps keep bf16).
+  if constexpr (R::kRounds) round_.store_kv(k, v, spec_.n_kv_heads);
   for (int b = 0; b < batch_; ++b) {
     kc[b].middleRows(past, n) = k.middleRows(b * n, n);
     vc[b].middleRows(past, n) = v.middleRows(b * n, n);

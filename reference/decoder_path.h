@@ -59,6 +59,9 @@ class DecoderPath final : public Path {
   // since reset(); weights since they were converted. Empty for the references.
   std::map<std::string, Headroom> headroom(int layer) const;
   const Recipe* recipe() const;
+  // fp8-kv recipes: the KV cache quantizers of `layer` (K, V: scales, clipping, flush to
+  // zero) since reset(); nullptr for other recipes and before the first append after reset().
+  const std::pair<KvFp8Quantizer, KvFp8Quantizer>* kv_fp8(int layer) const;
   // Bytes of converted weights kept between calls (least recently used layers are
   // dropped beyond it). Default: FUSECHECK_REF_CACHE_MB or 6144 MiB.
   void set_weight_cache_budget(std::size_t bytes) { budget_ = bytes; }

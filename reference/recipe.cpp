@@ -53,6 +53,13 @@ std::vector<Recipe> make_builtin() {
       P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_normed, P::k_normed,
       P::q_rope, P::k_rope, P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::gate, P::up,
       P::act, P::down, P::resid_out, P::final_norm, P::logits};
+  auto fp8_kv = [&](std::string name, std::string description, KvScaleGranularity g, KvScaleTiming t) {
+    Recipe r = make_recipe(std::move(name), std::move(description), DType::BF16, fused, true, false);
+    r.kv_fp8 = KvCacheFp8{.granularity = g, .timing = t};
+    return r;
+  };
+  using G = KvScaleGranularity;
+  using T = KvScaleTiming;
   return {
       make_recipe("hf-bf16", "Hugging Face transformers, bf16 model, eager attention",
                   DType::BF16, hf, false, true),
@@ -64,6 +71,14 @@ std::vector<Recipe> make_builtin() {
                   DType::F16, fused, true, false),
       make_recipe("flashinfer", "FlashInfer 0.6.18 kernels around cuBLAS bf16 GEMMs, as vLLM/SGLang run them",
                   DType::BF16, flashinfer, true, true),
+      fp8_kv("fp8-kv", "fused-v1 with an FP8 E4M3 KV cache, one static scale per tensor",
+             G::per_tensor, T::static_prefill),
+      fp8_kv("fp8-kv-per-head", "fused-v1 with an FP8 E4M3 KV cache, static scales per kv head",
+             G::per_head, T::static_prefill),
+      fp8_kv("fp8-kv-dynamic", "fused-v1 with an FP8 E4M3 KV cache, one scale per tensor and step",
+             G::per_tensor, T::dynamic),
+      fp8_kv("fp8-kv-per-head-dynamic",
+             "fused-v1 with an FP8 E4M3 KV cache, scales per kv head and step", G::per_head, T::dynamic),
   };
 }
 }  // namespace

@@ -32,6 +32,21 @@ inline constexpr int kRoundPointCount = static_cast<int>(RoundPoint::final_norm_
 // "attn_norm.normalized", "scores.scaled", ... (the names docs/recipes.md uses).
 std::string_view round_point_name(RoundPoint p);
 
+// fp8-kv recipes: K (k_rope) and V stored in the KV cache as FP8 E4M3 with a scale
+// (docs/recipes.md, "fp8-kv"); reference/kv_fp8.h applies it.
+enum class KvScaleGranularity { per_tensor, per_head };
+enum class KvScaleTiming { static_prefill, dynamic };
+struct KvCacheFp8 {
+  KvScaleGranularity granularity = KvScaleGranularity::per_tensor;
+  KvScaleTiming timing = KvScaleTiming::static_prefill;
+  // Scale delivery check (docs/recipes.md): calibrated scales times this; values are
+  // quantized with the multiplied scale and dequantized with it, so outputs must not move
+  // beyond FP8 rounding.
+  float scale_multiplier = 1.0f;
+  // Test only: dequantize with scale 1, as a kernel that never received the scales does.
+  bool drop_scale_on_load = false;
+};
+
 struct Recipe {
   std::string name;
   std::string description;
@@ -42,13 +57,15 @@ struct Recipe {
   // hf-*: cos/sin from FP32 inv_freq and FP32 angles (as HF's rotary embedding);
   // otherwise an FP64 table rounded to FP32 once.
   bool rope_angles_in_fp32 = false;
+  std::optional<KvCacheFp8> kv_fp8;  // set: the KV cache stores FP8 E4M3
 
   bool rounds_at(RoundPoint p) const { return rounds[static_cast<int>(p)]; }
   // Value of x after this recipe's rounding to its format.
   float round(float x) const;
 };
 
-// "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16", "flashinfer".
+// "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16", "flashinfer", "fp8-kv", "fp8-kv-per-head",
+// "fp8-kv-dynamic", "fp8-kv-per-head-dynamic".
 const std::vector<Recipe>& builtin_recipes();
 // InputError naming the known recipes when `name` is not one.
 const Recipe& find_recipe(const std::string& name);

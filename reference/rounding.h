@@ -1,13 +1,16 @@
 // RecipeRounding: the rounding hook of emulated-cpu (see reference/ops.h). Rounds a value
 // when the recipe rounds at that point and records every value's overflow headroom, per
-// slot (one slot per layer, then one for the head).
+// slot (one slot per layer, then one for the head). fp8-kv recipes also quantize what
+// enters the KV cache (reference/kv_fp8.h), one quantizer per layer and tensor.
 #pragma once
 
 #include <array>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "reference/kv_fp8.h"
 #include "reference/recipe.h"
 
 namespace fusecheck::ref {
@@ -31,9 +34,28 @@ class RecipeRounding {
   }
   void measure(RoundPoint p, float x) { acc_[slot_][static_cast<int>(p)].add(x, recipe_.round(x)); }
 
-  // Forgets what was recorded (weights excepted: they are converted once, not per run).
+  // Forgets what was recorded (weights excepted: they are converted once, not per run)
+  // and, for fp8-kv, the calibrated scales.
   void clear() {
     for (auto& slot : acc_) clear_slot(slot, false);
+    kv_fp8_.clear();
+  }
+
+  // fp8-kv: replaces one append's k_rope and v rows of the selected layer by what the FP8
+  // cache reads back. No-op for the other recipes.
+  void store_kv(Mat<float>& k, Mat<float>& v, int n_kv_heads) {
+    if (!recipe_.kv_fp8) return;
+    if (kv_fp8_.empty()) {
+      kv_fp8_.assign(acc_.size(), {KvFp8Quantizer(*recipe_.kv_fp8, n_kv_heads),
+                                   KvFp8Quantizer(*recipe_.kv_fp8, n_kv_heads)});
+    }
+    auto& [kq, vq] = kv_fp8_.at(static_cast<std::size_t>(slot_));
+    kq.append(k, fmt::format("layer {} k_cache", slot_));
+    vq.append(v, fmt::format("layer {} v_cache", slot_));
+  }
+  // fp8-kv: the K and V quantizers of `slot` (nullptr before the first append).
+  const std::pair<KvFp8Quantizer, KvFp8Quantizer>* kv_fp8(int slot) const {
+    return kv_fp8_.empty() ? nullptr : &kv_fp8_.at(static_cast<std::size_t>(slot));
   }
 
   std::map<std::string, Headroom> report(int slot) const {
@@ -41,6 +63,21 @@ class RecipeRounding {
     for (int p = 0; p < kRoundPointCount; ++p) {
       const Headroom& h = acc_.at(slot)[p];
       if (h.n_values > 0) out.emplace(std::string(round_point_name(static_cast<RoundPoint>(p))), h);
+    }
+    // The FP8 cache's headroom in units of the format: |x / s| against 448.
+    if (const auto* kv = kv_fp8(slot)) {
+      for (const auto& [name, q] : {std::pair{"k_cache.fp8", &kv->first}, std::pair{"v_cache.fp8", &kv->second}}) {
+        const KvFp8Stats& st = q->stats();
+        if (st.n_values == 0) continue;
+        Headroom h;
+        h.max_abs = st.max_abs_scaled;
+        h.max_finite = kE4m3Max;
+        h.n_values = st.n_values;
+        h.n_saturated = st.n_clipped;
+        h.n_nonfinite_in = st.n_nonfinite;
+        h.rounded = true;
+        out.emplace(name, h);
+      }
     }
     return out;
   }
@@ -58,6 +95,7 @@ class RecipeRounding {
   Recipe recipe_;
   double max_finite_ = 0;
   std::vector<std::array<Headroom, kRoundPointCount>> acc_;
+  std::vector<std::pair<KvFp8Quantizer, KvFp8Quantizer>> kv_fp8_;  // [slot]: K, V
   int slot_ = 0;
 };
 

@@ -1,6 +1,7 @@
 // The comparison of two runs and its text / markdown renderings (see compare.h).
 #include "harness/results/compare.h"
 #include "harness/results/invariance_results.h"
+#include "harness/results/fp8_compare.h"
 
 #include <algorithm>
 #include <cmath>
@@ -493,6 +494,7 @@ RunComparison compare_runs(const Run& fresh, const Run& base, const CompareRules
   compare_verdicts(fresh, base, rules, out);
   compare_timings(fresh, base, rules, out);
   compare_invariance(fresh, base, out);
+  compare_fp8_clipping(fresh.root(), base.root(), out.findings);
   std::stable_sort(out.findings.begin(), out.findings.end(),
                    [](const Finding& a, const Finding& b) { return a.severity < b.severity; });
   return out;

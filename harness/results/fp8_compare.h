@@ -1,0 +1,17 @@
+// FP8 clipping in `fusecheck compare` (issue 17): for every path of the baseline, the
+// FP8 points of its recipe_headroom (k_cache.fp8, v_cache.fp8: docs/results-format.md)
+// whose saturation_count was 0 (or absent) in the baseline and is above 0 now: values
+// clipped at 448 that were not before, a regression whatever the divergence figures say
+// (clipping grows with generation length; a short run's errors can hide it).
+#pragma once
+
+#include <vector>
+
+#include "harness/results/compare.h"
+#include "harness/results/h5_tree.h"
+
+namespace fusecheck::results {
+
+void compare_fp8_clipping(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings);
+
+}  // namespace fusecheck::results

@@ -1,0 +1,158 @@
+// The FP8 KV cache kernels (see kv_fp8.h): calibration, quantize-on-append, and decode
+// attention with the dequantization in its K/V loads.
+#include "kernels/fused/kv_fp8.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/device_buffer.h"
+#include "kernels/fused/fused_common.cuh"
+
+namespace fusecheck::fused {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxHeadDim = 256;
+
+// |x| as ordered bits: non-negative floats order as unsigned integers, NaN above Inf.
+__global__ void amax_kernel(const bf16* rows, long count, int width, int group_width,
+                            unsigned int* amax_bits) {
+  for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<long>(gridDim.x) * blockDim.x) {
+    const float a = fabsf(__bfloat162float(rows[i]));
+    atomicMax(&amax_bits[(i % width) / group_width], __float_as_uint(a));
+  }
+}
+
+__global__ void scales_kernel(const unsigned int* amax_bits, int groups, float multiplier,
+                              float* scales) {
+  const int g = threadIdx.x;
+  if (g < groups) scales[g] = __uint_as_float(amax_bits[g]) / 448.0f * multiplier;
+}
+
+__global__ void append_kernel(const bf16* rows, int n, int past, KvFp8Layout l, const float* scales,
+                              __nv_fp8_e4m3* cache) {
+  const int token = blockIdx.x;  // b * n + t
+  const int b = token / n, t = token % n;
+  const int width = l.n_kv_heads * l.head_dim;
+  for (int c = threadIdx.x; c < width; c += blockDim.x) {
+    const int h = c / l.head_dim, d = c % l.head_dim;
+    const float s = scales[l.per_head ? h : 0];
+    const float x = __bfloat162float(rows[static_cast<long>(token) * width + c]);
+    const long at = ((static_cast<long>(b) * l.n_kv_heads + h) * l.capacity + past + t) * l.head_dim + d;
+    cache[at] = __nv_fp8_e4m3(x / s);  // IEEE division, RNE, saturating (__NV_SATFINITE)
+  }
+}
+
+// One block per (query head, sequence); warp w takes positions w, w + 4, ...; each lane
+// holds head_dim / 32 output dims. Warps merge in index order (deterministic).
+__global__ void __launch_bounds__(kThreads) decode_kernel(KvFp8DecodeArgs a) {
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int D = a.layout.head_dim, per_lane = D / 32;
+  const int kv = h / (a.n_heads / a.layout.n_kv_heads);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float ks = a.k_scales[a.layout.per_head ? kv : 0];
+  const float vs = a.v_scales[a.layout.per_head ? kv : 0];
+  const float attn_scale = 1.0f / sqrtf(static_cast<float>(D));
+  const bf16* q = a.q + (static_cast<long>(b) * a.n_heads + h) * D;
+  const long head_base = (static_cast<long>(b) * a.layout.n_kv_heads + kv) * a.layout.capacity * D;
+
+  float qv[kMaxHeadDim / 32], acc[kMaxHeadDim / 32];
+  for (int i = 0; i < per_lane; ++i) {
+    qv[i] = __bfloat162float(q[lane + 32 * i]);
+    acc[i] = 0;
+  }
+  float m = -INFINITY, l = 0;
+  for (int p = warp; p < a.kv_len; p += kWarps) {
+    const __nv_fp8_e4m3* krow = a.k_cache + head_base + static_cast<long>(p) * D;
+    const __nv_fp8_e4m3* vrow = a.v_cache + head_base + static_cast<long>(p) * D;
+    float dot = 0;
+    for (int i = 0; i < per_lane; ++i) dot += qv[i] * (static_cast<float>(krow[lane + 32 * i]) * ks);
+    const float s = warp_sum(dot) * attn_scale;
+    const float m_new = fmaxf(m, s);
+    const float correction = expf(m - m_new), w = expf(s - m_new);
+    l = l * correction + w;
+    for (int i = 0; i < per_lane; ++i) {
+      acc[i] = acc[i] * correction + w * (static_cast<float>(vrow[lane + 32 * i]) * vs);
+    }
+    m = m_new;
+  }
+
+  __shared__ float s_m[kWarps], s_l[kWarps], s_acc[kWarps][kMaxHeadDim];
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
+  for (int i = 0; i < per_lane; ++i) s_acc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_m[w]);
+  float L = 0;
+  for (int w = 0; w < kWarps; ++w) L += s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M) * s_l[w];
+  bf16* out = a.out + (static_cast<long>(b) * a.n_heads + h) * D;
+  for (int d = threadIdx.x; d < D; d += kThreads) {
+    float sum = 0;
+    for (int w = 0; w < kWarps; ++w) sum += s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M) * s_acc[w][d];
+    out[d] = __float2bfloat16_rn(sum / L);
+  }
+}
+
+void check_layout(const KvFp8Layout& l) {
+  if (l.batch <= 0 || l.n_kv_heads <= 0 || l.head_dim <= 0 || l.capacity <= 0) {
+    throw std::invalid_argument("kv_fp8: layout needs batch, n_kv_heads, head_dim, capacity > 0");
+  }
+}
+
+}  // namespace
+
+void kv_fp8_calibrate(const bf16* rows, int n, const KvFp8Layout& layout, float multiplier, float* scales,
+                      const std::string& what, cudaStream_t stream) {
+  check_layout(layout);
+  if (n <= 0) throw std::invalid_argument("kv_fp8_calibrate: no rows");
+  const int groups = layout.scale_count();
+  const int width = layout.n_kv_heads * layout.head_dim;
+  cuda::DeviceBuffer<unsigned int> amax(static_cast<std::size_t>(groups));
+  CUDA_CHECK(cudaMemsetAsync(amax.data(), 0, amax.bytes(), stream));
+  const long count = static_cast<long>(layout.batch) * n * width;
+  const int blocks = static_cast<int>(std::min<long>((count + 255) / 256, 1024));
+  amax_kernel<<<blocks, 256, 0, stream>>>(rows, count, width, width / groups, amax.data());
+  CUDA_CHECK_LAUNCH();
+  scales_kernel<<<1, 256, 0, stream>>>(amax.data(), groups, multiplier, scales);
+  CUDA_CHECK_LAUNCH();
+  std::vector<float> host(static_cast<std::size_t>(groups));
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), scales, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  check_kv_fp8_scales(host, what);
+}
+
+void launch_kv_fp8_append(const bf16* rows, int n, int past, const KvFp8Layout& layout, const float* scales,
+                          __nv_fp8_e4m3* cache, cudaStream_t stream) {
+  check_layout(layout);
+  if (n <= 0 || past < 0 || past + n > layout.capacity) {
+    throw std::invalid_argument("kv_fp8_append: positions " + std::to_string(past) + ".." +
+                                std::to_string(past + n - 1) + " outside capacity " +
+                                std::to_string(layout.capacity));
+  }
+  append_kernel<<<layout.batch * n, kThreads, 0, stream>>>(rows, n, past, layout, scales, cache);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t stream) {
+  check_layout(a.layout);
+  if (a.layout.head_dim % 32 != 0 || a.layout.head_dim > kMaxHeadDim || a.n_heads <= 0 ||
+      a.n_heads % a.layout.n_kv_heads != 0 || a.kv_len <= 0 || a.kv_len > a.layout.capacity) {
+    throw std::invalid_argument("kv_fp8 decode attention: unsupported shape (head_dim " +
+                                std::to_string(a.layout.head_dim) + ", " + std::to_string(a.n_heads) +
+                                " heads over " + std::to_string(a.layout.n_kv_heads) + " kv heads, kv_len " +
+                                std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ")");
+  }
+  decode_kernel<<<dim3(a.n_heads, a.layout.batch), kThreads, 0, stream>>>(a);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fusecheck::fused

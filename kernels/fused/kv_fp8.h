@@ -1,0 +1,62 @@
+// The FP8 E4M3 KV cache of the fp8-kv recipes (docs/recipes.md, "fp8-kv") on sm_89+:
+// calibration (scale = amax / 448 per tensor or per kv head, from the rows being
+// appended), quantize-on-append (code = e4m3(x / s), round to nearest even, saturating:
+// __nv_fp8_e4m3's conversion, the same as harness/core/fp8.h), and a decode attention
+// kernel that dequantizes K and V in its loads (e4m3_value(code) * s in FP32) with an FP32
+// online softmax and one bf16 rounding of its output, as fused-v1's K3. The emulated twin
+// is emulated-cpu --recipe fp8-kv* (reference/kv_fp8.h): same codes bit for bit, same
+// dequantized values; the attention differs only by FP32 summation order.
+// Not yet wired into FusedLayer / fused-cuda (issue 17 follow-up): a standalone kernel set
+// with its own tests and benchmark.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+namespace fusecheck::fused {
+
+// An FP8 recipe on a device below compute capability 8.9 (no FP8 conversions, no FP8
+// tensor cores): InputError naming the device and its capability. Host only.
+void require_fp8_capability(int major, int minor, const std::string& device_name);
+// The same for a CUDA device index.
+void require_fp8_device(int device);
+// InputError (naming `what` and the kv head) when a scale is 0, NaN or Inf.
+void check_kv_fp8_scales(const std::vector<float>& scales, const std::string& what);
+
+struct KvFp8Layout {
+  int batch = 1, n_kv_heads = 0, head_dim = 0, capacity = 0;
+  bool per_head = false;  // scales [n_kv_heads], else [1]
+  int scale_count() const { return per_head ? n_kv_heads : 1; }
+};
+
+// scales[g] = amax(rows of group g) / 448 * multiplier, in FP32, for `rows`
+// [batch * n x n_kv_heads * head_dim] (sequence-major, the appended tokens). Synchronizes
+// on `stream` and throws InputError (naming `what`) when a scale is 0, NaN or Inf.
+void kv_fp8_calibrate(const __nv_bfloat16* rows, int n, const KvFp8Layout& layout, float multiplier,
+                      float* scales, const std::string& what, cudaStream_t stream);
+
+// Writes e4m3(rows / s) into cache [batch x n_kv_heads x capacity x head_dim] at positions
+// past .. past + n - 1 of every sequence.
+void launch_kv_fp8_append(const __nv_bfloat16* rows, int n, int past, const KvFp8Layout& layout,
+                          const float* scales, __nv_fp8_e4m3* cache, cudaStream_t stream);
+
+struct KvFp8DecodeArgs {
+  const __nv_bfloat16* q = nullptr;  // [batch x n_heads * head_dim], rope applied
+  const __nv_fp8_e4m3* k_cache = nullptr;
+  const __nv_fp8_e4m3* v_cache = nullptr;
+  const float* k_scales = nullptr;  // layout.scale_count() each
+  const float* v_scales = nullptr;
+  KvFp8Layout layout;
+  int n_heads = 0;
+  int kv_len = 0;                   // positions 0 .. kv_len - 1 are attended
+  __nv_bfloat16* out = nullptr;     // [batch x n_heads * head_dim]
+};
+
+// head_dim a multiple of 32, at most 256; n_heads a multiple of n_kv_heads.
+void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& args, cudaStream_t stream);
+
+}  // namespace fusecheck::fused

@@ -1,0 +1,108 @@
+// The scale delivery check: one emulated-cpu run per scale multiplier on identical inputs.
+#include "reference/scale_delivery.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "reference/decoder_path.h"
+
+namespace fusecheck::ref {
+
+namespace {
+
+// Logits of the prefill rows, then of each decode step, as one matrix; `tokens` holds the
+// prompt and, when `greedy`, receives each step's argmax, else supplies the steps' inputs.
+TapMatrix run_logits(const Checkpoint& ckpt, const Recipe& recipe, std::vector<std::int32_t>& tokens,
+                     std::size_t prompt_len, int decode_steps, bool greedy, std::int64_t* clipped = nullptr) {
+  EmulatedPath path(ckpt, "emulated-cpu", &recipe);
+  path.reset(1, static_cast<int>(prompt_len) + decode_steps + 1);
+  const int n_layers = ckpt.spec().n_layers;
+  auto forward = [&](std::span<const std::int32_t> ids) {
+    TapMatrix h = path.embed(ids);
+    for (int l = 0; l < n_layers; ++l) h = path.layer(l, h).at(Tap::resid_out);
+    return path.head(h).at(Tap::logits);
+  };
+  std::vector<TapMatrix> parts{forward(std::span(tokens).first(prompt_len))};
+  for (int s = 0; s < decode_steps; ++s) {
+    if (greedy) {
+      Eigen::Index next = 0;
+      parts.back().row(parts.back().rows() - 1).maxCoeff(&next);
+      tokens.push_back(static_cast<std::int32_t>(next));
+    }
+    parts.push_back(forward(std::span(tokens).subspan(prompt_len + static_cast<std::size_t>(s), 1)));
+  }
+  if (clipped) {
+    *clipped = 0;
+    for (int l = 0; l < n_layers; ++l) {
+      if (const auto* kv = path.kv_fp8(l)) *clipped += kv->first.stats().n_clipped + kv->second.stats().n_clipped;
+    }
+  }
+  Eigen::Index rows = 0;
+  for (const auto& p : parts) rows += p.rows();
+  TapMatrix all(rows, parts.front().cols());
+  Eigen::Index at = 0;
+  for (const auto& p : parts) {
+    all.middleRows(at, p.rows()) = p;
+    at += p.rows();
+  }
+  return all;
+}
+
+double rel_l2(const TapMatrix& x, const TapMatrix& ref) {
+  const double n = ref.norm();
+  if (!(n > 0)) throw std::logic_error("scale delivery check: reference logits have norm 0");
+  return (x - ref).norm() / n;
+}
+
+}  // namespace
+
+bool ScaleDeliveryResult::inconclusive() const {
+  return std::none_of(rows.begin(), rows.end(), [](const ScaleDeliveryRow& r) { return r.judged && r.multiplier != 16; });
+}
+
+bool ScaleDeliveryResult::passed() const {
+  return !inconclusive() && std::all_of(rows.begin(), rows.end(), [&](const ScaleDeliveryRow& r) {
+    return !r.judged || r.rel_l2 <= limit;  // NaN fails
+  });
+}
+
+ScaleDeliveryResult check_scale_delivery(const Checkpoint& ckpt, const Recipe& recipe,
+                                         std::span<const std::int32_t> prompt, int decode_steps) {
+  if (!recipe.kv_fp8) throw std::invalid_argument("scale delivery check: " + recipe.name + " has no FP8 KV cache");
+  if (prompt.empty() || decode_steps < 0) throw std::invalid_argument("scale delivery check: empty prompt");
+  std::vector<std::int32_t> tokens(prompt.begin(), prompt.end());
+  // The FP8 error itself, measured on the recipe as documented (scales delivered), so that
+  // a broken variant cannot widen its own limit; its greedy tokens feed every run.
+  Recipe as_documented = recipe;
+  as_documented.kv_fp8->drop_scale_on_load = false;
+  const TapMatrix documented = run_logits(ckpt, as_documented, tokens, prompt.size(), decode_steps, true);
+  Recipe no_fp8 = recipe;
+  no_fp8.kv_fp8.reset();
+  ScaleDeliveryResult out;
+  out.fp8_rel_l2 = rel_l2(documented, run_logits(ckpt, no_fp8, tokens, prompt.size(), decode_steps, false));
+  // The multipliers are powers of two: in E4M3's normal range x / (m s) rounds to the same
+  // significand as x / s, so only values pushed into the subnormals (|x / s| < m 2^-6)
+  // round differently, a small part of the FP8 error (measured x1 against x16: 1/40 of it
+  // on the test model of tests/reference/test_fp8_kv.cpp, 1/9 on stories260K, whose
+  // head_dim of 8 leaves little to average). A scale that does not reach attention moves
+  // the logits by several times the whole FP8 error (x5 to x16 of it, measured).
+  out.limit = out.fp8_rel_l2 / 4;
+  // x16 is the reference: the most headroom, so the fewest clipped values.
+  std::vector<std::pair<float, TapMatrix>> runs;
+  std::vector<std::int64_t> clips;
+  for (float m : {1.0f, 4.0f, 16.0f}) {
+    Recipe scaled = recipe;
+    scaled.kv_fp8->scale_multiplier = m * recipe.kv_fp8->scale_multiplier;
+    std::int64_t clipped = 0;
+    runs.emplace_back(m, run_logits(ckpt, scaled, tokens, prompt.size(), decode_steps, false, &clipped));
+    clips.push_back(clipped);
+  }
+  const TapMatrix& reference = runs.back().second;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    out.rows.push_back({runs[i].first, clips[i], clips[i] <= clips.back(), rel_l2(runs[i].second, reference)});
+  }
+    return out;
+}
+
+}  // namespace fusecheck::ref

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""FP8 KV cache summary of fusecheck results files (issue 17): per path, next-token KL
+mean / p99, top-1 agreement and greedy first mismatch (/end_to_end/<label>), and for the
+fp8-kv recipes the clip counts and headroom by layer and tap (k_cache.fp8, v_cache.fp8 in
+/paths/<label>/recipe_headroom; docs/results-format.md).
+
+Usage: scripts/fp8_summary.py RESULTS.h5 [...]   (prints one block per file)
+"""
+import sys
+
+import h5py
+import numpy as np
+
+
+def text(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def fp8_rows(path_group):
+    """(layer, point, clips, headroom) for every FP8 point of a path, layers only."""
+    if "recipe_headroom" not in path_group:
+        return []
+    h = path_group["recipe_headroom"]
+    points = [text(p) for p in h["points"][:]]
+    sat, ratio = h["saturation_count"][:], h["ratio"][:]
+    rows = []
+    for c, name in enumerate(points):
+        if not name.endswith(".fp8"):
+            continue
+        for layer in range(sat.shape[0] - 1):  # the last row is the head
+            if np.isnan(ratio[layer, c]):
+                continue
+            rows.append((layer, name, int(sat[layer, c]), float(ratio[layer, c])))
+    return rows
+
+
+def summarize(file):
+    out = []
+    with h5py.File(file, "r") as f:
+        out.append(f"== {file}")
+        e2e = f.get("end_to_end", {})
+        for label in sorted(f["paths"].keys()):
+            a = e2e[label].attrs if label in e2e else {}
+            kl = a.get("kl_mean", float("nan"))
+            p99 = a.get("kl_p99", float("nan"))
+            top1 = a.get("top1_agreement", float("nan"))
+            greedy = a.get("greedy_first_mismatch", "-")
+            line = f"{label:40s} KL mean {kl:.3e} p99 {p99:.3e} top-1 {100 * top1:5.1f}% greedy first mismatch {greedy}"
+            rows = fp8_rows(f["paths"][label])
+            if rows:
+                clips = sum(r[2] for r in rows)
+                worst = max(rows, key=lambda r: r[3])
+                line += f"; FP8 clips {clips}, worst headroom {worst[3]:.2f} (L{worst[0]} {worst[1]})"
+            out.append(line)
+            for layer, name, n, ratio in rows:
+                if n > 0:
+                    out.append(f"    clipped L{layer:<3d} {name:12s} {n:8d} values (max |x/s| / 448 = {ratio:.2f})")
+    return "\n".join(out)
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    for file in argv[1:]:
+        print(summarize(file))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,62 @@
+// compare flags new FP8 clipping (harness/results/fp8_compare.h): a k_cache.fp8 or
+// v_cache.fp8 saturation count above zero where the baseline had none is a regression;
+// clipping already in the baseline, and saturation at non-FP8 points, are not.
+#include <gtest/gtest.h>
+
+#include "harness/results/fp8_compare.h"
+
+namespace fusecheck::results {
+namespace {
+
+// A results tree with one path whose recipe_headroom has the given points and a
+// [2 x P] saturation_count (layer 0, then the head).
+H5Node run_with(const std::vector<std::string>& points, const std::vector<double>& counts) {
+  H5Value names;
+  names.kind = H5Value::Kind::string;
+  names.dims = {points.size()};
+  names.strings = points;
+  H5Value sat;
+  sat.kind = H5Value::Kind::number;
+  sat.dims = {2, points.size()};
+  sat.numbers = counts;
+  H5Node headroom;
+  headroom.datasets["points"] = names;
+  headroom.datasets["saturation_count"] = sat;
+  H5Node root;
+  root.groups["paths"].groups["emulated-cpu:fp8-kv"].groups["recipe_headroom"] = headroom;
+  return root;
+}
+
+const std::vector<std::string> kPoints = {"attn", "k_cache.fp8", "v_cache.fp8"};
+
+TEST(Fp8Compare, NewClippingIsARegressionNamingLayerAndTap) {
+  std::vector<Finding> f;
+  compare_fp8_clipping(run_with(kPoints, {0, 12, 0, 0, 0, 0}), run_with(kPoints, {0, 0, 0, 0, 0, 0}), f);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].severity, Severity::regression);
+  EXPECT_EQ(f[0].kind, "fp8");
+  EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv L0 k_cache.fp8");
+  EXPECT_NE(f[0].detail.find("12"), std::string::npos) << f[0].detail;
+}
+
+TEST(Fp8Compare, ClippingAlreadyInTheBaselineIsNotNew) {
+  std::vector<Finding> f;
+  compare_fp8_clipping(run_with(kPoints, {0, 40, 0, 0, 0, 0}), run_with(kPoints, {0, 3, 0, 0, 0, 0}), f);
+  EXPECT_TRUE(f.empty());
+}
+
+TEST(Fp8Compare, SaturationAtOtherPointsIsLeftToTheOtherRules) {
+  std::vector<Finding> f;
+  compare_fp8_clipping(run_with(kPoints, {5, 0, 0, 0, 0, 0}), run_with(kPoints, {0, 0, 0, 0, 0, 0}), f);
+  EXPECT_TRUE(f.empty());
+}
+
+TEST(Fp8Compare, APathWithoutBaselineCountsClipsAgainstZero) {
+  std::vector<Finding> f;
+  compare_fp8_clipping(run_with(kPoints, {0, 0, 7, 0, 0, 0}), H5Node{}, f);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv L0 v_cache.fp8");
+}
+
+}  // namespace
+}  // namespace fusecheck::results
