@@ -170,7 +170,7 @@ class BuiltinCudaPath final : public fp::Path {
     for (fc_tap t : *taps) keep.push_back(static_cast<Tap>(t));
     path_->keep_taps(keep);
   }
-  bool supports_perturbation() const override { return path_->supports_perturbation(); }
+  bool supports_perturbation() const override { return path_->capabilities().perturbation; }
   void set_perturbation(const fc_perturbation* p) override {
     if (!p) return path_->set_perturbation(std::nullopt);
     path_->set_perturbation(Perturbation{p->layer, static_cast<Tap>(p->tap), p->relative_size, p->seed});

@@ -249,13 +249,15 @@ class PluginPath final : public Path {
     lib_->table->keep_taps(instance_, ids.data(), static_cast<std::int32_t>(ids.size()));
   }
 
-  bool supports_perturbation() const override {
-    return lib_->table->capabilities && lib_->table->set_perturbation &&
-           (lib_->table->capabilities(instance_) & FC_CAP_PERTURB) != 0;
+  PathCapabilities capabilities() const override {
+    PathCapabilities c;
+    c.perturbation = lib_->table->capabilities && lib_->table->set_perturbation &&
+                     (lib_->table->capabilities(instance_) & FC_CAP_PERTURB) != 0;
+    return c;
   }
 
   void set_perturbation(std::optional<Perturbation> p) override {
-    if (!supports_perturbation()) return Path::set_perturbation(p);
+    if (!capabilities().perturbation) return Path::set_perturbation(p);
     fc_error err{};
     fc_perturbation c{};
     if (p) c = {p->layer, static_cast<std::int32_t>(p->tap), p->relative_size, p->seed};

@@ -397,7 +397,7 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     Perturbation p{spec.layer, spec.tap, spec.relative_size, cfg.seeds.perturbation};
     PerturbResult pr{spec, cfg.seeds.perturbation, cfg.reference, {}, {kNaN, kNaN}};
     perturbed.emplace(make(cfg.reference, ""));
-    if (perturbed->path->supports_perturbation()) {
+    if (perturbed->path->capabilities().perturbation) {
       perturbed->path->set_perturbation(p);
     } else {
       perturbed.emplace(make("ref32-cpu", ""));
@@ -598,15 +598,23 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     if (t) result.gate_failures += t->gate_failures;
   }
 
-  if (cfg.headroom_probe) {
+  {
+    // Paths with the headroom capability (emulated) record it at every rounding point of
+    // their recipe, the squares inside a norm included: silent fp16 overflow there leaves
+    // the outputs finite.
     auto span = phases.span("headroom");
     for (std::size_t i = 0; i < slots.size(); ++i) {
       Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
-      if (!inst) continue;
+      if (!inst || !inst->path->capabilities().headroom) continue;
       RecipeHeadroom& h = result.paths[i].recipe_headroom;
       std::vector<std::map<std::string, HeadroomPoint>> layers;
       for (int l = 0; l <= L; ++l) {
-        layers.push_back(cfg.headroom_probe(*inst->path, l));
+        std::map<std::string, HeadroomPoint> points;
+        for (const auto& [point, h] : inst->path->headroom(l)) {
+          if (h.n_values == 0) continue;
+          points[point] = {h.ratio(), static_cast<double>(h.n_overflow), static_cast<double>(h.n_saturated)};
+        }
+        layers.push_back(std::move(points));
         for (const auto& [point, value] : layers.back()) {
           if (std::find(h.points.begin(), h.points.end(), point) == h.points.end()) h.points.push_back(point);
         }

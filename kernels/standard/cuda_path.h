@@ -42,7 +42,7 @@ class CudaDecoderPath final : public Path {
   // element order as reference/decoder_path.cpp, so ref32-cuda and ref32-cpu perturb
   // alike. The tap is downloaded, perturbed on the host and uploaded before the layer
   // goes on: one tap of one layer, so the round trip costs nothing that matters.
-  bool supports_perturbation() const override { return std::is_same_v<T, float>; }
+  PathCapabilities capabilities() const override { return {.perturbation = std::is_same_v<T, float>}; }
   void set_perturbation(std::optional<Perturbation> p) override;
   // CUDA events around each op (behind a spin kernel so host launch latency is not
   // counted), median of repetitions, L2 flushed before each when cold_l2; the whole layer
