@@ -136,9 +136,9 @@ class FusedPath : public Path {
     if (input.cols() != s.hidden || input.rows() % batch != 0 || input.rows() == 0)
       throw std::invalid_argument("fused-cuda: layer input must be [batch*n x hidden]");
     const int rows = static_cast<int>(input.rows()), n = rows / batch, start = kv_len_[l];
-    const std::vector<fused::FusedOp> ops = layer_->ops(l, n, start);
+    const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n, start);
     upload_input(input);
-    for (const auto& op : ops) op.enqueue(stream_);
+    cuda::enqueue_all(ops, stream_);
     stream_.synchronize();
     kv_len_[l] += n;
 
@@ -203,9 +203,9 @@ class FusedPath : public Path {
     }
     caches_valid_ = false;
     layer_->randomize_caches(0x5eed, stream_);
-    const std::vector<fused::FusedOp> ops = layer_->ops(l, n_new, kv_len);
+    const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n_new, kv_len);
     layer_->randomize_input(batch * n_new, 0x1a7e, stream_);
-    return fused::time_fused_ops(ops, opts, stream_);
+    return cuda::time_ops(ops, opts, stream_, cuda::EachOp::graphed);
   }
 
  private:

@@ -12,8 +12,8 @@
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
+#include "kernels/common/device_op.h"
 #include "kernels/common/random_fill.h"
-#include "kernels/common/timing.h"
 #include "reference/normal_sampler.h"
 
 namespace fusecheck::cuda {
@@ -256,10 +256,10 @@ void CudaDecoderPath<T>::perturb_buffer(DeviceBuffer<T>& buf, std::size_t count)
 }
 
 template <class T>
-void CudaDecoderPath<T>::run_ops(const std::vector<Op>& ops, int perturb_after, DeviceBuffer<T>* buf,
+void CudaDecoderPath<T>::run_ops(const std::vector<DeviceOp>& ops, int perturb_after, DeviceBuffer<T>* buf,
                                  std::size_t count) {
   for (std::size_t i = 0; i < ops.size(); ++i) {
-    ops[i].run(engine_->stream());
+    ops[i].enqueue(engine_->stream());
     if (static_cast<int>(i) == perturb_after) perturb_buffer(*buf, count);
   }
 }
@@ -329,7 +329,7 @@ TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
       {Tap::act, &A.act, in, "silu_mul"},             {Tap::down, &A.down, h, "down_proj"},
       {Tap::resid_out, &A.resid_out, h, "resid_add_mlp"},
   };
-  const std::vector<Op> ops = engine_->layer_ops(st, l, n);
+  const std::vector<DeviceOp> ops = engine_->layer_ops(st, l, n);
   int perturb_after = -1;
   DeviceBuffer<T>* perturb_buf = nullptr;
   std::size_t perturb_count = 0;
@@ -378,7 +378,7 @@ TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
     head_logits_.fill_poison(stream);
   }
   upload_rows(head_in_, hidden, stream);
-  const std::vector<Op> ops = engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows);
+  const std::vector<DeviceOp> ops = engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows);
   // head_ops: 0 final_norm, 1 lm_head.
   int perturb_after = -1;
   DeviceBuffer<T>* perturb_buf = nullptr;
@@ -420,36 +420,11 @@ std::vector<OpTiming> CudaDecoderPath<T>::time_layer(int l, int n_new, int kv_le
                seed + 1, -1.0f, 1.0f, stream);
   fill_uniform(st.v_cache[static_cast<std::size_t>(l)].data(), st.v_cache[static_cast<std::size_t>(l)].size(),
                seed + 2, -1.0f, 1.0f, stream);
-  const std::vector<Op> ops = engine_->layer_ops(st, l, n_new);
+  const std::vector<DeviceOp> ops = engine_->layer_ops(st, l, n_new);
 
-  int dev = 0, l2 = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-  std::optional<L2Flusher> flusher;
-  if (opts.cold_l2) flusher.emplace(static_cast<std::size_t>(l2));
-  L2Flusher* flush = flusher ? &*flusher : nullptr;
-
-  std::vector<OpTiming> out;
-  double total_bytes = 0, total_flops = 0;
-  for (const Op& op : ops) {
-    const TimingStats t = time_on_stream(op.run, stream, opts.warmup, opts.repetitions, flush);
-    out.push_back({op.name, t.median_ms, t.p10_ms, t.p90_ms, t.repetitions, op.bytes, op.flops});
-    total_bytes += op.bytes;
-    total_flops += op.flops;
-  }
-  TimingStats whole;
-  if (opts.graph) {
-    Graph g;
-    g.begin_capture(stream);
-    engine_->run(ops);
-    g.end_capture(stream);
-    whole = time_on_stream([&](cudaStream_t s2) { g.launch(s2); }, stream, opts.warmup, opts.repetitions, flush);
-  } else {
-    whole = time_on_stream([&](cudaStream_t) { engine_->run(ops); }, stream, opts.warmup, opts.repetitions, flush);
-  }
-  out.push_back({opts.graph ? "layer(graph)" : "layer", whole.median_ms, whole.p10_ms, whole.p90_ms,
-                 whole.repetitions, total_bytes, total_flops});
-  return out;
+  // Each op alone is timed as launched, never graphed (as this path always has); the whole
+  // layer is graphed when opts.graph.
+  return time_ops(ops, opts, stream, EachOp::launched);
 }
 
 template class CudaDecoderPath<float>;

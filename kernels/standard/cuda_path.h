@@ -56,7 +56,7 @@ class CudaDecoderPath final : public Path {
   bool wanted(Tap t) const;
   // Runs the ops in order, perturbing the first `count` elements of `buf` right after op
   // `perturb_after` (-1: no perturbation).
-  void run_ops(const std::vector<Op>& ops, int perturb_after, DeviceBuffer<T>* buf, std::size_t count);
+  void run_ops(const std::vector<DeviceOp>& ops, int perturb_after, DeviceBuffer<T>* buf, std::size_t count);
   void perturb_buffer(DeviceBuffer<T>& buf, std::size_t count);
   TapMatrix download(const DeviceBuffer<T>& buf, int rows, int cols);
 
