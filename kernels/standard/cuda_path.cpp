@@ -143,13 +143,9 @@ std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
 
 template <class T>
 CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
-    : ckpt_(ckpt), cfg_(std::move(cfg)) {
+    : GpuPath(ckpt, cfg.engine.device), cfg_(std::move(cfg)) {
   check_spec(ckpt);
   const ModelSpec& s = ckpt.spec();
-  CUDA_CHECK(cudaSetDevice(cfg_.engine.device));
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, cfg_.engine.device));
-  device_name_ = prop.name;
   engine_ = std::make_unique<DecoderEngine<T>>(
       s, shared_per_checkpoint<EngineWeights<T>>(ckpt, cfg_.engine.device, [&] { return upload_weights<T>(ckpt); }),
       cfg_.engine);
@@ -201,16 +197,6 @@ TapMatrix CudaDecoderPath<T>::download(const DeviceBuffer<T>& buf, int rows, int
 #pragma omp parallel for schedule(static)
   for (std::ptrdiff_t i = 0; i < n; ++i) dst[i] = from_storage(src[i]);
   return m;
-}
-
-template <class T>
-bool CudaDecoderPath<T>::wanted(Tap t) const {
-  return t == Tap::resid_out || !keep_ || std::find(keep_->begin(), keep_->end(), t) != keep_->end();
-}
-
-template <class T>
-void CudaDecoderPath<T>::keep_taps(std::optional<std::vector<Tap>> taps) {
-  keep_ = std::move(taps);
 }
 
 template <class T>
@@ -272,20 +258,7 @@ DecoderState<T>& CudaDecoderPath<T>::state(const char* what) {
 
 template <class T>
 TapMatrix CudaDecoderPath<T>::embed(std::span<const std::int32_t> tokens) {
-  const ModelSpec& s = ckpt_.spec();
-  const TensorView* table = ckpt_.model().embed;
-  TapMatrix out(static_cast<Eigen::Index>(tokens.size()), s.hidden);
-  for (std::size_t r = 0; r < tokens.size(); ++r) {
-    const std::int32_t id = tokens[r];
-    if (id < 0 || id >= s.vocab) {
-      throw InputError("", fmt::format("token id {} is outside the vocabulary (0..{})", id, s.vocab - 1));
-    }
-    for (int c = 0; c < s.hidden; ++c) {
-      out(static_cast<Eigen::Index>(r), c) =
-          from_storage(to_storage<T>(table->at(static_cast<std::int64_t>(id) * s.hidden + c)));
-    }
-  }
-  return out;
+  return embed_rows(tokens, [](double x) { return from_storage(to_storage<T>(x)); });
 }
 
 template <class T>
