@@ -8,9 +8,11 @@ For every BEFORE_DIR/*.h5 that AFTER_DIR also holds, compares every dataset byte
 every run. Datasets are grouped by the path they belong to: /paths/<label> and
 /end_to_end/<label> under that label, the rest (reference noise floor, tokens, static check,
 cross-check, reference greedy tokens, dumps) under "reference". Attributes are provenance
-(date, host, argv) and are not compared. --paths keeps only those labels (and the
-"reference" group, which every path's metrics depend on). Prints one line per scenario and
-path; exits 0 when identical, 1 on any difference or missing file, 2 on bad usage."""
+(date, host, argv) and are not compared. --paths keeps only those paths (a label, or a
+path name whatever its recipe) and the "reference" group, which every path's metrics
+depend on; each of them must be found, as a path or as the reference, in at least one
+scenario. Prints one line per scenario and path; exits 0 when identical, 1 on any
+difference, missing file or path found nowhere, 2 on bad usage."""
 
 import argparse
 import pathlib
@@ -42,15 +44,25 @@ def datasets(f: h5py.File) -> dict:
     return out
 
 
-def compare_file(before: pathlib.Path, after: pathlib.Path, keep: set) -> dict:
-    """Per owner: (datasets compared, list of differences)."""
+def kept(label: str, keep: set) -> bool:
+    return not keep or label in keep or label.split(":")[0] in keep
+
+
+def compare_file(before: pathlib.Path, after: pathlib.Path, keep: set, seen: set) -> dict:
+    """Per owner: (datasets compared, list of differences). Adds the requested paths the
+    file holds (as a path or as its reference) to `seen`."""
     result = {}
     with h5py.File(before, "r") as fb, h5py.File(after, "r") as fa:
+        reference = fb["reference"].attrs.get("name", b"") if "reference" in fb else b""
+        reference = reference.decode() if isinstance(reference, bytes) else str(reference)
+        seen.update(k for k in keep if kept(reference, {k}))
         db, da = datasets(fb), datasets(fa)
         for name in sorted(set(db) | set(da)):
             who = owner(name)
-            if keep and who not in keep and who not in ("reference", "perturb"):
-                continue
+            if who not in ("reference", "perturb"):
+                if not kept(who, keep):
+                    continue
+                seen.update(k for k in keep if kept(who, {k}))
             count, diffs = result.setdefault(who, [0, []])
             result[who][0] = count + 1
             if name not in da:
@@ -83,6 +95,7 @@ def main() -> int:
         print(f"h5_bitwise: no *.h5 in {args.before}", file=sys.stderr)
         return 2
     bad = 0
+    seen = set()
     for before in files:
         scenario = before.stem
         after = args.after / before.name
@@ -90,9 +103,7 @@ def main() -> int:
             print(f"{scenario}: MISSING {after}")
             bad += 1
             continue
-        per_owner = compare_file(before, after, keep)
-        for label in keep - set(per_owner):
-            print(f"{scenario} {label}: ABSENT in both files")
+        per_owner = compare_file(before, after, keep, seen)
         for who, (count, diffs) in sorted(per_owner.items()):
             if diffs:
                 bad += 1
@@ -101,6 +112,9 @@ def main() -> int:
                     print(f"    {d}")
             else:
                 print(f"{scenario} {who}: identical ({count} datasets)")
+    for label in sorted(keep - seen):
+        print(f"{label}: ABSENT from every scenario (neither a path nor the reference)")
+        bad += 1
     print(f"h5_bitwise: {len(files)} scenarios, {'all identical' if bad == 0 else f'{bad} differences'}")
     return 1 if bad else 0
 
