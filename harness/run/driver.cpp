@@ -134,7 +134,14 @@ struct Instance {
   std::vector<TapMatrix> hidden;
   TapSet taps;       // measured taps of the current layer (dropped when the layer is done)
   double layer_ms = 0;
+  std::optional<std::vector<Tap>> keep;  // the caller's keep_taps hint (set_keep)
 };
+
+// Tells the path which taps the caller reads from now on, and remembers it for run_layer.
+void set_keep(Instance& inst, std::optional<std::vector<Tap>> taps) {
+  inst.keep = taps;
+  inst.path->keep_taps(std::move(taps));
+}
 
 void start(Instance& inst, const Chunks& ch, int batch, int capacity, bool embed) {
   inst.path->reset(batch, capacity);
@@ -150,7 +157,11 @@ void run_layer(Instance& inst, int layer, const std::vector<TapMatrix>& inputs, 
   std::vector<TapMatrix> outputs;
   const auto t0 = Clock::now();
   for (std::size_t c = 0; c < ch.ids.size(); ++c) {
+    // An unmeasured chunk (decode's KV prefill) is read for its resid_out only.
+    const bool narrow = !ch.measured[c] && !inst.keep;
+    if (narrow) inst.path->keep_taps(std::vector<Tap>{Tap::resid_out});
     TapSet ts = inst.path->layer(layer, inputs[c]);
+    if (narrow) inst.path->keep_taps(std::nullopt);
     auto out = ts.find(Tap::resid_out);
     if (out == ts.end()) {
       throw std::logic_error(inst.path->name() + ": layer " + std::to_string(layer) + " returned no resid_out");
@@ -461,11 +472,11 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       const auto& spec = result.perturb->spec;
       // Before the perturbed layer only the hidden state matters.
       if (l < spec.layer) {
-        perturbed->path->keep_taps(std::vector<Tap>{Tap::resid_out});
-        if (perturb_clean) perturb_clean->path->keep_taps(std::vector<Tap>{Tap::resid_out});
+        set_keep(*perturbed, std::vector<Tap>{Tap::resid_out});
+        if (perturb_clean) set_keep(*perturb_clean, std::vector<Tap>{Tap::resid_out});
       } else {
-        perturbed->path->keep_taps(std::nullopt);
-        if (perturb_clean) perturb_clean->path->keep_taps(std::nullopt);
+        set_keep(*perturbed, std::nullopt);
+        if (perturb_clean) set_keep(*perturb_clean, std::nullopt);
       }
       run_layer(*perturbed, l, perturbed->hidden, ch);
       const TapSet* clean = &ref.taps;
@@ -650,14 +661,14 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       // A second forward: the validated run's times include converting each layer's
       // weights on first use, which is not the layer's cost.
       // Only the hidden state is needed here: a path that can skip its other taps does.
-      p.keep_taps(std::vector<Tap>{Tap::resid_out});
+      set_keep(inst, std::vector<Tap>{Tap::resid_out});
       start(inst, ch, batch, capacity, true);
       for (int l = 0; l < L; ++l) {
         run_layer(inst, l, inst.hidden, ch);
         t.layer_ms[l] = inst.layer_ms;
         inst.taps.clear();
       }
-      p.keep_taps(std::nullopt);
+      set_keep(inst, std::nullopt);
       return;
     }
     for (int l = 0; l < L; ++l) {

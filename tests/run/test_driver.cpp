@@ -41,8 +41,32 @@ class CapableFakePath final : public FakePath {
   }
 };
 
+// A bf16 fake that records, for every layer() call, its rows and the keep_taps hint then
+// in force (empty: every tap).
+class HintRecordingFakePath final : public FakePath {
+ public:
+  using FakePath::FakePath;
+  void keep_taps(std::optional<std::vector<Tap>> taps) override { hint_ = std::move(taps); }
+  TapSet layer(int layer, const TapMatrix& input) override {
+    calls().push_back({static_cast<int>(input.rows()), hint_.value_or(std::vector<Tap>{})});
+    return FakePath::layer(layer, input);
+  }
+  struct Call {
+    int rows;
+    std::vector<Tap> hint;
+  };
+  static std::vector<Call>& calls() {
+    static std::vector<Call> c;
+    return c;
+  }
+
+ private:
+  std::optional<std::vector<Tap>> hint_;
+};
+
 PathMaker fake_maker() {
   return [](const std::string& name, const std::string&) -> std::unique_ptr<Path> {
+    if (name == "recording") return std::make_unique<HintRecordingFakePath>(name, kModel, FakePath::Kind::Bf16);
     if (name == "capable") return std::make_unique<CapableFakePath>(name, kModel, FakePath::Kind::Bf16);
     if (name == "ref64-cpu") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Exact);
     if (name == "ref32-cpu" || name == "same") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Float32);
@@ -147,6 +171,29 @@ TEST(Driver, DecodeMeasuresOnlyTheDecodeSteps) {
   EXPECT_EQ(r.measured_rows, 6);  // batch 2 x 3 steps
   EXPECT_EQ(r.paths[0].end_to_end->kl.size(), 6u);
   EXPECT_TRUE(r.paths[0].propagated->layers[2][kResid]);
+}
+
+TEST(Driver, DecodeAsksOnlyResidOutOfTheKvPrefillChunk) {
+  auto cfg = config(2, 8);
+  cfg.phase = {Phase::Decode, 5, 3};
+  cfg.greedy_steps = 0;
+  cfg.timing.enabled = false;  // its second forward asks resid_out only, every chunk
+  HintRecordingFakePath::calls().clear();
+  run_side_by_side(cfg, {slot("recording", DType::BF16)}, fake_maker());
+  const auto& calls = HintRecordingFakePath::calls();
+  ASSERT_FALSE(calls.empty());
+  int prefill = 0, steps = 0;
+  for (const auto& c : calls) {
+    if (c.rows == 2 * 5) {
+      ++prefill;
+      EXPECT_EQ(c.hint, std::vector<Tap>{Tap::resid_out}) << "the KV prefill is not measured";
+    } else {
+      ++steps;
+      EXPECT_EQ(c.rows, 2);
+      EXPECT_TRUE(c.hint.empty()) << "a measured decode step reads every tap";
+    }
+  }
+  EXPECT_EQ(steps, 3 * prefill);  // per layer and mode: one prefill chunk, three steps
 }
 
 TEST(Driver, PerturbationSensitivityIsOneWhereInjectedAndUndefinedBefore) {
