@@ -621,9 +621,9 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       std::vector<std::map<std::string, HeadroomPoint>> layers;
       for (int l = 0; l <= L; ++l) {
         std::map<std::string, HeadroomPoint> points;
-        for (const auto& [point, h] : inst->path->headroom(l)) {
-          if (h.n_values == 0) continue;
-          points[point] = {h.ratio(), static_cast<double>(h.n_overflow), static_cast<double>(h.n_saturated)};
+        for (const auto& [point, seen] : inst->path->headroom(l)) {
+          if (seen.n_values == 0) continue;
+          points[point] = {seen.ratio(), static_cast<double>(seen.n_overflow), static_cast<double>(seen.n_saturated)};
         }
         layers.push_back(std::move(points));
         for (const auto& [point, value] : layers.back()) {
