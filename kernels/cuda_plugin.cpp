@@ -143,6 +143,18 @@ fp::TapValues to_values(const TapSet& set) {
   return out;
 }
 
+// fusecheck's InputError (a model or request the path cannot take) is bad input through
+// the ABI too (FC_ERR_INPUT); any other exception, a CUDA error above all, stays the
+// plug-in's own failure (FC_ERR_PLUGIN_BUG).
+template <class F>
+decltype(auto) input_errors_as_abi(F&& body) {
+  try {
+    return body();
+  } catch (const InputError& e) {
+    throw fp::input_error(e.what());
+  }
+}
+
 // A built-in CUDA path seen through the plug-in wrapper.
 class BuiltinCudaPath final : public fp::Path {
  public:
@@ -153,16 +165,18 @@ class BuiltinCudaPath final : public fp::Path {
     for (Tap t : path_->taps()) out.push_back(static_cast<fc_tap>(t));
     return out;
   }
-  void reset(int batch, int capacity) override { path_->reset(batch, capacity); }
+  void reset(int batch, int capacity) override {
+    input_errors_as_abi([&] { path_->reset(batch, capacity); });
+  }
   fp::HostMatrix embed(const std::int32_t* tokens, std::int64_t n) override {
-    return to_host(path_->embed({tokens, static_cast<std::size_t>(n)}));
+    return input_errors_as_abi([&] { return to_host(path_->embed({tokens, static_cast<std::size_t>(n)})); });
   }
   fp::TapValues layer(int layer, const fp::Input& input) override {
-    last_ = path_->layer(layer, from_input(input));
+    last_ = input_errors_as_abi([&] { return path_->layer(layer, from_input(input)); });
     return to_values(last_);
   }
   fp::TapValues head(const fp::Input& hidden) override {
-    last_ = path_->head(from_input(hidden));
+    last_ = input_errors_as_abi([&] { return path_->head(from_input(hidden)); });
     return to_values(last_);
   }
   void keep_taps(const std::vector<fc_tap>* taps) override {
@@ -171,7 +185,7 @@ class BuiltinCudaPath final : public fp::Path {
     for (fc_tap t : *taps) keep.push_back(static_cast<Tap>(t));
     path_->keep_taps(keep);
   }
-  bool supports_perturbation() const override { return path_->supports_perturbation(); }
+  bool supports_perturbation() const override { return path_->capabilities().perturbation; }
   void set_perturbation(const fc_perturbation* p) override {
     if (!p) return path_->set_perturbation(std::nullopt);
     path_->set_perturbation(Perturbation{p->layer, static_cast<Tap>(p->tap), p->relative_size, p->seed});
@@ -191,7 +205,8 @@ class BuiltinCudaPath final : public fp::Path {
   TapSet last_;  // the taps of the last layer() or head(), lent to the caller until the next call
 };
 
-std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model, const fc_create_options& options) {
+std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& model,
+                                      const fc_create_options& options) {
   auto ckpt = checkpoint_for(model);
   PathOptions opts;
   opts.device_index = options.device_index;
@@ -209,6 +224,10 @@ std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model,
     throw std::invalid_argument("no CUDA path named '" + name + "'");
   }
   return std::make_unique<BuiltinCudaPath>(std::move(ckpt), std::move(path));
+}
+
+std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model, const fc_create_options& options) {
+  return input_errors_as_abi([&] { return create_path(name, model, options); });
 }
 
 std::int32_t device_count() { return cuda::visible_device_count(); }

@@ -52,12 +52,12 @@ class DecoderPath final : public Path {
   TapSet head(const TapMatrix& hidden) override;
   // Reference paths only (emulated-cpu throws std::logic_error). A perturbation at
   // final_norm or logits applies in head() whatever its layer.
-  bool supports_perturbation() const override { return !R::kRounds; }
+  PathCapabilities capabilities() const override { return {.perturbation = !R::kRounds, .headroom = R::kRounds}; }
   void set_perturbation(std::optional<Perturbation> p) override;
 
   // emulated-cpu: overflow headroom at every point of `layer` (spec().n_layers: the head)
   // since reset(); weights since they were converted. Empty for the references.
-  std::map<std::string, Headroom> headroom(int layer) const;
+  std::map<std::string, Headroom> headroom(int layer) const override;
   const Recipe* recipe() const;
   // fp8-kv recipes: the KV cache quantizers of `layer` (K, V: scales, clipping, flush to
   // zero) since reset(); nullptr for other recipes and before the first append after reset().

@@ -28,6 +28,7 @@
 #include "reference/random_checkpoint.h"
 #include "kernels/common/cublas_handle.h"
 #include "kernels/common/device_info.h"
+#include "kernels/common/device_op.h"
 #include "kernels/common/gemm.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/stream.h"
@@ -36,7 +37,7 @@
 
 namespace fc = fusecheck;
 using fc::fused::FusedLayer;
-using fc::fused::FusedOp;
+using fc::cuda::DeviceOp;
 
 namespace {
 
@@ -83,7 +84,7 @@ struct Context {
   std::string key;
   fc::cuda::Stream stream;
   std::unique_ptr<FusedLayer> layer;
-  std::vector<FusedOp> fused_ops, base_ops;
+  std::vector<DeviceOp> fused_ops, base_ops;
   std::map<std::string, std::unique_ptr<fc::cuda::Graph>> graphs;
 };
 std::unique_ptr<Context> g_ctx;
@@ -142,7 +143,7 @@ void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool b
                int from = 0) {
   Context& ctx = context(m, c);
   const auto& ops = base ? ctx.base_ops : ctx.fused_ops;
-  std::vector<const FusedOp*> list;
+  std::vector<const DeviceOp*> list;
   if (op_index < 0) {
     if (from >= static_cast<int>(ops.size())) {
       st.SkipWithError("no such op on this route");
@@ -161,18 +162,12 @@ void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool b
   auto& graph = ctx.graphs[gkey];
   if (!graph) {
     graph = std::make_unique<fc::cuda::Graph>();
-    graph->begin_capture(ctx.stream);
-    for (const FusedOp* op : list) op->enqueue(ctx.stream);
-    graph->end_capture(ctx.stream);
+    fc::cuda::capture(list, ctx.stream, *graph);
   }
-  double bytes = 0, flops = 0;
-  for (const FusedOp* op : list) {
-    bytes += op->bytes;
-    flops += op->flops;
-  }
+  const fc::cuda::OpWork work = fc::cuda::total_work(list);
   const double total = timed_loop(st, ctx.stream, [&] { graph->launch(ctx.stream); });
   if (op_index >= 0) st.SetLabel(list[0]->name);
-  report(st, total, bytes, flops);
+  report(st, total, work.bytes, work.flops);
 }
 
 // Plain cuBLAS (cublasGemmEx, bf16 out) on one projection shape of the case.

@@ -132,7 +132,7 @@ std::vector<std::unique_ptr<Case>> g_cases;
 std::unique_ptr<cu::L2Flusher> g_flusher;
 
 // Runs the layer once on poisoned buffers and checks that every tap is finite.
-bool validate(cu::DecoderEngine<bf16>& e, cu::DecoderState<bf16>& st, const std::vector<cu::Op>& ops, int rows) {
+bool validate(cu::DecoderEngine<bf16>& e, cu::DecoderState<bf16>& st, const std::vector<cu::DeviceOp>& ops, int rows) {
   st.act.poison(e.stream());
   e.run(ops);
   CUDA_CHECK(cudaStreamSynchronize(e.stream()));
@@ -151,16 +151,16 @@ bool validate(cu::DecoderEngine<bf16>& e, cu::DecoderState<bf16>& st, const std:
   return true;
 }
 
-void time_op(benchmark::State& state, cu::DecoderEngine<bf16>* e, cu::Op op) {
+void time_op(benchmark::State& state, cu::DecoderEngine<bf16>* e, cu::DeviceOp op) {
   cudaStream_t s = e->stream();
   cu::Event start, stop;
   std::vector<float> ms;
-  op.run(s);  // warm-up
+  op.enqueue(s);  // warm-up
   for (auto _ : state) {
     g_flusher->flush(s);
     cu::enqueue_delay(s);
     start.record(s);
-    op.run(s);
+    op.enqueue(s);
     stop.record(s);
     const float t = cu::elapsed_ms(start, stop);
     ms.push_back(t);
@@ -179,20 +179,16 @@ void time_op(benchmark::State& state, cu::DecoderEngine<bf16>* e, cu::Op op) {
   state.SetLabel(compute_bound ? "compute-bound (bf16 GEMM ceiling)" : "memory-bound (copy ceiling)");
 }
 
-void time_layer_graph(benchmark::State& state, cu::DecoderEngine<bf16>* e, std::vector<cu::Op> ops) {
+void time_layer_graph(benchmark::State& state, cu::DecoderEngine<bf16>* e, std::vector<cu::DeviceOp> ops) {
   cudaStream_t s = e->stream();
+  std::vector<const cu::DeviceOp*> list;
+  for (const cu::DeviceOp& op : ops) list.push_back(&op);
   cu::Graph g;
-  g.begin_capture(s);
-  e->run(ops);
-  g.end_capture(s);
+  cu::capture(list, s, g);
   g.launch(s);
   cu::Event start, stop;
   std::vector<float> ms;
-  double bytes = 0, flops = 0;
-  for (const cu::Op& op : ops) {
-    bytes += op.bytes;
-    flops += op.flops;
-  }
+  const auto [bytes, flops] = cu::total_work(list);
   for (auto _ : state) {
     g_flusher->flush(s);
     cu::enqueue_delay(s);
@@ -225,13 +221,13 @@ void register_model(const std::string& profile, const std::vector<Phase>& phases
     cu::fill_uniform(st->act.input.data(), st->act.input.size(), 100, -1.f, 1.f, e->stream());
     cu::fill_uniform(st->k_cache[0].data(), st->k_cache[0].size(), 101, -1.f, 1.f, e->stream());
     cu::fill_uniform(st->v_cache[0].data(), st->v_cache[0].size(), 102, -1.f, 1.f, e->stream());
-    std::vector<cu::Op> ops = e->layer_ops(*st, 0, ph.n_new);
+    std::vector<cu::DeviceOp> ops = e->layer_ops(*st, 0, ph.n_new);
     const std::string prefix = "standard/" + profile + "/" + ph.name + "/";
     if (!validate(*e, *st, ops, rows)) {
       std::fprintf(stderr, "bench_gpu: %s failed validation (non-finite output); not timed\n", prefix.c_str());
       continue;
     }
-    for (const cu::Op& op : ops) {
+    for (const cu::DeviceOp& op : ops) {
       benchmark::RegisterBenchmark((prefix + op.name).c_str(), time_op, e, op)
           ->UseManualTime()->Iterations(g_iterations)->Unit(benchmark::kMicrosecond);
     }

@@ -22,7 +22,7 @@ const fc_path_desc kPaths[] = {
 std::unique_ptr<fusecheck::plugin::Path> create(const std::string& name, const fc_model& model,
                                                 const fc_create_options&) {
   if (name != "example-cuda-swiglu") throw std::invalid_argument("unknown path " + name);
-  if (swiglu_device_count() == 0) throw std::runtime_error("no CUDA device");
+  if (swiglu_device_count() == 0) throw fusecheck::plugin::unsupported("no CUDA device");
   return std::make_unique<example::Bf16Layer>(model, swiglu_cuda);
 }
 

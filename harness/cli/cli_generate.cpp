@@ -21,7 +21,7 @@
 #include "harness/tokenizer/tokenizer.h"
 #include "harness/run/run_command.h"
 #include "harness/run/run_limits.h"
-#include "reference/decoder_path.h"
+#include "reference/recipe.h"
 
 namespace fusecheck::cli {
 
@@ -99,10 +99,11 @@ void dump_hidden(Path& path, const Checkpoint& ckpt, const GenerateArgs& a,
   if (std::fclose(f) != 0) throw InputError(a.dump_hidden, "write failed");
 }
 
-// emulated-cpu: per layer (then the head), the point closest to overflow and the points
-// where values overflowed or saturated, over every forward of the run.
-void print_headroom(const ref::EmulatedPath& path, int n_layers) {
-  fmt::print("headroom ({}; ratio = max |x| before rounding / largest finite):\n", path.recipe()->name);
+// A path with the headroom capability (emulated-cpu): per layer (then the head), the point
+// closest to overflow and the points where values overflowed or saturated, over every
+// forward of the run.
+void print_headroom(const Path& path, const std::string& recipe, int n_layers) {
+  fmt::print("headroom ({}; ratio = max |x| before rounding / largest finite):\n", recipe);
   for (int l = 0; l <= n_layers; ++l) {
     const auto points = path.headroom(l);
     std::string worst;
@@ -141,10 +142,8 @@ int run_generate(const GenerateArgs& a) {
     }
   }
   auto path = make_path(a.path, *ckpt, opts);
-  const ref::EmulatedPath* emulated = nullptr;
-  if (a.headroom) {
-    emulated = dynamic_cast<const ref::EmulatedPath*>(path.get());
-    if (!emulated) throw InputError("--headroom", "only the emulated-cpu path records headroom");
+  if (a.headroom && !path->capabilities().headroom) {
+    throw InputError("--headroom", a.path + " does not record headroom (emulated-cpu does)");
   }
   if (a.steps < 1) throw InputError("--steps", "must be at least 1");
 
@@ -207,7 +206,7 @@ int run_generate(const GenerateArgs& a) {
   } else if (!no_text_reason.empty()) {
     fmt::print("text: (none: {})\n", no_text_reason);
   }
-  if (emulated) print_headroom(*emulated, spec.n_layers);
+  if (a.headroom) print_headroom(*path, a.recipe.empty() ? kDefaultRecipe : a.recipe, spec.n_layers);
   return 0;
 }
 

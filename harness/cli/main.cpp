@@ -69,6 +69,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "fusecheck %s: error: %s\n", specs[i].name.c_str(),
                    printable(e.what(), cli::kMaxErrorChars).c_str());
       return specs[i].input_error_exit_code;
+    } catch (const PluginError& e) {
+      wait_if_interrupted();
+      std::fprintf(stderr, "fusecheck %s: plug-in error: %s\n", specs[i].name.c_str(),
+                   printable(e.what(), cli::kMaxErrorChars).c_str());
+      return 70;
     } catch (const std::exception& e) {
       wait_if_interrupted();
       std::fprintf(stderr, "fusecheck %s: internal error: %s\n", specs[i].name.c_str(),

@@ -1,7 +1,8 @@
 // Error types shared by every part of fusecheck.
 // InputError: the user's input is bad (file, scenario, flag); one line, exit code 2
-// unless a command documents another (check uses 3). Internal invariants use
-// std::logic_error. Nothing here depends on CUDA.
+// unless a command documents another (check uses 3). PluginError: a plug-in reported a
+// failure of its own (FC_ERR_PLUGIN_BUG); exit code 70, the message naming the plug-in.
+// Internal invariants use std::logic_error. Nothing here depends on CUDA.
 #pragma once
 
 #include <stdexcept>
@@ -18,6 +19,11 @@ class InputError : public std::runtime_error {
 
  private:
   std::string where_;
+};
+
+class PluginError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 }  // namespace fusecheck

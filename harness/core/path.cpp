@@ -12,6 +12,8 @@ void Path::set_perturbation(std::optional<Perturbation> p) {
   if (p) throw std::logic_error(name() + " does not support perturbation");
 }
 
+std::map<std::string, Headroom> Path::headroom(int) const { return {}; }
+
 std::vector<OpTiming> Path::time_layer(int, int, int, const TimingOptions&) { return {}; }
 
 namespace {

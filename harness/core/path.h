@@ -5,12 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "harness/core/headroom.h"
 #include "harness/core/taps.h"
 
 namespace fusecheck {
@@ -59,6 +61,14 @@ struct TimingOptions {
   bool graph = true;         // capture the layer in a CUDA graph (decode)
 };
 
+// What a path can do beyond running layers. The harness asks a path (capabilities())
+// instead of casting it to a concrete type: a path that says it cannot is skipped or
+// refused with a message; an exception from a path that says it can is a bug.
+struct PathCapabilities {
+  bool perturbation = false;  // set_perturbation works (reference paths)
+  bool headroom = false;      // headroom() reports its recipe's rounding points (emulated paths)
+};
+
 class Path {
  public:
   virtual ~Path() = default;
@@ -81,9 +91,9 @@ class Path {
   // otherwise (nullopt: every tap again), e.g. while greedy decoding. A path may return
   // more; a GPU path skips downloading the rest. The default ignores it.
   virtual void keep_taps(std::optional<std::vector<Tap>> taps) { (void)taps; }
-  // Perturb mode: whether this path can inject a perturbation (reference paths), and the
-  // injection itself; calling set_perturbation on a path that cannot is a bug (logic_error).
-  virtual bool supports_perturbation() const { return false; }
+  virtual PathCapabilities capabilities() const { return {}; }
+  // Perturb mode: the injection itself; calling it on a path without the perturbation
+  // capability is a bug (logic_error).
   virtual void set_perturbation(std::optional<Perturbation> p);
   // Invariance mode: what the path declares about its execution at `batch` sequences of up
   // to `max_kv` tokens. The default declares nothing (no splits, no switches).
@@ -91,6 +101,9 @@ class Path {
     (void)batch, (void)max_kv;
     return {};
   }
+  // Overflow headroom at every rounding point of `layer` (n_layers: the head) since
+  // reset(); empty for a path without the headroom capability.
+  virtual std::map<std::string, Headroom> headroom(int layer) const;
   // Per-op timing of one layer at the current batch and phase shape: `n_new` new tokens
   // per sequence over a KV cache of `kv_len`. Empty when the path does not time ops.
   virtual std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len,

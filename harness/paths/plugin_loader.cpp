@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -30,6 +31,8 @@ struct Library {
   std::string file;
   void* handle = nullptr;
   const fc_plugin* table = nullptr;
+  std::uint32_t abi_minor = 0;  // 0 for a 1.0 plugin, whose error codes carry no status
+  std::string name;             // the table's name, checked
   ~Library() = default;  // never dlclose: path instances and static objects outlive loading
 };
 
@@ -181,8 +184,8 @@ class PluginPath final : public Path {
     fc_create_options o{sizeof(fc_create_options), opts.device_index, opts.seed};
     fc_error err{};
     fc_path* out = nullptr;
-    if (lib_->table->create(name_.c_str(), &cmodel_->model, &o, &out, &err) != 0) {
-      fail("create failed: " + error_text(err));
+    if (const int rc = lib_->table->create(name_.c_str(), &cmodel_->model, &o, &out, &err); rc != 0) {
+      fail_call("create failed", rc, err);
     }
     if (!out) fail("create returned success but no instance");
     instance_ = out;
@@ -209,14 +212,15 @@ class PluginPath final : public Path {
 
   void reset(int batch, int capacity) override {
     fc_error err{};
-    if (lib_->table->reset(instance_, batch, capacity, &err) != 0) fail("reset: " + error_text(err));
+    if (const int rc = lib_->table->reset(instance_, batch, capacity, &err); rc != 0) fail_call("reset", rc, err);
   }
 
   TapMatrix embed(std::span<const std::int32_t> tokens) override {
     fc_error err{};
     fc_tensor out{};
-    if (lib_->table->embed(instance_, tokens.data(), static_cast<std::int64_t>(tokens.size()), &out, &err) != 0) {
-      fail("embed: " + error_text(err));
+    if (const int rc = lib_->table->embed(instance_, tokens.data(), static_cast<std::int64_t>(tokens.size()), &out, &err);
+        rc != 0) {
+      fail_call("embed", rc, err);
     }
     return to_matrix(out, static_cast<std::int64_t>(tokens.size()), spec_.hidden, "embed");
   }
@@ -226,8 +230,8 @@ class PluginPath final : public Path {
     fc_error err{};
     const fc_tap_value* out = nullptr;
     std::int32_t n = 0;
-    if (lib_->table->layer(instance_, layer, &in, &out, &n, &err) != 0) {
-      fail(fmt::format("layer {}: {}", layer, error_text(err)));
+    if (const int rc = lib_->table->layer(instance_, layer, &in, &out, &n, &err); rc != 0) {
+      fail_call(fmt::format("layer {}", layer), rc, err);
     }
     return tap_set(out, n, input.rows(), fmt::format("layer {}", layer), false);
   }
@@ -237,7 +241,7 @@ class PluginPath final : public Path {
     fc_error err{};
     const fc_tap_value* out = nullptr;
     std::int32_t n = 0;
-    if (lib_->table->head(instance_, &in, &out, &n, &err) != 0) fail("head: " + error_text(err));
+    if (const int rc = lib_->table->head(instance_, &in, &out, &n, &err); rc != 0) fail_call("head", rc, err);
     return tap_set(out, n, hidden.rows(), "head", true);
   }
 
@@ -249,17 +253,21 @@ class PluginPath final : public Path {
     lib_->table->keep_taps(instance_, ids.data(), static_cast<std::int32_t>(ids.size()));
   }
 
-  bool supports_perturbation() const override {
-    return lib_->table->capabilities && lib_->table->set_perturbation &&
-           (lib_->table->capabilities(instance_) & FC_CAP_PERTURB) != 0;
+  PathCapabilities capabilities() const override {
+    PathCapabilities c;
+    c.perturbation = lib_->table->capabilities && lib_->table->set_perturbation &&
+                     (lib_->table->capabilities(instance_) & FC_CAP_PERTURB) != 0;
+    return c;
   }
 
   void set_perturbation(std::optional<Perturbation> p) override {
-    if (!supports_perturbation()) return Path::set_perturbation(p);
+    if (!capabilities().perturbation) return Path::set_perturbation(p);
     fc_error err{};
     fc_perturbation c{};
     if (p) c = {p->layer, static_cast<std::int32_t>(p->tap), p->relative_size, p->seed};
-    if (lib_->table->set_perturbation(instance_, p ? &c : nullptr, &err) != 0) fail("set_perturbation: " + error_text(err));
+    if (const int rc = lib_->table->set_perturbation(instance_, p ? &c : nullptr, &err); rc != 0) {
+      fail_call("set_perturbation", rc, err);
+    }
   }
 
   std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len, const TimingOptions& opts) override {
@@ -268,8 +276,8 @@ class PluginPath final : public Path {
     const fc_op_timing* out = nullptr;
     std::int32_t n = 0;
     fc_error err{};
-    if (lib_->table->time_layer(instance_, layer, n_new, kv_len, &o, &out, &n, &err) != 0) {
-      fail(fmt::format("time_layer {}: {}", layer, error_text(err)));
+    if (const int rc = lib_->table->time_layer(instance_, layer, n_new, kv_len, &o, &out, &n, &err); rc != 0) {
+      fail_call(fmt::format("time_layer {}", layer), rc, err);
     }
     if (n < 0 || (n > 0 && !out)) fail("time_layer returned a bad table");
     std::vector<OpTiming> timings;
@@ -283,6 +291,16 @@ class PluginPath final : public Path {
  private:
   [[noreturn]] void fail(const std::string& what) const {
     throw InputError(lib_->file, "plug-in path '" + name_ + "': " + what);
+  }
+
+  // A call that returned status `rc` (ABI 1.1: fc_status). Bad input and what the path
+  // does not support are the user's to fix (InputError, exit 2); anything else is the
+  // plug-in's own failure (PluginError, exit 70). A 1.0 plug-in's codes mean nothing: exit 2.
+  [[noreturn]] void fail_call(const std::string& call, int rc, const fc_error& err) const {
+    if (lib_->abi_minor == 0 || rc == FC_ERR_INPUT) fail(call + ": " + error_text(err));
+    if (rc == FC_ERR_UNSUPPORTED) fail(call + ": not supported by plug-in " + lib_->name + ": " + error_text(err));
+    throw PluginError(fmt::format("{}: plug-in {} failed (a bug in the plug-in, not bad input), path '{}': {}: {}",
+                                  lib_->file, lib_->name, name_, call, error_text(err)));
   }
 
   void read_taps() {
@@ -390,13 +408,23 @@ std::shared_ptr<Library> open_library(const std::filesystem::path& file) {
   const fc_plugin* t = lib->table;
   if (!t) throw InputError(lib->file, FC_PLUGIN_ENTRY_POINT "() returned no table");
   if (t->abi_version != FC_PLUGIN_ABI_VERSION) {
-    throw InputError(lib->file, fmt::format("plug-in ABI version {}, this fusecheck takes {} (rebuild the plug-in "
-                                            "against this fusecheck's include/fusecheck/path_plugin.h)",
-                                            t->abi_version, FC_PLUGIN_ABI_VERSION));
+    throw InputError(lib->file, fmt::format("plug-in ABI version {}, this fusecheck takes {}.0 to {}.{} (rebuild the "
+                                            "plug-in against this fusecheck's include/fusecheck/path_plugin.h)",
+                                            t->abi_version, FC_PLUGIN_ABI_VERSION, FC_PLUGIN_ABI_VERSION,
+                                            FC_PLUGIN_ABI_MINOR));
   }
-  if (t->struct_size < sizeof(fc_plugin)) {
-    throw InputError(lib->file, fmt::format("plug-in table is {} bytes, ABI {} needs {}", t->struct_size,
-                                            FC_PLUGIN_ABI_VERSION, sizeof(fc_plugin)));
+  // The table of a 1.0 plug-in ends before abi_minor; one that holds it says its minor.
+  constexpr std::size_t kTable10 = offsetof(fc_plugin, abi_minor);
+  if (t->struct_size < kTable10) {
+    throw InputError(lib->file, fmt::format("plug-in table is {} bytes, ABI {}.0 needs {}", t->struct_size,
+                                            FC_PLUGIN_ABI_VERSION, kTable10));
+  }
+  if (t->struct_size >= kTable10 + sizeof(t->abi_minor)) lib->abi_minor = t->abi_minor;
+  if (lib->abi_minor > FC_PLUGIN_ABI_MINOR) {
+    throw InputError(lib->file, fmt::format("plug-in ABI version {}.{}, this fusecheck takes {}.0 to {}.{} (use a "
+                                            "newer fusecheck, or build the plug-in against this one's headers)",
+                                            t->abi_version, lib->abi_minor, FC_PLUGIN_ABI_VERSION,
+                                            FC_PLUGIN_ABI_VERSION, FC_PLUGIN_ABI_MINOR));
   }
   const std::pair<const void*, const char*> required[] = {
       {reinterpret_cast<const void*>(t->create), "create"}, {reinterpret_cast<const void*>(t->destroy), "destroy"},
@@ -409,6 +437,7 @@ std::shared_ptr<Library> open_library(const std::filesystem::path& file) {
   if (t->n_paths < 1 || t->n_paths > 64 || !t->paths) {
     throw InputError(lib->file, fmt::format("not a valid fusecheck plug-in: it offers {} paths (1 to 64)", t->n_paths));
   }
+  lib->name = checked_string(*lib, t->name, "name");
   return lib;
 }
 

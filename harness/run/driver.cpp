@@ -134,7 +134,14 @@ struct Instance {
   std::vector<TapMatrix> hidden;
   TapSet taps;       // measured taps of the current layer (dropped when the layer is done)
   double layer_ms = 0;
+  std::optional<std::vector<Tap>> keep;  // the caller's keep_taps hint (set_keep)
 };
+
+// Tells the path which taps the caller reads from now on, and remembers it for run_layer.
+void set_keep(Instance& inst, std::optional<std::vector<Tap>> taps) {
+  inst.keep = taps;
+  inst.path->keep_taps(std::move(taps));
+}
 
 void start(Instance& inst, const Chunks& ch, int batch, int capacity, bool embed) {
   inst.path->reset(batch, capacity);
@@ -150,7 +157,11 @@ void run_layer(Instance& inst, int layer, const std::vector<TapMatrix>& inputs, 
   std::vector<TapMatrix> outputs;
   const auto t0 = Clock::now();
   for (std::size_t c = 0; c < ch.ids.size(); ++c) {
+    // An unmeasured chunk (decode's KV prefill) is read for its resid_out only.
+    const bool narrow = !ch.measured[c] && !inst.keep;
+    if (narrow) inst.path->keep_taps(std::vector<Tap>{Tap::resid_out});
     TapSet ts = inst.path->layer(layer, inputs[c]);
+    if (narrow) inst.path->keep_taps(std::nullopt);
     auto out = ts.find(Tap::resid_out);
     if (out == ts.end()) {
       throw std::logic_error(inst.path->name() + ": layer " + std::to_string(layer) + " returned no resid_out");
@@ -398,7 +409,7 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     Perturbation p{spec.layer, spec.tap, spec.relative_size, cfg.seeds.perturbation};
     PerturbResult pr{spec, cfg.seeds.perturbation, cfg.reference, {}, {kNaN, kNaN}};
     perturbed.emplace(make(cfg.reference, ""));
-    if (perturbed->path->supports_perturbation()) {
+    if (perturbed->path->capabilities().perturbation) {
       perturbed->path->set_perturbation(p);
     } else {
       perturbed.emplace(make("ref32-cpu", ""));
@@ -462,11 +473,11 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       const auto& spec = result.perturb->spec;
       // Before the perturbed layer only the hidden state matters.
       if (l < spec.layer) {
-        perturbed->path->keep_taps(std::vector<Tap>{Tap::resid_out});
-        if (perturb_clean) perturb_clean->path->keep_taps(std::vector<Tap>{Tap::resid_out});
+        set_keep(*perturbed, std::vector<Tap>{Tap::resid_out});
+        if (perturb_clean) set_keep(*perturb_clean, std::vector<Tap>{Tap::resid_out});
       } else {
-        perturbed->path->keep_taps(std::nullopt);
-        if (perturb_clean) perturb_clean->path->keep_taps(std::nullopt);
+        set_keep(*perturbed, std::nullopt);
+        if (perturb_clean) set_keep(*perturb_clean, std::nullopt);
       }
       run_layer(*perturbed, l, perturbed->hidden, ch);
       const TapSet* clean = &ref.taps;
@@ -599,15 +610,23 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     if (t) result.gate_failures += t->gate_failures;
   }
 
-  if (cfg.headroom_probe) {
+  {
+    // Paths with the headroom capability (emulated) record it at every rounding point of
+    // their recipe, the squares inside a norm included: silent fp16 overflow there leaves
+    // the outputs finite.
     auto span = phases.span("headroom");
     for (std::size_t i = 0; i < slots.size(); ++i) {
       Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
-      if (!inst) continue;
+      if (!inst || !inst->path->capabilities().headroom) continue;
       RecipeHeadroom& h = result.paths[i].recipe_headroom;
       std::vector<std::map<std::string, HeadroomPoint>> layers;
       for (int l = 0; l <= L; ++l) {
-        layers.push_back(cfg.headroom_probe(*inst->path, l));
+        std::map<std::string, HeadroomPoint> points;
+        for (const auto& [point, seen] : inst->path->headroom(l)) {
+          if (seen.n_values == 0) continue;
+          points[point] = {seen.ratio(), static_cast<double>(seen.n_overflow), static_cast<double>(seen.n_saturated)};
+        }
+        layers.push_back(std::move(points));
         for (const auto& [point, value] : layers.back()) {
           if (std::find(h.points.begin(), h.points.end(), point) == h.points.end()) h.points.push_back(point);
         }
@@ -643,14 +662,14 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       // A second forward: the validated run's times include converting each layer's
       // weights on first use, which is not the layer's cost.
       // Only the hidden state is needed here: a path that can skip its other taps does.
-      p.keep_taps(std::vector<Tap>{Tap::resid_out});
+      set_keep(inst, std::vector<Tap>{Tap::resid_out});
       start(inst, ch, batch, capacity, true);
       for (int l = 0; l < L; ++l) {
         run_layer(inst, l, inst.hidden, ch);
         t.layer_ms[l] = inst.layer_ms;
         inst.taps.clear();
       }
-      p.keep_taps(std::nullopt);
+      set_keep(inst, std::nullopt);
       return;
     }
     for (int l = 0; l < L; ++l) {

@@ -77,9 +77,6 @@ struct RecipeHeadroom {
   std::vector<std::string> points;                     // columns
   std::vector<std::vector<HeadroomPoint>> by_layer;    // [n_layers + 1][points]
 };
-// Reads a path's recipe headroom for one layer (n_layers: the head); empty map when the
-// path has none. Supplied by the caller, which knows the concrete path types.
-using HeadroomProbe = std::function<std::map<std::string, HeadroomPoint>(Path& path, int layer)>;
 
 struct Dump {
   std::string mode;
@@ -122,7 +119,6 @@ struct RunConfig {
   int greedy_steps = 0;
   Seeds seeds;
   bool dump_failing = false;
-  HeadroomProbe headroom_probe;  // optional
   // Called after each (layer, path) step and at the end: done of total units.
   std::function<void(int done, int total)> progress;
 };

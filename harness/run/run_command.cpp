@@ -29,7 +29,6 @@
 #include "harness/run/run_writer.h"
 #include "harness/run/summary.h"
 #include "harness/tokenizer/tokenizer.h"
-#include "reference/decoder_path.h"
 
 namespace fusecheck::run {
 
@@ -438,18 +437,6 @@ RunOutcome run_scenario(const RunOptions& opt) {
   ProgressBar bar(stderr, fmt::format("fusecheck run {}: {} layers x {} paths", shown_name, spec.n_layers, slots.size() + 1));
   if (opt.progress) cfg.progress = [&](int done, int total) { bar.update(done, total); };
 
-  // Emulated paths record headroom at every rounding point of their recipe (the squares
-  // inside a norm included): silent fp16 overflow there leaves the outputs finite.
-  cfg.headroom_probe = [](Path& path, int layer) {
-    std::map<std::string, HeadroomPoint> out;
-    if (auto* emulated = dynamic_cast<ref::EmulatedPath*>(&path)) {
-      for (const auto& [point, h] : emulated->headroom(layer)) {
-        if (h.n_values == 0) continue;
-        out[point] = {h.ratio(), static_cast<double>(h.n_overflow), static_cast<double>(h.n_saturated)};
-      }
-    }
-    return out;
-  };
   const PathMaker make = [&](const std::string& name, const std::string& recipe) {
     PathOptions po;
     po.recipe = recipe;

@@ -5,16 +5,21 @@
  * the functions that create and drive a path instance. Plain C so that any compiler and
  * build system can produce it; include/fusecheck/path_plugin.hpp wraps it for C++.
  *
- * Rules of the ABI (version 1):
- *  - Every call that can fail returns 0 on success or a nonzero code, and then writes a
- *    one-line message into the caller's fc_error. fusecheck reports it naming the plugin.
+ * Rules of the ABI (version 1.1; a 1.0 plugin, built before abi_minor existed, still loads):
+ *  - Every call that can fail returns 0 on success or a nonzero status (fc_status), and
+ *    then writes the same status and a one-line message into the caller's fc_error.
+ *    fusecheck reports it naming the plugin: FC_ERR_INPUT and FC_ERR_UNSUPPORTED as bad
+ *    input (exit 2), FC_ERR_PLUGIN_BUG (or any other code) as the plugin's own failure
+ *    (exit 70). A 1.0 plugin's codes carry no meaning: every failure is exit 2.
  *  - Tensors are row-major views: dtype, rank, shape, strides in elements, a pointer and
  *    where the pointer lives. fusecheck hands a plugin host memory (weights memory-mapped
  *    from the checkpoint, inputs as F64); a plugin returns taps in host memory that stay
  *    valid until its next call on the same instance.
  *  - fusecheck checks every returned tap's dtype and shape against the model; NaN or Inf
  *    values are measured (and fail the gates), never trusted.
- *  - A struct grows only at its end; `struct_size` says how much of it the plugin knows. */
+ *  - A struct grows only at its end; `struct_size` says how much of it the plugin knows.
+ *  - Versions: fusecheck loads a plugin of the same major version (abi_version) and a minor
+ *    version (abi_minor) up to its own; a newer minor may rely on what this one lacks. */
 #ifndef FUSECHECK_PATH_PLUGIN_H
 #define FUSECHECK_PATH_PLUGIN_H
 
@@ -25,7 +30,8 @@
 extern "C" {
 #endif
 
-#define FC_PLUGIN_ABI_VERSION 1u
+#define FC_PLUGIN_ABI_VERSION 1u  /* major: changes only when a 1.x plugin could be misread */
+#define FC_PLUGIN_ABI_MINOR 1u    /* 1.1: fc_status; fc_plugin.abi_minor */
 #define FC_PLUGIN_ENTRY_POINT "fusecheck_path_plugin"
 #define FC_ERROR_MESSAGE_SIZE 512
 #define FC_MAX_RANK 4
@@ -49,6 +55,14 @@ typedef struct fc_tensor {
   int64_t strides[FC_MAX_RANK];   /* in elements; a dense row-major tensor has strides[rank-1] == 1 */
   const void* data;
 } fc_tensor;
+
+/* What a failed call returns (and writes into fc_error.code), ABI 1.1. */
+typedef enum fc_status {
+  FC_OK = 0,
+  FC_ERR_INPUT = 1,        /* the model, option or call is bad input for this path (exit 2) */
+  FC_ERR_UNSUPPORTED = 2,  /* a model, shape or feature the path does not support (exit 2) */
+  FC_ERR_PLUGIN_BUG = 3    /* the plugin itself failed: a device error, a broken invariant (exit 70) */
+} fc_status;
 
 typedef struct fc_error {
   int32_t code;
@@ -180,6 +194,9 @@ typedef struct fc_plugin {
   /* GPU plugins: usable devices (0 when none or no driver), and one device's description. */
   int32_t (*device_count)(void);
   int (*device_info)(int32_t device_index, int32_t measure_bandwidth, fc_device_info* out, fc_error* err);
+
+  /* ABI 1.1 */
+  uint32_t abi_minor;             /* FC_PLUGIN_ABI_MINOR the plugin was built with */
 } fc_plugin;
 
 /* The one symbol a plugin exports. */

@@ -166,6 +166,17 @@ class Path {
   }
 };
 
+// What a C++ plugin throws to choose the status of a failure (ABI 1.1): input_error for
+// bad input (FC_ERR_INPUT, as is std::invalid_argument), unsupported for what the path does
+// not support (FC_ERR_UNSUPPORTED). Any other exception is the plugin's own failure
+// (FC_ERR_PLUGIN_BUG): fusecheck exits 70 naming the plugin.
+struct input_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct unsupported : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // Creates the path `name` (one of the plugin's descriptors) for a model; throws on failure.
 using Factory = std::unique_ptr<Path> (*)(const std::string& name, const fc_model& model,
                                           const fc_create_options& options);
@@ -190,16 +201,22 @@ inline int fail(fc_error* err, int code, const char* what) {
   return code;
 }
 
-// Runs `body`, turning any exception into the error channel.
+// Runs `body`, turning any exception into the error channel with its status.
 template <class F>
 int guarded(fc_error* err, F&& body) {
   try {
     body();
-    return 0;
+    return FC_OK;
+  } catch (const unsupported& e) {
+    return fail(err, FC_ERR_UNSUPPORTED, e.what());
+  } catch (const input_error& e) {
+    return fail(err, FC_ERR_INPUT, e.what());
+  } catch (const std::invalid_argument& e) {
+    return fail(err, FC_ERR_INPUT, e.what());
   } catch (const std::exception& e) {
-    return fail(err, 1, e.what());
+    return fail(err, FC_ERR_PLUGIN_BUG, e.what());
   } catch (...) {
-    return fail(err, 1, "unknown C++ exception");
+    return fail(err, FC_ERR_PLUGIN_BUG, "unknown C++ exception");
   }
 }
 
@@ -311,6 +328,7 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
   };
   t.device_count = device_count;
   t.device_info = device_info;
+  t.abi_minor = FC_PLUGIN_ABI_MINOR;
   return t;
 }
 

@@ -16,7 +16,6 @@
 #include "kernels/fused/silu_mul.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/stream.h"
-#include "kernels/common/timing.h"
 
 namespace fusecheck::fused {
 
@@ -158,7 +157,7 @@ void FusedLayer::ensure_buffers(int rows, int kv_len) {
   }
 }
 
-std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
+std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   if (layer < 0 || layer >= static_cast<int>(weights_->size()))
     throw std::out_of_range("fused-cuda: layer " + std::to_string(layer) + " out of range");
   if (batch_ == 0) throw std::logic_error("fused-cuda: reset() before running a layer");
@@ -176,7 +175,7 @@ std::vector<FusedOp> FusedLayer::ops(int layer, int n, int start) {
   const double w_qkv = double(NQKV) * H * kB, w_o = double(H) * QW * kB,
                w_gu = 2.0 * I * H * kB, w_d = double(H) * I * kB;
   const bf16* bias = w.b_qkv.size() ? w.b_qkv.data() : nullptr;
-  std::vector<FusedOp> out;
+  std::vector<cuda::DeviceOp> out;
 
   const bool gemv = gemv_route(rows);
   if (gemv) {
@@ -329,54 +328,6 @@ void FusedLayer::head(const bf16* final_norm_w, const bf16* lm_head, int rows, c
                      spec_.hidden, nullptr, normed_.data(), s);
   gemm_->run(normed_.data(), lm_head, rows, spec_.vocab, spec_.hidden, logits_.data(), true,
              nullptr, nullptr, s);
-}
-
-std::vector<OpTiming> time_fused_ops(const std::vector<FusedOp>& ops, const TimingOptions& opts,
-                                     cudaStream_t s) {
-  std::unique_ptr<cuda::L2Flusher> flusher;
-  if (opts.cold_l2) {
-    int dev = 0, l2 = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-    flusher = std::make_unique<cuda::L2Flusher>(static_cast<std::size_t>(l2));
-  }
-  // Times `list` as one unit: captured in one graph (opts.graph) or launched op by op.
-  auto time_list = [&](const std::string& name, const std::vector<const FusedOp*>& list) {
-    cuda::Graph graph;
-    if (opts.graph) {
-      graph.begin_capture(s);
-      for (const FusedOp* op : list) op->enqueue(s);
-      graph.end_capture(s);
-    }
-    const cuda::TimingStats t = cuda::time_on_stream(
-        [&](cudaStream_t st) {
-          if (opts.graph) {
-            graph.launch(st);
-          } else {
-            for (const FusedOp* op : list) op->enqueue(st);
-          }
-        },
-        s, opts.warmup, opts.repetitions, flusher.get());
-    OpTiming r;
-    r.op = name;
-    r.median_ms = t.median_ms;
-    r.p10_ms = t.p10_ms;
-    r.p90_ms = t.p90_ms;
-    r.repetitions = t.repetitions;
-    for (const FusedOp* op : list) {
-      r.bytes += op->bytes;
-      r.flops += op->flops;
-    }
-    return r;
-  };
-  std::vector<OpTiming> out;
-  std::vector<const FusedOp*> all;
-  for (const FusedOp& op : ops) {
-    out.push_back(time_list(op.name, {&op}));
-    all.push_back(&op);
-  }
-  out.push_back(time_list(opts.graph ? "layer(graph)" : "layer", all));
-  return out;
 }
 
 }  // namespace fusecheck::fused

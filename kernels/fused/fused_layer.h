@@ -29,6 +29,7 @@
 #include "harness/core/model_spec.h"
 #include "harness/core/path.h"
 #include "kernels/common/device_buffer.h"
+#include "kernels/common/device_op.h"
 
 namespace fusecheck::fused {
 
@@ -49,15 +50,6 @@ struct FusedLayerWeights {
   cuda::DeviceBuffer<__nv_bfloat16> mlp_norm;    // [hidden]
   cuda::DeviceBuffer<__nv_bfloat16> w_gate_up;   // [2 intermediate x hidden]
   cuda::DeviceBuffer<__nv_bfloat16> w_down;      // [hidden x intermediate]
-};
-
-// One device op of a layer call: what it is, the least bytes it must move and the FLOPs it
-// does (for GB/s, TFLOP/s and % of ceiling), and how to enqueue it.
-struct FusedOp {
-  std::string name;
-  double bytes = 0;
-  double flops = 0;
-  std::function<void(cudaStream_t)> enqueue;
 };
 
 class FusedLayer {
@@ -85,7 +77,7 @@ class FusedLayer {
   // The ops of one call of layer `layer` on batch*n rows already in input(), the n tokens of
   // each sequence at positions start..start+n-1. Buffers are sized before this returns, so
   // the ops can be captured in a CUDA graph.
-  std::vector<FusedOp> ops(int layer, int n, int start);
+  std::vector<cuda::DeviceOp> ops(int layer, int n, int start);
 
   // Device buffers (valid after ops()): rows = batch*n.
   __nv_bfloat16* input() { return x_.data(); }
@@ -125,11 +117,6 @@ class FusedLayer {
   cuda::DeviceBuffer<float> gate_up_, logits_, attn_scratch_;
   cuda::DeviceBuffer<unsigned int> attn_counters_;  // zeroed on allocation; kernels keep it zero
 };
-
-// Times ops one by one (each captured in its own graph when opts.graph) and the whole list
-// as one graph ("layer"): CUDA events, warm-up, median/p10/p90 over repetitions.
-std::vector<OpTiming> time_fused_ops(const std::vector<FusedOp>& ops, const TimingOptions& opts,
-                                     cudaStream_t stream);
 
 // RoPE cos/sin for positions [0, capacity): angles in double, stored FP32 [capacity x dim/2].
 void rope_tables(const ModelSpec& spec, int capacity, std::vector<float>& cos_t,

@@ -11,9 +11,9 @@
 
 #include "harness/core/checkpoint.h"
 #include "harness/core/dtype.h"
-#include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/gpu_path.h"
 #include "kernels/common/stream.h"
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/fused_layer.h"
@@ -84,27 +84,19 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
   return fw;
 }
 
-class FusedPath : public Path {
+class FusedPath : public cuda::GpuPath {
  public:
-  FusedPath(const Checkpoint& ckpt, const PathOptions& opts) : ckpt_(ckpt) {
-    CUDA_CHECK(cudaSetDevice(opts.device_index));
-    cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, opts.device_index));
-    device_ = prop.name;
+  FusedPath(const Checkpoint& ckpt, const PathOptions& opts) : GpuPath(ckpt, opts.device_index) {
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
     weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
   }
 
   std::string name() const override { return "fused-cuda"; }
-  std::string device() const override { return device_; }
   std::vector<Tap> taps() const override {
     return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
             Tap::resid_mid, Tap::act, Tap::resid_out};
   }
-
-  // Only these taps (and resid_out) are downloaded from layer() until told otherwise.
-  void keep_taps(std::optional<std::vector<Tap>> taps) override { keep_ = std::move(taps); }
 
   // Invariance mode: the first split-KV chunk edges of decode attention, and the A/B
   // switches the kernels read once per process (their headers say what each does).
@@ -125,19 +117,8 @@ class FusedPath : public Path {
   }
 
   TapMatrix embed(std::span<const std::int32_t> tokens) override {
-    const ModelSpec& s = ckpt_.spec();
-    const TensorView& e = *ckpt_.model().embed;
-    TapMatrix out(static_cast<Eigen::Index>(tokens.size()), s.hidden);
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-      if (tokens[i] < 0 || tokens[i] >= s.vocab)
-        throw InputError(ckpt_.path().string(), "token id " + std::to_string(tokens[i]) +
-                                                    " outside the vocabulary of " +
-                                                    std::to_string(s.vocab));
-      for (int c = 0; c < s.hidden; ++c)
-        out(static_cast<Eigen::Index>(i), c) =
-            round_to_bf16(static_cast<float>(e.at(static_cast<std::int64_t>(tokens[i]) * s.hidden + c)));
-    }
-    return out;
+    // The stored value to FP32, then once to bf16, as the weights are (docs/recipes.md).
+    return embed_rows(tokens, [](double x) { return static_cast<double>(round_to_bf16(static_cast<float>(x))); });
   }
 
   TapSet layer(int l, const TapMatrix& input) override {
@@ -149,17 +130,14 @@ class FusedPath : public Path {
     if (input.cols() != s.hidden || input.rows() % batch != 0 || input.rows() == 0)
       throw std::invalid_argument("fused-cuda: layer input must be [batch*n x hidden]");
     const int rows = static_cast<int>(input.rows()), n = rows / batch, start = kv_len_[l];
-    const std::vector<fused::FusedOp> ops = layer_->ops(l, n, start);
+    const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n, start);
     upload_input(input);
-    for (const auto& op : ops) op.enqueue(stream_);
+    cuda::enqueue_all(ops, stream_);
     stream_.synchronize();
     kv_len_[l] += n;
 
     const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim;
     TapSet taps;
-    auto wanted = [&](Tap t) {
-      return !keep_ || t == Tap::resid_out || std::find(keep_->begin(), keep_->end(), t) != keep_->end();
-    };
     if (wanted(Tap::q)) taps[Tap::q] = download(layer_->qkv(), rows, QW, NQKV, 0);
     if (wanted(Tap::k)) taps[Tap::k] = download(layer_->qkv(), rows, KW, NQKV, QW);
     if (wanted(Tap::v)) taps[Tap::v] = download(layer_->qkv(), rows, KW, NQKV, QW + KW);
@@ -216,9 +194,9 @@ class FusedPath : public Path {
     }
     caches_valid_ = false;
     layer_->randomize_caches(0x5eed, stream_);
-    const std::vector<fused::FusedOp> ops = layer_->ops(l, n_new, kv_len);
+    const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n_new, kv_len);
     layer_->randomize_input(batch * n_new, 0x1a7e, stream_);
-    return fused::time_fused_ops(ops, opts, stream_);
+    return cuda::time_ops(ops, opts, stream_, cuda::EachOp::graphed);
   }
 
  private:
@@ -232,12 +210,9 @@ class FusedPath : public Path {
     stream_.synchronize();
   }
 
-  const Checkpoint& ckpt_;
-  std::string device_;
   cuda::Stream stream_;
   std::unique_ptr<fused::FusedLayer> layer_;
   std::shared_ptr<const FusedWeights> weights_;
-  std::optional<std::vector<Tap>> keep_;
   std::vector<int> kv_len_;
   bool caches_valid_ = true;
 };

@@ -209,7 +209,7 @@ class Ref64CudaPath final : public Path {
   TapSet head(const TapMatrix& hidden) override;
 
   void keep_taps(std::optional<std::vector<Tap>> taps) override { keep_ = std::move(taps); }
-  bool supports_perturbation() const override { return true; }
+  PathCapabilities capabilities() const override { return {.perturbation = true}; }
   void set_perturbation(std::optional<Perturbation> p) override {
     host_.set_perturbation(p);  // ref64-cpu's checks of the layer and tap
     perturbation_ = p;

@@ -12,8 +12,8 @@
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
+#include "kernels/common/device_op.h"
 #include "kernels/common/random_fill.h"
-#include "kernels/common/timing.h"
 #include "reference/normal_sampler.h"
 
 namespace fusecheck::cuda {
@@ -143,13 +143,9 @@ std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
 
 template <class T>
 CudaDecoderPath<T>::CudaDecoderPath(const Checkpoint& ckpt, CudaPathConfig cfg)
-    : ckpt_(ckpt), cfg_(std::move(cfg)) {
+    : GpuPath(ckpt, cfg.engine.device), cfg_(std::move(cfg)) {
   check_spec(ckpt);
   const ModelSpec& s = ckpt.spec();
-  CUDA_CHECK(cudaSetDevice(cfg_.engine.device));
-  cudaDeviceProp prop{};
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, cfg_.engine.device));
-  device_name_ = prop.name;
   engine_ = std::make_unique<DecoderEngine<T>>(
       s, shared_per_checkpoint<EngineWeights<T>>(ckpt, cfg_.engine.device, [&] { return upload_weights<T>(ckpt); }),
       cfg_.engine);
@@ -204,16 +200,6 @@ TapMatrix CudaDecoderPath<T>::download(const DeviceBuffer<T>& buf, int rows, int
 }
 
 template <class T>
-bool CudaDecoderPath<T>::wanted(Tap t) const {
-  return t == Tap::resid_out || !keep_ || std::find(keep_->begin(), keep_->end(), t) != keep_->end();
-}
-
-template <class T>
-void CudaDecoderPath<T>::keep_taps(std::optional<std::vector<Tap>> taps) {
-  keep_ = std::move(taps);
-}
-
-template <class T>
 void CudaDecoderPath<T>::set_perturbation(std::optional<Perturbation> p) {
   if constexpr (!std::is_same_v<T, float>) {
     if (p) throw std::logic_error(cfg_.name + " does not support perturbation (reference paths only)");
@@ -256,10 +242,10 @@ void CudaDecoderPath<T>::perturb_buffer(DeviceBuffer<T>& buf, std::size_t count)
 }
 
 template <class T>
-void CudaDecoderPath<T>::run_ops(const std::vector<Op>& ops, int perturb_after, DeviceBuffer<T>* buf,
+void CudaDecoderPath<T>::run_ops(const std::vector<DeviceOp>& ops, int perturb_after, DeviceBuffer<T>* buf,
                                  std::size_t count) {
   for (std::size_t i = 0; i < ops.size(); ++i) {
-    ops[i].run(engine_->stream());
+    ops[i].enqueue(engine_->stream());
     if (static_cast<int>(i) == perturb_after) perturb_buffer(*buf, count);
   }
 }
@@ -272,20 +258,7 @@ DecoderState<T>& CudaDecoderPath<T>::state(const char* what) {
 
 template <class T>
 TapMatrix CudaDecoderPath<T>::embed(std::span<const std::int32_t> tokens) {
-  const ModelSpec& s = ckpt_.spec();
-  const TensorView* table = ckpt_.model().embed;
-  TapMatrix out(static_cast<Eigen::Index>(tokens.size()), s.hidden);
-  for (std::size_t r = 0; r < tokens.size(); ++r) {
-    const std::int32_t id = tokens[r];
-    if (id < 0 || id >= s.vocab) {
-      throw InputError("", fmt::format("token id {} is outside the vocabulary (0..{})", id, s.vocab - 1));
-    }
-    for (int c = 0; c < s.hidden; ++c) {
-      out(static_cast<Eigen::Index>(r), c) =
-          from_storage(to_storage<T>(table->at(static_cast<std::int64_t>(id) * s.hidden + c)));
-    }
-  }
-  return out;
+  return embed_rows(tokens, [](double x) { return from_storage(to_storage<T>(x)); });
 }
 
 template <class T>
@@ -329,7 +302,7 @@ TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
       {Tap::act, &A.act, in, "silu_mul"},             {Tap::down, &A.down, h, "down_proj"},
       {Tap::resid_out, &A.resid_out, h, "resid_add_mlp"},
   };
-  const std::vector<Op> ops = engine_->layer_ops(st, l, n);
+  const std::vector<DeviceOp> ops = engine_->layer_ops(st, l, n);
   int perturb_after = -1;
   DeviceBuffer<T>* perturb_buf = nullptr;
   std::size_t perturb_count = 0;
@@ -378,7 +351,7 @@ TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
     head_logits_.fill_poison(stream);
   }
   upload_rows(head_in_, hidden, stream);
-  const std::vector<Op> ops = engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows);
+  const std::vector<DeviceOp> ops = engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows);
   // head_ops: 0 final_norm, 1 lm_head.
   int perturb_after = -1;
   DeviceBuffer<T>* perturb_buf = nullptr;
@@ -420,36 +393,11 @@ std::vector<OpTiming> CudaDecoderPath<T>::time_layer(int l, int n_new, int kv_le
                seed + 1, -1.0f, 1.0f, stream);
   fill_uniform(st.v_cache[static_cast<std::size_t>(l)].data(), st.v_cache[static_cast<std::size_t>(l)].size(),
                seed + 2, -1.0f, 1.0f, stream);
-  const std::vector<Op> ops = engine_->layer_ops(st, l, n_new);
+  const std::vector<DeviceOp> ops = engine_->layer_ops(st, l, n_new);
 
-  int dev = 0, l2 = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-  std::optional<L2Flusher> flusher;
-  if (opts.cold_l2) flusher.emplace(static_cast<std::size_t>(l2));
-  L2Flusher* flush = flusher ? &*flusher : nullptr;
-
-  std::vector<OpTiming> out;
-  double total_bytes = 0, total_flops = 0;
-  for (const Op& op : ops) {
-    const TimingStats t = time_on_stream(op.run, stream, opts.warmup, opts.repetitions, flush);
-    out.push_back({op.name, t.median_ms, t.p10_ms, t.p90_ms, t.repetitions, op.bytes, op.flops});
-    total_bytes += op.bytes;
-    total_flops += op.flops;
-  }
-  TimingStats whole;
-  if (opts.graph) {
-    Graph g;
-    g.begin_capture(stream);
-    engine_->run(ops);
-    g.end_capture(stream);
-    whole = time_on_stream([&](cudaStream_t s2) { g.launch(s2); }, stream, opts.warmup, opts.repetitions, flush);
-  } else {
-    whole = time_on_stream([&](cudaStream_t) { engine_->run(ops); }, stream, opts.warmup, opts.repetitions, flush);
-  }
-  out.push_back({opts.graph ? "layer(graph)" : "layer", whole.median_ms, whole.p10_ms, whole.p90_ms,
-                 whole.repetitions, total_bytes, total_flops});
-  return out;
+  // Each op alone is timed as launched, never graphed (as this path always has); the whole
+  // layer is graphed when opts.graph.
+  return time_ops(ops, opts, stream, EachOp::launched);
 }
 
 template class CudaDecoderPath<float>;

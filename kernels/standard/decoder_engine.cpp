@@ -104,7 +104,7 @@ void DecoderEngine<T>::gemm(int rows, int out, int in, const T* x, const T* w, T
 }
 
 template <class T>
-std::vector<Op> DecoderEngine<T>::layer_ops(DecoderState<T>& st, int layer, int n_new) {
+std::vector<DeviceOp> DecoderEngine<T>::layer_ops(DecoderState<T>& st, int layer, int n_new) {
   const ModelSpec& s = spec_;
   const DeviceLayer<T>& L = weights_->layers.at(static_cast<std::size_t>(layer));
   LayerActivations<T>& A = st.act;
@@ -126,7 +126,7 @@ std::vector<Op> DecoderEngine<T>::layer_ops(DecoderState<T>& st, int layer, int 
   const T* cos = st.rope_cos.data();
   const T* sin = st.rope_sin.data();
 
-  std::vector<Op> list;
+  std::vector<DeviceOp> list;
   auto norm_op = [&](std::string name, const T* x, const T* w, T* y, int r, int cols) {
     list.push_back({std::move(name), sz * (2.0 * r * cols + cols), 5.0 * r * cols,
                    [=](cudaStream_t st_) { ops::rms_norm(x, w, y, r, cols, eps, st_); }});
@@ -221,13 +221,13 @@ std::vector<Op> DecoderEngine<T>::layer_ops(DecoderState<T>& st, int layer, int 
 }
 
 template <class T>
-std::vector<Op> DecoderEngine<T>::head_ops(const T* hidden, T* final_norm, T* logits, int rows) {
+std::vector<DeviceOp> DecoderEngine<T>::head_ops(const T* hidden, T* final_norm, T* logits, int rows) {
   const int h = spec_.hidden, vocab = spec_.vocab;
   const float eps = static_cast<float>(spec_.rms_eps);
   const double sz = sizeof(T);
   const T* w = weights_->head.final_norm.data();
   const T* lm = weights_->head.lm_head.data();
-  std::vector<Op> list;
+  std::vector<DeviceOp> list;
   list.push_back({"final_norm", sz * (2.0 * rows * h + h), 5.0 * rows * h,
                  [=](cudaStream_t s) { ops::rms_norm(hidden, w, final_norm, rows, h, eps, s); }});
   list.push_back({"lm_head", sz * (double(rows) * h + double(vocab) * h + double(rows) * vocab),
@@ -237,8 +237,8 @@ std::vector<Op> DecoderEngine<T>::head_ops(const T* hidden, T* final_norm, T* lo
 }
 
 template <class T>
-void DecoderEngine<T>::run(const std::vector<Op>& ops) {
-  for (const Op& op : ops) op.run(stream_.get());
+void DecoderEngine<T>::run(const std::vector<DeviceOp>& ops) {
+  enqueue_all(ops, stream_.get());
 }
 
 template struct LayerActivations<float>;

@@ -16,6 +16,7 @@
 #include "harness/core/model_spec.h"
 #include "kernels/common/cublas_handle.h"
 #include "kernels/common/device_buffer.h"
+#include "kernels/common/device_op.h"
 #include "kernels/common/gemm.h"
 #include "kernels/common/stream.h"
 #include "kernels/standard/rope_table.h"
@@ -66,13 +67,6 @@ struct DecoderState {
   LayerActivations<T> act;
 };
 
-struct Op {
-  std::string name;
-  double bytes = 0;  // least bytes the op must move (each input read once, output written once)
-  double flops = 0;
-  std::function<void(cudaStream_t)> run;
-};
-
 struct EngineOptions {
   Fp32Gemm fp32_gemm = Fp32Gemm::strict;  // float engine only
   RopeAngles rope_angles = RopeAngles::fp64;
@@ -98,12 +92,12 @@ class DecoderEngine {
   // The ops of `layer` for n_new tokens per sequence appended at st.cached[layer]; reads
   // st.act.input, writes every tap buffer and the cache rows. Running them does not advance
   // st.cached (the caller does, so timing can rerun them). st.act must hold batch * n_new rows.
-  std::vector<Op> layer_ops(DecoderState<T>& st, int layer, int n_new);
+  std::vector<DeviceOp> layer_ops(DecoderState<T>& st, int layer, int n_new);
   // Final norm and lm_head of `rows` rows of `hidden` into final_norm and logits.
-  std::vector<Op> head_ops(const T* hidden, T* final_norm, T* logits, int rows);
+  std::vector<DeviceOp> head_ops(const T* hidden, T* final_norm, T* logits, int rows);
 
   // Runs ops in order on the engine's stream (no synchronization).
-  void run(const std::vector<Op>& ops);
+  void run(const std::vector<DeviceOp>& ops);
 
  private:
   void gemm(int rows, int out, int in, const T* x, const T* w, T* y, float beta = 0.0f);

@@ -302,7 +302,7 @@ TEST_F(Ref64Cuda, IsRegisteredAndExposesEveryTapOfRef64Cpu) {
     EXPECT_EQ(gpu->name(), "ref64-cuda");
     EXPECT_NE(gpu->device(), "cpu");
     EXPECT_EQ(gpu->taps().size(), cpu->taps().size() + kHeadTaps.size()) << profile;
-    EXPECT_TRUE(gpu->supports_perturbation());
+    EXPECT_TRUE(gpu->capabilities().perturbation);
   }
 }
 

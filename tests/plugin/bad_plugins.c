@@ -7,8 +7,16 @@
  *   4 create_fails   every create returns an error
  *   5 wrong_shape    resid_out has one column too many
  *   6 nan_values     every value it returns is NaN
- *   7 builtin_name   offers a path named ref32-cpu */
+ *   7 builtin_name   offers a path named ref32-cpu
+ * Kinds 1-7 leave abi_minor 0: their error codes carry no status, as in ABI 1.0.
+ *   8 status_input        (1.1) layer returns FC_ERR_INPUT
+ *   9 status_unsupported  (1.1) create returns FC_ERR_UNSUPPORTED
+ *  10 status_plugin_bug   (1.1) layer returns FC_ERR_PLUGIN_BUG
+ *  11 minor_too_new       reports ABI 1.99
+ *  12 abi_1_0             a table of ABI 1.0's size (no abi_minor); create returns code 3,
+ *                         which in 1.0 means only "failed" */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +37,11 @@ static int create(const char* name, const fc_model* model, const fc_create_optio
     err->code = 7;
     strcpy(err->message, "this plug-in refuses every model");
     return 7;
+  }
+  if (BAD_KIND == 9 || BAD_KIND == 12) {
+    err->code = BAD_KIND == 9 ? FC_ERR_UNSUPPORTED : 3;
+    strcpy(err->message, "no kernel for this architecture");
+    return err->code;
   }
   fc_path* p = calloc(1, sizeof *p);
   p->hidden = model->spec.hidden;
@@ -79,7 +92,12 @@ static int embed(fc_path* p, const int32_t* tokens, int64_t n, fc_tensor* out, f
 
 static int layer(fc_path* p, int32_t index, const fc_tensor* input, const fc_tap_value** out, int32_t* n_out,
                  fc_error* err) {
-  (void)index, (void)err;
+  (void)index;
+  if (BAD_KIND == 8 || BAD_KIND == 10) {
+    err->code = BAD_KIND == 8 ? FC_ERR_INPUT : FC_ERR_PLUGIN_BUG;
+    strcpy(err->message, BAD_KIND == 8 ? "rows must be a multiple of 64" : "illegal memory access in the layer kernel");
+    return err->code;
+  }
   p->taps[0].tap = FC_TAP_RESID_OUT;
   p->taps[0].value = matrix(p, input->shape[0], p->hidden + (BAD_KIND == 5 ? 1 : 0));
   *out = p->taps;
@@ -103,7 +121,9 @@ __attribute__((visibility("default"))) const fc_plugin* fusecheck_path_plugin(vo
   static fc_plugin table;
   memset(&table, 0, sizeof table);
   table.abi_version = BAD_KIND == 2 ? 999u : FC_PLUGIN_ABI_VERSION;
-  table.struct_size = sizeof table;
+  table.struct_size = BAD_KIND == 12 ? (uint32_t)offsetof(fc_plugin, abi_minor) : (uint32_t)sizeof table;
+  if (BAD_KIND >= 8 && BAD_KIND <= 10) table.abi_minor = FC_PLUGIN_ABI_MINOR;
+  if (BAD_KIND == 11) table.abi_minor = 99;
   table.name = "bad-plugin";
   table.version = "0";
   table.n_paths = 1;

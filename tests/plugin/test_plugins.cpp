@@ -2,7 +2,8 @@
 // as a module) loads, registers its path and computes the decoder layer to bf16 accuracy
 // against ref32-cpu; `fusecheck run --plugin` and the scenario key `plugins:` run it and
 // record its provenance; and each broken plug-in of bad_plugins.c gives exit 2 with one
-// line naming the file, or (NaN values) a recorded gate failure.
+// line naming the file, or (NaN values) a recorded gate failure, or (a 1.1 plug-in that
+// reports FC_ERR_PLUGIN_BUG) exit 70 naming the plug-in.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -202,8 +203,31 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"missing_layer", FUSECHECK_BAD_PLUGIN_missing_layer, "paths", "function 'layer' is missing"},
         BadCase{"builtin_name", FUSECHECK_BAD_PLUGIN_builtin_name, "paths", "'ref32-cpu' is already registered"},
         BadCase{"create_fails", FUSECHECK_BAD_PLUGIN_create_fails, "run", "create failed: this plug-in refuses every model"},
-        BadCase{"wrong_shape", FUSECHECK_BAD_PLUGIN_wrong_shape, "run", "tap resid_out: shape ["}),
+        BadCase{"wrong_shape", FUSECHECK_BAD_PLUGIN_wrong_shape, "run", "tap resid_out: shape ["},
+        BadCase{"status_input", FUSECHECK_BAD_PLUGIN_status_input, "run", "layer 0: rows must be a multiple of 64"},
+        BadCase{"status_unsupported", FUSECHECK_BAD_PLUGIN_status_unsupported, "run",
+                "create failed: not supported by plug-in bad-plugin: no kernel for this architecture"},
+        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.1"},
+        BadCase{"abi_1_0_codes_mean_failed", FUSECHECK_BAD_PLUGIN_abi_1_0, "run", "create failed: no kernel for this architecture (code 3)"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(PluginStatus, PluginBugExitsSeventyNamingThePluginAndFile) {
+  const auto dir = test::scratch_dir();
+  const auto r = test::run_fusecheck(run_args(dir, write_scenario(dir, "bad-plugin-path")) + " --plugin " +
+                                     quoted(FUSECHECK_BAD_PLUGIN_status_plugin_bug));
+  EXPECT_EQ(r.exit_code, 70) << r.err;
+  EXPECT_NE(r.err.find(FUSECHECK_BAD_PLUGIN_status_plugin_bug), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("plug-in error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("plug-in bad-plugin failed"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("illegal memory access in the layer kernel"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(PluginStatus, AnAbi10TableStillLoads) {
+  const auto r = test::run_fusecheck("paths --plugin " + quoted(FUSECHECK_BAD_PLUGIN_abi_1_0));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("bad-plugin-path"), std::string::npos) << r.out;
+}
 
 TEST(CudaPlugin, MissingLibraryWithDeviceCudaSaysWhatToBuild) {
   const auto dir = test::scratch_dir();

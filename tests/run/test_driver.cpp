@@ -3,6 +3,8 @@
 // the ref64 noise floor, and the results file written from it.
 #include <cmath>
 #include <fstream>
+#include <map>
+#include <stdexcept>
 
 #include <gtest/gtest.h>
 
@@ -21,8 +23,51 @@ using test::FakePath;
 
 const FakeModel kModel{24, 37, 3};
 
+// A bf16 fake that claims both capabilities: perturbation (its set_perturbation is
+// FakePath's, which throws for a name not starting with "ref": a broken claim) and headroom
+// (one rounding point, "q", whose max |x| grows with the layer).
+class CapableFakePath final : public FakePath {
+ public:
+  using FakePath::FakePath;
+  PathCapabilities capabilities() const override { return {.perturbation = true, .headroom = true}; }
+  std::map<std::string, Headroom> headroom(int layer) const override {
+    Headroom h;
+    h.max_abs = 2.0 * (layer + 1);
+    h.max_finite = 65504;
+    h.n_values = 10;
+    h.n_saturated = layer;
+    h.rounded = true;
+    return {{"q", h}};
+  }
+};
+
+// A bf16 fake that records, for every layer() call, its rows and the keep_taps hint then
+// in force (empty: every tap).
+class HintRecordingFakePath final : public FakePath {
+ public:
+  using FakePath::FakePath;
+  void keep_taps(std::optional<std::vector<Tap>> taps) override { hint_ = std::move(taps); }
+  TapSet layer(int layer, const TapMatrix& input) override {
+    calls().push_back({static_cast<int>(input.rows()), hint_.value_or(std::vector<Tap>{})});
+    return FakePath::layer(layer, input);
+  }
+  struct Call {
+    int rows;
+    std::vector<Tap> hint;
+  };
+  static std::vector<Call>& calls() {
+    static std::vector<Call> c;
+    return c;
+  }
+
+ private:
+  std::optional<std::vector<Tap>> hint_;
+};
+
 PathMaker fake_maker() {
   return [](const std::string& name, const std::string&) -> std::unique_ptr<Path> {
+    if (name == "recording") return std::make_unique<HintRecordingFakePath>(name, kModel, FakePath::Kind::Bf16);
+    if (name == "capable") return std::make_unique<CapableFakePath>(name, kModel, FakePath::Kind::Bf16);
     if (name == "ref64-cpu") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Exact);
     if (name == "ref32-cpu" || name == "same") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Float32);
     if (name == "bf16") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Bf16);
@@ -128,6 +173,29 @@ TEST(Driver, DecodeMeasuresOnlyTheDecodeSteps) {
   EXPECT_TRUE(r.paths[0].propagated->layers[2][kResid]);
 }
 
+TEST(Driver, DecodeAsksOnlyResidOutOfTheKvPrefillChunk) {
+  auto cfg = config(2, 8);
+  cfg.phase = {Phase::Decode, 5, 3};
+  cfg.greedy_steps = 0;
+  cfg.timing.enabled = false;  // its second forward asks resid_out only, every chunk
+  HintRecordingFakePath::calls().clear();
+  run_side_by_side(cfg, {slot("recording", DType::BF16)}, fake_maker());
+  const auto& calls = HintRecordingFakePath::calls();
+  ASSERT_FALSE(calls.empty());
+  int prefill = 0, steps = 0;
+  for (const auto& c : calls) {
+    if (c.rows == 2 * 5) {
+      ++prefill;
+      EXPECT_EQ(c.hint, std::vector<Tap>{Tap::resid_out}) << "the KV prefill is not measured";
+    } else {
+      ++steps;
+      EXPECT_EQ(c.rows, 2);
+      EXPECT_TRUE(c.hint.empty()) << "a measured decode step reads every tap";
+    }
+  }
+  EXPECT_EQ(steps, 3 * prefill);  // per layer and mode: one prefill chunk, three steps
+}
+
 TEST(Driver, PerturbationSensitivityIsOneWhereInjectedAndUndefinedBefore) {
   auto cfg = config();
   cfg.modes.perturb = PerturbSpec{1, Tap::q, 1e-3};
@@ -141,6 +209,34 @@ TEST(Driver, PerturbationSensitivityIsOneWhereInjectedAndUndefinedBefore) {
   EXPECT_NEAR(s[1][kQ], 1.0, 0.15);
   EXPECT_GT(s[2][kResid], 0);
   EXPECT_TRUE(std::isfinite(r.perturb->head_sensitivity[1]));
+}
+
+TEST(Driver, AReferenceWithoutThePerturbationCapabilityIsPerturbedThroughARef32CpuPair) {
+  auto cfg = config();
+  cfg.reference = "ref64-cpu";  // the fake ref64 does not claim the capability
+  cfg.modes.perturb = PerturbSpec{1, Tap::q, 1e-3};
+  cfg.seeds.perturbation = 7;
+  const auto r = run_side_by_side(cfg, {slot("bf16", DType::BF16)}, fake_maker());
+  ASSERT_TRUE(r.perturb);
+  EXPECT_EQ(r.perturb->path, "ref32-cpu");
+  EXPECT_NEAR(r.perturb->sensitivity[1][kQ], 1.0, 0.15);
+}
+
+TEST(Driver, AnExceptionFromAPathThatClaimsPerturbationIsABugThatPropagates) {
+  auto cfg = config();
+  cfg.reference = "capable";
+  cfg.modes.perturb = PerturbSpec{1, Tap::q, 1e-3};
+  EXPECT_THROW(run_side_by_side(cfg, {slot("bf16", DType::BF16)}, fake_maker()), std::logic_error);
+}
+
+TEST(Driver, HeadroomIsRecordedForPathsWithTheCapabilityOnly) {
+  const auto r = run_side_by_side(config(), {slot("capable", DType::BF16), slot("bf16", DType::BF16)}, fake_maker());
+  const RecipeHeadroom& h = r.paths[0].recipe_headroom;
+  ASSERT_EQ(h.points, std::vector<std::string>{"q"});
+  ASSERT_EQ(h.by_layer.size(), static_cast<std::size_t>(kModel.layers + 1));  // the head last
+  EXPECT_DOUBLE_EQ(h.by_layer[1][0].ratio, 4.0 / 65504);
+  EXPECT_DOUBLE_EQ(h.by_layer[2][0].saturated, 2.0);
+  EXPECT_TRUE(r.paths[1].recipe_headroom.points.empty());
 }
 
 TEST(Driver, GreedyDecodingOfAnIdenticalPathNeverMismatches) {
