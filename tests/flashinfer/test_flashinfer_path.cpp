@@ -7,9 +7,6 @@
 // `flashinfer`: relative L2 below 4e-3 on attn and what follows it in the layer).
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -18,58 +15,29 @@
 #include "harness/paths/plugin_loader.h"
 #include "kernels/common/device_info.h"
 #include "reference/random_checkpoint.h"
+#include "tests/common/path_agreement.h"
+#include "tests/common/small_specs.h"
 
 namespace fusecheck::test {
 namespace {
 
+// FlashInfer's instantiated head dims: qwen3 9 query heads over 3 kv heads of 64 (q/k norms),
+// qwen2 head_dim 128 in groups of 2 (biases), llama 5 heads of 64 without GQA, interleaved
+// pairs (GGUF order).
+constexpr ShapePerArch kFlashInferShapes{
+    .qwen3 = {.hidden = 200, .n_heads = 9, .n_kv_heads = 3, .head_dim = 64, .intermediate = 328},
+    .qwen2 = {.hidden = 136, .n_heads = 4, .n_kv_heads = 2, .head_dim = 128, .intermediate = 232},
+    .llama = {.hidden = 168, .n_heads = 5, .n_kv_heads = 5, .head_dim = 64, .intermediate = 256},
+};
+
 ModelSpec small_spec(const std::string& arch) {
-  ModelSpec s;
-  s.architecture = arch;
-  s.source_format = "hf-safetensors";
-  s.n_layers = 2;
-  s.vocab = 97;
-  s.rms_eps = 1e-6;
-  s.rope_theta = 1e6;
-  if (arch == "qwen3") {  // 9 query heads over 3 kv heads of 64, q/k norms
-    s.hidden = 200; s.n_heads = 9; s.n_kv_heads = 3; s.head_dim = 64; s.intermediate = 328;
-    s.has_qk_norm = true;
-  } else if (arch == "qwen2") {  // biases, head_dim 128, group 2
-    s.hidden = 136; s.n_heads = 4; s.n_kv_heads = 2; s.head_dim = 128; s.intermediate = 232;
-    s.has_qkv_bias = true;
-  } else {  // llama, interleaved pairs (GGUF order), 5 heads, no GQA
-    s.hidden = 168; s.n_heads = 5; s.n_kv_heads = 5; s.head_dim = 64; s.intermediate = 256;
-    s.rms_eps = 1e-5; s.rope_theta = 10000; s.rope_style = RopeStyle::Interleaved;
-  }
-  s.rope_dim = s.head_dim;
-  s.max_position = 4096;
-  s.dtype = "BF16";
-  return s;
+  return two_layer_spec(arch, kFlashInferShapes, RopeStyle::Interleaved, "BF16");
 }
 
 void load_flashinfer() {
   register_builtin_paths();
   static const bool loaded = (load_plugin(FUSECHECK_FLASHINFER_PLUGIN), true);
   (void)loaded;
-}
-
-struct TapDistance {
-  double share_off = 0, rel_l2 = 0;
-};
-// Share of elements more than one bf16 ulp apart, and relative L2 distance.
-TapDistance distance(const TapMatrix& a, const TapMatrix& b) {
-  TapDistance d;
-  double num = 0, den = 0;
-  long off = 0;
-  for (Eigen::Index i = 0; i < a.size(); ++i) {
-    const double x = a.data()[i], y = b.data()[i];
-    num += (x - y) * (x - y);
-    den += y * y;
-    const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(y), 1e-30)) - 7);
-    off += !(std::fabs(x - y) <= 1.01 * ulp);
-  }
-  d.share_off = static_cast<double>(off) / a.size();
-  d.rel_l2 = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
-  return d;
 }
 
 // Taps the attention output feeds within the layer (they inherit prefill's bf16 P).
@@ -79,23 +47,10 @@ bool after_attention(Tap t) {
 }
 
 void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, const std::string& where) {
-  int compared = 0;
-  for (const auto& [tap, m] : fi) {
-    auto it = emulated.find(tap);
-    if (it == emulated.end()) continue;
-    ASSERT_EQ(m.rows(), it->second.rows()) << where << " " << tap_name(tap);
-    ASSERT_EQ(m.cols(), it->second.cols()) << where << " " << tap_name(tap);
-    ASSERT_TRUE(m.allFinite()) << where << " " << tap_name(tap) << " has NaN/Inf";
-    const TapDistance d = distance(m, it->second);
-    if (prefill && after_attention(tap)) {
-      EXPECT_LE(d.rel_l2, 4e-3) << where << " " << tap_name(tap);  // bf16 P: 2^-8 of the mass at most
-    } else {
-      EXPECT_LE(d.share_off, 0.01) << where << " " << tap_name(tap);  // approximate rsqrt/exp2: rare 1-ulp flips
-      EXPECT_LE(d.rel_l2, 2e-3) << where << " " << tap_name(tap);
-    }
-    ++compared;
-  }
-  EXPECT_GE(compared, 10) << where << ": too few common taps";
+  expect_taps_within(fi, emulated, where, 10, [prefill](Tap tap) -> TapLimits {
+    if (prefill && after_attention(tap)) return {.rel_l2 = 4e-3};  // bf16 P: 2^-8 of the mass at most
+    return {.share_off = 0.01, .rel_l2 = 2e-3};  // approximate rsqrt/exp2: rare 1-ulp flips
+  });
 }
 
 class FlashInferPathAgreement : public ::testing::TestWithParam<std::string> {};
@@ -109,28 +64,9 @@ TEST_P(FlashInferPathAgreement, SmallPrefillAndDecodeMatchEmulatedFlashinferReci
   auto fi = make_path("flashinfer-cuda", ckpt, opts);
   opts.recipe = "flashinfer";
   auto emulated = make_path("emulated-cpu", ckpt, opts);
-  std::mt19937_64 rng(11);
-  std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
-  for (const int batch : {3, 1}) {
-    fi->reset(batch, 1100);
-    emulated->reset(batch, 1100);
-    // A prefill of 13, two decode steps, a 2-token chunk over the cache, a long prefill
-    // that takes the cache past 1025 (FlashInfer's split-KV decode), one more decode step.
-    for (int n : {13, 1, 1, 2, 1010, 1}) {
-      std::vector<std::int32_t> ids(batch * n);
-      for (auto& t : ids) t = tok(rng);
-      const TapMatrix x = emulated->embed(ids);
-      ASSERT_TRUE(fi->embed(ids) == x) << "embeddings differ";
-      TapMatrix h = x;
-      for (int l = 0; l < spec.n_layers; ++l) {
-        const TapSet f = fi->layer(l, h), e = emulated->layer(l, h);
-        expect_taps_agree(f, e, n > 1, GetParam() + " batch " + std::to_string(batch) + " n=" + std::to_string(n) +
-                                           " layer " + std::to_string(l));
-        h = e.at(Tap::resid_out);
-      }
-      expect_taps_agree(fi->head(h), emulated->head(h), false, GetParam() + " head n=" + std::to_string(n));
-    }
-  }
+  // A prefill of 13, two decode steps, a 2-token chunk over the cache, a long prefill
+  // that takes the cache past 1025 (FlashInfer's split-KV decode), one more decode step.
+  drive_isolated(*fi, *emulated, spec, {3, 1}, 1100, {13, 1, 1, 2, 1010, 1}, 11, GetParam(), expect_taps_agree);
 }
 
 INSTANTIATE_TEST_SUITE_P(SmallModels, FlashInferPathAgreement, ::testing::Values("qwen3", "qwen2", "llama"));
@@ -142,23 +78,7 @@ TEST(FlashInferPath, SmallTwoRunsAreBitwiseIdentical) {
   ref::RandomCheckpoint ckpt(spec, 5, DType::BF16);
   auto fi = make_path("flashinfer-cuda", ckpt, PathOptions{});
   std::vector<TapSet> runs;
-  for (int run = 0; run < 2; ++run) {
-    fi->reset(3, 400);
-    TapSet all;
-    std::mt19937_64 rng(21);
-    std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
-    for (int n : {300, 1}) {
-      std::vector<std::int32_t> ids(3 * n);
-      for (auto& t : ids) t = tok(rng);
-      TapMatrix h = fi->embed(ids);
-      for (int l = 0; l < spec.n_layers; ++l) {
-        TapSet taps = fi->layer(l, h);
-        h = taps.at(Tap::resid_out);
-        for (auto& [tap, m] : taps) all[tap] = m;
-      }
-    }
-    runs.push_back(std::move(all));
-  }
+  for (int run = 0; run < 2; ++run) runs.push_back(last_taps_of_run(*fi, spec, 3, 400, {300, 1}));
   for (const auto& [tap, m] : runs[0]) EXPECT_TRUE(m == runs[1].at(tap)) << tap_name(tap) << " differs";
 }
 

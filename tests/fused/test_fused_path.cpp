@@ -5,9 +5,6 @@
 // (one ulp, 2^-8 relative); a misplaced rounding point changes a third or more of them.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -15,69 +12,22 @@
 #include "harness/core/path_registry.h"
 #include "kernels/common/device_info.h"
 #include "reference/random_checkpoint.h"
+#include "tests/common/path_agreement.h"
+#include "tests/common/small_specs.h"
 
 namespace fusecheck::test {
 namespace {
 
+// kOddShapes; llama in HF order (pairs split in halves).
 ModelSpec tiny_spec(const std::string& arch) {
-  ModelSpec s;
-  s.architecture = arch;
-  s.source_format = "hf-safetensors";
-  s.n_layers = 2;
-  s.vocab = 97;
-  s.rms_eps = 1e-6;
-  s.rope_theta = 1e6;
-  if (arch == "qwen3") {  // 5 query heads over 1 kv head, q/k norms
-    s.hidden = 80; s.n_heads = 5; s.n_kv_heads = 1; s.head_dim = 16; s.intermediate = 136;
-    s.has_qk_norm = true;
-  } else if (arch == "qwen2") {  // biases
-    s.hidden = 64; s.n_heads = 4; s.n_kv_heads = 2; s.head_dim = 16; s.intermediate = 120;
-    s.has_qkv_bias = true;
-  } else {  // llama: 9 heads over 3 kv heads, head_dim 8, eps 1e-5
-    s.hidden = 72; s.n_heads = 9; s.n_kv_heads = 3; s.head_dim = 8; s.intermediate = 200;
-    s.rms_eps = 1e-5; s.rope_theta = 10000;
-  }
-  s.rope_dim = s.head_dim;
-  s.max_position = 4096;
-  s.dtype = "BF16";
-  return s;
-}
-
-// Share of elements more than one bf16 ulp apart, and relative L2 distance.
-struct TapDistance {
-  double share_off = 0, rel_l2 = 0;
-};
-TapDistance distance(const TapMatrix& a, const TapMatrix& b) {
-  TapDistance d;
-  double num = 0, den = 0;
-  long off = 0;
-  for (Eigen::Index i = 0; i < a.size(); ++i) {
-    const double x = a.data()[i], y = b.data()[i];
-    num += (x - y) * (x - y);
-    den += y * y;
-    const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(y), 1e-30)) - 7);
-    off += !(std::fabs(x - y) <= 1.01 * ulp);
-  }
-  d.share_off = static_cast<double>(off) / a.size();
-  d.rel_l2 = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
-  return d;
+  return two_layer_spec(arch, kOddShapes, RopeStyle::NeoxHalfSplit, "BF16");
 }
 
 void expect_taps_agree(const TapSet& fused, const TapSet& emulated, const std::string& where) {
-  int compared = 0;
-  for (const auto& [tap, m] : fused) {
-    auto it = emulated.find(tap);
-    if (it == emulated.end()) continue;
-    ASSERT_EQ(m.rows(), it->second.rows()) << where << " " << tap_name(tap);
-    ASSERT_EQ(m.cols(), it->second.cols()) << where << " " << tap_name(tap);
-    ASSERT_TRUE(m.allFinite()) << where << " " << tap_name(tap) << " has NaN/Inf";
-    const TapDistance d = distance(m, it->second);
+  expect_taps_within(fused, emulated, where, 2, [](Tap tap) -> TapLimits {
     const bool fp32_tap = tap == Tap::logits;  // not rounded by fused-v1
-    EXPECT_LE(d.share_off, fp32_tap ? 1.0 : 0.01) << where << " " << tap_name(tap);
-    EXPECT_LE(d.rel_l2, fp32_tap ? 1e-5 : 2e-3) << where << " " << tap_name(tap);
-    ++compared;
-  }
-  EXPECT_GE(compared, 2) << where << ": too few common taps";
+    return {.share_off = fp32_tap ? 1.0 : 0.01, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
+  });
 }
 
 class FusedPathAgreement : public ::testing::TestWithParam<std::string> {};
@@ -95,26 +45,11 @@ TEST_P(FusedPathAgreement, SmallPrefillAndDecodeMatchEmulatedFusedV1) {
   // Per batch, four phases: a prefill of 13 tokens (GEMM route), two decode steps
   // (split-KV attention; batch 1: GEMV route, batch 3: GEMM route), then a 2-token chunk
   // (causal attention over a cache that already holds 15 positions; batch 1: GEMV route).
-  std::mt19937_64 rng(11);
-  std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
-  for (const int batch : {3, 1}) {
-    fused->reset(batch, 64);
-    emulated->reset(batch, 64);
-    for (int n : {13, 1, 1, 2}) {
-      std::vector<std::int32_t> ids(batch * n);
-      for (auto& t : ids) t = tok(rng);
-      const TapMatrix x = emulated->embed(ids);
-      ASSERT_TRUE(fused->embed(ids) == x) << "embeddings differ";
-      TapMatrix h = x;
-      for (int l = 0; l < spec.n_layers; ++l) {
-        // Isolated: both get the emulated input, so each layer's own agreement is measured.
-        const TapSet f = fused->layer(l, h), e = emulated->layer(l, h);
-        expect_taps_agree(f, e, GetParam() + " batch " + std::to_string(batch) + " n=" + std::to_string(n) + " layer " + std::to_string(l));
-        h = e.at(Tap::resid_out);
-      }
-      expect_taps_agree(fused->head(h), emulated->head(h), GetParam() + " head n=" + std::to_string(n));
-    }
-  }
+  // Isolated: both get the emulated input, so each layer's own agreement is measured.
+  drive_isolated(*fused, *emulated, spec, {3, 1}, 64, {13, 1, 1, 2}, 11, GetParam(),
+                 [](const TapSet& f, const TapSet& e, bool, const std::string& where) {
+                   expect_taps_agree(f, e, where);
+                 });
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, FusedPathAgreement,
@@ -129,24 +64,8 @@ TEST(FusedPath, SmallTwoRunsAreBitwiseIdentical) {
   ref::RandomCheckpoint ckpt(spec, 5, DType::BF16);
   auto fused = make_path("fused-cuda", ckpt, PathOptions{});
   for (const int batch : {3, 1}) {  // GEMM route, then the GEMV route for the decode step
-    std::vector<TapSet> runs;
-    for (int run = 0; run < 2; ++run) {
-      fused->reset(batch, 80);
-      TapSet all;
-      std::mt19937_64 rng(21);
-      std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
-      for (int n : {70, 1}) {
-        std::vector<std::int32_t> ids(batch * n);
-        for (auto& t : ids) t = tok(rng);
-        TapMatrix h = fused->embed(ids);
-        for (int l = 0; l < spec.n_layers; ++l) {
-          TapSet taps = fused->layer(l, h);
-          h = taps.at(Tap::resid_out);
-          for (auto& [tap, m] : taps) all[tap] = m;  // last layer's taps of the last step
-        }
-      }
-      runs.push_back(std::move(all));
-    }
+    std::vector<TapSet> runs;  // the last layer's taps of the last step
+    for (int run = 0; run < 2; ++run) runs.push_back(last_taps_of_run(*fused, spec, batch, 80, {70, 1}));
     for (const auto& [tap, m] : runs[0])
       EXPECT_TRUE(m == runs[1].at(tap)) << "batch " << batch << ": " << tap_name(tap) << " differs";
   }

@@ -11,49 +11,22 @@
 #include <map>
 #include <random>
 
-#include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
 #include "harness/core/greedy.h"
 #include "harness/core/path_registry.h"
 #include "kernels/ref32/ref32_path.h"
 #include "kernels/standard/standard_path.h"
+#include "tests/common/ci_models.h"
 #include "tests/common/test_support.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace fusecheck::gpu_test {
 namespace {
 
-// Synthetic checkpoints are written once per build tree and reused.
-std::unique_ptr<Checkpoint> synth_model(const std::string& profile) {
-  const char* bin = std::getenv("FUSECHECK_BINARY_DIR");
-  const std::filesystem::path root = bin ? std::filesystem::path(bin) : std::filesystem::temp_directory_path();
-  const std::filesystem::path dir = root / "test-scratch" / "gpu-models" / profile;
-  if (!std::filesystem::exists(dir / "config.json")) {
-    SynthOptions o;
-    o.seed = 7;
-    write_synthetic_checkpoint(profile, o, dir);
-  }
-  return Checkpoint::open(dir);
-}
-
-struct Model {
-  std::string label;
-  std::unique_ptr<Checkpoint> ckpt;
-};
-
-// The three test models; stories260K is left out (and said so) without the models folder.
-std::vector<Model> test_models() {
-  std::vector<Model> out;
-  out.push_back({"qwen3-tiny", synth_model("qwen3-tiny")});
-  out.push_back({"llama-tiny", synth_model("llama-tiny")});
-  if (auto dir = test::models_dir(); dir && std::filesystem::exists(*dir / "stories260K.gguf")) {
-    out.push_back({"stories260K", Checkpoint::open(*dir / "stories260K.gguf")});
-  } else {
-    ADD_FAILURE() << "stories260K.gguf missing: " << test::models_dir_skip_reason();
-  }
-  return out;
-}
+using test::ci_models;
+using test::Model;
+using test::synth_model;
 
 double rel_l2(const TapMatrix& got, const TapMatrix& want) {
   EXPECT_EQ(got.rows(), want.rows());
@@ -145,7 +118,7 @@ TEST_F(GpuPaths, BothCudaPathsAreRegisteredAndExposeEveryTap) {
 }
 
 TEST_F(GpuPaths, Ref32CudaAgreesWithRef64AtFp32AccuracyOnEveryTap) {
-  for (const Model& m : test_models()) {
+  for (const Model& m : ci_models()) {
     auto ref = make_path("ref64-cpu", *m.ckpt, {});
     auto gpu = make_ref32_cuda_path(*m.ckpt, {}, {.allow_tf32 = false, .poison_activations = true});
     const Comparison cmp = compare_isolated(*ref, *gpu, *m.ckpt);
@@ -189,7 +162,7 @@ TEST_F(GpuPaths, Ref32CudaGreedyDecodingReproducesTheStories260KOracle) {
 }
 
 TEST_F(GpuPaths, StandardCudaMatchesEmulatedHfBf16UpToAccumulationOrder) {
-  for (const Model& m : test_models()) {
+  for (const Model& m : ci_models()) {
     auto emulated = make_path("emulated-cpu", *m.ckpt, {.recipe = "hf-bf16"});
     auto gpu = make_standard_cuda_path(*m.ckpt, {}, {.poison_activations = true});
     const Comparison cmp = compare_isolated(*emulated, *gpu, *m.ckpt);

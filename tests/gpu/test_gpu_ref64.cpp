@@ -14,7 +14,6 @@
 #include <iostream>
 #include <random>
 
-#include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/path_registry.h"
 #include "kernels/common/cublas_handle.h"
@@ -23,6 +22,8 @@
 #include "kernels/ref64/ref64_ops.h"
 #include "reference/ops.h"
 #include "reference/random_checkpoint.h"
+#include "tests/common/ci_models.h"
+#include "tests/common/small_specs.h"
 #include "tests/common/test_support.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -35,59 +36,13 @@ namespace {
 // anywhere in the chain (a cast, an FP32 GEMM, a TF32 mode) fails it.
 constexpr double kFp64TapTolerance = 1e-13;
 
-// Synthetic checkpoints are written once per build tree and reused (as test_gpu_paths).
-std::unique_ptr<Checkpoint> synth_model(const std::string& profile) {
-  const char* bin = std::getenv("FUSECHECK_BINARY_DIR");
-  const std::filesystem::path root = bin ? std::filesystem::path(bin) : std::filesystem::temp_directory_path();
-  const std::filesystem::path dir = root / "test-scratch" / "gpu-models" / profile;
-  if (!std::filesystem::exists(dir / "config.json")) {
-    SynthOptions o;
-    o.seed = 7;
-    write_synthetic_checkpoint(profile, o, dir);
-  }
-  return Checkpoint::open(dir);
-}
+using test::ci_models;
+using test::Model;
+using test::synth_model;
 
-struct Model {
-  std::string label;
-  std::unique_ptr<Checkpoint> ckpt;
-};
-
-std::vector<Model> ci_models() {
-  std::vector<Model> out;
-  out.push_back({"qwen3-tiny", synth_model("qwen3-tiny")});
-  out.push_back({"llama-tiny", synth_model("llama-tiny")});
-  if (auto dir = test::models_dir(); dir && std::filesystem::exists(*dir / "stories260K.gguf")) {
-    out.push_back({"stories260K", Checkpoint::open(*dir / "stories260K.gguf")});
-  } else {
-    ADD_FAILURE() << "stories260K.gguf missing: " << test::models_dir_skip_reason();
-  }
-  return out;
-}
-
+// kOddShapes stored as F32; llama with interleaved pairs.
 ModelSpec odd_spec(const std::string& arch) {
-  ModelSpec s;
-  s.architecture = arch;
-  s.source_format = "hf-safetensors";
-  s.n_layers = 2;
-  s.vocab = 97;
-  s.rms_eps = 1e-6;
-  s.rope_theta = 1e6;
-  if (arch == "qwen3") {  // 5 query heads over 1 kv head, q/k norms
-    s.hidden = 80, s.n_heads = 5, s.n_kv_heads = 1, s.head_dim = 16, s.intermediate = 136;
-    s.has_qk_norm = true;
-  } else if (arch == "qwen2") {  // biases
-    s.hidden = 64, s.n_heads = 4, s.n_kv_heads = 2, s.head_dim = 16, s.intermediate = 120;
-    s.has_qkv_bias = true;
-  } else {  // llama: 9 heads over 3 kv heads, head_dim 8, interleaved pairs
-    s.hidden = 72, s.n_heads = 9, s.n_kv_heads = 3, s.head_dim = 8, s.intermediate = 200;
-    s.rms_eps = 1e-5, s.rope_theta = 10000;
-    s.rope_style = RopeStyle::Interleaved;
-  }
-  s.rope_dim = s.head_dim;
-  s.max_position = 4096;
-  s.dtype = "F32";
-  return s;
+  return test::two_layer_spec(arch, test::kOddShapes, RopeStyle::Interleaved, "F32");
 }
 
 // Worst distances of one tap over every layer and step.

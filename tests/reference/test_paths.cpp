@@ -15,24 +15,17 @@
 #include "reference/decoder_path.h"
 #include "reference/random_checkpoint.h"
 #include "reference/register.h"
+#include "tests/common/small_specs.h"
 
 namespace fusecheck::ref {
 namespace {
 
+// Three layers of 6 query heads over 2 kv heads of 16; qwen3 brings q/k norms, theta 1e6
+// and tied embeddings, qwen2 QKV biases, llama-gguf interleaved RoPE pairs.
 ModelSpec small_spec(const std::string& arch) {
-  ModelSpec s;
-  s.architecture = arch;
-  s.source_format = "hf-safetensors";
-  s.n_layers = 3;
-  s.hidden = 48;
-  s.n_heads = 6;
-  s.n_kv_heads = 2;
-  s.head_dim = 16;
-  s.intermediate = 80;
-  s.vocab = 97;
-  s.rms_eps = 1e-6;
+  ModelSpec s = test::random_checkpoint_spec(
+      arch, 3, {.hidden = 48, .n_heads = 6, .n_kv_heads = 2, .head_dim = 16, .intermediate = 80});
   s.rope_theta = arch == "qwen3" ? 1e6 : 10000.0;
-  s.rope_dim = 16;
   s.has_qk_norm = arch == "qwen3";
   s.has_qkv_bias = arch == "qwen2";
   s.tied_embeddings = arch == "qwen3";
