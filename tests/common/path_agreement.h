@@ -61,7 +61,9 @@ inline void expect_taps_within(const TapSet& got, const TapSet& emulated, const 
     ASSERT_TRUE(m.allFinite()) << where << " " << tap_name(tap) << " has NaN/Inf";
     const TapDistance d = distance(m, it->second);
     const TapLimits limit = limits(tap);
-    if (limit.share_off) EXPECT_LE(d.share_off, *limit.share_off) << where << " " << tap_name(tap);
+    if (limit.share_off) {
+      EXPECT_LE(d.share_off, *limit.share_off) << where << " " << tap_name(tap);
+    }
     EXPECT_LE(d.rel_l2, limit.rel_l2) << where << " " << tap_name(tap);
     ++compared;
   }
