@@ -176,7 +176,18 @@ TEST_F(Ref64Kernels, RopeIsBitIdenticalToTheCpuOp) {
     cuda::ref64::rope(dx.data(), dy.data(), batch * n, n, heads, spec.head_dim, style == RopeStyle::Interleaved,
                       dcos.data(), dsin.data(), start, stream);
     stream.synchronize();
-    EXPECT_TRUE(to_host(dy, x.rows(), x.cols()) == want) << (style == RopeStyle::Interleaved ? "interleaved" : "neox");
+    const Mat<double> got = to_host(dy, x.rows(), x.cols());
+    Eigen::Index differ = 0, first = -1;
+    double worst = 0;
+    for (Eigen::Index e = 0; e < got.size(); ++e) {
+      if (got.data()[e] == want.data()[e]) continue;
+      if (first < 0) first = e;
+      ++differ;
+      worst = std::max(worst, std::abs(got.data()[e] - want.data()[e]) / std::max(std::abs(want.data()[e]), 1e-300));
+    }
+    EXPECT_EQ(differ, 0) << (style == RopeStyle::Interleaved ? "interleaved" : "neox") << ": first at element "
+                         << first << " (row " << (first < 0 ? -1 : first / got.cols()) << ", col "
+                         << (first < 0 ? -1 : first % got.cols()) << "), worst relative " << worst;
   }
 }
 
