@@ -7,6 +7,19 @@
 //
 // Checkpoints are written once (seed 0, bf16) under $FUSECHECK_BENCH_DATA, default
 // ./bench-data/check; FUSECHECK_BENCH_LLAMA_LAYERS sets the llama-3-8b depth (default 8).
+//
+// process_startup/*: the `fusecheck` binary itself (FUSECHECK_BIN, default the one built
+// beside this benchmark) started as a user starts it: `--version`, and `check` on each
+// checkpoint, wall time from spawn to exit and the child's peak RSS (wait4's ru_maxrss).
+// This is what the plug-in split bought (docs/plugin-paths.md): no CUDA library loads.
+#include <fcntl.h>
+#include <spawn.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -106,6 +119,47 @@ void read_all(benchmark::State& state, const Dataset& d) {
   state.SetLabel("CPU, every byte via read(), page cache warm");
 }
 
+// The fusecheck binary to start: FUSECHECK_BIN, else the build's (FUSECHECK_BIN_DEFAULT).
+std::string fusecheck_bin() {
+  const char* env = std::getenv("FUSECHECK_BIN");
+  return env && *env ? std::string(env) : std::string(FUSECHECK_BIN_DEFAULT);
+}
+
+// Spawns `bin args...` with stdout and stderr to /dev/null, waits; wall seconds and the
+// child's peak RSS in MB. A child that fails to start or exits with a status above 2
+// (check's exit codes 0-2 are verdicts) ends the benchmark with an error.
+void startup(benchmark::State& state, std::vector<std::string> args) {
+  const std::string bin = fusecheck_bin();
+  args.insert(args.begin(), bin);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t io;
+  posix_spawn_file_actions_init(&io);
+  posix_spawn_file_actions_addopen(&io, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&io, 2, "/dev/null", O_WRONLY, 0);
+  double peak_mb = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pid_t pid = 0;
+    if (posix_spawn(&pid, bin.c_str(), &io, nullptr, argv.data(), environ) != 0) {
+      state.SkipWithError(("cannot start " + bin).c_str());
+      break;
+    }
+    int status = 0;
+    rusage ru{};
+    if (wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) > 2) {
+      state.SkipWithError((bin + " " + args.back() + ": failed").c_str());
+      break;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    peak_mb = std::max(peak_mb, static_cast<double>(ru.ru_maxrss) / 1024.0);  // ru_maxrss: KiB on Linux
+  }
+  posix_spawn_file_actions_destroy(&io);
+  state.counters["peak_RSS_MB"] = peak_mb;
+  state.SetLabel("process spawn to exit, wall");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,6 +191,15 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond)
         ->MinTime(2.0)
         ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("process_startup/version", [](benchmark::State& s) { startup(s, {"--version"}); })
+      ->Unit(benchmark::kMillisecond)
+      ->UseManualTime();
+  for (const auto& d : sets) {
+    benchmark::RegisterBenchmark(("process_startup/check/" + d.label).c_str(),
+                                 [&d](benchmark::State& s) { startup(s, {"check", d.dir.string()}); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseManualTime();
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

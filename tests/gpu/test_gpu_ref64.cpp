@@ -143,6 +143,10 @@ Mat<double> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t se
 cuda::DeviceBuffer<double> to_device(const Mat<double>& m) {
   cuda::DeviceBuffer<double> d;
   d.upload(m.data(), static_cast<std::size_t>(m.size()));
+  // The upload runs on the legacy stream and the kernels under test on a non-blocking one,
+  // which does not wait for it: without this, a kernel could read the buffer before the
+  // copy lands (the RoPE test once read stale memory this way on an H200).
+  CUDA_CHECK(cudaDeviceSynchronize());
   return d;
 }
 
