@@ -213,9 +213,12 @@ class FlashInferPath final : public fp::Path {
     logits_.resize(static_cast<std::size_t>(rows) * spec_.vocab);
     fi::rms_norm(x_.data(), final_norm_w_.data(), final_norm_.data(), rows, spec_.hidden, eps(), stream_->get());
     cuda::gemm_xwt(cublas_->get(), rows, spec_.vocab, spec_.hidden, final_norm_.data(), lm_head_.data(), logits_.data());
+    // keep_taps() is a hint about layer() taps only (harness/core/path.h:87-93): the head returns
+    // its final_norm and logits whatever it said. Filtering them here made a run whose
+    // last hint was "resid_out only" (decode's KV prefill) get no logits from head().
     return download_taps({{FC_TAP_FINAL_NORM, final_norm_.data(), spec_.hidden, 0, spec_.hidden},
                           {FC_TAP_LOGITS, logits_.data(), spec_.vocab, 0, spec_.vocab}},
-                         rows);
+                         rows, /*filter=*/false);
   }
 
   void keep_taps(const std::vector<fc_tap>* taps) override {
@@ -493,10 +496,11 @@ class FlashInferPath final : public fp::Path {
   }
 
   // Each wanted slice to the host as a dense [rows x width] bf16 matrix (exact).
-  fp::TapValues download_taps(const std::vector<TapSlice>& slices, int rows) {
+  // filter: drop the slices keep_taps() said are not wanted (layer taps only).
+  fp::TapValues download_taps(const std::vector<TapSlice>& slices, int rows, bool filter = true) {
     fp::TapValues out;
     for (const TapSlice& t : slices) {
-      if (!wanted(t.tap)) continue;
+      if (filter && !wanted(t.tap)) continue;
       fp::HostMatrix m(FC_BF16, rows, t.width);
       CUDA_CHECK(cudaMemcpy2DAsync(m.data<bf16>(), t.width * sizeof(bf16), t.base + t.col, t.ld * sizeof(bf16),
                                    t.width * sizeof(bf16), rows, cudaMemcpyDeviceToHost, stream_->get()));
