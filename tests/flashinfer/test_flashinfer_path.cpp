@@ -78,7 +78,9 @@ bool after_attention(Tap t) {
          t == Tap::up || t == Tap::act || t == Tap::down || t == Tap::resid_out;
 }
 
-void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, const std::string& where) {
+// min_taps: a layer exposes at least 10 taps, the head exactly 2 (final_norm, logits).
+void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, const std::string& where,
+                       int min_taps = 10) {
   int compared = 0;
   for (const auto& [tap, m] : fi) {
     auto it = emulated.find(tap);
@@ -95,7 +97,7 @@ void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, c
     }
     ++compared;
   }
-  EXPECT_GE(compared, 10) << where << ": too few common taps";
+  EXPECT_GE(compared, min_taps) << where << ": too few common taps";
 }
 
 class FlashInferPathAgreement : public ::testing::TestWithParam<std::string> {};
@@ -128,7 +130,7 @@ TEST_P(FlashInferPathAgreement, SmallPrefillAndDecodeMatchEmulatedFlashinferReci
                                            " layer " + std::to_string(l));
         h = e.at(Tap::resid_out);
       }
-      expect_taps_agree(fi->head(h), emulated->head(h), false, GetParam() + " head n=" + std::to_string(n));
+      expect_taps_agree(fi->head(h), emulated->head(h), false, GetParam() + " head n=" + std::to_string(n), 2);
     }
   }
 }
@@ -175,6 +177,49 @@ TEST(FlashInferPath, UnsupportedHeadDimIsRefusedAtCreationNamingTheShape) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim 32"), std::string::npos) << e.what();
   }
+}
+
+// A GQA group FlashInfer's decode does not dispatch (5 here: 5 heads over 1 kv head) is
+// refused at creation, naming the group, not thrown from inside the first decode step.
+TEST(FlashInferPath, UnsupportedGqaGroupIsRefusedAtCreationNamingIt) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  ModelSpec spec = small_spec("llama");
+  spec.n_heads = 5, spec.n_kv_heads = 1;
+  ref::RandomCheckpoint ckpt(spec, 3, DType::BF16);
+  try {
+    make_path("flashinfer-cuda", ckpt, PathOptions{});
+    FAIL() << "GQA group 5 was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("GQA group size 5"), std::string::npos) << e.what();
+  }
+}
+
+// keep_taps() narrows what layer() returns, never the head: with the hint that decode's
+// KV prefill gives (resid_out only) the head still returns final_norm and logits.
+TEST(FlashInferPath, HeadReturnsLogitsWhateverKeepTapsSaid) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  const ModelSpec spec = small_spec("qwen3");
+  ref::RandomCheckpoint ckpt(spec, 13, DType::BF16);
+  auto fi = make_path("flashinfer-cuda", ckpt, PathOptions{});
+  fi->reset(2, 16);
+  fi->keep_taps(std::vector<Tap>{Tap::resid_out});
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
+  std::vector<std::int32_t> ids(2 * 5);
+  for (auto& t : ids) t = tok(rng);
+  TapMatrix h = fi->embed(ids);
+  for (int l = 0; l < spec.n_layers; ++l) {
+    const TapSet taps = fi->layer(l, h);
+    EXPECT_EQ(taps.count(Tap::attn), 0u) << "keep_taps(resid_out) still downloaded attn";
+    h = taps.at(Tap::resid_out);
+  }
+  const TapSet head = fi->head(h);
+  ASSERT_EQ(head.count(Tap::logits), 1u) << "head returned no logits after keep_taps(resid_out)";
+  EXPECT_EQ(head.at(Tap::logits).rows(), h.rows());
+  EXPECT_EQ(head.at(Tap::logits).cols(), spec.vocab);
+  EXPECT_EQ(head.count(Tap::final_norm), 1u);
 }
 
 TEST(FlashInferPath, TimeLayerSmallReportsEveryOpAndTheLayer) {
