@@ -140,6 +140,8 @@ void apply_rope(Mat<S>& x, int head_dim, RopeStyle style, const RopeTable<S>& ta
 // a single query row over more than partial_chunk keys is computed per chunk of
 // partial_chunk keys, each chunk's normalized output rounded to partial->format, then the
 // chunks merged by their log-sum-exp in S (the caller rounds the merged output at attn).
+// A partial recipe with prefill_rounds_unnormalized_p: for more than one query row, each
+// exp(s - max) is rounded to its format and the row sum adds the rounded values.
 template <class S, class R, class QBlock, class OutBlock>
 void causal_gqa_attention(const QBlock& q, const Mat<S>& k_cache, const Mat<S>& v_cache,
                           Index total, int n_heads, int n_kv_heads, int head_dim, S scale,
@@ -195,8 +197,10 @@ void causal_gqa_attention(const QBlock& q, const Mat<S>& k_cache, const Mat<S>& 
         row_max = std::max(row_max, s);
       }
       S sum = 0;
+      const bool round_p = n > 1 && partial && partial->prefill_rounds_unnormalized_p;
       for (Index j = 0; j < visible; ++j) {
         probs(t, j) = std::exp(scores(t, j) - row_max);
+        if (round_p) probs(t, j) = static_cast<S>(partial->round(static_cast<float>(probs(t, j))));
         sum += probs(t, j);
       }
       for (Index j = 0; j < visible; ++j) probs(t, j) = round(RoundPoint::probs, probs(t, j) / sum);

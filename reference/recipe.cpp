@@ -61,6 +61,7 @@ std::vector<Recipe> make_builtin() {
                            "FlashInfer 0.6.18 kernels around cuBLAS bf16 GEMMs, as vLLM/SGLang run them",
                            DType::BF16, flashinfer, true, true);
     r.decode_partial_chunk = 256;
+    r.prefill_rounds_unnormalized_p = true;
     return r;
   };
   auto fp8_kv = [&](std::string name, std::string description, KvScaleGranularity g, KvScaleTiming t) {

@@ -2,9 +2,11 @@
 // against emulated-cpu --recipe flashinfer on small random checkpoints with the shapes
 // FlashInfer is instantiated for (head_dim 64 and 128), odd head counts, GQA groups 1 and
 // 3, Qwen3 q/k norms, Qwen2 biases, interleaved RoPE, batch 3. Both round at the same
-// points; they differ by FP32 order and FlashInfer's approximate rsqrt/exp2/rcp (a 1-ulp
-// flip on a small share of elements) and, at prefill, by FlashInfer's bf16 P (docs/recipes.md
-// `flashinfer`: relative L2 below 4e-3 on attn and what follows it in the layer).
+// points (the split-KV decode's bf16 chunk outputs included, in chunks of 256 keys: the
+// H200's, decode.cuh:709-712); they differ by FP32 order and FlashInfer's approximate
+// rsqrt/exp2/rcp (a 1-ulp flip on a small share of elements) and, at prefill, by
+// FlashInfer's bf16 P (docs/recipes.md `flashinfer`: relative L2 below 4e-3 on attn and
+// what follows it in the layer).
 #include <gtest/gtest.h>
 
 #include <algorithm>

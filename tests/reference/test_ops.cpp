@@ -202,6 +202,25 @@ TEST(Attention, SplitDecodeRoundsEachChunkMeanThenMergesByMass) {
   EXPECT_NEAR(short_kv(0, 0), m0, 1e-12);
 }
 
+// The flashinfer recipe's prefill P (Recipe::prefill_rounds_unnormalized_p): exp(s - max)
+// rounded to bf16, read by both P.V and the row sum; a single query row (decode) is not.
+TEST(Attention, PrefillRoundsUnnormalizedProbabilitiesForNumeratorAndSum) {
+  const Recipe& fi = find_recipe("flashinfer");
+  ASSERT_TRUE(fi.prefill_rounds_unnormalized_p);
+  const Mat<double> q = mat(2, 1, {1, 1});
+  const Mat<double> k = mat(2, 1, {1, 0});
+  const Mat<double> v = mat(2, 1, {3, -2});
+  const double r = fi.round(static_cast<float>(std::exp(-1.0)));  // the second key's weight
+  ASSERT_NE(r, std::exp(-1.0));
+  Mat<double> out(2, 1);
+  causal_gqa_attention<double>(q, k, v, 2, 1, 1, 1, 1.0, kExact, out.middleRows(0, 2), 256, &fi);
+  EXPECT_DOUBLE_EQ(out(0, 0), 3.0);  // sees only the first key
+  EXPECT_NEAR(out(1, 0), (3.0 - 2.0 * r) / (1.0 + r), 1e-12);
+  Mat<double> decode(1, 1);
+  causal_gqa_attention<double>(q.middleRows(1, 1), k, v, 2, 1, 1, 1, 1.0, kExact, decode.middleRows(0, 1), 256, &fi);
+  EXPECT_NEAR(decode(0, 0), (3.0 - 2.0 * std::exp(-1.0)) / (1.0 + std::exp(-1.0)), 1e-12);
+}
+
 TEST(Silu, IsXTimesSigmoidOfX) {
   EXPECT_EQ(silu(0.0), 0.0);
   EXPECT_DOUBLE_EQ(silu(2.0), 2.0 / (1.0 + std::exp(-2.0)));
