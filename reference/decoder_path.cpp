@@ -402,8 +402,12 @@ TapSet DecoderPath<S, R>::layer(int l, const TapMatrix& input) {
   for (int b = 0; b < batch_; ++b) {
     kc[b].middleRows(past, n) = k.middleRows(b * n, n);
     vc[b].middleRows(past, n) = v.middleRows(b * n, n);
+    Index partial_chunk = 0;
+    const Recipe* partial = nullptr;
+    if constexpr (R::kRounds) partial = &round_.recipe(), partial_chunk = partial->decode_partial_chunk;
     causal_gqa_attention<S>(q.middleRows(b * n, n), kc[b], vc[b], total, spec_.n_heads,
-                            spec_.n_kv_heads, hd, scale, round_, attn.middleRows(b * n, n));
+                            spec_.n_kv_heads, hd, scale, round_, attn.middleRows(b * n, n), partial_chunk,
+                            partial);
   }
   cached_len_[l] = static_cast<int>(total);
   round_all(round_, RoundPoint::attn, attn);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -135,12 +136,52 @@ void apply_rope(Mat<S>& x, int head_dim, RopeStyle style, const RopeTable<S>& ta
 // tokens last. Query head h reads kv head h / (n_heads / n_kv). Scores are scaled after the
 // product and softmax runs in S over the unmasked keys (masked weights exactly zero), as
 // HF eager attention does. Writes [n x n_heads*hd] into out.
+// partial_chunk > 0 with a partial recipe (flashinfer's split-KV decode, docs/recipes.md):
+// a single query row over more than partial_chunk keys is computed per chunk of
+// partial_chunk keys, each chunk's normalized output rounded to partial->format, then the
+// chunks merged by their log-sum-exp in S (the caller rounds the merged output at attn).
+// A partial recipe with prefill_rounds_unnormalized_p: for more than one query row, each
+// exp(s - max) is rounded to its format and the row sum adds the rounded values.
 template <class S, class R, class QBlock, class OutBlock>
 void causal_gqa_attention(const QBlock& q, const Mat<S>& k_cache, const Mat<S>& v_cache,
                           Index total, int n_heads, int n_kv_heads, int head_dim, S scale,
-                          R& round, OutBlock&& out) {
+                          R& round, OutBlock&& out, Index partial_chunk = 0,
+                          const Recipe* partial = nullptr) {
   const Index n = q.rows();
   const Index group = n_heads / n_kv_heads;
+  if (n == 1 && partial && partial_chunk > 0 && total > partial_chunk) {
+    for (Index h = 0; h < n_heads; ++h) {
+      const Index g = h / group;
+      const auto keys = k_cache.block(0, g * head_dim, total, head_dim);
+      const auto values = v_cache.block(0, g * head_dim, total, head_dim);
+      Mat<S> scores = q.block(0, h * head_dim, 1, head_dim) * keys.transpose();
+      for (Index j = 0; j < total; ++j) {
+        scores(0, j) = round(RoundPoint::scores_scaled, round(RoundPoint::scores, scores(0, j)) * scale);
+      }
+      Mat<S> merged = Mat<S>::Zero(1, head_dim);
+      S lse_max = -std::numeric_limits<S>::infinity(), weight_sum = 0;
+      std::vector<std::pair<S, Mat<S>>> parts;  // (log-sum-exp, rounded normalized output)
+      for (Index c0 = 0; c0 < total; c0 += partial_chunk) {
+        const Index len = std::min(partial_chunk, total - c0);
+        S m = -std::numeric_limits<S>::infinity();
+        for (Index j = c0; j < c0 + len; ++j) m = std::max(m, scores(0, j));
+        Mat<S> p(1, len);
+        S d = 0;
+        for (Index j = 0; j < len; ++j) d += (p(0, j) = std::exp(scores(0, c0 + j) - m));
+        Mat<S> o = (p / d) * values.middleRows(c0, len);
+        for (Index c = 0; c < head_dim; ++c) o(0, c) = static_cast<S>(partial->round(static_cast<float>(o(0, c))));
+        parts.emplace_back(m + std::log(d), std::move(o));
+        lse_max = std::max(lse_max, parts.back().first);
+      }
+      for (const auto& [lse, o] : parts) {
+        const S w = std::exp(lse - lse_max);
+        merged += w * o;
+        weight_sum += w;
+      }
+      out.block(0, h * head_dim, 1, head_dim).noalias() = merged / weight_sum;
+    }
+    return;
+  }
   for (Index h = 0; h < n_heads; ++h) {
     const Index g = h / group;
     const auto keys = k_cache.block(0, g * head_dim, total, head_dim);
@@ -156,8 +197,10 @@ void causal_gqa_attention(const QBlock& q, const Mat<S>& k_cache, const Mat<S>& 
         row_max = std::max(row_max, s);
       }
       S sum = 0;
+      const bool round_p = n > 1 && partial && partial->prefill_rounds_unnormalized_p;
       for (Index j = 0; j < visible; ++j) {
         probs(t, j) = std::exp(scores(t, j) - row_max);
+        if (round_p) probs(t, j) = static_cast<S>(partial->round(static_cast<float>(probs(t, j))));
         sum += probs(t, j);
       }
       for (Index j = 0; j < visible; ++j) probs(t, j) = round(RoundPoint::probs, probs(t, j) / sum);

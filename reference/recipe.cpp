@@ -53,6 +53,17 @@ std::vector<Recipe> make_builtin() {
       P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_normed, P::k_normed,
       P::q_rope, P::k_rope, P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::gate, P::up,
       P::act, P::down, P::resid_out, P::final_norm, P::logits};
+  // Split-KV decode: chunks of 256 keys, each partial output stored as bf16 (decode.cuh:
+  // 691-725, tmp is DTypeO*; chunk max(ceil(kv / max chunks), 256), 256 while the grid holds
+  // ceil(kv / 256) chunks per kv head), merged in FP32 (cascade.cuh:214-252, state.cuh:53-78).
+  auto flashinfer_recipe = [&] {
+    Recipe r = make_recipe("flashinfer",
+                           "FlashInfer 0.6.18 kernels around cuBLAS bf16 GEMMs, as vLLM/SGLang run them",
+                           DType::BF16, flashinfer, true, true);
+    r.decode_partial_chunk = 256;
+    r.prefill_rounds_unnormalized_p = true;
+    return r;
+  };
   auto fp8_kv = [&](std::string name, std::string description, KvScaleGranularity g, KvScaleTiming t) {
     Recipe r = make_recipe(std::move(name), std::move(description), DType::BF16, fused, true, false);
     r.kv_fp8 = KvCacheFp8{.granularity = g, .timing = t};
@@ -69,8 +80,7 @@ std::vector<Recipe> make_builtin() {
                   DType::BF16, fused, true, false),
       make_recipe("fused-v1-fp16", "fused kernels: fp16 between kernels, FP32 inside",
                   DType::F16, fused, true, false),
-      make_recipe("flashinfer", "FlashInfer 0.6.18 kernels around cuBLAS bf16 GEMMs, as vLLM/SGLang run them",
-                  DType::BF16, flashinfer, true, true),
+      flashinfer_recipe(),
       fp8_kv("fp8-kv", "fused-v1 with an FP8 E4M3 KV cache, one static scale per tensor",
              G::per_tensor, T::static_prefill),
       fp8_kv("fp8-kv-per-head", "fused-v1 with an FP8 E4M3 KV cache, static scales per kv head",

@@ -59,6 +59,14 @@ struct Recipe {
   // otherwise an FP64 table rounded to FP32 once.
   bool rope_angles_in_fp32 = false;
   std::optional<KvCacheFp8> kv_fp8;  // set: the KV cache stores FP8 E4M3
+  // > 0 (flashinfer): a decode step over more than this many keys splits them into chunks
+  // of this many, rounds each chunk's normalized output to `format` and merges the chunks
+  // by log-sum-exp (FlashInfer's partition-KV decode, docs/recipes.md); 0: one pass.
+  int decode_partial_chunk = 0;
+  // flashinfer: at prefill (more than one query row) the unnormalized probabilities
+  // exp(s - max) are rounded to `format` and both P.V and the row sum read the rounded
+  // values (FlashInfer's bf16 P, prefill.cuh:1699-1717); exact for rows within one KV tile.
+  bool prefill_rounds_unnormalized_p = false;
 
   bool rounds_at(RoundPoint p) const { return rounds[static_cast<int>(p)]; }
   // Value of x after this recipe's rounding to its format.

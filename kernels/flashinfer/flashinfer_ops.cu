@@ -97,6 +97,12 @@ __global__ void broadcast_rows_kernel(const bf16* bias, bf16* y, std::size_t row
     y[i] = bias[i % cols];
   }
 }
+__global__ void bias_add_round_kernel(const float* acc, const bf16* bias, bf16* y, std::size_t rows, std::size_t cols) {
+  const std::size_t n = rows * cols;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    y[i] = __float2bfloat16_rn(acc[i] + __bfloat162float(bias[i % cols]));
+  }
+}
 unsigned grid_for(std::size_t n) { return static_cast<unsigned>(std::min<std::size_t>((n + 255) / 256, 65535)); }
 }  // namespace
 
@@ -111,6 +117,13 @@ void broadcast_rows(const bf16* bias, bf16* y, int rows, int cols, cudaStream_t 
   if (n == 0) return;
   broadcast_rows_kernel<<<grid_for(n), 256, 0, s>>>(bias, y, rows, cols);
   checked("bias broadcast", [] { return cudaGetLastError(); });
+}
+
+void bias_add_round(const float* acc, const bf16* bias, bf16* y, int rows, int cols, cudaStream_t s) {
+  const std::size_t n = std::size_t(rows) * cols;
+  if (n == 0) return;
+  bias_add_round_kernel<<<grid_for(n), 256, 0, s>>>(acc, bias, y, rows, cols);
+  checked("bias add", [] { return cudaGetLastError(); });
 }
 
 }  // namespace fusecheck::flashinfer_ops

@@ -67,5 +67,8 @@ namespace fusecheck::flashinfer_ops {
 void residual_add(const bf16* a, const bf16* b, bf16* out, std::size_t n, cudaStream_t s);
 // y[r][c] = bias[c], so that a GEMM with beta = 1 adds the bias in its FP32 accumulator.
 void broadcast_rows(const bf16* bias, bf16* y, int rows, int cols, cudaStream_t s);
+// y[r][c] = bf16(acc[r][c] + float(bias[c])): the bias joins the FP32 GEMM result before
+// its one rounding (what a cuBLASLt bias epilogue does), acc dense [rows x cols].
+void bias_add_round(const float* acc, const bf16* bias, bf16* y, int rows, int cols, cudaStream_t s);
 
 }  // namespace fusecheck::flashinfer_ops

@@ -61,8 +61,12 @@ void check_spec(const fc_model_spec& s) {
   if (!fi::head_dim_supported(s.head_dim)) {
     fail(fmt::format("FlashInfer's attention is instantiated here for head_dim 64 and 128 only, not {}", s.head_dim));
   }
-  if (s.n_heads % s.n_kv_heads != 0 || !fi::group_size_supported(s.n_heads / s.n_kv_heads)) {
-    fail("FlashInfer's decode dispatches GQA group sizes 1, 2, 3, 4, 6 and 8 only");
+  if (s.n_heads % s.n_kv_heads != 0) fail("the query heads are not a multiple of the kv heads");
+  // Decode's group size is a template parameter (DISPATCH_GQA_GROUP_SIZE, utils.cuh:142-165,
+  // used by decode.cuh's dispatch): any other group throws there, so refuse it here.
+  if (!fi::group_size_supported(s.n_heads / s.n_kv_heads)) {
+    fail(fmt::format("GQA group size {} is not one FlashInfer's decode dispatches (1, 2, 3, 4, 6, 8)",
+                     s.n_heads / s.n_kv_heads));
   }
   if (s.rope_dim != 0 && s.rope_dim != s.head_dim) fail(fmt::format("partial RoPE ({} dims) is not wired", s.rope_dim));
   // 16-byte vectors: FlashInfer's kernels load 8 bf16 at a time from row starts.
@@ -213,9 +217,12 @@ class FlashInferPath final : public fp::Path {
     logits_.resize(static_cast<std::size_t>(rows) * spec_.vocab);
     fi::rms_norm(x_.data(), final_norm_w_.data(), final_norm_.data(), rows, spec_.hidden, eps(), stream_->get());
     cuda::gemm_xwt(cublas_->get(), rows, spec_.vocab, spec_.hidden, final_norm_.data(), lm_head_.data(), logits_.data());
+    // keep_taps() is a hint about layer() taps only (harness/core/path.h:87-93): the head returns
+    // its final_norm and logits whatever it said. Filtering them here made a run whose
+    // last hint was "resid_out only" (decode's KV prefill) get no logits from head().
     return download_taps({{FC_TAP_FINAL_NORM, final_norm_.data(), spec_.hidden, 0, spec_.hidden},
                           {FC_TAP_LOGITS, logits_.data(), spec_.vocab, 0, spec_.vocab}},
-                         rows);
+                         rows, /*filter=*/false);
   }
 
   void keep_taps(const std::vector<fc_tap>* taps) override {
@@ -346,6 +353,7 @@ class FlashInferPath final : public fp::Path {
     };
     for (auto* b : {&attn_norm_, &o_proj_, &resid_mid_, &mlp_norm_, &down_, &resid_out_}) grow(*b, r * h);
     grow(qkv_, r * qkvw());
+    if (spec_.has_qkv_bias) grow(qkv_acc_, r * qkvw());
     for (auto* b : {&q_normed_, &q_rope_, &attn_}) grow(*b, r * qw());
     for (auto* b : {&k_normed_, &k_rope_}) grow(*b, r * kvw());
     grow(gate_up_, r * 2 * in);
@@ -385,9 +393,18 @@ class FlashInferPath final : public fp::Path {
     std::vector<Op> ops;
     auto gemm = [&](std::string name, const bf16* x, const bf16* w, const bf16* bias, bf16* y, int out, int k) {
       const double bytes = sz * (double(rows) * k + double(out) * k + double(rows) * out + (bias ? out : 0));
+      float* acc = qkv_acc_.data();
       ops.push_back({std::move(name), bytes, cuda::gemm_flops(rows, out, k), [=](cudaStream_t s) {
-                       if (bias) fi::broadcast_rows(bias, y, rows, out, s);
-                       cuda::gemm_xwt(cb, rows, out, k, x, w, y, bias ? 1.0f : 0.0f);
+                       if (!bias) return cuda::gemm_xwt(cb, rows, out, k, x, w, y);
+                       // Qwen2's bias: the GEMM writes its FP32 result (bf16 A/B, FP32 C,
+                       // FP32 compute) and one kernel adds the bias and rounds once, so the
+                       // single rounding of the recipe does not rest on how cuBLAS's beta
+                       // epilogue treats a bf16 C (the GPU run saw q/k/v of Qwen2 alone off).
+                       const float one = 1.0f, zero = 0.0f;
+                       CUBLAS_CHECK(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, k, &one, w, CUDA_R_16BF, k, x,
+                                                 CUDA_R_16BF, k, &zero, acc, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT));
+                       fi::bias_add_round(acc, bias, y, rows, out, s);
                      }});
     };
 
@@ -493,10 +510,11 @@ class FlashInferPath final : public fp::Path {
   }
 
   // Each wanted slice to the host as a dense [rows x width] bf16 matrix (exact).
-  fp::TapValues download_taps(const std::vector<TapSlice>& slices, int rows) {
+  // filter: drop the slices keep_taps() said are not wanted (layer taps only).
+  fp::TapValues download_taps(const std::vector<TapSlice>& slices, int rows, bool filter = true) {
     fp::TapValues out;
     for (const TapSlice& t : slices) {
-      if (!wanted(t.tap)) continue;
+      if (filter && !wanted(t.tap)) continue;
       fp::HostMatrix m(FC_BF16, rows, t.width);
       CUDA_CHECK(cudaMemcpy2DAsync(m.data<bf16>(), t.width * sizeof(bf16), t.base + t.col, t.ld * sizeof(bf16),
                                    t.width * sizeof(bf16), rows, cudaMemcpyDeviceToHost, stream_->get()));
@@ -518,6 +536,7 @@ class FlashInferPath final : public fp::Path {
   std::vector<DeviceBuffer<bf16>> k_cache_, v_cache_;  // per layer [batch][capacity][kv width], NHD
   std::vector<int> cached_;
   DeviceBuffer<float> cos_sin_;  // [capacity x head_dim]: cos | sin, FP32
+  DeviceBuffer<float> qkv_acc_;  // [rows x qkv width]: the FP32 q|k|v GEMM result, Qwen2 (bias) only
   DeviceBuffer<std::int32_t> pos_;
   DeviceBuffer<bf16> x_, attn_norm_, qkv_, q_normed_, k_normed_, q_rope_, k_rope_, attn_, o_proj_, resid_mid_,
       mlp_norm_, gate_up_, act_, down_, resid_out_, attn_ws_, final_norm_, logits_;

@@ -209,6 +209,12 @@ std::string attn_name(const ::testing::TestParamInfo<AttnCase>& i) {
 }
 class FlashInferAttention : public ::testing::TestWithParam<AttnCase> {};
 
+// FlashInfer's split-KV decode chunk: max(ceil(kv_len / max_chunks), 256) keys
+// (decode.cuh:709-712), max_chunks = resident blocks / kv heads. On an H200 (132 SMs, one
+// block per SM at least) max_chunks >= 16 for the <= 8 kv heads here, so the chunk is 256
+// for every kv_len <= 4096 this test uses.
+constexpr int kDecodeChunk = 256;
+
 // Causal GQA attention (query t sees keys < kv_len - qo_len + t + 1) in double.
 // Tolerance: decode keeps P in FP32 (ex2.approx, FP32 sums over kv_len terms); prefill
 // rounds P to bf16 for the P.V MMA and its row sum (relative 2^-9 per probability), so
@@ -243,17 +249,31 @@ TEST_P(FlashInferAttention, SmallMatchesDoubleReferenceAndRepeatsBitwise) {
       double z = 0;
       for (double& x : s) z += (x = std::exp(x - m));
       for (int c = 0; c < D; ++c) {
-        double o = 0, mass = 0;
+        double o = 0, mass = 0, chunk_o = 0, partials = 0;
         for (int j = 0; j < visible; ++j) {
           const double vj = val(v, (std::size_t(j) * KVH + kh) * D + c);
           o += s[j] / z * vj;
           mass += s[j] / z * std::fabs(vj);
+          chunk_o += s[j] / z * vj;
+          if ((j + 1) % kDecodeChunk == 0 || j + 1 == visible) partials += std::fabs(chunk_o), chunk_o = 0;
         }
         const std::size_t i = (std::size_t(t) * H + h) * D + c;
         ref[i] = o;
         // Scores: FP32 dot of D terms; softmax and P.V: FP32 over `visible` terms plus the
         // approximate exp2/rcp; prefill's bf16 P adds 2^-8 of the mass.
-        tol[i] = bf16_ulp(o) + mass * (gamma(D) * 4 + gamma(visible) + 8 * kApprox + (qo > 1 ? 0x1p-8 : 0.0));
+        // Split-KV decode (kv_len > 256 with a workspace, decode.cuh:691-725): chunk c's
+        // normalized output o_c is stored as bf16 (tmp is DTypeO*), an error of at most half
+        // an ulp, 2^-8 |o_c|; the FP32 merge (cascade.cuh:214-252) weighs o_c by w_c = (its
+        // share of the softmax mass), so the output moves by at most 2^-8 sum_c w_c |o_c|
+        // = 2^-8 sum_c |sum_{j in c} p_j v_j| (`partials`), plus the merge's own exp2 and
+        // __fdividef (2 kApprox of the mass). docs/recipes.md, `flashinfer`.
+        // Prefill splits long KV the same way (prefill.cuh:2669-2700, bf16 partials in tmp)
+        // with chunks that depend on the grid (qo tiles x kv heads), so its partial term
+        // takes the chunk-free bound sum_c w_c |o_c| <= mass.
+        const bool split = kv > kDecodeChunk;
+        const double partial_term = qo == 1 ? 0x1p-8 * partials : 0x1p-8 * mass;
+        tol[i] = bf16_ulp(o) + mass * (gamma(D) * 4 + gamma(visible) + 8 * kApprox + (qo > 1 ? 0x1p-8 : 0.0)) +
+                 (split ? partial_term + mass * (2 * kApprox + gamma(kv / kDecodeChunk + 1)) : 0.0);
       }
     }
   expect_within("attention", first, ref, tol);
@@ -269,7 +289,7 @@ INSTANTIATE_TEST_SUITE_P(Decode, FlashInferAttention,
                          attn_name);
 INSTANTIATE_TEST_SUITE_P(Prefill, FlashInferAttention,
                          ::testing::Values(AttnCase{7, 7, 15, 5, 128}, AttnCase{33, 1025, 15, 5, 128},
-                                           AttnCase{65, 65, 5, 1, 64}, AttnCase{17, 40, 16, 8, 64}),
+                                           AttnCase{65, 65, 3, 1, 64}, AttnCase{17, 40, 16, 8, 64}),
                          attn_name);
 
 // A shape the instantiated kernels cannot run is refused with its numbers, not launched.
@@ -282,6 +302,20 @@ TEST(FlashInferAttentionShape, UnsupportedHeadDimIsRefusedNamingIt) {
     FAIL() << "head_dim 96 was accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim 96"), std::string::npos) << e.what();
+  }
+}
+
+// GQA group 5 (5 heads over 1 kv head): decode's DISPATCH_GQA_GROUP_SIZE (utils.cuh:142-165)
+// has no such instance, so the launcher refuses it for decode and prefill alike.
+TEST(FlashInferAttentionShape, UnsupportedGqaGroupIsRefusedNamingIt) {
+  SKIP_WITHOUT_GPU();
+  fi::AttentionArgs a;
+  a.qo_len = 65, a.kv_len = 65, a.n_heads = 5, a.n_kv_heads = 1, a.head_dim = 64;
+  try {
+    fi::attention(a, nullptr, nullptr);
+    FAIL() << "GQA group 5 was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("heads 5/1"), std::string::npos) << e.what();
   }
 }
 

@@ -2,9 +2,11 @@
 // against emulated-cpu --recipe flashinfer on small random checkpoints with the shapes
 // FlashInfer is instantiated for (head_dim 64 and 128), odd head counts, GQA groups 1 and
 // 3, Qwen3 q/k norms, Qwen2 biases, interleaved RoPE, batch 3. Both round at the same
-// points; they differ by FP32 order and FlashInfer's approximate rsqrt/exp2/rcp (a 1-ulp
-// flip on a small share of elements) and, at prefill, by FlashInfer's bf16 P (docs/recipes.md
-// `flashinfer`: relative L2 below 4e-3 on attn and what follows it in the layer).
+// points (the split-KV decode's bf16 chunk outputs included, in chunks of 256 keys: the
+// H200's, decode.cuh:709-712); they differ by FP32 order and FlashInfer's approximate
+// rsqrt/exp2/rcp (a 1-ulp flip on a small share of elements) and, at prefill, by
+// FlashInfer's bf16 P (docs/recipes.md `flashinfer`: relative L2 below 4e-3 on attn and
+// what follows it in the layer).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -47,7 +49,9 @@ bool after_attention(Tap t) {
 }
 
 void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, const std::string& where) {
-  expect_taps_within(fi, emulated, where, 10, [prefill](Tap tap) -> TapLimits {
+  // A layer exposes at least 10 taps, the head exactly 2 (final_norm, logits).
+  const int min_taps = where.find(" head ") != std::string::npos ? 2 : 10;
+  expect_taps_within(fi, emulated, where, min_taps, [prefill](Tap tap) -> TapLimits {
     // bf16 P: 2^-8 of the mass at most
     if (prefill && after_attention(tap)) return {.share_off = std::nullopt, .rel_l2 = 4e-3};
     // approximate rsqrt/exp2: rare 1-ulp flips
@@ -97,6 +101,49 @@ TEST(FlashInferPath, UnsupportedHeadDimIsRefusedAtCreationNamingTheShape) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("head_dim 32"), std::string::npos) << e.what();
   }
+}
+
+// A GQA group FlashInfer's decode does not dispatch (5 here: 5 heads over 1 kv head) is
+// refused at creation, naming the group, not thrown from inside the first decode step.
+TEST(FlashInferPath, UnsupportedGqaGroupIsRefusedAtCreationNamingIt) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  ModelSpec spec = small_spec("llama");
+  spec.n_heads = 5, spec.n_kv_heads = 1;
+  ref::RandomCheckpoint ckpt(spec, 3, DType::BF16);
+  try {
+    make_path("flashinfer-cuda", ckpt, PathOptions{});
+    FAIL() << "GQA group 5 was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("GQA group size 5"), std::string::npos) << e.what();
+  }
+}
+
+// keep_taps() narrows what layer() returns, never the head: with the hint that decode's
+// KV prefill gives (resid_out only) the head still returns final_norm and logits.
+TEST(FlashInferPath, HeadReturnsLogitsWhateverKeepTapsSaid) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  const ModelSpec spec = small_spec("qwen3");
+  ref::RandomCheckpoint ckpt(spec, 13, DType::BF16);
+  auto fi = make_path("flashinfer-cuda", ckpt, PathOptions{});
+  fi->reset(2, 16);
+  fi->keep_taps(std::vector<Tap>{Tap::resid_out});
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
+  std::vector<std::int32_t> ids(2 * 5);
+  for (auto& t : ids) t = tok(rng);
+  TapMatrix h = fi->embed(ids);
+  for (int l = 0; l < spec.n_layers; ++l) {
+    const TapSet taps = fi->layer(l, h);
+    EXPECT_EQ(taps.count(Tap::attn), 0u) << "keep_taps(resid_out) still downloaded attn";
+    h = taps.at(Tap::resid_out);
+  }
+  const TapSet head = fi->head(h);
+  ASSERT_EQ(head.count(Tap::logits), 1u) << "head returned no logits after keep_taps(resid_out)";
+  EXPECT_EQ(head.at(Tap::logits).rows(), h.rows());
+  EXPECT_EQ(head.at(Tap::logits).cols(), spec.vocab);
+  EXPECT_EQ(head.count(Tap::final_norm), 1u);
 }
 
 TEST(FlashInferPath, TimeLayerSmallReportsEveryOpAndTheLayer) {

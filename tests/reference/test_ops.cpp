@@ -175,6 +175,52 @@ TEST(Attention, ScalesScoresBeforeSoftmax) {
   EXPECT_DOUBLE_EQ(out(0, 0), std::exp(1.0) / (std::exp(1.0) + 1));
 }
 
+// The flashinfer recipe's split-KV decode (Recipe::decode_partial_chunk, docs/recipes.md):
+// equal keys give equal scores, so chunk c's output is the mean of its values; each mean is
+// rounded to bf16 and the merge weighs them by their key counts (256 and 44 of 300).
+TEST(Attention, SplitDecodeRoundsEachChunkMeanThenMergesByMass) {
+  const Recipe& fi = find_recipe("flashinfer");
+  ASSERT_EQ(fi.decode_partial_chunk, 256);
+  const Index total = 300;
+  const Mat<double> q = mat(1, 1, {0.75});
+  Mat<double> k(total, 1), v(total, 1);
+  for (Index j = 0; j < total; ++j) k(j, 0) = 0.5, v(j, 0) = (j % 7 == 0 ? 1.0 : 0.0) + 0.001 * (j % 3);
+  double m0 = 0, m1 = 0;
+  for (Index j = 0; j < 256; ++j) m0 += v(j, 0) / 256;
+  for (Index j = 256; j < total; ++j) m1 += v(j, 0) / 44;
+  const double r0 = fi.round(static_cast<float>(m0)), r1 = fi.round(static_cast<float>(m1));
+  ASSERT_NE(r0, m0);  // the chunk rounding matters here
+  Mat<double> out(1, 1);
+  causal_gqa_attention<double>(q, k, v, total, 1, 1, 1, 1.0, kExact, out.middleRows(0, 1), 256, &fi);
+  EXPECT_NEAR(out(0, 0), (256 * r0 + 44 * r1) / 300, 1e-12);
+  // Unsplit (no recipe, or a prefill row set, or kv within one chunk): the plain mean.
+  Mat<double> plain(1, 1);
+  causal_gqa_attention<double>(q, k, v, total, 1, 1, 1, 1.0, kExact, plain.middleRows(0, 1));
+  EXPECT_NEAR(plain(0, 0), (256 * m0 + 44 * m1) / 300, 1e-12);
+  Mat<double> short_kv(1, 1);
+  causal_gqa_attention<double>(q, k, v, 256, 1, 1, 1, 1.0, kExact, short_kv.middleRows(0, 1), 256, &fi);
+  EXPECT_NEAR(short_kv(0, 0), m0, 1e-12);
+}
+
+// The flashinfer recipe's prefill P (Recipe::prefill_rounds_unnormalized_p): exp(s - max)
+// rounded to bf16, read by both P.V and the row sum; a single query row (decode) is not.
+TEST(Attention, PrefillRoundsUnnormalizedProbabilitiesForNumeratorAndSum) {
+  const Recipe& fi = find_recipe("flashinfer");
+  ASSERT_TRUE(fi.prefill_rounds_unnormalized_p);
+  const Mat<double> q = mat(2, 1, {1, 1});
+  const Mat<double> k = mat(2, 1, {1, 0});
+  const Mat<double> v = mat(2, 1, {3, -2});
+  const double r = fi.round(static_cast<float>(std::exp(-1.0)));  // the second key's weight
+  ASSERT_NE(r, std::exp(-1.0));
+  Mat<double> out(2, 1);
+  causal_gqa_attention<double>(q, k, v, 2, 1, 1, 1, 1.0, kExact, out.middleRows(0, 2), 256, &fi);
+  EXPECT_DOUBLE_EQ(out(0, 0), 3.0);  // sees only the first key
+  EXPECT_NEAR(out(1, 0), (3.0 - 2.0 * r) / (1.0 + r), 1e-12);
+  Mat<double> decode(1, 1);
+  causal_gqa_attention<double>(q.middleRows(1, 1), k, v, 2, 1, 1, 1, 1.0, kExact, decode.middleRows(0, 1), 256, &fi);
+  EXPECT_NEAR(decode(0, 0), (3.0 - 2.0 * std::exp(-1.0)) / (1.0 + std::exp(-1.0)), 1e-12);
+}
+
 TEST(Silu, IsXTimesSigmoidOfX) {
   EXPECT_EQ(silu(0.0), 0.0);
   EXPECT_DOUBLE_EQ(silu(2.0), 2.0 / (1.0 + std::exp(-2.0)));
