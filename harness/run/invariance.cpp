@@ -18,26 +18,6 @@
 
 namespace fusecheck::run {
 
-const char* invariance_check_name(InvarianceCheck c) {
-  switch (c) {
-    case InvarianceCheck::batch: return "batch";
-    case InvarianceCheck::run_to_run: return "run_to_run";
-    case InvarianceCheck::cuda_graph: return "cuda_graph";
-    case InvarianceCheck::switches: return "switches";
-    case InvarianceCheck::kv_chunking: return "kv_chunking";
-    case InvarianceCheck::prefill_vs_decode: return "prefill_vs_decode";
-    case InvarianceCheck::taps_on_off: return "taps_on_off";
-  }
-  return "?";
-}
-
-std::optional<InvarianceCheck> invariance_check_from_name(const std::string& name) {
-  for (InvarianceCheck c : kInvarianceChecks) {
-    if (name == invariance_check_name(c)) return c;
-  }
-  return std::nullopt;
-}
-
 const char* invariance_status_name(InvarianceStatus s) {
   switch (s) {
     case InvarianceStatus::invariant: return "invariant";

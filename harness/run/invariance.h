@@ -25,8 +25,26 @@ inline constexpr InvarianceCheck kInvarianceChecks[] = {
     InvarianceCheck::batch,       InvarianceCheck::run_to_run,        InvarianceCheck::cuda_graph,
     InvarianceCheck::switches,    InvarianceCheck::kv_chunking,       InvarianceCheck::prefill_vs_decode,
     InvarianceCheck::taps_on_off};
-const char* invariance_check_name(InvarianceCheck c);
-std::optional<InvarianceCheck> invariance_check_from_name(const std::string& name);
+// Inline: the scenario reader (and its fuzz target) needs the names without the mode.
+inline const char* invariance_check_name(InvarianceCheck c) {
+  switch (c) {
+    case InvarianceCheck::batch: return "batch";
+    case InvarianceCheck::run_to_run: return "run_to_run";
+    case InvarianceCheck::cuda_graph: return "cuda_graph";
+    case InvarianceCheck::switches: return "switches";
+    case InvarianceCheck::kv_chunking: return "kv_chunking";
+    case InvarianceCheck::prefill_vs_decode: return "prefill_vs_decode";
+    case InvarianceCheck::taps_on_off: return "taps_on_off";
+  }
+  return "?";
+}
+
+inline std::optional<InvarianceCheck> invariance_check_from_name(const std::string& name) {
+  for (InvarianceCheck c : kInvarianceChecks) {
+    if (name == invariance_check_name(c)) return c;
+  }
+  return std::nullopt;
+}
 
 // The scenario's `invariance:` block (docs/scenarios.md).
 struct InvarianceSpec {
