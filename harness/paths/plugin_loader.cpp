@@ -23,6 +23,7 @@
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/core/untrusted.h"
 
 namespace fusecheck {
 namespace {
@@ -491,6 +492,9 @@ std::vector<PathInfo> describe_paths(const std::shared_ptr<const Library>& lib, 
 // Opens and checks `file` once; registers its paths when `register_paths` is set.
 const Loaded& load(const std::filesystem::path& file_in, bool register_paths) {
   std::error_code ec;
+  if (printable(file_in.string()) != file_in.string()) {
+    throw InputError(printable(file_in.string(), 200), "control characters or broken UTF-8 in the plug-in path");
+  }
   const auto file = std::filesystem::weakly_canonical(std::filesystem::absolute(file_in), ec);
   if (auto it = loaded_libraries().find(file.string()); it != loaded_libraries().end()) return it->second;
   std::shared_ptr<const Library> lib = open_library(file);

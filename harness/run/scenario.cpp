@@ -300,6 +300,10 @@ void read_plugins(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   if (!node.IsSequence()) rd.fail(node, "plugins", "expected a list of plug-in files (FILE.so)");
   for (std::size_t i = 0; i < node.size(); ++i) {
     const std::filesystem::path given = rd.get_string(node[i], "plugins[" + std::to_string(i) + "]");
+    if (printable(given.string()) != given.string()) {
+      rd.fail(node[i], "plugins[" + std::to_string(i) + "]",
+              "control characters or broken UTF-8 in the plug-in path");
+    }
     const auto file = given.is_absolute() ? given : sc.file.parent_path() / given;
     load_plugin(file);
     sc.plugins.push_back(file);
