@@ -21,6 +21,7 @@
 #include "harness/core/error.h"
 #include "harness/core/version.h"
 #include "kernels/common/device_info.h"
+#include "kernels/common/device_info_abi.h"
 #include "kernels/fused/fused_path.h"
 #include "kernels/ref32/ref32_path.h"
 #include "kernels/ref64/ref64_cuda_path.h"
@@ -235,15 +236,7 @@ std::int32_t device_count() { return cuda::visible_device_count(); }
 int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_info* out, fc_error* err) {
   return fp::detail::guarded(err, [&] {
     const auto prov = cuda::query_device(index, measure_bandwidth != 0);
-    *out = fc_device_info{};
-    std::snprintf(out->name, sizeof out->name, "%s", prov.name.c_str());
-    std::snprintf(out->library_versions, sizeof out->library_versions, "cublas %d", prov.cublas_version);
-    out->driver_version = prov.driver_version;
-    out->runtime_version = prov.runtime_version;
-    out->sm_clock_peak_mhz = prov.sm_clock_peak_mhz;
-    out->mem_clock_peak_mhz = prov.mem_clock_peak_mhz;
-    out->copy_bandwidth_gbs = prov.copy_bandwidth_gbs;
-    out->global_mem_bytes = prov.global_mem_bytes;
+    *out = cuda::to_abi(prov, "cublas " + std::to_string(prov.cublas_version));
   });
 }
 

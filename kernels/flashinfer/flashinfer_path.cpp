@@ -26,6 +26,7 @@
 #include "kernels/common/cublas_handle.h"
 #include "kernels/common/device_buffer.h"
 #include "kernels/common/device_info.h"
+#include "kernels/common/device_info_abi.h"
 #include "kernels/common/gemm.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/stream.h"
@@ -553,16 +554,8 @@ std::int32_t device_count() { return cuda::visible_device_count(); }
 int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_info* out, fc_error* err) {
   return fp::detail::guarded(err, [&] {
     const auto prov = cuda::query_device(index, measure_bandwidth != 0);
-    *out = fc_device_info{};
-    std::snprintf(out->name, sizeof out->name, "%s", prov.name.c_str());
-    std::snprintf(out->library_versions, sizeof out->library_versions, "cublas %d, flashinfer %s", prov.cublas_version,
-                  FUSECHECK_FLASHINFER_VERSION);
-    out->driver_version = prov.driver_version;
-    out->runtime_version = prov.runtime_version;
-    out->sm_clock_peak_mhz = prov.sm_clock_peak_mhz;
-    out->mem_clock_peak_mhz = prov.mem_clock_peak_mhz;
-    out->copy_bandwidth_gbs = prov.copy_bandwidth_gbs;
-    out->global_mem_bytes = prov.global_mem_bytes;
+    *out = cuda::to_abi(prov, "cublas " + std::to_string(prov.cublas_version) +
+                                  ", flashinfer " FUSECHECK_FLASHINFER_VERSION);
   });
 }
 
