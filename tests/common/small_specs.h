@@ -66,4 +66,24 @@ inline ModelSpec two_layer_spec(const std::string& arch, const ShapePerArch& sha
   return s;
 }
 
+// The tiny tied-embedding Qwen3 of the recipe tests (tests/reference: recipes, FP8 KV cache):
+// 2 layers, hidden 64, 4 heads over 2 of 16, MLP 96, vocab 50.
+inline ModelSpec tiny_qwen3_tied_spec() {
+  ModelSpec s;
+  s.architecture = "qwen3";
+  s.n_layers = 2;
+  s.hidden = 64;
+  s.n_heads = 4;
+  s.n_kv_heads = 2;
+  s.head_dim = 16;
+  s.intermediate = 96;
+  s.vocab = 50;
+  s.rms_eps = 1e-6;
+  s.rope_theta = 1e6;
+  s.rope_dim = 16;
+  s.has_qk_norm = true;
+  s.tied_embeddings = true;
+  return s;
+}
+
 }  // namespace fusecheck::test

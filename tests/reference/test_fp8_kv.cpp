@@ -13,28 +13,13 @@
 #include "reference/decoder_path.h"
 #include "reference/kv_age.h"
 #include "reference/random_checkpoint.h"
+#include "tests/common/small_specs.h"
 #include "reference/scale_delivery.h"
 
 namespace fusecheck::ref {
 namespace {
 
-ModelSpec spec() {
-  ModelSpec s;
-  s.architecture = "qwen3";
-  s.n_layers = 2;
-  s.hidden = 64;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.head_dim = 16;
-  s.intermediate = 96;
-  s.vocab = 50;
-  s.rms_eps = 1e-6;
-  s.rope_theta = 1e6;
-  s.rope_dim = 16;
-  s.has_qk_norm = true;
-  s.tied_embeddings = true;
-  return s;
-}
+ModelSpec spec() { return test::tiny_qwen3_tied_spec(); }
 
 using MatF = Mat<float>;
 MatF f32(const TapMatrix& m) { return m.cast<float>(); }
