@@ -14,9 +14,13 @@ bool known_status(const std::string& s) { return s == "invariant" || s == "diffe
 
 std::string cell_detail(const InvarianceCell& c) {
   if (c.status == "differs") {
-    return fmt::format("differs from L{} {} (token {}), max {} ulp {}", c.first_layer, c.first_tap, c.first_row,
-                       std::isinf(c.max_ulp) ? std::string("inf") : fmt::format("{:.0f}", c.max_ulp),
-                       c.max_ulp_dtype);
+    const auto figure = [](double ulp) { return std::isinf(ulp) ? std::string("inf") : fmt::format("{:.0f}", ulp); };
+    std::string s = fmt::format("differs from L{} {} (token {})", c.first_layer, c.first_tap, c.first_row);
+    if (c.first_scaled_ulp) {
+      s += fmt::format(", {} ulp@scale {}, {} sign crossings", fmt::format("{:.1f}", *c.first_scaled_ulp),
+                       c.first_scaled_ulp_dtype, c.sign_crossings.value_or(0));
+    }
+    return s + fmt::format(", max {} ulp {}", figure(c.max_ulp), c.max_ulp_dtype);
   }
   if (c.status == "n/a") return "n/a (" + c.reason + ")";
   return c.status;
@@ -44,6 +48,14 @@ std::vector<InvarianceCell> read_invariance(const Run& run) {
       c.first_row = static_cast<long>(g.attr_number("first_row").value_or(-1));
       c.max_ulp = g.attr_number("max_ulp").value_or(0);
       c.max_ulp_dtype = g.attr_string("max_ulp_dtype").value_or("");
+      c.first_scaled_ulp = g.attr_number("first_scaled_ulp");
+      c.first_scaled_ulp_dtype = g.attr_string("first_scaled_ulp_dtype").value_or("");
+      if (c.first_scaled_ulp && !(*c.first_scaled_ulp >= 0)) run.fail(where, "first_scaled_ulp must be >= 0");
+      if (const auto n = g.attr_number("sign_crossings")) {
+        // A count from the file: checked before it becomes an integer.
+        if (!(*n >= 0 && *n <= 1e15)) run.fail(where, "sign_crossings must be a count (0 to 1e15)");
+        c.sign_crossings = static_cast<long>(*n);
+      }
       if (c.status == "differs" && (c.first_layer < 0 || c.first_tap.empty())) {
         run.fail(where, "a cell that differs must name its first layer and tap");
       }

@@ -3,6 +3,7 @@
 // that loses an invariance its baseline had is a regression; gaining one is a note).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,11 @@ struct InvarianceCell {
   long first_row = -1;
   double max_ulp = 0;
   std::string max_ulp_dtype;
+  // The scaled distance (docs/invariance.md); absent from files written before it, then
+  // nullopt and the bit distance is all there is.
+  std::optional<double> first_scaled_ulp;
+  std::string first_scaled_ulp_dtype;
+  std::optional<long> sign_crossings;
 };
 
 // Every cell of /invariance in path then check order; empty when the group is absent.

@@ -60,6 +60,16 @@ DType storage_dtype(const TapMatrix& a, const TapMatrix& b, DType path_dtype) {
   return DType::F64;
 }
 
+// Largest finite |value| of row `r`.
+double row_scale(const TapMatrix& m, Eigen::Index r) {
+  double scale = 0;
+  for (Eigen::Index c = 0; c < m.cols(); ++c) {
+    const double v = std::fabs(m(r, c));
+    if (std::isfinite(v)) scale = std::max(scale, v);
+  }
+  return scale;
+}
+
 }  // namespace
 
 TapDiff compare_bitwise(const TapMatrix& a, const TapMatrix& b, DType path_dtype) {
@@ -69,16 +79,31 @@ TapDiff compare_bitwise(const TapMatrix& a, const TapMatrix& b, DType path_dtype
   }
   TapDiff d;
   d.dtype = storage_dtype(a, b, path_dtype);
-  const Eigen::Index cols = a.cols();
-  for (Eigen::Index i = 0; i < a.size(); ++i) {
-    const double x = a.data()[i], y = b.data()[i];
-    if (std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y)) continue;
-    ++d.differing;
-    if (d.first_row < 0) d.first_row = static_cast<int>(i / cols);
-    // -0 against +0 differs in its bits and is 0 ULPs apart; a NaN against a number is
-    // the largest distance there is.
-    const std::uint64_t u = ulp_distance(x, y, d.dtype);
-    d.max_ulp = std::max(d.max_ulp, u == UINT64_MAX ? HUGE_VAL : static_cast<double>(u));
+  for (Eigen::Index r = 0; r < a.rows(); ++r) {
+    double scale = -1;  // computed at the row's first difference
+    for (Eigen::Index c = 0; c < a.cols(); ++c) {
+      const double x = a(r, c), y = b(r, c);
+      if (std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y)) continue;
+      ++d.differing;
+      if (d.first_row < 0) d.first_row = static_cast<int>(r);
+      // -0 against +0 differs in its bits and is 0 ULPs apart; a NaN against a number is
+      // the largest distance there is.
+      const std::uint64_t u = ulp_distance(x, y, d.dtype);
+      const double bits = u == UINT64_MAX ? HUGE_VAL : static_cast<double>(u);
+      d.max_ulp = std::max(d.max_ulp, bits);
+      if (crosses_zero(x, y)) {
+        ++d.sign_crossings;
+      } else {
+        d.max_same_sign_ulp = std::max(d.max_same_sign_ulp, bits);
+      }
+      if (scale < 0) {
+        scale = row_scale(a, r);
+        if (scale == 0) scale = row_scale(b, r);
+      }
+      const double scaled = scaled_ulp(x, y, scale, d.dtype);
+      d.max_scaled_ulp = std::max(d.max_scaled_ulp, scaled);
+      ++d.scaled_ulp_histogram[static_cast<std::size_t>(scaled_ulp_bin(scaled))];
+    }
   }
   return d;
 }
@@ -240,6 +265,10 @@ struct PairDiff {
   double max_ulp = 0;
   DType max_ulp_dtype = DType::F64;
   std::int64_t elements_differing = 0, elements_compared = 0;
+  TapDiff first;  // the first differing tap's comparison
+  double max_scaled_ulp = 0;
+  std::int64_t sign_crossings = 0;
+  double max_same_sign_ulp = 0;
 };
 
 // FNV-1a 64 over (layer, tap, shape, value bits) of every tap, in order.
@@ -279,7 +308,11 @@ void add_tap_diffs(PairDiff& d, int layer, int compare_from, const TapSet& a, co
       d.first_layer = layer;
       d.first_tap = tap;
       d.first_row = compare_from + td.first_row;
+      d.first = td;
     }
+    d.max_scaled_ulp = std::max(d.max_scaled_ulp, td.max_scaled_ulp);
+    d.sign_crossings += td.sign_crossings;
+    d.max_same_sign_ulp = std::max(d.max_same_sign_ulp, td.max_same_sign_ulp);
     if (td.max_ulp >= d.max_ulp) {
       d.max_ulp = td.max_ulp;
       d.max_ulp_dtype = td.dtype;
@@ -358,7 +391,13 @@ InvarianceOutcome run_variants(InvarianceCheck check, const std::vector<Variant>
       o.first_tap = d.first_tap;
       o.first_row = d.first_row;
       o.reason = v.b.label + " vs " + v.a.label;
+      o.first_scaled_ulp = d.first.max_scaled_ulp;
+      o.first_scaled_ulp_dtype = std::string(dtype_name(d.first.dtype));
+      o.first_scaled_ulp_histogram = d.first.scaled_ulp_histogram;
     }
+    o.max_scaled_ulp = std::max(o.max_scaled_ulp, d.max_scaled_ulp);
+    o.sign_crossings += d.sign_crossings;
+    o.max_same_sign_ulp = std::max(o.max_same_sign_ulp, d.max_same_sign_ulp);
     if (d.max_ulp >= o.max_ulp) {
       o.max_ulp = d.max_ulp;
       o.max_ulp_dtype = std::string(dtype_name(d.max_ulp_dtype));

@@ -16,6 +16,7 @@
 #include "harness/core/dtype.h"
 #include "harness/core/path.h"
 #include "harness/core/taps.h"
+#include "harness/run/scaled_ulp.h"
 
 namespace fusecheck::run {
 
@@ -69,8 +70,17 @@ struct InvarianceOutcome {
   int first_layer = -1;          // -1 none; n_layers = the head
   std::optional<Tap> first_tap;
   int first_row = -1;            // token position of the needle (0-based) of the first difference
-  double max_ulp = 0;            // largest over every differing tap (storage dtype of the tap)
+  double max_ulp = 0;            // largest bit distance over every differing tap (storage dtype of the tap)
   std::string max_ulp_dtype;     // "BF16", "F32", "F64"
+  // The scaled distance (scaled_ulp.h), the figure the table shows: at the first
+  // differing tap (of the variant that differs first) its largest value and histogram,
+  // and the largest over every differing tap of every variant.
+  double first_scaled_ulp = 0;
+  std::string first_scaled_ulp_dtype;
+  ScaledUlpHistogram first_scaled_ulp_histogram{};
+  double max_scaled_ulp = 0;
+  std::int64_t sign_crossings = 0;  // differing values on opposite sides of zero, every variant
+  double max_same_sign_ulp = 0;     // largest bit distance among differing values of one sign
   std::int64_t elements_differing = 0;
   std::int64_t elements_compared = 0;
 };
@@ -115,11 +125,17 @@ PathInvariance run_invariance(const InvarianceInput& in, const std::string& labe
 // Bitwise comparison of two taps (same shape): elements whose bits differ, the first
 // differing row, and the largest ULP distance in the narrowest of `dtypes` both sides are
 // exact in (a tap's storage dtype: bf16 activations, f32 logits; F64 when neither).
+// Besides the bit distance, the scaled distance of every differing value: in ULPs of its
+// row's scale, the largest |value| of that row of `a` (of `b` when `a`'s row is zeros).
 struct TapDiff {
   std::int64_t differing = 0;
   int first_row = -1;
   double max_ulp = 0;
   DType dtype = DType::F64;
+  double max_scaled_ulp = 0;
+  ScaledUlpHistogram scaled_ulp_histogram{};
+  std::int64_t sign_crossings = 0;
+  double max_same_sign_ulp = 0;
 };
 TapDiff compare_bitwise(const TapMatrix& a, const TapMatrix& b, DType path_dtype);
 

@@ -23,6 +23,13 @@ std::string ulp_text(double ulp) {
   return fmt::format("{:.0f}", ulp);
 }
 
+// A scaled distance: one decimal below 10 (a reduction order reads 0.5 to a few), whole
+// numbers above.
+std::string scaled_text(double ulp) {
+  if (std::isinf(ulp)) return "inf";
+  return ulp < 10 ? fmt::format("{:.1f}", ulp) : fmt::format("{:.0f}", ulp);
+}
+
 std::string where_text(const InvarianceOutcome& o, int n_layers) {
   const std::string layer = o.first_layer == n_layers ? std::string("head") : fmt::format("L{}", o.first_layer);
   return fmt::format("{} {}", layer, o.first_tap ? tap_name(*o.first_tap) : "?");
@@ -33,7 +40,7 @@ std::string cell_text(const InvarianceOutcome& o, int n_layers) {
     case InvarianceStatus::invariant: return "yes";
     case InvarianceStatus::not_applicable: return "n/a";
     case InvarianceStatus::differs:
-      return fmt::format("NO {} {}ulp", where_text(o, n_layers), ulp_text(o.max_ulp));
+      return fmt::format("NO {} {}ulp@scale", where_text(o, n_layers), scaled_text(o.first_scaled_ulp));
   }
   return "?";
 }
@@ -70,6 +77,12 @@ void write_invariance(results::H5Writer& w, const InvarianceResult& r) {
       w.attr(g, "first_row", static_cast<long long>(o.first_row));
       w.attr(g, "max_ulp", o.max_ulp);
       w.attr(g, "max_ulp_dtype", o.max_ulp_dtype);
+      w.attr(g, "first_scaled_ulp", o.first_scaled_ulp);
+      w.attr(g, "first_scaled_ulp_dtype", o.first_scaled_ulp_dtype);
+      w.attr(g, "first_scaled_ulp_histogram", scaled_ulp_histogram_csv(o.first_scaled_ulp_histogram));
+      w.attr(g, "max_scaled_ulp", o.max_scaled_ulp);
+      w.attr(g, "sign_crossings", static_cast<long long>(o.sign_crossings));
+      w.attr(g, "max_same_sign_ulp", o.max_same_sign_ulp);
       w.attr(g, "elements_differing", static_cast<long long>(o.elements_differing));
       w.attr(g, "elements_compared", static_cast<long long>(o.elements_compared));
     }
@@ -107,11 +120,17 @@ std::string format_invariance_table(const InvarianceResult& r, int n_layers) {
       if (o.status == InvarianceStatus::not_applicable) {
         out += head + "n/a, " + printable(o.reason, 200) + "\n";
       } else {
-        out += head + fmt::format("{} of {} variants differ; first at {} token {} ({}); max {} ulp ({}); "
+        out += head + fmt::format("{} of {} variants differ; first at {} token {} ({}), there {} ulp@scale ({}); "
                                   "{} of {} values differ\n",
                                   o.variants_differing, o.variants, where_text(o, n_layers), o.first_row,
-                                  printable(o.reason, 120), ulp_text(o.max_ulp), o.max_ulp_dtype,
-                                  o.elements_differing, o.elements_compared);
+                                  printable(o.reason, 120), scaled_text(o.first_scaled_ulp),
+                                  o.first_scaled_ulp_dtype, o.elements_differing, o.elements_compared);
+        out += fmt::format("    {} scaled ulps: {}\n", where_text(o, n_layers),
+                           scaled_ulp_histogram_text(o.first_scaled_ulp_histogram));
+        out += fmt::format("    every tap: max {} ulp@scale; {} sign crossings; max {} ulp same-sign, {} ulp in bits "
+                           "({})\n",
+                           scaled_text(o.max_scaled_ulp), o.sign_crossings, ulp_text(o.max_same_sign_ulp),
+                           ulp_text(o.max_ulp), o.max_ulp_dtype);
       }
     }
   }

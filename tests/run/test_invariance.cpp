@@ -125,6 +125,10 @@ TEST(Invariance, BatchDependentReductionIsReportedAtItsLayerAndTap) {
   EXPECT_GE(batch.first_row, 0);
   EXPECT_GT(batch.max_ulp, 0);
   EXPECT_EQ(batch.max_ulp_dtype, "F32");
+  // Another summation order: a few ULPs of the row's scale, not garbage.
+  EXPECT_EQ(batch.first_scaled_ulp_dtype, "F32");
+  EXPECT_GT(batch.first_scaled_ulp, 0);
+  EXPECT_LT(batch.first_scaled_ulp, 16);
   EXPECT_GT(batch.variants_differing, 0);
   EXPECT_GT(batch.elements_differing, 0);
 }

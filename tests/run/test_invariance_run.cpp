@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include "harness/core/error.h"
 #include "harness/results/compare.h"
@@ -158,6 +159,10 @@ TEST(InvarianceRun, ResultsFileHoldsEveryPathAndCheck) {
     EXPECT_LE(c.first_layer, 2) << c.path << " " << c.check;  // 2 layers; 2 = the head
     EXPECT_FALSE(c.first_tap.empty()) << c.path << " " << c.check;
     EXPECT_GT(c.max_ulp, 0) << c.path << " " << c.check;
+    ASSERT_TRUE(c.first_scaled_ulp.has_value()) << c.path << " " << c.check;
+    EXPECT_GT(*c.first_scaled_ulp, 0) << c.path << " " << c.check;
+    EXPECT_FALSE(c.first_scaled_ulp_dtype.empty()) << c.path << " " << c.check;
+    EXPECT_TRUE(c.sign_crossings.has_value()) << c.path << " " << c.check;
   }
   const auto* graph = find(cells, "emulated-cpu:fused-v1", "cuda_graph");
   ASSERT_NE(graph, nullptr);
@@ -171,6 +176,12 @@ TEST(InvarianceRun, SummaryPrintsTheCertificate) {
   EXPECT_NE(summary.find("Invariance (bitwise"), std::string::npos) << summary;
   EXPECT_NE(summary.find("prefill_vs_decode"), std::string::npos);
   EXPECT_NE(summary.find("ref32-cpu"), std::string::npos);
+  // A cell that differs shows the scaled distance; its detail lines all three figures.
+  if (summary.find(" NO ") != std::string::npos) {
+    EXPECT_NE(summary.find("ulp@scale"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("sign crossings"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("scaled ulps:"), std::string::npos) << summary;
+  }
 }
 
 TEST(InvarianceRun, ReportShowsThePathsByChecksTable) {
@@ -202,6 +213,37 @@ TEST(InvarianceRun, ValidatorRefusesAFileWithoutTheCertificate) {
   EXPECT_THROW(results::validate_run(file.runs().front()), InputError);
 }
 
+std::vector<results::Finding> invariance_findings_between(const std::filesystem::path& fresh_file,
+                                                          const std::filesystem::path& base);
+
+TEST(InvarianceRun, FileWithoutTheScaledDistanceStillReads) {
+  // A file written before the scaled distance: its cells hold the bit distance only.
+  const auto copy = test::scratch_dir() / "before-scaled.h5";
+  std::filesystem::copy_file(tiny_file(), copy);
+  const auto cells_now = results::read_invariance(results::ResultsFile::load(tiny_file()).runs().front());
+  {
+    const hid_t f = H5Fopen(copy.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    for (const auto& c : cells_now) {
+      const std::string g = "/invariance/" + c.path + "/" + c.check;
+      for (const char* a : {"first_scaled_ulp", "first_scaled_ulp_dtype", "first_scaled_ulp_histogram",
+                            "max_scaled_ulp", "sign_crossings", "max_same_sign_ulp"}) {
+        ASSERT_GE(H5Adelete_by_name(f, g.c_str(), a, H5P_DEFAULT), 0) << g << " " << a;
+      }
+    }
+    H5Fclose(f);
+  }
+  const auto old = results::ResultsFile::load(copy);
+  EXPECT_NO_THROW(results::validate_run(old.runs().front()));
+  const auto cells = results::read_invariance(old.runs().front());
+  ASSERT_EQ(cells.size(), cells_now.size());
+  for (const auto& c : cells) {
+    EXPECT_FALSE(c.first_scaled_ulp.has_value());
+    EXPECT_FALSE(c.sign_crossings.has_value());
+  }
+  EXPECT_TRUE(invariance_findings_between(tiny_file(), copy).empty());
+}
+
 // A baseline whose cell says `status`, everything else equal to the fresh run.
 std::filesystem::path baseline_with(const std::string& path, const std::string& check, const std::string& status) {
   const auto copy = test::scratch_dir() / "baseline.h5";
@@ -216,8 +258,9 @@ std::filesystem::path baseline_with(const std::string& path, const std::string& 
   return copy;
 }
 
-std::vector<results::Finding> invariance_findings(const std::filesystem::path& base) {
-  const auto fresh = results::ResultsFile::load(tiny_file());
+std::vector<results::Finding> invariance_findings_between(const std::filesystem::path& fresh_file,
+                                                          const std::filesystem::path& base) {
+  const auto fresh = results::ResultsFile::load(fresh_file);
   const auto old = results::ResultsFile::load(base);
   const auto report = results::compare_files(fresh, old, results::CompareRules{}, false);
   std::vector<results::Finding> out;
@@ -225,6 +268,10 @@ std::vector<results::Finding> invariance_findings(const std::filesystem::path& b
     if (f.kind == "invariance") out.push_back(f);
   }
   return out;
+}
+
+std::vector<results::Finding> invariance_findings(const std::filesystem::path& base) {
+  return invariance_findings_between(tiny_file(), base);
 }
 
 TEST(InvarianceCompare, LosingAnInvarianceIsARegression) {
