@@ -199,6 +199,12 @@ class BuiltinCudaPath final : public fp::Path {
     }
     return out;
   }
+  // Forwarded so that invariance mode sees the switches and split edges of a CUDA path
+  // (ABI 1.2) as it did when the paths were linked into the binary.
+  fp::ExecutionTraits execution_traits(int batch, int max_kv) const override {
+    const ExecutionTraits t = path_->execution_traits(batch, max_kv);
+    return {{t.kv_split_boundaries.begin(), t.kv_split_boundaries.end()}, t.switches};
+  }
 
  private:
   std::shared_ptr<const AbiCheckpoint> ckpt_;  // outlives the path, which holds references into it

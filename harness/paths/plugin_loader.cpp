@@ -33,6 +33,8 @@ struct Library {
   void* handle = nullptr;
   const fc_plugin* table = nullptr;
   std::uint32_t abi_minor = 0;  // 0 for a 1.0 plugin, whose error codes carry no status
+  // ABI 1.2's optional execution_traits, null for an older table or one that offers none.
+  decltype(fc_plugin::execution_traits) execution_traits = nullptr;
   std::string name;             // the table's name, checked
   ~Library() = default;  // never dlclose: path instances and static objects outlive loading
 };
@@ -176,6 +178,8 @@ double element(const unsigned char* p, DType t) {
 }
 
 // Path over a plug-in instance. Every failure names the plug-in file and the path.
+std::string checked_string(const Library& lib, const char* s, const std::string& field);
+
 class PluginPath final : public Path {
  public:
   PluginPath(std::shared_ptr<const Library> lib, std::string name, std::string device, const Checkpoint& ckpt,
@@ -252,6 +256,36 @@ class PluginPath final : public Path {
     std::vector<std::int32_t> ids;
     for (Tap t : *taps) ids.push_back(static_cast<std::int32_t>(t));
     lib_->table->keep_taps(instance_, ids.data(), static_cast<std::int32_t>(ids.size()));
+  }
+
+  // ABI 1.2: what the plug-in declares, checked (counts, positive boundaries, switches as
+  // short strings); a plug-in without it declares none.
+  ExecutionTraits execution_traits(int batch, int max_kv) const override {
+    ExecutionTraits traits;
+    if (!lib_->execution_traits) return traits;
+    fc_execution_traits out{};
+    fc_error err{};
+    if (const int rc = lib_->execution_traits(instance_, batch, max_kv, &out, &err); rc != 0) {
+      fail_call("execution_traits", rc, err);
+    }
+    constexpr std::int32_t kMaxEntries = 64;
+    if (out.n_kv_split_boundaries < 0 || out.n_kv_split_boundaries > kMaxEntries ||
+        (out.n_kv_split_boundaries > 0 && !out.kv_split_boundaries)) {
+      fail(fmt::format("execution_traits() returned {} KV split boundaries (0 to {})", out.n_kv_split_boundaries,
+                       kMaxEntries));
+    }
+    if (out.n_switches < 0 || out.n_switches > kMaxEntries || (out.n_switches > 0 && !out.switches)) {
+      fail(fmt::format("execution_traits() returned {} switches (0 to {})", out.n_switches, kMaxEntries));
+    }
+    for (std::int32_t i = 0; i < out.n_kv_split_boundaries; ++i) {
+      const std::int32_t b = out.kv_split_boundaries[i];
+      if (b <= 0) fail(fmt::format("execution_traits() returned KV split boundary {} (must be > 0)", b));
+      traits.kv_split_boundaries.push_back(b);
+    }
+    for (std::int32_t i = 0; i < out.n_switches; ++i) {
+      traits.switches.push_back(checked_string(*lib_, out.switches[i], fmt::format("execution_traits switch {}", i)));
+    }
+    return traits;
   }
 
   PathCapabilities capabilities() const override {
@@ -426,6 +460,9 @@ std::shared_ptr<Library> open_library(const std::filesystem::path& file) {
                                             "newer fusecheck, or build the plug-in against this one's headers)",
                                             t->abi_version, lib->abi_minor, FC_PLUGIN_ABI_VERSION,
                                             FC_PLUGIN_ABI_VERSION, FC_PLUGIN_ABI_MINOR));
+  }
+  if (lib->abi_minor >= 2 && t->struct_size >= offsetof(fc_plugin, execution_traits) + sizeof(t->execution_traits)) {
+    lib->execution_traits = t->execution_traits;
   }
   const std::pair<const void*, const char*> required[] = {
       {reinterpret_cast<const void*>(t->create), "create"}, {reinterpret_cast<const void*>(t->destroy), "destroy"},

@@ -5,7 +5,7 @@
  * the functions that create and drive a path instance. Plain C so that any compiler and
  * build system can produce it; include/fusecheck/path_plugin.hpp wraps it for C++.
  *
- * Rules of the ABI (version 1.1; a 1.0 plugin, built before abi_minor existed, still loads):
+ * Rules of the ABI (version 1.2; 1.0 and 1.1 plugins, built before, still load):
  *  - Every call that can fail returns 0 on success or a nonzero status (fc_status), and
  *    then writes the same status and a one-line message into the caller's fc_error.
  *    fusecheck reports it naming the plugin: FC_ERR_INPUT and FC_ERR_UNSUPPORTED as bad
@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 #define FC_PLUGIN_ABI_VERSION 1u  /* major: changes only when a 1.x plugin could be misread */
-#define FC_PLUGIN_ABI_MINOR 1u    /* 1.1: fc_status; fc_plugin.abi_minor */
+#define FC_PLUGIN_ABI_MINOR 2u    /* 1.1: fc_status; fc_plugin.abi_minor. 1.2: execution_traits */
 #define FC_PLUGIN_ENTRY_POINT "fusecheck_path_plugin"
 #define FC_ERROR_MESSAGE_SIZE 512
 #define FC_MAX_RANK 4
@@ -154,6 +154,15 @@ typedef struct fc_device_info {
   uint64_t global_mem_bytes;      /* device memory, for the size check before a run; 0 = unknown */
 } fc_device_info;
 
+/* How an instance runs, for invariance mode (ABI 1.2, docs/invariance.md). Arrays owned by
+ * the plugin, valid until its next call on the same instance. */
+typedef struct fc_execution_traits {
+  int32_t n_kv_split_boundaries;       /* at most 64 */
+  const int32_t* kv_split_boundaries;  /* KV lengths (> 0) at which the split of the KV cache changes */
+  int32_t n_switches;                  /* at most 64 */
+  const char* const* switches;         /* "NAME=VALUE" kernel switches read once per process */
+} fc_execution_traits;
+
 typedef struct fc_path fc_path;   /* a plugin's instance, opaque to fusecheck */
 
 typedef struct fc_plugin {
@@ -197,6 +206,12 @@ typedef struct fc_plugin {
 
   /* ABI 1.1 */
   uint32_t abi_minor;             /* FC_PLUGIN_ABI_MINOR the plugin was built with */
+
+  /* ABI 1.2, optional (NULL when not offered; read only from a table of minor >= 2 that
+   * is long enough to hold it). The traits of an instance for `batch` sequences over up to
+   * `max_kv` KV positions; without it a path declares none. */
+  int (*execution_traits)(fc_path* path, int32_t batch, int32_t max_kv, fc_execution_traits* out,
+                          fc_error* err);
 } fc_plugin;
 
 /* The one symbol a plugin exports. */

@@ -143,6 +143,12 @@ struct OpTiming {
   double bytes = 0, flops = 0;
 };
 
+// What execution_traits() declares (fc_execution_traits).
+struct ExecutionTraits {
+  std::vector<std::int32_t> kv_split_boundaries;
+  std::vector<std::string> switches;
+};
+
 // What a C++ plugin implements; the meaning of each call is the C table's.
 class Path {
  public:
@@ -162,6 +168,11 @@ class Path {
   // Optional: per-op timing; empty when the path does not time ops.
   virtual std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len, const fc_timing_options& o) {
     (void)layer, (void)n_new, (void)kv_len, (void)o;
+    return {};
+  }
+  // Optional (ABI 1.2): split-KV boundaries and kernel switches; none by default.
+  virtual ExecutionTraits execution_traits(int batch, int max_kv) const {
+    (void)batch, (void)max_kv;
     return {};
   }
 };
@@ -190,6 +201,8 @@ struct Instance {
   std::vector<fc_tap_value> table;
   std::vector<OpTiming> timings;
   std::vector<fc_op_timing> timing_table;
+  ExecutionTraits traits;
+  std::vector<const char*> switch_table;
 };
 
 inline int fail(fc_error* err, int code, const char* what) {
@@ -329,6 +342,19 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
   t.device_count = device_count;
   t.device_info = device_info;
   t.abi_minor = FC_PLUGIN_ABI_MINOR;
+  t.execution_traits = [](fc_path* p, std::int32_t batch, std::int32_t max_kv, fc_execution_traits* out,
+                          fc_error* err) {
+    return guarded(err, [&] {
+      auto& inst = *reinterpret_cast<Instance*>(p);
+      inst.traits = inst.path->execution_traits(batch, max_kv);
+      inst.switch_table.clear();
+      for (const auto& sw : inst.traits.switches) inst.switch_table.push_back(sw.c_str());
+      out->n_kv_split_boundaries = static_cast<std::int32_t>(inst.traits.kv_split_boundaries.size());
+      out->kv_split_boundaries = inst.traits.kv_split_boundaries.data();
+      out->n_switches = static_cast<std::int32_t>(inst.switch_table.size());
+      out->switches = inst.switch_table.data();
+    });
+  };
   return t;
 }
 

@@ -14,7 +14,12 @@
  *  10 status_plugin_bug   (1.1) layer returns FC_ERR_PLUGIN_BUG
  *  11 minor_too_new       reports ABI 1.99
  *  12 abi_1_0             a table of ABI 1.0's size (no abi_minor); create returns code 3,
- *                         which in 1.0 means only "failed" */
+ *                         which in 1.0 means only "failed"
+ * Kinds 13-15 behave and are named traits-plugin-<kind> (loaded side by side in one test):
+ *  13 traits_declared     (1.2) declares KV split boundaries 16, 32 and one switch
+ *  14 traits_bad          (1.2) declares a KV split boundary of -4
+ *  15 traits_abi_1_1      a 1.1 table (ends at abi_minor) whose execution_traits slot, past
+ *                         its end, would fail: the loader must not read it */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -114,16 +119,40 @@ static int head(fc_path* p, const fc_tensor* hidden, const fc_tap_value** out, i
   return 0;
 }
 
+#define KIND_TEXT_(k) #k
+#define KIND_TEXT(k) KIND_TEXT_(k)
 static const fc_path_desc kPaths[] = {
-    {BAD_KIND == 7 ? "ref32-cpu" : "bad-plugin-path", "cpu", "", "other", FC_BF16, "a plug-in that misbehaves"}};
+    {BAD_KIND == 7 ? "ref32-cpu" : BAD_KIND >= 13 ? "traits-plugin-" KIND_TEXT(BAD_KIND) : "bad-plugin-path", "cpu", "",
+     "other", FC_BF16, "a plug-in that misbehaves"}};
+
+static const int32_t kBoundaries[] = {16, BAD_KIND == 14 ? -4 : 32};
+static const char* const kSwitches[] = {"BAD_PLUGIN_SPLIT=0"};
+
+static int execution_traits(fc_path* p, int32_t batch, int32_t max_kv, fc_execution_traits* out, fc_error* err) {
+  (void)p, (void)batch, (void)max_kv;
+  if (BAD_KIND == 15) {
+    err->code = FC_ERR_PLUGIN_BUG;
+    strcpy(err->message, "execution_traits read past the end of a 1.1 table");
+    return err->code;
+  }
+  out->n_kv_split_boundaries = 2;
+  out->kv_split_boundaries = kBoundaries;
+  out->n_switches = 1;
+  out->switches = kSwitches;
+  return 0;
+}
 
 __attribute__((visibility("default"))) const fc_plugin* fusecheck_path_plugin(void) {
   static fc_plugin table;
   memset(&table, 0, sizeof table);
   table.abi_version = BAD_KIND == 2 ? 999u : FC_PLUGIN_ABI_VERSION;
-  table.struct_size = BAD_KIND == 12 ? (uint32_t)offsetof(fc_plugin, abi_minor) : (uint32_t)sizeof table;
-  if (BAD_KIND >= 8 && BAD_KIND <= 10) table.abi_minor = FC_PLUGIN_ABI_MINOR;
+  table.struct_size = BAD_KIND == 12   ? (uint32_t)offsetof(fc_plugin, abi_minor)
+                     : BAD_KIND == 15 ? (uint32_t)offsetof(fc_plugin, execution_traits)
+                                      : (uint32_t)sizeof table;
+  if ((BAD_KIND >= 8 && BAD_KIND <= 10) || BAD_KIND == 13 || BAD_KIND == 14) table.abi_minor = FC_PLUGIN_ABI_MINOR;
   if (BAD_KIND == 11) table.abi_minor = 99;
+  if (BAD_KIND == 15) table.abi_minor = 1;
+  if (BAD_KIND >= 13) table.execution_traits = execution_traits;
   table.name = "bad-plugin";
   table.version = "0";
   table.n_paths = 1;

@@ -207,7 +207,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"status_input", FUSECHECK_BAD_PLUGIN_status_input, "run", "layer 0: rows must be a multiple of 64"},
         BadCase{"status_unsupported", FUSECHECK_BAD_PLUGIN_status_unsupported, "run",
                 "create failed: not supported by plug-in bad-plugin: no kernel for this architecture"},
-        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.1"},
+        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.2"},
         BadCase{"abi_1_0_codes_mean_failed", FUSECHECK_BAD_PLUGIN_abi_1_0, "run", "create failed: no kernel for this architecture (code 3)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -227,6 +227,42 @@ TEST(PluginStatus, AnAbi10TableStillLoads) {
   const auto r = test::run_fusecheck("paths --plugin " + quoted(FUSECHECK_BAD_PLUGIN_abi_1_0));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("bad-plugin-path"), std::string::npos) << r.out;
+}
+
+// ABI 1.2: a plug-in's execution traits (split-KV edges, kernel switches) reach invariance
+// mode through Path::execution_traits; bad ones are refused naming the file; a 1.1 table
+// is never read past its end.
+std::unique_ptr<Path> traits_plugin_path(const char* file, const std::string& name) {
+  load_plugin(file);
+  static const auto dir = test::scratch_dir();
+  static const auto ckpt = Checkpoint::open(tiny_model(dir));
+  return make_path(name, *ckpt, {});
+}
+
+TEST(PluginTraits, DeclaredTraitsReachThePath) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_traits_declared, "traits-plugin-13");
+  const ExecutionTraits t = p->execution_traits(8, 128);
+  EXPECT_EQ(t.kv_split_boundaries, (std::vector<int>{16, 32}));
+  EXPECT_EQ(t.switches, std::vector<std::string>{"BAD_PLUGIN_SPLIT=0"});
+}
+
+TEST(PluginTraits, BadBoundaryIsRefusedNamingTheFile) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_traits_bad, "traits-plugin-14");
+  try {
+    (void)p->execution_traits(1, 64);
+    FAIL() << "a boundary of -4 was accepted";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("KV split boundary -4"), std::string::npos) << what;
+    EXPECT_NE(what.find(FUSECHECK_BAD_PLUGIN_traits_bad), std::string::npos) << what;
+  }
+}
+
+TEST(PluginTraits, AnAbi11TableDeclaresNoTraits) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_traits_abi_1_1, "traits-plugin-15");
+  const ExecutionTraits t = p->execution_traits(8, 128);
+  EXPECT_TRUE(t.kv_split_boundaries.empty());
+  EXPECT_TRUE(t.switches.empty());
 }
 
 TEST(CudaPlugin, MissingLibraryWithDeviceCudaSaysWhatToBuild) {
