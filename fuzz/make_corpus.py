@@ -230,6 +230,10 @@ def results_file(checksummed, merged=False, invariance=False):
                 g.attrs["first_layer"], g.attrs["first_row"] = np.int64(layer), np.int64(layer)
                 g.attrs["first_tap"], g.attrs["max_ulp_dtype"] = string(tap), string("BF16")
                 g.attrs["max_ulp"] = 2.0 if status == "differs" else 0.0
+                if status == "differs":  # the scaled distance (files before it lack these)
+                    g.attrs["first_scaled_ulp"], g.attrs["max_scaled_ulp"] = 1.0, 3.0
+                    g.attrs["sign_crossings"] = np.int64(1)
+                    g.attrs["first_scaled_ulp_dtype"] = string("BF16")
     with open(tmp, "rb") as f:
         data = f.read()
     os.unlink(tmp)
