@@ -17,7 +17,7 @@ std::string cell_detail(const InvarianceCell& c) {
     const auto figure = [](double ulp) { return std::isinf(ulp) ? std::string("inf") : fmt::format("{:.0f}", ulp); };
     std::string s = fmt::format("differs from L{} {} (token {})", c.first_layer, c.first_tap, c.first_row);
     if (c.first_scaled_ulp) {
-      s += fmt::format(", {} ulp@scale {}, {} sign crossings", fmt::format("{:.1f}", *c.first_scaled_ulp),
+      s += fmt::format(", {} ulp@scale {}, {} sign crossings", fmt::format("{:.3g}", *c.first_scaled_ulp),
                        c.first_scaled_ulp_dtype, c.sign_crossings.value_or(0));
     }
     return s + fmt::format(", max {} ulp {}", figure(c.max_ulp), c.max_ulp_dtype);

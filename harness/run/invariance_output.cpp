@@ -23,10 +23,12 @@ std::string ulp_text(double ulp) {
   return fmt::format("{:.0f}", ulp);
 }
 
-// A scaled distance: one decimal below 10 (a reduction order reads 0.5 to a few), whole
-// numbers above.
+// A scaled distance: two significant digits below 1 (one value of a row moving by its own
+// tiny ULP reads 0.0039, not 0.0), one decimal below 10 (a reduction order reads 0.5 to a
+// few), whole numbers above.
 std::string scaled_text(double ulp) {
   if (std::isinf(ulp)) return "inf";
+  if (ulp < 1) return fmt::format("{:.2g}", ulp);
   return ulp < 10 ? fmt::format("{:.1f}", ulp) : fmt::format("{:.0f}", ulp);
 }
 

@@ -197,6 +197,11 @@ TEST(InvarianceRun, ReportShowsThePathsByChecksTable) {
   }
   EXPECT_NE(html.find("<td>ref32-cpu</td>", at), std::string::npos);
   EXPECT_NE(html.find("CPU path: no CUDA graphs", at), std::string::npos);
+  // A cell that differs shows the scaled distance beside the bit distance.
+  if (html.find("<span class='bad'>NO</span>", at) != std::string::npos) {
+    EXPECT_NE(html.find("ulp@scale", at), std::string::npos);
+    EXPECT_NE(html.find("sign crossings", at), std::string::npos);
+  }
 }
 
 TEST(InvarianceRun, ValidatorRefusesAFileWithoutTheCertificate) {
