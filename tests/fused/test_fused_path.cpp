@@ -114,5 +114,22 @@ TEST(FusedPath, TimeLayerSmallReportsEveryOpAndTheGraph) {
   }
 }
 
+// Through the CUDA paths' plug-in (ABI 1.2 execution_traits), fused-cuda declares what the
+// path itself declares: the switches its kernels read once per process and its decode
+// attention's first split-KV edges (kDecodeMinChunk, then doubled), which invariance mode
+// lists and cuts chunked prefills around.
+TEST(FusedPath, ExecutionTraitsCrossThePluginAbi) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  register_builtin_paths();
+  const ModelSpec spec = tiny_spec("qwen3");
+  ref::RandomCheckpoint ckpt(spec, 5, DType::BF16);
+  auto fused = make_path("fused-cuda", ckpt, PathOptions{});
+  const ExecutionTraits t = fused->execution_traits(1, 128);
+  EXPECT_EQ(t.switches, (std::vector<std::string>{"FUSECHECK_FUSED_PDL=0", "FUSECHECK_FUSED_ROPE_FOLD=0",
+                                                  "FUSECHECK_FUSED_ROPE_FOLD=all", "FUSECHECK_GEMV_L2PF=0",
+                                                  "FUSECHECK_PREFILL_PV_SPLIT=2"}));
+  EXPECT_EQ(t.kv_split_boundaries, (std::vector<int>{32, 64}));
+}
+
 }  // namespace
 }  // namespace fusecheck::test
