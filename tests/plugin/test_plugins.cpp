@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "fusecheck/path_plugin.hpp"
 #include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
@@ -263,6 +264,45 @@ TEST(PluginTraits, AnAbi11TableDeclaresNoTraits) {
   const ExecutionTraits t = p->execution_traits(8, 128);
   EXPECT_TRUE(t.kv_split_boundaries.empty());
   EXPECT_TRUE(t.switches.empty());
+}
+
+// The C++ wrapper (path_plugin.hpp) fills the C table's execution_traits from the path's
+// override, its arrays valid until the next call.
+class TraitsOnlyPath final : public plugin::Path {
+ public:
+  std::vector<fc_tap> taps() const override { return {FC_TAP_RESID_OUT}; }
+  void reset(int, int) override {}
+  plugin::HostMatrix embed(const std::int32_t*, std::int64_t) override { throw std::logic_error("not driven"); }
+  plugin::TapValues layer(int, const plugin::Input&) override { throw std::logic_error("not driven"); }
+  plugin::TapValues head(const plugin::Input&) override { throw std::logic_error("not driven"); }
+  plugin::ExecutionTraits execution_traits(int batch, int max_kv) const override {
+    return {{batch, max_kv / 2}, {"TRAITS_A=0", "TRAITS_B=all"}};
+  }
+};
+
+std::unique_ptr<plugin::Path> make_traits_only(const std::string&, const fc_model&, const fc_create_options&) {
+  return std::make_unique<TraitsOnlyPath>();
+}
+
+TEST(PluginTraits, CppWrapperFillsTheCTable) {
+  static const fc_path_desc desc[] = {{"traits-only", "cpu", "", "other", FC_F32, "test"}};
+  const fc_plugin t = plugin::detail::make_table<make_traits_only>("traits-only", "0", desc, 1, nullptr);
+  EXPECT_EQ(t.abi_minor, 2u);
+  ASSERT_NE(t.execution_traits, nullptr);
+  fc_model model{};
+  fc_create_options options{};
+  fc_path* p = nullptr;
+  fc_error err{};
+  ASSERT_EQ(t.create("traits-only", &model, &options, &p, &err), 0) << err.message;
+  fc_execution_traits out{};
+  ASSERT_EQ(t.execution_traits(p, 3, 128, &out, &err), 0) << err.message;
+  ASSERT_EQ(out.n_kv_split_boundaries, 2);
+  EXPECT_EQ(out.kv_split_boundaries[0], 3);
+  EXPECT_EQ(out.kv_split_boundaries[1], 64);
+  ASSERT_EQ(out.n_switches, 2);
+  EXPECT_STREQ(out.switches[0], "TRAITS_A=0");
+  EXPECT_STREQ(out.switches[1], "TRAITS_B=all");
+  t.destroy(p);
 }
 
 TEST(CudaPlugin, MissingLibraryWithDeviceCudaSaysWhatToBuild) {
