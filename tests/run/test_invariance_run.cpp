@@ -249,6 +249,24 @@ TEST(InvarianceRun, FileWithoutTheScaledDistanceStillReads) {
   EXPECT_TRUE(invariance_findings_between(tiny_file(), copy).empty());
 }
 
+TEST(InvarianceRun, ValidatorRefusesANegativeScaledDistanceOrCount) {
+  for (const char* attr : {"first_scaled_ulp", "sign_crossings"}) {
+    const auto copy = test::scratch_dir() / (std::string("bad-") + attr + ".h5");
+    std::filesystem::copy_file(tiny_file(), copy);
+    {
+      results::H5Writer w(copy, true);
+      w.attr("/invariance/ref32-cpu/batch", attr, -1.0);
+    }
+    const auto file = results::ResultsFile::load(copy);
+    try {
+      results::validate_run(file.runs().front());
+      ADD_FAILURE() << attr << " = -1 was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(attr), std::string::npos) << e.what();
+    }
+  }
+}
+
 // A baseline whose cell says `status`, everything else equal to the fresh run.
 std::filesystem::path baseline_with(const std::string& path, const std::string& check, const std::string& status) {
   const auto copy = test::scratch_dir() / "baseline.h5";
