@@ -14,6 +14,14 @@
 // (one op, "qk_norm+rope+attention(split-kv)"); FUSECHECK_FUSED_ROPE_FOLD=0 / all fold
 // never / at every decode step (A/B timing, decode_rope_fold_mode()).
 // Both routes follow one rounding recipe, fused-v1 (docs/recipes.md, docs/fused-kernels.md).
+// Batch-invariant mode (set_batch_invariant; the fused-cuda:batch-invariant path): one
+// route for every row count, so a sequence's bits do not depend on the batch around it:
+// the GEMM route always, each cuBLASLt GEMM on the algorithm fixed per (N, K) at
+// BatchInvariantPlan's rows (one for decode calls, one for prefill calls and one for the
+// head), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
+// its own kernel (not folded: where it folds depends on the grid, i.e. on the batch, unless
+// FUSECHECK_FUSED_ROPE_FOLD=all). Norms, RoPE, SwiGLU and prefill attention are row-local
+// already (one block per row, token or 64-query tile at absolute key positions).
 // Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
 #pragma once
 
@@ -23,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +48,16 @@ class LtGemm;
 // (bench_fused, docs/fused-kernels.md): at 8 rows the CUDA-core GEMV is ALU-bound (377 us
 // vs 171 us for the cuBLASLt route on llama-3-8b); at 1 row it is 15% faster than it.
 inline constexpr int kGemvRouteMaxRows = 2;
+
+// The fixed shapes of the batch-invariant mode. Defaults: 128-position decode chunks (batch
+// 1 on the 8B shapes at KV 1024: 64 blocks; batch 64: 4096), GEMM algorithms chosen at 64
+// rows for decode and the head (the largest decode batch of the targets; every decode batch
+// is memory-bound) and at 512 rows for prefill (the prefill target).
+struct BatchInvariantPlan {
+  int decode_chunk = 128;
+  int decode_gemm_rows = 64;
+  int prefill_gemm_rows = 512;
+};
 
 struct FusedLayerWeights {
   cuda::DeviceBuffer<__nv_bfloat16> attn_norm;   // [hidden]
@@ -93,6 +112,9 @@ class FusedLayer {
   bool gemv_route(int rows) const;
   // Benchmarks: run the GEMM route at every shape (the cuBLAS-per-projection baseline).
   void force_gemm_route(bool on) { force_gemm_ = on; }
+  // Batch-invariant mode (see above) for the ops made from now on; nullopt: the default.
+  void set_batch_invariant(std::optional<BatchInvariantPlan> plan);
+  bool batch_invariant() const { return invariant_.has_value(); }
 
   // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
   // not a rounding point of fused-v1).
@@ -110,6 +132,7 @@ class FusedLayer {
   std::unique_ptr<LtGemm> gemm_;
   int batch_ = 0, capacity_ = 0;
   bool force_gemm_ = false;
+  std::optional<BatchInvariantPlan> invariant_;
   std::vector<cuda::DeviceBuffer<__nv_bfloat16>> k_cache_, v_cache_;
   cuda::DeviceBuffer<float> rope_cos_, rope_sin_;
   cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,

@@ -3,6 +3,12 @@
 // what the epilogue fuses done before the ONE rounding of the output:
 //   Y = round(X . W^T [+ bias] [+ C])   C: the residual (beta = 1), bias: Qwen2 qkv bias.
 // Y is bf16, or FP32 (no rounding) when the consumer fuses the rest (o_proj -> add+norm).
+// Algorithms: by default the heuristic's first choice for each (M, N, K), so the kernel,
+// its tiles and its split-K change with M. With plan_rows > 0 (the batch-invariant mode of
+// fused-cuda) the algorithm is the heuristic's first choice at M = plan_rows, chosen once
+// per (N, K, epilogue, plan_rows) and used for every M: one kernel, one tile shape, one
+// split-K count and reduction, so each output element is the same sum in the same order
+// whatever the row count (cublasLtMatmulAlgoCheck must accept it at M, else run throws).
 #pragma once
 
 #include <cublasLt.h>
@@ -28,7 +34,7 @@ class LtGemm {
   // bf16 or null (requires bf16 Y; may not alias Y).
   void run(const __nv_bfloat16* X, const __nv_bfloat16* W, int M, int N, int K, void* Y,
            bool y_fp32, const __nv_bfloat16* bias, const __nv_bfloat16* residual,
-           cudaStream_t stream);
+           cudaStream_t stream, int plan_rows = 0);
 
  private:
   struct Plan {
@@ -36,12 +42,15 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  using Key = std::tuple<int, int, int, bool, bool, bool>;
+  using Key = std::tuple<int, int, int, bool, bool, bool, int>;  // M, N, K, fp32 Y, bias, residual, plan_rows
   Plan& plan(const Key& key);
+  // The heuristic's first algorithm for `key` at M = rows (op and a as in the plan).
+  cublasLtMatmulAlgo_t heuristic(const Key& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, int rows);
 
   cublasLtHandle_t handle_ = nullptr;
   cuda::DeviceBuffer<unsigned char> workspace_;
   std::map<Key, Plan> plans_;
+  std::map<Key, cublasLtMatmulAlgo_t> fixed_algos_;  // plan_rows > 0, keyed with M = 0
 };
 
 }  // namespace fusecheck::fused
