@@ -154,6 +154,17 @@ TEST(Scenario, RecipeOnlyOnEmulatedPaths) {
   EXPECT_NE(e.find("only emulated-cpu takes a recipe"), std::string::npos) << e;
 }
 
+// A registered name that holds a colon is a path, not NAME:RECIPE.
+TEST(Scenario, PathNameWithAColonIsReadWhole) {
+  const Scenario sc = parse_scenario(
+      "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"fused-cuda:batch-invariant\"]\n",
+      "scenarios/bi.yaml");
+  ASSERT_EQ(sc.paths.size(), 1u);
+  EXPECT_EQ(sc.paths[0].name, "fused-cuda:batch-invariant");
+  EXPECT_EQ(sc.paths[0].recipe, "");
+  EXPECT_EQ(sc.paths[0].role, "fused");
+}
+
 TEST(Scenario, MissingFileIsAnInputError) {
   EXPECT_THROW(load_scenario("/nonexistent/scenario.yaml"), InputError);
 }
