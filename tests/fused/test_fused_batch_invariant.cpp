@@ -15,6 +15,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <utility>
@@ -107,6 +108,7 @@ struct NeedleCase {
   std::string arch;
   int kv_len;  // of the decode step
 };
+void PrintTo(const NeedleCase& c, std::ostream* os) { *os << c.arch << " kv " << c.kv_len; }
 std::string case_name(const ::testing::TestParamInfo<NeedleCase>& info) {
   return info.param.arch + "_kv" + std::to_string(info.param.kv_len);
 }
