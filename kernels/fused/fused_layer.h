@@ -52,11 +52,14 @@ inline constexpr int kGemvRouteMaxRows = 2;
 // The fixed shapes of the batch-invariant mode. Defaults: 128-position decode chunks (batch
 // 1 on the 8B shapes at KV 1024: 64 blocks; batch 64: 4096), GEMM algorithms chosen at 64
 // rows for decode and the head (the largest decode batch of the targets; every decode batch
-// is memory-bound) and at 512 rows for prefill (the prefill target).
+// is memory-bound) and at 512 rows for prefill (the prefill target), without split-K
+// (cuBLASLt's split-K reductions are not documented as order-fixed in every scheme;
+// gemm_split_k allows a fixed split count, for the benchmarks' comparison).
 struct BatchInvariantPlan {
   int decode_chunk = 128;
   int decode_gemm_rows = 64;
   int prefill_gemm_rows = 512;
+  bool gemm_split_k = false;
 };
 
 struct FusedLayerWeights {

@@ -4,11 +4,12 @@
 //   Y = round(X . W^T [+ bias] [+ C])   C: the residual (beta = 1), bias: Qwen2 qkv bias.
 // Y is bf16, or FP32 (no rounding) when the consumer fuses the rest (o_proj -> add+norm).
 // Algorithms: by default the heuristic's first choice for each (M, N, K), so the kernel,
-// its tiles and its split-K change with M. With plan_rows > 0 (the batch-invariant mode of
-// fused-cuda) the algorithm is the heuristic's first choice at M = plan_rows, chosen once
-// per (N, K, epilogue, plan_rows) and used for every M: one kernel, one tile shape, one
-// split-K count and reduction, so each output element is the same sum in the same order
-// whatever the row count (cublasLtMatmulAlgoCheck must accept it at M, else run throws).
+// its tiles and its split-K change with M. A fixed AlgoChoice (the batch-invariant mode of
+// fused-cuda) takes the heuristic's first choice at M = AlgoChoice::rows, once per (N, K,
+// epilogue, choice), and uses it for every M: one kernel, one tile shape and (split_k
+// false, the default) no split-K reduction, so each output element is one thread block's
+// fixed sequence of k-steps whatever the row count. cublasLtMatmulAlgoCheck must accept
+// the algorithm at each M, else run throws (another algorithm would give other sums).
 #pragma once
 
 #include <cublasLt.h>
@@ -22,6 +23,13 @@
 
 namespace fusecheck::fused {
 
+// How LtGemm::run picks its algorithm (see above).
+struct AlgoChoice {
+  int rows = 0;          // 0: per (M, N, K); > 0: fixed, chosen at this many rows
+  bool split_k = false;  // fixed only: split-K algorithms allowed (a fixed split count and
+                         // reduction scheme; without, CUBLASLT_REDUCTION_SCHEME_NONE only)
+};
+
 class LtGemm {
  public:
   LtGemm();
@@ -34,7 +42,7 @@ class LtGemm {
   // bf16 or null (requires bf16 Y; may not alias Y).
   void run(const __nv_bfloat16* X, const __nv_bfloat16* W, int M, int N, int K, void* Y,
            bool y_fp32, const __nv_bfloat16* bias, const __nv_bfloat16* residual,
-           cudaStream_t stream, int plan_rows = 0);
+           cudaStream_t stream, AlgoChoice choice = {});
 
  private:
   struct Plan {
@@ -42,15 +50,18 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  using Key = std::tuple<int, int, int, bool, bool, bool, int>;  // M, N, K, fp32 Y, bias, residual, plan_rows
+  // M, N, K, fp32 Y, bias, residual, AlgoChoice rows, AlgoChoice split_k
+  using Key = std::tuple<int, int, int, bool, bool, bool, int, bool>;
   Plan& plan(const Key& key);
-  // The heuristic's first algorithm for `key` at M = rows (op and a as in the plan).
-  cublasLtMatmulAlgo_t heuristic(const Key& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, int rows);
+  // The heuristic's first algorithm for `key` at M = rows (op and a as in the plan);
+  // restricted to no split-K reduction unless split_k.
+  cublasLtMatmulAlgo_t heuristic(const Key& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, int rows,
+                                 bool split_k);
 
   cublasLtHandle_t handle_ = nullptr;
   cuda::DeviceBuffer<unsigned char> workspace_;
   std::map<Key, Plan> plans_;
-  std::map<Key, cublasLtMatmulAlgo_t> fixed_algos_;  // plan_rows > 0, keyed with M = 0
+  std::map<Key, cublasLtMatmulAlgo_t> fixed_algos_;  // fixed choices, keyed with M = 0
 };
 
 }  // namespace fusecheck::fused
