@@ -222,7 +222,7 @@ std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& m
   } else if (name == "fused-cuda") {
     path = make_fused_cuda_path(*ckpt, opts);
   } else if (name == kFusedBatchInvariantName) {
-    path = make_fused_cuda_path(*ckpt, opts, true);
+    path = make_fused_cuda_path(*ckpt, opts, fused::BatchInvariantPlan{});
   } else {
     throw std::invalid_argument("no CUDA path named '" + name + "'");
   }

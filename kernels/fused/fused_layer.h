@@ -39,6 +39,7 @@
 #include "harness/core/path.h"
 #include "kernels/common/device_buffer.h"
 #include "kernels/common/device_op.h"
+#include "kernels/fused/batch_invariant_plan.h"
 
 namespace fusecheck::fused {
 
@@ -48,19 +49,6 @@ class LtGemm;
 // (bench_fused, docs/fused-kernels.md): at 8 rows the CUDA-core GEMV is ALU-bound (377 us
 // vs 171 us for the cuBLASLt route on llama-3-8b); at 1 row it is 15% faster than it.
 inline constexpr int kGemvRouteMaxRows = 2;
-
-// The fixed shapes of the batch-invariant mode. Defaults: 128-position decode chunks (batch
-// 1 on the 8B shapes at KV 1024: 64 blocks; batch 64: 4096), GEMM algorithms chosen at 64
-// rows for decode and the head (the largest decode batch of the targets; every decode batch
-// is memory-bound) and at 512 rows for prefill (the prefill target), without split-K
-// (cuBLASLt's split-K reductions are not documented as order-fixed in every scheme;
-// gemm_split_k allows a fixed split count, for the benchmarks' comparison).
-struct BatchInvariantPlan {
-  int decode_chunk = 128;
-  int decode_gemm_rows = 64;
-  int prefill_gemm_rows = 512;
-  bool gemm_split_k = false;
-};
 
 struct FusedLayerWeights {
   cuda::DeviceBuffer<__nv_bfloat16> attn_norm;   // [hidden]
@@ -117,7 +105,6 @@ class FusedLayer {
   void force_gemm_route(bool on) { force_gemm_ = on; }
   // Batch-invariant mode (see above) for the ops made from now on; nullopt: the default.
   void set_batch_invariant(std::optional<BatchInvariantPlan> plan);
-  bool batch_invariant() const { return invariant_.has_value(); }
 
   // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
   // not a rounding point of fused-v1).

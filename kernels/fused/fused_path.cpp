@@ -86,16 +86,16 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
 
 class FusedPath : public cuda::GpuPath {
  public:
-  FusedPath(const Checkpoint& ckpt, const PathOptions& opts, bool batch_invariant)
-      : GpuPath(ckpt, opts.device_index) {
+  FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant)
+      : GpuPath(ckpt, opts.device_index), invariant_(invariant) {
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
-    if (batch_invariant) layer_->set_batch_invariant(fused::BatchInvariantPlan{});
+    layer_->set_batch_invariant(invariant);
     weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
   }
 
   std::string name() const override {
-    return layer_->batch_invariant() ? kFusedBatchInvariantName : "fused-cuda";
+    return invariant_ ? kFusedBatchInvariantName : "fused-cuda";
   }
   std::vector<Tap> taps() const override {
     return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
@@ -107,8 +107,8 @@ class FusedPath : public cuda::GpuPath {
   // per process (their headers say what each does).
   ExecutionTraits execution_traits(int, int max_kv) const override {
     ExecutionTraits t;
-    if (layer_->batch_invariant()) {
-      const int chunk = fused::BatchInvariantPlan{}.decode_chunk;
+    if (invariant_) {
+      const int chunk = invariant_->decode_chunk;
       for (int b = chunk; b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) t.kv_split_boundaries.push_back(b);
     } else {
       for (int b = fused::kDecodeMinChunk; b < max_kv && t.kv_split_boundaries.size() < 2; b *= 2) {
@@ -221,6 +221,7 @@ class FusedPath : public cuda::GpuPath {
   }
 
   cuda::Stream stream_;
+  std::optional<fused::BatchInvariantPlan> invariant_;
   std::unique_ptr<fused::FusedLayer> layer_;
   std::shared_ptr<const FusedWeights> weights_;
   std::vector<int> kv_len_;
@@ -230,8 +231,8 @@ class FusedPath : public cuda::GpuPath {
 }  // namespace
 
 std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts,
-                                           bool batch_invariant) {
-  return std::make_unique<FusedPath>(ckpt, opts, batch_invariant);
+                                           std::optional<fused::BatchInvariantPlan> invariant) {
+  return std::make_unique<FusedPath>(ckpt, opts, invariant);
 }
 
 }  // namespace fusecheck

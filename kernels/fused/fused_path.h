@@ -3,8 +3,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "harness/core/path.h"
+#include "kernels/fused/batch_invariant_plan.h"
 
 namespace fusecheck {
 
@@ -15,9 +17,9 @@ class Checkpoint;
 inline constexpr const char* kFusedBatchInvariantName = "fused-cuda:batch-invariant";
 
 // Uploads the checkpoint's weights to device `opts.device_index` as bf16 (rounded once
-// when stored in another format, as fused-v1's `weights` point says). batch_invariant:
-// the fused-cuda:batch-invariant path (instances of both share one upload).
+// when stored in another format, as fused-v1's `weights` point says). With `invariant`:
+// the fused-cuda:batch-invariant path on that plan (instances of both share one upload).
 std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts,
-                                           bool batch_invariant = false);
+                                           std::optional<fused::BatchInvariantPlan> invariant = std::nullopt);
 
 }  // namespace fusecheck

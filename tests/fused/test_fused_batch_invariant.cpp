@@ -9,7 +9,9 @@
 // chosen per row count; and its split-KV chunk doubles with the batch (llama odd shape,
 // batch 8: 32-position chunks up to KV 1344, 64 from 1345, while batch 1 keeps 32). The
 // tests print where the default path's bits differ (not asserted: which bits an order
-// change flips is not a property of the path).
+// change flips is not a property of the path), and likewise for the batch-invariant plan
+// with split-K allowed (BatchInvariantPlan::gemm_split_k, not the registered path's plan),
+// so one GPU run says whether that faster choice would be invariant too.
 // GPU tests: they skip without a device. compute-sanitizer: --gtest_filter='*Small*'.
 #include <gtest/gtest.h>
 
@@ -25,6 +27,7 @@
 #include "kernels/common/device_info.h"
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/fused_layer.h"
+#include "kernels/fused/fused_path.h"
 #include "reference/random_checkpoint.h"
 #include "tests/common/path_agreement.h"
 #include "tests/common/small_specs.h"
@@ -123,21 +126,29 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
     ref::RandomCheckpoint ckpt(spec, 17, DType::BF16);
     auto invariant = make_path(kInvariant, ckpt, PathOptions{});
     auto fused = make_path("fused-cuda", ckpt, PathOptions{});
+    fused::BatchInvariantPlan split_plan;
+    split_plan.gemm_split_k = true;
+    auto split_k = make_fused_cuda_path(ckpt, PathOptions{}, split_plan);
     const Trace alone = needle_trace(*invariant, spec, 1, 0, c.kv_len);
     ASSERT_FALSE(alone.empty());
     // Not a trace of untouched buffers: the needle's layer output is a real one.
     ASSERT_GT(alone.back().second.norm(), 0.0);
     for (const auto& [where, m] : alone) ASSERT_TRUE(m.allFinite()) << where << " has NaN/Inf";
     const Trace fused_alone = needle_trace(*fused, spec, 1, 0, c.kv_len);
+    const Trace split_alone = needle_trace(*split_k, spec, 1, 0, c.kv_len);
+    auto info = [](const char* what, const std::string& where, const std::string& diff) {
+      std::printf("[   info   ] %s, %s: %s\n", what, where.c_str(),
+                  diff.empty() ? "same bits" : ("differs first at " + diff).c_str());
+    };
     for (const int batch : {3, 8}) {
       for (const int place : {0, batch / 2, batch - 1}) {
         const std::string where = "batch " + std::to_string(batch) + " place " + std::to_string(place);
         EXPECT_EQ(first_difference(alone, needle_trace(*invariant, spec, batch, place, c.kv_len)), "")
             << kInvariant << ", " << where << ": the needle's bits depend on its batch";
-        const std::string fused_diff =
-            first_difference(fused_alone, needle_trace(*fused, spec, batch, place, c.kv_len));
-        std::printf("[   info   ] fused-cuda (default), %s: %s\n", where.c_str(),
-                    fused_diff.empty() ? "same bits" : ("differs first at " + fused_diff).c_str());
+        info("fused-cuda (default)", where,
+             first_difference(fused_alone, needle_trace(*fused, spec, batch, place, c.kv_len)));
+        info("batch-invariant plan with split-K", where,
+             first_difference(split_alone, needle_trace(*split_k, spec, batch, place, c.kv_len)));
       }
     }
   }
