@@ -134,18 +134,24 @@ void report(benchmark::State& st, double seconds_total, double bytes, double flo
   st.counters["us"] = per_iter * 1e6;
 }
 
-// Times `graph` with events, each launch queued behind a short spin (no host latency).
+// Seconds of one launch, timed with events and queued behind a short spin (no host latency).
+template <typename Launch>
+double time_once(cudaStream_t s, fc::cuda::Event& start, fc::cuda::Event& stop, Launch launch) {
+  fc::cuda::enqueue_delay(s, 30.0);
+  start.record(s);
+  launch();
+  stop.record(s);
+  return fc::cuda::elapsed_ms(start, stop) / 1e3;
+}
+
+// Times `launch` once per iteration (time_once), after 3 untimed launches.
 template <typename Launch>
 double timed_loop(benchmark::State& st, cudaStream_t s, Launch launch) {
   for (int i = 0; i < 3; ++i) launch();
   fc::cuda::Event start, stop;
   double total = 0;
   for (auto _ : st) {
-    fc::cuda::enqueue_delay(s, 30.0);
-    start.record(s);
-    launch();
-    stop.record(s);
-    const double sec = fc::cuda::elapsed_ms(start, stop) / 1e3;
+    const double sec = time_once(s, start, stop, launch);
     st.SetIterationTime(sec);
     total += sec;
   }
@@ -249,16 +255,9 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
   }
   fc::cuda::Event start, stop;
   double total = 0, total_default = 0;
-  auto timed = [&](const fc::cuda::Graph& g) {
-    fc::cuda::enqueue_delay(ctx.stream, 30.0);
-    start.record(ctx.stream);
-    g.launch(ctx.stream);
-    stop.record(ctx.stream);
-    return fc::cuda::elapsed_ms(start, stop) / 1e3;
-  };
   for (auto _ : st) {
-    total_default += timed(fused);
-    const double sec = timed(invariant);
+    total_default += time_once(ctx.stream, start, stop, [&] { fused.launch(ctx.stream); });
+    const double sec = time_once(ctx.stream, start, stop, [&] { invariant.launch(ctx.stream); });
     st.SetIterationTime(sec);
     total += sec;
   }
