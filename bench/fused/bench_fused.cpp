@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
@@ -204,9 +205,10 @@ fc::cuda::Graph& layer_graph(Context& ctx, const std::string& key, const std::ve
   return *graph;
 }
 
-// The layer output (resid_out) after one launch of `graph` on the context's input.
-std::vector<std::uint16_t> layer_output(Context& ctx, const fc::cuda::Graph& graph, int rows) {
-  graph.launch(ctx.stream);
+// The layer output (resid_out) after `ops` ran once, launched directly (not from a graph:
+// a cuBLASLt plan that fails throws here, before any capture) on the context's input.
+std::vector<std::uint16_t> layer_output(Context& ctx, const std::vector<DeviceOp>& ops, int rows) {
+  fc::cuda::enqueue_all(ops, ctx.stream);
   ctx.stream.synchronize();
   std::vector<std::uint16_t> bits(static_cast<std::size_t>(rows) * ctx.layer->spec().hidden);
   CUDA_CHECK(cudaMemcpy(bits.data(), ctx.layer->resid_out(), bits.size() * 2, cudaMemcpyDeviceToHost));
@@ -241,14 +243,19 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
     ops = ctx.layer->ops(0, c.n, c.start);
     ctx.layer->set_batch_invariant(std::nullopt);
   }
-  fc::cuda::Graph& fused = layer_graph(ctx, "f-1_0", ctx.fused_ops);
-  fc::cuda::Graph& invariant = layer_graph(ctx, "i_" + plan_name, ops);
   const int rows = c.batch * c.n;
-  if (const std::string bad = validate_invariant(layer_output(ctx, invariant, rows), layer_output(ctx, fused, rows));
-      !bad.empty()) {
+  std::string bad;
+  try {
+    bad = validate_invariant(layer_output(ctx, ops, rows), layer_output(ctx, ctx.fused_ops, rows));
+  } catch (const std::exception& e) {
+    bad = e.what();
+  }
+  if (!bad.empty()) {
     st.SkipWithError(("not timed: " + bad).c_str());
     return;
   }
+  fc::cuda::Graph& fused = layer_graph(ctx, "f-1_0", ctx.fused_ops);
+  fc::cuda::Graph& invariant = layer_graph(ctx, "i_" + plan_name, ops);
   for (int i = 0; i < 3; ++i) {
     fused.launch(ctx.stream);
     invariant.launch(ctx.stream);
