@@ -17,8 +17,8 @@
 // Batch-invariant mode (set_batch_invariant; the fused-cuda:batch-invariant path): one
 // route for every row count, so a sequence's bits do not depend on the batch around it:
 // the GEMM route always, each cuBLASLt GEMM on the algorithm fixed per (N, K) at
-// BatchInvariantPlan's rows (one for decode calls, one for prefill calls and one for the
-// head), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
+// BatchInvariantPlan's rows (decode calls and the head at one, prefill calls at the other;
+// no split-K unless the plan allows it), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
 // its own kernel (not folded: where it folds depends on the grid, i.e. on the batch, unless
 // FUSECHECK_FUSED_ROPE_FOLD=all). Norms, RoPE, SwiGLU and prefill attention are row-local
 // already (one block per row, token or 64-query tile at absolute key positions).
