@@ -15,8 +15,11 @@
 // GPU tests: they skip without a device. compute-sanitizer: --gtest_filter='*Small*'.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <ostream>
 #include <random>
 #include <string>
@@ -28,6 +31,7 @@
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/fused_layer.h"
 #include "kernels/fused/fused_path.h"
+#include "kernels/fused/gemm_lt.h"
 #include "reference/random_checkpoint.h"
 #include "tests/common/path_agreement.h"
 #include "tests/common/small_specs.h"
@@ -177,6 +181,86 @@ TEST_P(BatchInvariantNeedleChunkEdge, NeedleBitsAloneEqualInsideBatchesOf3And8) 
 }
 INSTANTIATE_TEST_SUITE_P(OddModels, BatchInvariantNeedleChunkEdge,
                          ::testing::Values(NeedleCase{"llama", 1344}, NeedleCase{"llama", 1345}), case_name);
+
+// The GEMM claim alone, on the projection shapes of llama-3-8b (qkv with bf16 output, o_proj,
+// gate|up with FP32 output, down with the residual epilogue): with the decode choice (fixed
+// at 64 rows) rows 0..M-1 of a call of M = 1, 2, 3, 8, 17 rows hold the bits of the same
+// rows at M = 64; with the prefill choice (fixed at 512 rows), M = 2, 58, 98 against 512.
+// Asserted for the plans' default (no split-K); printed, not asserted, for split-K allowed
+// and for cuBLASLt's per-shape choice (what the default fused-cuda's GEMM route and
+// standard-cuda's cuBLAS do). Seeded random bf16 inputs, outputs poisoned before each call.
+struct GemmShape {
+  const char* name;
+  int N, K;
+  bool y_fp32, residual;
+};
+std::string gemm_case_name(const ::testing::TestParamInfo<GemmShape>& info) { return info.param.name; }
+void PrintTo(const GemmShape& g, std::ostream* os) { *os << g.name << " N=" << g.N << " K=" << g.K; }
+
+class FixedGemmAlgorithm : public ::testing::TestWithParam<GemmShape> {};
+
+TEST_P(FixedGemmAlgorithm, RowBitsDoNotDependOnTheRowCount) {
+  SKIP_WITHOUT_GPU();
+  const GemmShape g = GetParam();
+  const int max_rows = 512;
+  const Bits X = random_bits(std::size_t(max_rows) * g.K, 301, -1, 1),
+             W = random_bits(std::size_t(g.N) * g.K, 302, -0.02f, 0.02f),
+             R = random_bits(std::size_t(max_rows) * g.N, 303, -1, 1);
+  auto dX = to_device(X), dW = to_device(W), dR = to_device(R);
+  cuda::DeviceBuffer<unsigned char> y(std::size_t(max_rows) * g.N * (g.y_fp32 ? 4 : 2));
+  const std::size_t row_bytes = std::size_t(g.N) * (g.y_fp32 ? 4 : 2);
+  fused::LtGemm gemm;
+  // Output bytes of the first `rows` rows of a call of M rows under `choice`.
+  auto rows_of = [&](int M, fused::AlgoChoice choice) {
+    CUDA_CHECK(cudaMemset(y.data(), 0xff, y.bytes()));  // NaN poison in bf16 and FP32
+    gemm.run(dX.data(), dW.data(), M, g.N, g.K, y.data(), g.y_fp32, nullptr, g.residual ? dR.data() : nullptr,
+             nullptr, choice);
+    std::vector<unsigned char> out(std::size_t(M) * row_bytes);
+    CUDA_CHECK(cudaMemcpy(out.data(), y.data(), out.size(), cudaMemcpyDeviceToHost));
+    return out;
+  };
+  // The smaller-M calls whose rows differ from the reference call's ("" when none).
+  auto differing = [&](fused::AlgoChoice choice, int ref_rows, std::initializer_list<int> ms) {
+    const auto ref = rows_of(ref_rows, choice);
+    std::string out;
+    for (const int M : ms)
+      if (std::memcmp(rows_of(M, choice).data(), ref.data(), std::size_t(M) * row_bytes) != 0)
+        out += " M=" + std::to_string(M);
+    return out;
+  };
+  for (const int fixed : {64, 512}) {
+    const auto ms = fixed == 64 ? std::initializer_list<int>{1, 2, 3, 8, 17} : std::initializer_list<int>{2, 58, 98};
+    const std::string where = std::string(g.name) + " against M=" + std::to_string(fixed);
+    EXPECT_EQ(differing({fixed, false}, fixed, ms), "") << where << ": fixed algorithm without split-K";
+    std::string split;
+    try {  // informational: a fixed split-K algorithm the smaller M cannot run is a finding too
+      split = differing({fixed, true}, fixed, ms);
+    } catch (const std::exception& e) {
+      split = std::string(" (throws: ") + e.what() + ")";
+    }
+    const std::string per_shape = differing({}, fixed, ms);
+    std::printf("[   info   ] %s: fixed with split-K allowed: %s; cuBLASLt per shape: %s\n", where.c_str(),
+                split.empty() ? "same bits" : ("differs at" + split).c_str(),
+                per_shape.empty() ? "same bits" : ("differs at" + per_shape).c_str());
+  }
+  // Not a comparison of poison: the reference rows hold finite values.
+  const auto out = rows_of(1, {64, false});
+  if (g.y_fp32) {
+    float v;
+    std::memcpy(&v, out.data(), 4);
+    EXPECT_TRUE(std::isfinite(v));
+  } else {
+    std::uint16_t v;
+    std::memcpy(&v, out.data(), 2);
+    EXPECT_TRUE(std::isfinite(bf16_to_float(v)));
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Llama3_8b, FixedGemmAlgorithm,
+                         ::testing::Values(GemmShape{"qkv", 6144, 4096, false, false},
+                                           GemmShape{"o_proj", 4096, 4096, false, false},
+                                           GemmShape{"gate_up", 28672, 4096, true, false},
+                                           GemmShape{"down_residual", 4096, 14336, false, true}),
+                         gemm_case_name);
 
 // The batch-invariant plan's chunk is the same at every batch, the default's is not.
 TEST(FusedBatchInvariant, DecodeChunkIsFixedWhateverTheBatch) {
