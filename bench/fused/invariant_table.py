@@ -40,8 +40,12 @@ def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    with open(sys.argv[1]) as f:
-        table = rows(json.load(f))
+    try:
+        with open(sys.argv[1]) as f:
+            table = rows(json.load(f))
+    except (OSError, ValueError) as e:
+        print(f"invariant_table: cannot read {sys.argv[1]}: {e}")
+        return 1
     if not table:
         print("no invariant/ entries in", sys.argv[1])
         return 1
