@@ -227,6 +227,8 @@ std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& m
     path = make_standard_cuda_path(*ckpt, opts);
   } else if (name == "fused-cuda") {
     path = make_fused_cuda_path(*ckpt, opts);
+  } else if (name == kFusedBatchInvariantName) {
+    path = make_fused_cuda_path(*ckpt, opts, fused::BatchInvariantPlan{});
   } else {
     throw std::invalid_argument("no CUDA path named '" + name + "'");
   }
@@ -253,6 +255,8 @@ const fc_path_desc kPaths[] = {
     {"standard-cuda", "cuda", "hf-bf16", "standard", FC_BF16,
      "bf16 storage, one kernel per op, cuBLAS bf16 GEMMs (FP32 accumulation), hf-bf16 recipe"},
     {"fused-cuda", "cuda", "fused-v1", "fused", FC_BF16, "fused decoder-layer kernels, fused-v1 recipe (kernels/fused)"},
+    {kFusedBatchInvariantName, "cuda", "fused-v1", "fused", FC_BF16,
+     "fused-cuda in its batch-invariant mode: one GEMM algorithm per shape for every batch, fixed split-KV chunks"},
 };
 
 // The switches the fused kernels read (docs/fused-kernels.md); recorded with their values.

@@ -11,22 +11,38 @@
 //   path/<name>/<model>/<case>    Path::time_layer's layer(graph) median for standard-cuda
 //                                 and fused-cuda built from the same random checkpoint
 //                                 (one iteration each: the median of time_layer's 40)
+//   invariant/<model>/<case>/layer(graph)[/<plan>]
+//                                 the batch-invariant mode (fused-cuda:batch-invariant,
+//                                 FusedLayer::set_batch_invariant) beside the default mode,
+//                                 same layer, same buffers, the two graphs launched
+//                                 alternately: us (invariant), us_default, ratio =
+//                                 invariant / default. Both are validated first (outputs
+//                                 finite and within 1e-2 relative L2 of each other) or not
+//                                 timed. <plan>: the default BatchInvariantPlan, or one
+//                                 field changed (split_k, chunk64, gemm_rows8, ...) to see
+//                                 what each choice costs.
 // Every entry: time per iteration = CUDA events around one graph launch queued behind a
 // spin kernel; counters GB/s, pct_copy (of the device-to-device copy bandwidth measured at
 // start, bytes read + written), TFLOP/s. Bytes are the least the op must move.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "harness/core/dtype.h"
 #include "harness/core/model_spec.h"
 #include "harness/core/path_registry.h"
 #include "reference/random_checkpoint.h"
 #include "kernels/common/cublas_handle.h"
+#include "kernels/common/cuda_check.h"
 #include "kernels/common/device_info.h"
 #include "kernels/common/device_op.h"
 #include "kernels/common/gemm.h"
@@ -85,6 +101,7 @@ struct Context {
   fc::cuda::Stream stream;
   std::unique_ptr<FusedLayer> layer;
   std::vector<DeviceOp> fused_ops, base_ops;
+  std::map<std::string, std::vector<DeviceOp>> invariant_ops;  // by plan name
   std::map<std::string, std::unique_ptr<fc::cuda::Graph>> graphs;
 };
 std::unique_ptr<Context> g_ctx;
@@ -118,18 +135,24 @@ void report(benchmark::State& st, double seconds_total, double bytes, double flo
   st.counters["us"] = per_iter * 1e6;
 }
 
-// Times `graph` with events, each launch queued behind a short spin (no host latency).
+// Seconds of one launch, timed with events and queued behind a short spin (no host latency).
+template <typename Launch>
+double time_once(cudaStream_t s, fc::cuda::Event& start, fc::cuda::Event& stop, Launch launch) {
+  fc::cuda::enqueue_delay(s, 30.0);
+  start.record(s);
+  launch();
+  stop.record(s);
+  return fc::cuda::elapsed_ms(start, stop) / 1e3;
+}
+
+// Times `launch` once per iteration (time_once), after 3 untimed launches.
 template <typename Launch>
 double timed_loop(benchmark::State& st, cudaStream_t s, Launch launch) {
   for (int i = 0; i < 3; ++i) launch();
   fc::cuda::Event start, stop;
   double total = 0;
   for (auto _ : st) {
-    fc::cuda::enqueue_delay(s, 30.0);
-    start.record(s);
-    launch();
-    stop.record(s);
-    const double sec = fc::cuda::elapsed_ms(start, stop) / 1e3;
+    const double sec = time_once(s, start, stop, launch);
     st.SetIterationTime(sec);
     total += sec;
   }
@@ -168,6 +191,89 @@ void bench_ops(benchmark::State& st, const std::string& m, const Case& c, bool b
   const double total = timed_loop(st, ctx.stream, [&] { graph->launch(ctx.stream); });
   if (op_index >= 0) st.SetLabel(list[0]->name);
   report(st, total, work.bytes, work.flops);
+}
+
+// The graph of `ops` (the whole layer), captured once under `key`.
+fc::cuda::Graph& layer_graph(Context& ctx, const std::string& key, const std::vector<DeviceOp>& ops) {
+  auto& graph = ctx.graphs[key];
+  if (!graph) {
+    std::vector<const DeviceOp*> list;
+    for (const DeviceOp& op : ops) list.push_back(&op);
+    graph = std::make_unique<fc::cuda::Graph>();
+    fc::cuda::capture(list, ctx.stream, *graph);
+  }
+  return *graph;
+}
+
+// The layer output (resid_out) after `ops` ran once, launched directly (not from a graph:
+// a cuBLASLt plan that fails throws here, before any capture) on the context's input.
+std::vector<std::uint16_t> layer_output(Context& ctx, const std::vector<DeviceOp>& ops, int rows) {
+  fc::cuda::enqueue_all(ops, ctx.stream);
+  ctx.stream.synchronize();
+  std::vector<std::uint16_t> bits(static_cast<std::size_t>(rows) * ctx.layer->spec().hidden);
+  CUDA_CHECK(cudaMemcpy(bits.data(), ctx.layer->resid_out(), bits.size() * 2, cudaMemcpyDeviceToHost));
+  return bits;
+}
+
+// "" when the invariant layer's output can stand for the default's: finite, not all zero,
+// and within 1e-2 relative L2 (the two modes share fused-v1's rounding points and differ only
+// in FP32 summation order, which flips a bf16 rounding (2^-8 relative) for a small share of
+// elements; a wrong chunk or algorithm gives O(1)).
+std::string validate_invariant(const std::vector<std::uint16_t>& invariant, const std::vector<std::uint16_t>& fused) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    const double x = fc::bf16_to_float(invariant[i]), y = fc::bf16_to_float(fused[i]);
+    if (!std::isfinite(x) || !std::isfinite(y)) return "NaN/Inf in the layer output";
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  if (den == 0) return "the default layer output is all zeros";
+  const double rel = std::sqrt(num / den);
+  if (rel > 1e-2) return "invariant vs default relative L2 " + std::to_string(rel) + " > 1e-2";
+  return "";
+}
+
+// The batch-invariant layer beside the default one (see the file comment).
+void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, const std::string& plan_name,
+                     fc::fused::BatchInvariantPlan plan) {
+  Context& ctx = context(m, c);
+  auto& ops = ctx.invariant_ops[plan_name];
+  if (ops.empty()) {
+    ctx.layer->set_batch_invariant(plan);
+    ops = ctx.layer->ops(0, c.n, c.start);
+    ctx.layer->set_batch_invariant(std::nullopt);
+  }
+  const int rows = c.batch * c.n;
+  std::string bad;
+  try {
+    bad = validate_invariant(layer_output(ctx, ops, rows), layer_output(ctx, ctx.fused_ops, rows));
+  } catch (const std::exception& e) {
+    bad = e.what();
+  }
+  if (!bad.empty()) {
+    st.SkipWithError(("not timed: " + bad).c_str());
+    return;
+  }
+  fc::cuda::Graph& fused = layer_graph(ctx, "f-1_0", ctx.fused_ops);
+  fc::cuda::Graph& invariant = layer_graph(ctx, "i_" + plan_name, ops);
+  for (int i = 0; i < 3; ++i) {
+    fused.launch(ctx.stream);
+    invariant.launch(ctx.stream);
+  }
+  fc::cuda::Event start, stop;
+  double total = 0, total_default = 0;
+  for (auto _ : st) {
+    total_default += time_once(ctx.stream, start, stop, [&] { fused.launch(ctx.stream); });
+    const double sec = time_once(ctx.stream, start, stop, [&] { invariant.launch(ctx.stream); });
+    st.SetIterationTime(sec);
+    total += sec;
+  }
+  std::vector<const DeviceOp*> list;
+  for (const DeviceOp& op : ops) list.push_back(&op);
+  const fc::cuda::OpWork work = fc::cuda::total_work(list);
+  report(st, total, work.bytes, work.flops);
+  st.counters["us_default"] = total_default / static_cast<double>(st.iterations()) * 1e6;
+  st.counters["ratio"] = total / total_default;
 }
 
 // Plain cuBLAS (cublasGemmEx, bf16 out) on one projection shape of the case.
@@ -256,6 +362,38 @@ int main(int argc, char** argv) {
           benchmark::RegisterBenchmark(("cublas/" + p + "gemm" + std::to_string(g)).c_str(),
                                        [=](benchmark::State& st) { bench_cublas(st, m, c, g); })
               ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+    }
+  }
+  // The batch-invariant mode on the issue's target cases (issue 20): its default plan, and
+  // each plan field moved once (decode cases: the chunk and the decode GEMM rows; prefill:
+  // the prefill GEMM rows).
+  const std::vector<std::string> targets = {"decode_b1_kv1024", "decode_b8_kv1024", "decode_b64_kv1024",
+                                            "prefill_512"};
+  for (const std::string m : {"llama-3-8b", "qwen3-8b", "qwen3-0.6b"}) {
+    for (const Case& c : kCases) {
+      if (std::find(targets.begin(), targets.end(), c.name) == targets.end()) continue;
+      std::vector<std::pair<std::string, fc::fused::BatchInvariantPlan>> plans = {{"", {}}};
+      auto vary = [&](const std::string& name, auto field, int value) {
+        fc::fused::BatchInvariantPlan p;
+        p.*field = value;
+        plans.emplace_back("/" + name, p);
+      };
+      fc::fused::BatchInvariantPlan split;
+      split.gemm_split_k = true;
+      plans.emplace_back("/split_k", split);
+      if (c.n == 1) {
+        vary("chunk64", &fc::fused::BatchInvariantPlan::decode_chunk, 64);
+        vary("chunk256", &fc::fused::BatchInvariantPlan::decode_chunk, 256);
+        vary("gemm_rows1", &fc::fused::BatchInvariantPlan::decode_gemm_rows, 1);
+        vary("gemm_rows8", &fc::fused::BatchInvariantPlan::decode_gemm_rows, 8);
+      } else {
+        vary("gemm_rows128", &fc::fused::BatchInvariantPlan::prefill_gemm_rows, 128);
+        vary("gemm_rows2048", &fc::fused::BatchInvariantPlan::prefill_gemm_rows, 2048);
+      }
+      for (const auto& [plan_name, plan] : plans)
+        benchmark::RegisterBenchmark(("invariant/" + m + "/" + c.name + "/layer(graph)" + plan_name).c_str(),
+                                     [=](benchmark::State& st) { bench_invariant(st, m, c, plan_name, plan); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
     }
   }
   benchmark::Initialize(&argc, argv);

@@ -35,6 +35,13 @@ void register_builtin_paths() {
                    .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
                             Tap::resid_mid, Tap::act, Tap::resid_out},
                    .origin = origin});
+    register_path({.name = "fused-cuda:batch-invariant", .device = "cuda",
+                   .description = "fused-cuda in its batch-invariant mode: one GEMM algorithm per shape for every "
+                                  "batch, fixed split-KV chunks",
+                   .factory = cuda_factory("fused-cuda:batch-invariant"), .recipe = "fused-v1", .role = "fused",
+                   .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
+                            Tap::resid_mid, Tap::act, Tap::resid_out},
+                   .origin = origin});
   });
 }
 

@@ -290,12 +290,14 @@ std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& sc, int v
 std::vector<PathSlot> plan_paths(const Scenario& sc, const std::string& device, bool use_fused,
                                  std::vector<std::string>& notes) {
   std::vector<PathSlot> slots;
+  // fused-cuda and its batch-invariant mode: one recipe (docs/recipes.md), one fallback.
+  auto fused_cuda = [](const std::string& name) { return name == "fused-cuda" || name == "fused-cuda:batch-invariant"; };
   for (const auto& req : sc.paths) {
     PathSlot s{req, req.name, req.recipe, req.role, DType::BF16, ""};
     if (device == "cpu") {
       // The emulated recipes are the CUDA paths' arithmetic (docs/recipes.md).
       if (req.name == "standard-cuda") s.name = "emulated-cpu", s.recipe = "hf-bf16";
-      if (req.name == "fused-cuda") s.name = "emulated-cpu", s.recipe = "fused-v1";
+      if (fused_cuda(req.name)) s.name = "emulated-cpu", s.recipe = "fused-v1";
       if (req.name == "ref32-cuda") s.name = "ref32-cpu";
       if (s.label() != req.label()) {
         s.note = "--device cpu: " + req.label() + " -> " + s.label();
@@ -304,7 +306,7 @@ std::vector<PathSlot> plan_paths(const Scenario& sc, const std::string& device, 
     }
     if (!use_fused && s.role == "fused") {
       const std::string before = s.label();
-      if (s.name == "fused-cuda") {
+      if (fused_cuda(s.name)) {
         s.name = "standard-cuda";
       } else if (s.name == "emulated-cpu") {
         s.recipe = s.recipe.find("fp16") != std::string::npos ? "hf-fp16" : "hf-bf16";

@@ -267,7 +267,8 @@ PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& 
   PathRequest p;
   if (n.IsScalar()) {
     const auto text = rd.get_string(n, key);
-    const auto colon = text.find(':');
+    // NAME:RECIPE, unless the whole text names a path (fused-cuda:batch-invariant).
+    const auto colon = find_path(text) ? std::string::npos : text.find(':');
     p.name = text.substr(0, colon);
     if (colon != std::string::npos) p.recipe = text.substr(colon + 1);
   } else {

@@ -56,9 +56,10 @@ Plan make_plan(const DecodeAttentionArgs& a) {
   Plan p;
   p.gp = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
   p.head_chunks = (G + p.gp - 1) / p.gp;
-  p.chunk = kDecodeMinChunk;
+  p.chunk = a.fixed_chunk > 0 ? a.fixed_chunk : kDecodeMinChunk;
   const long pairs = static_cast<long>(a.batch) * a.n_kv_heads * p.head_chunks;
-  while (p.chunk < a.kv_len && pairs * ((a.kv_len + p.chunk - 1) / p.chunk) > kMaxBlocks)
+  while (a.fixed_chunk == 0 && p.chunk < a.kv_len &&
+         pairs * ((a.kv_len + p.chunk - 1) / p.chunk) > kMaxBlocks)
     p.chunk *= 2;
   p.splits = (a.kv_len + p.chunk - 1) / p.chunk;
   return p;
@@ -480,6 +481,18 @@ std::size_t decode_attention_counters(int batch, int n_heads) {
   return static_cast<std::size_t>(batch) * n_heads;
 }
 
+int decode_attention_chunk(int batch, int n_heads, int n_kv_heads, int kv_len, int fixed_chunk) {
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || kv_len <= 0 || fixed_chunk < 0)
+    throw std::invalid_argument("decode_attention_chunk: heads, kv_len or chunk out of range");
+  DecodeAttentionArgs a{};
+  a.batch = batch;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv_heads;
+  a.kv_len = kv_len;
+  a.fixed_chunk = fixed_chunk;
+  return make_plan(a).chunk;
+}
+
 bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len) {
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || kv_len <= 0) return false;
   DecodeAttentionArgs a{};
@@ -503,7 +516,12 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
     throw std::invalid_argument("fused decode attention: batch or head count beyond the grid");
   if (a.qkv && (!a.cos_table || !a.sin_table || !a.q_rope))
     throw std::invalid_argument("fused decode attention: the folded RoPE needs cos/sin tables and q_rope");
+  if (a.fixed_chunk != 0 && a.fixed_chunk < kDecodeMinChunk)
+    throw std::invalid_argument("fused decode attention: a fixed chunk is at least kDecodeMinChunk positions");
   const Plan p = make_plan(a);
+  // The combine kernel keeps one weight per chunk in shared memory (48 KiB).
+  if (padded_splits(p.splits) * sizeof(float) > 48 * 1024)
+    throw std::invalid_argument("fused decode attention: too many chunks for the combine kernel");
   if (p.splits > 1 && (!a.partial_acc || !a.partial_ml || !a.counters))
     throw std::invalid_argument("fused decode attention: split-KV needs the scratch and counters");
   const int stride = decode_attention_splits(a.kv_len);
@@ -511,7 +529,9 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
   while ((8 << lp_log2) < a.head_dim) ++lp_log2;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
   const dim3 grid(p.splits, a.n_kv_heads * p.head_chunks, a.batch);
-  const bool merge = p.splits > 1 &&
+  // The batch-invariant plan always merges in the combine kernel: which kernel merges would
+  // otherwise depend on the grid's size, that is on the batch.
+  const bool merge = p.splits > 1 && a.fixed_chunk == 0 &&
                      static_cast<long>(grid.x) * grid.y * grid.z <= long{kFoldMaxBlocksPerSm} * sm_count();
   auto launch = [&](auto kernel) {
     launch_pdl(kernel, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge);

@@ -15,6 +15,11 @@
 // number at most 1024 (batch 1: many small chunks to fill the GPU; batch 64: few partials
 // to write); it depends only on the shape (batch, heads, kv_len), so two runs on the same
 // shape give bitwise-identical outputs.
+// Batch-invariant plan (fixed_chunk > 0, the fused-cuda:batch-invariant path): chunks of
+// fixed_chunk positions at fixed absolute positions (0, C, 2C, ...), whatever the batch,
+// and the chunks always merged by the combine kernel (never inside the split kernel, whose
+// use depends on the grid's size), so a sequence's output depends only on its own q, K, V
+// and kv_len: the same sums in the same order at any batch size.
 //
 // Folded q/k norm + RoPE + KV append (qkv set; FusedLayer's default for decode where the
 // grid is about one wave, see decode_rope_fold_mode()): the kernel takes the raw q|k|v
@@ -53,6 +58,7 @@ struct DecodeAttentionArgs {
   unsigned int* counters = nullptr;  // [decode_attention_counters]: zero before the first launch;
                                     // every launch leaves them zero (graph replays need no reset)
   __nv_bfloat16* out;            // [batch x n_heads*head_dim]
+  int fixed_chunk = 0;           // > 0: the batch-invariant plan (above); >= kDecodeMinChunk
 
   // Folded q/k norm + RoPE + KV append (see above); off while qkv is null.
   const __nv_bfloat16* qkv = nullptr;       // [batch x (q_width + 2*kv_width)]: q | k | v
@@ -105,6 +111,11 @@ bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_le
 inline int decode_attention_splits(int kv_len) {
   return (kv_len + kDecodeMinChunk - 1) / kDecodeMinChunk;
 }
+// The chunk (positions per block) launch_decode_attention uses for this shape: the default
+// plan's (depends on batch, heads and kv_len) or fixed_chunk when that is set. Tests use it
+// to place KV lengths on both sides of the default plan's edges.
+int decode_attention_chunk(int batch, int n_heads, int n_kv_heads, int kv_len, int fixed_chunk = 0);
+
 // Scratch floats needed by launch_decode_attention (acc and ml together).
 std::size_t decode_attention_scratch_floats(int batch, int n_heads, int head_dim, int kv_len);
 

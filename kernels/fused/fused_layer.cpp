@@ -128,8 +128,15 @@ void FusedLayer::randomize_input(int rows, std::uint64_t seed, cudaStream_t s) {
   cuda::fill_uniform(x_.data(), std::size_t(rows) * spec_.hidden, seed, -1.f, 1.f, s);
 }
 
+void FusedLayer::set_batch_invariant(std::optional<BatchInvariantPlan> plan) {
+  if (plan && (plan->decode_chunk < kDecodeMinChunk || plan->decode_gemm_rows <= 0 ||
+               plan->prefill_gemm_rows <= 0))
+    throw std::invalid_argument("fused-cuda: batch-invariant chunk below kDecodeMinChunk or GEMM rows <= 0");
+  invariant_ = plan;
+}
+
 bool FusedLayer::gemv_route(int rows) const {
-  return !force_gemm_ && rows <= kGemvRouteMaxRows && gemv_supports(rows, spec_.hidden, true) &&
+  return !force_gemm_ && !invariant_ && rows <= kGemvRouteMaxRows && gemv_supports(rows, spec_.hidden, true) &&
          gemv_supports(rows, spec_.q_width(), false) &&
          gemv_supports(rows, spec_.intermediate, false);
 }
@@ -175,6 +182,12 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   const double w_qkv = double(NQKV) * H * kB, w_o = double(H) * QW * kB,
                w_gu = 2.0 * I * H * kB, w_d = double(H) * I * kB;
   const bf16* bias = w.b_qkv.size() ? w.b_qkv.data() : nullptr;
+  // Batch-invariant mode: the GEMM algorithms fixed per (N, K) (default: chosen per shape).
+  AlgoChoice algo;
+  if (invariant_) {
+    algo.rows = n == 1 ? invariant_->decode_gemm_rows : invariant_->prefill_gemm_rows;
+    algo.split_k = invariant_->gemm_split_k;
+  }
   std::vector<cuda::DeviceOp> out;
 
   const bool gemv = gemv_route(rows);
@@ -192,7 +205,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
     out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
                    2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
                      gemm_->run(normed_.data(), (*weights_)[layer].w_qkv.data(), rows, NQKV, H,
-                                qkv_.data(), false, bias, nullptr, s);
+                                qkv_.data(), false, bias, nullptr, s, algo);
                    }});
   }
 
@@ -220,7 +233,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   // select never / every decode step (A/B, see decode_rope_fold_mode()).
   const RopeFold fold_mode = decode_rope_fold_mode();
   const bool fold = n == 1 && (fold_mode == RopeFold::all ||
-                               (fold_mode == RopeFold::one_wave &&
+                               (fold_mode == RopeFold::one_wave && !invariant_ &&
                                 decode_attention_one_wave(batch_, m.n_heads, m.n_kv_heads, kv_len)));
   if (!fold)
     out.push_back({m.has_qk_norm ? "qk_norm+rope" : "rope", rope_bytes, rope_flops,
@@ -243,6 +256,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                     std::size_t(batch_) * m.n_heads * decode_attention_splits(kv_len) * m.head_dim;
     da.counters = attn_counters_.data();
     da.out = attn_.data();
+    if (invariant_) da.fixed_chunk = invariant_->decode_chunk;
     double bytes = kv_bytes + 2 * R * QW * kB,
            flops = 4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim;
     std::string name = "attention(split-kv)";
@@ -289,7 +303,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
     out.push_back({"o_proj_gemm", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
                    [=, this, &w](cudaStream_t s) {
                      gemm_->run(attn_.data(), w.w_o.data(), rows, H, QW, o_proj_.data(), false,
-                                nullptr, nullptr, s);
+                                nullptr, nullptr, s, algo);
                    }});
     out.push_back({"residual_add+mlp_norm", 4 * act_h, 0, [=, this, &w](cudaStream_t s) {
                      launch_add_rmsnorm(o_proj_.data(), x_.data(), w.mlp_norm.data(), eps, rows,
@@ -298,7 +312,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
     out.push_back({"gate_up_gemm(fp32 out)", w_gu + act_h + R * 2 * I * 4.0,
                    2.0 * R * 2 * I * H, [=, this, &w](cudaStream_t s) {
                      gemm_->run(normed_.data(), w.w_gate_up.data(), rows, 2 * I, H,
-                                gate_up_.data(), true, nullptr, nullptr, s);
+                                gate_up_.data(), true, nullptr, nullptr, s, algo);
                    }});
     out.push_back({"swiglu", R * 2 * I * 4.0 + R * I * kB, R * I * 4.0,
                    [=, this](cudaStream_t s) {
@@ -315,7 +329,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
     out.push_back({"down_proj_gemm+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
                    [=, this, &w](cudaStream_t s) {
                      gemm_->run(act_.data(), w.w_down.data(), rows, H, I, resid_out_.data(), false,
-                                nullptr, resid_mid_.data(), s);
+                                nullptr, resid_mid_.data(), s, algo);
                    }});
   }
   return out;
@@ -327,7 +341,8 @@ void FusedLayer::head(const bf16* final_norm_w, const bf16* lm_head, int rows, c
   launch_add_rmsnorm(nullptr, x_.data(), final_norm_w, static_cast<float>(spec_.rms_eps), rows,
                      spec_.hidden, nullptr, normed_.data(), s);
   gemm_->run(normed_.data(), lm_head, rows, spec_.vocab, spec_.hidden, logits_.data(), true,
-             nullptr, nullptr, s);
+             nullptr, nullptr, s,
+             invariant_ ? AlgoChoice{invariant_->decode_gemm_rows, invariant_->gemm_split_k} : AlgoChoice{});
 }
 
 }  // namespace fusecheck::fused

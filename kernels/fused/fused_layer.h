@@ -14,6 +14,14 @@
 // (one op, "qk_norm+rope+attention(split-kv)"); FUSECHECK_FUSED_ROPE_FOLD=0 / all fold
 // never / at every decode step (A/B timing, decode_rope_fold_mode()).
 // Both routes follow one rounding recipe, fused-v1 (docs/recipes.md, docs/fused-kernels.md).
+// Batch-invariant mode (set_batch_invariant; the fused-cuda:batch-invariant path): one
+// route for every row count, so a sequence's bits do not depend on the batch around it:
+// the GEMM route always, each cuBLASLt GEMM on the algorithm fixed per (N, K) at
+// BatchInvariantPlan's rows (decode calls and the head at one, prefill calls at the other;
+// no split-K unless the plan allows it), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
+// its own kernel (not folded: where it folds depends on the grid, i.e. on the batch, unless
+// FUSECHECK_FUSED_ROPE_FOLD=all). Norms, RoPE, SwiGLU and prefill attention are row-local
+// already (one block per row, token or 64-query tile at absolute key positions).
 // Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
 #pragma once
 
@@ -23,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +39,7 @@
 #include "harness/core/path.h"
 #include "kernels/common/device_buffer.h"
 #include "kernels/common/device_op.h"
+#include "kernels/fused/batch_invariant_plan.h"
 
 namespace fusecheck::fused {
 
@@ -93,6 +103,8 @@ class FusedLayer {
   bool gemv_route(int rows) const;
   // Benchmarks: run the GEMM route at every shape (the cuBLAS-per-projection baseline).
   void force_gemm_route(bool on) { force_gemm_ = on; }
+  // Batch-invariant mode (see above) for the ops made from now on; nullopt: the default.
+  void set_batch_invariant(std::optional<BatchInvariantPlan> plan);
 
   // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
   // not a rounding point of fused-v1).
@@ -110,6 +122,7 @@ class FusedLayer {
   std::unique_ptr<LtGemm> gemm_;
   int batch_ = 0, capacity_ = 0;
   bool force_gemm_ = false;
+  std::optional<BatchInvariantPlan> invariant_;
   std::vector<cuda::DeviceBuffer<__nv_bfloat16>> k_cache_, v_cache_;
   cuda::DeviceBuffer<float> rope_cos_, rope_sin_;
   cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,

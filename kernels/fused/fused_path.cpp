@@ -86,24 +86,34 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
 
 class FusedPath : public cuda::GpuPath {
  public:
-  FusedPath(const Checkpoint& ckpt, const PathOptions& opts) : GpuPath(ckpt, opts.device_index) {
+  FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant)
+      : GpuPath(ckpt, opts.device_index), invariant_(invariant) {
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
+    layer_->set_batch_invariant(invariant);
     weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
   }
 
-  std::string name() const override { return "fused-cuda"; }
+  std::string name() const override {
+    return invariant_ ? kFusedBatchInvariantName : "fused-cuda";
+  }
   std::vector<Tap> taps() const override {
     return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
             Tap::resid_mid, Tap::act, Tap::resid_out};
   }
 
-  // Invariance mode: the first split-KV chunk edges of decode attention, and the A/B
-  // switches the kernels read once per process (their headers say what each does).
+  // Invariance mode: the first split-KV chunk edges of decode attention (the batch-invariant
+  // mode's are the multiples of its fixed chunk), and the A/B switches the kernels read once
+  // per process (their headers say what each does).
   ExecutionTraits execution_traits(int, int max_kv) const override {
     ExecutionTraits t;
-    for (int b = fused::kDecodeMinChunk; b < max_kv && t.kv_split_boundaries.size() < 2; b *= 2) {
-      t.kv_split_boundaries.push_back(b);
+    if (invariant_) {
+      const int chunk = invariant_->decode_chunk;
+      for (int b = chunk; b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) t.kv_split_boundaries.push_back(b);
+    } else {
+      for (int b = fused::kDecodeMinChunk; b < max_kv && t.kv_split_boundaries.size() < 2; b *= 2) {
+        t.kv_split_boundaries.push_back(b);
+      }
     }
     t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_FUSED_ROPE_FOLD=0", "FUSECHECK_FUSED_ROPE_FOLD=all",
                   "FUSECHECK_GEMV_L2PF=0", "FUSECHECK_PREFILL_PV_SPLIT=2"};
@@ -211,6 +221,7 @@ class FusedPath : public cuda::GpuPath {
   }
 
   cuda::Stream stream_;
+  std::optional<fused::BatchInvariantPlan> invariant_;
   std::unique_ptr<fused::FusedLayer> layer_;
   std::shared_ptr<const FusedWeights> weights_;
   std::vector<int> kv_len_;
@@ -219,8 +230,9 @@ class FusedPath : public cuda::GpuPath {
 
 }  // namespace
 
-std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts) {
-  return std::make_unique<FusedPath>(ckpt, opts);
+std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts,
+                                           std::optional<fused::BatchInvariantPlan> invariant) {
+  return std::make_unique<FusedPath>(ckpt, opts, invariant);
 }
 
 }  // namespace fusecheck

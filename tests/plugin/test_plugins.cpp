@@ -337,7 +337,8 @@ TEST(CudaPlugin, OffersTheBuiltInCudaPathsAndRecordsTheFusedKernelSwitches) {
   const auto it = std::find_if(plugins.begin(), plugins.end(), [](const auto& p) { return p.name == "fusecheck-cuda"; });
   ASSERT_NE(it, plugins.end());
   EXPECT_EQ(it->file, std::filesystem::canonical(FUSECHECK_TEST_CUDA_PLUGIN).string());
-  EXPECT_EQ(it->paths, (std::vector<std::string>{"ref32-cuda", "ref64-cuda", "standard-cuda", "fused-cuda"}));
+  EXPECT_EQ(it->paths, (std::vector<std::string>{"ref32-cuda", "ref64-cuda", "standard-cuda", "fused-cuda",
+                                                 "fused-cuda:batch-invariant"}));
   for (const auto& name : it->paths) {
     const PathInfo* info = find_path(name);
     ASSERT_NE(info, nullptr) << name;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "harness/core/error.h"
+#include "harness/run/run_command.h"
 #include "harness/run/scenario.h"
 
 namespace fusecheck::run {
@@ -152,6 +153,32 @@ TEST(Scenario, InvalidYamlNamesTheLine) {
 TEST(Scenario, RecipeOnlyOnEmulatedPaths) {
   const auto e = error_of("model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"fused-cuda:fused-v1\"]\n");
   EXPECT_NE(e.find("only emulated-cpu takes a recipe"), std::string::npos) << e;
+}
+
+// A registered name that holds a colon is a path, not NAME:RECIPE.
+TEST(Scenario, PathNameWithAColonIsReadWhole) {
+  const Scenario sc = parse_scenario(
+      "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"fused-cuda:batch-invariant\"]\n",
+      "scenarios/bi.yaml");
+  ASSERT_EQ(sc.paths.size(), 1u);
+  EXPECT_EQ(sc.paths[0].name, "fused-cuda:batch-invariant");
+  EXPECT_EQ(sc.paths[0].recipe, "");
+  EXPECT_EQ(sc.paths[0].role, "fused");
+}
+
+// fused-cuda:batch-invariant follows fused-v1 like fused-cuda: on the CPU it runs as
+// emulated-cpu fused-v1 (once, beside fused-cuda), and the fused fallback replaces it.
+TEST(Scenario, BatchInvariantFusedPlansLikeFusedCuda) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\n";
+  std::vector<std::string> notes;
+  const auto cpu = plan_paths(parse_scenario(head + "paths: [fused-cuda, \"fused-cuda:batch-invariant\"]\n", "a.yaml"),
+                              "cpu", true, notes);
+  ASSERT_EQ(cpu.size(), 1u);
+  EXPECT_EQ(cpu[0].label(), "emulated-cpu:fused-v1");
+  const auto fallback =
+      plan_paths(parse_scenario(head + "paths: [\"fused-cuda:batch-invariant\"]\n", "b.yaml"), "cuda", false, notes);
+  ASSERT_EQ(fallback.size(), 1u);
+  EXPECT_EQ(fallback[0].label(), "standard-cuda");
 }
 
 TEST(Scenario, MissingFileIsAnInputError) {
