@@ -2,8 +2,10 @@
 // llama-3-8b, qwen3-8b and qwen3-0.6b shapes (harness/checkpoint/profiles.cpp, seeded
 // random bf16 weights: never zeros), at decode b1/b8/b64 over KV 1024 and prefill 512/2048.
 //   flashinfer/<model>/<case>/<op>   each op of flashinfer-cuda's layer (Path::time_layer:
-//                                    CUDA events behind a spin kernel, median of 40)
-//   path/<name>/<model>/<case>/layer the whole layer of each of the three paths (fused-cuda
+//                                    CUDA events behind a spin kernel, median of 40 or
+//                                    FUSECHECK_BENCH_REPS)
+//   path/<name>/<model>/<case>/layer the whole layer of each of the three paths, with each
+//                                    of its ops as counters "us:<op>" (fused-cuda
 //                                    and standard-cuda replay it from a CUDA graph; the
 //                                    FlashInfer layer is launched op by op, as engines
 //                                    without graphs run it)
@@ -14,6 +16,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <memory>
@@ -32,6 +35,9 @@ namespace fc = fusecheck;
 namespace {
 
 double g_copy_gbs = 0;
+// Timed repetitions per op (median taken): FUSECHECK_BENCH_REPS, default 40
+// (scripts/gpu-check-16 takes fewer to fit its time budget).
+int g_repetitions = 40;
 
 // One layer of a profile's shape (vocab cut to 1024: the head is not timed).
 fc::ModelSpec one_layer(const std::string& profile) {
@@ -88,7 +94,7 @@ const std::vector<fc::OpTiming>& timings(const std::string& path, const std::str
   p->reset(c.batch, c.start + c.n);
   fc::TimingOptions opts;
   opts.warmup = 3;
-  opts.repetitions = 40;
+  opts.repetitions = g_repetitions;
   opts.graph = true;
   return g_timings[key] = p->time_layer(0, c.n, c.start, opts);
 }
@@ -117,6 +123,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_flashinfer: %s\n", fc::cuda::no_device_reason().c_str());
     return 0;
   }
+  if (const char* reps = std::getenv("FUSECHECK_BENCH_REPS")) {
+    const int r = std::atoi(reps);
+    if (r < 3 || r > 10000) {
+      std::fprintf(stderr, "bench_flashinfer: FUSECHECK_BENCH_REPS=%s: want 3..10000\n", reps);
+      return 2;
+    }
+    g_repetitions = r;
+  }
   fc::register_builtin_paths();
   fc::load_plugin(FUSECHECK_FLASHINFER_PLUGIN);
   const fc::cuda::DeviceProvenance dev = fc::cuda::query_device(0, true);
@@ -132,7 +146,13 @@ int main(int argc, char** argv) {
       const std::string p = m + "/" + c.name;
       for (const char* path : {"flashinfer-cuda", "fused-cuda", "standard-cuda"})
         benchmark::RegisterBenchmark(("path/" + std::string(path) + "/" + p + "/layer").c_str(),
-                                     [=](benchmark::State& st) { report(st, layer_of(timings(path, m, c))); })
+                                     [=](benchmark::State& st) {
+                                       const auto& ops = timings(path, m, c);
+                                       report(st, layer_of(ops));
+                                       // Each op of this path's layer beside it ("us:<op>"): the
+                                       // three paths' ops side by side from the same run.
+                                       for (const auto& t : ops) st.counters["us:" + t.op] = t.median_ms * 1e3;
+                                     })
             ->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
       const std::vector<std::string> ops = {"attn_norm", "qkv_proj", "q_norm", "k_norm", "rope_qk", "kv_append",
                                             c.n == 1 ? "attention_decode" : "attention_prefill", "o_proj", "tap_copies",
