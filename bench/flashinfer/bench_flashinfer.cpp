@@ -11,7 +11,8 @@
 //                                    without graphs run it)
 // Counters: GB/s, pct_copy (of the device-to-device copy bandwidth measured at start),
 // TFLOP/s, from the least bytes and the FLOPs each op declares. Before any time is taken
-// each path runs the case once through layer() and must give finite, non-zero outputs.
+// each path runs the case once through layer() and must give finite, non-zero outputs
+// within 0.1 relative L2 of the first path's (validate()).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -62,9 +63,16 @@ const std::vector<Case> kCases = {{"decode_b1_kv1024", 1, 1, 1023},
                                   {"prefill_512", 1, 512, 0},
                                   {"prefill_2048", 1, 2048, 0}};
 
+// The first validated path's layer output per model and case: the others must agree.
+std::map<std::string, fc::TapMatrix> g_first_output;
+
 // Runs the case's new tokens once through layer() (on an empty cache: the decode cases
-// as a first step) and refuses to time a path whose output is not finite or all zero.
-void validate(fc::Path& p, const fc::ModelSpec& s, const Case& c) {
+// as a first step) and refuses to time a path whose output is not finite, all zero, or
+// more than 0.1 relative L2 from the first path's on the same input: the three paths
+// compute the same bf16 layer (a layer's bf16 differences stay near 1e-2 even on the
+// Qwen3 profile, docs/flashinfer.md), while a wrong weight, shape or stale buffer gives
+// an unrelated output (relative L2 near 1.4).
+void validate(fc::Path& p, const fc::ModelSpec& s, const std::string& model, const Case& c) {
   p.reset(c.batch, c.n);
   p.keep_taps(std::vector<fc::Tap>{});  // resid_out only
   fc::TapMatrix x(static_cast<Eigen::Index>(c.batch) * c.n, s.hidden);
@@ -73,6 +81,12 @@ void validate(fc::Path& p, const fc::ModelSpec& s, const Case& c) {
   const fc::TapMatrix& out = taps.at(fc::Tap::resid_out);
   if (!out.allFinite() || out.norm() == 0) {
     throw std::runtime_error(p.name() + ": layer output not finite or all zero; not timed");
+  }
+  const auto [first, inserted] = g_first_output.emplace(model + "/" + c.name, out);
+  const double rel = (out - first->second).norm() / first->second.norm();
+  if (!inserted && !(rel <= 0.1)) {
+    throw std::runtime_error(p.name() + ": layer output " + std::to_string(rel) +
+                             " relative L2 from the first path's on " + model + "/" + c.name + "; not timed");
   }
   p.keep_taps(std::nullopt);
 }
@@ -90,7 +104,7 @@ const std::vector<fc::OpTiming>& timings(const std::string& path, const std::str
   auto& ckpt = g_ckpts[m];
   if (!ckpt) ckpt = std::make_unique<fc::ref::RandomCheckpoint>(spec, 3, fc::DType::BF16);
   auto p = fc::make_path(path, *ckpt, fc::PathOptions{});
-  validate(*p, spec, c);
+  validate(*p, spec, m, c);
   p->reset(c.batch, c.start + c.n);
   fc::TimingOptions opts;
   opts.warmup = 3;
