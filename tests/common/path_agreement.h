@@ -75,10 +75,10 @@ inline void expect_taps_within(const TapSet& got, const TapSet& emulated, const 
 using TapCheck = std::function<void(const TapSet& got, const TapSet& emulated, bool prefill, const std::string& where)>;
 
 // Sees each layer's taps of `got` after its check: the layer, the batch, the tokens per
-// sequence already in the cache before this step (`past`, 0 after a reset) and this
-// step's new tokens per sequence `n`.
-using LayerObserver = std::function<void(int layer, int batch, int past, int n, const TapSet& got,
-                                         const std::string& where)>;
+// sequence already in the cache before this step (`past`, 0 after a reset), this step's
+// new tokens per sequence `n` and the layer's input.
+using LayerObserver = std::function<void(int layer, int batch, int past, int n, const TapMatrix& input,
+                                         const TapSet& got, const std::string& where)>;
 
 // For each of `batches`: resets both paths to `capacity`, then per step of `steps` (new
 // tokens per sequence) embeds random tokens (from `seed`), which must embed identically,
@@ -104,7 +104,7 @@ inline void drive_isolated(Path& got, Path& emulated, const ModelSpec& spec, std
         const std::string where =
             label + " batch " + std::to_string(batch) + " n=" + std::to_string(n) + " layer " + std::to_string(l);
         check(g, e, n > 1, where);
-        if (observe) observe(l, batch, past, n, g, where);
+        if (observe) observe(l, batch, past, n, h, g, where);
         h = e.at(Tap::resid_out);
       }
       check(got.head(h), emulated.head(h), false, label + " head n=" + std::to_string(n));
