@@ -283,7 +283,7 @@ TEST(FlashInferAttentionTwin, SmallRebuiltCacheReproducesTheEmulatedPathExactly)
   auto a = make_path("emulated-cpu", ckpt, opts), b = make_path("emulated-cpu", ckpt, opts);
   AttentionTwin twin(spec);
   ElementwiseTwin op_twin(spec, ckpt);
-  drive_isolated(*a, *b, spec, {3, 1}, 400, {13, 1, 2, 280, 1}, 11, "emulated", expect_taps_agree,
+  drive_isolated(*a, *b, spec, {3, 1}, 400, {13, 1, 2, 280, 1}, 11, "self-check", expect_taps_agree,
                  [&](int l, int bt, int past, int n, const TapMatrix& in, const TapSet& got, const std::string& where) {
                    twin(l, bt, past, n, in, got, where);
                    op_twin(l, bt, past, n, in, got, where);
