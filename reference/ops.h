@@ -10,12 +10,14 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <Eigen/Core>
 
 #include "harness/core/model_spec.h"
+#include "reference/flashinfer_decode.h"
 #include "reference/recipe.h"
 
 namespace fusecheck::ref {
@@ -136,10 +138,10 @@ void apply_rope(Mat<S>& x, int head_dim, RopeStyle style, const RopeTable<S>& ta
 // tokens last. Query head h reads kv head h / (n_heads / n_kv). Scores are scaled after the
 // product and softmax runs in S over the unmasked keys (masked weights exactly zero), as
 // HF eager attention does. Writes [n x n_heads*hd] into out.
-// partial_chunk > 0 with a partial recipe (flashinfer's split-KV decode, docs/recipes.md):
-// a single query row over more than partial_chunk keys is computed per chunk of
-// partial_chunk keys, each chunk's normalized output rounded to partial->format, then the
-// chunks merged by their log-sum-exp in S (the caller rounds the merged output at attn).
+// partial_chunk > 0 with a partial recipe (flashinfer, docs/recipes.md): a single query
+// row is FlashInfer's decode in its FP32 order (reference/flashinfer_decode.h), split into
+// chunks of partial_chunk keys past 256 keys, chunk outputs rounded to partial->format and
+// merged as MergeStates does (the caller rounds the merged output at attn).
 // A partial recipe with prefill_rounds_unnormalized_p: for more than one query row, each
 // exp(s - max) is rounded to its format and the row sum adds the rounded values.
 template <class S, class R, class QBlock, class OutBlock>
@@ -149,38 +151,20 @@ void causal_gqa_attention(const QBlock& q, const Mat<S>& k_cache, const Mat<S>& 
                           const Recipe* partial = nullptr) {
   const Index n = q.rows();
   const Index group = n_heads / n_kv_heads;
-  if (n == 1 && partial && partial_chunk > 0 && total > partial_chunk) {
-    for (Index h = 0; h < n_heads; ++h) {
-      const Index g = h / group;
-      const auto keys = k_cache.block(0, g * head_dim, total, head_dim);
-      const auto values = v_cache.block(0, g * head_dim, total, head_dim);
-      Mat<S> scores = q.block(0, h * head_dim, 1, head_dim) * keys.transpose();
-      for (Index j = 0; j < total; ++j) {
-        scores(0, j) = round(RoundPoint::scores_scaled, round(RoundPoint::scores, scores(0, j)) * scale);
+  if constexpr (std::is_same_v<S, float>) {
+    // FlashInfer lays a head out in 8-element vectors (bf16): other head dims, which it
+    // has no kernel for, take the plain softmax below.
+    if (n == 1 && partial && partial_chunk > 0 && head_dim % 8 == 0 && head_dim <= 256) {
+      for (Index h = 0; h < n_heads; ++h) {
+        const Index g = h / group;
+        std::vector<float> qh(q.row(0).data() + h * head_dim, q.row(0).data() + (h + 1) * head_dim);
+        const auto key = [&](std::int64_t j) { return k_cache.row(j).data() + g * head_dim; };
+        const auto value = [&](std::int64_t j) { return v_cache.row(j).data() + g * head_dim; };
+        flashinfer_decode_head(qh.data(), key, value, total, head_dim, static_cast<int>(group), scale, partial_chunk,
+                               [&](float x) { return partial->round(x); }, out.row(0).data() + h * head_dim);
       }
-      Mat<S> merged = Mat<S>::Zero(1, head_dim);
-      S lse_max = -std::numeric_limits<S>::infinity(), weight_sum = 0;
-      std::vector<std::pair<S, Mat<S>>> parts;  // (log-sum-exp, rounded normalized output)
-      for (Index c0 = 0; c0 < total; c0 += partial_chunk) {
-        const Index len = std::min(partial_chunk, total - c0);
-        S m = -std::numeric_limits<S>::infinity();
-        for (Index j = c0; j < c0 + len; ++j) m = std::max(m, scores(0, j));
-        Mat<S> p(1, len);
-        S d = 0;
-        for (Index j = 0; j < len; ++j) d += (p(0, j) = std::exp(scores(0, c0 + j) - m));
-        Mat<S> o = (p / d) * values.middleRows(c0, len);
-        for (Index c = 0; c < head_dim; ++c) o(0, c) = static_cast<S>(partial->round(static_cast<float>(o(0, c))));
-        parts.emplace_back(m + std::log(d), std::move(o));
-        lse_max = std::max(lse_max, parts.back().first);
-      }
-      for (const auto& [lse, o] : parts) {
-        const S w = std::exp(lse - lse_max);
-        merged += w * o;
-        weight_sum += w;
-      }
-      out.block(0, h * head_dim, 1, head_dim).noalias() = merged / weight_sum;
+      return;
     }
-    return;
   }
   for (Index h = 0; h < n_heads; ++h) {
     const Index g = h / group;

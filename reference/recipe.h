@@ -59,9 +59,10 @@ struct Recipe {
   // otherwise an FP64 table rounded to FP32 once.
   bool rope_angles_in_fp32 = false;
   std::optional<KvCacheFp8> kv_fp8;  // set: the KV cache stores FP8 E4M3
-  // > 0 (flashinfer): a decode step over more than this many keys splits them into chunks
-  // of this many, rounds each chunk's normalized output to `format` and merges the chunks
-  // by log-sum-exp (FlashInfer's partition-KV decode, docs/recipes.md); 0: one pass.
+  // > 0 (flashinfer): a decode step follows FlashInfer's decode kernel in its FP32 order
+  // (reference/flashinfer_decode.h) and past 256 keys splits them into chunks of this many,
+  // each chunk's output rounded to `format`, merged as MergeStates does (docs/recipes.md);
+  // 0: one pass.
   int decode_partial_chunk = 0;
   // flashinfer: at prefill (more than one query row) the unnormalized probabilities
   // exp(s - max) are rounded to `format` and both P.V and the row sum read the rounded

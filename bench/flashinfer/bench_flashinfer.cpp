@@ -2,18 +2,22 @@
 // llama-3-8b, qwen3-8b and qwen3-0.6b shapes (harness/checkpoint/profiles.cpp, seeded
 // random bf16 weights: never zeros), at decode b1/b8/b64 over KV 1024 and prefill 512/2048.
 //   flashinfer/<model>/<case>/<op>   each op of flashinfer-cuda's layer (Path::time_layer:
-//                                    CUDA events behind a spin kernel, median of 40)
-//   path/<name>/<model>/<case>/layer the whole layer of each of the three paths (fused-cuda
+//                                    CUDA events behind a spin kernel, median of 40 or
+//                                    FUSECHECK_BENCH_REPS)
+//   path/<name>/<model>/<case>/layer the whole layer of each of the three paths, with each
+//                                    of its ops as counters "us:<op>" (fused-cuda
 //                                    and standard-cuda replay it from a CUDA graph; the
 //                                    FlashInfer layer is launched op by op, as engines
 //                                    without graphs run it)
 // Counters: GB/s, pct_copy (of the device-to-device copy bandwidth measured at start),
 // TFLOP/s, from the least bytes and the FLOPs each op declares. Before any time is taken
-// each path runs the case once through layer() and must give finite, non-zero outputs.
+// each path runs the case once through layer() and must give finite, non-zero outputs
+// within 0.1 relative L2 of the first path's (validate()).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <memory>
@@ -32,6 +36,9 @@ namespace fc = fusecheck;
 namespace {
 
 double g_copy_gbs = 0;
+// Timed repetitions per op (median taken): FUSECHECK_BENCH_REPS, default 40
+// (scripts/gpu-check-16 takes fewer to fit its time budget).
+int g_repetitions = 40;
 
 // One layer of a profile's shape (vocab cut to 1024: the head is not timed).
 fc::ModelSpec one_layer(const std::string& profile) {
@@ -56,9 +63,16 @@ const std::vector<Case> kCases = {{"decode_b1_kv1024", 1, 1, 1023},
                                   {"prefill_512", 1, 512, 0},
                                   {"prefill_2048", 1, 2048, 0}};
 
+// The first validated path's layer output per model and case: the others must agree.
+std::map<std::string, fc::TapMatrix> g_first_output;
+
 // Runs the case's new tokens once through layer() (on an empty cache: the decode cases
-// as a first step) and refuses to time a path whose output is not finite or all zero.
-void validate(fc::Path& p, const fc::ModelSpec& s, const Case& c) {
+// as a first step) and refuses to time a path whose output is not finite, all zero, or
+// more than 0.1 relative L2 from the first path's on the same input: the three paths
+// compute the same bf16 layer (a layer's bf16 differences stay near 1e-2 even on the
+// Qwen3 profile, docs/flashinfer.md), while a wrong weight, shape or stale buffer gives
+// an unrelated output (relative L2 near 1.4).
+void validate(fc::Path& p, const fc::ModelSpec& s, const std::string& model, const Case& c) {
   p.reset(c.batch, c.n);
   p.keep_taps(std::vector<fc::Tap>{});  // resid_out only
   fc::TapMatrix x(static_cast<Eigen::Index>(c.batch) * c.n, s.hidden);
@@ -67,6 +81,12 @@ void validate(fc::Path& p, const fc::ModelSpec& s, const Case& c) {
   const fc::TapMatrix& out = taps.at(fc::Tap::resid_out);
   if (!out.allFinite() || out.norm() == 0) {
     throw std::runtime_error(p.name() + ": layer output not finite or all zero; not timed");
+  }
+  const auto [first, inserted] = g_first_output.emplace(model + "/" + c.name, out);
+  const double rel = (out - first->second).norm() / first->second.norm();
+  if (!inserted && !(rel <= 0.1)) {
+    throw std::runtime_error(p.name() + ": layer output " + std::to_string(rel) +
+                             " relative L2 from the first path's on " + model + "/" + c.name + "; not timed");
   }
   p.keep_taps(std::nullopt);
 }
@@ -84,11 +104,11 @@ const std::vector<fc::OpTiming>& timings(const std::string& path, const std::str
   auto& ckpt = g_ckpts[m];
   if (!ckpt) ckpt = std::make_unique<fc::ref::RandomCheckpoint>(spec, 3, fc::DType::BF16);
   auto p = fc::make_path(path, *ckpt, fc::PathOptions{});
-  validate(*p, spec, c);
+  validate(*p, spec, m, c);
   p->reset(c.batch, c.start + c.n);
   fc::TimingOptions opts;
   opts.warmup = 3;
-  opts.repetitions = 40;
+  opts.repetitions = g_repetitions;
   opts.graph = true;
   return g_timings[key] = p->time_layer(0, c.n, c.start, opts);
 }
@@ -117,6 +137,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_flashinfer: %s\n", fc::cuda::no_device_reason().c_str());
     return 0;
   }
+  if (const char* reps = std::getenv("FUSECHECK_BENCH_REPS")) {
+    const int r = std::atoi(reps);
+    if (r < 3 || r > 10000) {
+      std::fprintf(stderr, "bench_flashinfer: FUSECHECK_BENCH_REPS=%s: want 3..10000\n", reps);
+      return 2;
+    }
+    g_repetitions = r;
+  }
   fc::register_builtin_paths();
   fc::load_plugin(FUSECHECK_FLASHINFER_PLUGIN);
   const fc::cuda::DeviceProvenance dev = fc::cuda::query_device(0, true);
@@ -132,7 +160,13 @@ int main(int argc, char** argv) {
       const std::string p = m + "/" + c.name;
       for (const char* path : {"flashinfer-cuda", "fused-cuda", "standard-cuda"})
         benchmark::RegisterBenchmark(("path/" + std::string(path) + "/" + p + "/layer").c_str(),
-                                     [=](benchmark::State& st) { report(st, layer_of(timings(path, m, c))); })
+                                     [=](benchmark::State& st) {
+                                       const auto& ops = timings(path, m, c);
+                                       report(st, layer_of(ops));
+                                       // Each op of this path's layer beside it ("us:<op>"): the
+                                       // three paths' ops side by side from the same run.
+                                       for (const auto& t : ops) st.counters["us:" + t.op] = t.median_ms * 1e3;
+                                     })
             ->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
       const std::vector<std::string> ops = {"attn_norm", "qkv_proj", "q_norm", "k_norm", "rope_qk", "kv_append",
                                             c.n == 1 ? "attention_decode" : "attention_prefill", "o_proj", "tap_copies",

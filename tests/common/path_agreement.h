@@ -74,18 +74,25 @@ inline void expect_taps_within(const TapSet& got, const TapSet& emulated, const 
 // (`prefill` false); `where` names the case in failure messages.
 using TapCheck = std::function<void(const TapSet& got, const TapSet& emulated, bool prefill, const std::string& where)>;
 
+// Sees each layer's taps of `got` after its check: the layer, the batch, the tokens per
+// sequence already in the cache before this step (`past`, 0 after a reset), this step's
+// new tokens per sequence `n` and the layer's input.
+using LayerObserver = std::function<void(int layer, int batch, int past, int n, const TapMatrix& input,
+                                         const TapSet& got, const std::string& where)>;
+
 // For each of `batches`: resets both paths to `capacity`, then per step of `steps` (new
 // tokens per sequence) embeds random tokens (from `seed`), which must embed identically,
 // and checks every layer isolated (both get emulated's input) and the head. `label`
-// starts each `where`.
+// starts each `where`; `observe`, when given, sees every layer of `got`.
 inline void drive_isolated(Path& got, Path& emulated, const ModelSpec& spec, std::initializer_list<int> batches,
                            int capacity, std::initializer_list<int> steps, std::uint64_t seed, const std::string& label,
-                           const TapCheck& check) {
+                           const TapCheck& check, const LayerObserver& observe = {}) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> tok(0, spec.vocab - 1);
   for (const int batch : batches) {
     got.reset(batch, capacity);
     emulated.reset(batch, capacity);
+    int past = 0;
     for (int n : steps) {
       std::vector<std::int32_t> ids(batch * n);
       for (auto& t : ids) t = tok(rng);
@@ -94,11 +101,14 @@ inline void drive_isolated(Path& got, Path& emulated, const ModelSpec& spec, std
       TapMatrix h = x;
       for (int l = 0; l < spec.n_layers; ++l) {
         const TapSet g = got.layer(l, h), e = emulated.layer(l, h);
-        check(g, e, n > 1, label + " batch " + std::to_string(batch) + " n=" + std::to_string(n) + " layer " +
-                               std::to_string(l));
+        const std::string where =
+            label + " batch " + std::to_string(batch) + " n=" + std::to_string(n) + " layer " + std::to_string(l);
+        check(g, e, n > 1, where);
+        if (observe) observe(l, batch, past, n, h, g, where);
         h = e.at(Tap::resid_out);
       }
       check(got.head(h), emulated.head(h), false, label + " head n=" + std::to_string(n));
+      past += n;
     }
   }
 }

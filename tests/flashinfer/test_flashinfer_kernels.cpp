@@ -2,7 +2,8 @@
 // double host reference at awkward shapes: odd head counts (5 kv heads, 15 query heads),
 // batch 3, KV lengths 1 and 1025, an activation width that leaves a remainder, inputs read
 // from a slice of a wider q|k|v row. Outputs are poisoned (NaN) before every launch, so an
-// unwritten element fails. Tolerances: each output is ONE rounding to bf16 of an FP32
+// unwritten element fails; every kernel runs twice and must give the same bits (not
+// FusedAddRMSNorm, which works in place). Tolerances: each output is ONE rounding to bf16 of an FP32
 // value, so it sits within 1 bf16 ulp of the reference plus the FP32 error of the value,
 // bounded per op below with its reason. Every case is small enough for compute-sanitizer.
 #include <cuda_runtime.h>
@@ -27,6 +28,15 @@ double gamma(int k) { return k * std::ldexp(1.0, -24); }
 constexpr double kApprox = 0x1p-21;
 
 const bf16* dev(const cuda::DeviceBuffer<bf16>& b) { return b.data(); }
+
+// Runs `launch` again into `out` poisoned, and expects the bits of `first` back: each
+// kernel is deterministic run to run (fixed reduction order, no atomics).
+template <class Launch>
+void expect_repeats(const std::string& what, cuda::DeviceBuffer<bf16>& out, const Bits& first, const Launch& launch) {
+  out.fill_poison();
+  launch();
+  EXPECT_EQ(to_host(out), first) << what << ": two runs differ";
+}
 
 // A case name from its parameters ("rows3_cols1000").
 template <class... Parts>
@@ -66,10 +76,13 @@ TEST_P(FlashInferRmsNorm, SmallMatchesDoubleReference) {
   const double eps = 1e-6;
   const Bits x = random_bits(std::size_t(rows) * cols, 11, -3, 3), w = random_bits(cols, 12, 0.5f, 1.5f);
   auto dx = to_device(x), dw = to_device(w), dy = poisoned(x.size());
-  fi::rms_norm(dev(dx), dev(dw), dy.data(), rows, cols, float(eps), nullptr);
+  const auto launch = [&] { fi::rms_norm(dev(dx), dev(dw), dy.data(), rows, cols, float(eps), nullptr); };
+  launch();
   std::vector<double> xd(x.size()), tol;
   for (std::size_t i = 0; i < x.size(); ++i) xd[i] = val(x, i);
-  expect_within("RMSNorm", to_host(dy), rms_norm_ref(xd, w, rows, cols, eps, tol), tol);
+  const Bits first = to_host(dy);
+  expect_within("RMSNorm", first, rms_norm_ref(xd, w, rows, cols, eps, tol), tol);
+  expect_repeats("RMSNorm", dy, first, launch);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferRmsNorm, ::testing::Values(NormCase{3, 1000}, NormCase{1, 1024}, NormCase{5, 4104}),
@@ -105,11 +118,14 @@ TEST_P(FlashInferQkNorm, SmallReadsStridedHeadsMatchesDoubleReference) {
   const double eps = 1e-6;
   const Bits x = random_bits(std::size_t(rows) * stride, 31, -4, 4), w = random_bits(d, 32, 0.2f, 3.0f);
   auto dx = to_device(x), dw = to_device(w), dy = poisoned(std::size_t(rows) * width);
-  fi::qk_rms_norm(dev(dx) + d, stride, dev(dw), dy.data(), rows, heads, d, float(eps), nullptr);
+  const auto launch = [&] { fi::qk_rms_norm(dev(dx) + d, stride, dev(dw), dy.data(), rows, heads, d, float(eps), nullptr); };
+  launch();
   std::vector<double> xd(std::size_t(rows) * width), tol;
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < width; ++c) xd[r * width + c] = val(x, std::size_t(r) * stride + d + c);
-  expect_within("QKRMSNorm", to_host(dy), rms_norm_ref(xd, w, rows * heads, d, eps, tol), tol);
+  const Bits first = to_host(dy);
+  expect_within("QKRMSNorm", first, rms_norm_ref(xd, w, rows * heads, d, eps, tol), tol);
+  expect_repeats("QKRMSNorm", dy, first, launch);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferQkNorm, ::testing::Values(HeadCase{5, 64}, HeadCase{15, 128}, HeadCase{1, 128}),
@@ -163,8 +179,15 @@ TEST_P(FlashInferRope, SmallMatchesDoubleReferenceFromFp32Cache) {
   std::vector<double> tq, tk;
   const auto rq = reference(q, H, tq);
   const auto rk = reference(k, KVH, tk);
-  expect_within("q_rope", to_host(dq_out), rq, tq);
-  expect_within("k_rope", to_host(dk_out), rk, tk);
+  const Bits q_first = to_host(dq_out), k_first = to_host(dk_out);
+  expect_within("q_rope", q_first, rq, tq);
+  expect_within("k_rope", k_first, rk, tk);
+  dk_out.fill_poison();
+  expect_repeats("q_rope", dq_out, q_first, [&] {
+    fi::rope_cos_sin_cache(dev(dq), std::size_t(H) * D, dev(dk), std::size_t(KVH) * D, dq_out.data(), dk_out.data(),
+                           dcache.data(), dpos.data(), rows, H, KVH, D, interleaved, nullptr);
+  });
+  EXPECT_EQ(to_host(dk_out), k_first) << "k_rope: two runs differ";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferRope,
@@ -184,7 +207,8 @@ TEST(FlashInferSiluAndMul, SmallMatchesDoubleReferenceWithRemainder) {
   const int rows = 3, inter = 8200;
   const Bits gu = random_bits(std::size_t(rows) * 2 * inter, 51, -8, 8);
   auto dgu = to_device(gu), dout = poisoned(std::size_t(rows) * inter);
-  fi::silu_and_mul(dev(dgu), dout.data(), rows, inter, nullptr);
+  const auto launch = [&] { fi::silu_and_mul(dev(dgu), dout.data(), rows, inter, nullptr); };
+  launch();
   std::vector<double> ref(std::size_t(rows) * inter), tol(ref.size());
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < inter; ++c) {
@@ -195,7 +219,9 @@ TEST(FlashInferSiluAndMul, SmallMatchesDoubleReferenceWithRemainder) {
       // |g| in the exponent), an IEEE division and a product.
       tol[r * inter + c] = bf16_ulp(y) + std::fabs(y) * (kApprox + std::fabs(g) * 0x1p-23 + gamma(3));
     }
-  expect_within("silu_and_mul", to_host(dout), ref, tol);
+  const Bits first = to_host(dout);
+  expect_within("silu_and_mul", first, ref, tol);
+  expect_repeats("silu_and_mul", dout, first, launch);
 }
 
 struct AttnCase {
@@ -278,9 +304,7 @@ TEST_P(FlashInferAttention, SmallMatchesDoubleReferenceAndRepeatsBitwise) {
     }
   expect_within("attention", first, ref, tol);
 
-  dout.fill_poison();
-  fi::attention(a, ws.data(), nullptr);
-  EXPECT_EQ(to_host(dout), first) << "two runs of the same attention differ";
+  expect_repeats("attention", dout, first, [&] { fi::attention(a, ws.data(), nullptr); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Decode, FlashInferAttention,

@@ -177,29 +177,32 @@ TEST(Attention, ScalesScoresBeforeSoftmax) {
 
 // The flashinfer recipe's split-KV decode (Recipe::decode_partial_chunk, docs/recipes.md):
 // equal keys give equal scores, so chunk c's output is the mean of its values; each mean is
-// rounded to bf16 and the merge weighs them by their key counts (256 and 44 of 300).
+// rounded to bf16 and the merge weighs them by their key counts (256 and 44 of 300). FP32
+// (the twin's scalar) and head_dim 8, the smallest FlashInfer layout (one lane per head).
 TEST(Attention, SplitDecodeRoundsEachChunkMeanThenMergesByMass) {
   const Recipe& fi = find_recipe("flashinfer");
   ASSERT_EQ(fi.decode_partial_chunk, 256);
-  const Index total = 300;
-  const Mat<double> q = mat(1, 1, {0.75});
-  Mat<double> k(total, 1), v(total, 1);
-  for (Index j = 0; j < total; ++j) k(j, 0) = 0.5, v(j, 0) = (j % 7 == 0 ? 1.0 : 0.0) + 0.001 * (j % 3);
+  const Index total = 300, hd = 8;
+  NoRounding<float> exact;
+  Mat<float> q = Mat<float>::Constant(1, hd, 0.75f), k = Mat<float>::Constant(total, hd, 0.5f), v(total, hd);
+  for (Index j = 0; j < total; ++j) v.row(j).setConstant((j % 7 == 0 ? 1.0f : 0.0f) + 0.01f * (j % 3));
   double m0 = 0, m1 = 0;
-  for (Index j = 0; j < 256; ++j) m0 += v(j, 0) / 256;
-  for (Index j = 256; j < total; ++j) m1 += v(j, 0) / 44;
+  for (Index j = 0; j < 256; ++j) m0 += v(j, 0) / 256.0;
+  for (Index j = 256; j < total; ++j) m1 += v(j, 0) / 44.0;
   const double r0 = fi.round(static_cast<float>(m0)), r1 = fi.round(static_cast<float>(m1));
-  ASSERT_NE(r0, m0);  // the chunk rounding matters here
-  Mat<double> out(1, 1);
-  causal_gqa_attention<double>(q, k, v, total, 1, 1, 1, 1.0, kExact, out.middleRows(0, 1), 256, &fi);
-  EXPECT_NEAR(out(0, 0), (256 * r0 + 44 * r1) / 300, 1e-12);
-  // Unsplit (no recipe, or a prefill row set, or kv within one chunk): the plain mean.
-  Mat<double> plain(1, 1);
-  causal_gqa_attention<double>(q, k, v, total, 1, 1, 1, 1.0, kExact, plain.middleRows(0, 1));
-  EXPECT_NEAR(plain(0, 0), (256 * m0 + 44 * m1) / 300, 1e-12);
-  Mat<double> short_kv(1, 1);
-  causal_gqa_attention<double>(q, k, v, 256, 1, 1, 1, 1.0, kExact, short_kv.middleRows(0, 1), 256, &fi);
-  EXPECT_NEAR(short_kv(0, 0), m0, 1e-12);
+  ASSERT_GT(std::fabs(r0 - m0), 1e-4);  // the chunk rounding matters here, far above FP32 error
+  Mat<float> out(1, hd);
+  causal_gqa_attention<float>(q, k, v, total, 1, 1, static_cast<int>(hd), 1.0f, exact, out.middleRows(0, 1), 256, &fi);
+  // FP32 sums over 256 keys and the merge: within 1e-6 of the exact merge of the rounded means.
+  for (Index c = 0; c < hd; ++c) EXPECT_NEAR(out(0, c), (256 * r0 + 44 * r1) / 300, 1e-6) << c;
+  // Unsplit (no recipe, or kv within one chunk): the plain mean.
+  Mat<float> plain(1, hd);
+  causal_gqa_attention<float>(q, k, v, total, 1, 1, static_cast<int>(hd), 1.0f, exact, plain.middleRows(0, 1));
+  EXPECT_NEAR(plain(0, 0), (256 * m0 + 44 * m1) / 300, 1e-6);
+  Mat<float> short_kv(1, hd);
+  causal_gqa_attention<float>(q, k, v, 256, 1, 1, static_cast<int>(hd), 1.0f, exact, short_kv.middleRows(0, 1), 256,
+                              &fi);
+  EXPECT_NEAR(short_kv(0, 0), m0, 1e-6);
 }
 
 // The flashinfer recipe's prefill P (Recipe::prefill_rounds_unnormalized_p): exp(s - max)
