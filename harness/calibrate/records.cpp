@@ -13,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "harness/check/check.h"
+#include "harness/checkpoint/profiles.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
 #include "harness/results/run_results.h"
@@ -88,7 +89,34 @@ void add_qk_depth(std::vector<StaticComponent>& components) {
 
 namespace {
 
-std::vector<StaticComponent> components_from_json(const std::filesystem::path& file) {
+// A sidecar written before the super-weight figure measured its entry against the other
+// entries (it has no `numel` per layer) holds |value| / rms(all entries), which saturates
+// at sqrt(numel). The figure is recomputed from that gain and the down projection's size,
+// known for a synthetic model from its profile (`down_numel`, 0 when unknown: the value
+// is kept, off by a factor 1 + gain^2 / (2 numel), under 1e-4 for the figures of every
+// unplanted matrix swept).
+void upgrade_super_weights(const nlohmann::json& j, std::int64_t down_numel, std::vector<StaticComponent>& out) {
+  if (down_numel < 2 || !j.contains("read") || !j["read"].is_object() || !j["read"].contains("deep_read")) return;
+  const auto& layers = j["read"]["deep_read"]["layers"];
+  if (!layers.is_array()) return;
+  for (const auto& l : layers) {
+    if (!l.is_object() || l.contains("numel") || !l.contains("layer") || !l["layer"].is_number_integer() ||
+        !l.contains("entry_gain") || !l["entry_gain"].is_number() || !l.contains("neuron_gain") ||
+        !l["neuron_gain"].is_number()) {
+      continue;
+    }
+    const double gain = l["entry_gain"].get<double>();
+    if (!(gain > 0) || gain * gain >= static_cast<double>(down_numel)) continue;
+    // With rms(all) = 1: the entry is `gain`, the sum of squares numel.
+    const double figure = check::super_weight_entry_gain(gain, static_cast<double>(down_numel), down_numel) *
+                          l["neuron_gain"].get<double>();
+    for (auto& c : out) {
+      if (c.name == "mlp.super_weight" && c.layer == l["layer"].get<int>()) c.value = figure;
+    }
+  }
+}
+
+std::vector<StaticComponent> components_from_json(const std::filesystem::path& file, std::int64_t down_numel) {
   std::ifstream in(file);
   nlohmann::json j;
   try {
@@ -108,6 +136,7 @@ std::vector<StaticComponent> components_from_json(const std::filesystem::path& f
     out.push_back({c["name"].get<std::string>(), c["layer"].get<int>(), c["value"].get<double>()});
   }
   add_qk_depth(out);
+  upgrade_super_weights(j, down_numel, out);
   return out;
 }
 
@@ -189,6 +218,21 @@ bool parse_point_description(const std::string& description, RunRecord& record) 
   return true;
 }
 
+namespace {
+
+// hidden x intermediate of a synthetic model's profile (the sweep overrides neither), 0
+// for a checkpoint or an unknown profile.
+std::int64_t synthetic_down_numel(const results::Run& run) {
+  if (run.attr("model_source").value_or("") != "synth") return 0;
+  const std::string name = run.attr("model_profile").value_or("");
+  for (const auto& p : synth_profiles()) {
+    if (p.name == name) return static_cast<std::int64_t>(p.hidden) * p.intermediate;
+  }
+  return 0;
+}
+
+}  // namespace
+
 RunRecord load_run(const std::filesystem::path& file) {
   const auto rf = results::ResultsFile::load(file);
   if (rf.runs().size() != 1) {
@@ -215,7 +259,7 @@ RunRecord load_run(const std::filesystem::path& file) {
   auto sidecar = file;
   sidecar.replace_extension(".check.json");
   if (std::filesystem::exists(sidecar)) {
-    r.components = components_from_json(sidecar);
+    r.components = components_from_json(sidecar, synthetic_down_numel(run));
     r.components_source = sidecar.string();
   } else {
     const std::string model_path = run.attr("model_path").value_or("");

@@ -181,6 +181,13 @@ double neuron_row_gain(const TensorView* gate, const TensorView* up, std::int64_
 
 }  // namespace
 
+double super_weight_entry_gain(double largest, double sum_sq, std::int64_t numel) {
+  if (numel < 2) return 1.0;
+  const double others_sq = std::max(0.0, sum_sq - largest * largest);
+  const double scale = std::sqrt(others_sq / static_cast<double>(numel - 1));
+  return scale > 0 ? largest / scale : 1.0;
+}
+
 SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, const TensorView* up, int layer,
                               DeepRead& read, int sample_rows) {
   const std::string where = down.file + ": " + down.name;
@@ -220,8 +227,12 @@ SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, co
   }
   ++read.tensors_read;
   read.bytes_read += down.bytes.size();
-  const double rms = std::sqrt(sum_sq / static_cast<double>(hidden * inter));
-  w.entry_gain = rms > 0 ? largest / rms : 1.0;
+  // The scale is the rms of the *other* entries: with the entry itself in it, the gain
+  // of one huge entry saturates at sqrt(numel) (1774 for a 1024 x 3072 down_proj, where
+  // the GPU sweep's planted 128, 512 and 2048 all read 1720-1773), so the figure could
+  // not tell a super weight of 128 from one of 2048.
+  w.numel = hidden * inter;
+  w.entry_gain = super_weight_entry_gain(largest, sum_sq, w.numel);
   if (gate || up) {
     // The neuron's rows against a typical neuron's: the median over rows spread evenly
     // through the tensor (the neuron's own excluded), so the figure needs no full read.

@@ -302,7 +302,7 @@ std::string render_json(const CompatibilityResult& r) {
              {"bytes_read", r.deep->bytes_read}, {"seconds", r.deep->seconds}, {"layers", ojson::array()}};
     for (const auto& w : r.deep->layers) {
       dj["layers"].push_back({{"layer", w.layer}, {"tensor", w.tensor}, {"channel", w.channel}, {"neuron", w.neuron},
-                              {"value", number(w.value)}, {"entry_gain", number(w.entry_gain)},
+                              {"value", number(w.value)}, {"numel", w.numel}, {"entry_gain", number(w.entry_gain)},
                               {"neuron_gain", number(w.neuron_gain)}, {"figure", number(w.figure)}});
     }
     j["read"]["deep_read"] = dj;
