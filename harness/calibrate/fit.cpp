@@ -15,7 +15,9 @@ namespace fusecheck::calibrate {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kFittedWarnRatio = 0.5;
+// A warn cut at or above its fail cut sits just below it: the schema needs warn < fail,
+// and the WARNING band of that figure is then empty on the sweep.
+constexpr double kWarnBelowFail = 0.999;
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -298,13 +300,12 @@ check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, s
     const check::Ramp& d = defaults.*ramp_member(k);
     double f = fail.cuts[K];
     if (!std::isfinite(f)) f = std::max(d.on() ? d.fail : 0.0, 2 * largest);
-    // WARNING means "within a factor kFittedWarnRatio of the fail cut" at least, and every
-    // divergent model of the sweep at least WARNING (the no-miss cut, when lower). The
-    // factor keeps each ramp graded over about three times below its fail point, so the
-    // score still ranks models near a cut instead of stepping at it.
+    // WARNING means what the fit says: every divergent model of the sweep at least WARNING
+    // (the no-miss cut). The score keeps ranking below warn and past fail whatever the
+    // width of the band (check::ramp_score), so the band is not widened by hand.
     double w = warn.cuts[K];
-    if (!std::isfinite(w)) w = f * kFittedWarnRatio;
-    w = std::min(w, f * kFittedWarnRatio);
+    if (!std::isfinite(w)) w = f;
+    w = std::min(w, f * kWarnBelowFail);
     t.*ramp_member(k) = {w, f};
   }
   return t;

@@ -58,8 +58,9 @@ struct CutFit {
 CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> labels, double max_miss_rate);
 
 // The thresholds file from fitted cuts: `fail` = the cuts at the allowed miss rate,
-// `warn` = the cuts at no miss (every divergent model at least WARNING), and at most half
-// of `fail` so that each ramp stays graded below its cut. A fail cut of +inf becomes the
+// `warn` = the cuts at no miss (every divergent model at least WARNING), just below `fail`
+// (0.999 fail) when not lower (the ramp keeps ranking on both sides of its cuts,
+// check::ramp_score, so no band is widened by hand). A fail cut of +inf becomes the
 // larger of the baseline's fail and twice the largest value seen, so the figure never
 // fires on models like the sweep's. Status cutoffs stay the baseline's.
 check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models,

@@ -16,9 +16,11 @@ struct StatusCutoffs {
   double incompatible_below = 0.5;  // score < this: INCOMPATIBLE
 };
 
-// A component's score falls log-linearly with its figure: 0.8 at `warn`, 0.5 at `fail`,
-// clamped to [0, 1] (so 1 below warn * (warn/fail)^(2/3)). With the default cutoffs a
-// figure past `warn` alone makes the model WARNING, past `fail` INCOMPATIBLE.
+// A component's score falls piecewise log-linearly with its figure: 1 up to sqrt(warn),
+// 0.8 at `warn`, 0.5 at `fail`, 0 at fail^2, clamped to [0, 1]. With the
+// default cutoffs a figure past `warn` alone makes the model WARNING, past `fail`
+// INCOMPATIBLE; below warn and past fail the score still ranks models by the figure,
+// however narrow a fitted warn-fail band is.
 // A ramp of 0 / 0 is off: a thresholds file written before its figure existed does not
 // score that figure (the report says so).
 struct Ramp {

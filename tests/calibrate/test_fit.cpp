@@ -201,9 +201,21 @@ TEST(CalibrateFit, ThresholdsKeepWarnBelowFailAndFillUnneededRamps) {
   warn.cuts = fail.cuts;
   const check::Thresholds t = thresholds_from_cuts(fail, warn, m, hand_written());
   EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
-  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, std::sqrt(32.0) / 2);  // at most half of fail: the ramp stays graded
+  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, 0.999 * std::sqrt(32.0));  // a no-miss cut at fail sits just below it
   EXPECT_DOUBLE_EQ(t.qk_amplification.fail, 32.0);  // the baseline's fail: above twice every value seen (2)
   EXPECT_LT(t.qk_amplification.warn, t.qk_amplification.fail);
+}
+
+TEST(CalibrateFit, WarnIsTheNoMissCutWhenItLiesBelowFail) {
+  const std::vector<FigureMaxima> m = {ratio_only(4), ratio_only(8)};
+  CutFit fail, warn;
+  fail.cuts = no_cuts();
+  fail.cuts[0] = std::sqrt(32.0);
+  warn.cuts = no_cuts();
+  warn.cuts[0] = 3.0;
+  const check::Thresholds t = thresholds_from_cuts(fail, warn, m, hand_written());
+  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, 3.0);  // not narrowed or widened by hand
+  EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
 }
 
 TEST(CalibrateFit, RescoreIsTheWorstRamp) {
