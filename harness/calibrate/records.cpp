@@ -1,5 +1,6 @@
 // Reading a folder of run results into calibration records (records.h).
 #include "harness/calibrate/records.h"
+#include "harness/calibrate/sidecar.h"
 
 #include <algorithm>
 #include <cmath>
@@ -75,69 +76,13 @@ PathRecord read_path(const results::Run& run, const std::string& label) {
 
 }  // namespace
 
-void add_qk_depth(std::vector<StaticComponent>& components) {
-  double log_sum = 0;
-  int layers = 0;
-  for (const auto& c : components) {
-    if (c.name == "model.qk_depth") return;
-    if (c.name != "qk.amplification") continue;
-    log_sum += std::log(std::max(c.value, 1.0));
-    ++layers;
-  }
-  if (layers) components.push_back({"model.qk_depth", -1, std::exp(log_sum / layers)});
-}
-
 namespace {
-
-// A sidecar written before the super-weight figure measured its entry against the other
-// entries (it has no `numel` per layer) holds |value| / rms(all entries), which saturates
-// at sqrt(numel). The figure is recomputed from that gain and the down projection's size,
-// known for a synthetic model from its profile (`down_numel`, 0 when unknown: the value
-// is kept, off by a factor 1 + gain^2 / (2 numel), under 1e-4 for the figures of every
-// unplanted matrix swept).
-void upgrade_super_weights(const nlohmann::json& j, std::int64_t down_numel, std::vector<StaticComponent>& out) {
-  if (down_numel < 2 || !j.contains("read") || !j["read"].is_object() || !j["read"].contains("deep_read")) return;
-  const auto& layers = j["read"]["deep_read"]["layers"];
-  if (!layers.is_array()) return;
-  for (const auto& l : layers) {
-    if (!l.is_object() || l.contains("numel") || !l.contains("layer") || !l["layer"].is_number_integer() ||
-        !l.contains("entry_gain") || !l["entry_gain"].is_number() || !l.contains("neuron_gain") ||
-        !l["neuron_gain"].is_number()) {
-      continue;
-    }
-    const double gain = l["entry_gain"].get<double>();
-    if (!(gain > 0) || gain * gain >= static_cast<double>(down_numel)) continue;
-    // With rms(all) = 1: the entry is `gain`, the sum of squares numel.
-    const double figure = check::super_weight_entry_gain(gain, static_cast<double>(down_numel), down_numel) *
-                          l["neuron_gain"].get<double>();
-    for (auto& c : out) {
-      if (c.name == "mlp.super_weight" && c.layer == l["layer"].get<int>()) c.value = figure;
-    }
-  }
-}
 
 std::vector<StaticComponent> components_from_json(const std::filesystem::path& file, std::int64_t down_numel) {
   std::ifstream in(file);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& ex) {
-    throw InputError(file.string(), std::string("not a fusecheck check JSON report: ") + ex.what());
-  }
-  if (!j.contains("components") || !j["components"].is_array() || j.value("scorer", "") != "fusecheck") {
-    throw InputError(file.string(), "not a fusecheck-scorer JSON report (no components)");
-  }
-  std::vector<StaticComponent> out;
-  for (const auto& c : j["components"]) {
-    if (!c.is_object() || !c.contains("name") || !c["name"].is_string() || !c.contains("layer") ||
-        !c["layer"].is_number_integer() || !c.contains("value") || !c["value"].is_number()) {
-      throw InputError(file.string(), "a component lacks a string name, an integer layer or a numeric value");
-    }
-    out.push_back({c["name"].get<std::string>(), c["layer"].get<int>(), c["value"].get<double>()});
-  }
-  add_qk_depth(out);
-  upgrade_super_weights(j, down_numel, out);
-  return out;
+  std::stringstream text;
+  text << in.rdbuf();
+  return components_from_check_json(text.str(), file.string(), down_numel);
 }
 
 std::vector<StaticComponent> components_from_checkpoint(const std::string& model_path, const std::string& run_file) {

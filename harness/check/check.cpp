@@ -181,13 +181,6 @@ double neuron_row_gain(const TensorView* gate, const TensorView* up, std::int64_
 
 }  // namespace
 
-double super_weight_entry_gain(double largest, double sum_sq, std::int64_t numel) {
-  if (numel < 2) return 1.0;
-  const double others_sq = std::max(0.0, sum_sq - largest * largest);
-  const double scale = std::sqrt(others_sq / static_cast<double>(numel - 1));
-  return scale > 0 ? largest / scale : 1.0;
-}
-
 SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, const TensorView* up, int layer,
                               DeepRead& read, int sample_rows) {
   const std::string where = down.file + ": " + down.name;
