@@ -39,7 +39,8 @@ check::Ramp check::Thresholds::*ramp_member(int figure) {
   static constexpr check::Ramp check::Thresholds::*members[kFigures] = {
       &check::Thresholds::norm_ratio,          &check::Thresholds::hidden_norm_gain,
       &check::Thresholds::qk_amplification,    &check::Thresholds::model_amplification,
-      &check::Thresholds::qk_depth_amplification, &check::Thresholds::super_weight};
+      &check::Thresholds::qk_depth_amplification, &check::Thresholds::super_weight,
+      &check::Thresholds::final_norm_gain};
   if (figure < 0 || figure >= kFigures) throw std::out_of_range("ramp_member");
   return members[figure];
 }
@@ -47,7 +48,8 @@ check::Ramp check::Thresholds::*ramp_member(int figure) {
 std::string_view figure_name(int figure) {
   static constexpr std::string_view names[kFigures] = {"norm_ratio",          "hidden_norm_gain",
                                                        "qk_amplification",    "model_amplification",
-                                                       "qk_depth_amplification", "super_weight"};
+                                                       "qk_depth_amplification", "super_weight",
+                                                       "final_norm_gain"};
   if (figure < 0 || figure >= kFigures) throw std::out_of_range("figure_name");
   return names[figure];
 }
@@ -57,6 +59,7 @@ int figure_of(const std::string& c) {
   if (c == "model.amplification") return 3;
   if (c == "model.qk_depth") return 4;
   if (c == "mlp.super_weight") return 5;
+  if (c == "final_norm.gain") return 6;
   if (ends_with(c, ".gain")) return 1;
   if (ends_with(c, ".ratio")) return 0;
   return -1;
@@ -76,7 +79,9 @@ double rescore(std::span<const StaticComponent> components, const check::Thresho
   double score = 1.0;
   for (const auto& c : components) {
     const int f = figure_of(c.name);
-    if (f >= 0) score = std::min(score, check::ramp_score(c.value, t.*ramp_member(f), t.status));
+    if (f < 0) continue;
+    const check::Ramp& ramp = f == 6 ? check::final_norm_gain_ramp(t) : t.*ramp_member(f);
+    score = std::min(score, check::ramp_score(c.value, ramp, t.status));
   }
   return score;
 }

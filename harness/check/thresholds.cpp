@@ -24,7 +24,7 @@ constexpr const char* kSchema = "fusecheck-thresholds/1";
 constexpr const char* kRampNames[] = {"norm_ratio", "hidden_norm_gain", "qk_amplification",
                                       "model_amplification"};
 // Ramps added after fusecheck-thresholds/1 files were first written: optional, off when absent.
-constexpr const char* kOptionalRampNames[] = {"qk_depth_amplification", "super_weight"};
+constexpr const char* kOptionalRampNames[] = {"qk_depth_amplification", "super_weight", "final_norm_gain"};
 constexpr const char* kStatusKeys[] = {"COMPATIBLE", "WARNING", "INCOMPATIBLE"};
 
 Ramp* ramp_by_name(Thresholds& t, const std::string& name) {
@@ -34,6 +34,7 @@ Ramp* ramp_by_name(Thresholds& t, const std::string& name) {
   if (name == "model_amplification") return &t.model_amplification;
   if (name == "qk_depth_amplification") return &t.qk_depth_amplification;
   if (name == "super_weight") return &t.super_weight;
+  if (name == "final_norm_gain") return &t.final_norm_gain;
   return nullptr;
 }
 
@@ -182,6 +183,10 @@ void apply_threshold_flag(Thresholds& t, double threshold) {
   t.norm_ratio = Ramp{threshold * 0.75, threshold};
   t.overrides = fmt::format("--threshold {}", threshold);
   t.evidence.reset();  // the sweep's counts belonged to the thresholds as fitted
+}
+
+const Ramp& final_norm_gain_ramp(const Thresholds& t) {
+  return t.final_norm_gain.on() ? t.final_norm_gain : t.hidden_norm_gain;
 }
 
 double ramp_score(double value, const Ramp& ramp, const StatusCutoffs& cutoffs) {

@@ -279,6 +279,26 @@ TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
   EXPECT_NE(r.reason.find("model.qk_depth"), std::string::npos) << r.reason;
 }
 
+// The GPU sweep: a final-norm gain of 16.3 diverged where attn_norm gains up to 31.8 in
+// every layer mostly did not, so the final norm has its own ramp (hidden_norm_gain's when a
+// thresholds file has none).
+TEST(FusecheckScorer, TheFinalNormGainIsScoredOnItsOwnRampWhenGiven) {
+  ModelNormWeights m = benign_model(8);  // deep enough that the rms of the stage figures stays under its warn
+  m.final_norm->values.assign(64, 1.0);
+  m.final_norm->values[0] = 15.0;  // ratio 15, gain 15 / rms = 7.1: under the hand-written warns 16 and 8
+  const auto hidden_ramp = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
+  EXPECT_EQ(hidden_ramp.status, Status::Compatible);
+  Thresholds t = reasoned();
+  t.final_norm_gain = {3.0, 6.0};
+  const auto own_ramp = score_norm_weights(m, t, Scorer::Fusecheck);
+  EXPECT_EQ(own_ramp.status, Status::Incompatible);
+  EXPECT_NE(own_ramp.reason.find("final_norm.gain"), std::string::npos) << own_ramp.reason;
+  const auto it = std::find_if(own_ramp.components.begin(), own_ramp.components.end(),
+                               [](const Component& c) { return c.name == "final_norm.gain"; });
+  ASSERT_NE(it, own_ramp.components.end());
+  EXPECT_EQ(it->fail, 6.0);
+}
+
 TEST(FusecheckScorer, ASuperWeightFigureIsScoredOnlyWhenGiven) {
   ModelNormWeights m = benign_model(2);
   EXPECT_EQ(score_of(m), 1.0);
