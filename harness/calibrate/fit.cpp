@@ -15,6 +15,7 @@ namespace fusecheck::calibrate {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int kFinalNormGain = 6;  // figure_name(6): scored on hidden_norm_gain's ramp in older files
 // A warn cut at or above its fail cut sits just below it: the schema needs warn < fail,
 // and the WARNING band of that figure is then empty on the sweep.
 constexpr double kWarnBelowFail = 0.999;
@@ -59,7 +60,7 @@ int figure_of(const std::string& c) {
   if (c == "model.amplification") return 3;
   if (c == "model.qk_depth") return 4;
   if (c == "mlp.super_weight") return 5;
-  if (c == "final_norm.gain") return 6;
+  if (c == "final_norm.gain") return kFinalNormGain;
   if (ends_with(c, ".gain")) return 1;
   if (ends_with(c, ".ratio")) return 0;
   return -1;
@@ -80,7 +81,7 @@ double rescore(std::span<const StaticComponent> components, const check::Thresho
   for (const auto& c : components) {
     const int f = figure_of(c.name);
     if (f < 0) continue;
-    const check::Ramp& ramp = f == 6 ? check::final_norm_gain_ramp(t) : t.*ramp_member(f);
+    const check::Ramp& ramp = f == kFinalNormGain ? check::final_norm_gain_ramp(t) : t.*ramp_member(f);
     score = std::min(score, check::ramp_score(c.value, ramp, t.status));
   }
   return score;
