@@ -305,7 +305,7 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
   c.warn_fit = fit_cuts(maxima, labels, 0.0);
   c.thresholds = thresholds_from_cuts(c.fail_fit, c.warn_fit, maxima, options.baseline_thresholds());
   c.thresholds.source = fmt::format("fusecheck calibrate: fail cuts at miss rate <= {:g}, then fewest false alarms; "
-                                    "warn cuts at no miss and at most half of fail (docs/calibration.md)",
+                                    "warn cuts at no miss, below fail (docs/calibration.md)",
                                     options.max_miss_rate);
   c.thresholds.created = c.created;
   c.thresholds.sweep = c.identity;

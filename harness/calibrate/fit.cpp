@@ -15,7 +15,10 @@ namespace fusecheck::calibrate {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kFittedWarnRatio = 0.5;
+constexpr int kFinalNormGain = 6;  // figure_name(6): scored on hidden_norm_gain's ramp in older files
+// A warn cut at or above its fail cut sits just below it: the schema needs warn < fail,
+// and the WARNING band of that figure is then empty on the sweep.
+constexpr double kWarnBelowFail = 0.999;
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -37,7 +40,8 @@ check::Ramp check::Thresholds::*ramp_member(int figure) {
   static constexpr check::Ramp check::Thresholds::*members[kFigures] = {
       &check::Thresholds::norm_ratio,          &check::Thresholds::hidden_norm_gain,
       &check::Thresholds::qk_amplification,    &check::Thresholds::model_amplification,
-      &check::Thresholds::qk_depth_amplification, &check::Thresholds::super_weight};
+      &check::Thresholds::qk_depth_amplification, &check::Thresholds::super_weight,
+      &check::Thresholds::final_norm_gain};
   if (figure < 0 || figure >= kFigures) throw std::out_of_range("ramp_member");
   return members[figure];
 }
@@ -45,7 +49,8 @@ check::Ramp check::Thresholds::*ramp_member(int figure) {
 std::string_view figure_name(int figure) {
   static constexpr std::string_view names[kFigures] = {"norm_ratio",          "hidden_norm_gain",
                                                        "qk_amplification",    "model_amplification",
-                                                       "qk_depth_amplification", "super_weight"};
+                                                       "qk_depth_amplification", "super_weight",
+                                                       "final_norm_gain"};
   if (figure < 0 || figure >= kFigures) throw std::out_of_range("figure_name");
   return names[figure];
 }
@@ -55,6 +60,7 @@ int figure_of(const std::string& c) {
   if (c == "model.amplification") return 3;
   if (c == "model.qk_depth") return 4;
   if (c == "mlp.super_weight") return 5;
+  if (c == "final_norm.gain") return kFinalNormGain;
   if (ends_with(c, ".gain")) return 1;
   if (ends_with(c, ".ratio")) return 0;
   return -1;
@@ -74,7 +80,9 @@ double rescore(std::span<const StaticComponent> components, const check::Thresho
   double score = 1.0;
   for (const auto& c : components) {
     const int f = figure_of(c.name);
-    if (f >= 0) score = std::min(score, check::ramp_score(c.value, t.*ramp_member(f), t.status));
+    if (f < 0) continue;
+    const check::Ramp& ramp = f == kFinalNormGain ? check::final_norm_gain_ramp(t) : t.*ramp_member(f);
+    score = std::min(score, check::ramp_score(c.value, ramp, t.status));
   }
   return score;
 }
@@ -298,13 +306,12 @@ check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, s
     const check::Ramp& d = defaults.*ramp_member(k);
     double f = fail.cuts[K];
     if (!std::isfinite(f)) f = std::max(d.on() ? d.fail : 0.0, 2 * largest);
-    // WARNING means "within a factor kFittedWarnRatio of the fail cut" at least, and every
-    // divergent model of the sweep at least WARNING (the no-miss cut, when lower). The
-    // factor keeps each ramp graded over about three times below its fail point, so the
-    // score still ranks models near a cut instead of stepping at it.
+    // WARNING means what the fit says: every divergent model of the sweep at least WARNING
+    // (the no-miss cut). The score keeps ranking below warn and past fail whatever the
+    // width of the band (check::ramp_score), so the band is not widened by hand.
     double w = warn.cuts[K];
-    if (!std::isfinite(w)) w = f * kFittedWarnRatio;
-    w = std::min(w, f * kFittedWarnRatio);
+    if (!std::isfinite(w)) w = f;
+    w = std::min(w, f * kWarnBelowFail);
     t.*ramp_member(k) = {w, f};
   }
   return t;

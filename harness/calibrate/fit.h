@@ -2,9 +2,9 @@
 // fixed (0.8 / 0.5), a model is INCOMPATIBLE exactly when one of its figures passes its
 // ramp's `fail` point, WARNING when one passes `warn` (docs/static-score.md). So fitting
 // `fail` is choosing one cut per figure family (norm ratio, hidden-norm gain, q/k
-// amplification, model amplification, q/k depth amplification, super weight) for the
-// rule "flag when any figure > its cut": at most the allowed share of divergent models
-// missed, then the fewest false alarms. The fit decides which figures take part: one
+// amplification, model amplification, q/k depth amplification, super weight, final-norm
+// gain) for the rule "flag when any figure > its cut": at most the allowed share of
+// divergent models missed, then the fewest false alarms. The fit decides which figures take part: one
 // that catches nothing the others miss is left at +inf.
 #pragma once
 
@@ -20,14 +20,14 @@
 
 namespace fusecheck::calibrate {
 
-inline constexpr int kFigures = 6;
+inline constexpr int kFigures = 7;
 // The thresholds file's ramp names, in this order, and the Thresholds member of each.
 std::string_view figure_name(int figure);
 check::Ramp check::Thresholds::*ramp_member(int figure);
 // The ramp a fusecheck component feeds ("k_norm.ratio" -> norm_ratio = 0, "attn_norm.gain"
 // -> hidden_norm_gain = 1, "qk.amplification" -> 2, "model.amplification" -> 3,
-// "model.qk_depth" -> qk_depth_amplification = 4, "mlp.super_weight" -> super_weight = 5);
-// -1 if none.
+// "model.qk_depth" -> qk_depth_amplification = 4, "mlp.super_weight" -> super_weight = 5,
+// "final_norm.gain" -> final_norm_gain = 6); -1 if none.
 int figure_of(const std::string& component);
 
 // A model's largest value of each figure family (1 where it has none).
@@ -58,8 +58,9 @@ struct CutFit {
 CutFit fit_cuts(std::span<const FigureMaxima> models, std::span<const int> labels, double max_miss_rate);
 
 // The thresholds file from fitted cuts: `fail` = the cuts at the allowed miss rate,
-// `warn` = the cuts at no miss (every divergent model at least WARNING), and at most half
-// of `fail` so that each ramp stays graded below its cut. A fail cut of +inf becomes the
+// `warn` = the cuts at no miss (every divergent model at least WARNING), just below `fail`
+// (0.999 fail) when not lower (the ramp keeps ranking on both sides of its cuts,
+// check::ramp_score, so no band is widened by hand). A fail cut of +inf becomes the
 // larger of the baseline's fail and twice the largest value seen, so the figure never
 // fires on models like the sweep's. Status cutoffs stay the baseline's.
 check::Thresholds thresholds_from_cuts(const CutFit& fail, const CutFit& warn, std::span<const FigureMaxima> models,

@@ -1,5 +1,6 @@
 // Reading a folder of run results into calibration records (records.h).
 #include "harness/calibrate/records.h"
+#include "harness/calibrate/sidecar.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "harness/check/check.h"
+#include "harness/checkpoint/profiles.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
 #include "harness/results/run_results.h"
@@ -74,41 +76,13 @@ PathRecord read_path(const results::Run& run, const std::string& label) {
 
 }  // namespace
 
-void add_qk_depth(std::vector<StaticComponent>& components) {
-  double log_sum = 0;
-  int layers = 0;
-  for (const auto& c : components) {
-    if (c.name == "model.qk_depth") return;
-    if (c.name != "qk.amplification") continue;
-    log_sum += std::log(std::max(c.value, 1.0));
-    ++layers;
-  }
-  if (layers) components.push_back({"model.qk_depth", -1, std::exp(log_sum / layers)});
-}
-
 namespace {
 
-std::vector<StaticComponent> components_from_json(const std::filesystem::path& file) {
+std::vector<StaticComponent> components_from_json(const std::filesystem::path& file, std::int64_t down_numel) {
   std::ifstream in(file);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& ex) {
-    throw InputError(file.string(), std::string("not a fusecheck check JSON report: ") + ex.what());
-  }
-  if (!j.contains("components") || !j["components"].is_array() || j.value("scorer", "") != "fusecheck") {
-    throw InputError(file.string(), "not a fusecheck-scorer JSON report (no components)");
-  }
-  std::vector<StaticComponent> out;
-  for (const auto& c : j["components"]) {
-    if (!c.is_object() || !c.contains("name") || !c["name"].is_string() || !c.contains("layer") ||
-        !c["layer"].is_number_integer() || !c.contains("value") || !c["value"].is_number()) {
-      throw InputError(file.string(), "a component lacks a string name, an integer layer or a numeric value");
-    }
-    out.push_back({c["name"].get<std::string>(), c["layer"].get<int>(), c["value"].get<double>()});
-  }
-  add_qk_depth(out);
-  return out;
+  std::stringstream text;
+  text << in.rdbuf();
+  return components_from_check_json(text.str(), file.string(), down_numel);
 }
 
 std::vector<StaticComponent> components_from_checkpoint(const std::string& model_path, const std::string& run_file) {
@@ -189,6 +163,21 @@ bool parse_point_description(const std::string& description, RunRecord& record) 
   return true;
 }
 
+namespace {
+
+// hidden x intermediate of a synthetic model's profile (the sweep overrides neither), 0
+// for a checkpoint or an unknown profile.
+std::int64_t synthetic_down_numel(const results::Run& run) {
+  if (run.attr("model_source").value_or("") != "synth") return 0;
+  const std::string name = run.attr("model_profile").value_or("");
+  for (const auto& p : synth_profiles()) {
+    if (p.name == name) return static_cast<std::int64_t>(p.hidden) * p.intermediate;
+  }
+  return 0;
+}
+
+}  // namespace
+
 RunRecord load_run(const std::filesystem::path& file) {
   const auto rf = results::ResultsFile::load(file);
   if (rf.runs().size() != 1) {
@@ -215,7 +204,7 @@ RunRecord load_run(const std::filesystem::path& file) {
   auto sidecar = file;
   sidecar.replace_extension(".check.json");
   if (std::filesystem::exists(sidecar)) {
-    r.components = components_from_json(sidecar);
+    r.components = components_from_json(sidecar, synthetic_down_numel(run));
     r.components_source = sidecar.string();
   } else {
     const std::string model_path = run.attr("model_path").value_or("");

@@ -220,8 +220,12 @@ SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, co
   }
   ++read.tensors_read;
   read.bytes_read += down.bytes.size();
-  const double rms = std::sqrt(sum_sq / static_cast<double>(hidden * inter));
-  w.entry_gain = rms > 0 ? largest / rms : 1.0;
+  // The scale is the rms of the *other* entries: with the entry itself in it, the gain
+  // of one huge entry saturates at sqrt(numel) (1774 for a 1024 x 3072 down_proj, where
+  // the GPU sweep's planted 128, 512 and 2048 all read 1720-1773), so the figure could
+  // not tell a super weight of 128 from one of 2048.
+  w.numel = hidden * inter;
+  w.entry_gain = super_weight_entry_gain(largest, sum_sq, w.numel);
   if (gate || up) {
     // The neuron's rows against a typical neuron's: the median over rows spread evenly
     // through the tensor (the neuron's own excluded), so the figure needs no full read.

@@ -92,7 +92,8 @@ struct SuperWeight {
   std::int64_t channel = 0;        // row of down_proj (residual channel written)
   std::int64_t neuron = 0;         // column of down_proj (intermediate neuron read)
   double value = 0;                // the entry
-  double entry_gain = 1;           // |value| / rms(down_proj)
+  std::int64_t numel = 0;          // entries of down_proj
+  double entry_gain = 1;           // |value| / rms of down_proj's other entries
   double neuron_gain = 1;          // |gate_j| |up_j| over the median of sampled rows' |gate_i| |up_i| (1 without gate/up)
   double figure = 1;               // entry_gain * neuron_gain: the scored figure
 };
@@ -157,6 +158,10 @@ CompatibilityResult score_norm_weights(const ModelNormWeights& weights, const Th
 // reads, from `gate` / `up` ([intermediate x hidden], either may be null): the neuron's
 // rows and `sample_rows` rows spread evenly over the others. InputError on a non-finite
 // entry or mismatched shapes. Adds what it read to `read`.
+// |largest| over the rms of the other numel - 1 entries, from the sum of squares of all
+// numel entries (1 when there is no other entry or they are all zero).
+double super_weight_entry_gain(double largest, double sum_sq, std::int64_t numel);
+
 SuperWeight find_super_weight(const TensorView& down, const TensorView* gate, const TensorView* up, int layer,
                               DeepRead& read, int sample_rows = 64);
 

@@ -51,8 +51,10 @@ NormStats analyse(const NamedWeights& w, NormRole role, int layer, Scoring& sc) 
   s.tensor = w.tensor;
   const std::string name(norm_role_name(role));
   double worst = sc.add(name + ".ratio", layer, s.ratio, sc.t.norm_ratio);
-  if (role == NormRole::AttnNorm || role == NormRole::MlpNorm || role == NormRole::FinalNorm) {
+  if (role == NormRole::AttnNorm || role == NormRole::MlpNorm) {
     worst = std::min(worst, sc.add(name + ".gain", layer, s.peak_gain, sc.t.hidden_norm_gain));
+  } else if (role == NormRole::FinalNorm) {
+    worst = std::min(worst, sc.add(name + ".gain", layer, s.peak_gain, final_norm_gain_ramp(sc.t)));
   }
   s.extreme = sc.flagged(worst);
   return s;

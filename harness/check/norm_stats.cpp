@@ -1,4 +1,5 @@
-// Per-tensor statistics of norm weights: the seed's signed figures and our absolute ones.
+// Per-tensor statistics: the seed's signed figures and our absolute ones of norm weights,
+// and the super-weight entry gain of an MLP down projection.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -70,6 +71,13 @@ NormStats absolute_stats(std::span<const double> w) {
   // An all-zero tensor has no channel that stands out: gain 1.
   s.peak_gain = s.rms > 0 ? s.max / s.rms : 1.0;
   return s;
+}
+
+double super_weight_entry_gain(double largest, double sum_sq, std::int64_t numel) {
+  if (numel < 2) return 1.0;
+  const double others_sq = std::max(0.0, sum_sq - largest * largest);
+  const double scale = std::sqrt(others_sq / static_cast<double>(numel - 1));
+  return scale > 0 ? largest / scale : 1.0;
 }
 
 }  // namespace fusecheck::check

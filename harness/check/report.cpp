@@ -109,7 +109,7 @@ std::vector<std::string> read_lines(const CompatibilityResult& r) {
   }
   if (top) {
     lines.push_back(fmt::format("Largest super-weight figure: {:.1f} at layer {} {}[{}, {}] = {:.4g} (entry {:.1f}x the "
-                                "rms, neuron rows {:.2f}x typical){}",
+                                "rms of the others, neuron rows {:.2f}x typical){}",
                                 top->figure, top->layer, top->tensor, top->channel, top->neuron, top->value,
                                 top->entry_gain, top->neuron_gain,
                                 r.thresholds.super_weight.on() ? "" : "; not scored: these thresholds have no super_weight ramp"));
@@ -189,7 +189,7 @@ std::string render_text(const CompatibilityResult& r, bool verbose) {
     if (r.deep) {
       for (const auto& w : r.deep->layers) {
         if (w.layer != l.layer) continue;
-        line(fmt::format("  {:<10} largest entry [{}, {}] = {:.4g}: {:.1f}x rms, neuron rows {:.2f}x, figure {:.1f}",
+        line(fmt::format("  {:<10} largest entry [{}, {}] = {:.4g}: {:.1f}x the others' rms, neuron rows {:.2f}x, figure {:.1f}",
                          "down_proj", w.channel, w.neuron, w.value, w.entry_gain, w.neuron_gain, w.figure));
       }
     }
@@ -302,7 +302,7 @@ std::string render_json(const CompatibilityResult& r) {
              {"bytes_read", r.deep->bytes_read}, {"seconds", r.deep->seconds}, {"layers", ojson::array()}};
     for (const auto& w : r.deep->layers) {
       dj["layers"].push_back({{"layer", w.layer}, {"tensor", w.tensor}, {"channel", w.channel}, {"neuron", w.neuron},
-                              {"value", number(w.value)}, {"entry_gain", number(w.entry_gain)},
+                              {"value", number(w.value)}, {"numel", w.numel}, {"entry_gain", number(w.entry_gain)},
                               {"neuron_gain", number(w.neuron_gain)}, {"figure", number(w.figure)}});
     }
     j["read"]["deep_read"] = dj;

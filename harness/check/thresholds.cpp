@@ -24,7 +24,7 @@ constexpr const char* kSchema = "fusecheck-thresholds/1";
 constexpr const char* kRampNames[] = {"norm_ratio", "hidden_norm_gain", "qk_amplification",
                                       "model_amplification"};
 // Ramps added after fusecheck-thresholds/1 files were first written: optional, off when absent.
-constexpr const char* kOptionalRampNames[] = {"qk_depth_amplification", "super_weight"};
+constexpr const char* kOptionalRampNames[] = {"qk_depth_amplification", "super_weight", "final_norm_gain"};
 constexpr const char* kStatusKeys[] = {"COMPATIBLE", "WARNING", "INCOMPATIBLE"};
 
 Ramp* ramp_by_name(Thresholds& t, const std::string& name) {
@@ -34,6 +34,7 @@ Ramp* ramp_by_name(Thresholds& t, const std::string& name) {
   if (name == "model_amplification") return &t.model_amplification;
   if (name == "qk_depth_amplification") return &t.qk_depth_amplification;
   if (name == "super_weight") return &t.super_weight;
+  if (name == "final_norm_gain") return &t.final_norm_gain;
   return nullptr;
 }
 
@@ -184,14 +185,26 @@ void apply_threshold_flag(Thresholds& t, double threshold) {
   t.evidence.reset();  // the sweep's counts belonged to the thresholds as fitted
 }
 
+const Ramp& final_norm_gain_ramp(const Thresholds& t) {
+  return t.final_norm_gain.on() ? t.final_norm_gain : t.hidden_norm_gain;
+}
+
 double ramp_score(double value, const Ramp& ramp, const StatusCutoffs& cutoffs) {
   if (!ramp.on()) return 1.0;
   if (std::isnan(value)) return 0.0;
   if (value <= 0) return 1.0;             // log(0) = -inf: far on the safe side
   if (std::isinf(value)) return 0.0;      // a ratio over a zero median
-  const double t = (std::log(value) - std::log(ramp.warn)) / (std::log(ramp.fail) - std::log(ramp.warn));
-  // Written as a weighted mean so the figure at `warn` / `fail` lands exactly on the cutoff.
-  const double s = cutoffs.warning_below * (1.0 - t) + cutoffs.incompatible_below * t;
+  const double x = std::log(value), lw = std::log(ramp.warn), lf = std::log(ramp.fail);
+  // Between warn and fail: written as a weighted mean so the figure at `warn` / `fail`
+  // lands exactly on the cutoff.
+  const double t = (x - lw) / (lf - lw);
+  double s = cutoffs.warning_below * (1.0 - t) + cutoffs.incompatible_below * t;
+  // Below warn the score keeps ranking down to sqrt(warn) (score 1: figures that far below
+  // warn, in log, are what near-unit weights give), and past fail up to fail^2 (score 0),
+  // however close a fitted warn lies to its fail: the statuses follow the cuts, the
+  // ranking follows the figure. A warn (or fail) at or below 1 keeps the warn-fail slope.
+  if (x < lw && lw > 0) s = 1.0 - (1.0 - cutoffs.warning_below) * (2.0 * x / lw - 1.0);
+  if (x > lf && lf > 0) s = cutoffs.incompatible_below * (1.0 - (x - lf) / lf);
   return std::clamp(s, 0.0, 1.0);
 }
 

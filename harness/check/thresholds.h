@@ -16,9 +16,11 @@ struct StatusCutoffs {
   double incompatible_below = 0.5;  // score < this: INCOMPATIBLE
 };
 
-// A component's score falls log-linearly with its figure: 0.8 at `warn`, 0.5 at `fail`,
-// clamped to [0, 1] (so 1 below warn * (warn/fail)^(2/3)). With the default cutoffs a
-// figure past `warn` alone makes the model WARNING, past `fail` INCOMPATIBLE.
+// A component's score falls piecewise log-linearly with its figure: 1 up to sqrt(warn),
+// 0.8 at `warn`, 0.5 at `fail`, 0 at fail^2, clamped to [0, 1]. With the
+// default cutoffs a figure past `warn` alone makes the model WARNING, past `fail`
+// INCOMPATIBLE; below warn and past fail the score still ranks models by the figure,
+// however narrow a fitted warn-fail band is.
 // A ramp of 0 / 0 is off: a thresholds file written before its figure existed does not
 // score that figure (the report says so).
 struct Ramp {
@@ -50,6 +52,9 @@ struct Thresholds {
   Ramp model_amplification;  // rms over layers (and final norm) of the layer figures
   Ramp qk_depth_amplification;  // geometric mean over layers of max(qk amplification, 1)
   Ramp super_weight;         // --deep: a down_proj entry's gain times its neuron's row gains
+  // max|w| / rms(w) of the final norm alone, which feeds the LM head (off: scored on
+  // hidden_norm_gain, as before the GPU sweep showed the two behave apart).
+  Ramp final_norm_gain;
 
   // From calibration: per status (COMPATIBLE, WARNING, INCOMPATIBLE, in that order) what
   // the sweep's runs did, and the outcome rule that labelled them ("" when hand-written).
@@ -74,6 +79,9 @@ std::string thresholds_to_json(const Thresholds& t);
 // The seed's --threshold T: braidinfer safe ratio T, warning ratio 0.75 T; for the
 // fusecheck scorer the norm-ratio ramp becomes warn 0.75 T, fail T. InputError unless T > 0.
 void apply_threshold_flag(Thresholds& t, double threshold);
+// The ramp the final norm's gain is scored on: final_norm_gain, or hidden_norm_gain in a
+// thresholds file written before it existed.
+const Ramp& final_norm_gain_ramp(const Thresholds& t);
 // Value in [0, 1] of the ramp at `value` (see Ramp).
 double ramp_score(double value, const Ramp& ramp, const StatusCutoffs& cutoffs);
 

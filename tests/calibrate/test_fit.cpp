@@ -46,6 +46,7 @@ TEST(CalibrateFit, ComponentsMapOntoTheirRamps) {
   EXPECT_EQ(figure_of("model.amplification"), 3);
   EXPECT_EQ(figure_of("model.qk_depth"), 4);
   EXPECT_EQ(figure_of("mlp.super_weight"), 5);
+  EXPECT_EQ(figure_of("final_norm.gain"), 6);  // the final norm's gain has its own ramp
   EXPECT_EQ(figure_of("something.else"), -1);
 }
 
@@ -54,9 +55,9 @@ TEST(CalibrateFit, SingleFiguresAreTheMaximaAndTheShareOfAmplifyingLayers) {
       {"k_norm.ratio", 0, 10.0}, {"attn_norm.ratio", 1, 30.0}, {"attn_norm.gain", 0, 3.0},
       {"qk.amplification", 0, 4.0}, {"qk.amplification", 1, 0.5}, {"qk.amplification", 2, 9.0},
       {"model.amplification", -1, 2.5}, {"model.qk_depth", -1, 3.3}, {"mlp.super_weight", 1, 40.0},
-      {"mlp.super_weight", 2, 6.0}};
+      {"mlp.super_weight", 2, 6.0}, {"final_norm.gain", -1, 16.0}};
   const auto f = single_figures(comps);
-  ASSERT_EQ(f.size(), 7u);
+  ASSERT_EQ(f.size(), 8u);
   EXPECT_EQ(f[4].first, "qk_depth_amplification");
   EXPECT_DOUBLE_EQ(f[0].second, 30.0);
   EXPECT_DOUBLE_EQ(f[1].second, 3.0);
@@ -64,7 +65,8 @@ TEST(CalibrateFit, SingleFiguresAreTheMaximaAndTheShareOfAmplifyingLayers) {
   EXPECT_DOUBLE_EQ(f[3].second, 2.5);
   EXPECT_DOUBLE_EQ(f[4].second, 3.3);
   EXPECT_DOUBLE_EQ(f[5].second, 40.0);
-  EXPECT_NEAR(f[6].second, 2.0 / 3.0, 1e-12);  // 4 and 9 of three layers reach 2
+  EXPECT_DOUBLE_EQ(f[6].second, 16.0);
+  EXPECT_NEAR(f[7].second, 2.0 / 3.0, 1e-12);  // 4 and 9 of three layers reach 2
 }
 
 // Sidecars from before the figure existed: q/k amplification 4, 0.5 (counts as 1) and 9
@@ -201,9 +203,32 @@ TEST(CalibrateFit, ThresholdsKeepWarnBelowFailAndFillUnneededRamps) {
   warn.cuts = fail.cuts;
   const check::Thresholds t = thresholds_from_cuts(fail, warn, m, hand_written());
   EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
-  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, std::sqrt(32.0) / 2);  // at most half of fail: the ramp stays graded
+  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, 0.999 * std::sqrt(32.0));  // a no-miss cut at fail sits just below it
   EXPECT_DOUBLE_EQ(t.qk_amplification.fail, 32.0);  // the baseline's fail: above twice every value seen (2)
   EXPECT_LT(t.qk_amplification.warn, t.qk_amplification.fail);
+}
+
+TEST(CalibrateFit, WarnIsTheNoMissCutWhenItLiesBelowFail) {
+  const std::vector<FigureMaxima> m = {ratio_only(4), ratio_only(8)};
+  CutFit fail, warn;
+  fail.cuts = no_cuts();
+  fail.cuts[0] = std::sqrt(32.0);
+  warn.cuts = no_cuts();
+  warn.cuts[0] = 3.0;
+  const check::Thresholds t = thresholds_from_cuts(fail, warn, m, hand_written());
+  EXPECT_DOUBLE_EQ(t.norm_ratio.warn, 3.0);  // not narrowed or widened by hand
+  EXPECT_DOUBLE_EQ(t.norm_ratio.fail, std::sqrt(32.0));
+}
+
+// A thresholds file written before the final norm had its own ramp scores its gain on
+// hidden_norm_gain, as the scorer does.
+TEST(CalibrateFit, RescoreScoresTheFinalNormGainOnTheHiddenRampWithoutItsOwn) {
+  check::Thresholds t = hand_written();
+  ASSERT_FALSE(t.final_norm_gain.on());
+  const std::vector<StaticComponent> c = {{"final_norm.gain", -1, 8.0}};
+  EXPECT_NEAR(rescore(c, t), 0.8, 1e-12);  // hidden_norm_gain's warn 8
+  t.final_norm_gain = {2.0, 4.0};
+  EXPECT_LT(rescore(c, t), 0.5);  // its own ramp: past fail
 }
 
 TEST(CalibrateFit, RescoreIsTheWorstRamp) {

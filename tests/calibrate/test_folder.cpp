@@ -136,7 +136,7 @@ TEST(CalibrateFolder, ConfusionAtTheDefaultThresholdsFlagsOnlyThePastFailRun) {
 TEST(CalibrateFolder, FittedThresholdSitsBelowTheSmallestDivergentRatio) {
   const Calibration c = run_calibration();
   EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.fail, std::sqrt(32.0));
-  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.warn, std::sqrt(32.0) / 2);
+  EXPECT_DOUBLE_EQ(c.thresholds.norm_ratio.warn, 0.999 * std::sqrt(32.0));  // the no-miss cut is fail's
   const Confusion& m = c.fitted.confusion;
   EXPECT_EQ(m.true_positive, 3);
   EXPECT_EQ(m.false_positive, 1);
@@ -144,10 +144,11 @@ TEST(CalibrateFolder, FittedThresholdSitsBelowTheSmallestDivergentRatio) {
   EXPECT_EQ(m.false_negative, 0);
 }
 
-// Hold out A: fit on B (4, 16 fine; 100 divergent) -> fail sqrt(1600) = 40, warn 20, so
-// A's 8 and 32 are missed; risks 0, 0 (both below the ramp's start), .403. Hold out B:
-// fit on A -> fail sqrt(24), warn sqrt(24) / 2; B's 16 is a false alarm, 100 a hit; risks
-// .412, 1, 1. Pooled out-of-fold: divergent 0, .403, 1 against 0, .412, 1: 4 of 9 pairs.
+// Hold out A: fit on B (4, 16 fine; 100 divergent) -> fail sqrt(1600) = 40, warn just
+// below, so A's 8 and 32 are missed; risks 0 (3: below sqrt(warn)), .026, .176 (the ramp
+// ranks below warn). Hold out B: fit on A -> fail sqrt(24), warn just below; B's 16 is a
+// false alarm, 100 a hit; risks .149, .872, 1. Pooled out-of-fold: divergent .026, .176, 1
+// against 0, .149, .872: 6 of 9 pairs.
 TEST(CalibrateFolder, EachFamilyLeftOutIsFittedWithoutItself) {
   const Calibration c = run_calibration();
   const auto& folds = c.by_family.folds;
@@ -155,12 +156,12 @@ TEST(CalibrateFolder, EachFamilyLeftOutIsFittedWithoutItself) {
   EXPECT_EQ(folds[0].key, "A");
   EXPECT_DOUBLE_EQ(folds[0].thresholds.norm_ratio.fail, 40.0);
   EXPECT_EQ(folds[0].fusecheck.confusion.false_negative, 2);
-  EXPECT_DOUBLE_EQ(folds[0].fusecheck.auc, 0.75);  // 8 ties 3 at risk 0; 32 beats it
+  EXPECT_DOUBLE_EQ(folds[0].fusecheck.auc, 1.0);  // 8 and 32 both rank above 3, below warn
   EXPECT_DOUBLE_EQ(folds[0].braidinfer.auc, 0.5);  // the seed's constant score on the same runs
   EXPECT_DOUBLE_EQ(folds[1].thresholds.norm_ratio.fail, std::sqrt(24.0));
   EXPECT_EQ(folds[1].fusecheck.confusion.true_positive, 1);
   EXPECT_EQ(folds[1].fusecheck.confusion.false_positive, 1);
-  EXPECT_NEAR(c.by_family.pooled.auc, 4.0 / 9.0, 1e-12);
+  EXPECT_NEAR(c.by_family.pooled.auc, 6.0 / 9.0, 1e-12);
   EXPECT_LE(c.by_family.pooled.auc_interval.low, c.by_family.pooled.auc);
   EXPECT_GE(c.by_family.pooled.auc_interval.high, c.by_family.pooled.auc);
 }
@@ -198,15 +199,16 @@ TEST(CalibrateFolder, AHeldOutFamilyIsScoredButNeverFitted) {
   for (const auto& fold : c.by_family.folds) EXPECT_NE(fold.key, "C");  // not a design family
 }
 
-// Fitted fail sqrt(32), warn sqrt(32) / 2: ratios 3 and 4 are WARNING (neither diverged),
-// 8, 16, 32, 100 INCOMPATIBLE (3 diverged); the held-out 5 (diverged) is WARNING too.
+// Fitted fail sqrt(32), warn just below (no lower no-miss cut): ratios 3 and 4 and the
+// held-out 5 (diverged) are COMPATIBLE, none WARNING, 8, 16, 32, 100 INCOMPATIBLE (3
+// diverged).
 TEST(CalibrateFolder, TheThresholdsFileSaysWhatEachStatusDidOnTheSweep) {
   const Calibration c = run_calibration(true);
   const check::Thresholds t = check::parse_thresholds(thresholds_file_json(c), "fitted");
   ASSERT_TRUE(t.evidence.has_value());
-  EXPECT_EQ((*t.evidence)[0].runs, 0);
-  EXPECT_EQ((*t.evidence)[1].runs, 3);
-  EXPECT_EQ((*t.evidence)[1].divergent, 1);
+  EXPECT_EQ((*t.evidence)[0].runs, 3);
+  EXPECT_EQ((*t.evidence)[0].divergent, 1);
+  EXPECT_EQ((*t.evidence)[1].runs, 0);
   EXPECT_EQ((*t.evidence)[2].runs, 5);
   EXPECT_EQ((*t.evidence)[2].divergent, 3);
   EXPECT_NE(t.outcome_rule.find("KL mean > 0.01"), std::string::npos) << t.outcome_rule;

@@ -279,6 +279,26 @@ TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
   EXPECT_NE(r.reason.find("model.qk_depth"), std::string::npos) << r.reason;
 }
 
+// The GPU sweep: a final-norm gain of 16.3 diverged where attn_norm gains up to 31.8 in
+// every layer mostly did not, so the final norm has its own ramp (hidden_norm_gain's when a
+// thresholds file has none).
+TEST(FusecheckScorer, TheFinalNormGainIsScoredOnItsOwnRampWhenGiven) {
+  ModelNormWeights m = benign_model(8);  // deep enough that the rms of the stage figures stays under its warn
+  m.final_norm->values.assign(64, 1.0);
+  m.final_norm->values[0] = 15.0;  // ratio 15, gain 15 / rms = 7.1: under the hand-written warns 16 and 8
+  const auto hidden_ramp = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
+  EXPECT_EQ(hidden_ramp.status, Status::Compatible);
+  Thresholds t = reasoned();
+  t.final_norm_gain = {3.0, 6.0};
+  const auto own_ramp = score_norm_weights(m, t, Scorer::Fusecheck);
+  EXPECT_EQ(own_ramp.status, Status::Incompatible);
+  EXPECT_NE(own_ramp.reason.find("final_norm.gain"), std::string::npos) << own_ramp.reason;
+  const auto it = std::find_if(own_ramp.components.begin(), own_ramp.components.end(),
+                               [](const Component& c) { return c.name == "final_norm.gain"; });
+  ASSERT_NE(it, own_ramp.components.end());
+  EXPECT_EQ(it->fail, 6.0);
+}
+
 TEST(FusecheckScorer, ASuperWeightFigureIsScoredOnlyWhenGiven) {
   ModelNormWeights m = benign_model(2);
   EXPECT_EQ(score_of(m), 1.0);
@@ -330,14 +350,36 @@ TEST(SuperWeight, FindsThePlantedEntryAndTheNeuronFeedingIt) {
   EXPECT_EQ(w.channel, 2);
   EXPECT_EQ(w.neuron, 7);
   EXPECT_EQ(w.value, 50.0);
-  double sum_sq = 0;
-  for (float x : mlp.down) sum_sq += static_cast<double>(x) * x;
-  EXPECT_NEAR(w.entry_gain, 50.0 / std::sqrt(sum_sq / 60), 1e-9);
+  double others_sq = 0;  // the scale leaves the entry itself out
+  for (float x : mlp.down) others_sq += x == 50.0f ? 0.0 : static_cast<double>(x) * x;
+  EXPECT_EQ(w.numel, 60);
+  EXPECT_NEAR(w.entry_gain, 50.0 / std::sqrt(others_sq / 59), 1e-9);
   EXPECT_NEAR(w.neuron_gain, 9.0, 1e-9);
   EXPECT_NEAR(w.figure, w.entry_gain * 9.0, 1e-9);
   EXPECT_EQ(read.tensors_read, 1);
   EXPECT_GT(read.rows_read, 2);
   EXPECT_GE(read.bytes_read, 60u * 4u);
+}
+
+// Measured against every entry, one huge entry's gain saturates at sqrt(numel) (the GPU
+// sweep's planted 128, 512 and 2048 all read 1720-1773 in a 1024 x 3072 down_proj);
+// against the others it grows with the entry.
+TEST(SuperWeight, EntryGainKeepsGrowingPastSqrtNumel) {
+  const std::int64_t numel = 1024 * 3072;
+  const double bulk_sq = static_cast<double>(numel - 1) * 0.018 * 0.018;  // rms 0.018, as the sweep's
+  double previous = 0;
+  for (double entry : {32.0, 128.0, 512.0, 2048.0}) {
+    const double gain = super_weight_entry_gain(entry, bulk_sq + entry * entry, numel);
+    EXPECT_NEAR(gain, entry / 0.018, 1e-6 * entry / 0.018) << "entry " << entry;
+    EXPECT_GT(gain, previous);
+    previous = gain;
+  }
+  EXPECT_GT(previous, 50 * std::sqrt(static_cast<double>(numel)));  // 2048: far past the old ceiling
+}
+
+TEST(SuperWeight, EntryGainIsOneWithoutOtherEntries) {
+  EXPECT_EQ(super_weight_entry_gain(3.0, 9.0, 1), 1.0);
+  EXPECT_EQ(super_weight_entry_gain(3.0, 9.0, 4), 1.0);  // the others are all zero
 }
 
 TEST(SuperWeight, WithoutGateAndUpTheFigureIsTheEntryGain) {

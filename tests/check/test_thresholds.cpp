@@ -172,6 +172,21 @@ TEST(RampScore, ClampsToZeroAndOne) {
   EXPECT_EQ(ramp_score(std::numeric_limits<double>::infinity(), r, c), 0.0);
 }
 
+// A fitted band can be narrow (the GPU sweep's q/k depth ramp: warn 2.812, fail 2.815):
+// the score still ranks models on both sides of it, so a model of figure 2.65 is riskier
+// than one of 2.5, and 4 riskier than 3.
+TEST(RampScore, KeepsRankingBelowWarnAndPastFailOfANarrowBand) {
+  const StatusCutoffs c;
+  const Ramp r{2.812, 2.815};
+  EXPECT_EQ(ramp_score(std::sqrt(2.812), r, c), 1.0);  // 1 up to sqrt(warn)
+  EXPECT_GT(ramp_score(2.5, r, c), ramp_score(2.65, r, c));
+  EXPECT_GT(ramp_score(2.65, r, c), c.warning_below);
+  EXPECT_LT(ramp_score(3.0, r, c), c.incompatible_below);
+  EXPECT_GT(ramp_score(3.0, r, c), ramp_score(4.0, r, c));
+  EXPECT_GT(ramp_score(4.0, r, c), 0.0);
+  EXPECT_EQ(ramp_score(2.815 * 2.815, r, c), 0.0);  // 0 from fail^2 on
+}
+
 TEST(RampScore, IsContinuousAndNonIncreasing) {
   const StatusCutoffs c;
   const Ramp r{8, 32};
