@@ -233,6 +233,16 @@ std::shared_ptr<const ConvertedWeights<S>> DecoderPath<S, R>::convert_layer(int 
   w->w_gate = convert_matrix(t.w_gate, im, h, "gate_proj", record);
   w->w_up = convert_matrix(t.w_up, im, h, "up_proj", record);
   w->w_down = convert_matrix(t.w_down, h, im, "down_proj", record);
+  if constexpr (R::kRounds) {
+    if (round_.recipe().gemm_fp8) {
+      for (auto [m, point] : {std::pair{&w->wq, RoundPoint::q}, std::pair{&w->wk, RoundPoint::k},
+                              std::pair{&w->wv, RoundPoint::v}, std::pair{&w->wo, RoundPoint::o_proj},
+                              std::pair{&w->w_gate, RoundPoint::gate}, std::pair{&w->w_up, RoundPoint::up},
+                              std::pair{&w->w_down, RoundPoint::down}}) {
+        w->fp8_scale[point] = round_.quantize_weight(*m, point, record);
+      }
+    }
+  }
   w->bytes = sizeof(S) * static_cast<std::size_t>(
       w->wq.size() + w->wk.size() + w->wv.size() + w->wo.size() + w->w_gate.size() +
       w->w_up.size() + w->w_down.size());
@@ -349,8 +359,14 @@ TapSet DecoderPath<S, R>::layer(int l, const TapMatrix& input) {
   put_tap(taps, Tap::attn_norm, attn_norm);
 
   // Projections; a Qwen2 bias joins the FP32 accumulator before the output rounding.
+  // fp8-w8a8: an FP8 GEMM (reference/w8a8.h) where the weight was quantized at load.
   auto project = [&](const Mat<S>& in, const Mat<S>& weight, const Vec<S>* bias, RoundPoint p, Tap tap) {
-    Mat<S> y = in * weight.transpose();
+    const auto fp8 = w->fp8_scale.find(p);
+    Mat<S> y;
+    if constexpr (R::kRounds) {
+      if (fp8 != w->fp8_scale.end()) y = round_.fp8_gemm(in, weight, fp8->second, p);
+    }
+    if (fp8 == w->fp8_scale.end()) y = in * weight.transpose();
     if (bias && bias->size() > 0) y.rowwise() += bias->transpose();
     round_all(round_, p, y);
     perturb(l, tap, y);

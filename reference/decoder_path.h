@@ -25,6 +25,9 @@ template <class S>
 struct ConvertedWeights {
   Mat<S> wq, wk, wv, wo, w_gate, w_up, w_down, lm_head;
   Vec<S> attn_norm, mlp_norm, q_norm, k_norm, bq, bk, bv, final_norm;
+  // fp8-w8a8: the GEMM matrices hold E4M3 values; their per-output-channel scales, keyed
+  // by the GEMM's output point (q, k, v, o_proj, gate, up, down).
+  std::map<RoundPoint, std::vector<float>> fp8_scale;
   std::size_t bytes = 0;
 };
 

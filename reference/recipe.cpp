@@ -71,6 +71,15 @@ std::vector<Recipe> make_builtin() {
   };
   using G = KvScaleGranularity;
   using T = KvScaleTiming;
+  // FP8 GEMMs with fused-v1's rounding points (each GEMM's output rounded once to bf16)
+  // and fp8-kv's cache: llm-compressor's FP8_DYNAMIC scheme as vLLM runs it.
+  auto fp8_w8a8 = [&] {
+    Recipe r = fp8_kv("fp8-w8a8",
+                      "fused-v1 with FP8 E4M3 GEMMs (weights per output channel, activations per "
+                      "token, dynamic) and the fp8-kv cache", G::per_tensor, T::static_prefill);
+    r.gemm_fp8 = true;
+    return r;
+  };
   return {
       make_recipe("hf-bf16", "Hugging Face transformers, bf16 model, eager attention",
                   DType::BF16, hf, false, true),
@@ -89,6 +98,7 @@ std::vector<Recipe> make_builtin() {
              G::per_tensor, T::dynamic),
       fp8_kv("fp8-kv-per-head-dynamic",
              "fused-v1 with an FP8 E4M3 KV cache, scales per kv head and step", G::per_head, T::dynamic),
+      fp8_w8a8(),
   };
 }
 }  // namespace

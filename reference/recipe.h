@@ -59,6 +59,9 @@ struct Recipe {
   // otherwise an FP64 table rounded to FP32 once.
   bool rope_angles_in_fp32 = false;
   std::optional<KvCacheFp8> kv_fp8;  // set: the KV cache stores FP8 E4M3
+  // fp8-w8a8: every GEMM of a layer (not lm_head) multiplies E4M3 weights (per output
+  // channel scales) by E4M3 activations (per token dynamic scales), reference/w8a8.h.
+  bool gemm_fp8 = false;
   // > 0 (flashinfer): a decode step over more than this many keys splits them into chunks
   // of this many, rounds each chunk's normalized output to `format` and merges the chunks
   // by log-sum-exp (FlashInfer's partition-KV decode, docs/recipes.md); 0: one pass.
@@ -74,7 +77,7 @@ struct Recipe {
 };
 
 // "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16", "flashinfer", "fp8-kv", "fp8-kv-per-head",
-// "fp8-kv-dynamic", "fp8-kv-per-head-dynamic".
+// "fp8-kv-dynamic", "fp8-kv-per-head-dynamic", "fp8-w8a8".
 const std::vector<Recipe>& builtin_recipes();
 // InputError naming the known recipes when `name` is not one.
 const Recipe& find_recipe(const std::string& name);

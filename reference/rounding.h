@@ -1,7 +1,8 @@
 // RecipeRounding: the rounding hook of emulated-cpu (see reference/ops.h). Rounds a value
 // when the recipe rounds at that point and records every value's overflow headroom, per
 // slot (one slot per layer, then one for the head). fp8-kv recipes also quantize what
-// enters the KV cache (reference/kv_fp8.h), one quantizer per layer and tensor.
+// enters the KV cache (reference/kv_fp8.h), one quantizer per layer and tensor; fp8-w8a8
+// runs the layer's GEMMs in E4M3 (reference/w8a8.h) and counts weights and inputs per GEMM.
 #pragma once
 
 #include <array>
@@ -12,6 +13,7 @@
 
 #include "reference/kv_fp8.h"
 #include "reference/recipe.h"
+#include "reference/w8a8.h"
 
 namespace fusecheck::ref {
 
@@ -19,7 +21,7 @@ class RecipeRounding {
  public:
   static constexpr bool kRounds = true;
 
-  RecipeRounding(const Recipe& recipe, int slots) : recipe_(recipe), acc_(slots) {
+  RecipeRounding(const Recipe& recipe, int slots) : recipe_(recipe), acc_(slots), gemm_fp8_(slots) {
     max_finite_ = dtype_max_finite(recipe.format);
     for (auto& slot : acc_) clear_slot(slot, true);
   }
@@ -39,6 +41,24 @@ class RecipeRounding {
   void clear() {
     for (auto& slot : acc_) clear_slot(slot, false);
     kv_fp8_.clear();
+    for (auto& slot : gemm_fp8_) {
+      for (auto& [point, counts] : slot) counts.input = Fp8Stats{};
+    }
+  }
+
+  // fp8-w8a8: replaces the rows of GEMM `p`'s weight (selected slot) by their E4M3 values
+  // and returns the per-output-channel scales; counted once (`record`: first conversion).
+  std::vector<float> quantize_weight(Mat<float>& w, RoundPoint p, bool record) {
+    Fp8Stats discard;
+    return quantize_rows_e4m3(w, record ? gemm_fp8_.at(slot_)[p].weight : discard,
+                              fmt::format("layer {} {} weight", slot_, round_point_name(p)));
+  }
+  // fp8-w8a8: GEMM `p` of the selected slot on E4M3 weights (from quantize_weight), its
+  // input quantized per token; FP32 out, before the recipe's output rounding.
+  Mat<float> fp8_gemm(const Mat<float>& in, const Mat<float>& w_e4m3, const std::vector<float>& w_scale,
+                      RoundPoint p) {
+    return fp8_scaled_gemm(in, w_e4m3, w_scale, gemm_fp8_.at(slot_)[p].input,
+                           fmt::format("layer {} {} input", slot_, round_point_name(p)));
   }
 
   // fp8-kv: replaces one append's k_rope and v rows of the selected layer by what the FP8
@@ -64,20 +84,26 @@ class RecipeRounding {
       const Headroom& h = acc_.at(slot)[p];
       if (h.n_values > 0) out.emplace(std::string(round_point_name(static_cast<RoundPoint>(p))), h);
     }
-    // The FP8 cache's headroom in units of the format: |x / s| against 448.
+    // The FP8 tensors' headroom in units of the format: |x / s| against 448.
+    auto put_fp8 = [&out](std::string name, const Fp8Stats& st) {
+      if (st.n_values == 0) return;
+      Headroom h;
+      h.max_abs = st.max_abs_scaled;
+      h.max_finite = kE4m3Max;
+      h.n_values = st.n_values;
+      h.n_saturated = st.n_clipped;
+      h.n_flushed = st.n_flushed;
+      h.n_nonfinite_in = st.n_nonfinite;
+      h.rounded = true;
+      out.emplace(std::move(name), h);
+    };
     if (const auto* kv = kv_fp8(slot)) {
-      for (const auto& [name, q] : {std::pair{"k_cache.fp8", &kv->first}, std::pair{"v_cache.fp8", &kv->second}}) {
-        const KvFp8Stats& st = q->stats();
-        if (st.n_values == 0) continue;
-        Headroom h;
-        h.max_abs = st.max_abs_scaled;
-        h.max_finite = kE4m3Max;
-        h.n_values = st.n_values;
-        h.n_saturated = st.n_clipped;
-        h.n_nonfinite_in = st.n_nonfinite;
-        h.rounded = true;
-        out.emplace(name, h);
-      }
+      put_fp8("k_cache.fp8", kv->first.stats());
+      put_fp8("v_cache.fp8", kv->second.stats());
+    }
+    for (const auto& [point, counts] : gemm_fp8_.at(slot)) {
+      put_fp8(fmt::format("{}.weight.fp8", round_point_name(point)), counts.weight);
+      put_fp8(fmt::format("{}.input.fp8", round_point_name(point)), counts.input);
     }
     return out;
   }
@@ -96,6 +122,12 @@ class RecipeRounding {
   double max_finite_ = 0;
   std::vector<std::array<Headroom, kRoundPointCount>> acc_;
   std::vector<std::pair<KvFp8Quantizer, KvFp8Quantizer>> kv_fp8_;  // [slot]: K, V
+  // fp8-w8a8, per slot and GEMM (keyed by its output point): weights since conversion,
+  // inputs since clear().
+  struct GemmFp8 {
+    Fp8Stats weight, input;
+  };
+  std::vector<std::map<RoundPoint, GemmFp8>> gemm_fp8_;
   int slot_ = 0;
 };
 

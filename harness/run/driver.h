@@ -72,6 +72,7 @@ struct HeadroomPoint {
   double ratio = kNaN;      // max |x| / largest finite value of the recipe's format
   double overflow = kNaN;   // finite values that rounded to Inf
   double saturated = kNaN;  // values that rounded to the largest finite value
+  double flushed = kNaN;    // FP8 points: nonzero values stored as zero (0 elsewhere)
 };
 struct RecipeHeadroom {
   std::vector<std::string> points;                     // columns

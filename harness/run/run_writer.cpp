@@ -209,18 +209,20 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
     if (!h.points.empty()) {
       const std::string hg = g + "/recipe_headroom";
       w.strings(hg + "/points", h.points);
-      std::vector<double> ratio, overflow, saturated;
+      std::vector<double> ratio, overflow, saturated, flushed;
       for (const auto& row : h.by_layer) {
         for (const auto& v : row) {
           ratio.push_back(v.ratio);
           overflow.push_back(v.overflow);
           saturated.push_back(v.saturated);
+          flushed.push_back(v.flushed);
         }
       }
       const Dims dims{h.by_layer.size(), h.points.size()};
       w.numbers(hg + "/ratio", dims, ratio);
       w.numbers(hg + "/overflow_count", dims, overflow);
       w.numbers(hg + "/saturation_count", dims, saturated);
+      w.numbers(hg + "/flush_count", dims, flushed);
     }
     write_timing(w, "/timing/" + label, p.timing, rec.timing, L);
     write_dumps(w, label, p.dumps);
