@@ -24,6 +24,18 @@ R make_rounding(const Recipe* recipe, int slots) {
   }
 }
 
+template <class R>
+R make_rounding(std::vector<Recipe> per_slot, int slots) {
+  if constexpr (std::is_same_v<R, RecipeRounding>) {
+    if (static_cast<int>(per_slot.size()) != slots) {
+      throw std::logic_error("emulated-cpu needs one recipe per layer and one for the head");
+    }
+    return R(std::move(per_slot));
+  } else {
+    throw std::logic_error("only emulated-cpu takes a recipe per layer");
+  }
+}
+
 std::size_t default_budget() {
   if (const char* mb = std::getenv("FUSECHECK_REF_CACHE_MB"); mb && *mb) {
     return static_cast<std::size_t>(std::strtoull(mb, nullptr, 10)) << 20;
@@ -63,10 +75,19 @@ void check_spec(const Checkpoint& ckpt) {
 template <class S, class R>
 DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe,
                                WeightFormat weights)
+    : DecoderPath(ckpt, std::move(name), make_rounding<R>(recipe, ckpt.spec().n_layers + 1), weights) {}
+
+template <class S, class R>
+DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, std::vector<Recipe> recipe_per_slot)
+    : DecoderPath(ckpt, std::move(name), make_rounding<R>(std::move(recipe_per_slot), ckpt.spec().n_layers + 1),
+                  WeightFormat::as_stored) {}
+
+template <class S, class R>
+DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, R round, WeightFormat weights)
     : ckpt_(ckpt),
       spec_(ckpt.spec()),
       name_(std::move(name)),
-      round_(make_rounding<R>(recipe, ckpt.spec().n_layers + 1)),
+      round_(std::move(round)),
       weight_format_(weights),
       budget_(default_budget()) {
   if (R::kRounds && weights != WeightFormat::as_stored) {

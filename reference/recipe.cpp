@@ -3,6 +3,8 @@
 
 #include <initializer_list>
 
+#include <fmt/core.h>
+
 #include "harness/core/error.h"
 
 namespace fusecheck {
@@ -121,6 +123,25 @@ const Recipe& find_recipe(const std::string& name) {
   std::string known;
   for (const auto& r : builtin_recipes()) known += (known.empty() ? "" : ", ") + r.name;
   throw InputError("", "unknown recipe '" + name + "' (known: " + known + ")");
+}
+
+std::vector<Recipe> recipes_per_slot(const RecipeMix& mix, int n_layers) {
+  for (const auto& l : mix.layers) {
+    if (l.last >= n_layers) {
+      throw InputError("", fmt::format("recipe mix '{}': layers {}-{} reach beyond the model's {} layers (0..{})",
+                                       mix.text(), l.first, l.last, n_layers, n_layers - 1));
+    }
+  }
+  std::vector<Recipe> out;
+  for (int l = 0; l <= n_layers; ++l) out.push_back(find_recipe(l < n_layers ? mix.at(l) : mix.base));
+  for (const Recipe& r : out) {
+    if (r.format != out.back().format) {
+      throw InputError("", fmt::format("recipe mix '{}': {} rounds to {} but {} to {}; a mix keeps one format",
+                                       mix.text(), r.name, dtype_name(r.format), out.back().name,
+                                       dtype_name(out.back().format)));
+    }
+  }
+  return out;
 }
 
 }  // namespace fusecheck

@@ -13,6 +13,7 @@
 
 #include "harness/core/dtype.h"
 #include "harness/core/headroom.h"
+#include "harness/core/recipe_mix.h"
 
 namespace fusecheck {
 
@@ -82,5 +83,10 @@ const std::vector<Recipe>& builtin_recipes();
 // InputError naming the known recipes when `name` is not one.
 const Recipe& find_recipe(const std::string& name);
 inline constexpr const char* kDefaultRecipe = "hf-bf16";
+
+// A recipe mix resolved for a model of `n_layers`: one recipe per layer, then the head's
+// (the base). InputError for an unknown recipe, a layer beyond the model, or recipes of
+// different formats (bf16 and fp16 cannot share the residual stream).
+std::vector<Recipe> recipes_per_slot(const RecipeMix& mix, int n_layers);
 
 }  // namespace fusecheck
