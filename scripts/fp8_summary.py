@@ -59,6 +59,11 @@ def summarize(file):
             for layer, name, n, ratio, _ in rows:
                 if n > 0:
                     out.append(f"    clipped L{layer:<3d} {name:12s} {n:8d} values (max |x/s| / 448 = {ratio:.2f})")
+            kv = f["paths"][label].get("kv_age")
+            if kv is not None:
+                ages = [f"{int(a)}" if a == b else f"{int(a)}-{int(b)}" for a, b in zip(kv["age_lo"][:], kv["age_hi"][:])]
+                errs = " ".join(f"{a}:{e:.2e}" for a, e in zip(ages, kv["rel_error"][:]))
+                out.append(f"    error against KV age ({kv.attrs.get('decode_steps')} steps): {errs}")
             for layer, name, _, _, n in sorted(rows, key=lambda r: -r[4])[:3]:
                 if n > 0:
                     out.append(f"    flushed L{layer:<3d} {name:16s} {n:8d} values")

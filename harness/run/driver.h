@@ -79,6 +79,14 @@ struct RecipeHeadroom {
   std::vector<std::vector<HeadroomPoint>> by_layer;    // [n_layers + 1][points]
 };
 
+// Error against KV age (fp8-kv recipes, harness/run/kv_age_mode.h): one bucket of ages.
+struct KvAgeRow {
+  int lo = 0, hi = 0;                   // ages (query position - key position)
+  double keys = 0;                      // (query, head, key) triples counted
+  double rel_error = 0;                 // over all layers
+  std::vector<double> rel_error_by_layer;
+};
+
 struct Dump {
   std::string mode;
   int layer = 0;  // n_layers for head taps
@@ -96,6 +104,7 @@ struct PathResult {
   int greedy_first_mismatch = -1;
   Timing timing;
   RecipeHeadroom recipe_headroom;  // empty when the path has no recipe
+  std::vector<KvAgeRow> kv_age;    // empty unless an fp8-kv recipe ran greedy steps
   std::vector<Dump> dumps;
 };
 
