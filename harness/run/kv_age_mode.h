@@ -1,6 +1,6 @@
 // Error against KV age in a run (docs/results-format.md, /paths/<label>/kv_age): for every
 // emulated-cpu path on an fp8-kv recipe (fp8-w8a8 included) in a scenario with greedy
-// steps, the attention error from the FP8 cache by cached key age over those steps
+// steps and `end_to_end.kv_age: true`, the attention error from the FP8 cache by cached key age over those steps
 // (reference/kv_age.h), so a loss that grows with generation length is in the results
 // file, fp8_summary and compare, not only in `fusecheck kv-age`.
 #pragma once

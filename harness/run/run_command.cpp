@@ -446,7 +446,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   };
   RunResult result = run_side_by_side(cfg, slots, make);
   if (opt.progress) bar.done();
-  add_kv_age(result, *ckpt,
+  if (sc.kv_age) add_kv_age(result, *ckpt,
              std::span(tokens.front()).first(std::min<std::size_t>(tokens.front().size(),
                                                                    static_cast<std::size_t>(sc.phase.prefill_len))),
              sc.greedy_steps);

@@ -186,6 +186,14 @@ TEST(Scenario, MalformedLayerRecipesNameTheKey) {
   EXPECT_NE(e.find("only emulated-cpu takes a recipe"), std::string::npos) << e;
 }
 
+TEST(Scenario, KvAgeNeedsGreedySteps) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"emulated-cpu:fp8-kv\"]\n";
+  EXPECT_TRUE(parse_scenario(head + "end_to_end: {greedy_steps: 4, kv_age: true}\n", "s.yaml").kv_age);
+  EXPECT_FALSE(parse_scenario(head + "end_to_end: {greedy_steps: 4}\n", "s.yaml").kv_age);
+  const auto e = error_of(head + "end_to_end: {kv_age: true}\n");
+  EXPECT_NE(e.find("end_to_end.kv_age: needs greedy_steps above 0"), std::string::npos) << e;
+}
+
 TEST(Scenario, MissingFileIsAnInputError) {
   EXPECT_THROW(load_scenario("/nonexistent/scenario.yaml"), InputError);
 }
