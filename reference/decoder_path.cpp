@@ -383,11 +383,12 @@ TapSet DecoderPath<S, R>::layer(int l, const TapMatrix& input) {
   // fp8-w8a8: an FP8 GEMM (reference/w8a8.h) where the weight was quantized at load.
   auto project = [&](const Mat<S>& in, const Mat<S>& weight, const Vec<S>* bias, RoundPoint p, Tap tap) {
     const auto fp8 = w->fp8_scale.find(p);
-    Mat<S> y;
-    if constexpr (R::kRounds) {
-      if (fp8 != w->fp8_scale.end()) y = round_.fp8_gemm(in, weight, fp8->second, p);
-    }
-    if (fp8 == w->fp8_scale.end()) y = in * weight.transpose();
+    Mat<S> y = [&]() -> Mat<S> {
+      if constexpr (R::kRounds) {
+        if (fp8 != w->fp8_scale.end()) return round_.fp8_gemm(in, weight, fp8->second, p);
+      }
+      return in * weight.transpose();
+    }();
     if (bias && bias->size() > 0) y.rowwise() += bias->transpose();
     round_all(round_, p, y);
     perturb(l, tap, y);
