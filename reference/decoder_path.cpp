@@ -24,6 +24,18 @@ R make_rounding(const Recipe* recipe, int slots) {
   }
 }
 
+template <class R>
+R make_rounding(std::vector<Recipe> per_slot, int slots) {
+  if constexpr (std::is_same_v<R, RecipeRounding>) {
+    if (static_cast<int>(per_slot.size()) != slots) {
+      throw std::logic_error("emulated-cpu needs one recipe per layer and one for the head");
+    }
+    return R(std::move(per_slot));
+  } else {
+    throw std::logic_error("only emulated-cpu takes a recipe per layer");
+  }
+}
+
 std::size_t default_budget() {
   if (const char* mb = std::getenv("FUSECHECK_REF_CACHE_MB"); mb && *mb) {
     return static_cast<std::size_t>(std::strtoull(mb, nullptr, 10)) << 20;
@@ -63,10 +75,19 @@ void check_spec(const Checkpoint& ckpt) {
 template <class S, class R>
 DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe,
                                WeightFormat weights)
+    : DecoderPath(ckpt, std::move(name), make_rounding<R>(recipe, ckpt.spec().n_layers + 1), weights) {}
+
+template <class S, class R>
+DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, std::vector<Recipe> recipe_per_slot)
+    : DecoderPath(ckpt, std::move(name), make_rounding<R>(std::move(recipe_per_slot), ckpt.spec().n_layers + 1),
+                  WeightFormat::as_stored) {}
+
+template <class S, class R>
+DecoderPath<S, R>::DecoderPath(const Checkpoint& ckpt, std::string name, R round, WeightFormat weights)
     : ckpt_(ckpt),
       spec_(ckpt.spec()),
       name_(std::move(name)),
-      round_(make_rounding<R>(recipe, ckpt.spec().n_layers + 1)),
+      round_(std::move(round)),
       weight_format_(weights),
       budget_(default_budget()) {
   if (R::kRounds && weights != WeightFormat::as_stored) {
@@ -233,6 +254,16 @@ std::shared_ptr<const ConvertedWeights<S>> DecoderPath<S, R>::convert_layer(int 
   w->w_gate = convert_matrix(t.w_gate, im, h, "gate_proj", record);
   w->w_up = convert_matrix(t.w_up, im, h, "up_proj", record);
   w->w_down = convert_matrix(t.w_down, h, im, "down_proj", record);
+  if constexpr (R::kRounds) {
+    if (round_.recipe().gemm_fp8) {
+      for (auto [m, point] : {std::pair{&w->wq, RoundPoint::q}, std::pair{&w->wk, RoundPoint::k},
+                              std::pair{&w->wv, RoundPoint::v}, std::pair{&w->wo, RoundPoint::o_proj},
+                              std::pair{&w->w_gate, RoundPoint::gate}, std::pair{&w->w_up, RoundPoint::up},
+                              std::pair{&w->w_down, RoundPoint::down}}) {
+        w->fp8_scale[point] = round_.quantize_weight(*m, point, record);
+      }
+    }
+  }
   w->bytes = sizeof(S) * static_cast<std::size_t>(
       w->wq.size() + w->wk.size() + w->wv.size() + w->wo.size() + w->w_gate.size() +
       w->w_up.size() + w->w_down.size());
@@ -349,8 +380,15 @@ TapSet DecoderPath<S, R>::layer(int l, const TapMatrix& input) {
   put_tap(taps, Tap::attn_norm, attn_norm);
 
   // Projections; a Qwen2 bias joins the FP32 accumulator before the output rounding.
+  // fp8-w8a8: an FP8 GEMM (reference/w8a8.h) where the weight was quantized at load.
   auto project = [&](const Mat<S>& in, const Mat<S>& weight, const Vec<S>* bias, RoundPoint p, Tap tap) {
-    Mat<S> y = in * weight.transpose();
+    const auto fp8 = w->fp8_scale.find(p);
+    Mat<S> y = [&]() -> Mat<S> {
+      if constexpr (R::kRounds) {
+        if (fp8 != w->fp8_scale.end()) return round_.fp8_gemm(in, weight, fp8->second, p);
+      }
+      return in * weight.transpose();
+    }();
     if (bias && bias->size() > 0) y.rowwise() += bias->transpose();
     round_all(round_, p, y);
     perturb(l, tap, y);

@@ -25,6 +25,9 @@ template <class S>
 struct ConvertedWeights {
   Mat<S> wq, wk, wv, wo, w_gate, w_up, w_down, lm_head;
   Vec<S> attn_norm, mlp_norm, q_norm, k_norm, bq, bk, bv, final_norm;
+  // fp8-w8a8: the GEMM matrices hold E4M3 values; their per-output-channel scales, keyed
+  // by the GEMM's output point (q, k, v, o_proj, gate, up, down).
+  std::map<RoundPoint, std::vector<float>> fp8_scale;
   std::size_t bytes = 0;
 };
 
@@ -42,6 +45,9 @@ class DecoderPath final : public Path {
   // Throws InputError when the checkpoint's spec is one this path cannot run.
   DecoderPath(const Checkpoint& ckpt, std::string name, const Recipe* recipe = nullptr,
               WeightFormat weights = WeightFormat::as_stored);
+  // emulated-cpu with a recipe per slot (a recipe mix: n_layers layers, then the head;
+  // reference/recipe.h recipes_per_slot). std::logic_error for the references.
+  DecoderPath(const Checkpoint& ckpt, std::string name, std::vector<Recipe> recipe_per_slot);
 
   std::string name() const override { return name_; }
   std::string device() const override { return "cpu"; }
@@ -68,6 +74,7 @@ class DecoderPath final : public Path {
   std::size_t cached_weight_bytes() const { return cached_bytes_; }
 
  private:
+  DecoderPath(const Checkpoint& ckpt, std::string name, R round, WeightFormat weights);
   using Weights = ConvertedWeights<S>;
   std::shared_ptr<const Weights> weights(int slot);
   std::shared_ptr<const Weights> convert_layer(int layer);

@@ -3,6 +3,8 @@
 
 #include <initializer_list>
 
+#include <fmt/core.h>
+
 #include "harness/core/error.h"
 
 namespace fusecheck {
@@ -71,6 +73,15 @@ std::vector<Recipe> make_builtin() {
   };
   using G = KvScaleGranularity;
   using T = KvScaleTiming;
+  // FP8 GEMMs with fused-v1's rounding points (each GEMM's output rounded once to bf16)
+  // and fp8-kv's cache: llm-compressor's FP8_DYNAMIC scheme as vLLM runs it.
+  auto fp8_w8a8 = [&] {
+    Recipe r = fp8_kv("fp8-w8a8",
+                      "fused-v1 with FP8 E4M3 GEMMs (weights per output channel, activations per "
+                      "token, dynamic) and the fp8-kv cache", G::per_tensor, T::static_prefill);
+    r.gemm_fp8 = true;
+    return r;
+  };
   return {
       make_recipe("hf-bf16", "Hugging Face transformers, bf16 model, eager attention",
                   DType::BF16, hf, false, true),
@@ -89,6 +100,7 @@ std::vector<Recipe> make_builtin() {
              G::per_tensor, T::dynamic),
       fp8_kv("fp8-kv-per-head-dynamic",
              "fused-v1 with an FP8 E4M3 KV cache, scales per kv head and step", G::per_head, T::dynamic),
+      fp8_w8a8(),
   };
 }
 }  // namespace
@@ -111,6 +123,25 @@ const Recipe& find_recipe(const std::string& name) {
   std::string known;
   for (const auto& r : builtin_recipes()) known += (known.empty() ? "" : ", ") + r.name;
   throw InputError("", "unknown recipe '" + name + "' (known: " + known + ")");
+}
+
+std::vector<Recipe> recipes_per_slot(const RecipeMix& mix, int n_layers) {
+  for (const auto& l : mix.layers) {
+    if (l.last >= n_layers) {
+      throw InputError("", fmt::format("recipe mix '{}': layers {}-{} reach beyond the model's {} layers (0..{})",
+                                       mix.text(), l.first, l.last, n_layers, n_layers - 1));
+    }
+  }
+  std::vector<Recipe> out;
+  for (int l = 0; l <= n_layers; ++l) out.push_back(find_recipe(l < n_layers ? mix.at(l) : mix.base));
+  for (const Recipe& r : out) {
+    if (r.format != out.back().format) {
+      throw InputError("", fmt::format("recipe mix '{}': {} rounds to {} but {} to {}; a mix keeps one format",
+                                       mix.text(), r.name, dtype_name(r.format), out.back().name,
+                                       dtype_name(out.back().format)));
+    }
+  }
+  return out;
 }
 
 }  // namespace fusecheck

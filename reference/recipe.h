@@ -13,6 +13,7 @@
 
 #include "harness/core/dtype.h"
 #include "harness/core/headroom.h"
+#include "harness/core/recipe_mix.h"
 
 namespace fusecheck {
 
@@ -59,6 +60,9 @@ struct Recipe {
   // otherwise an FP64 table rounded to FP32 once.
   bool rope_angles_in_fp32 = false;
   std::optional<KvCacheFp8> kv_fp8;  // set: the KV cache stores FP8 E4M3
+  // fp8-w8a8: every GEMM of a layer (not lm_head) multiplies E4M3 weights (per output
+  // channel scales) by E4M3 activations (per token dynamic scales), reference/w8a8.h.
+  bool gemm_fp8 = false;
   // > 0 (flashinfer): a decode step follows FlashInfer's decode kernel in its FP32 order
   // (reference/flashinfer_decode.h) and past 256 keys splits them into chunks of this many,
   // each chunk's output rounded to `format`, merged as MergeStates does (docs/recipes.md);
@@ -75,10 +79,15 @@ struct Recipe {
 };
 
 // "hf-bf16", "hf-fp16", "fused-v1", "fused-v1-fp16", "flashinfer", "fp8-kv", "fp8-kv-per-head",
-// "fp8-kv-dynamic", "fp8-kv-per-head-dynamic".
+// "fp8-kv-dynamic", "fp8-kv-per-head-dynamic", "fp8-w8a8".
 const std::vector<Recipe>& builtin_recipes();
 // InputError naming the known recipes when `name` is not one.
 const Recipe& find_recipe(const std::string& name);
 inline constexpr const char* kDefaultRecipe = "hf-bf16";
+
+// A recipe mix resolved for a model of `n_layers`: one recipe per layer, then the head's
+// (the base). InputError for an unknown recipe, a layer beyond the model, or recipes of
+// different formats (bf16 and fp16 cannot share the residual stream).
+std::vector<Recipe> recipes_per_slot(const RecipeMix& mix, int n_layers);
 
 }  // namespace fusecheck

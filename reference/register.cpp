@@ -27,11 +27,14 @@ void register_cpu_paths() {
   register_path({.name = "emulated-cpu", .device = "cpu",
                  .description = "FP32 on Eigen rounded to bf16/fp16 at a recipe's points (docs/recipes.md)",
                  .factory = [](const Checkpoint& ckpt, const PathOptions& opts) -> std::unique_ptr<Path> {
-                   const Recipe& recipe =
-                       find_recipe(opts.recipe.empty() ? kDefaultRecipe : opts.recipe);
-                   return std::make_unique<ref::EmulatedPath>(ckpt, "emulated-cpu", &recipe);
+                   const RecipeMix mix = parse_recipe_mix(opts.recipe.empty() ? kDefaultRecipe : opts.recipe);
+                   if (mix.mixed()) {
+                     return std::make_unique<ref::EmulatedPath>(ckpt, "emulated-cpu",
+                                                                recipes_per_slot(mix, ckpt.spec().n_layers));
+                   }
+                   return std::make_unique<ref::EmulatedPath>(ckpt, "emulated-cpu", &find_recipe(mix.base));
                  },
-                 .recipe = "per use (default hf-bf16)"});
+                 .recipe = "per use (default hf-bf16); per layer: BASE+RECIPE@FIRST-LAST"});
 }
 
 }  // namespace fusecheck

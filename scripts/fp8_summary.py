@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """FP8 KV cache summary of fusecheck results files (issue 17): per path, next-token KL
 mean / p99, top-1 agreement and greedy first mismatch (/end_to_end/<label>), and for the
-fp8-kv recipes the clip counts and headroom by layer and tap (k_cache.fp8, v_cache.fp8 in
+FP8 recipes the clip and flush-to-zero counts and headroom by layer and tap (k_cache.fp8,
+v_cache.fp8; fp8-w8a8's <gemm>.weight.fp8 and <gemm>.input.fp8, in
 /paths/<label>/recipe_headroom; docs/results-format.md).
 
 Usage: scripts/fp8_summary.py RESULTS.h5 [...]   (prints one block per file)
@@ -17,12 +18,14 @@ def text(x):
 
 
 def fp8_rows(path_group):
-    """(layer, point, clips, headroom) for every FP8 point of a path, layers only."""
+    """(layer, point, clips, headroom, flushed) for every FP8 point of a path, layers only."""
     if "recipe_headroom" not in path_group:
         return []
     h = path_group["recipe_headroom"]
     points = [text(p) for p in h["points"][:]]
     sat, ratio = h["saturation_count"][:], h["ratio"][:]
+    # flush_count came later: results files without it count no flushes.
+    flushed = h["flush_count"][:] if "flush_count" in h else np.zeros_like(sat)
     rows = []
     for c, name in enumerate(points):
         if not name.endswith(".fp8"):
@@ -30,7 +33,7 @@ def fp8_rows(path_group):
         for layer in range(sat.shape[0] - 1):  # the last row is the head
             if np.isnan(ratio[layer, c]):
                 continue
-            rows.append((layer, name, int(sat[layer, c]), float(ratio[layer, c])))
+            rows.append((layer, name, int(sat[layer, c]), float(ratio[layer, c]), int(flushed[layer, c])))
     return rows
 
 
@@ -50,11 +53,20 @@ def summarize(file):
             if rows:
                 clips = sum(r[2] for r in rows)
                 worst = max(rows, key=lambda r: r[3])
-                line += f"; FP8 clips {clips}, worst headroom {worst[3]:.2f} (L{worst[0]} {worst[1]})"
+                flushes = sum(r[4] for r in rows)
+                line += f"; FP8 clips {clips}, flushed to zero {flushes}, worst headroom {worst[3]:.2f} (L{worst[0]} {worst[1]})"
             out.append(line)
-            for layer, name, n, ratio in rows:
+            for layer, name, n, ratio, _ in rows:
                 if n > 0:
                     out.append(f"    clipped L{layer:<3d} {name:12s} {n:8d} values (max |x/s| / 448 = {ratio:.2f})")
+            kv = f["paths"][label].get("kv_age")
+            if kv is not None:
+                ages = [f"{int(a)}" if a == b else f"{int(a)}-{int(b)}" for a, b in zip(kv["age_lo"][:], kv["age_hi"][:])]
+                errs = " ".join(f"{a}:{e:.2e}" for a, e in zip(ages, kv["rel_error"][:]))
+                out.append(f"    error against KV age ({kv.attrs.get('decode_steps')} steps): {errs}")
+            for layer, name, _, _, n in sorted(rows, key=lambda r: -r[4])[:3]:
+                if n > 0:
+                    out.append(f"    flushed L{layer:<3d} {name:16s} {n:8d} values")
     return "\n".join(out)
 
 

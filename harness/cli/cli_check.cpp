@@ -1,5 +1,6 @@
 // `fusecheck check MODEL`: the weights-only compatibility score, with the seed's flags and
 // exit codes (0 compatible, 1 warning, 2 incompatible, 3 error).
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <fmt/core.h>
 
 #include "harness/check/check.h"
+#include "harness/check/fp8_static.h"
 #include "harness/check/report.h"
 #include "harness/check/thresholds.h"
 #include "harness/cli/command.h"
@@ -30,6 +32,8 @@ struct CheckOptions {
   std::string export_file;
   std::string format = "text";
   bool deep = false;
+  std::string fp8_recipe;  // set: the FP8 key bound too (harness/check/fp8_static.h)
+  double fp8_scale = 1.0;
 };
 
 int run_check(const CheckOptions& o) {
@@ -44,7 +48,14 @@ int run_check(const CheckOptions& o) {
 
   const auto checkpoint = Checkpoint::open(o.model);
   const check::CompatibilityResult result = check::check_model(*checkpoint, thresholds, *scorer, o.deep);
-  const std::string report = check::render_report(result, *format, o.verbose);
+  std::string report = check::render_report(result, *format, o.verbose);
+  int exit_code = check::status_exit_code(result.status);
+  if (!o.fp8_recipe.empty()) {
+    if (*format == check::ReportFormat::Json) throw InputError("--fp8-recipe", "the FP8 key bound is text only");
+    const check::Fp8StaticFigure fp8 = check::fp8_key_bound(*checkpoint, o.fp8_recipe, o.fp8_scale);
+    report += check::render_fp8_static(fp8);
+    exit_code = std::max(exit_code, check::fp8_static_exit_code(fp8));
+  }
   std::fputs(report.c_str(), stdout);
 
   if (!o.export_file.empty()) {
@@ -55,7 +66,7 @@ int run_check(const CheckOptions& o) {
     // Keep stdout parseable for --format json: the note goes to stderr.
     std::fprintf(stderr, "Report exported to: %s\n", o.export_file.c_str());
   }
-  return check::status_exit_code(result.status);
+  return exit_code;
 }
 
 const CommandRegistrar registrar{CommandSpec{
@@ -77,6 +88,11 @@ const CommandRegistrar registrar{CommandSpec{
       sub.add_flag("--deep", o->deep,
                    "Also read every MLP down projection (and the rows feeding its largest entry) to find super "
                    "weights; the report gives the bytes read and the time (fusecheck scorer only)");
+      sub.add_option("--fp8-recipe", o->fp8_recipe,
+                     "Also bound |k| from the weights against an FP8 cache's 448 x scale for this fp8 recipe "
+                     "(text and markdown; exit code joins the score's)");
+      sub.add_option("--fp8-scale", o->fp8_scale, "KV scale for --fp8-recipe (default 1, engines' default "
+                                                  "without calibrated scales)");
       return [o]() -> int {
         try {
           return run_check(*o);

@@ -16,6 +16,7 @@ struct Headroom {
   std::int64_t n_overflow = 0;      // finite values that rounded (or would round) to +-Inf
   std::int64_t n_saturated = 0;     // values that rounded (or would round) to +-max_finite
   std::int64_t n_nonfinite_in = 0;  // NaN or Inf already in the input
+  std::int64_t n_flushed = 0;       // FP8 points only: nonzero values stored as zero
   bool rounded = false;      // whether the recipe rounds at this point
 
   double ratio() const { return max_finite > 0 ? max_abs / max_finite : 0; }

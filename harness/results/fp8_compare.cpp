@@ -29,7 +29,43 @@ std::map<std::pair<std::size_t, std::string>, double> fp8_clips(const H5Node* he
   return out;
 }
 
+// Relative error per bucket, keyed by (age_lo, age_hi); empty when absent or malformed.
+std::map<std::pair<double, double>, double> kv_age_errors(const H5Node* kv_age) {
+  std::map<std::pair<double, double>, double> out;
+  if (!kv_age) return out;
+  const H5Value* lo = kv_age->dataset("age_lo");
+  const H5Value* hi = kv_age->dataset("age_hi");
+  const H5Value* err = kv_age->dataset("rel_error");
+  if (!lo || !hi || !err || !lo->is_number() || !hi->is_number() || !err->is_number()) return out;
+  if (lo->numbers.size() != err->numbers.size() || hi->numbers.size() != err->numbers.size()) return out;
+  for (std::size_t i = 0; i < err->numbers.size(); ++i) out[{lo->numbers[i], hi->numbers[i]}] = err->numbers[i];
+  return out;
+}
+
 }  // namespace
+
+void compare_kv_age(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings) {
+  const H5Node* base_paths = base_root.group("paths");
+  const H5Node* fresh_paths = fresh_root.group("paths");
+  if (!fresh_paths || !base_paths) return;
+  for (const auto& [label, fresh_path] : fresh_paths->groups) {
+    const H5Node* base_path = base_paths->group(label);
+    if (!base_path) continue;
+    const auto before = kv_age_errors(base_path->group("kv_age"));
+    for (const auto& [ages, now] : kv_age_errors(fresh_path.group("kv_age"))) {
+      const auto it = before.find(ages);
+      if (it == before.end() || !(it->second > 0)) continue;
+      // Emulated-cpu is deterministic for the same inputs up to FP32 GEMM order (~1e-6
+      // relative), so any growth beyond kKvAgeGrowth is a change of the recipe or model.
+      if (!(now <= kKvAgeGrowth * it->second)) {
+        findings.push_back({Severity::regression, "fp8",
+                            fmt::format("{} kv_age {}-{}", label, ages.first, ages.second),
+                            fmt::format("FP8 KV error at key ages {}-{}: {:.3g}, baseline {:.3g} (x{:.2f})", ages.first,
+                                        ages.second, now, it->second, now / it->second)});
+      }
+    }
+  }
+}
 
 void compare_fp8_clipping(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings) {
   const H5Node* base_paths = base_root.group("paths");

@@ -14,4 +14,10 @@ namespace fusecheck::results {
 
 void compare_fp8_clipping(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings);
 
+// Error against KV age (/paths/<label>/kv_age): a bucket of ages whose relative error is
+// more than kKvAgeGrowth times the baseline's for the same path and ages: a regression (the
+// loss that grows with generation length shows at the young ages first).
+inline constexpr double kKvAgeGrowth = 1.25;
+void compare_kv_age(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings);
+
 }  // namespace fusecheck::results

@@ -624,7 +624,8 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
         std::map<std::string, HeadroomPoint> points;
         for (const auto& [point, seen] : inst->path->headroom(l)) {
           if (seen.n_values == 0) continue;
-          points[point] = {seen.ratio(), static_cast<double>(seen.n_overflow), static_cast<double>(seen.n_saturated)};
+          points[point] = {seen.ratio(), static_cast<double>(seen.n_overflow), static_cast<double>(seen.n_saturated),
+                           static_cast<double>(seen.n_flushed)};
         }
         layers.push_back(std::move(points));
         for (const auto& [point, value] : layers.back()) {

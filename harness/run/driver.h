@@ -72,10 +72,19 @@ struct HeadroomPoint {
   double ratio = kNaN;      // max |x| / largest finite value of the recipe's format
   double overflow = kNaN;   // finite values that rounded to Inf
   double saturated = kNaN;  // values that rounded to the largest finite value
+  double flushed = kNaN;    // FP8 points: nonzero values stored as zero (0 elsewhere)
 };
 struct RecipeHeadroom {
   std::vector<std::string> points;                     // columns
   std::vector<std::vector<HeadroomPoint>> by_layer;    // [n_layers + 1][points]
+};
+
+// Error against KV age (fp8-kv recipes, harness/run/kv_age_mode.h): one bucket of ages.
+struct KvAgeRow {
+  int lo = 0, hi = 0;                   // ages (query position - key position)
+  double keys = 0;                      // (query, head, key) triples counted
+  double rel_error = 0;                 // over all layers
+  std::vector<double> rel_error_by_layer;
 };
 
 struct Dump {
@@ -95,6 +104,7 @@ struct PathResult {
   int greedy_first_mismatch = -1;
   Timing timing;
   RecipeHeadroom recipe_headroom;  // empty when the path has no recipe
+  std::vector<KvAgeRow> kv_age;    // empty unless an fp8-kv recipe ran greedy steps
   std::vector<Dump> dumps;
 };
 

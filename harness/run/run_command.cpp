@@ -24,6 +24,7 @@
 #include "harness/core/version.h"
 #include "harness/paths/plugin_loader.h"
 #include "harness/run/crosscheck.h"
+#include "harness/run/kv_age_mode.h"
 #include "harness/run/run_limits.h"
 #include "harness/run/run_output.h"
 #include "harness/run/run_writer.h"
@@ -447,6 +448,10 @@ RunOutcome run_scenario(const RunOptions& opt) {
   };
   RunResult result = run_side_by_side(cfg, slots, make);
   if (opt.progress) bar.done();
+  if (sc.kv_age) add_kv_age(result, *ckpt,
+             std::span(tokens.front()).first(std::min<std::size_t>(tokens.front().size(),
+                                                                   static_cast<std::size_t>(sc.phase.prefill_len))),
+             sc.greedy_steps);
   if (sc.modes.invariance) {
     auto span = result.phases.span("invariance");
     result.invariance = run_invariance_mode(sc, tokens, spec, slots, make);

@@ -209,18 +209,38 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
     if (!h.points.empty()) {
       const std::string hg = g + "/recipe_headroom";
       w.strings(hg + "/points", h.points);
-      std::vector<double> ratio, overflow, saturated;
+      std::vector<double> ratio, overflow, saturated, flushed;
       for (const auto& row : h.by_layer) {
         for (const auto& v : row) {
           ratio.push_back(v.ratio);
           overflow.push_back(v.overflow);
           saturated.push_back(v.saturated);
+          flushed.push_back(v.flushed);
         }
       }
       const Dims dims{h.by_layer.size(), h.points.size()};
       w.numbers(hg + "/ratio", dims, ratio);
       w.numbers(hg + "/overflow_count", dims, overflow);
       w.numbers(hg + "/saturation_count", dims, saturated);
+      w.numbers(hg + "/flush_count", dims, flushed);
+    }
+    if (!p.kv_age.empty()) {
+      const std::string kg = g + "/kv_age";
+      std::vector<double> lo, hi, keys, err, by_layer;
+      for (const auto& b : p.kv_age) {
+        lo.push_back(b.lo);
+        hi.push_back(b.hi);
+        keys.push_back(b.keys);
+        err.push_back(b.rel_error);
+        by_layer.insert(by_layer.end(), b.rel_error_by_layer.begin(), b.rel_error_by_layer.end());
+      }
+      const std::size_t nb = p.kv_age.size();
+      w.numbers(kg + "/age_lo", {nb}, lo);
+      w.numbers(kg + "/age_hi", {nb}, hi);
+      w.numbers(kg + "/keys", {nb}, keys);
+      w.numbers(kg + "/rel_error", {nb}, err);
+      w.numbers(kg + "/rel_error_by_layer", {nb, by_layer.size() / nb}, by_layer);
+      w.attr(kg, "decode_steps", static_cast<long long>(rec.greedy_steps));
     }
     write_timing(w, "/timing/" + label, p.timing, rec.timing, L);
     write_dumps(w, label, p.dumps);

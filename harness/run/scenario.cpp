@@ -17,6 +17,7 @@
 
 #include "harness/checkpoint/synth.h"
 #include "harness/core/error.h"
+#include "harness/core/recipe_mix.h"
 #include "harness/core/path_registry.h"
 #include "harness/core/untrusted.h"
 #include "harness/paths/plugin_loader.h"
@@ -263,6 +264,28 @@ void read_phase(const Reader& rd, const YAML::Node& node, Scenario& sc) {
   sc.phase.decode_steps = d["steps"] ? rd.get_int(d["steps"], "phase.decode.steps", 1) : 1;
 }
 
+// `layers: {"0-2": fused-v1, 5: hf-bf16}` beside `recipe: BASE` (docs/scenarios.md): the
+// recipe mix BASE+fused-v1@0-2+hf-bf16@5 (harness/core/recipe_mix.h).
+std::string read_layer_recipes(const Reader& rd, const YAML::Node& node, const std::string& key,
+                               const std::string& base) {
+  rd.expect_map(node, key);
+  if (node.size() == 0) rd.fail(node, key, "expected a map of layers to recipes, e.g. {\"0-2\": fused-v1}");
+  if (base.empty()) rd.fail(node, key, "needs `recipe:` beside it (the recipe of every other layer)");
+  if (base.find('+') != std::string::npos) {
+    rd.fail(node, key, "`recipe:` already assigns layers; use one of the two forms");
+  }
+  std::string text = base;
+  for (const auto& entry : node) {
+    const std::string range = rd.key_name(entry.first, key);
+    text += "+" + rd.get_string(entry.second, key + "." + range) + "@" + range;
+  }
+  try {
+    return parse_recipe_mix(text).text();
+  } catch (const InputError& e) {
+    rd.fail(node, key, e.what());
+  }
+}
+
 PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& key) {
   PathRequest p;
   if (n.IsScalar()) {
@@ -272,10 +295,11 @@ PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& 
     p.name = text.substr(0, colon);
     if (colon != std::string::npos) p.recipe = text.substr(colon + 1);
   } else {
-    rd.check_keys(n, key, {"name", "recipe", "role"});
+    rd.check_keys(n, key, {"name", "recipe", "role", "layers"});
     if (!n["name"]) rd.fail(n, key, "missing key 'name'");
     p.name = rd.get_string(n["name"], key + ".name");
     if (n["recipe"]) p.recipe = rd.get_string(n["recipe"], key + ".recipe");
+    if (n["layers"]) p.recipe = read_layer_recipes(rd, n["layers"], key + ".layers", p.recipe);
     if (n["role"]) {
       p.role = rd.get_string(n["role"], key + ".role");
       if (p.role != "fused" && p.role != "standard" && p.role != "other") {
@@ -290,6 +314,13 @@ PathRequest read_path(const Reader& rd, const YAML::Node& n, const std::string& 
   }
   if (!p.recipe.empty() && p.name != "emulated-cpu") {
     rd.fail(n, key, "only emulated-cpu takes a recipe (" + quote_value(p.label()) + ")");
+  }
+  if (p.recipe.find('+') != std::string::npos) {
+    try {
+      p.recipe = parse_recipe_mix(p.recipe).text();
+    } catch (const InputError& e) {
+      rd.fail(n, key, e.what());
+    }
   }
   if (p.role.empty()) p.role = infer_role(p.name, p.recipe);
   return p;
@@ -632,8 +663,14 @@ Scenario read_scenario(const Reader& rd, const YAML::Node& root, const std::stri
   if (root["timing"]) read_timing(rd, root["timing"], sc);
   if (root["end_to_end"]) {
     const YAML::Node e = root["end_to_end"];
-    rd.check_keys(e, "end_to_end", {"greedy_steps"});
+    rd.check_keys(e, "end_to_end", {"greedy_steps", "kv_age"});
     if (e["greedy_steps"]) sc.greedy_steps = rd.get_int(e["greedy_steps"], "end_to_end.greedy_steps", 0);
+    if (e["kv_age"]) {
+      sc.kv_age = rd.get_bool(e["kv_age"], "end_to_end.kv_age");
+      if (sc.kv_age && sc.greedy_steps == 0) {
+        rd.fail(e["kv_age"], "end_to_end.kv_age", "needs greedy_steps above 0 (the decode steps it measures)");
+      }
+    }
   }
   if (root["force_fused"]) sc.force_fused = rd.get_bool(root["force_fused"], "force_fused");
   return sc;

@@ -102,6 +102,9 @@ struct Scenario {
   GateSpec gates;
   TimingSpec timing;
   int greedy_steps = 0;
+  // end_to_end.kv_age: error against KV age of the emulated fp8-kv paths over the greedy
+  // steps (harness/run/kv_age_mode.h); off by default (one more emulated run per path).
+  bool kv_age = false;
   Seeds seeds;
   bool force_fused = false;
   std::map<std::string, int> key_lines;  // 1-based line of each value read ("phase.prefill")

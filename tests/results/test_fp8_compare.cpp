@@ -1,6 +1,8 @@
 // compare flags new FP8 clipping (harness/results/fp8_compare.h): a k_cache.fp8 or
 // v_cache.fp8 saturation count above zero where the baseline had none is a regression;
 // clipping already in the baseline, and saturation at non-FP8 points, are not.
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "harness/results/fp8_compare.h"
@@ -56,6 +58,49 @@ TEST(Fp8Compare, APathWithoutBaselineCountsClipsAgainstZero) {
   compare_fp8_clipping(run_with(kPoints, {0, 0, 7, 0, 0, 0}), H5Node{}, f);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv L0 v_cache.fp8");
+}
+
+// A results tree with one path whose kv_age holds buckets 0, 1, 2-3 with these errors.
+H5Node kv_age_run(const std::vector<double>& errors) {
+  auto numbers = [](std::vector<double> v) {
+    H5Value x;
+    x.kind = H5Value::Kind::number;
+    x.dims = {v.size()};
+    x.numbers = std::move(v);
+    return x;
+  };
+  H5Node kv;
+  kv.datasets["age_lo"] = numbers({0, 1, 2});
+  kv.datasets["age_hi"] = numbers({0, 1, 3});
+  kv.datasets["rel_error"] = numbers(errors);
+  H5Node root;
+  root.groups["paths"].groups["emulated-cpu:fp8-kv"].groups["kv_age"] = kv;
+  return root;
+}
+
+TEST(KvAgeCompare, AYoungBucketGrowingBeyondTheFactorIsARegressionNamingTheAges) {
+  std::vector<Finding> f;
+  compare_kv_age(kv_age_run({0.2, 0.05, 0.04}), kv_age_run({0.1, 0.05, 0.04}), f);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].severity, Severity::regression);
+  EXPECT_EQ(f[0].kind, "fp8");
+  EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv kv_age 0-0");
+  EXPECT_NE(f[0].detail.find("x2.00"), std::string::npos) << f[0].detail;
+}
+
+TEST(KvAgeCompare, GrowthWithinTheFactorOrADropIsNotAFinding) {
+  std::vector<Finding> f;
+  compare_kv_age(kv_age_run({0.12, 0.01, 0.04}), kv_age_run({0.1, 0.05, 0.04}), f);
+  EXPECT_TRUE(f.empty());
+}
+
+TEST(KvAgeCompare, NanIsARegressionAndAMissingBaselineIsNot) {
+  std::vector<Finding> f;
+  compare_kv_age(kv_age_run({std::nan(""), 0.05, 0.04}), kv_age_run({0.1, 0.05, 0.04}), f);
+  EXPECT_EQ(f.size(), 1u);
+  f.clear();
+  compare_kv_age(kv_age_run({0.3, 0.3, 0.3}), H5Node{}, f);
+  EXPECT_TRUE(f.empty());
 }
 
 }  // namespace

@@ -181,6 +181,46 @@ TEST(Scenario, BatchInvariantFusedPlansLikeFusedCuda) {
   EXPECT_EQ(fallback[0].label(), "standard-cuda");
 }
 
+TEST(Scenario, LayersKeyAssignsRecipesPerLayerInTheCanonicalSpelling) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths:\n";
+  const Scenario keyed = parse_scenario(
+      head + "  - {name: emulated-cpu, recipe: fp8-w8a8, layers: {7: hf-bf16, \"0-2\": fused-v1}}\n",
+      "scenarios/mix.yaml");
+  const Scenario inline_form = parse_scenario(head + "  - \"emulated-cpu:fp8-w8a8+hf-bf16@7+fused-v1@0-2\"\n",
+                                              "scenarios/mix.yaml");
+  EXPECT_EQ(keyed.paths.at(0).recipe, "fp8-w8a8+fused-v1@0-2+hf-bf16@7");
+  EXPECT_EQ(inline_form.paths.at(0).recipe, keyed.paths.at(0).recipe);
+  EXPECT_EQ(keyed.paths.at(0).label(), "emulated-cpu:fp8-w8a8+fused-v1@0-2+hf-bf16@7");
+  // Both spellings are one path: listing both is a duplicate.
+  const std::string e = error_of(head + "  - {name: emulated-cpu, recipe: fp8-w8a8, layers: {\"0-2\": fused-v1}}\n"
+                                        "  - \"emulated-cpu:fp8-w8a8+fused-v1@0-2\"\n");
+  EXPECT_NE(e.find("listed twice"), std::string::npos) << e;
+}
+
+TEST(Scenario, MalformedLayerRecipesNameTheKey) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths:\n";
+  auto e = error_of(head + "  - {name: emulated-cpu, layers: {0: fused-v1}}\n");
+  EXPECT_NE(e.find("paths[0].layers: needs `recipe:` beside it"), std::string::npos) << e;
+  e = error_of(head + "  - {name: emulated-cpu, recipe: fp8-w8a8, layers: {\"0-3\": fused-v1, 3: hf-bf16}}\n");
+  EXPECT_NE(e.find("overlap"), std::string::npos) << e;
+  EXPECT_NE(e.find("bad.yaml:4"), std::string::npos) << e;
+  e = error_of(head + "  - {name: emulated-cpu, recipe: fp8-w8a8, layers: [fused-v1]}\n");
+  EXPECT_NE(e.find("paths[0].layers"), std::string::npos) << e;
+  e = error_of(head + "  - \"emulated-cpu:fp8-w8a8+fused-v1@x\"\n");
+  EXPECT_NE(e.find("is not a number"), std::string::npos) << e;
+  // The CUDA paths take no recipe, so no mix either: refused by name.
+  e = error_of(head + "  - {name: fused-cuda, recipe: fp8-w8a8, layers: {0: fused-v1}}\n");
+  EXPECT_NE(e.find("only emulated-cpu takes a recipe"), std::string::npos) << e;
+}
+
+TEST(Scenario, KvAgeNeedsGreedySteps) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"emulated-cpu:fp8-kv\"]\n";
+  EXPECT_TRUE(parse_scenario(head + "end_to_end: {greedy_steps: 4, kv_age: true}\n", "s.yaml").kv_age);
+  EXPECT_FALSE(parse_scenario(head + "end_to_end: {greedy_steps: 4}\n", "s.yaml").kv_age);
+  const auto e = error_of(head + "end_to_end: {kv_age: true}\n");
+  EXPECT_NE(e.find("end_to_end.kv_age: needs greedy_steps above 0"), std::string::npos) << e;
+}
+
 TEST(Scenario, MissingFileIsAnInputError) {
   EXPECT_THROW(load_scenario("/nonexistent/scenario.yaml"), InputError);
 }
