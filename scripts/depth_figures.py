@@ -60,11 +60,17 @@ def measure(directory):
     ratios = []
     for seed in (0, 1):
         unit = os.path.join(directory, f"k_norm-max1-s{seed}")
+        if not os.path.exists(unit + ".h5"):
+            continue
         g0, a0 = np.array(layer_gain(unit + ".h5")), np.array(qk_per_layer(unit + ".check.json"))
         for m in DESIGN_MAXES:
             run = os.path.join(directory, f"k_norm-max{m}-layersall-s{seed}")
+            if not os.path.exists(run + ".h5"):
+                continue  # a partial sweep (scripts/gpu-check-22c runs a few points)
             g, a = np.array(layer_gain(run + ".h5")), np.array(qk_per_layer(run + ".check.json"))
             ratios.append((np.log(g) - np.log(g0))[1:] / (np.log(a) - np.log(a0))[1:])
+    if not ratios:
+        raise SystemExit(f"{directory}: no k_norm-max1 / k_norm-max<M>-layersall pair of one seed")
     r = np.mean(ratios, axis=0)
     layers = np.arange(1, len(r) + 1)
     keep = r > 0
@@ -75,12 +81,14 @@ def measure(directory):
     return layers, r, c, p
 
 
-def depth_weighted(qk, p):
+def depth_weighted(qk, p, first_measured=0):
+    """Layers before `first_measured` take its weight: layer 0's gain is 1 by definition
+    (nothing propagated into it), so the fit says nothing there."""
     num = den = 0.0
     for l, a in enumerate(qk):
         if a is None:
             continue
-        w = (l + 1) ** -p
+        w = (max(l, first_measured) + 1) ** -p
         num += w * math.log(max(a, 1.0))
         den += w
     return math.exp(num / den) if den > 0 else 1.0
@@ -113,7 +121,7 @@ def combined(doc, unit, cuts):
     return d0 + math.sqrt(total) * (fail_d - d0)
 
 
-def substitute(directory, out, p, combine_with=None, unit_weights=False):
+def substitute(directory, out, p, combine_with=None, unit_weights=False, first_measured=0):
     os.makedirs(out, exist_ok=True)
     unit = cuts = None
     if combine_with and not unit_weights:
@@ -132,7 +140,7 @@ def substitute(directory, out, p, combine_with=None, unit_weights=False):
             if cuts:
                 figure = combined(doc, unit, cuts)
             else:
-                figure = depth_weighted([L.get("qk_amplification") for L in doc["layers"]], p)
+                figure = depth_weighted([L.get("qk_amplification") for L in doc["layers"]], p, first_measured)
             for comp in doc["components"]:
                 if comp["name"] == "model.qk_depth":
                     comp["value"] = figure
@@ -211,6 +219,8 @@ def main():
     s.add_argument("dir")
     s.add_argument("out")
     s.add_argument("--p", type=float, help="depth weights w(l) = (l + 1)^-p")
+    s.add_argument("--layer0-as-layer1", action="store_true",
+                   help="with --p: layer 0 takes layer 1's weight (its gain is not measurable)")
     s.add_argument("--combine", metavar="THRESHOLDS",
                    help="instead: the combined figure, with the fail cuts of this (design-fitted) file")
     s.add_argument("--unit-weights", action="store_true",
@@ -225,14 +235,14 @@ def main():
         return 0
     if args.cmd == "weights":
         layers, r, c, p = measure(args.dir)
-        print("layer  excess ln gain per unit excess ln A_qk (k_norm, outliers in every layer, 10 runs)")
+        print("layer  excess ln gain per unit excess ln A_qk (k_norm, outliers in every layer)")
         for l, v in zip(layers, r):
             print(f"{l:5d}  {v:7.3f}   fit {math.exp(c) * (l + 1) ** -p:7.3f}")
         print(f"fit: w(l) = {math.exp(c):.3f} (l + 1)^-{p:.3f}")
     else:
         if (args.p is None) == (args.combine is None):
             raise SystemExit("substitute: give exactly one of --p and --combine")
-        substitute(args.dir, args.out, args.p, args.combine, args.unit_weights)
+        substitute(args.dir, args.out, args.p, args.combine, args.unit_weights, 1 if args.layer0_as_layer1 else 0)
     return 0
 
 
