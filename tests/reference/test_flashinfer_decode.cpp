@@ -34,7 +34,8 @@ class FlashInferDecodeTwin : public ::testing::TestWithParam<DecodeCase> {};
 // stored once more as bf16 in the merge (the same again); FP32 sums of head_dim and
 // `total` terms on top, far below that.
 TEST_P(FlashInferDecodeTwin, MatchesDoubleSoftmaxWithinItsRoundings) {
-  const auto [hd, group, total, chunk] = GetParam();
+  const auto [hd_, group, total, chunk] = GetParam();
+  const int hd = hd_;  // a plain variable: clang refuses structured bindings in lambda captures
   std::mt19937_64 rng(71);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   auto bf16 = [](float x) { return round_to_bf16(x); };
@@ -43,7 +44,7 @@ TEST_P(FlashInferDecodeTwin, MatchesDoubleSoftmaxWithinItsRoundings) {
   for (float& x : k) x = bf16(u(rng));
   for (float& x : v) x = bf16(u(rng));
   const auto row = [&](const std::vector<float>& m) {
-    return [&m, hd = hd](std::int64_t j) { return m.data() + j * hd; };
+    return [&m, hd](std::int64_t j) { return m.data() + j * hd; };
   };
   const float scale = static_cast<float>(1.0 / std::sqrt(double(hd)));
   std::vector<float> out(static_cast<std::size_t>(hd), std::nanf(""));
