@@ -21,9 +21,10 @@
 
 namespace fusecheck::test {
 
-// Share of elements more than one bf16 ulp apart, and relative L2 distance.
+// Share of elements more than one bf16 ulp apart (the ulp of `b`'s element), the largest
+// distance in those ulps, and relative L2 distance.
 struct TapDistance {
-  double share_off = 0, rel_l2 = 0;
+  double max_ulp = 0, share_off = 0, rel_l2 = 0;
 };
 inline TapDistance distance(const TapMatrix& a, const TapMatrix& b) {
   TapDistance d;
@@ -33,10 +34,11 @@ inline TapDistance distance(const TapMatrix& a, const TapMatrix& b) {
     const double x = a.data()[i], y = b.data()[i];
     num += (x - y) * (x - y);
     den += y * y;
-    const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(y), 1e-30)) - 7);
-    off += !(std::fabs(x - y) <= 1.01 * ulp);
+    const double ulps = std::fabs(x - y) / std::ldexp(1.0, std::ilogb(std::max(std::fabs(y), 1e-30)) - 7);
+    d.max_ulp = std::max(d.max_ulp, ulps);
+    off += !(ulps <= 1.01);
   }
-  d.share_off = static_cast<double>(off) / a.size();
+  d.share_off = a.size() > 0 ? static_cast<double>(off) / a.size() : 0;
   d.rel_l2 = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
   return d;
 }

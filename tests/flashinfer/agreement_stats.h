@@ -12,31 +12,13 @@
 #include <string>
 
 #include "harness/core/path.h"
+#include "tests/common/path_agreement.h"
 
 namespace fusecheck::test {
 
-struct TapStats {
-  double max_ulp = 0, share_off = 0, rel_l2 = 0;
-};
-
-// Distances of `got` from `twin` (same shape); the ulp is the twin element's bf16 ulp.
-inline TapStats tap_stats(const TapMatrix& got, const TapMatrix& twin) {
-  TapStats s;
-  double num = 0, den = 0;
-  long off = 0;
-  for (Eigen::Index i = 0; i < got.size(); ++i) {
-    const double x = got.data()[i], y = twin.data()[i];
-    const double ulp = std::ldexp(1.0, std::ilogb(std::max(std::fabs(y), 1e-30)) - 7);
-    const double ulps = std::fabs(x - y) / ulp;
-    s.max_ulp = std::max(s.max_ulp, ulps);
-    off += !(ulps <= 1.01);
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  s.share_off = got.size() > 0 ? static_cast<double>(off) / got.size() : 0;
-  s.rel_l2 = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
-  return s;
-}
+// The distances of path_agreement.h, under the name the agreement table uses.
+using TapStats = TapDistance;
+inline TapStats tap_stats(const TapMatrix& got, const TapMatrix& twin) { return distance(got, twin); }
 
 // Appends "check<TAB>where<TAB>tap<TAB>phase<TAB>max_ulp<TAB>share_off<TAB>rel_l2" to
 // $FUSECHECK_AGREEMENT_TSV when it is set; `check` names the comparison.
