@@ -19,7 +19,7 @@
 //                                 invariant / default. Both are validated first (outputs
 //                                 finite and within 1e-2 relative L2 of each other) or not
 //                                 timed. <plan>: the default BatchInvariantPlan, or one
-//                                 field changed (split_k, chunk64, gemm_rows8, ...) to see
+//                                 field changed (no_split_k, chunk64, gemm_rows8, ...) to see
 //                                 what each choice costs.
 // Every entry: time per iteration = CUDA events around one graph launch queued behind a
 // spin kernel; counters GB/s, pct_copy (of the device-to-device copy bandwidth measured at
@@ -378,9 +378,9 @@ int main(int argc, char** argv) {
         p.*field = value;
         plans.emplace_back("/" + name, p);
       };
-      fc::fused::BatchInvariantPlan split;
-      split.gemm_split_k = true;
-      plans.emplace_back("/split_k", split);
+      fc::fused::BatchInvariantPlan no_split;
+      no_split.gemm_split_k = false;
+      plans.emplace_back("/no_split_k", no_split);
       if (c.n == 1) {
         vary("chunk64", &fc::fused::BatchInvariantPlan::decode_chunk, 64);
         vary("chunk256", &fc::fused::BatchInvariantPlan::decode_chunk, 256);

@@ -9,9 +9,9 @@
 // chosen per row count; and its split-KV chunk doubles with the batch (llama odd shape,
 // batch 8: 32-position chunks up to KV 1344, 64 from 1345, while batch 1 keeps 32). The
 // tests print where the default path's bits differ (not asserted: which bits an order
-// change flips is not a property of the path), and likewise for the batch-invariant plan
-// with split-K allowed (BatchInvariantPlan::gemm_split_k, not the registered path's plan),
-// so one GPU run says whether that faster choice would be invariant too.
+// change flips is not a property of the path). The plan without split-K
+// (BatchInvariantPlan::gemm_split_k = false, the registered path's plan until 2026-12-03) is
+// asserted invariant too: both plans fix every reduction's shape.
 // GPU tests: they skip without a device. compute-sanitizer: --gtest_filter='*Small*'.
 #include <gtest/gtest.h>
 
@@ -130,16 +130,16 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
     ref::RandomCheckpoint ckpt(spec, 17, DType::BF16);
     auto invariant = make_path(kInvariant, ckpt, PathOptions{});
     auto fused = make_path("fused-cuda", ckpt, PathOptions{});
-    fused::BatchInvariantPlan split_plan;
-    split_plan.gemm_split_k = true;
-    auto split_k = make_fused_cuda_path(ckpt, PathOptions{}, split_plan);
+    fused::BatchInvariantPlan no_split_plan;
+    no_split_plan.gemm_split_k = false;
+    auto no_split = make_fused_cuda_path(ckpt, PathOptions{}, no_split_plan);
     const Trace alone = needle_trace(*invariant, spec, 1, 0, c.kv_len);
     ASSERT_FALSE(alone.empty());
     // Not a trace of untouched buffers: the needle's layer output is a real one.
     ASSERT_GT(alone.back().second.norm(), 0.0);
     for (const auto& [where, m] : alone) ASSERT_TRUE(m.allFinite()) << where << " has NaN/Inf";
     const Trace fused_alone = needle_trace(*fused, spec, 1, 0, c.kv_len);
-    const Trace split_alone = needle_trace(*split_k, spec, 1, 0, c.kv_len);
+    const Trace no_split_alone = needle_trace(*no_split, spec, 1, 0, c.kv_len);
     auto info = [](const char* what, const std::string& where, const std::string& diff) {
       std::printf("[   info   ] %s, %s: %s\n", what, where.c_str(),
                   diff.empty() ? "same bits" : ("differs first at " + diff).c_str());
@@ -151,8 +151,8 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
             << kInvariant << ", " << where << ": the needle's bits depend on its batch";
         info("fused-cuda (default)", where,
              first_difference(fused_alone, needle_trace(*fused, spec, batch, place, c.kv_len)));
-        info("batch-invariant plan with split-K", where,
-             first_difference(split_alone, needle_trace(*split_k, spec, batch, place, c.kv_len)));
+        EXPECT_EQ(first_difference(no_split_alone, needle_trace(*no_split, spec, batch, place, c.kv_len)), "")
+            << "batch-invariant plan without split-K, " << where << ": the needle's bits depend on its batch";
       }
     }
   }
@@ -186,9 +186,10 @@ INSTANTIATE_TEST_SUITE_P(OddModels, BatchInvariantNeedleChunkEdge,
 // gate|up with FP32 output, down with the residual epilogue): with the decode choice (fixed
 // at 64 rows) rows 0..M-1 of a call of M = 1, 2, 3, 8, 17 rows hold the bits of the same
 // rows at M = 64; with the prefill choice (fixed at 512 rows), M = 2, 58, 98 against 512.
-// Asserted for the plans' default (no split-K); printed, not asserted, for split-K allowed
-// and for cuBLASLt's per-shape choice (what the default fused-cuda's GEMM route and
-// standard-cuda's cuBLAS do). Seeded random bf16 inputs, outputs poisoned before each call.
+// Asserted with split-K allowed (the plan's default: the fixed algorithm's split count and
+// reduction scheme) and without; printed, not asserted, for cuBLASLt's per-shape choice
+// (what the default fused-cuda's GEMM route and standard-cuda's cuBLAS do). Seeded random
+// bf16 inputs, outputs poisoned before each call.
 struct GemmShape {
   const char* name;
   int N, K;
@@ -220,7 +221,7 @@ TEST_P(FixedGemmAlgorithm, RowBitsDoNotDependOnTheRowCount) {
     return out;
   };
   // The smaller-M calls whose rows differ from the reference call's ("" when none).
-  auto differing = [&](fused::AlgoChoice choice, int ref_rows, std::initializer_list<int> ms) {
+  auto differing = [&](fused::AlgoChoice choice, int ref_rows, const std::vector<int>& ms) {
     const auto ref = rows_of(ref_rows, choice);
     std::string out;
     for (const int M : ms)
@@ -229,18 +230,14 @@ TEST_P(FixedGemmAlgorithm, RowBitsDoNotDependOnTheRowCount) {
     return out;
   };
   for (const int fixed : {64, 512}) {
-    const auto ms = fixed == 64 ? std::initializer_list<int>{1, 2, 3, 8, 17} : std::initializer_list<int>{2, 58, 98};
+    // A vector, not an initializer_list: the list's array would die with the full expression
+    // of the conditional (the first GPU run read garbage row counts from it).
+    const std::vector<int> ms = fixed == 64 ? std::vector<int>{1, 2, 3, 8, 17} : std::vector<int>{2, 58, 98};
     const std::string where = std::string(g.name) + " against M=" + std::to_string(fixed);
+    EXPECT_EQ(differing({fixed, true}, fixed, ms), "") << where << ": fixed algorithm with split-K allowed";
     EXPECT_EQ(differing({fixed, false}, fixed, ms), "") << where << ": fixed algorithm without split-K";
-    std::string split;
-    try {  // informational: a fixed split-K algorithm the smaller M cannot run is a finding too
-      split = differing({fixed, true}, fixed, ms);
-    } catch (const std::exception& e) {
-      split = std::string(" (throws: ") + e.what() + ")";
-    }
     const std::string per_shape = differing({}, fixed, ms);
-    std::printf("[   info   ] %s: fixed with split-K allowed: %s; cuBLASLt per shape: %s\n", where.c_str(),
-                split.empty() ? "same bits" : ("differs at" + split).c_str(),
+    std::printf("[   info   ] %s: cuBLASLt per shape: %s\n", where.c_str(),
                 per_shape.empty() ? "same bits" : ("differs at" + per_shape).c_str());
   }
   // Not a comparison of poison: the reference rows hold finite values.
@@ -272,9 +269,17 @@ TEST(FusedBatchInvariant, DecodeChunkIsFixedWhateverTheBatch) {
 }
 
 // The batch-invariant path follows fused-v1 as the default does: against emulated-cpu
-// --recipe fused-v1 within the limits of tests/fused/test_fused_path.cpp (FP32 order only),
-// over a prefill of 200 and two decode steps (two 128-position chunks: the combine kernel),
-// batches 3 and 1 (both on the GEMM route with the fixed algorithms).
+// --recipe fused-v1 (FP32 order only), over a prefill of 200 and two decode steps (two
+// 128-position chunks: the combine kernel), batches 3 and 1 (both on the GEMM route with the
+// fixed algorithms). rel L2 keeps test_fused_path.cpp's 2e-3; the share of elements more
+// than one ulp apart is held at 10%, not 1%: the default path's batch-1 decode runs the GEMV
+// route, whose per-row order the twin's follows closely, this path runs cuBLASLt's fixed
+// algorithm at every M. First H200 run (2026-12-03, plan without split-K): worst share 6.25%
+// (5 of the 80 values of one layer-0 resid_out row, batch 1 decode; one value moves the
+// share by 1.25% there), 1.8% at a prefill act, every rel L2 within 2e-3. An element counts
+// when it is more than one ulp of the result apart, which a cancellation in a sum makes of a
+// one-ulp change in a term. A misplaced rounding point moves a third or more of a tap's
+// elements (test_fused_path.cpp's header), so 10% still tells the two apart.
 TEST(FusedBatchInvariant, SmallPrefillAndDecodeMatchEmulatedFusedV1) {
   if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
   register_builtin_paths();
@@ -289,7 +294,7 @@ TEST(FusedBatchInvariant, SmallPrefillAndDecodeMatchEmulatedFusedV1) {
                    [](const TapSet& f, const TapSet& e, bool, const std::string& where) {
                      expect_taps_within(f, e, where, 2, [](Tap tap) -> TapLimits {
                        const bool fp32_tap = tap == Tap::logits;  // not rounded by fused-v1
-                       return {.share_off = fp32_tap ? 1.0 : 0.01, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
+                       return {.share_off = fp32_tap ? 1.0 : 0.1, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
                      });
                    });
   }
