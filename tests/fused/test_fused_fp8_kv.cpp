@@ -1,0 +1,337 @@
+// fused-cuda:fp8-kv* (fused-cuda with the FP8 E4M3 KV cache of the fp8-kv recipes) against
+// its emulated twin, emulated-cpu --recipe fp8-kv*, and against reference/kv_fp8.h:
+//  - registration and refusal run on any machine;
+//  - on a GPU: the FP8 codes, scales and counts FusedLayer stores are the host quantizer's
+//    applied to the bf16 rows it appended, bit for bit (prefill, then decode steps);
+//  - the whole path, isolated layer by layer over a prefill, four decode steps and a
+//    2-token chunk: taps within fused-cuda's own bounds against fused-v1
+//    (test_fused_path.cpp); its k_cache.fp8 / v_cache.fp8 headroom equal to the host
+//    quantizer fed its own k_rope and v taps;
+//  - the scale delivery check (reference/scale_delivery.h) passes on it and catches the
+//    variant whose attention never receives the scales.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <functional>
+#include <iostream>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fused_test_util.h"
+#include "harness/core/error.h"
+#include "harness/core/path_registry.h"
+#include "kernels/common/device_info.h"
+#include "kernels/common/random_fill.h"
+#include "kernels/common/stream.h"
+#include "kernels/fused/fused_kv_fp8.h"
+#include "kernels/fused/fused_layer.h"
+#include "kernels/fused/fused_path.h"
+#include "reference/kv_fp8.h"
+#include "reference/random_checkpoint.h"
+#include "reference/recipe.h"
+#include "reference/scale_delivery.h"
+#include "tests/common/ci_models.h"
+#include "tests/common/path_agreement.h"
+#include "tests/common/small_specs.h"
+
+namespace fusecheck::test {
+namespace {
+
+const std::vector<std::string> kRecipes = {"fp8-kv", "fp8-kv-per-head", "fp8-kv-dynamic", "fp8-kv-per-head-dynamic"};
+
+std::string path_name(const std::string& recipe) { return kFusedFp8KvPrefix + recipe; }
+
+bool fp8_device() {
+  if (cuda::visible_device_count() == 0) return false;
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  return prop.major * 10 + prop.minor >= 89;
+}
+
+#define SKIP_WITHOUT_FP8_GPU()                                                      \
+  do {                                                                              \
+    SKIP_WITHOUT_GPU();                                                             \
+    if (!fp8_device()) GTEST_SKIP() << "device 0 is below compute capability 8.9"; \
+  } while (0)
+
+TEST(FusedFp8KvRegistration, EveryFp8KvRecipeHasAFusedCudaPathNamingItsTwinRecipe) {
+  register_builtin_paths();
+  for (const std::string& recipe : kRecipes) {
+    const PathInfo* info = find_path(path_name(recipe));
+    ASSERT_NE(info, nullptr) << path_name(recipe) << " is not registered";
+    EXPECT_EQ(info->device, "cuda");
+    EXPECT_EQ(info->recipe, recipe) << "the emulated twin is emulated-cpu --recipe " << recipe;
+    EXPECT_EQ(info->role, "fused");
+    EXPECT_TRUE(find_recipe(info->recipe).kv_fp8.has_value());
+  }
+}
+
+TEST(FusedFp8KvRegistration, WithoutAGpuCreatingOneIsRefusedWithAMessage) {
+  if (cuda::visible_device_count() > 0) GTEST_SKIP() << "a GPU is present (the capability test covers refusal)";
+  register_builtin_paths();
+  ref::RandomCheckpoint ckpt(two_layer_spec("qwen3", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16"), 3, DType::BF16);
+  try {
+    make_path(path_name("fp8-kv"), ckpt, PathOptions{});
+    FAIL() << "created without a GPU";
+  } catch (const std::exception& e) {
+    EXPECT_GT(std::string(e.what()).size(), 10u) << e.what();
+  }
+}
+
+TEST(FusedFp8KvRegistration, ARecipeWithoutAnFp8CacheIsRefused) {
+  ref::RandomCheckpoint ckpt(two_layer_spec("qwen3", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16"), 3, DType::BF16);
+  for (const char* recipe : {"fused-v1", "fp8-w8a8"}) {
+    try {
+      make_fused_cuda_fp8_kv_path(ckpt, PathOptions{}, recipe);
+      FAIL() << recipe << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("not an fp8-kv recipe"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Below 8.9 the path is refused naming the capability (require_fp8_device); at 8.9 and
+// above it is created.
+TEST(FusedFp8KvRegistration, OnAGpuItIsCreatedOrRefusedByComputeCapability) {
+  SKIP_WITHOUT_GPU();
+  register_builtin_paths();
+  ref::RandomCheckpoint ckpt(two_layer_spec("qwen3", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16"), 3, DType::BF16);
+  if (fp8_device()) {
+    EXPECT_EQ(make_path(path_name("fp8-kv"), ckpt, PathOptions{})->name(), path_name("fp8-kv"));
+  } else {
+    try {
+      make_path(path_name("fp8-kv"), ckpt, PathOptions{});
+      FAIL() << "created below compute capability 8.9";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("8.9"), std::string::npos) << e.what();
+    }
+  }
+}
+
+class FusedFp8KvRecipe : public ::testing::TestWithParam<std::string> {};
+
+// FusedLayer on random weights: a prefill of 13 tokens then three decode steps, batch 2.
+// After each call, every appended position's codes are e4m3(x / s) of the bf16 k_rope / v
+// rows the layer left in its bf16 cache, the scales are the host quantizer's (static: the
+// prefill's; dynamic: the last append's) and the counts are its counts.
+TEST_P(FusedFp8KvRecipe, SmallLayerStoresTheHostQuantizersCodesScalesAndCounts) {
+  SKIP_WITHOUT_FP8_GPU();
+  const std::string recipe = GetParam();
+  const KvCacheFp8 cfg = *find_recipe(recipe).kv_fp8;
+  // Llama's odd shape: 9 heads over 3 kv heads (per-head scales differ), head_dim 8.
+  const ModelSpec spec = two_layer_spec("llama", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16");
+  fused::FusedLayer layer(spec);
+  cuda::Stream stream;
+  layer.init_random_weights(spec.n_layers, 11, stream);
+  layer.set_kv_fp8(cfg);
+  const int batch = 2, capacity = 24, D = spec.head_dim, KW = spec.kv_width();
+  layer.reset(batch, capacity);
+  std::vector<ref::KvFp8Quantizer> k_host, v_host;
+  for (int l = 0; l < spec.n_layers; ++l) k_host.emplace_back(cfg, spec.n_kv_heads), v_host.emplace_back(cfg, spec.n_kv_heads);
+  int start = 0;
+  for (const int n : {13, 1, 1, 1}) {
+    layer.randomize_input(batch * n, 100 + start, stream);
+    for (int l = 0; l < spec.n_layers; ++l) {
+      cuda::enqueue_all(layer.ops(l, n, start), stream);
+      stream.synchronize();
+      const std::string where = recipe + " layer " + std::to_string(l) + " at " + std::to_string(start);
+      // The appended rows from the bf16 caches, [batch * n x KW], and the FP8 caches.
+      const std::size_t cache_n = static_cast<std::size_t>(batch) * spec.n_kv_heads * capacity * D;
+      std::vector<std::uint16_t> kb(cache_n), vb(cache_n);
+      CUDA_CHECK(cudaMemcpy(kb.data(), layer.k_cache(l), cache_n * 2, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(vb.data(), layer.v_cache(l), cache_n * 2, cudaMemcpyDeviceToHost));
+      std::vector<std::uint8_t> k8(cache_n), v8(cache_n);
+      CUDA_CHECK(cudaMemcpy(k8.data(), layer.kv_fp8()->k_cache(l), cache_n, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(v8.data(), layer.kv_fp8()->v_cache(l), cache_n, cudaMemcpyDeviceToHost));
+      auto at = [&](int b, int t, int c) {
+        return ((static_cast<std::size_t>(b) * spec.n_kv_heads + c / D) * capacity + start + t) * D + c % D;
+      };
+      ref::Mat<float> k_rows(batch * n, KW), v_rows(batch * n, KW);
+      for (int b = 0; b < batch; ++b)
+        for (int t = 0; t < n; ++t)
+          for (int c = 0; c < KW; ++c) {
+            k_rows(b * n + t, c) = bf16_to_float(kb[at(b, t, c)]);
+            v_rows(b * n + t, c) = bf16_to_float(vb[at(b, t, c)]);
+          }
+      const ref::Mat<float> k_in = k_rows, v_in = v_rows;
+      k_host[l].append(k_rows, where + " k");
+      v_host[l].append(v_rows, where + " v");
+      const auto [ks, vs] = layer.kv_fp8()->scales(l);
+      ASSERT_EQ(ks, k_host[l].scales()) << where;
+      ASSERT_EQ(vs, v_host[l].scales()) << where;
+      int bad = 0;
+      for (int b = 0; b < batch; ++b)
+        for (int t = 0; t < n; ++t)
+          for (int c = 0; c < KW; ++c) {
+            const int g = cfg.granularity == KvScaleGranularity::per_head ? c / D : 0;
+            if (k8[at(b, t, c)] != float_to_e4m3(k_in(b * n + t, c) / ks[g])) ++bad;
+            if (v8[at(b, t, c)] != float_to_e4m3(v_in(b * n + t, c) / vs[g])) ++bad;
+          }
+      EXPECT_EQ(bad, 0) << where << ": codes differ from e4m3(x / s)";
+      const auto [kc, vc] = layer.kv_fp8()->counters(l);
+      for (const auto& [got, want] : {std::pair{kc, k_host[l].stats()}, std::pair{vc, v_host[l].stats()}}) {
+        EXPECT_EQ(static_cast<std::int64_t>(got.n_values), want.n_values) << where;
+        EXPECT_EQ(static_cast<std::int64_t>(got.n_clipped), want.n_clipped) << where;
+        EXPECT_EQ(static_cast<std::int64_t>(got.n_flushed), want.n_flushed) << where;
+        EXPECT_EQ(static_cast<double>(std::bit_cast<float>(got.max_abs_scaled_bits)), want.max_abs_scaled) << where;
+      }
+    }
+    start += n;
+  }
+}
+
+// The bounds fused-cuda meets against fused-v1 (test_fused_path.cpp): both sides round at
+// the same points and differ by FP32 summation order, so bf16 taps differ by one ulp in a
+// small share of elements; logits (FP32) by rounding of their inputs.
+TapLimits fused_v1_limits(Tap tap) {
+  const bool fp32_tap = tap == Tap::logits;
+  return {.share_off = fp32_tap ? 1.0 : 0.01, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
+}
+
+// Taps computed before the FP8 cache is read: its twin's bounds hold whatever the cache.
+bool before_attention(Tap t) {
+  return t == Tap::q || t == Tap::k || t == Tap::v || t == Tap::q_rope || t == Tap::k_rope;
+}
+
+TapSet only(const TapSet& taps, bool before) {
+  TapSet out;
+  for (const auto& [tap, m] : taps) {
+    if (before_attention(tap) == before) out[tap] = m;
+  }
+  return out;
+}
+
+ref::Mat<float> as_float(const TapMatrix& m) { return m.cast<float>(); }
+
+std::unique_ptr<Checkpoint> stories260k() {
+  auto dir = models_dir();
+  if (!dir || !std::filesystem::exists(*dir / "stories260K.gguf")) return nullptr;
+  return Checkpoint::open(*dir / "stories260K.gguf");
+}
+
+// Each model with each recipe: a prefill of 13, four decode steps and a 2-token chunk for a
+// batch of 3 and then of 1, every layer isolated (both paths get emulated's input). The
+// FP8 cache rounds by 2^-4: where both sides calibrated the same scales, each cached value
+// is the same code unless a one-ulp bf16 difference crossed an E4M3 rounding boundary
+// (1/32 of the few elements that differ), so attention and what follows keep fused-v1's
+// bounds. Where a one-ulp difference moved amax (a different scale: every code may move),
+// those taps are not held to them; the test says how often and requires most layer calls
+// compared.
+void expect_agreement(const Checkpoint& ckpt, const std::string& label, const std::string& recipe) {
+  register_builtin_paths();
+  const ModelSpec& spec = ckpt.spec();
+  const KvCacheFp8 cfg = *find_recipe(recipe).kv_fp8;
+  auto fused = make_fused_cuda_fp8_kv_path(ckpt, PathOptions{}, recipe);
+  PathOptions opts;
+  opts.recipe = recipe;
+  auto emulated = make_path("emulated-cpu", ckpt, opts);
+  ASSERT_TRUE(fused->capabilities().headroom);
+
+  // Host quantizers fed each side's own k_rope / v taps: one per layer.
+  std::vector<std::pair<ref::KvFp8Quantizer, ref::KvFp8Quantizer>> mine, twin;
+  std::vector<bool> scales_differ;
+  TapSet emulated_taps;  // the check sees both sides, the observer the layer: it runs right after
+  int compared = 0, not_compared = 0;
+  auto check = [&](const TapSet& g, const TapSet& e, bool, const std::string& where) {
+    if (where.find(" head ") != std::string::npos) return expect_taps_within(g, e, where, 1, fused_v1_limits);
+    expect_taps_within(only(g, true), only(e, true), where, 3, fused_v1_limits);
+    emulated_taps = e;
+  };
+  auto observe = [&](int l, int, int past, int, const TapMatrix&, const TapSet& g, const std::string& where) {
+    if (past == 0 && l == 0) {
+      mine.assign(spec.n_layers, {ref::KvFp8Quantizer(cfg, spec.n_kv_heads), ref::KvFp8Quantizer(cfg, spec.n_kv_heads)});
+      twin = mine;
+      scales_differ.assign(spec.n_layers, false);
+    }
+    for (const auto& [side, taps] : {std::pair{&mine, &g}, std::pair{&twin, static_cast<const TapSet*>(&emulated_taps)}}) {
+      ref::Mat<float> k = as_float(taps->at(Tap::k_rope)), v = as_float(taps->at(Tap::v));
+      (*side)[l].first.append(k, where + " k");
+      (*side)[l].second.append(v, where + " v");
+    }
+    if (mine[l].first.scales() != twin[l].first.scales() || mine[l].second.scales() != twin[l].second.scales()) {
+      scales_differ[l] = true;
+    }
+    if (scales_differ[l]) {
+      ++not_compared;
+    } else {
+      expect_taps_within(only(g, false), only(emulated_taps, false), where, 2, fused_v1_limits);
+      ++compared;
+    }
+    // The path's counts are the host quantizer's on its own rows, exactly.
+    const auto seen = fused->headroom(l);
+    for (const auto& [point, want] : {std::pair{"k_cache.fp8", &mine[l].first.stats()},
+                                      std::pair{"v_cache.fp8", &mine[l].second.stats()}}) {
+      auto it = seen.find(point);
+      ASSERT_NE(it, seen.end()) << where << " " << point;
+      EXPECT_EQ(it->second.n_values, want->n_values) << where << " " << point;
+      EXPECT_EQ(it->second.n_saturated, want->n_clipped) << where << " " << point;
+      EXPECT_EQ(it->second.n_flushed, want->n_flushed) << where << " " << point;
+      EXPECT_EQ(it->second.max_abs, want->max_abs_scaled) << where << " " << point;
+    }
+  };
+  drive_isolated(*fused, *emulated, spec, {3, 1}, 64, {13, 1, 1, 1, 1, 2}, 11, label + " " + recipe, check, observe);
+  std::cout << label << " " << recipe << ": attention and later taps compared in " << compared
+            << " layer calls, not compared (scales differ by a rounding of amax) in " << not_compared << "\n";
+  EXPECT_GE(compared, 3 * not_compared) << "most layer calls must calibrate the same scales on both sides";
+}
+
+TEST_P(FusedFp8KvRecipe, Qwen3TinyMatchesEmulatedTwinOverPrefillAndDecodeSteps) {
+  SKIP_WITHOUT_FP8_GPU();
+  const auto ckpt = synth_model("qwen3-tiny");
+  expect_agreement(*ckpt, "qwen3-tiny", GetParam());
+}
+
+TEST_P(FusedFp8KvRecipe, Stories260KMatchesEmulatedTwinOverPrefillAndDecodeSteps) {
+  SKIP_WITHOUT_FP8_GPU();
+  const auto ckpt = stories260k();
+  if (!ckpt) GTEST_SKIP() << models_dir_skip_reason();
+  expect_agreement(*ckpt, "stories260K", GetParam());
+}
+
+// The 2-layer Qwen3-shaped model of tests/reference/test_fp8_kv.cpp (k_norm x8), prompt of
+// 7, 6 greedy steps: the scale delivery check on the CUDA path, each run a fresh
+// fused-cuda:fp8-kv* path with the multiplied scales (no FP8 cache: fused-cuda).
+ref::ScaleDeliveryResult cuda_scale_delivery(const Checkpoint& ckpt, const Recipe& recipe) {
+  const std::vector<std::int32_t> prompt = {3, 14, 15, 9, 26, 5, 35};
+  return ref::check_scale_delivery(recipe, ckpt.spec().n_layers, prompt, 6, [&](const Recipe& variant) {
+    return variant.kv_fp8 ? make_fused_cuda_fp8_kv_path(ckpt, PathOptions{}, recipe.name, variant.kv_fp8)
+                          : make_fused_cuda_path(ckpt, PathOptions{});
+  });
+}
+
+TEST_P(FusedFp8KvRecipe, SmallScaleDeliveryCheckPassesOnTheCudaPath) {
+  SKIP_WITHOUT_FP8_GPU();
+  ref::RandomCheckpoint ckpt(tiny_qwen3_tied_spec(), 17, DType::BF16, 8.0);
+  const ref::ScaleDeliveryResult r = cuda_scale_delivery(ckpt, find_recipe(GetParam()));
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_GT(r.fp8_rel_l2, 0) << "the FP8 cache must change something";
+  for (const auto& row : r.rows) {
+    std::cout << GetParam() << " x" << row.multiplier << ": rel_l2 " << row.rel_l2 << " (limit " << r.limit
+              << ", clipped " << row.clipped << (row.judged ? "" : ", not judged") << ")\n";
+  }
+  EXPECT_TRUE(r.passed()) << GetParam();
+}
+
+TEST(FusedFp8KvScaleDelivery, SmallScalesThatNeverReachAttentionAreCaught) {
+  SKIP_WITHOUT_FP8_GPU();
+  ref::RandomCheckpoint ckpt(tiny_qwen3_tied_spec(), 17, DType::BF16, 8.0);
+  Recipe broken = find_recipe("fp8-kv");
+  broken.kv_fp8->drop_scale_on_load = true;
+  const ref::ScaleDeliveryResult r = cuda_scale_delivery(ckpt, broken);
+  EXPECT_FALSE(r.passed());
+  EXPECT_FALSE(r.inconclusive());
+  EXPECT_GT(r.rows.front().rel_l2, 10 * r.limit) << "x1 against x16";
+}
+
+INSTANTIATE_TEST_SUITE_P(Recipes, FusedFp8KvRecipe, ::testing::ValuesIn(kRecipes),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string s = i.param;
+                           for (char& c : s) c = c == '-' ? '_' : c;
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace fusecheck::test
