@@ -91,11 +91,11 @@ __global__ void append_kernel(KvRows rows, int n, int past, KvFp8Layout l, const
   if (counters) add_counts(counters, values, clipped, flushed, nonfinite, max_abs);
 }
 
-// One block per (query head, query token); warp w takes positions w, w + 4, ...; lane
+// One block per (query token, query head); warp w takes positions w, w + 4, ...; lane
 // holds output dims lane, lane + 32, ... below head_dim. Warps merge in index order
 // (deterministic).
 __global__ void __launch_bounds__(kThreads) decode_kernel(KvFp8DecodeArgs a) {
-  const int h = blockIdx.x, row = blockIdx.y;  // row = b * n + t
+  const int h = blockIdx.y, row = blockIdx.x;  // row = b * n + t (x: a prefill's rows exceed 65535)
   const int b = row / a.n, kv_len = a.kv_len - a.n + row % a.n + 1;
   const int D = a.layout.head_dim, per_lane = (D + 31) / 32;
   const int kv = h / (a.n_heads / a.layout.n_kv_heads);
@@ -211,7 +211,7 @@ void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t strea
                                 std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ", " +
                                 std::to_string(a.n) + " queries)");
   }
-  decode_kernel<<<dim3(a.n_heads, a.layout.batch * a.n), kThreads, 0, stream>>>(a);
+  decode_kernel<<<dim3(a.layout.batch * a.n, a.n_heads), kThreads, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH();
 }
 
