@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <map>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -206,15 +206,13 @@ class FusedPath : public cuda::GpuPath {
     return taps;
   }
 
-  // Times every op of layer `l` for the current batch (1 when reset was never called) at
-  // n_new tokens per sequence over kv_len cached positions. The caches and the input are
-  // filled with seeded random data: reset() before running layers again.
   // fp8-kv: the FP8 caches' counts as emulated-cpu reports them (reference/rounding.h):
-  // |x / s| against 448, clipped (|x / s| > 464) as saturated, flushed to zero.
+  // |x / s| against 448, clipped (|x / s| > 464) as saturated, flushed to zero. None after
+  // time_layer (its appends of random data count too) until reset().
   std::map<std::string, Headroom> headroom(int l) const override {
     std::map<std::string, Headroom> out;
     const fused::FusedKvFp8* kv = layer_->kv_fp8();
-    if (!kv || l < 0 || l >= static_cast<int>(kv_len_.size()) || kv_len_[l] == 0) return out;
+    if (!kv || !caches_valid_ || l < 0 || l >= static_cast<int>(kv_len_.size()) || kv_len_[l] == 0) return out;
     const auto [k, v] = kv->counters(l);
     auto put = [&out](const char* name, const fused::KvFp8Counters& c) {
       Headroom h;
@@ -232,6 +230,9 @@ class FusedPath : public cuda::GpuPath {
     return out;
   }
 
+  // Times every op of layer `l` for the current batch (1 when reset was never called) at
+  // n_new tokens per sequence over kv_len cached positions. The caches and the input are
+  // filled with seeded random data: reset() before running layers again.
   std::vector<OpTiming> time_layer(int l, int n_new, int kv_len,
                                    const TimingOptions& opts) override {
     const int batch = layer_->batch() > 0 ? layer_->batch() : 1;
