@@ -12,6 +12,7 @@
 //    variant whose attention never receives the scales.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <functional>
 #include <iostream>
@@ -184,6 +185,34 @@ TEST_P(FusedFp8KvRecipe, SmallLayerStoresTheHostQuantizersCodesScalesAndCounts) 
     }
     start += n;
   }
+}
+
+// time_layer (what fusecheck run times) on the FP8 ops: append (with calibration when
+// dynamic; static scales are fixed by then) and the FP8 attention, for decode and a chunk.
+TEST_P(FusedFp8KvRecipe, TimeLayerSmallReportsTheFp8Ops) {
+  SKIP_WITHOUT_FP8_GPU();
+  const std::string recipe = GetParam();
+  ref::RandomCheckpoint ckpt(two_layer_spec("qwen3", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16"), 9, DType::BF16);
+  auto path = make_fused_cuda_fp8_kv_path(ckpt, PathOptions{}, recipe);
+  TimingOptions t;
+  t.repetitions = 5;
+  const bool dynamic = find_recipe(recipe).kv_fp8->timing == KvScaleTiming::dynamic;
+  for (const int n_new : {1, 9}) {
+    const auto ops = path->time_layer(0, n_new, 17, t);
+    std::vector<std::string> names;
+    for (const auto& op : ops) {
+      names.push_back(op.op);
+      EXPECT_GT(op.median_ms, 0) << op.op;
+      EXPECT_GT(op.bytes, 0) << op.op;
+    }
+    EXPECT_NE(std::find(names.begin(), names.end(), dynamic ? "kv_fp8_calibrate+append" : "kv_fp8_append"), names.end())
+        << recipe << " n_new " << n_new;
+    EXPECT_NE(std::find(names.begin(), names.end(), n_new == 1 ? "attention(fp8 kv)" : "attention(fp8 kv, causal)"),
+              names.end())
+        << recipe << " n_new " << n_new;
+    EXPECT_EQ(names.back(), "layer(graph)");
+  }
+  EXPECT_TRUE(path->headroom(0).empty()) << "time_layer's random appends are not counts of a run";
 }
 
 // The bounds fused-cuda meets against fused-v1 (test_fused_path.cpp): both sides round at
