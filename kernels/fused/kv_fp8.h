@@ -1,9 +1,10 @@
 // The FP8 E4M3 KV cache of the fp8-kv recipes (docs/recipes.md, "fp8-kv") on sm_89+:
 // calibration (scale = amax / 448 per tensor or per kv head, from the rows being
 // appended), quantize-on-append (code = e4m3(x / s), round to nearest even, saturating:
-// __nv_fp8_e4m3's conversion, the same as harness/core/fp8.h), and a decode attention
-// kernel that dequantizes K and V in its loads (e4m3_value(code) * s in FP32) with an FP32
-// online softmax and one bf16 rounding of its output, as fused-v1's K3. The emulated twin
+// __nv_fp8_e4m3's conversion, the same as harness/core/fp8.h), and an attention kernel
+// (decode, or a causal chunk of n queries) that dequantizes K and V in its loads
+// (e4m3_value(code) * s in FP32) with an FP32 online softmax and one bf16 rounding of its
+// output, as fused-v1's K3. The emulated twin
 // is emulated-cpu --recipe fp8-kv* (reference/kv_fp8.h): same codes bit for bit, same
 // dequantized values; the attention differs only by FP32 summation order.
 // FusedLayer runs them for the fused-cuda:fp8-kv* paths (fused_kv_fp8.h): the appended rows
