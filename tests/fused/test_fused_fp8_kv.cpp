@@ -411,6 +411,44 @@ TEST(FusedFp8KvScaleDelivery, SmallScalesThatNeverReachAttentionAreCaught) {
   EXPECT_GT(r.rows.front().rel_l2, 10 * r.limit) << "x1 against x16";
 }
 
+// Bad input (issue 17): a calibration scale of 0 (layer 1's V rows all zero: its v_proj
+// is zero in a Llama-shaped model without biases) is an InputError naming the layer and
+// the tensor, never NaN results; on the twin and on the CUDA path alike.
+ref::RandomCheckpoint zero_v_checkpoint() {
+  const ModelSpec spec = two_layer_spec("llama", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16");
+  ref::RandomCheckpoint ckpt(spec, 4, DType::BF16);
+  ckpt.set_values("model.layers.1.self_attn.v_proj.weight",
+                  std::vector<float>(static_cast<std::size_t>(spec.kv_width()) * spec.hidden, 0.0f));
+  return ckpt;
+}
+
+void expect_zero_scale_error(Path& path) {
+  path.reset(1, 8);
+  const TapMatrix h = path.embed(std::vector<std::int32_t>{3, 5, 7});
+  const TapSet layer0 = path.layer(0, h);
+  ASSERT_TRUE(layer0.at(Tap::resid_out).allFinite());
+  try {
+    path.layer(1, layer0.at(Tap::resid_out));
+    FAIL() << path.name() << ": no error for an all-zero V";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1 v_cache scale is 0"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FusedFp8KvBadInput, AZeroScaleIsAClearErrorOnTheTwin) {
+  register_builtin_paths();
+  const ref::RandomCheckpoint ckpt = zero_v_checkpoint();
+  PathOptions opts;
+  opts.recipe = "fp8-kv";
+  expect_zero_scale_error(*make_path("emulated-cpu", ckpt, opts));
+}
+
+TEST(FusedFp8KvBadInput, AZeroScaleIsAClearErrorOnTheCudaPath) {
+  SKIP_WITHOUT_FP8_GPU();
+  const ref::RandomCheckpoint ckpt = zero_v_checkpoint();
+  expect_zero_scale_error(*make_fused_cuda_fp8_kv_path(ckpt, PathOptions{}, "fp8-kv"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Recipes, FusedFp8KvRecipe, ::testing::ValuesIn(kRecipes),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string s = i.param;
