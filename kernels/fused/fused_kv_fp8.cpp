@@ -84,10 +84,17 @@ cuda::DeviceOp FusedKvFp8::attention_op(int layer, int n, int start, const bf16*
   a.kv_len = start + n;
   a.n = n;
   a.out = out;
+  if (n == 1) {  // split over chunks where the query heads alone leave the GPU mostly idle
+    a.chunk = kv_fp8_decode_chunk(layout_.batch, spec_.n_heads, a.kv_len);
+    const std::size_t need =
+        kv_fp8_decode_partial_floats(layout_.batch, spec_.n_heads, spec_.head_dim, a.kv_len, a.chunk);
+    if (partial_.size() < need) partial_.resize(need);
+    a.partial = partial_.data();
+  }
   const double rows = static_cast<double>(layout_.batch) * n;
   const double pairs = double(n) * start + double(n) * (n + 1) / 2.0;  // causal
   const double bytes = 2.0 * layout_.batch * spec_.kv_width() * double(start + n) + 2 * rows * spec_.q_width() * 2.0;
-  return {n == 1 ? "attention(fp8 kv)" : "attention(fp8 kv, causal)", bytes,
+  return {n == 1 ? (a.chunk > 0 ? "attention(fp8 kv, split)" : "attention(fp8 kv)") : "attention(fp8 kv, causal)", bytes,
           4.0 * layout_.batch * spec_.n_heads * pairs * spec_.head_dim,
           [a](cudaStream_t s) { launch_kv_fp8_decode_attention(a, s); }};
 }

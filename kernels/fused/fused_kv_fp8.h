@@ -8,7 +8,9 @@
 //    sequences) and quantize those rows into the FP8 cache (kv_fp8.h);
 //  - attention: decode and prefill alike, each query over the dequantized cache
 //    (e4m3_value(code) * s in FP32, keys 0..its own position), as the emulated twin reads
-//    its cache: the rows just appended are read back from FP8 too.
+//    its cache: the rows just appended are read back from FP8 too. Decode splits the
+//    positions into 128-position chunks merged by a second kernel where the batch's query
+//    heads make few blocks (kv_fp8_decode_chunk).
 // Nothing here synchronizes: the ops can be captured in a CUDA graph; the path checks the
 // scales (0, NaN, Inf are errors) after its stream synchronizes.
 #pragma once
@@ -69,7 +71,8 @@ class FusedKvFp8 {
   KvCacheFp8 cfg_;
   KvFp8Layout layout_;
   std::vector<Layer> layers_;
-  cuda::DeviceBuffer<float> ones_;  // drop_scale_on_load: what a kernel never given the scales uses
+  cuda::DeviceBuffer<float> ones_;     // drop_scale_on_load: what a kernel never given the scales uses
+  cuda::DeviceBuffer<float> partial_;  // a split decode's chunk partials (kv_fp8_decode_chunk)
 };
 
 }  // namespace fusecheck::fused

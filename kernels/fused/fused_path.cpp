@@ -113,9 +113,13 @@ class FusedPath : public cuda::GpuPath {
   // Invariance mode: the first split-KV chunk edges of decode attention (the batch-invariant
   // mode's are the multiples of its fixed chunk), and the A/B switches the kernels read once
   // per process (their headers say what each does).
-  ExecutionTraits execution_traits(int, int max_kv) const override {
+  ExecutionTraits execution_traits(int batch, int max_kv) const override {
     ExecutionTraits t;
-    if (layer_->kv_fp8()) {  // one FP8 attention kernel, no split-KV, no fold, no tensor-core prefill
+    if (layer_->kv_fp8()) {  // kv_fp8.h's attention (no fold, no tensor-core prefill)
+      const int chunk = fused::kv_fp8_decode_chunk(batch, ckpt_.spec().n_heads, max_kv);
+      for (int b = chunk; chunk > 0 && b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) {
+        t.kv_split_boundaries.push_back(b);
+      }
       t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_GEMV_L2PF=0"};
       return t;
     }

@@ -95,12 +95,15 @@ __global__ void append_kernel(KvRows rows, int n, int past, KvFp8Layout l, const
   if (counters) add_counts(counters, values, clipped, flushed, nonfinite, max_abs);
 }
 
-// One block per (query token, query head); warp w takes positions w, w + 16, ...; lane
-// holds output dims lane, lane + 32, ... below head_dim. Warps merge in index order
-// (deterministic).
+// One block per (query token, query head, chunk); warp w takes positions lo + w,
+// lo + w + 16, ... of the block's chunk (all positions when a.chunk is 0); lane holds
+// output dims lane, lane + 32, ... below head_dim. Warps merge in index order
+// (deterministic); a split decode writes the chunk's FP32 partial for merge_kernel.
 __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a) {
   const int h = blockIdx.y, row = blockIdx.x;  // row = b * n + t (x: a prefill's rows exceed 65535)
   const int b = row / a.n, kv_len = a.kv_len - a.n + row % a.n + 1;
+  const int lo = a.chunk > 0 ? static_cast<int>(blockIdx.z) * a.chunk : 0;
+  const int hi = a.chunk > 0 ? min(lo + a.chunk, kv_len) : kv_len;
   const int D = a.layout.head_dim, per_lane = (D + 31) / 32;
   const int kv = h / (a.n_heads / a.layout.n_kv_heads);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -116,7 +119,7 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
     acc[i] = 0;
   }
   float m = -INFINITY, l = 0;
-  for (int p = warp; p < kv_len; p += kWarps) {
+  for (int p = lo + warp; p < hi; p += kWarps) {
     const __nv_fp8_e4m3* krow = a.k_cache + head_base + static_cast<long>(p) * D;
     const __nv_fp8_e4m3* vrow = a.v_cache + head_base + static_cast<long>(p) * D;
     float dot = 0;
@@ -147,9 +150,38 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
   float L = 0;
   for (int w = 0; w < kWarps; ++w) L += s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M) * s_l[w];
   bf16* out = a.out + (static_cast<long>(row) * a.n_heads + h) * D;
+  float* part = a.chunk > 0
+                    ? a.partial + ((static_cast<long>(row) * a.n_heads + h) * gridDim.z + blockIdx.z) * (D + 2)
+                    : nullptr;
+  if (part && threadIdx.x == 0) {
+    part[0] = M;
+    part[1] = L;
+  }
   for (int d = threadIdx.x; d < D; d += kAttnThreads) {
     float sum = 0;
     for (int w = 0; w < kWarps; ++w) sum += s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M) * s_acc[w][d];
+    if (part) {
+      part[2 + d] = sum;
+    } else {
+      out[d] = __float2bfloat16_rn(sum / L);
+    }
+  }
+}
+
+// A split decode's chunks of one (query, head) merged in chunk order (every chunk holds
+// at least one position, so each max is finite): out = bf16(sum_c e^(m_c - M) acc_c /
+// sum_c e^(m_c - M) l_c).
+__global__ void merge_kernel(KvFp8DecodeArgs a, int splits) {
+  const int row = blockIdx.x, h = blockIdx.y, D = a.layout.head_dim, stride = D + 2;
+  const float* part = a.partial + (static_cast<long>(row) * a.n_heads + h) * splits * stride;
+  float M = -INFINITY;
+  for (int c = 0; c < splits; ++c) M = fmaxf(M, part[c * stride]);
+  float L = 0;
+  for (int c = 0; c < splits; ++c) L += expf(part[c * stride] - M) * part[c * stride + 1];
+  bf16* out = a.out + (static_cast<long>(row) * a.n_heads + h) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0;
+    for (int c = 0; c < splits; ++c) sum += expf(part[c * stride] - M) * part[c * stride + 2 + d];
     out[d] = __float2bfloat16_rn(sum / L);
   }
 }
@@ -214,6 +246,17 @@ void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t strea
                                 " heads over " + std::to_string(a.layout.n_kv_heads) + " kv heads, kv_len " +
                                 std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ", " +
                                 std::to_string(a.n) + " queries)");
+  }
+  if (a.chunk > 0) {
+    if (a.n != 1 || !a.partial) {
+      throw std::invalid_argument("kv_fp8 decode attention: a split (chunk > 0) needs n == 1 and a partial buffer");
+    }
+    const int splits = (a.kv_len + a.chunk - 1) / a.chunk;
+    decode_kernel<<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH();
+    merge_kernel<<<dim3(a.layout.batch, a.n_heads), 128, 0, stream>>>(a, splits);
+    CUDA_CHECK_LAUNCH();
+    return;
   }
   decode_kernel<<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH();

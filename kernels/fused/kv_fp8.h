@@ -17,6 +17,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -94,7 +95,28 @@ struct KvFp8DecodeArgs {
   int kv_len = 0;                   // positions 0 .. kv_len - 1 are attended (by the last query)
   int n = 1;
   __nv_bfloat16* out = nullptr;     // [batch * n x n_heads * head_dim]
+  // Decode (n == 1) only, when > 0: the positions split into chunks of `chunk` at absolute
+  // positions 0, chunk, ... over blocks, each writing an FP32 partial (max, sum of
+  // exponentials, unnormalized output) to `partial` (kv_fp8_decode_partial_floats), which a
+  // second kernel merges in chunk order with the one bf16 rounding. 0: one block per query
+  // head walks every position.
+  int chunk = 0;
+  float* partial = nullptr;
 };
+
+// The split decode's chunk (kv_fp8_decode_chunk): used where the batch's query heads alone
+// make fewer blocks than about two waves of a 132-SM H100 / H200 (decode b1 and b8 on the
+// 8B models), fixed so that the split depends on the KV length and batch only.
+inline constexpr int kKvFp8DecodeChunk = 128;
+inline constexpr int kKvFp8SplitBelowBlocks = 264;
+inline int kv_fp8_decode_chunk(int batch, int n_heads, int kv_len) {
+  return batch * n_heads < kKvFp8SplitBelowBlocks && kv_len > kKvFp8DecodeChunk ? kKvFp8DecodeChunk : 0;
+}
+// Floats of `partial` for a split decode in chunks of `chunk` (0 when chunk is 0).
+inline std::size_t kv_fp8_decode_partial_floats(int batch, int n_heads, int head_dim, int kv_len, int chunk) {
+  if (chunk <= 0) return 0;
+  return static_cast<std::size_t>(batch) * n_heads * ((kv_len + chunk - 1) / chunk) * (head_dim + 2);
+}
 
 // head_dim at most 256; n_heads a multiple of n_kv_heads; 1 <= n <= kv_len.
 void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& args, cudaStream_t stream);

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <bit>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <filesystem>
 #include <map>
@@ -300,7 +301,8 @@ TapMatrix twin_attention(const ModelSpec& s, const HostCache& cache, int l, cons
 //    there: those layer calls are counted and printed, not held to bf16 bounds.
 // Returns {layer calls compared from attn on, layer calls whose caches differ}.
 std::pair<int, int> expect_agreement(const Checkpoint& ckpt, const std::string& label, const std::string& recipe,
-                                     std::unique_ptr<Path> fused) {
+                                     std::unique_ptr<Path> fused,
+                                     std::initializer_list<int> steps = {13, 1, 1, 1, 1, 2}) {
   register_builtin_paths();
   const ModelSpec& spec = ckpt.spec();
   const KvCacheFp8 cfg = *find_recipe(recipe).kv_fp8;
@@ -309,7 +311,7 @@ std::pair<int, int> expect_agreement(const Checkpoint& ckpt, const std::string& 
   auto emulated = make_path("emulated-cpu", ckpt, opts);
   EXPECT_TRUE(fused->capabilities().headroom);
 
-  const int capacity = 64;
+  const int capacity = 160;
   std::optional<HostCache> mine, twin;  // from the path's taps; from emulated's
   TapSet emulated_taps;  // the check sees both sides, the observer the layer: it runs right after
   int compared = 0, caches_differ = 0;
@@ -343,8 +345,7 @@ std::pair<int, int> expect_agreement(const Checkpoint& ckpt, const std::string& 
       EXPECT_EQ(it->second.max_abs, want->max_abs_scaled) << where << " " << point;
     }
   };
-  drive_isolated(*fused, *emulated, spec, {3, 1}, capacity, {13, 1, 1, 1, 1, 2}, 11, label + " " + recipe, check,
-                 observe);
+  drive_isolated(*fused, *emulated, spec, {3, 1}, capacity, steps, 11, label + " " + recipe, check, observe);
   std::cout << label << " " << recipe << ": taps from attn on compared with the twin's in " << compared
             << " layer calls; caches differ by an E4M3 step somewhere in " << caches_differ << "\n";
   return {compared, caches_differ};
@@ -361,6 +362,16 @@ TEST_P(FusedFp8KvRecipe, Stories260KMatchesEmulatedTwinOverPrefillAndDecodeSteps
   const auto ckpt = stories260k();
   if (!ckpt) GTEST_SKIP() << models_dir_skip_reason();
   expect_agreement(*ckpt, "stories260K", GetParam(), make_fused_cuda_fp8_kv_path(*ckpt, PathOptions{}, GetParam()));
+}
+
+// Decode past 128 positions: the split decode (chunks of 128 merged by a second kernel,
+// kv_fp8_decode_chunk) against the twin's arithmetic, at batch 3 and 1.
+TEST_P(FusedFp8KvRecipe, Qwen3TinyDecodeOverTwoChunksMatchesEmulatedTwin) {
+  SKIP_WITHOUT_FP8_GPU();
+  const auto ckpt = synth_model("qwen3-tiny");
+  ASSERT_GT(fused::kv_fp8_decode_chunk(3, ckpt->spec().n_heads, 151), 0) << "the split must be taken";
+  expect_agreement(*ckpt, "qwen3-tiny", GetParam(), make_fused_cuda_fp8_kv_path(*ckpt, PathOptions{}, GetParam()),
+                   {150, 1, 1});
 }
 
 // The check above, on the twin itself (no GPU): its host rebuild of the cache is what

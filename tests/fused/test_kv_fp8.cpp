@@ -181,6 +181,17 @@ TEST_P(KvFp8Kernels, DecodeAttentionMatchesADoubleReferenceOverTheDequantizedCac
   a.out = out.data();
   fused::launch_kv_fp8_decode_attention(a, nullptr);
   const Bits got = to_host(out);
+  // The split decode (chunks of 16 positions here, merged by the second kernel) against the
+  // same reference: only the FP32 order of the sums differs.
+  a.chunk = 16;
+  cuda::DeviceBuffer<float> partial(
+      fused::kv_fp8_decode_partial_floats(s.batch, s.n_heads, s.head_dim, kv_len, a.chunk));
+  partial.fill_poison();
+  a.partial = partial.data();
+  auto split_out = poisoned(q.size());
+  a.out = split_out.data();
+  fused::launch_kv_fp8_decode_attention(a, nullptr);
+  const Bits split_got = to_host(split_out);
 
   const auto kcodes = kc.download(), vcodes = vc.download();
   const auto kscale = ks.download(), vscale = vs.download();
@@ -213,6 +224,7 @@ TEST_P(KvFp8Kernels, DecodeAttentionMatchesADoubleReferenceOverTheDequantizedCac
     }
   }
   expect_within("attn " + s.name(), got, ref, tol);
+  expect_within("attn split in chunks of 16 " + s.name(), split_got, ref, tol);
 }
 
 // A causal chunk of n queries per sequence (the fused-cuda:fp8-kv* prefill): query t of
