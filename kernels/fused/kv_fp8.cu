@@ -2,6 +2,7 @@
 // attention with the dequantization in its K/V loads.
 #include "kernels/fused/kv_fp8.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -24,18 +25,23 @@ constexpr int kWarps = kAttnThreads / 32;
 constexpr int kMaxHeadDim = 256;
 
 // |x| as ordered bits: non-negative floats order as unsigned integers, NaN above Inf.
-// Element i of the b * n * width appended values is (b, t, c) = (i / (n width), i / width % n, i % width).
-__global__ void amax_kernel(KvRows rows, int n, long count, int width, int head_dim, int group_width,
+// Blocks (x) over the values of group blockIdx.y: value j of the group is token j / gw
+// (b * n + t) at column g * gw + j % gw. One atomic per warp: a dynamic scale is found at
+// every decode step, and same-address atomics per value would serialize.
+__global__ void amax_kernel(KvRows rows, int n, long per_group, int head_dim, int group_width,
                             unsigned int* amax_bits) {
-  for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<long>(gridDim.x) * blockDim.x) {
-    const long token = i / width;
-    const int c = static_cast<int>(i % width);
+  const int g = blockIdx.y;
+  unsigned int best = 0;
+  for (long j = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; j < per_group;
+       j += static_cast<long>(gridDim.x) * blockDim.x) {
+    const long token = j / group_width;
+    const int c = g * group_width + static_cast<int>(j % group_width);
     const long at = token / n * rows.batch_stride + token % n * rows.token_stride +
                     static_cast<long>(c / head_dim) * rows.head_stride + c % head_dim;
-    const float a = fabsf(__bfloat162float(rows.ptr[at]));
-    atomicMax(&amax_bits[c / group_width], __float_as_uint(a));
+    best = max(best, __float_as_uint(fabsf(__bfloat162float(rows.ptr[at]))));
   }
+  for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+  if ((threadIdx.x & 31) == 0) atomicMax(&amax_bits[g], best);
 }
 
 __global__ void scales_kernel(const unsigned int* amax_bits, int groups, float multiplier,
@@ -201,9 +207,10 @@ void launch_kv_fp8_calibrate(const KvRows& rows, int n, const KvFp8Layout& layou
   const int groups = layout.scale_count();
   const int width = layout.n_kv_heads * layout.head_dim;
   CUDA_CHECK(cudaMemsetAsync(amax_scratch, 0, groups * sizeof(unsigned int), stream));
-  const long count = static_cast<long>(layout.batch) * n * width;
-  const int blocks = static_cast<int>(std::min<long>((count + 255) / 256, 1024));
-  amax_kernel<<<blocks, 256, 0, stream>>>(rows, n, count, width, layout.head_dim, width / groups, amax_scratch);
+  const long per_group = static_cast<long>(layout.batch) * n * (width / groups);
+  const int blocks = static_cast<int>(std::min<long>((per_group + 255) / 256, std::max(1, 1024 / groups)));
+  amax_kernel<<<dim3(blocks, groups), 256, 0, stream>>>(rows, n, per_group, layout.head_dim, width / groups,
+                                                         amax_scratch);
   CUDA_CHECK_LAUNCH();
   scales_kernel<<<1, 256, 0, stream>>>(amax_scratch, groups, multiplier, scales);
   CUDA_CHECK_LAUNCH();
