@@ -229,6 +229,8 @@ std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& m
     path = make_fused_cuda_path(*ckpt, opts);
   } else if (name == kFusedBatchInvariantName) {
     path = make_fused_cuda_path(*ckpt, opts, fused::BatchInvariantPlan{});
+  } else if (name.rfind(std::string(kFusedFp8KvPrefix) + "fp8-kv", 0) == 0) {
+    path = make_fused_cuda_fp8_kv_path(*ckpt, opts, name.substr(std::string(kFusedFp8KvPrefix).size()));
   } else {
     throw std::invalid_argument("no CUDA path named '" + name + "'");
   }
@@ -257,6 +259,13 @@ const fc_path_desc kPaths[] = {
     {"fused-cuda", "cuda", "fused-v1", "fused", FC_BF16, "fused decoder-layer kernels, fused-v1 recipe (kernels/fused)"},
     {kFusedBatchInvariantName, "cuda", "fused-v1", "fused", FC_BF16,
      "fused-cuda in its batch-invariant mode: one GEMM algorithm per shape for every batch, fixed split-KV chunks"},
+    {"fused-cuda:fp8-kv", "cuda", "fp8-kv", "fused", FC_BF16, "fused-cuda with an FP8 E4M3 KV cache, static per tensor"},
+    {"fused-cuda:fp8-kv-per-head", "cuda", "fp8-kv-per-head", "fused", FC_BF16,
+     "fused-cuda with an FP8 E4M3 KV cache, static per kv head"},
+    {"fused-cuda:fp8-kv-dynamic", "cuda", "fp8-kv-dynamic", "fused", FC_BF16,
+     "fused-cuda with an FP8 E4M3 KV cache, dynamic per tensor"},
+    {"fused-cuda:fp8-kv-per-head-dynamic", "cuda", "fp8-kv-per-head-dynamic", "fused", FC_BF16,
+     "fused-cuda with an FP8 E4M3 KV cache, dynamic per kv head"},
 };
 
 // The switches the fused kernels read (docs/fused-kernels.md); recorded with their values.

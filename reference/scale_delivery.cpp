@@ -1,4 +1,4 @@
-// The scale delivery check: one emulated-cpu run per scale multiplier on identical inputs.
+// The scale delivery check: one run per scale multiplier on identical inputs (emulated-cpu, or a path given).
 #include "reference/scale_delivery.h"
 
 #include <algorithm>
@@ -13,11 +13,11 @@ namespace {
 
 // Logits of the prefill rows, then of each decode step, as one matrix; `tokens` holds the
 // prompt and, when `greedy`, receives each step's argmax, else supplies the steps' inputs.
-TapMatrix run_logits(const Checkpoint& ckpt, const Recipe& recipe, std::vector<std::int32_t>& tokens,
+TapMatrix run_logits(const RecipePathMaker& make, const Recipe& recipe, int n_layers, std::vector<std::int32_t>& tokens,
                      std::size_t prompt_len, int decode_steps, bool greedy, std::int64_t* clipped = nullptr) {
-  EmulatedPath path(ckpt, "emulated-cpu", &recipe);
+  const std::unique_ptr<Path> made = make(recipe);
+  Path& path = *made;
   path.reset(1, static_cast<int>(prompt_len) + decode_steps + 1);
-  const int n_layers = ckpt.spec().n_layers;
   auto forward = [&](std::span<const std::int32_t> ids) {
     TapMatrix h = path.embed(ids);
     for (int l = 0; l < n_layers; ++l) h = path.layer(l, h).at(Tap::resid_out);
@@ -33,9 +33,14 @@ TapMatrix run_logits(const Checkpoint& ckpt, const Recipe& recipe, std::vector<s
     parts.push_back(forward(std::span(tokens).subspan(prompt_len + static_cast<std::size_t>(s), 1)));
   }
   if (clipped) {
+    if (!path.capabilities().headroom) {
+      throw std::logic_error("scale delivery check: " + path.name() + " does not report headroom (FP8 clipping)");
+    }
     *clipped = 0;
     for (int l = 0; l < n_layers; ++l) {
-      if (const auto* kv = path.kv_fp8(l)) *clipped += kv->first.stats().n_clipped + kv->second.stats().n_clipped;
+      for (const auto& [point, seen] : path.headroom(l)) {
+        if (point == "k_cache.fp8" || point == "v_cache.fp8") *clipped += seen.n_saturated;
+      }
     }
   }
   Eigen::Index rows = 0;
@@ -69,6 +74,13 @@ bool ScaleDeliveryResult::passed() const {
 
 ScaleDeliveryResult check_scale_delivery(const Checkpoint& ckpt, const Recipe& recipe,
                                          std::span<const std::int32_t> prompt, int decode_steps) {
+  return check_scale_delivery(recipe, ckpt.spec().n_layers, prompt, decode_steps, [&ckpt](const Recipe& variant) -> std::unique_ptr<Path> {
+    return std::make_unique<EmulatedPath>(ckpt, "emulated-cpu", &variant);
+  });
+}
+
+ScaleDeliveryResult check_scale_delivery(const Recipe& recipe, int n_layers, std::span<const std::int32_t> prompt,
+                                         int decode_steps, const RecipePathMaker& make) {
   if (!recipe.kv_fp8) throw std::invalid_argument("scale delivery check: " + recipe.name + " has no FP8 KV cache");
   if (prompt.empty() || decode_steps < 0) throw std::invalid_argument("scale delivery check: empty prompt");
   std::vector<std::int32_t> tokens(prompt.begin(), prompt.end());
@@ -76,11 +88,11 @@ ScaleDeliveryResult check_scale_delivery(const Checkpoint& ckpt, const Recipe& r
   // a broken variant cannot widen its own limit; its greedy tokens feed every run.
   Recipe as_documented = recipe;
   as_documented.kv_fp8->drop_scale_on_load = false;
-  const TapMatrix documented = run_logits(ckpt, as_documented, tokens, prompt.size(), decode_steps, true);
+  const TapMatrix documented = run_logits(make, as_documented, n_layers, tokens, prompt.size(), decode_steps, true);
   Recipe no_fp8 = recipe;
   no_fp8.kv_fp8.reset();
   ScaleDeliveryResult out;
-  out.fp8_rel_l2 = rel_l2(documented, run_logits(ckpt, no_fp8, tokens, prompt.size(), decode_steps, false));
+  out.fp8_rel_l2 = rel_l2(documented, run_logits(make, no_fp8, n_layers, tokens, prompt.size(), decode_steps, false));
   // The multipliers are powers of two: in E4M3's normal range x / (m s) rounds to the same
   // significand as x / s, so only values pushed into the subnormals (|x / s| < m 2^-6)
   // round differently, a small part of the FP8 error (measured x1 against x16: 1/40 of it
@@ -95,7 +107,7 @@ ScaleDeliveryResult check_scale_delivery(const Checkpoint& ckpt, const Recipe& r
     Recipe scaled = recipe;
     scaled.kv_fp8->scale_multiplier = m * recipe.kv_fp8->scale_multiplier;
     std::int64_t clipped = 0;
-    runs.emplace_back(m, run_logits(ckpt, scaled, tokens, prompt.size(), decode_steps, false, &clipped));
+    runs.emplace_back(m, run_logits(make, scaled, n_layers, tokens, prompt.size(), decode_steps, false, &clipped));
     clips.push_back(clipped);
   }
   const TapMatrix& reference = runs.back().second;

@@ -9,10 +9,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "harness/core/checkpoint.h"
+#include "harness/core/path.h"
 #include "reference/recipe.h"
 
 namespace fusecheck::ref {
@@ -38,5 +41,13 @@ struct ScaleDeliveryResult {
 // recipe's own tokens (scales delivered, x1), so every run reads the same inputs. `recipe` must be an fp8-kv recipe.
 ScaleDeliveryResult check_scale_delivery(const Checkpoint& ckpt, const Recipe& recipe,
                                          std::span<const std::int32_t> prompt, int decode_steps);
+
+// The same check on any path (of a model of `n_layers`) that runs a variant of the recipe: `make` returns a fresh path
+// following `variant` (the recipe with its KvCacheFp8 multiplied, or without kv_fp8: no FP8
+// cache); clipping is read from its headroom() (k_cache.fp8 / v_cache.fp8 saturation), so
+// the path needs the headroom capability. emulated-cpu above; fused-cuda:fp8-kv* on a GPU.
+using RecipePathMaker = std::function<std::unique_ptr<Path>(const Recipe& variant)>;
+ScaleDeliveryResult check_scale_delivery(const Recipe& recipe, int n_layers, std::span<const std::int32_t> prompt,
+                                         int decode_steps, const RecipePathMaker& make);
 
 }  // namespace fusecheck::ref

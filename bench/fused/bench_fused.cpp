@@ -21,6 +21,13 @@
 //                                 timed. <plan>: the default BatchInvariantPlan, or one
 //                                 field changed (no_split_k, chunk64, gemm_rows8, ...) to see
 //                                 what each choice costs.
+//   fp8kv/<model>/<case>/layer(graph)/<recipe>
+//                                 the fp8-kv layer (fused-cuda:fp8-kv*, FusedLayer::set_kv_fp8)
+//                                 beside the default layer: same weights, same random cache
+//                                 contents (stored as E4M3, scales from all cached positions),
+//                                 same input, the two graphs launched alternately: us (fp8),
+//                                 us_default, ratio = fp8 / default. Validated first (layer
+//                                 outputs finite and within 2^-4 relative L2) or not timed.
 // Every entry: time per iteration = CUDA events around one graph launch queued behind a
 // spin kernel; counters GB/s, pct_copy (of the device-to-device copy bandwidth measured at
 // start, bytes read + written), TFLOP/s. Bytes are the least the op must move.
@@ -50,6 +57,7 @@
 #include "kernels/common/stream.h"
 #include "kernels/common/timing.h"
 #include "kernels/fused/fused_layer.h"
+#include "reference/recipe.h"
 
 namespace fc = fusecheck;
 using fc::fused::FusedLayer;
@@ -102,6 +110,8 @@ struct Context {
   std::unique_ptr<FusedLayer> layer;
   std::vector<DeviceOp> fused_ops, base_ops;
   std::map<std::string, std::vector<DeviceOp>> invariant_ops;  // by plan name
+  std::map<std::string, std::unique_ptr<FusedLayer>> fp8_layers;  // by recipe, sharing layer's weights
+  std::map<std::string, std::vector<DeviceOp>> fp8_ops;
   std::map<std::string, std::unique_ptr<fc::cuda::Graph>> graphs;
 };
 std::unique_ptr<Context> g_ctx;
@@ -205,32 +215,57 @@ fc::cuda::Graph& layer_graph(Context& ctx, const std::string& key, const std::ve
   return *graph;
 }
 
-// The layer output (resid_out) after `ops` ran once, launched directly (not from a graph:
-// a cuBLASLt plan that fails throws here, before any capture) on the context's input.
-std::vector<std::uint16_t> layer_output(Context& ctx, const std::vector<DeviceOp>& ops, int rows) {
+// The output (resid_out) of `layer` after `ops` ran once, launched directly (not from a
+// graph: a cuBLASLt plan that fails throws here, before any capture) on its input.
+std::vector<std::uint16_t> layer_output(Context& ctx, const FusedLayer& layer, const std::vector<DeviceOp>& ops,
+                                        int rows) {
   fc::cuda::enqueue_all(ops, ctx.stream);
   ctx.stream.synchronize();
-  std::vector<std::uint16_t> bits(static_cast<std::size_t>(rows) * ctx.layer->spec().hidden);
-  CUDA_CHECK(cudaMemcpy(bits.data(), ctx.layer->resid_out(), bits.size() * 2, cudaMemcpyDeviceToHost));
+  std::vector<std::uint16_t> bits(static_cast<std::size_t>(rows) * layer.spec().hidden);
+  CUDA_CHECK(cudaMemcpy(bits.data(), layer.resid_out(), bits.size() * 2, cudaMemcpyDeviceToHost));
   return bits;
 }
 
-// "" when the invariant layer's output can stand for the default's: finite, not all zero,
-// and within 1e-2 relative L2 (the two modes share fused-v1's rounding points and differ only
-// in FP32 summation order, which flips a bf16 rounding (2^-8 relative) for a small share of
-// elements; a wrong chunk or algorithm gives O(1)).
-std::string validate_invariant(const std::vector<std::uint16_t>& invariant, const std::vector<std::uint16_t>& fused) {
+// "" when a variant layer's output can stand for the default's: finite, not all zero, and
+// within `max_rel_l2` relative L2 of it (each caller says why its limit).
+std::string validate_against_default(const std::vector<std::uint16_t>& variant, const std::vector<std::uint16_t>& fused,
+                                     double max_rel_l2) {
   double num = 0, den = 0;
   for (std::size_t i = 0; i < fused.size(); ++i) {
-    const double x = fc::bf16_to_float(invariant[i]), y = fc::bf16_to_float(fused[i]);
+    const double x = fc::bf16_to_float(variant[i]), y = fc::bf16_to_float(fused[i]);
     if (!std::isfinite(x) || !std::isfinite(y)) return "NaN/Inf in the layer output";
     num += (x - y) * (x - y);
     den += y * y;
   }
   if (den == 0) return "the default layer output is all zeros";
   const double rel = std::sqrt(num / den);
-  if (rel > 1e-2) return "invariant vs default relative L2 " + std::to_string(rel) + " > 1e-2";
+  if (rel > max_rel_l2) return "vs default relative L2 " + std::to_string(rel) + " > " + std::to_string(max_rel_l2);
   return "";
+}
+
+// Times the graph of `ops` (the variant layer) and the default layer's graph launched
+// alternately; reports the variant's figures, us_default and ratio = variant / default.
+void time_beside_default(benchmark::State& st, Context& ctx, const std::string& key, const std::vector<DeviceOp>& ops) {
+  fc::cuda::Graph& fused = layer_graph(ctx, "f-1_0", ctx.fused_ops);
+  fc::cuda::Graph& variant = layer_graph(ctx, key, ops);
+  for (int i = 0; i < 3; ++i) {
+    fused.launch(ctx.stream);
+    variant.launch(ctx.stream);
+  }
+  fc::cuda::Event start, stop;
+  double total = 0, total_default = 0;
+  for (auto _ : st) {
+    total_default += time_once(ctx.stream, start, stop, [&] { fused.launch(ctx.stream); });
+    const double sec = time_once(ctx.stream, start, stop, [&] { variant.launch(ctx.stream); });
+    st.SetIterationTime(sec);
+    total += sec;
+  }
+  std::vector<const DeviceOp*> list;
+  for (const DeviceOp& op : ops) list.push_back(&op);
+  const fc::cuda::OpWork work = fc::cuda::total_work(list);
+  report(st, total, work.bytes, work.flops);
+  st.counters["us_default"] = total_default / static_cast<double>(st.iterations()) * 1e6;
+  st.counters["ratio"] = total / total_default;
 }
 
 // The batch-invariant layer beside the default one (see the file comment).
@@ -246,7 +281,11 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
   const int rows = c.batch * c.n;
   std::string bad;
   try {
-    bad = validate_invariant(layer_output(ctx, ops, rows), layer_output(ctx, ctx.fused_ops, rows));
+    // The two modes share fused-v1's rounding points and differ only in FP32 summation
+    // order, which flips a bf16 rounding (2^-8 relative) for a small share of elements; a
+    // wrong chunk or algorithm gives O(1).
+    bad = validate_against_default(layer_output(ctx, *ctx.layer, ops, rows),
+                                   layer_output(ctx, *ctx.layer, ctx.fused_ops, rows), 1e-2);
   } catch (const std::exception& e) {
     bad = e.what();
   }
@@ -254,26 +293,39 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
     st.SkipWithError(("not timed: " + bad).c_str());
     return;
   }
-  fc::cuda::Graph& fused = layer_graph(ctx, "f-1_0", ctx.fused_ops);
-  fc::cuda::Graph& invariant = layer_graph(ctx, "i_" + plan_name, ops);
-  for (int i = 0; i < 3; ++i) {
-    fused.launch(ctx.stream);
-    invariant.launch(ctx.stream);
+  time_beside_default(st, ctx, "i_" + plan_name, ops);
+}
+
+// The fp8-kv layer of `recipe` beside the default one (see the file comment).
+void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, const std::string& recipe) {
+  Context& ctx = context(m, c);
+  auto& layer = ctx.fp8_layers[recipe];
+  auto& ops = ctx.fp8_ops[recipe];
+  const int rows = c.batch * c.n;
+  std::string bad;
+  try {
+    if (!layer) {
+      layer = std::make_unique<FusedLayer>(model(m));
+      layer->share_weights(ctx.layer->shared_weights());
+      layer->set_kv_fp8(*fc::find_recipe(recipe).kv_fp8);
+      layer->reset(c.batch, c.start + c.n);
+      layer->randomize_caches(7, ctx.stream);  // the default layer's cache contents, then E4M3
+      ops = layer->ops(0, c.n, c.start);
+      layer->randomize_input(rows, 9, ctx.stream);
+    }
+    // E4M3 keeps 4 significant bits: each cached value moves by at most 2^-4 relative (the
+    // subnormals by far less in absolute terms), so attention's output by at most about
+    // that; the layer output also carries the residual. Anything O(1) is a wrong cache.
+    bad = validate_against_default(layer_output(ctx, *layer, ops, rows),
+                                   layer_output(ctx, *ctx.layer, ctx.fused_ops, rows), 0.0625);
+  } catch (const std::exception& e) {
+    bad = e.what();
   }
-  fc::cuda::Event start, stop;
-  double total = 0, total_default = 0;
-  for (auto _ : st) {
-    total_default += time_once(ctx.stream, start, stop, [&] { fused.launch(ctx.stream); });
-    const double sec = time_once(ctx.stream, start, stop, [&] { invariant.launch(ctx.stream); });
-    st.SetIterationTime(sec);
-    total += sec;
+  if (!bad.empty()) {
+    st.SkipWithError(("not timed: " + bad).c_str());
+    return;
   }
-  std::vector<const DeviceOp*> list;
-  for (const DeviceOp& op : ops) list.push_back(&op);
-  const fc::cuda::OpWork work = fc::cuda::total_work(list);
-  report(st, total, work.bytes, work.flops);
-  st.counters["us_default"] = total_default / static_cast<double>(st.iterations()) * 1e6;
-  st.counters["ratio"] = total / total_default;
+  time_beside_default(st, ctx, "fp8_" + recipe, ops);
 }
 
 // Plain cuBLAS (cublasGemmEx, bf16 out) on one projection shape of the case.
@@ -393,6 +445,16 @@ int main(int argc, char** argv) {
       for (const auto& [plan_name, plan] : plans)
         benchmark::RegisterBenchmark(("invariant/" + m + "/" + c.name + "/layer(graph)" + plan_name).c_str(),
                                      [=](benchmark::State& st) { bench_invariant(st, m, c, plan_name, plan); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+    }
+  }
+  // The fp8-kv layer (issue 17) at decode over KV 1024: static and dynamic per-tensor scales.
+  for (const std::string m : {"llama-3-8b", "qwen3-8b", "qwen3-0.6b"}) {
+    for (const Case& c : kCases) {
+      if (c.name != "decode_b1_kv1024" && c.name != "decode_b8_kv1024" && c.name != "decode_b64_kv1024") continue;
+      for (const std::string recipe : {"fp8-kv", "fp8-kv-dynamic"})
+        benchmark::RegisterBenchmark(("fp8kv/" + m + "/" + c.name + "/layer(graph)/" + recipe).c_str(),
+                                     [=](benchmark::State& st) { bench_fp8kv(st, m, c, recipe); })
             ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
     }
   }

@@ -5,6 +5,7 @@
 
 #include "harness/core/path_registry.h"
 #include "harness/paths/plugin_loader.h"
+#include "reference/recipe.h"
 #include "reference/register.h"
 
 namespace fusecheck {
@@ -42,6 +43,18 @@ void register_builtin_paths() {
                    .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
                             Tap::resid_mid, Tap::act, Tap::resid_out},
                    .origin = origin});
+    // fused-cuda with an FP8 E4M3 KV cache, one path per fp8-kv recipe (its emulated twin:
+    // emulated-cpu --recipe of the same name); refused below compute capability 8.9.
+    for (const char* recipe : {"fp8-kv", "fp8-kv-per-head", "fp8-kv-dynamic", "fp8-kv-per-head-dynamic"}) {
+      const std::string name = std::string("fused-cuda:") + recipe;
+      register_path({.name = name, .device = "cuda",
+                     .description = "fused-cuda with the " + std::string(recipe) + " KV cache: " +
+                                    find_recipe(recipe).description + " (sm_89+)",
+                     .factory = cuda_factory(name), .recipe = recipe, .role = "fused",
+                     .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
+                              Tap::resid_mid, Tap::act, Tap::resid_out},
+                     .origin = origin});
+    }
   });
 }
 

@@ -291,14 +291,18 @@ std::vector<std::vector<std::int32_t>> scenario_tokens(const Scenario& sc, int v
 std::vector<PathSlot> plan_paths(const Scenario& sc, const std::string& device, bool use_fused,
                                  std::vector<std::string>& notes) {
   std::vector<PathSlot> slots;
-  // fused-cuda and its batch-invariant mode: one recipe (docs/recipes.md), one fallback.
-  auto fused_cuda = [](const std::string& name) { return name == "fused-cuda" || name == "fused-cuda:batch-invariant"; };
+  // fused-cuda and its variants (batch-invariant, fp8-kv*): one fallback; on the CPU the
+  // emulated recipe each is registered with (docs/recipes.md).
+  auto fused_cuda = [](const std::string& name) { return name == "fused-cuda" || name.rfind("fused-cuda:", 0) == 0; };
   for (const auto& req : sc.paths) {
     PathSlot s{req, req.name, req.recipe, req.role, DType::BF16, ""};
     if (device == "cpu") {
       // The emulated recipes are the CUDA paths' arithmetic (docs/recipes.md).
       if (req.name == "standard-cuda") s.name = "emulated-cpu", s.recipe = "hf-bf16";
-      if (fused_cuda(req.name)) s.name = "emulated-cpu", s.recipe = "fused-v1";
+      if (fused_cuda(req.name)) {
+        const PathInfo* info = find_path(req.name);
+        s.name = "emulated-cpu", s.recipe = info && !info->recipe.empty() ? info->recipe : "fused-v1";
+      }
       if (req.name == "ref32-cuda") s.name = "ref32-cpu";
       if (s.label() != req.label()) {
         s.note = "--device cpu: " + req.label() + " -> " + s.label();

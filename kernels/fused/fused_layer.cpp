@@ -10,6 +10,7 @@
 #include "kernels/fused/add_rmsnorm.h"
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/attention_prefill.h"
+#include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/gemm_lt.h"
 #include "kernels/fused/norm_gemv.h"
 #include "kernels/fused/qk_norm_rope.h"
@@ -109,6 +110,7 @@ void FusedLayer::reset(int batch, int capacity) {
     k_cache_[l].fill_poison();  // a read of a position never written shows up as NaN
     v_cache_[l].fill_poison();
   }
+  if (kv_fp8_) kv_fp8_->reset(static_cast<int>(weights_->size()), batch, capacity);
   std::vector<float> c, s;
   rope_tables(spec_, capacity, c, s);
   rope_cos_.upload(c);
@@ -120,6 +122,7 @@ void FusedLayer::randomize_caches(std::uint64_t seed, cudaStream_t s) {
   for (std::size_t l = 0; l < k_cache_.size(); ++l) {
     cuda::fill_uniform(k_cache_[l].data(), k_cache_[l].size(), seed + 2 * l, -1.f, 1.f, s);
     cuda::fill_uniform(v_cache_[l].data(), v_cache_[l].size(), seed + 2 * l + 1, -1.f, 1.f, s);
+    if (kv_fp8_) kv_fp8_->fill_from(static_cast<int>(l), k_cache_[l].data(), v_cache_[l].data(), s);
   }
 }
 
@@ -134,6 +137,8 @@ void FusedLayer::set_batch_invariant(std::optional<BatchInvariantPlan> plan) {
     throw std::invalid_argument("fused-cuda: batch-invariant chunk below kDecodeMinChunk or GEMM rows <= 0");
   invariant_ = plan;
 }
+
+void FusedLayer::set_kv_fp8(const KvCacheFp8& cfg) { kv_fp8_ = std::make_unique<FusedKvFp8>(spec_, cfg); }
 
 bool FusedLayer::gemv_route(int rows) const {
   return !force_gemm_ && !invariant_ && rows <= kGemvRouteMaxRows && gemv_supports(rows, spec_.hidden, true) &&
@@ -232,7 +237,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   // boundary less) where its grid is about one wave; FUSECHECK_FUSED_ROPE_FOLD=0 / all
   // select never / every decode step (A/B, see decode_rope_fold_mode()).
   const RopeFold fold_mode = decode_rope_fold_mode();
-  const bool fold = n == 1 && (fold_mode == RopeFold::all ||
+  const bool fold = n == 1 && !kv_fp8_ && (fold_mode == RopeFold::all ||
                                (fold_mode == RopeFold::one_wave && !invariant_ &&
                                 decode_attention_one_wave(batch_, m.n_heads, m.n_kv_heads, kv_len)));
   if (!fold)
@@ -240,7 +245,10 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                    [ra](cudaStream_t s) { launch_qk_norm_rope(ra, s); }});
 
   const double kv_bytes = 2.0 * batch_ * KW * double(kv_len) * kB;
-  if (n == 1) {
+  if (kv_fp8_) {
+    out.push_back(kv_fp8_->append_op(layer, n, start, k_cache_[layer].data(), v_cache_[layer].data()));
+    out.push_back(kv_fp8_->attention_op(layer, n, start, q_rope_.data(), attn_.data()));
+  } else if (n == 1) {
     DecodeAttentionArgs da;
     da.q = q_rope_.data();
     da.k_cache = k_cache_[layer].data();

@@ -22,6 +22,9 @@
 // its own kernel (not folded: where it folds depends on the grid, i.e. on the batch, unless
 // FUSECHECK_FUSED_ROPE_FOLD=all). Norms, RoPE, SwiGLU and prefill attention are row-local
 // already (one block per row, token or 64-query tile at absolute key positions).
+// FP8 KV cache (set_kv_fp8; the fused-cuda:fp8-kv* paths): q/k-norm+RoPE writes the bf16
+// cache as always, never folded into attention; an append op quantizes the new rows into
+// E4M3 caches and attention reads those (fused_kv_fp8.h). Without it, no op changes.
 // Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
 #pragma once
 
@@ -41,9 +44,14 @@
 #include "kernels/common/device_op.h"
 #include "kernels/fused/batch_invariant_plan.h"
 
+namespace fusecheck {
+struct KvCacheFp8;
+}
+
 namespace fusecheck::fused {
 
 class LtGemm;
+class FusedKvFp8;
 
 // Token rows up to which a layer call takes the GEMV route. Measured on an H200
 // (bench_fused, docs/fused-kernels.md): at 8 rows the CUDA-core GEMV is ALU-bound (377 us
@@ -105,6 +113,9 @@ class FusedLayer {
   void force_gemm_route(bool on) { force_gemm_ = on; }
   // Batch-invariant mode (see above) for the ops made from now on; nullopt: the default.
   void set_batch_invariant(std::optional<BatchInvariantPlan> plan);
+  // The fp8-kv recipe's KV cache from the next reset() on (docs/recipes.md, "fp8-kv").
+  void set_kv_fp8(const KvCacheFp8& cfg);
+  const FusedKvFp8* kv_fp8() const { return kv_fp8_.get(); }
 
   // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
   // not a rounding point of fused-v1).
@@ -123,6 +134,7 @@ class FusedLayer {
   int batch_ = 0, capacity_ = 0;
   bool force_gemm_ = false;
   std::optional<BatchInvariantPlan> invariant_;
+  std::unique_ptr<FusedKvFp8> kv_fp8_;
   std::vector<cuda::DeviceBuffer<__nv_bfloat16>> k_cache_, v_cache_;
   cuda::DeviceBuffer<float> rope_cos_, rope_sin_;
   cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,

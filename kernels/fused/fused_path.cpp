@@ -2,7 +2,9 @@
 #include "kernels/fused/fused_path.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -11,12 +13,16 @@
 
 #include "harness/core/checkpoint.h"
 #include "harness/core/dtype.h"
+#include "harness/core/error.h"
+#include "harness/core/fp8.h"
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/gpu_path.h"
 #include "kernels/common/stream.h"
 #include "kernels/fused/attention_decode.h"
+#include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/fused_layer.h"
+#include "kernels/fused/kv_fp8.h"
 
 namespace fusecheck {
 namespace {
@@ -86,17 +92,19 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
 
 class FusedPath : public cuda::GpuPath {
  public:
-  FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant)
-      : GpuPath(ckpt, opts.device_index), invariant_(invariant) {
+  FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant,
+            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt)
+      : GpuPath(ckpt, opts.device_index), invariant_(invariant), name_(std::move(name)) {
+    if (kv_fp8) fused::require_fp8_device(opts.device_index);
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
     layer_->set_batch_invariant(invariant);
+    if (kv_fp8) layer_->set_kv_fp8(*kv_fp8);
     weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
   }
 
-  std::string name() const override {
-    return invariant_ ? kFusedBatchInvariantName : "fused-cuda";
-  }
+  std::string name() const override { return name_; }
+  PathCapabilities capabilities() const override { return {.headroom = layer_->kv_fp8() != nullptr}; }
   std::vector<Tap> taps() const override {
     return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
             Tap::resid_mid, Tap::act, Tap::resid_out};
@@ -105,8 +113,16 @@ class FusedPath : public cuda::GpuPath {
   // Invariance mode: the first split-KV chunk edges of decode attention (the batch-invariant
   // mode's are the multiples of its fixed chunk), and the A/B switches the kernels read once
   // per process (their headers say what each does).
-  ExecutionTraits execution_traits(int, int max_kv) const override {
+  ExecutionTraits execution_traits(int batch, int max_kv) const override {
     ExecutionTraits t;
+    if (layer_->kv_fp8()) {  // kv_fp8.h's attention (no fold, no tensor-core prefill)
+      const int chunk = fused::kv_fp8_decode_chunk(batch, ckpt_.spec().n_heads, max_kv);
+      for (int b = chunk; chunk > 0 && b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) {
+        t.kv_split_boundaries.push_back(b);
+      }
+      t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_GEMV_L2PF=0"};
+      return t;
+    }
     if (invariant_) {
       const int chunk = invariant_->decode_chunk;
       for (int b = chunk; b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) t.kv_split_boundaries.push_back(b);
@@ -145,6 +161,7 @@ class FusedPath : public cuda::GpuPath {
     cuda::enqueue_all(ops, stream_);
     stream_.synchronize();
     kv_len_[l] += n;
+    if (layer_->kv_fp8()) check_kv_fp8_scales(l);
 
     const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim;
     TapSet taps;
@@ -193,6 +210,30 @@ class FusedPath : public cuda::GpuPath {
     return taps;
   }
 
+  // fp8-kv: the FP8 caches' counts as emulated-cpu reports them (reference/rounding.h):
+  // |x / s| against 448, clipped (|x / s| > 464) as saturated, flushed to zero. None after
+  // time_layer (its appends of random data count too) until reset().
+  std::map<std::string, Headroom> headroom(int l) const override {
+    std::map<std::string, Headroom> out;
+    const fused::FusedKvFp8* kv = layer_->kv_fp8();
+    if (!kv || !caches_valid_ || l < 0 || l >= static_cast<int>(kv_len_.size()) || kv_len_[l] == 0) return out;
+    const auto [k, v] = kv->counters(l);
+    auto put = [&out](const char* name, const fused::KvFp8Counters& c) {
+      Headroom h;
+      h.max_abs = std::bit_cast<float>(c.max_abs_scaled_bits);
+      h.max_finite = kE4m3Max;
+      h.n_values = static_cast<std::int64_t>(c.n_values);
+      h.n_saturated = static_cast<std::int64_t>(c.n_clipped);
+      h.n_flushed = static_cast<std::int64_t>(c.n_flushed);
+      h.n_nonfinite_in = static_cast<std::int64_t>(c.n_nonfinite);
+      h.rounded = true;
+      out.emplace(name, h);
+    };
+    put("k_cache.fp8", k);
+    put("v_cache.fp8", v);
+    return out;
+  }
+
   // Times every op of layer `l` for the current batch (1 when reset was never called) at
   // n_new tokens per sequence over kv_len cached positions. The caches and the input are
   // filled with seeded random data: reset() before running layers again.
@@ -220,8 +261,17 @@ class FusedPath : public cuda::GpuPath {
     stream_.synchronize();
   }
 
+  // A scale of 0, NaN or Inf (all-zero or non-finite rows) is an error naming the layer,
+  // tensor and kv head, as emulated-cpu's; the outputs of that call are not returned.
+  void check_kv_fp8_scales(int l) const {
+    const auto [k, v] = layer_->kv_fp8()->scales(l);
+    fused::check_kv_fp8_scales(k, "layer " + std::to_string(l) + " k_cache");
+    fused::check_kv_fp8_scales(v, "layer " + std::to_string(l) + " v_cache");
+  }
+
   cuda::Stream stream_;
   std::optional<fused::BatchInvariantPlan> invariant_;
+  std::string name_;
   std::unique_ptr<fused::FusedLayer> layer_;
   std::shared_ptr<const FusedWeights> weights_;
   std::vector<int> kv_len_;
@@ -232,7 +282,17 @@ class FusedPath : public cuda::GpuPath {
 
 std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts,
                                            std::optional<fused::BatchInvariantPlan> invariant) {
-  return std::make_unique<FusedPath>(ckpt, opts, invariant);
+  return std::make_unique<FusedPath>(ckpt, opts, invariant, invariant ? kFusedBatchInvariantName : "fused-cuda");
+}
+
+std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const PathOptions& opts,
+                                                  const std::string& recipe, std::optional<KvCacheFp8> kv) {
+  const Recipe& r = find_recipe(recipe);
+  if (!r.kv_fp8 || r.gemm_fp8 || r.name.rfind("fp8-kv", 0) != 0) {
+    throw InputError("", "fused-cuda: " + recipe + " is not an fp8-kv recipe (fp8-kv, fp8-kv-per-head, "
+                         "fp8-kv-dynamic, fp8-kv-per-head-dynamic)");
+  }
+  return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + recipe, kv ? kv : r.kv_fp8);
 }
 
 }  // namespace fusecheck

@@ -4,9 +4,11 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "harness/core/path.h"
 #include "kernels/fused/batch_invariant_plan.h"
+#include "reference/recipe.h"
 
 namespace fusecheck {
 
@@ -21,5 +23,17 @@ inline constexpr const char* kFusedBatchInvariantName = "fused-cuda:batch-invari
 // the fused-cuda:batch-invariant path on that plan (instances of both share one upload).
 std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOptions& opts,
                                            std::optional<fused::BatchInvariantPlan> invariant = std::nullopt);
+
+// The fused-cuda:fp8-kv* paths: fused-cuda whose KV cache is FP8 E4M3 as the fp8-kv
+// recipe `recipe` says (fp8-kv, fp8-kv-per-head, fp8-kv-dynamic, fp8-kv-per-head-dynamic;
+// the path is kFusedFp8KvPrefix + recipe, its twin emulated-cpu --recipe `recipe`).
+// `kv`, when given, replaces the recipe's KvCacheFp8 (the scale delivery check's multiplier
+// and dropped scales). InputError on a device below compute capability 8.9, or when
+// `recipe` is not an fp8-kv recipe. Its headroom() reports k_cache.fp8 and v_cache.fp8 as
+// emulated-cpu does (in process; the plug-in ABI does not carry headroom).
+inline constexpr const char* kFusedFp8KvPrefix = "fused-cuda:";
+std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const PathOptions& opts,
+                                                  const std::string& recipe,
+                                                  std::optional<KvCacheFp8> kv = std::nullopt);
 
 }  // namespace fusecheck

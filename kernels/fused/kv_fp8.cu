@@ -2,6 +2,7 @@
 // attention with the dequantization in its K/V loads.
 #include "kernels/fused/kv_fp8.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -16,17 +17,31 @@ namespace fusecheck::fused {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;
+// Attention: 16 warps per (query row, head) block, so that decode at batch 1 (32 blocks on
+// the 8B models) still walks its positions with 512 threads (was 4 warps: 164.7 us at
+// llama-3-8b b1 over KV 1024 on an H200; the 16-warp figure is not measured yet).
+constexpr int kAttnThreads = 512;
+constexpr int kWarps = kAttnThreads / 32;
 constexpr int kMaxHeadDim = 256;
 
 // |x| as ordered bits: non-negative floats order as unsigned integers, NaN above Inf.
-__global__ void amax_kernel(const bf16* rows, long count, int width, int group_width,
+// Blocks (x) over the values of group blockIdx.y: value j of the group is token j / gw
+// (b * n + t) at column g * gw + j % gw. One atomic per warp: a dynamic scale is found at
+// every decode step, and same-address atomics per value would serialize.
+__global__ void amax_kernel(KvRows rows, int n, long per_group, int head_dim, int group_width,
                             unsigned int* amax_bits) {
-  for (long i = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<long>(gridDim.x) * blockDim.x) {
-    const float a = fabsf(__bfloat162float(rows[i]));
-    atomicMax(&amax_bits[(i % width) / group_width], __float_as_uint(a));
+  const int g = blockIdx.y;
+  unsigned int best = 0;
+  for (long j = blockIdx.x * static_cast<long>(blockDim.x) + threadIdx.x; j < per_group;
+       j += static_cast<long>(gridDim.x) * blockDim.x) {
+    const long token = j / group_width;
+    const int c = g * group_width + static_cast<int>(j % group_width);
+    const long at = token / n * rows.batch_stride + token % n * rows.token_stride +
+                    static_cast<long>(c / head_dim) * rows.head_stride + c % head_dim;
+    best = max(best, __float_as_uint(fabsf(__bfloat162float(rows.ptr[at]))));
   }
+  for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+  if ((threadIdx.x & 31) == 0) atomicMax(&amax_bits[g], best);
 }
 
 __global__ void scales_kernel(const unsigned int* amax_bits, int groups, float multiplier,
@@ -35,50 +50,94 @@ __global__ void scales_kernel(const unsigned int* amax_bits, int groups, float m
   if (g < groups) scales[g] = __uint_as_float(amax_bits[g]) / 448.0f * multiplier;
 }
 
-__global__ void append_kernel(const bf16* rows, int n, int past, KvFp8Layout l, const float* scales,
-                              __nv_fp8_e4m3* cache) {
-  const int token = blockIdx.x;  // b * n + t
-  const int b = token / n, t = token % n;
-  const int width = l.n_kv_heads * l.head_dim;
-  for (int c = threadIdx.x; c < width; c += blockDim.x) {
-    const int h = c / l.head_dim, d = c % l.head_dim;
-    const float s = scales[l.per_head ? h : 0];
-    const float x = __bfloat162float(rows[static_cast<long>(token) * width + c]);
-    const long at = ((static_cast<long>(b) * l.n_kv_heads + h) * l.capacity + past + t) * l.head_dim + d;
-    cache[at] = __nv_fp8_e4m3(x / s);  // IEEE division, RNE, saturating (__NV_SATFINITE)
+// Adds one thread's counts to `c`: a warp sum first, one atomic per warp and counter.
+__device__ void add_counts(KvFp8Counters* c, unsigned int values, unsigned int clipped, unsigned int flushed,
+                           unsigned int nonfinite, float max_abs) {
+  for (int o = 16; o > 0; o >>= 1) {
+    values += __shfl_xor_sync(0xffffffffu, values, o);
+    clipped += __shfl_xor_sync(0xffffffffu, clipped, o);
+    flushed += __shfl_xor_sync(0xffffffffu, flushed, o);
+    nonfinite += __shfl_xor_sync(0xffffffffu, nonfinite, o);
+    max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, o));
+  }
+  if ((threadIdx.x & 31) == 0) {
+    if (values) atomicAdd(&c->n_values, values);
+    if (clipped) atomicAdd(&c->n_clipped, clipped);
+    if (flushed) atomicAdd(&c->n_flushed, flushed);
+    if (nonfinite) atomicAdd(&c->n_nonfinite, nonfinite);
+    atomicMax(&c->max_abs_scaled_bits, __float_as_uint(max_abs));
   }
 }
 
-// One block per (query head, sequence); warp w takes positions w, w + 4, ...; each lane
-// holds head_dim / 32 output dims. Warps merge in index order (deterministic).
-__global__ void __launch_bounds__(kThreads) decode_kernel(KvFp8DecodeArgs a) {
-  const int h = blockIdx.x, b = blockIdx.y;
-  const int D = a.layout.head_dim, per_lane = D / 32;
+// One block per appended token; blockDim a multiple of 32 (the counters' warp sums).
+__global__ void append_kernel(KvRows rows, int n, int past, KvFp8Layout l, const float* scales,
+                              __nv_fp8_e4m3* cache, KvFp8Counters* counters) {
+  const int token = blockIdx.x;  // b * n + t
+  const int b = token / n, t = token % n;
+  const int width = l.n_kv_heads * l.head_dim;
+  const bf16* src = rows.ptr + b * rows.batch_stride + t * rows.token_stride;
+  unsigned int values = 0, clipped = 0, flushed = 0, nonfinite = 0;
+  float max_abs = 0;
+  for (int c0 = 0; c0 < width; c0 += blockDim.x) {
+    const int c = c0 + threadIdx.x;
+    if (c >= width) break;
+    const int h = c / l.head_dim, d = c % l.head_dim;
+    const float s = scales[l.per_head ? h : 0];
+    const float x = __bfloat162float(src[h * rows.head_stride + d]);
+    const float scaled = x / s;  // IEEE division
+    const __nv_fp8_e4m3 code(scaled);  // RNE, saturating (__NV_SATFINITE)
+    const long at = ((static_cast<long>(b) * l.n_kv_heads + h) * l.capacity + past + t) * l.head_dim + d;
+    cache[at] = code;
+    // reference/kv_fp8.h's KvFp8Quantizer::store, count for count.
+    ++values;
+    if (!isfinite(x)) ++nonfinite;
+    if (isfinite(scaled)) {
+      const float a = fabsf(scaled);
+      max_abs = fmaxf(max_abs, a);
+      if (a > 464.0f) ++clipped;  // ref::kE4m3ClipAbove
+      if (x != 0.0f && (code.__x & 0x7f) == 0) ++flushed;
+    }
+  }
+  if (counters) add_counts(counters, values, clipped, flushed, nonfinite, max_abs);
+}
+
+// One block per (query token, query head, chunk); warp w takes positions lo + w,
+// lo + w + 16, ... of the block's chunk (all positions when a.chunk is 0); lane holds
+// output dims lane, lane + 32, ... below head_dim. Warps merge in index order
+// (deterministic); a split decode writes the chunk's FP32 partial for merge_kernel.
+__global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a) {
+  const int h = blockIdx.y, row = blockIdx.x;  // row = b * n + t (x: a prefill's rows exceed 65535)
+  const int b = row / a.n, kv_len = a.kv_len - a.n + row % a.n + 1;
+  const int lo = a.chunk > 0 ? static_cast<int>(blockIdx.z) * a.chunk : 0;
+  const int hi = a.chunk > 0 ? min(lo + a.chunk, kv_len) : kv_len;
+  const int D = a.layout.head_dim, per_lane = (D + 31) / 32;
   const int kv = h / (a.n_heads / a.layout.n_kv_heads);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float ks = a.k_scales[a.layout.per_head ? kv : 0];
   const float vs = a.v_scales[a.layout.per_head ? kv : 0];
   const float attn_scale = 1.0f / sqrtf(static_cast<float>(D));
-  const bf16* q = a.q + (static_cast<long>(b) * a.n_heads + h) * D;
+  const bf16* q = a.q + (static_cast<long>(row) * a.n_heads + h) * D;
   const long head_base = (static_cast<long>(b) * a.layout.n_kv_heads + kv) * a.layout.capacity * D;
 
   float qv[kMaxHeadDim / 32], acc[kMaxHeadDim / 32];
   for (int i = 0; i < per_lane; ++i) {
-    qv[i] = __bfloat162float(q[lane + 32 * i]);
+    qv[i] = lane + 32 * i < D ? __bfloat162float(q[lane + 32 * i]) : 0.0f;
     acc[i] = 0;
   }
   float m = -INFINITY, l = 0;
-  for (int p = warp; p < a.kv_len; p += kWarps) {
+  for (int p = lo + warp; p < hi; p += kWarps) {
     const __nv_fp8_e4m3* krow = a.k_cache + head_base + static_cast<long>(p) * D;
     const __nv_fp8_e4m3* vrow = a.v_cache + head_base + static_cast<long>(p) * D;
     float dot = 0;
-    for (int i = 0; i < per_lane; ++i) dot += qv[i] * (static_cast<float>(krow[lane + 32 * i]) * ks);
+    for (int i = 0; i < per_lane; ++i) {
+      if (lane + 32 * i < D) dot += qv[i] * (static_cast<float>(krow[lane + 32 * i]) * ks);
+    }
     const float s = warp_sum(dot) * attn_scale;
     const float m_new = fmaxf(m, s);
     const float correction = expf(m - m_new), w = expf(s - m_new);
     l = l * correction + w;
     for (int i = 0; i < per_lane; ++i) {
-      acc[i] = acc[i] * correction + w * (static_cast<float>(vrow[lane + 32 * i]) * vs);
+      if (lane + 32 * i < D) acc[i] = acc[i] * correction + w * (static_cast<float>(vrow[lane + 32 * i]) * vs);
     }
     m = m_new;
   }
@@ -88,16 +147,47 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(KvFp8DecodeArgs a) {
     s_m[warp] = m;
     s_l[warp] = l;
   }
-  for (int i = 0; i < per_lane; ++i) s_acc[warp][lane + 32 * i] = acc[i];
+  for (int i = 0; i < per_lane; ++i) {
+    if (lane + 32 * i < D) s_acc[warp][lane + 32 * i] = acc[i];
+  }
   __syncthreads();
   float M = -INFINITY;
   for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_m[w]);
   float L = 0;
   for (int w = 0; w < kWarps; ++w) L += s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M) * s_l[w];
-  bf16* out = a.out + (static_cast<long>(b) * a.n_heads + h) * D;
-  for (int d = threadIdx.x; d < D; d += kThreads) {
+  bf16* out = a.out + (static_cast<long>(row) * a.n_heads + h) * D;
+  float* part = a.chunk > 0
+                    ? a.partial + ((static_cast<long>(row) * a.n_heads + h) * gridDim.z + blockIdx.z) * (D + 2)
+                    : nullptr;
+  if (part && threadIdx.x == 0) {
+    part[0] = M;
+    part[1] = L;
+  }
+  for (int d = threadIdx.x; d < D; d += kAttnThreads) {
     float sum = 0;
     for (int w = 0; w < kWarps; ++w) sum += s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M) * s_acc[w][d];
+    if (part) {
+      part[2 + d] = sum;
+    } else {
+      out[d] = __float2bfloat16_rn(sum / L);
+    }
+  }
+}
+
+// A split decode's chunks of one (query, head) merged in chunk order (every chunk holds
+// at least one position, so each max is finite): out = bf16(sum_c e^(m_c - M) acc_c /
+// sum_c e^(m_c - M) l_c).
+__global__ void merge_kernel(KvFp8DecodeArgs a, int splits) {
+  const int row = blockIdx.x, h = blockIdx.y, D = a.layout.head_dim, stride = D + 2;
+  const float* part = a.partial + (static_cast<long>(row) * a.n_heads + h) * splits * stride;
+  float M = -INFINITY;
+  for (int c = 0; c < splits; ++c) M = fmaxf(M, part[c * stride]);
+  float L = 0;
+  for (int c = 0; c < splits; ++c) L += expf(part[c * stride] - M) * part[c * stride + 1];
+  bf16* out = a.out + (static_cast<long>(row) * a.n_heads + h) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0;
+    for (int c = 0; c < splits; ++c) sum += expf(part[c * stride] - M) * part[c * stride + 2 + d];
     out[d] = __float2bfloat16_rn(sum / L);
   }
 }
@@ -110,48 +200,72 @@ void check_layout(const KvFp8Layout& l) {
 
 }  // namespace
 
-void kv_fp8_calibrate(const bf16* rows, int n, const KvFp8Layout& layout, float multiplier, float* scales,
-                      const std::string& what, cudaStream_t stream) {
+void launch_kv_fp8_calibrate(const KvRows& rows, int n, const KvFp8Layout& layout, float multiplier,
+                             float* scales, unsigned int* amax_scratch, cudaStream_t stream) {
   check_layout(layout);
   if (n <= 0) throw std::invalid_argument("kv_fp8_calibrate: no rows");
   const int groups = layout.scale_count();
   const int width = layout.n_kv_heads * layout.head_dim;
-  cuda::DeviceBuffer<unsigned int> amax(static_cast<std::size_t>(groups));
-  CUDA_CHECK(cudaMemsetAsync(amax.data(), 0, amax.bytes(), stream));
-  const long count = static_cast<long>(layout.batch) * n * width;
-  const int blocks = static_cast<int>(std::min<long>((count + 255) / 256, 1024));
-  amax_kernel<<<blocks, 256, 0, stream>>>(rows, count, width, width / groups, amax.data());
+  CUDA_CHECK(cudaMemsetAsync(amax_scratch, 0, groups * sizeof(unsigned int), stream));
+  const long per_group = static_cast<long>(layout.batch) * n * (width / groups);
+  const int blocks = static_cast<int>(std::min<long>((per_group + 255) / 256, std::max(1, 1024 / groups)));
+  amax_kernel<<<dim3(blocks, groups), 256, 0, stream>>>(rows, n, per_group, layout.head_dim, width / groups,
+                                                         amax_scratch);
   CUDA_CHECK_LAUNCH();
-  scales_kernel<<<1, 256, 0, stream>>>(amax.data(), groups, multiplier, scales);
+  scales_kernel<<<1, 256, 0, stream>>>(amax_scratch, groups, multiplier, scales);
   CUDA_CHECK_LAUNCH();
-  std::vector<float> host(static_cast<std::size_t>(groups));
+}
+
+void kv_fp8_calibrate(const bf16* rows, int n, const KvFp8Layout& layout, float multiplier, float* scales,
+                      const std::string& what, cudaStream_t stream) {
+  cuda::DeviceBuffer<unsigned int> amax(static_cast<std::size_t>(layout.scale_count()));
+  launch_kv_fp8_calibrate(KvRows::sequence_major(rows, n, layout), n, layout, multiplier, scales, amax.data(),
+                          stream);
+  std::vector<float> host(static_cast<std::size_t>(layout.scale_count()));
   CUDA_CHECK(cudaMemcpyAsync(host.data(), scales, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   check_kv_fp8_scales(host, what);
 }
 
-void launch_kv_fp8_append(const bf16* rows, int n, int past, const KvFp8Layout& layout, const float* scales,
-                          __nv_fp8_e4m3* cache, cudaStream_t stream) {
+void launch_kv_fp8_append(const KvRows& rows, int n, int past, const KvFp8Layout& layout, const float* scales,
+                          __nv_fp8_e4m3* cache, KvFp8Counters* counters, cudaStream_t stream) {
   check_layout(layout);
   if (n <= 0 || past < 0 || past + n > layout.capacity) {
     throw std::invalid_argument("kv_fp8_append: positions " + std::to_string(past) + ".." +
                                 std::to_string(past + n - 1) + " outside capacity " +
                                 std::to_string(layout.capacity));
   }
-  append_kernel<<<layout.batch * n, kThreads, 0, stream>>>(rows, n, past, layout, scales, cache);
+  append_kernel<<<layout.batch * n, kThreads, 0, stream>>>(rows, n, past, layout, scales, cache, counters);
   CUDA_CHECK_LAUNCH();
+}
+
+void launch_kv_fp8_append(const bf16* rows, int n, int past, const KvFp8Layout& layout, const float* scales,
+                          __nv_fp8_e4m3* cache, cudaStream_t stream) {
+  launch_kv_fp8_append(KvRows::sequence_major(rows, n, layout), n, past, layout, scales, cache, nullptr, stream);
 }
 
 void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t stream) {
   check_layout(a.layout);
-  if (a.layout.head_dim % 32 != 0 || a.layout.head_dim > kMaxHeadDim || a.n_heads <= 0 ||
-      a.n_heads % a.layout.n_kv_heads != 0 || a.kv_len <= 0 || a.kv_len > a.layout.capacity) {
+  if (a.layout.head_dim > kMaxHeadDim || a.n_heads <= 0 || a.n_heads % a.layout.n_kv_heads != 0 || a.n <= 0 ||
+      a.kv_len < a.n || a.kv_len > a.layout.capacity) {
     throw std::invalid_argument("kv_fp8 decode attention: unsupported shape (head_dim " +
                                 std::to_string(a.layout.head_dim) + ", " + std::to_string(a.n_heads) +
                                 " heads over " + std::to_string(a.layout.n_kv_heads) + " kv heads, kv_len " +
-                                std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ")");
+                                std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ", " +
+                                std::to_string(a.n) + " queries)");
   }
-  decode_kernel<<<dim3(a.n_heads, a.layout.batch), kThreads, 0, stream>>>(a);
+  if (a.chunk > 0) {
+    if (a.n != 1 || !a.partial) {
+      throw std::invalid_argument("kv_fp8 decode attention: a split (chunk > 0) needs n == 1 and a partial buffer");
+    }
+    const int splits = (a.kv_len + a.chunk - 1) / a.chunk;
+    decode_kernel<<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH();
+    merge_kernel<<<dim3(a.layout.batch, a.n_heads), 128, 0, stream>>>(a, splits);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  decode_kernel<<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH();
 }
 

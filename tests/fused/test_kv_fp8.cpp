@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -180,6 +181,17 @@ TEST_P(KvFp8Kernels, DecodeAttentionMatchesADoubleReferenceOverTheDequantizedCac
   a.out = out.data();
   fused::launch_kv_fp8_decode_attention(a, nullptr);
   const Bits got = to_host(out);
+  // The split decode (chunks of 16 positions here, merged by the second kernel) against the
+  // same reference: only the FP32 order of the sums differs.
+  a.chunk = 16;
+  cuda::DeviceBuffer<float> partial(
+      fused::kv_fp8_decode_partial_floats(s.batch, s.n_heads, s.head_dim, kv_len, a.chunk));
+  partial.fill_poison();
+  a.partial = partial.data();
+  auto split_out = poisoned(q.size());
+  a.out = split_out.data();
+  fused::launch_kv_fp8_decode_attention(a, nullptr);
+  const Bits split_got = to_host(split_out);
 
   const auto kcodes = kc.download(), vcodes = vc.download();
   const auto kscale = ks.download(), vscale = vs.download();
@@ -212,12 +224,142 @@ TEST_P(KvFp8Kernels, DecodeAttentionMatchesADoubleReferenceOverTheDequantizedCac
     }
   }
   expect_within("attn " + s.name(), got, ref, tol);
+  expect_within("attn split in chunks of 16 " + s.name(), split_got, ref, tol);
 }
 
+// A causal chunk of n queries per sequence (the fused-cuda:fp8-kv* prefill): query t of
+// `queries` sits at position kv_len - queries + t and sees the dequantized keys up to it.
+TEST_P(KvFp8Kernels, CausalChunkAttentionMatchesADoubleReferenceOverTheDequantizedCache) {
+  SKIP_WITHOUT_GPU();
+  const Shape s = GetParam();
+  const int kv_len = s.n, queries = std::min(s.n, 7);
+  const fused::KvFp8Layout layout{s.batch, s.n_kv_heads, s.head_dim, kv_len + 2, s.per_head};
+  auto dk = to_device(kv_rows(s, 31)), dv = to_device(kv_rows(s, 32));
+  const std::size_t groups = static_cast<std::size_t>(layout.scale_count());
+  cuda::DeviceBuffer<float> ks(groups), vs(groups);
+  fused::kv_fp8_calibrate(dk.data(), kv_len, layout, 1.0f, ks.data(), "k", nullptr);
+  fused::kv_fp8_calibrate(dv.data(), kv_len, layout, 1.0f, vs.data(), "v", nullptr);
+  const std::size_t cache_n = static_cast<std::size_t>(s.batch) * s.n_kv_heads * layout.capacity * s.head_dim;
+  cuda::DeviceBuffer<__nv_fp8_e4m3> kc(cache_n), vc(cache_n);
+  CUDA_CHECK(cudaMemset(kc.data(), 0x7f, kc.bytes()));  // NaN codes past kv_len: a read beyond shows
+  CUDA_CHECK(cudaMemset(vc.data(), 0x7f, vc.bytes()));
+  fused::launch_kv_fp8_append(dk.data(), kv_len, 0, layout, ks.data(), kc.data(), nullptr);
+  fused::launch_kv_fp8_append(dv.data(), kv_len, 0, layout, vs.data(), vc.data(), nullptr);
+  const int D = s.head_dim, group = s.n_heads / s.n_kv_heads;
+  const Bits q = random_bits(static_cast<std::size_t>(s.batch) * queries * s.n_heads * D, 33, -1.0f, 1.0f);
+  auto dq = to_device(q);
+  auto out = poisoned(q.size());
+  fused::KvFp8DecodeArgs a;
+  a.q = dq.data();
+  a.k_cache = kc.data();
+  a.v_cache = vc.data();
+  a.k_scales = ks.data();
+  a.v_scales = vs.data();
+  a.layout = layout;
+  a.n_heads = s.n_heads;
+  a.kv_len = kv_len;
+  a.n = queries;
+  a.out = out.data();
+  fused::launch_kv_fp8_decode_attention(a, nullptr);
+  const Bits got = to_host(out);
+
+  const auto kcodes = kc.download(), vcodes = vc.download();
+  const auto kscale = ks.download(), vscale = vs.download();
+  std::vector<double> ref(q.size()), tol(q.size());
+  for (int b = 0; b < s.batch; ++b) {
+    for (int t = 0; t < queries; ++t) {
+      const int row = b * queries + t, seen = kv_len - queries + t + 1;
+      for (int h = 0; h < s.n_heads; ++h) {
+        const int g = h / group;
+        const double ksc = kscale[s.per_head ? g : 0], vsc = vscale[s.per_head ? g : 0];
+        auto at = [&](int p, int d) { return ((static_cast<std::size_t>(b) * s.n_kv_heads + g) * layout.capacity + p) * D + d; };
+        std::vector<double> w(static_cast<std::size_t>(seen));
+        double mx = -INFINITY, sum = 0;
+        for (int p = 0; p < seen; ++p) {
+          double dot = 0;
+          for (int d = 0; d < D; ++d) {
+            dot += val(q, (static_cast<std::size_t>(row) * s.n_heads + h) * D + d) *
+                   (static_cast<double>(e4m3_to_float(kcodes[at(p, d)].__x)) * ksc);
+          }
+          w[static_cast<std::size_t>(p)] = dot / std::sqrt(static_cast<double>(D));
+          mx = std::max(mx, w[static_cast<std::size_t>(p)]);
+        }
+        for (auto& x : w) sum += (x = std::exp(x - mx));
+        for (int d = 0; d < D; ++d) {
+          double o = 0;
+          for (int p = 0; p < seen; ++p) o += w[static_cast<std::size_t>(p)] * e4m3_to_float(vcodes[at(p, d)].__x) * vsc;
+          const std::size_t i = (static_cast<std::size_t>(row) * s.n_heads + h) * D + d;
+          ref[i] = o / sum;
+          tol[i] = bf16_ulp(ref[i]) + std::ldexp(vsc * 448.0, -16);  // as the decode test above
+        }
+      }
+    }
+  }
+  expect_within("causal attn " + s.name(), got, ref, tol);
+}
+
+// The fused path appends from its bf16 cache (strided rows) and counts what it stores:
+// codes and counts as reference/kv_fp8.h's quantizer, with scales x 1/4 so that values
+// clip (|x / s| up to 4 x 448) and with tiny values that flush to zero.
+TEST_P(KvFp8Kernels, AppendFromACacheCountsWhatTheEmulatedQuantizerCounts) {
+  SKIP_WITHOUT_GPU();
+  const Shape s = GetParam();
+  const int past = 2, D = s.head_dim, width = s.n_kv_heads * D;
+  const fused::KvFp8Layout layout{s.batch, s.n_kv_heads, D, past + s.n + 1, s.per_head};
+  const Bits rows = kv_rows(s, 41);
+  // The rows as a bf16 cache holds them: [batch x kv_heads x capacity x D] at past...
+  Bits cache_bits(static_cast<std::size_t>(s.batch) * s.n_kv_heads * layout.capacity * D, 0xFFFF);
+  for (int b = 0; b < s.batch; ++b)
+    for (int t = 0; t < s.n; ++t)
+      for (int c = 0; c < width; ++c) {
+        cache_bits[((static_cast<std::size_t>(b) * s.n_kv_heads + c / D) * layout.capacity + past + t) * D + c % D] =
+            rows[(static_cast<std::size_t>(b) * s.n + t) * width + c];
+      }
+  auto d_cache = to_device(cache_bits);
+  const fused::KvRows view = fused::KvRows::cache_rows(d_cache.data(), past, layout);
+  const std::size_t groups = static_cast<std::size_t>(layout.scale_count());
+  cuda::DeviceBuffer<float> scales(groups);
+  cuda::DeviceBuffer<unsigned int> amax(groups);
+  cuda::DeviceBuffer<fused::KvFp8Counters> counters(1);
+  CUDA_CHECK(cudaMemset(counters.data(), 0, counters.bytes()));
+  fused::launch_kv_fp8_calibrate(view, s.n, layout, 0.25f, scales.data(), amax.data(), nullptr);
+  cuda::DeviceBuffer<__nv_fp8_e4m3> codes(cache_bits.size());
+  CUDA_CHECK(cudaMemset(codes.data(), 0x7f, codes.bytes()));
+  fused::launch_kv_fp8_append(view, s.n, past, layout, scales.data(), codes.data(), counters.data(), nullptr);
+
+  ref::Mat<float> host(static_cast<Eigen::Index>(s.batch) * s.n, width);
+  for (Eigen::Index i = 0; i < host.size(); ++i) host.data()[i] = bf16_to_float(rows[static_cast<std::size_t>(i)]);
+  const ref::Mat<float> original = host;
+  ref::KvFp8Quantizer q(KvCacheFp8{.granularity = s.per_head ? KvScaleGranularity::per_head : KvScaleGranularity::per_tensor,
+                                   .scale_multiplier = 0.25f},
+                        s.n_kv_heads);
+  q.append(host, "test k_cache");
+  EXPECT_EQ(scales.download(), q.scales());
+  const auto got = codes.download();
+  int bad = 0;
+  for (int b = 0; b < s.batch; ++b)
+    for (int t = 0; t < s.n; ++t)
+      for (int c = 0; c < width; ++c) {
+        const std::size_t at = ((static_cast<std::size_t>(b) * s.n_kv_heads + c / D) * layout.capacity + past + t) * D + c % D;
+        const std::uint8_t want = float_to_e4m3(original(b * s.n + t, c) / q.scales()[s.per_head ? c / D : 0]);
+        if (got[at].__x != want && ++bad <= 5) ADD_FAILURE() << s.name() << " b" << b << " t" << t << " c" << c;
+      }
+  EXPECT_EQ(bad, 0);
+  const fused::KvFp8Counters c = counters.download()[0];
+  const ref::KvFp8Stats& want = q.stats();
+  EXPECT_GT(want.n_clipped, 0) << s.name() << ": the x1/4 scales must clip";
+  EXPECT_EQ(static_cast<std::int64_t>(c.n_values), want.n_values) << s.name();
+  EXPECT_EQ(static_cast<std::int64_t>(c.n_clipped), want.n_clipped) << s.name();
+  EXPECT_EQ(static_cast<std::int64_t>(c.n_flushed), want.n_flushed) << s.name();
+  EXPECT_EQ(static_cast<std::int64_t>(c.n_nonfinite), want.n_nonfinite) << s.name();
+  EXPECT_EQ(static_cast<double>(std::bit_cast<float>(c.max_abs_scaled_bits)), want.max_abs_scaled) << s.name();
+}
+
+// head_dim 8 and 16 (stories260K, the odd test shapes) take part of a warp's lanes.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, KvFp8Kernels,
     ::testing::Values(Shape{1, 4, 2, 64, 37, false}, Shape{2, 8, 2, 128, 129, true}, Shape{3, 6, 3, 96, 1, true},
-                      Shape{1, 16, 8, 128, 1031, false}),
+                      Shape{1, 16, 8, 128, 1031, false}, Shape{2, 9, 3, 8, 13, true}, Shape{3, 5, 1, 16, 40, false}),
     [](const ::testing::TestParamInfo<Shape>& i) { return i.param.name(); });
 
 // The kernel-level scale delivery check: cache and attention with the calibrated scales x

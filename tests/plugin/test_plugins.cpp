@@ -338,7 +338,9 @@ TEST(CudaPlugin, OffersTheBuiltInCudaPathsAndRecordsTheFusedKernelSwitches) {
   ASSERT_NE(it, plugins.end());
   EXPECT_EQ(it->file, std::filesystem::canonical(FUSECHECK_TEST_CUDA_PLUGIN).string());
   EXPECT_EQ(it->paths, (std::vector<std::string>{"ref32-cuda", "ref64-cuda", "standard-cuda", "fused-cuda",
-                                                 "fused-cuda:batch-invariant"}));
+                                                 "fused-cuda:batch-invariant", "fused-cuda:fp8-kv",
+                                                 "fused-cuda:fp8-kv-per-head", "fused-cuda:fp8-kv-dynamic",
+                                                 "fused-cuda:fp8-kv-per-head-dynamic"}));
   for (const auto& name : it->paths) {
     const PathInfo* info = find_path(name);
     ASSERT_NE(info, nullptr) << name;

@@ -181,6 +181,24 @@ TEST(Scenario, BatchInvariantFusedPlansLikeFusedCuda) {
   EXPECT_EQ(fallback[0].label(), "standard-cuda");
 }
 
+// fused-cuda:fp8-kv* run on the CPU as their registered twin, emulated-cpu with the same
+// fp8-kv recipe (not fused-v1), and fall back to standard-cuda like fused-cuda.
+TEST(Scenario, Fp8KvFusedPathsPlanAsTheirEmulatedTwinOnTheCpu) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\n";
+  std::vector<std::string> notes;
+  const auto cpu = plan_paths(parse_scenario(head + "paths: [fused-cuda, \"fused-cuda:fp8-kv\", "
+                                                    "\"fused-cuda:fp8-kv-per-head-dynamic\"]\n", "a.yaml"),
+                              "cpu", true, notes);
+  ASSERT_EQ(cpu.size(), 3u);
+  EXPECT_EQ(cpu[0].label(), "emulated-cpu:fused-v1");
+  EXPECT_EQ(cpu[1].label(), "emulated-cpu:fp8-kv");
+  EXPECT_EQ(cpu[2].label(), "emulated-cpu:fp8-kv-per-head-dynamic");
+  const auto fallback =
+      plan_paths(parse_scenario(head + "paths: [\"fused-cuda:fp8-kv-dynamic\"]\n", "b.yaml"), "cuda", false, notes);
+  ASSERT_EQ(fallback.size(), 1u);
+  EXPECT_EQ(fallback[0].label(), "standard-cuda");
+}
+
 TEST(Scenario, LayersKeyAssignsRecipesPerLayerInTheCanonicalSpelling) {
   const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths:\n";
   const Scenario keyed = parse_scenario(
