@@ -24,6 +24,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <tuple>
@@ -77,6 +78,23 @@ void launch_w8a8_epilogue(const float* acc, const float* a_scales, const float* 
 // InputError (naming the shape or pointer) unless M, N, K > 0, K % 16 == 0, N % 16 == 0 and
 // each pointer given is 16-byte aligned: cuBLASLt's FP8 requirements. Host only.
 void check_fp8_gemm_layout(int M, int N, int K, const void* a, const void* w, const void* out);
+
+// The bound an FP8 GEMM output y[m, n] is held to against the double reference scale * exact
+// (scale = a_s[m] * w_s[n]; exact = the exact sum of the E4M3 products, abs_sum = the sum of
+// their magnitudes): FP32 summation of K terms in any order, tree or split (gamma_K abs_sum,
+// gamma_K = K u / (1 - K u), u = 2^-24), two epilogue roundings (2.01 u relative) and, for a
+// bf16 output, one bf16 ulp (2^(floor(log2 |y|) - 7)). Used by tests/fused/test_w8a8 and
+// bench_w8a8's validation. Host only.
+inline double w8a8_reference_tolerance(int K, double scale, double abs_sum, double exact, bool bf16_out) {
+  constexpr double u = 0x1p-24;
+  const double gamma = K * u / (1 - K * u);
+  double tol = std::fabs(scale) * (gamma * abs_sum * (1 + 2.01 * u) + 2.01 * u * std::fabs(exact));
+  if (bf16_out) {
+    const double a = std::fabs(scale * exact) + tol;
+    tol += a > 0 ? std::ldexp(1.0, std::ilogb(a) - 7) : 0.0;
+  }
+  return tol;
+}
 
 // Whether this cuBLASLt build has per-row / per-column FP32 scale vectors
 // (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F, cuBLAS 12.9+).

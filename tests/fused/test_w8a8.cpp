@@ -521,6 +521,7 @@ TEST_P(W8a8GemmModel, MatchesTheTwinWithinTheFp32SummationBound) {
   //   vs twin:   |y - y_twin| <= |a_s w_s| (2 gamma_K sum|p| (1 + 2.01u) + 4.01u |acc|)
   //              (both sums within gamma_K sum|p| of the exact one; two epilogue roundings each)
   //   vs double: |y - a_s w_s exact| <= |a_s w_s| (gamma_K sum|p| (1 + 2.01u) + 2.01u |exact|)
+  //              (fused::w8a8_reference_tolerance)
   //   a bf16 output adds one bf16 ulp of the larger magnitude (each side rounds by half).
   const double g = gamma32(K);
   double worst_acc_ratio = 0, worst_twin_ratio = 0, ref_norm = 0;
@@ -551,8 +552,7 @@ TEST_P(W8a8GemmModel, MatchesTheTwinWithinTheFp32SummationBound) {
       const double bf16_term = c.p.fp32_out ? 0.0 : 1.0;
       double tol_twin = std::fabs(sc) * (2 * g * abs_sum * (1 + 2.01 * kU32) + 4.01 * kU32 * std::fabs(got_acc[i]));
       tol_twin += bf16_term * bf16_ulp(std::fabs(yt) + tol_twin);
-      double tol_ref = std::fabs(sc) * (g * abs_sum * (1 + 2.01 * kU32) + 2.01 * kU32 * std::fabs(exact));
-      tol_ref += bf16_term * bf16_ulp(std::fabs(y64) + tol_ref);
+      const double tol_ref = fused::w8a8_reference_tolerance(K, sc, abs_sum, exact, !c.p.fp32_out);
       const double yt_rounded = c.p.fp32_out ? yt : bf16_to_float(float_to_bf16(static_cast<float>(yt)));
       const double d_twin = std::fabs(got_y[i] - yt_rounded);
       if (tol_twin > 0) worst_twin_ratio = std::max(worst_twin_ratio, d_twin / tol_twin);
