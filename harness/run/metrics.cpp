@@ -41,7 +41,7 @@ Tolerance default_tolerance(DType low_precision) {
 namespace {
 
 // Bit pattern of x rounded once to `dtype`, as a sign-magnitude integer.
-std::int64_t ordered_bits(double x, DType dtype) {
+inline std::int64_t ordered_bits(double x, DType dtype) {
   std::uint64_t bits = 0;
   std::uint64_t sign_bit = 0;
   switch (dtype) {
@@ -72,13 +72,16 @@ std::int64_t ordered_bits(double x, DType dtype) {
 // exact bins below 4096 ULPs, power-of-two bins above (the lower edge is reported).
 class UlpHistogram {
  public:
-  void add(std::uint64_t d) {
+  void add(std::uint64_t d) { add(d, 1); }
+  // `count` distances equal to d at once (a caller that counts small distances itself).
+  void add(std::uint64_t d, std::uint64_t count) {
+    if (count == 0) return;
     if (d < kExact) {
-      ++bins_[d];
+      bins_[d] += count;
     } else {
-      ++bins_[kExact + std::bit_width(d) - 1];
+      bins_[kExact + std::bit_width(d) - 1] += count;
     }
-    ++total_;
+    total_ += count;
     max_ = std::max(max_, d);
   }
   double quantile(double q) const {
@@ -94,6 +97,11 @@ class UlpHistogram {
     return static_cast<double>(max_);
   }
   double max() const { return total_ ? static_cast<double>(max_) : kNaN; }
+  void merge(const UlpHistogram& o) {
+    for (std::size_t i = 0; i < bins_.size(); ++i) bins_[i] += o.bins_[i];
+    total_ += o.total_;
+    max_ = std::max(max_, o.max_);
+  }
 
  private:
   static constexpr std::size_t kExact = 4096;
@@ -111,71 +119,172 @@ std::uint64_t ulp_distance(double a, double b, DType dtype) {
   return static_cast<std::uint64_t>(ia > ib ? ia - ib : ib - ia);
 }
 
-TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, DType dtype,
-                           const Tolerance& tol) {
+namespace {
+
+// The sums of one tap, in element order over the elements where both sides are finite
+// (ref_sq: where the reference is). A non-finite element adds +0, which leaves each sum
+// as skipping it did: the squares' sums are never negative, and dot, starting at +0, can
+// never become -0 (x + y is -0 only when both are).
+struct TapSums {
+  double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;
+};
+TapSums sum_tap(const double* r, const double* x, Eigen::Index n) {
+  double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double ri = r[i], xi = x[i];
+    const bool ref_ok = std::isfinite(ri);
+    const bool both_ok = ref_ok && std::isfinite(xi);
+    const double d = std::abs(xi - ri);
+    ref_sq += ref_ok ? ri * ri : 0.0;
+    diff_sq += both_ok ? d * d : 0.0;
+    path_sq += both_ok ? xi * xi : 0.0;
+    dot += both_ok ? xi * ri : 0.0;
+  }
+  return {ref_sq, diff_sq, path_sq, dot};
+}
+
+// Everything of one tap but its sums, over a range of elements: maxima, integer counts
+// and the ULP histogram, which merge exactly in any order.
+struct TapExtremes {
+  double max_abs = 0, max_rel = 0, max_mag = 0;
+  std::uint64_t outside = 0, saturated = 0, ref_nonfinite = 0, nan = 0, inf = 0;
+  UlpHistogram ulps;
+  void merge(const TapExtremes& o) {
+    max_abs = std::max(max_abs, o.max_abs);
+    max_rel = std::max(max_rel, o.max_rel);
+    max_mag = std::max(max_mag, o.max_mag);
+    outside += o.outside, saturated += o.saturated, ref_nonfinite += o.ref_nonfinite;
+    nan += o.nan, inf += o.inf;
+    ulps.merge(o.ulps);
+  }
+};
+
+// One instantiation per dtype, so that the ULP distance's rounding is inlined rather than
+// switched on per element. Small distances, the common case, go to four interleaved
+// counter sets first: back-to-back increments of one counter wait on each other.
+template <DType D>
+void extremes_of(const double* r, const double* x, Eigen::Index n, double rel_floor, double max_finite,
+                 const Tolerance& tol, TapExtremes& e) {
+  constexpr std::uint64_t kNear = 16;
+  std::uint64_t near[4][kNear] = {};
+  double max_abs = 0, max_rel = 0, max_mag = 0;
+  std::uint64_t outside = 0, saturated = 0;
+  const double atol = tol.atol, rtol = tol.rtol;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double ri = r[i], xi = x[i];
+    if (!std::isfinite(ri) || !std::isfinite(xi)) [[unlikely]] {
+      if (!std::isfinite(ri)) {
+        ++e.ref_nonfinite;
+      } else if (std::isnan(xi)) {
+        ++e.nan;
+      } else {
+        ++e.inf;
+      }
+      continue;
+    }
+    const double d = std::abs(xi - ri);
+    max_abs = std::max(max_abs, d);
+    const double abs_ri = std::abs(ri);
+    max_rel = std::max(max_rel, d / std::max(abs_ri, rel_floor));
+    outside += d > atol + rtol * abs_ri ? 1 : 0;
+    const double abs_xi = std::abs(xi);
+    max_mag = std::max(max_mag, abs_xi);
+    saturated += abs_xi >= max_finite ? 1 : 0;
+    const std::int64_t ia = ordered_bits(xi, D), ib = ordered_bits(ri, D);
+    const auto ulp = static_cast<std::uint64_t>(ia > ib ? ia - ib : ib - ia);
+    if (ulp < kNear) {
+      ++near[i & 3][ulp];
+    } else {
+      e.ulps.add(ulp);
+    }
+  }
+  for (std::uint64_t u = 0; u < kNear; ++u) e.ulps.add(u, near[0][u] + near[1][u] + near[2][u] + near[3][u]);
+  e.max_abs = std::max(e.max_abs, max_abs);
+  e.max_rel = std::max(e.max_rel, max_rel);
+  e.max_mag = std::max(e.max_mag, max_mag);
+  e.outside += outside;
+  e.saturated += saturated;
+}
+
+}  // namespace
+
+struct TapMetricsInParts::Part {
+  TapExtremes extremes;
+};
+
+TapMetricsInParts::TapMetricsInParts(const TapMatrix& ref, const TapMatrix& path, DType dtype, const Tolerance& tol,
+                                     int parts)
+    : ref_(&ref), path_(&path), dtype_(dtype), tol_(tol) {
   if (ref.rows() != path.rows() || ref.cols() != path.cols()) {
     throw std::logic_error("compute_metrics: shape mismatch (" + std::to_string(ref.rows()) + "x" +
                            std::to_string(ref.cols()) + " vs " + std::to_string(path.rows()) +
                            "x" + std::to_string(path.cols()) + ")");
   }
-  TapMetrics m;
   const Eigen::Index n = ref.size();
-  const double* r = ref.data();
-  const double* x = path.data();
-  const double max_finite = dtype_max_finite(dtype);
+  parts = static_cast<int>(std::clamp<Eigen::Index>(parts, 1, std::max<Eigen::Index>(n, 1)));
+  for (int k = 0; k < parts; ++k) parts_.push_back(std::make_unique<Part>());
+}
 
-  double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;
-  for (Eigen::Index i = 0; i < n; ++i) {
-    if (std::isfinite(r[i])) ref_sq += r[i] * r[i];
-  }
-  const double ref_rms = n ? std::sqrt(ref_sq / static_cast<double>(n)) : 0.0;
+TapMetricsInParts::~TapMetricsInParts() = default;
+
+void TapMetricsInParts::sums() {
+  const TapSums s = sum_tap(ref_->data(), path_->data(), ref_->size());
+  ref_sq_ = s.ref_sq, diff_sq_ = s.diff_sq, path_sq_ = s.path_sq, dot_ = s.dot;
+  const Eigen::Index n = ref_->size();
+  const double ref_rms = n ? std::sqrt(ref_sq_ / static_cast<double>(n)) : 0.0;
   // Near-zero reference elements would make any relative error meaningless; a floor at
   // 1e-3 of the tap's RMS keeps max_rel about the elements that carry the signal.
-  const double rel_floor = 1e-3 * ref_rms;
+  rel_floor_ = 1e-3 * ref_rms;
+  summed_ = true;
+}
 
-  UlpHistogram ulps;
-  double max_abs = 0, max_rel = 0, max_mag = 0, outside = 0;
-  for (Eigen::Index i = 0; i < n; ++i) {
-    const double ri = r[i], xi = x[i];
-    if (!std::isfinite(ri)) {
-      m.ref_nonfinite += 1;
-      continue;
-    }
-    if (std::isnan(xi)) {
-      m.nan_count += 1;
-      continue;
-    }
-    if (std::isinf(xi)) {
-      m.inf_count += 1;
-      m.overflow_count += 1;
-      continue;
-    }
-    const double d = std::abs(xi - ri);
-    diff_sq += d * d;
-    path_sq += xi * xi;
-    dot += xi * ri;
-    max_abs = std::max(max_abs, d);
-    max_rel = std::max(max_rel, d / std::max(std::abs(ri), rel_floor));
-    if (d > tol.atol + tol.rtol * std::abs(ri)) outside += 1;
-    max_mag = std::max(max_mag, std::abs(xi));
-    if (std::abs(xi) >= max_finite) m.saturation_count += 1;
-    ulps.add(ulp_distance(xi, ri, dtype));
+void TapMetricsInParts::range(int k) {
+  if (!summed_) throw std::logic_error("TapMetricsInParts::range before sums()");
+  const Eigen::Index n = ref_->size(), parts = static_cast<Eigen::Index>(parts_.size());
+  const Eigen::Index begin = n * k / parts, end = n * (k + 1) / parts;
+  const double* r = ref_->data() + begin;
+  const double* x = path_->data() + begin;
+  const double max_finite = dtype_max_finite(dtype_);
+  TapExtremes& e = parts_[static_cast<std::size_t>(k)]->extremes;
+  switch (dtype_) {
+    case DType::BF16: extremes_of<DType::BF16>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
+    case DType::F16: extremes_of<DType::F16>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
+    case DType::F32: extremes_of<DType::F32>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
+    case DType::F64: extremes_of<DType::F64>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
   }
+}
+
+TapMetrics TapMetricsInParts::finish() const {
+  TapExtremes e;
+  for (const auto& p : parts_) e.merge(p->extremes);
+  const Eigen::Index n = ref_->size();
+  TapMetrics m;
+  m.ref_nonfinite = static_cast<double>(e.ref_nonfinite);
+  m.nan_count = static_cast<double>(e.nan);
+  m.inf_count = static_cast<double>(e.inf);
+  m.overflow_count = static_cast<double>(e.inf);  // an infinite path value where the reference is finite
+  m.saturation_count = static_cast<double>(e.saturated);
   const double bad = m.nan_count + m.inf_count;
-  m.ref_norm = std::sqrt(ref_sq);
-  m.max_abs = bad > 0 ? kInf : max_abs;
-  m.max_rel = bad > 0 ? kInf : (rel_floor > 0 ? max_rel : kNaN);
+  m.ref_norm = std::sqrt(ref_sq_);
+  m.max_abs = bad > 0 ? kInf : e.max_abs;
+  m.max_rel = bad > 0 ? kInf : (rel_floor_ > 0 ? e.max_rel : kNaN);
   // Non-finite path values make the error unbounded, never small.
-  m.rel_l2 = bad > 0 ? kInf : (m.ref_norm > 0 ? std::sqrt(diff_sq) / m.ref_norm : kNaN);
-  m.cosine = (bad > 0 || m.ref_norm == 0 || path_sq == 0)
-                 ? kNaN
-                 : dot / (std::sqrt(path_sq) * m.ref_norm);
-  m.ulp_p50 = ulps.quantile(0.50);
-  m.ulp_p99 = ulps.quantile(0.99);
-  m.ulp_max = bad > 0 ? kInf : ulps.max();
-  m.frac_outside = n ? (outside + bad) / static_cast<double>(n) : kNaN;
-  m.headroom = max_mag / max_finite;
+  m.rel_l2 = bad > 0 ? kInf : (m.ref_norm > 0 ? std::sqrt(diff_sq_) / m.ref_norm : kNaN);
+  m.cosine = (bad > 0 || m.ref_norm == 0 || path_sq_ == 0) ? kNaN : dot_ / (std::sqrt(path_sq_) * m.ref_norm);
+  m.ulp_p50 = e.ulps.quantile(0.50);
+  m.ulp_p99 = e.ulps.quantile(0.99);
+  m.ulp_max = bad > 0 ? kInf : e.ulps.max();
+  m.frac_outside = n ? (static_cast<double>(e.outside) + bad) / static_cast<double>(n) : kNaN;
+  m.headroom = e.max_mag / dtype_max_finite(dtype_);
   return m;
+}
+
+TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, DType dtype,
+                           const Tolerance& tol) {
+  TapMetricsInParts parts(ref, path, dtype, tol, 1);
+  parts.sums();
+  parts.range(0);
+  return parts.finish();
 }
 
 double relative_l2(const TapMatrix& ref, const TapMatrix& path) {
