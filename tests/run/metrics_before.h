@@ -1,6 +1,6 @@
 // The tap metrics as harness/run/metrics.cpp computed them before issue 18's host work
 // (commit 09167d7): a verbatim copy kept as the oracle that the faster compute_metrics
-// must equal bit for bit (test_metrics_fast.cpp) and as the "before" of
+// and next_token_agreement must equal bit for bit (test_metrics_fast.cpp) and as the "before" of
 // bench/run/bench_run_host.cpp. Not used by fusecheck itself.
 #pragma once
 
@@ -9,6 +9,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -150,6 +152,78 @@ inline TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, D
   m.frac_outside = n ? (outside + bad) / static_cast<double>(n) : kNaN;
   m.headroom = max_mag / max_finite;
   return m;
+}
+
+namespace detail {
+// log softmax of one row, in double, shifted by the row max so exp never overflows.
+inline void log_softmax(const double* row, Eigen::Index n, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(n));
+  const double mx = *std::max_element(row, row + n);
+  double sum = 0;
+  for (Eigen::Index i = 0; i < n; ++i) sum += std::exp(row[i] - mx);
+  const double lse = mx + std::log(sum);
+  for (Eigen::Index i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = row[i] - lse;
+}
+// Largest minus second-largest value of a row (0 for a one-entry row): how far the
+// reference's prediction is from a tie, in nats of log-probability.
+inline double top2_margin(const double* row, Eigen::Index n) {
+  double first = -kInf, second = -kInf;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    if (row[i] > first) {
+      second = first;
+      first = row[i];
+    } else if (row[i] > second) {
+      second = row[i];
+    }
+  }
+  return n > 1 ? first - second : 0.0;
+}
+}  // namespace detail
+
+inline NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
+                                        const TapMatrix& path_logits) {
+  if (ref_logits.rows() != path_logits.rows() || ref_logits.cols() != path_logits.cols()) {
+    throw std::logic_error("next_token_agreement: shape mismatch");
+  }
+  NextTokenAgreement a;
+  const Eigen::Index rows = ref_logits.rows(), vocab = ref_logits.cols();
+  if (rows == 0 || vocab == 0) return a;
+  a.kl.assign(static_cast<std::size_t>(rows), 0.0);
+  a.ref_margin.assign(static_cast<std::size_t>(rows), 0.0);
+  a.top1_match.assign(static_cast<std::size_t>(rows), 0);
+  // Positions are independent; a 512 x 151936 logits pair is ~1e8 exp() calls.
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+  {
+    std::vector<double> lp_ref, lp_path;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (Eigen::Index r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      const double* ref_row = ref_logits.data() + r * vocab;
+      const double* path_row = path_logits.data() + r * vocab;
+      a.ref_margin[i] = detail::top2_margin(ref_row, vocab);
+      if (!std::all_of(path_row, path_row + vocab, [](double v) { return std::isfinite(v); })) {
+        a.kl[i] = kInf;  // a position with NaN/Inf logits predicts nothing
+        continue;
+      }
+      detail::log_softmax(ref_row, vocab, lp_ref);
+      detail::log_softmax(path_row, vocab, lp_path);
+      double kl = 0;
+      for (std::size_t k = 0; k < lp_ref.size(); ++k) kl += std::exp(lp_ref[k]) * (lp_ref[k] - lp_path[k]);
+      a.kl[i] = std::max(kl, 0.0);  // rounding can give -1e-17 for identical rows
+      const auto top_ref = std::max_element(ref_row, ref_row + vocab) - ref_row;
+      const auto top_path = std::max_element(path_row, path_row + vocab) - path_row;
+      a.top1_match[i] = top_ref == top_path ? 1 : 0;
+    }
+  }
+  const double agree = static_cast<double>(std::accumulate(a.top1_match.begin(), a.top1_match.end(), 0));
+  a.kl_mean = std::accumulate(a.kl.begin(), a.kl.end(), 0.0) / static_cast<double>(a.kl.size());
+  a.kl_p99 = quantile(a.kl, 0.99);
+  a.top1_agreement = agree / static_cast<double>(rows);
+  return a;
 }
 
 }  // namespace fusecheck::run::before

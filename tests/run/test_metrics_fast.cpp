@@ -1,6 +1,7 @@
 // compute_metrics after issue 18's host work (sums apart, in element order; the rest in
 // ranges merged exactly) gives the same bits as the loop it replaced (kept verbatim in
-// metrics_before.h), and TapMetricsInParts gives those bits whatever the number of parts.
+// metrics_before.h), and TapMetricsInParts gives those bits whatever the number of parts;
+// likewise next_token_agreement.
 // Seeded data in every dtype, at an awkward size, with the cases the loop special-cases:
 // NaN and Inf in the path, non-finite and zero reference values, an all-zero reference,
 // distances across zero and beyond the histogram's exact bins.
@@ -10,9 +11,11 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "harness/core/dtype.h"
 #include "harness/run/metrics.h"
 #include "tests/run/metrics_before.h"
 
@@ -128,6 +131,44 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{DType::F64, Data::typical, 97, 131}, Case{DType::F64, Data::nonfinite_ref, 97, 131},
                     Case{DType::BF16, Data::typical, 1, 1}),
     case_name);
+
+// Logits [rows x vocab] with the special rows next_token_agreement handles: a tie for the
+// reference's top-1, a row the path copies exactly (KL rounds to about 0), NaN and Inf
+// path rows, a reference row holding -Inf (masked logits).
+Pair make_logits(int rows, int vocab, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 3.0);
+  Pair p{TapMatrix(rows, vocab), TapMatrix(rows, vocab)};
+  for (Eigen::Index i = 0; i < p.ref.size(); ++i) {
+    const double r = static_cast<float>(normal(rng));
+    p.ref.data()[i] = r;
+    p.path.data()[i] = bf16_to_float(double_to_bf16(r + 0.05 * normal(rng)));
+  }
+  p.ref(0, 3) = p.ref(0, 7) = 40.0;  // tie at the top
+  p.path.row(1) = p.ref.row(1);     // identical row
+  p.path(2, 5) = std::numeric_limits<double>::quiet_NaN();
+  p.path(3, vocab - 1) = std::numeric_limits<double>::infinity();
+  p.ref(4, 0) = -std::numeric_limits<double>::infinity();
+  return p;
+}
+
+void expect_same_bits(const std::vector<double>& a, const std::vector<double>& b, const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(double))) << what;
+}
+
+TEST(FastNextTokenAgreement, EqualsTheCodeItReplacedBitForBit) {
+  const Pair p = make_logits(9, 1031, 0x18d);
+  const NextTokenAgreement now = next_token_agreement(p.ref, p.path);
+  const NextTokenAgreement old = before::next_token_agreement(p.ref, p.path);
+  expect_same_bits(now.kl, old.kl, "kl");
+  expect_same_bits(now.ref_margin, old.ref_margin, "ref_margin");
+  EXPECT_EQ(now.top1_match, old.top1_match);
+  expect_same_bits({now.kl_mean, now.kl_p99, now.top1_agreement}, {old.kl_mean, old.kl_p99, old.top1_agreement},
+                   "summary");
+  EXPECT_TRUE(std::isinf(now.kl[2]) && std::isinf(now.kl[3]));  // the cases were exercised
+  EXPECT_EQ(now.ref_margin[0], 0.0);
+}
 
 TEST(FastMetricsParts, RangeBeforeSumsIsALogicError) {
   const TapMatrix m = TapMatrix::Constant(3, 5, 1.5);
