@@ -7,6 +7,7 @@
 // before it is timed (STYLE.md 6). Element counts are reported as items (items/s).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +20,7 @@
 
 #include "harness/checkpoint/float_chunks.h"
 #include "harness/core/dtype.h"
+#include "harness/run/host_memory.h"
 #include "harness/run/metrics.h"
 #include "tests/run/metrics_before.h"
 
@@ -214,6 +216,44 @@ void BM_layer_weights_to_float(benchmark::State& state) {
 }
 BENCHMARK(BM_layer_weights_to_float_before)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_layer_weights_to_float)->Unit(benchmark::kMillisecond);
+
+// A layer's taps (standard-cuda's 17 at 512 tokens: 14.7M doubles) and one logits matrix
+// (512 x 151936) copied into fresh matrices and dropped, as a layer and a head hand them
+// over: with glibc's defaults (before), then with keep_freed_memory_for_reuse (after; it
+// is process-wide, so "before" runs first). The copies are plain memcpy.
+std::vector<Eigen::Index> tap_cols() {
+  return {1024, 2048, 1024, 1024, 2048, 1024, 2048, 1024, 2048, 1024, 1024, 1024, 3072, 3072, 3072, 1024, 1024};
+}
+void copy_into_fresh(benchmark::State& state, const std::vector<Eigen::Index>& cols, Eigen::Index rows) {
+  Eigen::Index widest = *std::max_element(cols.begin(), cols.end());
+  const TapMatrix source = TapMatrix::Constant(rows, widest, 1.5);
+  std::int64_t values = 0;
+  for (Eigen::Index c : cols) values += rows * c;
+  for (auto _ : state) {
+    std::vector<TapMatrix> taps;
+    for (Eigen::Index c : cols) {
+      TapMatrix m(rows, c);
+      std::memcpy(m.data(), source.data(), static_cast<std::size_t>(m.size()) * sizeof(double));
+      taps.push_back(std::move(m));
+    }
+    benchmark::DoNotOptimize(taps.data());
+  }
+  state.SetBytesProcessed(state.iterations() * values * static_cast<std::int64_t>(sizeof(double)));
+}
+void BM_layer_taps_fresh_before(benchmark::State& state) { copy_into_fresh(state, tap_cols(), kTokens); }
+void BM_logits_fresh_before(benchmark::State& state) { copy_into_fresh(state, {kVocab}, kTokens); }
+void BM_layer_taps_fresh(benchmark::State& state) {
+  keep_freed_memory_for_reuse();
+  copy_into_fresh(state, tap_cols(), kTokens);
+}
+void BM_logits_fresh(benchmark::State& state) {
+  keep_freed_memory_for_reuse();
+  copy_into_fresh(state, {kVocab}, kTokens);
+}
+BENCHMARK(BM_layer_taps_fresh_before)->Unit(benchmark::kMillisecond)->MinTime(1.0);
+BENCHMARK(BM_logits_fresh_before)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_layer_taps_fresh)->Unit(benchmark::kMillisecond)->MinTime(1.0);
+BENCHMARK(BM_logits_fresh)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 }  // namespace
 }  // namespace fusecheck::run
