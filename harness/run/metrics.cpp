@@ -228,7 +228,16 @@ void extremes_scalar(const double* r, const double* x, Eigen::Index n, double re
 // float's bits (ordered_bits' fast path) and every maximum is of non-negative doubles,
 // which order like the integers of their bits. So the block computes exactly what
 // extremes_scalar does, in SIMD where the CPU has AVX2 (one binary: target clones).
-#if defined(__x86_64__) && defined(__GNUC__)
+// Not under AddressSanitizer, whose instrumentation and ifunc resolvers do not mix well.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FUSECHECK_NO_SIMD_CLONES
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define FUSECHECK_NO_SIMD_CLONES
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FUSECHECK_NO_SIMD_CLONES)
 #define FUSECHECK_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define FUSECHECK_SIMD_CLONES
