@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <stdexcept>
 
 namespace fusecheck::run {
@@ -128,9 +129,19 @@ namespace {
 // never become -0 (x + y is -0 only when both are).
 struct TapSums {
   double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;
+  void add(double ri, double xi) {
+    const bool ref_ok = std::isfinite(ri);
+    const bool both_ok = ref_ok && std::isfinite(xi);
+    const double d = std::abs(xi - ri);
+    ref_sq += ref_ok ? ri * ri : 0.0;
+    diff_sq += both_ok ? d * d : 0.0;
+    path_sq += both_ok ? xi * xi : 0.0;
+    dot += both_ok ? xi * ri : 0.0;
+  }
 };
 TapSums sum_tap(const double* r, const double* x, Eigen::Index n) {
-  double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;
+  TapSums s;
+  double ref_sq = 0, diff_sq = 0, path_sq = 0, dot = 0;  // locals: no reloads per element
   for (Eigen::Index i = 0; i < n; ++i) {
     const double ri = r[i], xi = x[i];
     const bool ref_ok = std::isfinite(ri);
@@ -141,7 +152,8 @@ TapSums sum_tap(const double* r, const double* x, Eigen::Index n) {
     path_sq += both_ok ? xi * xi : 0.0;
     dot += both_ok ? xi * ri : 0.0;
   }
-  return {ref_sq, diff_sq, path_sq, dot};
+  s.ref_sq = ref_sq, s.diff_sq = diff_sq, s.path_sq = path_sq, s.dot = dot;
+  return s;
 }
 
 // Everything of one tap but its sums, over a range of elements: maxima, integer counts
@@ -181,17 +193,19 @@ class NearUlps {
   std::uint64_t near_[4][kNear] = {};
 };
 
-// The element loop for any values, one instantiation per dtype so that the ULP distance's
-// rounding is inlined rather than switched on per element.
+// The element loop for any values (all but max_rel, see max_rel_of), one instantiation per
+// dtype so that the ULP distance's rounding is inlined rather than switched on per element;
+// adds the sums in element order when `sums` is set.
 template <DType D>
-void extremes_scalar(const double* r, const double* x, Eigen::Index n, double rel_floor, double max_finite,
-                 const Tolerance& tol, TapExtremes& e) {
+void extremes_scalar(const double* r, const double* x, Eigen::Index n, double max_finite, const Tolerance& tol,
+                     TapExtremes& e, TapSums* sums) {
   NearUlps near;
-  double max_abs = 0, max_rel = 0, max_mag = 0;
+  double max_abs = 0, max_mag = 0;
   std::uint64_t outside = 0, saturated = 0;
   const double atol = tol.atol, rtol = tol.rtol;
   for (Eigen::Index i = 0; i < n; ++i) {
     const double ri = r[i], xi = x[i];
+    if (sums) sums->add(ri, xi);
     if (!std::isfinite(ri) || !std::isfinite(xi)) [[unlikely]] {
       if (!std::isfinite(ri)) {
         ++e.ref_nonfinite;
@@ -205,23 +219,19 @@ void extremes_scalar(const double* r, const double* x, Eigen::Index n, double re
     const double d = std::abs(xi - ri);
     max_abs = std::max(max_abs, d);
     const double abs_ri = std::abs(ri);
-    max_rel = std::max(max_rel, d / std::max(abs_ri, rel_floor));
     outside += d > atol + rtol * abs_ri ? 1 : 0;
     const double abs_xi = std::abs(xi);
     max_mag = std::max(max_mag, abs_xi);
     saturated += abs_xi >= max_finite ? 1 : 0;
     const std::int64_t ia = ordered_bits(xi, D), ib = ordered_bits(ri, D);
-    const auto ulp = static_cast<std::uint64_t>(ia > ib ? ia - ib : ib - ia);
-    near.add(ulp, i, e.ulps);
+    near.add(static_cast<std::uint64_t>(ia > ib ? ia - ib : ib - ia), i, e.ulps);
   }
   near.flush(e.ulps);
   e.max_abs = std::max(e.max_abs, max_abs);
-  e.max_rel = std::max(e.max_rel, max_rel);
   e.max_mag = std::max(e.max_mag, max_mag);
   e.outside += outside;
   e.saturated += saturated;
 }
-
 
 // The common case, vectorized: a block of values that are all finite and, for bf16, floats
 // (FP32 references, bf16 paths), where the ULP distance is integer arithmetic on the
@@ -243,28 +253,36 @@ void extremes_scalar(const double* r, const double* x, Eigen::Index n, double re
 #define FUSECHECK_SIMD_CLONES
 #endif
 
-constexpr int kBlock = 1024;  // a block's ULP distances (8 KiB) stay in L1
+constexpr int kBlock = 1024;  // a block's values and ULP distances stay in L1
 
 struct BlockParams {
-  double rel_floor, max_finite, atol, rtol;
+  double max_finite, atol, rtol;
 };
-// Maxima as the bits of non-negative doubles; max_rel's is meaningless when rel_floor is
-// 0 (0/0 is NaN), as max_rel itself is then (compute_metrics reports NaN).
+// Maxima as the bits of non-negative doubles.
 struct BlockExtremes {
-  std::int64_t max_abs = 0, max_rel = 0, max_mag = 0;
+  std::int64_t max_abs = 0, max_mag = 0;
   std::int64_t outside = 0, saturated = 0;
 };
 
 inline std::int64_t bits_of(double v) { return std::bit_cast<std::int64_t>(v); }
 
-// ordered_bits(v, D) for a finite v (a float for bf16), branch-free.
+// ordered_bits(v, D) for a finite v (a float for bf16), branch-free. For bf16 in 32-bit
+// lanes (the values are within +-2^15, their distances within 2^16), which vectorize
+// without widening; for f32 in 64-bit ones (distances reach 2^32).
 template <DType D>
-[[gnu::always_inline]] inline std::int64_t plain_ordered_bits(double v) {
+using PlainOrdered = std::conditional_t<D == DType::BF16, std::int32_t, std::int64_t>;
+template <DType D>
+using PlainUlp = std::conditional_t<D == DType::BF16, std::uint32_t, std::uint64_t>;
+
+template <DType D>
+[[gnu::always_inline]] inline PlainOrdered<D> plain_ordered_bits(double v) {
   const std::uint32_t u = std::bit_cast<std::uint32_t>(static_cast<float>(v));
   if constexpr (D == DType::BF16) {
+    // No carry out of 32 bits: a finite float's bits plus 0x8000 stay below 2^32.
     const std::uint32_t bits = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    const auto magnitude = static_cast<std::int64_t>(bits & 0x7FFFu);
-    return (bits & 0x8000u) ? -magnitude : magnitude;
+    const auto magnitude = static_cast<std::int32_t>(bits & 0x7FFFu);
+    const auto negative = static_cast<std::int32_t>((bits >> 15) & 1u);
+    return (magnitude ^ -negative) + negative;  // -magnitude when negative
   } else {
     const auto magnitude = static_cast<std::int64_t>(u & 0x7FFFFFFFu);
     return (u & 0x80000000u) ? -magnitude : magnitude;
@@ -274,7 +292,7 @@ template <DType D>
 // False (and nothing computed) when some value of the block is not plain.
 template <DType D>
 [[gnu::always_inline]] inline bool block_body(const double* __restrict r, const double* __restrict x, int n,
-                                              const BlockParams& p, std::uint64_t* __restrict ulp,
+                                              const BlockParams& p, PlainUlp<D>* __restrict ulp,
                                               BlockExtremes& out) {
   constexpr double kMax = std::numeric_limits<double>::max();
   unsigned plain = 1;
@@ -289,26 +307,24 @@ template <DType D>
     plain &= ok;
   }
   if (!plain) return false;
-  std::int64_t max_abs = 0, max_rel = 0, max_mag = 0, outside = 0, saturated = 0;
+  std::int64_t max_abs = 0, max_mag = 0, outside = 0, saturated = 0;
   for (int i = 0; i < n; ++i) {
     const double ri = r[i], xi = x[i];
     const double d = std::fabs(xi - ri);
     max_abs = std::max(max_abs, bits_of(d));
-    const double abs_ri = std::fabs(ri);
-    max_rel = std::max(max_rel, bits_of(d / (abs_ri < p.rel_floor ? p.rel_floor : abs_ri)));
-    outside += d > p.atol + p.rtol * abs_ri ? 1 : 0;
+    outside += d > p.atol + p.rtol * std::fabs(ri) ? 1 : 0;
     const double abs_xi = std::fabs(xi);
     max_mag = std::max(max_mag, bits_of(abs_xi));
     saturated += abs_xi >= p.max_finite ? 1 : 0;
-    const std::int64_t ia = plain_ordered_bits<D>(xi), ib = plain_ordered_bits<D>(ri);
-    ulp[i] = static_cast<std::uint64_t>(ia > ib ? ia - ib : ib - ia);
+    const PlainOrdered<D> ia = plain_ordered_bits<D>(xi), ib = plain_ordered_bits<D>(ri);
+    ulp[i] = static_cast<PlainUlp<D>>(ia > ib ? ia - ib : ib - ia);
   }
-  out = {max_abs, max_rel, max_mag, outside, saturated};
+  out = {max_abs, max_mag, outside, saturated};
   return true;
 }
 
 FUSECHECK_SIMD_CLONES bool block_bf16(const double* r, const double* x, int n, const BlockParams& p,
-                                      std::uint64_t* ulp, BlockExtremes& out) {
+                                      std::uint32_t* ulp, BlockExtremes& out) {
   return block_body<DType::BF16>(r, x, n, p, ulp, out);
 }
 FUSECHECK_SIMD_CLONES bool block_f32(const double* r, const double* x, int n, const BlockParams& p,
@@ -316,33 +332,119 @@ FUSECHECK_SIMD_CLONES bool block_f32(const double* r, const double* x, int n, co
   return block_body<DType::F32>(r, x, n, p, ulp, out);
 }
 
-// extremes_scalar's figures: block by block, vectorized where the block is plain.
+// max over the elements where both sides are finite of |x - r| / max(|r|, rel_floor), as
+// the bits of a non-negative double: the one figure that needs the whole tap's RMS first.
+// Meaningless when rel_floor is 0 (0/0), as max_rel then is (it is reported as NaN).
+FUSECHECK_SIMD_CLONES std::int64_t max_rel_bits(const double* __restrict r, const double* __restrict x,
+                                                Eigen::Index n, double rel_floor) {
+  constexpr double kMax = std::numeric_limits<double>::max();
+  std::int64_t max_rel = 0;
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double ri = r[i], xi = x[i];
+    const bool ok = (std::fabs(ri) <= kMax) & (std::fabs(xi) <= kMax);
+    const double abs_ri = std::fabs(ri);
+    const double q = std::fabs(xi - ri) / (abs_ri < rel_floor ? rel_floor : abs_ri);
+    max_rel = std::max(max_rel, ok ? bits_of(q) : std::int64_t(0));
+  }
+  return max_rel;
+}
+
+// extremes_scalar's figures (and the sums, when `sums` is set), block by block,
+// vectorized where the block is plain; the sums and the histogram of a plain block are
+// added in one scalar pass over it, whose additions wait on each other while the counts go on.
 template <DType D>
-void extremes_of(const double* r, const double* x, Eigen::Index n, double rel_floor, double max_finite,
-                 const Tolerance& tol, TapExtremes& e) {
+void extremes_of(const double* r, const double* x, Eigen::Index n, double max_finite, const Tolerance& tol,
+                 TapExtremes& e, TapSums* sums) {
   if constexpr (D != DType::BF16 && D != DType::F32) {
-    extremes_scalar<D>(r, x, n, rel_floor, max_finite, tol, e);
+    extremes_scalar<D>(r, x, n, max_finite, tol, e, sums);
   } else {
-    const BlockParams p{rel_floor, max_finite, tol.atol, tol.rtol};
-    alignas(64) std::uint64_t ulp[kBlock];
+    const BlockParams p{max_finite, tol.atol, tol.rtol};
+    alignas(64) PlainUlp<D> ulp[kBlock];
     NearUlps near;
     for (Eigen::Index begin = 0; begin < n; begin += kBlock) {
       const int m = static_cast<int>(std::min<Eigen::Index>(kBlock, n - begin));
+      const double* rb = r + begin;
+      const double* xb = x + begin;
       BlockExtremes b;
-      const bool plain = D == DType::BF16 ? block_bf16(r + begin, x + begin, m, p, ulp, b)
-                                          : block_f32(r + begin, x + begin, m, p, ulp, b);
+      bool plain = false;
+      if constexpr (D == DType::BF16) {
+        plain = block_bf16(rb, xb, m, p, ulp, b);
+      } else {
+        plain = block_f32(rb, xb, m, p, ulp, b);
+      }
       if (!plain) {
-        extremes_scalar<D>(r + begin, x + begin, m, rel_floor, max_finite, tol, e);
+        extremes_scalar<D>(rb, xb, m, max_finite, tol, e, sums);
         continue;
       }
       e.max_abs = std::max(e.max_abs, std::bit_cast<double>(b.max_abs));
-      e.max_rel = std::max(e.max_rel, std::bit_cast<double>(b.max_rel));
       e.max_mag = std::max(e.max_mag, std::bit_cast<double>(b.max_mag));
       e.outside += static_cast<std::uint64_t>(b.outside);
       e.saturated += static_cast<std::uint64_t>(b.saturated);
-      for (int i = 0; i < m; ++i) near.add(ulp[i], i, e.ulps);
+      if (sums) {
+        double ref_sq = sums->ref_sq, diff_sq = sums->diff_sq, path_sq = sums->path_sq, dot = sums->dot;
+        for (int i = 0; i < m; ++i) {
+          const double ri = rb[i], xi = xb[i];
+          const double d = std::abs(xi - ri);
+          ref_sq += ri * ri;
+          diff_sq += d * d;
+          path_sq += xi * xi;
+          dot += xi * ri;
+          near.add(ulp[i], i, e.ulps);
+        }
+        sums->ref_sq = ref_sq, sums->diff_sq = diff_sq, sums->path_sq = path_sq, sums->dot = dot;
+      } else {
+        for (int i = 0; i < m; ++i) near.add(ulp[i], i, e.ulps);
+      }
     }
     near.flush(e.ulps);
+  }
+}
+
+void extremes_any(DType dtype, const double* r, const double* x, Eigen::Index n, const Tolerance& tol,
+                  TapExtremes& e, TapSums* sums) {
+  const double max_finite = dtype_max_finite(dtype);
+  switch (dtype) {
+    case DType::BF16: extremes_of<DType::BF16>(r, x, n, max_finite, tol, e, sums); break;
+    case DType::F16: extremes_of<DType::F16>(r, x, n, max_finite, tol, e, sums); break;
+    case DType::F32: extremes_of<DType::F32>(r, x, n, max_finite, tol, e, sums); break;
+    case DType::F64: extremes_of<DType::F64>(r, x, n, max_finite, tol, e, sums); break;
+  }
+}
+
+// Near-zero reference elements would make any relative error meaningless; a floor at
+// 1e-3 of the tap's RMS keeps max_rel about the elements that carry the signal.
+double rel_floor_of(double ref_sq, Eigen::Index n) {
+  const double ref_rms = n ? std::sqrt(ref_sq / static_cast<double>(n)) : 0.0;
+  return 1e-3 * ref_rms;
+}
+
+TapMetrics finish_metrics(const TapSums& s, const TapExtremes& e, double rel_floor, Eigen::Index n, DType dtype) {
+  TapMetrics m;
+  m.ref_nonfinite = static_cast<double>(e.ref_nonfinite);
+  m.nan_count = static_cast<double>(e.nan);
+  m.inf_count = static_cast<double>(e.inf);
+  m.overflow_count = static_cast<double>(e.inf);  // an infinite path value where the reference is finite
+  m.saturation_count = static_cast<double>(e.saturated);
+  const double bad = m.nan_count + m.inf_count;
+  m.ref_norm = std::sqrt(s.ref_sq);
+  m.max_abs = bad > 0 ? kInf : e.max_abs;
+  m.max_rel = bad > 0 ? kInf : (rel_floor > 0 ? e.max_rel : kNaN);
+  // Non-finite path values make the error unbounded, never small.
+  m.rel_l2 = bad > 0 ? kInf : (m.ref_norm > 0 ? std::sqrt(s.diff_sq) / m.ref_norm : kNaN);
+  m.cosine = (bad > 0 || m.ref_norm == 0 || s.path_sq == 0) ? kNaN : s.dot / (std::sqrt(s.path_sq) * m.ref_norm);
+  m.ulp_p50 = e.ulps.quantile(0.50);
+  m.ulp_p99 = e.ulps.quantile(0.99);
+  m.ulp_max = bad > 0 ? kInf : e.ulps.max();
+  m.frac_outside = n ? (static_cast<double>(e.outside) + bad) / static_cast<double>(n) : kNaN;
+  m.headroom = e.max_mag / dtype_max_finite(dtype);
+  return m;
+}
+
+void check_shapes(const TapMatrix& ref, const TapMatrix& path) {
+  if (ref.rows() != path.rows() || ref.cols() != path.cols()) {
+    throw std::logic_error("compute_metrics: shape mismatch (" + std::to_string(ref.rows()) + "x" +
+                           std::to_string(ref.cols()) + " vs " + std::to_string(path.rows()) +
+                           "x" + std::to_string(path.cols()) + ")");
   }
 }
 
@@ -355,11 +457,7 @@ struct TapMetricsInParts::Part {
 TapMetricsInParts::TapMetricsInParts(const TapMatrix& ref, const TapMatrix& path, DType dtype, const Tolerance& tol,
                                      int parts)
     : ref_(&ref), path_(&path), dtype_(dtype), tol_(tol) {
-  if (ref.rows() != path.rows() || ref.cols() != path.cols()) {
-    throw std::logic_error("compute_metrics: shape mismatch (" + std::to_string(ref.rows()) + "x" +
-                           std::to_string(ref.cols()) + " vs " + std::to_string(path.rows()) +
-                           "x" + std::to_string(path.cols()) + ")");
-  }
+  check_shapes(ref, path);
   const Eigen::Index n = ref.size();
   parts = static_cast<int>(std::clamp<Eigen::Index>(parts, 1, std::max<Eigen::Index>(n, 1)));
   for (int k = 0; k < parts; ++k) parts_.push_back(std::make_unique<Part>());
@@ -370,11 +468,7 @@ TapMetricsInParts::~TapMetricsInParts() = default;
 void TapMetricsInParts::sums() {
   const TapSums s = sum_tap(ref_->data(), path_->data(), ref_->size());
   ref_sq_ = s.ref_sq, diff_sq_ = s.diff_sq, path_sq_ = s.path_sq, dot_ = s.dot;
-  const Eigen::Index n = ref_->size();
-  const double ref_rms = n ? std::sqrt(ref_sq_ / static_cast<double>(n)) : 0.0;
-  // Near-zero reference elements would make any relative error meaningless; a floor at
-  // 1e-3 of the tap's RMS keeps max_rel about the elements that carry the signal.
-  rel_floor_ = 1e-3 * ref_rms;
+  rel_floor_ = rel_floor_of(ref_sq_, ref_->size());
   summed_ = true;
 }
 
@@ -384,47 +478,31 @@ void TapMetricsInParts::range(int k) {
   const Eigen::Index begin = n * k / parts, end = n * (k + 1) / parts;
   const double* r = ref_->data() + begin;
   const double* x = path_->data() + begin;
-  const double max_finite = dtype_max_finite(dtype_);
   TapExtremes& e = parts_[static_cast<std::size_t>(k)]->extremes;
-  switch (dtype_) {
-    case DType::BF16: extremes_of<DType::BF16>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
-    case DType::F16: extremes_of<DType::F16>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
-    case DType::F32: extremes_of<DType::F32>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
-    case DType::F64: extremes_of<DType::F64>(r, x, end - begin, rel_floor_, max_finite, tol_, e); break;
-  }
+  extremes_any(dtype_, r, x, end - begin, tol_, e, nullptr);
+  e.max_rel = std::max(e.max_rel, std::bit_cast<double>(max_rel_bits(r, x, end - begin, rel_floor_)));
 }
 
 TapMetrics TapMetricsInParts::finish() const {
   TapExtremes e;
   for (const auto& p : parts_) e.merge(p->extremes);
-  const Eigen::Index n = ref_->size();
-  TapMetrics m;
-  m.ref_nonfinite = static_cast<double>(e.ref_nonfinite);
-  m.nan_count = static_cast<double>(e.nan);
-  m.inf_count = static_cast<double>(e.inf);
-  m.overflow_count = static_cast<double>(e.inf);  // an infinite path value where the reference is finite
-  m.saturation_count = static_cast<double>(e.saturated);
-  const double bad = m.nan_count + m.inf_count;
-  m.ref_norm = std::sqrt(ref_sq_);
-  m.max_abs = bad > 0 ? kInf : e.max_abs;
-  m.max_rel = bad > 0 ? kInf : (rel_floor_ > 0 ? e.max_rel : kNaN);
-  // Non-finite path values make the error unbounded, never small.
-  m.rel_l2 = bad > 0 ? kInf : (m.ref_norm > 0 ? std::sqrt(diff_sq_) / m.ref_norm : kNaN);
-  m.cosine = (bad > 0 || m.ref_norm == 0 || path_sq_ == 0) ? kNaN : dot_ / (std::sqrt(path_sq_) * m.ref_norm);
-  m.ulp_p50 = e.ulps.quantile(0.50);
-  m.ulp_p99 = e.ulps.quantile(0.99);
-  m.ulp_max = bad > 0 ? kInf : e.ulps.max();
-  m.frac_outside = n ? (static_cast<double>(e.outside) + bad) / static_cast<double>(n) : kNaN;
-  m.headroom = e.max_mag / dtype_max_finite(dtype_);
-  return m;
+  TapSums s;
+  s.ref_sq = ref_sq_, s.diff_sq = diff_sq_, s.path_sq = path_sq_, s.dot = dot_;
+  return finish_metrics(s, e, rel_floor_, ref_->size(), dtype_);
 }
 
+// One thread: the sums ride along the first pass (their additions wait on each other, the
+// rest of the pass fills the wait); max_rel, which needs the sums' RMS, takes a second.
 TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, DType dtype,
                            const Tolerance& tol) {
-  TapMetricsInParts parts(ref, path, dtype, tol, 1);
-  parts.sums();
-  parts.range(0);
-  return parts.finish();
+  check_shapes(ref, path);
+  const Eigen::Index n = ref.size();
+  TapExtremes e;
+  TapSums s;
+  extremes_any(dtype, ref.data(), path.data(), n, tol, e, &s);
+  const double rel_floor = rel_floor_of(s.ref_sq, n);
+  e.max_rel = std::bit_cast<double>(max_rel_bits(ref.data(), path.data(), n, rel_floor));
+  return finish_metrics(s, e, rel_floor, n, dtype);
 }
 
 double relative_l2(const TapMatrix& ref, const TapMatrix& path) {
