@@ -60,8 +60,8 @@ TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, DType dt
 // many threads busy and still give the same bits: sums() adds the squares and products in
 // element order (one thread, the only order-dependent part); then range(k), for every k in
 // [0, parts()), on any threads, covers one of `parts` disjoint element ranges (maxima,
-// counts, the ULP histogram); finish() merges those exactly. compute_metrics is this with
-// one part. Both matrices must outlive the object.
+// counts, the ULP histogram); finish() merges those exactly into compute_metrics' result,
+// bit for bit. Both matrices must outlive the object.
 class TapMetricsInParts {
  public:
   TapMetricsInParts(const TapMatrix& ref, const TapMatrix& path, DType dtype, const Tolerance& tol, int parts);
