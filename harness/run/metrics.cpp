@@ -6,8 +6,8 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
-#include <type_traits>
 #include <stdexcept>
+#include <type_traits>
 
 namespace fusecheck::run {
 

@@ -9,9 +9,9 @@
 
 #include <fmt/format.h>
 
+#include "harness/checkpoint/float_chunks.h"
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
-#include "harness/checkpoint/float_chunks.h"
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/device_op.h"
 #include "kernels/common/random_fill.h"
