@@ -175,7 +175,7 @@ const LayerWeights& layer_weights() {
     }
     for (std::size_t i = 0; i < out.bytes.size(); ++i) {
       TensorView t;
-      t.name = "w" + std::to_string(i);
+      t.name = "layer_weight_" + std::to_string(i);
       t.dtype = DType::BF16;
       t.shape = {shapes[i][0], shapes[i][1]};
       t.bytes = out.bytes[i];

@@ -37,7 +37,7 @@ std::vector<std::byte> random_values(DType dtype, std::int64_t n, std::uint64_t 
 
 TensorView view(const std::vector<std::byte>& bytes, DType dtype, std::int64_t n, const BlockCodec* codec = nullptr) {
   TensorView t;
-  t.name = "t";
+  t.name = "chunked_tensor";
   t.dtype = dtype;
   t.codec = codec;
   t.shape = {n};
