@@ -267,7 +267,7 @@ void run_parallel(std::vector<std::pair<double, std::function<void()>>>& jobs) {
 constexpr Eigen::Index kSplitMetricsAbove = Eigen::Index(1) << 22;
 
 // Jobs of the first stage: every cell's metrics, or, for a large tap, its in-order sums
-// (the ranges follow in add_range_jobs once the sums are known).
+// (its ranges follow, from range_jobs, once the sums are known).
 void add_cell_jobs(std::vector<PendingCompare>& pending, std::vector<std::pair<double, std::function<void()>>>& jobs) {
   for (auto& pc : pending) {
     const Tolerance tol = default_tolerance(pc.ctx.dtype);
@@ -276,8 +276,8 @@ void add_cell_jobs(std::vector<PendingCompare>& pending, std::vector<std::pair<d
       if (n > kSplitMetricsAbove) {
         const int parts = static_cast<int>((n + kSplitMetricsAbove - 1) / kSplitMetricsAbove);
         cell.split = std::make_unique<TapMetricsInParts>(*cell.ref, *cell.path, pc.ctx.dtype, tol, parts);
-        // The sums cost about a quarter of a whole pass.
-        jobs.emplace_back(0.25 * static_cast<double>(n), [&cell] { cell.split->sums(); });
+        // A scheduling weight: the sums cost about a third of a whole pass.
+        jobs.emplace_back(static_cast<double>(n) / 3, [&cell] { cell.split->sums(); });
       } else {
         jobs.emplace_back(static_cast<double>(n), [&cell, tol, dtype = pc.ctx.dtype] {
           cell.m = compute_metrics(*cell.ref, *cell.path, dtype, tol);
