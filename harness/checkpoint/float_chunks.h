@@ -1,8 +1,8 @@
 // A tensor's values as FP32, handed over in chunks of one reused buffer. What a GPU path
-// does with every weight (convert on the host, copy to the device) cost a fresh vector the
-// size of the tensor each time (a page fault per 4 KiB: a 0.6B model's 2.4 GB of floats),
-// converted on one core; here the buffer is allocated once per call and each chunk is
-// converted on every OpenMP thread. Values are TensorView::to_float's, element for element.
+// does with every weight (convert on the host, copy to the device) took a fresh vector
+// the size of the tensor each time (ref32-cuda: 2.4 GB of floats for a 0.6B model),
+// converted on one core; here the buffer is reused and each chunk is converted on every
+// OpenMP thread. Values are TensorView::to_float's, element for element.
 #pragma once
 
 #include <cstdint>
