@@ -23,6 +23,7 @@
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/core/shared_per_checkpoint.h"
 #include "harness/core/untrusted.h"
 
 namespace fusecheck {
@@ -177,6 +178,36 @@ double element(const unsigned char* p, DType t) {
   return 0;
 }
 
+// A dense tap widened to doubles (F64: copied), in slices on every OpenMP thread: a
+// 512-token layer is ~15M values and the logits ~78M, and the destination is fresh memory
+// whose first touch (a page fault per 4 KiB) costs as much as the copy.
+void copy_dense(const unsigned char* src, DType dtype, double* dst, std::int64_t n) {
+  constexpr std::int64_t kSlice = std::int64_t(1) << 18;
+  const std::int64_t slices = (n + kSlice - 1) / kSlice;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+  for (std::int64_t s = 0; s < slices; ++s) {
+    const std::int64_t begin = s * kSlice, end = std::min(n, begin + kSlice);
+    switch (dtype) {
+      case DType::F64:
+        std::memcpy(dst + begin, src + begin * 8, static_cast<std::size_t>(end - begin) * sizeof(double));
+        break;
+      case DType::F32:
+        for (std::int64_t i = begin; i < end; ++i) {
+          float f;
+          std::memcpy(&f, src + i * 4, 4);
+          dst[i] = f;
+        }
+        break;
+      case DType::BF16:
+      case DType::F16:
+        for (std::int64_t i = begin; i < end; ++i) dst[i] = element(src + i * 2, dtype);
+        break;
+    }
+  }
+}
+
 // Path over a plug-in instance. Every failure names the plug-in file and the path.
 std::string checked_string(const Library& lib, const char* s, const std::string& field);
 
@@ -185,7 +216,7 @@ class PluginPath final : public Path {
   PluginPath(std::shared_ptr<const Library> lib, std::string name, std::string device, const Checkpoint& ckpt,
              const PathOptions& opts)
       : lib_(std::move(lib)), name_(std::move(name)), device_(std::move(device)), spec_(ckpt.spec()),
-        cmodel_(std::make_unique<CModel>(ckpt)) {
+        cmodel_(shared_per_checkpoint<CModel>(ckpt, -1, [&] { return std::make_shared<const CModel>(ckpt); })) {
     fc_create_options o{sizeof(fc_create_options), opts.device_index, opts.seed};
     fc_error err{};
     fc_path* out = nullptr;
@@ -377,8 +408,8 @@ class PluginPath final : public Path {
     if (!t.data && rows * cols > 0) fail(what + ": null data");
     TapMatrix m(rows, cols);
     const auto* base = static_cast<const unsigned char*>(t.data);
-    if (*dtype == DType::F64 && t.strides[1] == 1 && t.strides[0] == cols) {  // dense F64: one copy
-      std::memcpy(m.data(), base, static_cast<std::size_t>(rows * cols) * sizeof(double));
+    if (t.strides[1] == 1 && t.strides[0] == cols) {  // dense: one pass on every core
+      copy_dense(base, *dtype, m.data(), rows * cols);
       return m;
     }
     const std::size_t es = dtype_size(*dtype);
@@ -411,7 +442,9 @@ class PluginPath final : public Path {
   std::shared_ptr<const Library> lib_;
   std::string name_, device_;
   ModelSpec spec_;
-  std::unique_ptr<CModel> cmodel_;
+  // Shared by every instance of the checkpoint: its quantized tensors are decoded once, and
+  // the CUDA library, which keys its device weights by where the tensors live, uploads once.
+  std::shared_ptr<const CModel> cmodel_;
   fc_path* instance_ = nullptr;
   std::vector<Tap> taps_;
 };

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
@@ -210,6 +211,8 @@ struct Cell {
   const TapMatrix* path;
   const TapMatrix* truth;  // null: no ref64
   TapMetrics m;
+  std::unique_ptr<TapMetricsInParts> split;  // a large tap's metrics, computed in parts
+  double noise_floor_ratio = kNaN;           // its own job (where truth is set), then into m
 };
 struct PendingCompare {
   ModeTable* table;
@@ -231,7 +234,7 @@ PendingCompare plan_compare(ModeTable& table, int layer, const TapSet& ref, cons
     if (truth) {
       if (auto ti = truth->find(tap); ti != truth->end()) t = &ti->second;
     }
-    pc.cells.push_back({tap, &ref_values, &it->second, t, {}});
+    pc.cells.push_back({tap, &ref_values, &it->second, t, {}, nullptr, kNaN});
   }
   return pc;
 }
@@ -258,17 +261,59 @@ void run_parallel(std::vector<std::pair<double, std::function<void()>>>& jobs) {
   if (error) std::rethrow_exception(error);
 }
 
+// A tap larger than this (the logits: 512 x 151936 = 78M values) has its metrics computed
+// in parts of about this size on every thread, rather than on one thread while the others
+// wait; a layer's taps (at most ~1.6M values at 512 tokens) stay one job each.
+constexpr Eigen::Index kSplitMetricsAbove = Eigen::Index(1) << 22;
+
+// Jobs of the first stage: every cell's metrics, or, for a large tap, its in-order sums
+// (its ranges follow, from range_jobs, once the sums are known).
 void add_cell_jobs(std::vector<PendingCompare>& pending, std::vector<std::pair<double, std::function<void()>>>& jobs) {
   for (auto& pc : pending) {
     const Tolerance tol = default_tolerance(pc.ctx.dtype);
     for (auto& cell : pc.cells) {
-      jobs.emplace_back(static_cast<double>(cell.ref->size()), [&cell, tol, dtype = pc.ctx.dtype] {
-        cell.m = compute_metrics(*cell.ref, *cell.path, dtype, tol);
-        if (cell.truth) {
-          cell.m.noise_floor_ratio =
-              relative_l2(*cell.truth, *cell.path) / relative_l2(*cell.truth, *cell.ref);
-        }
-      });
+      const Eigen::Index n = cell.ref->size();
+      if (n > kSplitMetricsAbove) {
+        const int parts = static_cast<int>((n + kSplitMetricsAbove - 1) / kSplitMetricsAbove);
+        cell.split = std::make_unique<TapMetricsInParts>(*cell.ref, *cell.path, pc.ctx.dtype, tol, parts);
+        // A scheduling weight: the sums cost about a third of a whole pass.
+        jobs.emplace_back(static_cast<double>(n) / 3, [&cell] { cell.split->sums(); });
+      } else {
+        jobs.emplace_back(static_cast<double>(n), [&cell, tol, dtype = pc.ctx.dtype] {
+          cell.m = compute_metrics(*cell.ref, *cell.path, dtype, tol);
+        });
+      }
+      if (cell.truth) {
+        jobs.emplace_back(static_cast<double>(n), [&cell] {
+          cell.noise_floor_ratio = relative_l2(*cell.truth, *cell.path) / relative_l2(*cell.truth, *cell.ref);
+        });
+      }
+    }
+  }
+}
+
+// Jobs of the second stage: the element ranges of the large taps.
+std::vector<std::pair<double, std::function<void()>>> range_jobs(std::vector<PendingCompare>& pending) {
+  std::vector<std::pair<double, std::function<void()>>> jobs;
+  for (auto& pc : pending) {
+    for (auto& cell : pc.cells) {
+      if (!cell.split) continue;
+      for (int k = 0; k < cell.split->parts(); ++k) {
+        jobs.emplace_back(static_cast<double>(cell.ref->size()) / cell.split->parts(), [&cell, k] { cell.split->range(k); });
+      }
+    }
+  }
+  return jobs;
+}
+
+// Every cell's metrics once both stages are done: a split cell's merged, and the noise
+// floor ratio (computed by a job of its own) where ref64 ran.
+void finish_cells(std::vector<PendingCompare>& pending) {
+  for (auto& pc : pending) {
+    for (auto& cell : pc.cells) {
+      if (cell.split) cell.m = cell.split->finish();
+      cell.split.reset();
+      if (cell.truth) cell.m.noise_floor_ratio = cell.noise_floor_ratio;
     }
   }
 }
@@ -313,6 +358,9 @@ void compare_all(std::vector<PendingCompare>& pending,
                  std::vector<std::pair<double, std::function<void()>>> extra = {}) {
   add_cell_jobs(pending, extra);
   run_parallel(extra);
+  auto ranges = range_jobs(pending);
+  run_parallel(ranges);
+  finish_cells(pending);
   for (const auto& pc : pending) apply_compare(pc);
   pending.clear();
 }

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,34 @@ extern const std::array<MetricField, 16> kMetricFields;
 // `dtype` is the path's low-precision format: ULP distances and headroom use it.
 TapMetrics compute_metrics(const TapMatrix& ref, const TapMatrix& path, DType dtype,
                            const Tolerance& tol);
+
+// compute_metrics in two phases, so that one large tap (the logits: ~78M values) can keep
+// many threads busy and still give the same bits: sums() adds the squares and products in
+// element order (one thread, the only order-dependent part); then range(k), for every k in
+// [0, parts()), on any threads, covers one of `parts` disjoint element ranges (maxima,
+// counts, the ULP histogram); finish() merges those exactly into compute_metrics' result,
+// bit for bit. Both matrices must outlive the object.
+class TapMetricsInParts {
+ public:
+  TapMetricsInParts(const TapMatrix& ref, const TapMatrix& path, DType dtype, const Tolerance& tol, int parts);
+  ~TapMetricsInParts();
+  TapMetricsInParts(const TapMetricsInParts&) = delete;
+  TapMetricsInParts& operator=(const TapMetricsInParts&) = delete;
+  int parts() const { return static_cast<int>(parts_.size()); }
+  void sums();
+  void range(int k);  // after sums(); distinct k may run concurrently
+  TapMetrics finish() const;
+
+ private:
+  struct Part;
+  const TapMatrix* ref_;
+  const TapMatrix* path_;
+  DType dtype_;
+  Tolerance tol_;
+  std::vector<std::unique_ptr<Part>> parts_;
+  double ref_sq_ = 0, diff_sq_ = 0, path_sq_ = 0, dot_ = 0, rel_floor_ = 0;
+  bool summed_ = false;
+};
 
 // ||path - ref|| / ||ref||, NaN when ||ref|| == 0 (no relative error of nothing).
 double relative_l2(const TapMatrix& ref, const TapMatrix& path);

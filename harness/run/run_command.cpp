@@ -24,6 +24,7 @@
 #include "harness/core/version.h"
 #include "harness/paths/plugin_loader.h"
 #include "harness/run/crosscheck.h"
+#include "harness/run/host_memory.h"
 #include "harness/run/kv_age_mode.h"
 #include "harness/run/run_limits.h"
 #include "harness/run/run_output.h"
@@ -371,6 +372,7 @@ InvarianceResult run_invariance_mode(const Scenario& sc, const std::vector<std::
 }  // namespace
 
 RunOutcome run_scenario(const RunOptions& opt) {
+  keep_freed_memory_for_reuse();  // taps come and go in the same sizes every layer
   const auto wall_start = std::chrono::steady_clock::now();
   const double cpu_start = process_cpu_seconds();
   const std::string date = utc_now("%Y-%m-%dT%H:%M:%SZ");

@@ -19,6 +19,7 @@
 
 #include <fmt/core.h>
 
+#include "harness/checkpoint/float_chunks.h"
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
@@ -72,8 +73,11 @@ Fp64Matrix upload_matrix(const Checkpoint& ckpt, const TensorView* t, const char
     const std::vector<double> v = t->to_double();
     m.wide.upload(v, s);
   } else {
-    const std::vector<float> f = t->to_float();
-    m.narrow.upload(f, s);
+    m.narrow.resize(static_cast<std::size_t>(t->numel()));
+    for_each_float_chunk(*t, [&](std::int64_t first, std::span<const float> values) {
+      CUDA_CHECK(cudaMemcpyAsync(m.narrow.data() + first, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));  // the chunk's buffer is reused next
+    });
   }
   CUDA_CHECK(cudaStreamSynchronize(s));  // the host copy is freed on return
   return m;

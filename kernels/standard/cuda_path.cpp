@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "harness/checkpoint/float_chunks.h"
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
@@ -59,9 +60,10 @@ void check_spec(const Checkpoint& ckpt) {
 }
 
 // Uploads a tensor rounded once to T after checking it has rows x cols elements.
+// `staging` is reused across the tensors of one upload_weights (float_chunks.h).
 template <class T>
 DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* role,
-                       std::int64_t rows, std::int64_t cols, cudaStream_t s) {
+                       std::int64_t rows, std::int64_t cols, cudaStream_t s, std::vector<float>& staging) {
   if (!t) throw InputError(ckpt.path().string(), fmt::format("missing tensor for {}", role));
   if (t->numel() != rows * cols || (rows > 1 && t->rows() != rows)) {
     throw InputError(t->file, fmt::format("tensor {} ({}) has {} elements, expected [{}, {}]", t->name,
@@ -76,12 +78,15 @@ DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* 
       return d;
     }
   }
-  const std::vector<float> f = t->to_float();
   if constexpr (std::is_same_v<T, float>) {  // float -> double -> float is the identity
-    d.upload(f, s);
-    CUDA_CHECK(cudaStreamSynchronize(s));
+    d.resize(static_cast<std::size_t>(t->numel()));
+    for_each_float_chunk(*t, staging, [&](std::int64_t first, std::span<const float> values) {
+      CUDA_CHECK(cudaMemcpyAsync(d.data() + first, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));  // the chunk's buffer is reused next
+    });
     return d;
   }
+  const std::vector<float> f = t->to_float();
   std::vector<T> v(f.size());
   const auto n = static_cast<std::ptrdiff_t>(f.size());
 #pragma omp parallel for schedule(static)
@@ -106,6 +111,7 @@ template <class T>
 std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
   const ModelSpec& s = ckpt.spec();
   Stream up;
+  std::vector<float> staging;  // float weights pass through it in chunks
   const ModelTensors& m = ckpt.model();
   auto w = std::make_shared<EngineWeights<T>>();
   std::vector<DeviceLayer<T>>& layers = w->layers;
@@ -114,28 +120,28 @@ std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
   for (int l = 0; l < s.n_layers; ++l) {
     const LayerTensors& t = m.layers[static_cast<std::size_t>(l)];
     DeviceLayer<T>& L = layers[static_cast<std::size_t>(l)];
-    L.attn_norm = upload<T>(ckpt, t.attn_norm, "attn_norm", 1, h, up);
-    L.wq = upload<T>(ckpt, t.wq, "q_proj", qw, h, up);
-    L.wk = upload<T>(ckpt, t.wk, "k_proj", kvw, h, up);
-    L.wv = upload<T>(ckpt, t.wv, "v_proj", kvw, h, up);
+    L.attn_norm = upload<T>(ckpt, t.attn_norm, "attn_norm", 1, h, up, staging);
+    L.wq = upload<T>(ckpt, t.wq, "q_proj", qw, h, up, staging);
+    L.wk = upload<T>(ckpt, t.wk, "k_proj", kvw, h, up, staging);
+    L.wv = upload<T>(ckpt, t.wv, "v_proj", kvw, h, up, staging);
     if (s.has_qkv_bias) {
-      L.bq = upload<T>(ckpt, t.bq, "q_bias", 1, qw, up);
-      L.bk = upload<T>(ckpt, t.bk, "k_bias", 1, kvw, up);
-      L.bv = upload<T>(ckpt, t.bv, "v_bias", 1, kvw, up);
+      L.bq = upload<T>(ckpt, t.bq, "q_bias", 1, qw, up, staging);
+      L.bk = upload<T>(ckpt, t.bk, "k_bias", 1, kvw, up, staging);
+      L.bv = upload<T>(ckpt, t.bv, "v_bias", 1, kvw, up, staging);
     }
     if (s.has_qk_norm) {
-      L.q_norm = upload<T>(ckpt, t.q_norm, "q_norm", 1, d, up);
-      L.k_norm = upload<T>(ckpt, t.k_norm, "k_norm", 1, d, up);
+      L.q_norm = upload<T>(ckpt, t.q_norm, "q_norm", 1, d, up, staging);
+      L.k_norm = upload<T>(ckpt, t.k_norm, "k_norm", 1, d, up, staging);
     }
-    L.wo = upload<T>(ckpt, t.wo, "o_proj", h, qw, up);
-    L.mlp_norm = upload<T>(ckpt, t.mlp_norm, "mlp_norm", 1, h, up);
-    L.w_gate = upload<T>(ckpt, t.w_gate, "gate_proj", in, h, up);
-    L.w_up = upload<T>(ckpt, t.w_up, "up_proj", in, h, up);
-    L.w_down = upload<T>(ckpt, t.w_down, "down_proj", h, in, up);
+    L.wo = upload<T>(ckpt, t.wo, "o_proj", h, qw, up, staging);
+    L.mlp_norm = upload<T>(ckpt, t.mlp_norm, "mlp_norm", 1, h, up, staging);
+    L.w_gate = upload<T>(ckpt, t.w_gate, "gate_proj", in, h, up, staging);
+    L.w_up = upload<T>(ckpt, t.w_up, "up_proj", in, h, up, staging);
+    L.w_down = upload<T>(ckpt, t.w_down, "down_proj", h, in, up, staging);
   }
   DeviceHead<T>& head = w->head;
-  head.final_norm = upload<T>(ckpt, m.final_norm, "final_norm", 1, h, up);
-  head.lm_head = upload<T>(ckpt, m.lm_head, "lm_head", s.vocab, h, up);
+  head.final_norm = upload<T>(ckpt, m.final_norm, "final_norm", 1, h, up, staging);
+  head.lm_head = upload<T>(ckpt, m.lm_head, "lm_head", s.vocab, h, up, staging);
   return w;
 }
 
