@@ -111,6 +111,32 @@ struct BatchDecode::State {
   }
 };
 
+PageTable page_table(const std::vector<int>& kv_lens, const std::vector<int>& first_page, int n_new) {
+  const std::size_t B = kv_lens.size();
+  if (B == 0 || first_page.size() != B || n_new < 1) {
+    throw std::invalid_argument("FlashInfer page table: needs one first page per sequence and n_new >= 1");
+  }
+  PageTable t;
+  t.indptr.assign(B + 1, 0);
+  t.last_page_len.resize(B);
+  for (std::size_t b = 0; b < B; ++b) {
+    if (kv_lens[b] < n_new || first_page[b] < 0) {
+      throw std::invalid_argument("FlashInfer page table: sequence " + std::to_string(b) + " has " +
+                                  std::to_string(kv_lens[b]) + " keys for " + std::to_string(n_new) +
+                                  " new rows (first page " + std::to_string(first_page[b]) + ")");
+    }
+    const int pages = (kv_lens[b] + kPageSize - 1) / kPageSize;
+    t.indptr[b + 1] = t.indptr[b] + pages;
+    for (int p = 0; p < pages; ++p) t.indices.push_back(first_page[b] + p);
+    t.last_page_len[b] = kv_lens[b] - (pages - 1) * kPageSize;
+    for (int i = 0; i < n_new; ++i) {
+      t.batch_indices.push_back(static_cast<IdType>(b));
+      t.positions.push_back(kv_lens[b] - n_new + i);
+    }
+  }
+  return t;
+}
+
 BatchDecode::BatchDecode(int n_heads, int n_kv_heads, int head_dim) : st_(std::make_unique<State>()) {
   if (n_kv_heads < 1 || n_heads % n_kv_heads != 0 || !group_size_supported(n_heads / n_kv_heads) ||
       !head_dim_supported(head_dim)) {
@@ -131,42 +157,24 @@ DecodePlanSummary BatchDecode::summary() const { return st_->summary; }
 void BatchDecode::plan(const std::vector<int>& kv_lens, const std::vector<int>& first_page, int n_new,
                        cudaStream_t s) {
   State& st = *st_;
-  const std::size_t B = kv_lens.size();
-  if (B == 0 || first_page.size() != B || n_new < 1) {
-    throw std::invalid_argument("FlashInfer batch decode plan: needs one first page per sequence and n_new >= 1");
-  }
-  for (std::size_t b = 0; b < B; ++b) {
-    if (kv_lens[b] < n_new || first_page[b] < 0) {
-      throw std::invalid_argument("FlashInfer batch decode plan: sequence " + std::to_string(b) + " has " +
-                                  std::to_string(kv_lens[b]) + " keys for " + std::to_string(n_new) +
-                                  " new rows (first page " + std::to_string(first_page[b]) + ")");
-    }
-  }
+  const PageTable t = page_table(kv_lens, first_page, n_new);
   // The previous plan's copy of the page-locked buffer may still be queued.
   cuda_ok(cudaStreamSynchronize(s), "FlashInfer batch decode plan: synchronize");
-
-  std::vector<IdType> indptr(B + 1, 0), indices, last_len(B), batch_idx, pos;
-  for (std::size_t b = 0; b < B; ++b) {
-    const int pages = (kv_lens[b] + kPageSize - 1) / kPageSize;
-    indptr[b + 1] = indptr[b] + pages;
-    for (int p = 0; p < pages; ++p) indices.push_back(first_page[b] + p);
-    last_len[b] = kv_lens[b] - (pages - 1) * kPageSize;
-    for (int t = 0; t < n_new; ++t) {
-      batch_idx.push_back(static_cast<IdType>(b));
-      pos.push_back(kv_lens[b] - n_new + t);
-    }
-  }
   std::vector<IdType> table;
   auto put = [&](const std::vector<IdType>& part) {
     const std::size_t at = table.size();
     table.insert(table.end(), part.begin(), part.end());
     return at;
   };
-  st.indptr_at = put(indptr), st.indices_at = put(indices), st.last_len_at = put(last_len);
-  st.batch_idx_at = put(batch_idx), st.pos_at = put(pos);
+  st.indptr_at = put(t.indptr), st.indices_at = put(t.indices), st.last_len_at = put(t.last_page_len);
+  st.batch_idx_at = put(t.batch_indices), st.pos_at = put(t.positions);
   st.table.grow(table.size() * sizeof(IdType));
   cuda_ok(cudaMemcpyAsync(st.table.ptr, table.data(), table.size() * sizeof(IdType), cudaMemcpyHostToDevice, s),
           "FlashInfer batch decode plan: page table upload");
+  // A pageable source: the copy has left `table` when this returns.
+  cuda_ok(cudaStreamSynchronize(s), "FlashInfer batch decode plan: synchronize");
+  std::vector<IdType> indptr = t.indptr;  // DecodePlan takes a mutable host pointer
+  const std::size_t B = kv_lens.size();
 
   // DecodePlan reads the host indptr; it sizes, then fills, the workspaces.
   const int group = st.n_heads / st.n_kv_heads;
@@ -186,12 +194,9 @@ void BatchDecode::plan(const std::vector<int>& kv_lens, const std::vector<int>& 
   st.int_ws.grow(int_bytes + 16);
   st.int_host.grow(int_bytes + 16);
   checked("DecodePlan", [&] { return call(false); });
-  cuda_ok(cudaStreamSynchronize(s), "FlashInfer batch decode plan: synchronize");
-
-  IdType chunk_tokens = 0;
-  cuda_ok(cudaMemcpy(&chunk_tokens, static_cast<char*>(st.int_ws.ptr) + st.info.kv_chunk_size_ptr_offset,
-                     sizeof(IdType), cudaMemcpyDeviceToHost),
-          "FlashInfer batch decode plan: read kv_chunk_size");
+  // The chunk as the plan wrote it into the page-locked copy of its int workspace.
+  const IdType chunk_tokens = *reinterpret_cast<const IdType*>(static_cast<const char*>(st.int_host.ptr) +
+                                                               st.info.kv_chunk_size_ptr_offset);
   st.summary = {st.info.split_kv, chunk_tokens, static_cast<int>(st.info.padded_batch_size)};
   st.kv_lens = kv_lens, st.first_page = first_page, st.n_new = n_new;
 }

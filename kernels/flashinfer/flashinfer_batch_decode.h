@@ -29,6 +29,20 @@ struct PagedKv {
   __nv_bfloat16* v = nullptr;
 };
 
+// The page table of a batch as FlashInfer's paged_kv_t and AppendPagedKVCache read it
+// (page.cuh): sequence b's pages are first_page[b], first_page[b] + 1, ... for its
+// kv_lens[b] keys (new rows included); its n_new new rows are its last positions.
+struct PageTable {
+  std::vector<std::int32_t> indptr;         // [B + 1]: page ranges into indices
+  std::vector<std::int32_t> indices;        // page ids
+  std::vector<std::int32_t> last_page_len;  // [B]: 1 .. kPageSize keys in the last page
+  std::vector<std::int32_t> batch_indices;  // [B n_new]: the sequence of each appended row
+  std::vector<std::int32_t> positions;      // [B n_new]: its position in the sequence
+};
+// std::invalid_argument for an empty batch, mismatched sizes, n_new < 1, a sequence with
+// fewer keys than new rows, or a negative first page.
+PageTable page_table(const std::vector<int>& kv_lens, const std::vector<int>& first_page, int n_new);
+
 // What the last plan decided, copied to the host: whether the KV is split into chunks
 // (each chunk's output stored as bf16 and merged), and the chunk in tokens.
 struct DecodePlanSummary {

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -449,6 +450,29 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashInferBatchDecode,
                          [](const auto& i) {
                            return fmt_name("h", i.param.heads, "_kvh", i.param.kv_heads, "_d", i.param.head_dim);
                          });
+
+// The page table the plan uploads (no GPU needed): pages of 16 from each sequence's first
+// page, the last page's fill, and the appended rows at each sequence's last positions.
+TEST(FlashInferPageTable, PagesFromFirstPageLastPageFillAndAppendPositions) {
+  const fi::PageTable t = fi::page_table({1, 16, 17, 40}, {9, 0, 4, 6}, 1);
+  EXPECT_EQ(t.indptr, (std::vector<std::int32_t>{0, 1, 2, 4, 7}));
+  EXPECT_EQ(t.indices, (std::vector<std::int32_t>{9, 0, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(t.last_page_len, (std::vector<std::int32_t>{1, 16, 1, 8}));
+  EXPECT_EQ(t.batch_indices, (std::vector<std::int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(t.positions, (std::vector<std::int32_t>{0, 15, 16, 39}));
+  const fi::PageTable prefill = fi::page_table({3, 33}, {0, 1}, 3);
+  EXPECT_EQ(prefill.batch_indices, (std::vector<std::int32_t>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(prefill.positions, (std::vector<std::int32_t>{0, 1, 2, 30, 31, 32}));
+  EXPECT_EQ(prefill.last_page_len, (std::vector<std::int32_t>{3, 1}));
+}
+
+TEST(FlashInferPageTable, InconsistentInputIsRefused) {
+  EXPECT_THROW(fi::page_table({}, {}, 1), std::invalid_argument);
+  EXPECT_THROW(fi::page_table({4, 4}, {0}, 1), std::invalid_argument);
+  EXPECT_THROW(fi::page_table({4}, {0}, 0), std::invalid_argument);
+  EXPECT_THROW(fi::page_table({2}, {0}, 3), std::invalid_argument);   // fewer keys than new rows
+  EXPECT_THROW(fi::page_table({4}, {-1}, 1), std::invalid_argument);
+}
 
 // A batch decode for a head dim FlashInfer was not instantiated for is refused at once.
 TEST(FlashInferBatchDecodeShape, UnsupportedHeadDimIsRefusedNamingIt) {
