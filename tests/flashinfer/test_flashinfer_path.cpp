@@ -402,6 +402,28 @@ TEST(FlashInferPath, UnsupportedGqaGroupIsRefusedAtCreationNamingIt) {
   }
 }
 
+// FUSECHECK_FLASHINFER_DECODE picks the decode route at creation; a value that is neither
+// route is refused there, naming it, not taken silently as the default.
+TEST(FlashInferPath, UnknownDecodeRouteIsRefusedAtCreationNamingIt) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  ref::RandomCheckpoint ckpt(small_spec("qwen3"), 3, DType::BF16);
+  const char* before = std::getenv("FUSECHECK_FLASHINFER_DECODE");
+  const std::string saved = before ? before : "";
+  setenv("FUSECHECK_FLASHINFER_DECODE", "paged", 1);
+  try {
+    make_path("flashinfer-cuda", ckpt, PathOptions{});
+    ADD_FAILURE() << "FUSECHECK_FLASHINFER_DECODE=paged was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("FUSECHECK_FLASHINFER_DECODE=paged"), std::string::npos) << e.what();
+  }
+  if (before) {
+    setenv("FUSECHECK_FLASHINFER_DECODE", saved.c_str(), 1);
+  } else {
+    unsetenv("FUSECHECK_FLASHINFER_DECODE");
+  }
+}
+
 // keep_taps() narrows what layer() returns, never the head: with the hint that decode's
 // KV prefill gives (resid_out only) the head still returns final_norm and logits.
 TEST(FlashInferPath, HeadReturnsLogitsWhateverKeepTapsSaid) {
