@@ -304,7 +304,10 @@ constexpr int kDecodeChunk = 256;
 
 TEST_P(FlashInferAttention, SmallMatchesDoubleReferenceAndRepeatsBitwise) {
   SKIP_WITHOUT_GPU();
-  const auto [qo, kv, H, KVH, D] = GetParam();
+  // Plain variables, not a structured binding: the lambdas below capture them (clang
+  // refuses captured structured bindings).
+  const int qo = GetParam().qo_len, kv = GetParam().kv_len, H = GetParam().heads, KVH = GetParam().kv_heads,
+            D = GetParam().head_dim;
   const Bits q = random_bits(std::size_t(qo) * H * D, 61, -1, 1), k = random_bits(std::size_t(kv) * KVH * D, 62, -1, 1),
              v = random_bits(std::size_t(kv) * KVH * D, 63, -1, 1);
   auto dq = to_device(q), dk = to_device(k), dv = to_device(v), dout = poisoned(q.size());
@@ -355,7 +358,7 @@ class FlashInferBatchDecode : public ::testing::TestWithParam<BatchDecodeCase> {
 // <= 0.5%, relative L2 <= 1e-3), and run twice bit for bit.
 TEST_P(FlashInferBatchDecode, SmallBatch8DifferentKvLengthsMatchesReferenceAndTwin) {
   SKIP_WITHOUT_GPU();
-  const auto [H, KVH, D] = GetParam();
+  const int H = GetParam().heads, KVH = GetParam().kv_heads, D = GetParam().head_dim;  // captured below
   const int B = 8, P = fi::kPageSize, width = KVH * D, stride = width + 8;
   const std::vector<int> lens = {1, 16, 17, 128, 129, 300, 1025, 2000};
   std::vector<int> pages(B), first_page(B);
