@@ -27,8 +27,9 @@
 //    large ones: the caller passes the plan's chunk). A sequence within one chunk is not
 //    merged (VariableLengthMergeStates copies a single index set, cascade.cuh:407-415);
 //    longer ones merge as below, with the same 128 / bdx lanes (cascade.cuh:700-703);
-//  - single decode's split-KV (kv_len > 256 and a workspace, decode.cuh:691-725): each chunk's output
-//    stored as bf16 (tmp is DTypeO*) with lse = m + log2(d); MergeStates always takes
+//  - single decode's split-KV (kv_len > 256 and a workspace, decode.cuh:691-725), and
+//    either kernel's chunks: each chunk's output stored as bf16 (tmp is DTypeO*) with
+//    lse = m + log2(d); single decode's MergeStates always takes
 //    MergeStatesLargeNumIndexSetsKernel for one query (cascade.cuh:644): 128 / bdx
 //    "index-set lanes" each merging chunks ty, ty + bdy, ... in order, normalizing
 //    (__fdividef), storing its result as bf16 again with its lse (threadblock_sync_state,
