@@ -1,11 +1,17 @@
 // The emulated twin of FlashInfer 0.6.18's decode attention (one query row, bf16 q/k/v/o,
 // DefaultAttention, no RoPE inside: what flashinfer-cuda launches), in FlashInfer's order
 // of FP32 operations, for emulated-cpu --recipe flashinfer (docs/recipes.md, `flashinfer`,
-// "decode attention, step by step"). Read from attention/decode.cuh, state.cuh,
+// "decode attention, step by step"). Two kernels, one order (FlashInferDecodeKernel): the
+// batch decode over a paged cache that flashinfer-cuda runs by default and the single-
+// request decode (FUSECHECK_FLASHINFER_DECODE=single) differ only in the thread layout
+// and in when they split the KV. Read from attention/decode.cuh, state.cuh, scheduler.cuh,
 // cascade.cuh and math.cuh of the pinned headers:
 //  - the thread layout of SingleDecodeWithKVCacheDispatched (decode.cuh:664-680): vec 8
 //    (bf16), bdx = head_dim / 8 lanes per head, bdy = GQA group, bdz = threads / (bdx bdy)
 //    partitions of the keys, each taking tiles of bdy * (group 1 ? 8 : 1) keys in turn;
+//    BatchDecodeWithPagedKVCacheDispatched (decode.cuh:743-762): bdz = max(128, bdx bdy) /
+//    (bdx bdy) (no 512 for group 8) and tiles of bdy * (group 1 ? 4 : 1) keys; its keys
+//    come from 16-token pages in sequence order, the same keys in the same order;
 //  - q.k: per lane 8 products accumulated by FMA, then the shfl_xor butterfly over the bdx
 //    lanes (decode.cuh:83-90); times sm_scale * log2(e), that product itself an FP32
 //    (variants.cuh:54, decode.cuh:93-95); masked keys at -5e4 (math.cuh:33, not -inf);
@@ -14,8 +20,16 @@
 //    (decode.cuh:139-148); the partitions merged in order (sync_state, decode.cuh:162-185;
 //    state_t::merge, state.cuh:53-63, from m = -5e4, d = 1, o = 0);
 //  - the output o * rcp(d) (variant_helper.cuh:85-89);
-//  - split-KV (kv_len > 256 and a workspace, decode.cuh:691-725): each chunk's output
-//    stored as bf16 (tmp is DTypeO*) with lse = m + log2(d); MergeStates always takes
+//  - batch decode's split-KV is the plan's (scheduler.cuh:150-205, DecodePlanImpl): no
+//    CUDA graph, so it splits only when some sequence has more pages than the chunk; the
+//    chunk is the fewest pages, at least 128 / page size, for which sequences x chunks x
+//    kv heads fit the resident blocks (128 keys for small batches; larger or no split for
+//    large ones: the caller passes the plan's chunk). A sequence within one chunk is not
+//    merged (VariableLengthMergeStates copies a single index set, cascade.cuh:407-415);
+//    longer ones merge as below, with the same 128 / bdx lanes (cascade.cuh:700-703);
+//  - single decode's split-KV (kv_len > 256 and a workspace, decode.cuh:691-725), and
+//    either kernel's chunks: each chunk's output stored as bf16 (tmp is DTypeO*) with
+//    lse = m + log2(d); single decode's MergeStates always takes
 //    MergeStatesLargeNumIndexSetsKernel for one query (cascade.cuh:644): 128 / bdx
 //    "index-set lanes" each merging chunks ty, ty + bdy, ... in order, normalizing
 //    (__fdividef), storing its result as bf16 again with its lse (threadblock_sync_state,
@@ -36,6 +50,12 @@ namespace fusecheck::ref {
 
 // FlashInfer's "infinity" for masked logits and the initial running max (math.cuh:33).
 inline constexpr float kFlashInferInf = 5e4f;
+
+// Which FlashInfer decode kernel the twin follows.
+enum class FlashInferDecodeKernel {
+  single,       // SingleDecodeWithKVCacheDispatched: split past 256 keys
+  batch_paged,  // BatchDecodeWithPagedKVCacheDispatched: split where the plan's chunk < kv length
+};
 
 // FlashInfer's running softmax state (state.cuh:28-80): m and lse in the log2 domain.
 struct FlashInferState {
@@ -64,12 +84,15 @@ struct FlashInferState {
 // Writes the FP32 output (the caller rounds it once, as the kernel's cast_store does).
 template <class KeyFn, class ValueFn, class RoundFn>
 void flashinfer_decode_head(const float* q, const KeyFn& key, const ValueFn& value, std::int64_t total, int head_dim,
-                            int group, float sm_scale, std::int64_t chunk, const RoundFn& to_bf16, float* out) {
+                            int group, float sm_scale, std::int64_t chunk, const RoundFn& to_bf16, float* out,
+                            FlashInferDecodeKernel kernel = FlashInferDecodeKernel::single) {
+  const bool batch = kernel == FlashInferDecodeKernel::batch_paged;
   constexpr int kVec = 8;  // max(16 / sizeof(bf16), head_dim / 32) for head_dim <= 256
   const int bdx = head_dim / kVec;
-  const int threads = std::max(group == 8 ? 512 : 128, bdx * group);  // get_heuristic_num_threads
+  // get_heuristic_num_threads (single) or max(128, bdx bdy) (batch).
+  const int threads = std::max(group == 8 && !batch ? 512 : 128, bdx * group);
   const int bdz = threads / (bdx * group);
-  const std::int64_t tile = static_cast<std::int64_t>(group) * (group == 1 ? 8 : 1);
+  const std::int64_t tile = static_cast<std::int64_t>(group) * (group == 1 ? (batch ? 4 : 8) : 1);
   const float sm_scale_log2 = sm_scale * 1.44269504088896340736f;
 
   // q.k as the bdx lanes compute it: 8 FMAs each, then the butterfly (pairs bdx/2 apart first).
@@ -122,7 +145,7 @@ void flashinfer_decode_head(const float* q, const KeyFn& key, const ValueFn& val
     for (float& x : st.o) x = x * d_rcp;
   };
 
-  if (chunk <= 0 || total <= 256) {
+  if (chunk <= 0 || total <= (batch ? chunk : 256)) {
     FlashInferState st = run_chunk(0, total);
     output(st);
     std::copy(st.o.begin(), st.o.end(), out);

@@ -139,9 +139,10 @@ void apply_rope(Mat<S>& x, int head_dim, RopeStyle style, const RopeTable<S>& ta
 // product and softmax runs in S over the unmasked keys (masked weights exactly zero), as
 // HF eager attention does. Writes [n x n_heads*hd] into out.
 // partial_chunk > 0 with a partial recipe (flashinfer, docs/recipes.md): a single query
-// row is FlashInfer's decode in its FP32 order (reference/flashinfer_decode.h), split into
-// chunks of partial_chunk keys past 256 keys, chunk outputs rounded to partial->format and
-// merged as MergeStates does (the caller rounds the merged output at attn).
+// row is FlashInfer's decode in its FP32 order (reference/flashinfer_decode.h; the batch
+// paged kernel's layout when partial->decode_batch_paged), split into chunks of
+// partial_chunk keys, chunk outputs rounded to partial->format and merged as MergeStates
+// does (the caller rounds the merged output at attn).
 // A partial recipe with prefill_rounds_unnormalized_p: for more than one query row, each
 // exp(s - max) is rounded to its format and the row sum adds the rounded values.
 template <class S, class R, class QBlock, class OutBlock>
@@ -161,7 +162,9 @@ void causal_gqa_attention(const QBlock& q, const Mat<S>& k_cache, const Mat<S>& 
         const auto key = [&](std::int64_t j) { return k_cache.row(j).data() + g * head_dim; };
         const auto value = [&](std::int64_t j) { return v_cache.row(j).data() + g * head_dim; };
         flashinfer_decode_head(qh.data(), key, value, total, head_dim, static_cast<int>(group), scale, partial_chunk,
-                               [&](float x) { return partial->round(x); }, out.row(0).data() + h * head_dim);
+                               [&](float x) { return partial->round(x); }, out.row(0).data() + h * head_dim,
+                               partial->decode_batch_paged ? FlashInferDecodeKernel::batch_paged
+                                                           : FlashInferDecodeKernel::single);
       }
       return;
     }

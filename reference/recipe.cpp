@@ -55,14 +55,16 @@ std::vector<Recipe> make_builtin() {
       P::weights, P::layer_input, P::attn_norm, P::q, P::k, P::v, P::q_normed, P::k_normed,
       P::q_rope, P::k_rope, P::attn, P::o_proj, P::resid_mid, P::mlp_norm, P::gate, P::up,
       P::act, P::down, P::resid_out, P::final_norm, P::logits};
-  // Split-KV decode: chunks of 256 keys, each partial output stored as bf16 (decode.cuh:
-  // 691-725, tmp is DTypeO*; chunk max(ceil(kv / max chunks), 256), 256 while the grid holds
-  // ceil(kv / 256) chunks per kv head), merged in FP32 (cascade.cuh:214-252, state.cuh:53-78).
+  // Split-KV decode as flashinfer-cuda's batch paged decode plans it: chunks of 128 keys
+  // (8 pages of 16, DecodePlan's floor, scheduler.cuh:196-199, while sequences x chunks x
+  // kv heads fit the resident blocks), each partial output stored as bf16 (tmp_v is
+  // DTypeO*), merged in FP32 (cascade.cuh:366-467, state.cuh:53-78).
   auto flashinfer_recipe = [&] {
     Recipe r = make_recipe("flashinfer",
                            "FlashInfer 0.6.18 kernels around cuBLAS bf16 GEMMs, as vLLM/SGLang run them",
                            DType::BF16, flashinfer, true, true);
-    r.decode_partial_chunk = 256;
+    r.decode_partial_chunk = 128;
+    r.decode_batch_paged = true;
     r.prefill_rounds_unnormalized_p = true;
     return r;
   };

@@ -64,10 +64,13 @@ struct Recipe {
   // channel scales) by E4M3 activations (per token dynamic scales), reference/w8a8.h.
   bool gemm_fp8 = false;
   // > 0 (flashinfer): a decode step follows FlashInfer's decode kernel in its FP32 order
-  // (reference/flashinfer_decode.h) and past 256 keys splits them into chunks of this many,
-  // each chunk's output rounded to `format`, merged as MergeStates does (docs/recipes.md);
-  // 0: one pass.
+  // (reference/flashinfer_decode.h) and splits the keys into chunks of this many (the batch
+  // kernel: past one chunk; the single one: past 256 keys), each chunk's output rounded to
+  // `format`, merged as MergeStates does (docs/recipes.md); 0: one pass.
   int decode_partial_chunk = 0;
+  // With decode_partial_chunk: the batch paged decode's thread layout and split rule
+  // (flashinfer-cuda's default route), else the single-request decode's.
+  bool decode_batch_paged = false;
   // flashinfer: at prefill (more than one query row) the unnormalized probabilities
   // exp(s - max) are rounded to `format` and both P.V and the row sum read the rounded
   // values (FlashInfer's bf16 P, prefill.cuh:1699-1717); exact for rows within one KV tile.

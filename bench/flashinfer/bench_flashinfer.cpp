@@ -8,7 +8,10 @@
 //                                    of its ops as counters "us:<op>" (fused-cuda
 //                                    and standard-cuda replay it from a CUDA graph; the
 //                                    FlashInfer layer is launched op by op, as engines
-//                                    without graphs run it)
+//                                    without graphs run it; its decode is one batch
+//                                    paged decode per layer, planned before the clocks
+//                                    start, FUSECHECK_FLASHINFER_DECODE=single for the
+//                                    earlier per-sequence route)
 // Counters: GB/s, pct_copy (of the device-to-device copy bandwidth measured at start),
 // TFLOP/s, from the least bytes and the FLOPs each op declares. Before any time is taken
 // each path runs the case once through layer() and must give finite, non-zero outputs

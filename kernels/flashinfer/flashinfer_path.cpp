@@ -1,14 +1,16 @@
 // libfusecheck_flashinfer.so: the flashinfer-cuda path, a plug-in of the C ABI
 // (include/fusecheck/path_plugin.hpp). It runs the decoder layer the way a FlashInfer-based
 // engine (vLLM, SGLang) does: FlashInfer 0.6.18's RMSNorm / QKRMSNorm / FusedAddRMSNorm,
-// RoPE from an FP32 cos|sin cache, single-request decode and causal prefill attention over
-// a KV cache in FlashInfer's NHD layout, SiLU-and-mul; fused q|k|v and gate|up GEMMs and the
+// RoPE from an FP32 cos|sin cache, batch decode over a paged KV cache (page size 16, NHD,
+// one DecodePlan per batch shape, new rows by AppendPagedKVCache) and causal prefill
+// attention over the same pages read as dense rows, SiLU-and-mul; fused q|k|v and gate|up GEMMs and the
 // o and down GEMMs on cuBLAS bf16 (FP32 accumulation). Every tap the sequence materializes
 // is returned in bf16, as the kernels wrote it. Recipe `flashinfer` (docs/recipes.md);
 // docs/flashinfer.md says how to fetch, build and run it.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -31,6 +33,7 @@
 #include "kernels/common/random_fill.h"
 #include "kernels/common/stream.h"
 #include "kernels/common/timing.h"
+#include "kernels/flashinfer/flashinfer_batch_decode.h"
 #include "kernels/flashinfer/flashinfer_ops.h"
 #include "reference/ops.h"
 
@@ -72,6 +75,18 @@ void check_spec(const fc_model_spec& s) {
   if (s.rope_dim != 0 && s.rope_dim != s.head_dim) fail(fmt::format("partial RoPE ({} dims) is not wired", s.rope_dim));
   // 16-byte vectors: FlashInfer's kernels load 8 bf16 at a time from row starts.
   if (s.hidden % 8 != 0 || s.intermediate % 8 != 0) fail("hidden and intermediate must be multiples of 8");
+}
+
+// FUSECHECK_FLASHINFER_DECODE: "batch" (the default: BatchDecodeWithPagedKVCache over the
+// paged cache, rows appended by AppendPagedKVCache, as engines run it) or "single" (the
+// earlier route, kept to compare and to fall back: SingleDecodeWithKVCache once per
+// sequence, rows copied by cudaMemcpy2DAsync). Anything else is refused at creation.
+bool single_decode_from_env() {
+  const char* v = std::getenv("FUSECHECK_FLASHINFER_DECODE");
+  const std::string route = v ? v : "";
+  if (route.empty() || route == "batch") return false;
+  if (route == "single") return true;
+  throw std::invalid_argument(fmt::format("FUSECHECK_FLASHINFER_DECODE={}: expected batch or single", route));
 }
 
 // The FP32 cos|sin cache [positions x head_dim] (cos of the head_dim / 2 pairs, then sin)
@@ -147,9 +162,11 @@ struct Op {
 
 class FlashInferPath final : public fp::Path {
  public:
-  FlashInferPath(const fc_model& m, int device) : spec_(m.spec), device_(device) {
+  FlashInferPath(const fc_model& m, int device)
+      : spec_(m.spec), device_(device), single_decode_(single_decode_from_env()) {
     check_spec(spec_);
     CUDA_CHECK(cudaSetDevice(device_));
+    batch_decode_.emplace(spec_.n_heads, spec_.n_kv_heads, spec_.head_dim);
     cublas_ws_.resize(std::size_t(32) << 20);  // explicit: cuBLAS never allocates inside a timed op
     stream_.emplace();
     cublas_.emplace(stream_->get());
@@ -336,8 +353,12 @@ class FlashInferPath final : public fp::Path {
     stream_->synchronize();
   }
 
+  // Token slots per sequence in the cache: the capacity in whole pages, so that sequence b
+  // owns pages [b * slots / 16, (b + 1) * slots / 16) and its rows are also dense NHD.
+  int slots() const { return (capacity_ + fi::kPageSize - 1) / fi::kPageSize * fi::kPageSize; }
+
   void ensure_cache(int layer) {
-    const std::size_t n = static_cast<std::size_t>(batch_) * capacity_ * kvw();
+    const std::size_t n = static_cast<std::size_t>(batch_) * slots() * kvw();
     auto& k = k_cache_[static_cast<std::size_t>(layer)];
     auto& v = v_cache_[static_cast<std::size_t>(layer)];
     if (k.size() != n) k.resize(n);
@@ -389,7 +410,18 @@ class FlashInferPath final : public fp::Path {
     const double sz = sizeof(bf16), rh = double(rows) * h;
     bf16* kc = k_cache_[static_cast<std::size_t>(layer)].data();
     bf16* vc = v_cache_[static_cast<std::size_t>(layer)].data();
-    const std::size_t cap = static_cast<std::size_t>(capacity_);
+    const std::size_t cap = static_cast<std::size_t>(slots());
+    const fi::PagedKv paged{kc, vc};
+    const fi::BatchDecode* batched = single_decode_ ? nullptr : &*batch_decode_;
+    if (batched) {
+      // Host side, before any op runs (and outside time_layer's timing): the page table and
+      // FlashInfer's DecodePlan, redone only when the batch's KV lengths change (once per
+      // step: every layer of a step shares it, as an engine plans once per forward).
+      const std::vector<int> kv_lens(static_cast<std::size_t>(B), start + n);
+      std::vector<int> first_page(static_cast<std::size_t>(B));
+      for (int b = 0; b < B; ++b) first_page[static_cast<std::size_t>(b)] = b * static_cast<int>(cap / fi::kPageSize);
+      if (!batch_decode_->planned_for(kv_lens, first_page, n)) batch_decode_->plan(kv_lens, first_page, n, stream_->get());
+    }
     cublasHandle_t cb = cublas_->get();
     std::vector<Op> ops;
     auto gemm = [&](std::string name, const bf16* x, const bf16* w, const bf16* bias, bf16* y, int out, int k) {
@@ -435,6 +467,10 @@ class FlashInferPath final : public fp::Path {
                    }});
     const std::size_t row_bytes = static_cast<std::size_t>(kv) * sizeof(bf16);
     ops.push_back({"kv_append", sz * 4.0 * rows * kv, 0.0, [=, this](cudaStream_t s) {
+                     if (batched) {
+                       return batched->append(paged, k_rope_.data(), std::size_t(kv), qkv_.data() + q + kv,
+                                              std::size_t(qkv), s);
+                     }
                      // Sequence b's n new rows go to rows [start, start + n) of its cache.
                      CUDA_CHECK(cudaMemcpy2DAsync(kc + start * std::size_t(kv), cap * row_bytes, k_rope_.data(),
                                                   n * row_bytes, n * row_bytes, B, cudaMemcpyDeviceToDevice, s));
@@ -449,6 +485,8 @@ class FlashInferPath final : public fp::Path {
     ops.push_back({n == 1 ? "attention_decode" : "attention_prefill",
                    sz * (2.0 * rows * q + 2.0 * B * kv_len * kv), 4.0 * pairs * D,
                    [=, this](cudaStream_t s) {
+                     const float sm_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+                     if (batched && n == 1) return batched->run(paged, q_rope_.data(), attn_.data(), sm_scale, s);
                      for (int b = 0; b < B; ++b) {
                        fi::AttentionArgs a;
                        a.q = q_rope_.data() + std::size_t(b) * n * q;
@@ -456,7 +494,7 @@ class FlashInferPath final : public fp::Path {
                        a.v = vc + std::size_t(b) * cap * kv;
                        a.out = attn_.data() + std::size_t(b) * n * q;
                        a.qo_len = n, a.kv_len = kv_len, a.n_heads = H, a.n_kv_heads = KVH, a.head_dim = D;
-                       a.sm_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+                       a.sm_scale = sm_scale;
                        fi::attention(a, attn_ws_.data(), s);
                      }
                    }});
@@ -527,6 +565,8 @@ class FlashInferPath final : public fp::Path {
 
   fc_model_spec spec_;
   int device_;
+  bool single_decode_;                            // FUSECHECK_FLASHINFER_DECODE=single
+  std::optional<fi::BatchDecode> batch_decode_;  // plan and page table, shared by the layers
   std::optional<cuda::Stream> stream_;
   std::optional<cuda::CublasHandle> cublas_;
   DeviceBuffer<unsigned char> cublas_ws_;
@@ -534,7 +574,8 @@ class FlashInferPath final : public fp::Path {
   DeviceBuffer<bf16> final_norm_w_, lm_head_;
   std::vector<bf16> embed_;
   int batch_ = 0, capacity_ = 0;
-  std::vector<DeviceBuffer<bf16>> k_cache_, v_cache_;  // per layer [batch][capacity][kv width], NHD
+  // Per layer [batch][slots()][kv width]: FlashInfer's NHD pages of 16, sequence-major.
+  std::vector<DeviceBuffer<bf16>> k_cache_, v_cache_;
   std::vector<int> cached_;
   DeviceBuffer<float> cos_sin_;  // [capacity x head_dim]: cos | sin, FP32
   DeviceBuffer<float> qkv_acc_;  // [rows x qkv width]: the FP32 q|k|v GEMM result, Qwen2 (bias) only
@@ -561,8 +602,8 @@ int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_in
 
 const fc_path_desc kPaths[] = {
     {"flashinfer-cuda", "cuda", "flashinfer", "fused", FC_BF16,
-     "FlashInfer " FUSECHECK_FLASHINFER_VERSION " kernels as engines run them (norms, RoPE, decode/prefill attention, "
-     "SiLU-and-mul) around cuBLAS bf16 GEMMs, flashinfer recipe"},
+     "FlashInfer " FUSECHECK_FLASHINFER_VERSION " kernels as engines run them (norms, RoPE, paged batch decode and "
+     "prefill attention, SiLU-and-mul) around cuBLAS bf16 GEMMs, flashinfer recipe"},
 };
 
 }  // namespace

@@ -2,9 +2,10 @@
 // against emulated-cpu --recipe flashinfer on small random checkpoints with the shapes
 // FlashInfer is instantiated for (head_dim 64 and 128), odd head counts, GQA groups 1 and
 // 3, Qwen3 q/k norms, Qwen2 biases, interleaved RoPE, batch 3. Both round at the same
-// points (the split-KV decode's bf16 chunk outputs included, in chunks of 256 keys: the
-// H200's, decode.cuh:709-712); they differ by FP32 order and FlashInfer's approximate
-// rsqrt/exp2/rcp (a 1-ulp flip on a small share of elements), by the KV caches each filled
+// points (the split-KV decode's bf16 chunk outputs included, in chunks of 128 keys: what
+// the batch paged decode's plan picks for these shapes, scheduler.cuh:196-199); they
+// differ by FP32 order and FlashInfer's approximate rsqrt/exp2/rcp (a 1-ulp flip on a
+// small share of elements), by the KV caches each filled
 // with its own k_rope and v, and at prefill by FlashInfer's bf16 P (docs/recipes.md
 // `flashinfer`). Attention is also checked on FlashInfer's own inputs against the twin
 // (AttentionTwin), where the caches' difference is out. FUSECHECK_AGREEMENT_TSV=FILE
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <string>
@@ -108,9 +110,20 @@ void expect_taps_agree(const TapSet& fi, const TapSet& emulated, bool prefill, c
 // max_ulp / share / rel L2 per case as check "attn_twin"): decode share > 1 ulp <= 0.5%,
 // rel L2 <= 1e-3; prefill, where the twin's P differs from FlashInfer's running-max P for
 // rows over more than one KV tile, rel L2 <= 4e-3 (docs/recipes.md: 2^-8 of the mass).
+// The recipe's decode is the batch paged kernel's with the plan's smallest chunk (128 keys):
+// the plan's own choice for these shapes (batch <= 3, <= 5 kv heads, <= 69 pages: at most
+// 27 chunks x 5 heads = 135 blocks, below an H200's resident blocks). With
+// FUSECHECK_FLASHINFER_DECODE=single the twin follows the single-request kernel instead.
+Recipe decode_twin_recipe() {
+  Recipe r = find_recipe("flashinfer");
+  const char* route = std::getenv("FUSECHECK_FLASHINFER_DECODE");
+  if (route && std::string(route) == "single") r.decode_batch_paged = false, r.decode_partial_chunk = 256;
+  return r;
+}
+
 class AttentionTwin {
  public:
-  explicit AttentionTwin(const ModelSpec& spec) : spec_(spec), recipe_(find_recipe("flashinfer")) {}
+  explicit AttentionTwin(const ModelSpec& spec) : spec_(spec), recipe_(decode_twin_recipe()) {}
 
   double worst_ulp = 0;  // the largest distance seen, in ulps
 
@@ -154,7 +167,7 @@ class AttentionTwin {
 
  private:
   const ModelSpec& spec_;
-  const Recipe& recipe_;
+  const Recipe recipe_;
   std::map<int, std::vector<ref::Mat<float>>> caches_;  // per layer: k, v of each sequence
 };
 
@@ -386,6 +399,28 @@ TEST(FlashInferPath, UnsupportedGqaGroupIsRefusedAtCreationNamingIt) {
     FAIL() << "GQA group 5 was accepted";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("GQA group size 5"), std::string::npos) << e.what();
+  }
+}
+
+// FUSECHECK_FLASHINFER_DECODE picks the decode route at creation; a value that is neither
+// route is refused there, naming it, not taken silently as the default.
+TEST(FlashInferPath, UnknownDecodeRouteIsRefusedAtCreationNamingIt) {
+  if (cuda::visible_device_count() == 0) GTEST_SKIP() << cuda::no_device_reason();
+  load_flashinfer();
+  ref::RandomCheckpoint ckpt(small_spec("qwen3"), 3, DType::BF16);
+  const char* before = std::getenv("FUSECHECK_FLASHINFER_DECODE");
+  const std::string saved = before ? before : "";
+  setenv("FUSECHECK_FLASHINFER_DECODE", "paged", 1);
+  try {
+    make_path("flashinfer-cuda", ckpt, PathOptions{});
+    ADD_FAILURE() << "FUSECHECK_FLASHINFER_DECODE=paged was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("FUSECHECK_FLASHINFER_DECODE=paged"), std::string::npos) << e.what();
+  }
+  if (before) {
+    setenv("FUSECHECK_FLASHINFER_DECODE", saved.c_str(), 1);
+  } else {
+    unsetenv("FUSECHECK_FLASHINFER_DECODE");
   }
 }
 

@@ -1,7 +1,8 @@
 // The emulated twin of FlashInfer's decode attention (reference/flashinfer_decode.h): every
 // key is read exactly once whatever the thread layout (GQA groups 1, 3, 6 and 8, head dims
-// 64 and 128, KV 1, 7, 256, 257 and 1100: tails of tiles, partitions and chunks), checked
-// against a double softmax; exact on small-integer cases.
+// 64 and 128, KV 1, 7, 256, 257 and 1100: tails of tiles, partitions and chunks), in the
+// single-request kernel's layout and the batch paged kernel's (chunks of 128 keys and the
+// plan's larger ones), checked against a double softmax; exact on small-integer cases.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,10 +21,12 @@ namespace {
 struct DecodeCase {
   int head_dim, group;
   std::int64_t total, chunk;
+  FlashInferDecodeKernel kernel = FlashInferDecodeKernel::single;
 };
 std::string case_name(const ::testing::TestParamInfo<DecodeCase>& i) {
   std::ostringstream name;
-  name << "d" << i.param.head_dim << "_group" << i.param.group << "_kv" << i.param.total << "_chunk" << i.param.chunk;
+  name << "d" << i.param.head_dim << "_group" << i.param.group << "_kv" << i.param.total << "_chunk" << i.param.chunk
+       << (i.param.kernel == FlashInferDecodeKernel::batch_paged ? "_batch" : "");
   return name.str();
 }
 
@@ -34,7 +37,7 @@ class FlashInferDecodeTwin : public ::testing::TestWithParam<DecodeCase> {};
 // stored once more as bf16 in the merge (the same again); FP32 sums of head_dim and
 // `total` terms on top, far below that.
 TEST_P(FlashInferDecodeTwin, MatchesDoubleSoftmaxWithinItsRoundings) {
-  const auto [hd_, group, total, chunk] = GetParam();
+  const auto [hd_, group, total, chunk, kernel] = GetParam();
   const int hd = hd_;  // a plain variable: clang refuses structured bindings in lambda captures
   std::mt19937_64 rng(71);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -48,7 +51,7 @@ TEST_P(FlashInferDecodeTwin, MatchesDoubleSoftmaxWithinItsRoundings) {
   };
   const float scale = static_cast<float>(1.0 / std::sqrt(double(hd)));
   std::vector<float> out(static_cast<std::size_t>(hd), std::nanf(""));
-  flashinfer_decode_head(q.data(), row(k), row(v), total, hd, group, scale, chunk, bf16, out.data());
+  flashinfer_decode_head(q.data(), row(k), row(v), total, hd, group, scale, chunk, bf16, out.data(), kernel);
 
   std::vector<double> p(static_cast<std::size_t>(total));
   double mx = -INFINITY, z = 0;
@@ -59,7 +62,7 @@ TEST_P(FlashInferDecodeTwin, MatchesDoubleSoftmaxWithinItsRoundings) {
     mx = std::max(mx, p[j]);
   }
   for (double& x : p) z += (x = std::exp(x - mx));
-  const bool split = chunk > 0 && total > 256;
+  const bool split = chunk > 0 && total > (kernel == FlashInferDecodeKernel::batch_paged ? chunk : 256);
   for (int c = 0; c < hd; ++c) {
     double o = 0, mass = 0;
     for (std::int64_t j = 0; j < total; ++j) o += p[j] / z * v[j * hd + c], mass += p[j] / z * std::fabs(v[j * hd + c]);
@@ -74,6 +77,16 @@ INSTANTIATE_TEST_SUITE_P(Layouts, FlashInferDecodeTwin,
                                            DecodeCase{128, 1, 256, 256}, DecodeCase{128, 6, 257, 256},
                                            DecodeCase{64, 8, 1100, 256}, DecodeCase{128, 2, 1100, 256},
                                            DecodeCase{64, 1, 1100, 0}, DecodeCase{128, 8, 2500, 128}),
+                         case_name);
+
+// The batch paged kernel: group 1 in tiles of 4, group 8 at 128 threads; KV 128 and 129
+// either side of the plan's smallest chunk, 1025 over 9 chunks, 2500 in the plan's larger
+// chunks (64 pages) of a big batch.
+constexpr auto kBatch = FlashInferDecodeKernel::batch_paged;
+INSTANTIATE_TEST_SUITE_P(BatchLayouts, FlashInferDecodeTwin,
+                         ::testing::Values(DecodeCase{64, 1, 7, 128, kBatch}, DecodeCase{128, 1, 128, 128, kBatch},
+                                           DecodeCase{128, 4, 129, 128, kBatch}, DecodeCase{64, 8, 1025, 128, kBatch},
+                                           DecodeCase{128, 3, 1025, 128, kBatch}, DecodeCase{128, 8, 2500, 1024, kBatch}),
                          case_name);
 
 // Equal scores: every key weighs 1/total, so the output is the mean of small-integer values

@@ -177,32 +177,38 @@ TEST(Attention, ScalesScoresBeforeSoftmax) {
 
 // The flashinfer recipe's split-KV decode (Recipe::decode_partial_chunk, docs/recipes.md):
 // equal keys give equal scores, so chunk c's output is the mean of its values; each mean is
-// rounded to bf16 and the merge weighs them by their key counts (256 and 44 of 300). FP32
-// (the twin's scalar) and head_dim 8, the smallest FlashInfer layout (one lane per head).
+// rounded to bf16 and the merge weighs them by their key counts (128, 128 and 44 of 300:
+// the batch paged decode's chunk of 8 pages). FP32 (the twin's scalar) and head_dim 8, the
+// smallest FlashInfer layout (one lane per head).
 TEST(Attention, SplitDecodeRoundsEachChunkMeanThenMergesByMass) {
   const Recipe& fi = find_recipe("flashinfer");
-  ASSERT_EQ(fi.decode_partial_chunk, 256);
-  const Index total = 300, hd = 8;
+  ASSERT_EQ(fi.decode_partial_chunk, 128);
+  ASSERT_TRUE(fi.decode_batch_paged);
+  const Index total = 300, hd = 8, chunk = 128;
   NoRounding<float> exact;
   Mat<float> q = Mat<float>::Constant(1, hd, 0.75f), k = Mat<float>::Constant(total, hd, 0.5f), v(total, hd);
   for (Index j = 0; j < total; ++j) v.row(j).setConstant((j % 7 == 0 ? 1.0f : 0.0f) + 0.01f * (j % 3));
-  double m0 = 0, m1 = 0;
-  for (Index j = 0; j < 256; ++j) m0 += v(j, 0) / 256.0;
-  for (Index j = 256; j < total; ++j) m1 += v(j, 0) / 44.0;
-  const double r0 = fi.round(static_cast<float>(m0)), r1 = fi.round(static_cast<float>(m1));
-  ASSERT_GT(std::fabs(r0 - m0), 1e-4);  // the chunk rounding matters here, far above FP32 error
+  double mean[3] = {0, 0, 0}, rounded[3];
+  for (Index j = 0; j < total; ++j) mean[j / chunk] += v(j, 0);
+  for (int c = 0; c < 3; ++c) {
+    mean[c] /= c < 2 ? double(chunk) : double(total - 2 * chunk);
+    rounded[c] = fi.round(static_cast<float>(mean[c]));
+  }
+  ASSERT_GT(std::fabs(rounded[0] - mean[0]), 1e-4);  // the chunk rounding matters here, far above FP32 error
   Mat<float> out(1, hd);
-  causal_gqa_attention<float>(q, k, v, total, 1, 1, static_cast<int>(hd), 1.0f, exact, out.middleRows(0, 1), 256, &fi);
-  // FP32 sums over 256 keys and the merge: within 1e-6 of the exact merge of the rounded means.
-  for (Index c = 0; c < hd; ++c) EXPECT_NEAR(out(0, c), (256 * r0 + 44 * r1) / 300, 1e-6) << c;
+  causal_gqa_attention<float>(q, k, v, total, 1, 1, static_cast<int>(hd), 1.0f, exact, out.middleRows(0, 1),
+                              fi.decode_partial_chunk, &fi);
+  // FP32 sums over 128 keys and the merge: within 1e-6 of the exact merge of the rounded means.
+  const double merged = (128 * rounded[0] + 128 * rounded[1] + 44 * rounded[2]) / 300;
+  for (Index c = 0; c < hd; ++c) EXPECT_NEAR(out(0, c), merged, 1e-6) << c;
   // Unsplit (no recipe, or kv within one chunk): the plain mean.
   Mat<float> plain(1, hd);
   causal_gqa_attention<float>(q, k, v, total, 1, 1, static_cast<int>(hd), 1.0f, exact, plain.middleRows(0, 1));
-  EXPECT_NEAR(plain(0, 0), (256 * m0 + 44 * m1) / 300, 1e-6);
+  EXPECT_NEAR(plain(0, 0), (128 * mean[0] + 128 * mean[1] + 44 * mean[2]) / 300, 1e-6);
   Mat<float> short_kv(1, hd);
-  causal_gqa_attention<float>(q, k, v, 256, 1, 1, static_cast<int>(hd), 1.0f, exact, short_kv.middleRows(0, 1), 256,
-                              &fi);
-  EXPECT_NEAR(short_kv(0, 0), m0, 1e-6);
+  causal_gqa_attention<float>(q, k, v, chunk, 1, 1, static_cast<int>(hd), 1.0f, exact, short_kv.middleRows(0, 1),
+                              fi.decode_partial_chunk, &fi);
+  EXPECT_NEAR(short_kv(0, 0), mean[0], 1e-6);
 }
 
 // The flashinfer recipe's prefill P (Recipe::prefill_rounds_unnormalized_p): exp(s - max)
