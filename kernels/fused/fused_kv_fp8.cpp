@@ -36,6 +36,12 @@ void FusedKvFp8::reset(int n_layers, int batch, int capacity) {
     l.v_scales.resize(groups);
     l.k_scales.fill_poison();
     l.v_scales.fill_poison();
+    if (cfg_.timing == KvScaleTiming::dynamic) {  // each position keeps the scale it was stored with
+      l.k_pos_scales.resize(static_cast<std::size_t>(capacity) * groups);
+      l.v_pos_scales.resize(static_cast<std::size_t>(capacity) * groups);
+      l.k_pos_scales.fill_poison();
+      l.v_pos_scales.fill_poison();
+    }
     l.amax.resize(2 * groups);
     l.counters.resize(2);
     CUDA_CHECK(cudaMemset(l.counters.data(), 0, l.counters.bytes()));
@@ -58,6 +64,8 @@ cuda::DeviceOp FusedKvFp8::append_op(int layer, int n, int start, const bf16* k_
   __nv_fp8_e4m3* kc = l.k.data();
   __nv_fp8_e4m3* vc = l.v.data();
   KvFp8Counters* counts = l.counters.data();
+  float* kps = l.k_pos_scales.size() ? l.k_pos_scales.data() : nullptr;
+  float* vps = l.v_pos_scales.size() ? l.v_pos_scales.data() : nullptr;
   const double values = 2.0 * lay.batch * n * spec_.kv_width();
   // Reads the bf16 rows (twice when calibrating), writes one byte per value.
   return {calibrate ? "kv_fp8_calibrate+append" : "kv_fp8_append", values * ((calibrate ? 4 : 2) + 1),
@@ -68,6 +76,10 @@ cuda::DeviceOp FusedKvFp8::append_op(int layer, int n, int start, const bf16* k_
             }
             launch_kv_fp8_append(k, n, start, lay, ks, kc, counts, s);
             launch_kv_fp8_append(v, n, start, lay, vs, vc, counts + 1, s);
+            if (kps) {
+              launch_kv_fp8_keep_scales(ks, groups, start, n, kps, s);
+              launch_kv_fp8_keep_scales(vs, groups, start, n, vps, s);
+            }
           }};
 }
 
@@ -79,6 +91,10 @@ cuda::DeviceOp FusedKvFp8::attention_op(int layer, int n, int start, const bf16*
   a.v_cache = l.v.data();
   a.k_scales = cfg_.drop_scale_on_load ? ones_.data() : l.k_scales.data();
   a.v_scales = cfg_.drop_scale_on_load ? ones_.data() : l.v_scales.data();
+  if (!cfg_.drop_scale_on_load && l.k_pos_scales.size()) {
+    a.k_pos_scales = l.k_pos_scales.data();
+    a.v_pos_scales = l.v_pos_scales.data();
+  }
   a.layout = layout_;
   a.n_heads = spec_.n_heads;
   a.kv_len = start + n;
@@ -109,6 +125,10 @@ void FusedKvFp8::fill_from(int layer, const bf16* k_bf16, const bf16* v_bf16, cu
                           l.amax.data() + groups, stream);
   launch_kv_fp8_append(k, layout_.capacity, 0, layout_, l.k_scales.data(), l.k.data(), nullptr, stream);
   launch_kv_fp8_append(v, layout_.capacity, 0, layout_, l.v_scales.data(), l.v.data(), nullptr, stream);
+  if (l.k_pos_scales.size()) {
+    launch_kv_fp8_keep_scales(l.k_scales.data(), groups, 0, layout_.capacity, l.k_pos_scales.data(), stream);
+    launch_kv_fp8_keep_scales(l.v_scales.data(), groups, 0, layout_.capacity, l.v_pos_scales.data(), stream);
+  }
   l.calibrated = true;
 }
 

@@ -5,7 +5,10 @@
 //  - append: q/k-norm+RoPE has left k_rope and v (bf16, the fused-v1 values) in the bf16
 //    cache at positions start..start+n-1; calibrate (the first append after reset when
 //    static, every append when dynamic: scale = amax / 448 x multiplier over all
-//    sequences) and quantize those rows into the FP8 cache (kv_fp8.h);
+//    sequences) and quantize those rows into the FP8 cache (kv_fp8.h); dynamic recipes
+//    also record the scales per position, so attention reads each row with the scale it
+//    was stored with, as the twin does (the first H200 run read every row with the latest
+//    scale: rel L2 0.3-0.9 against the twin at decode);
 //  - attention: decode and prefill alike, each query over the dequantized cache
 //    (e4m3_value(code) * s in FP32, keys 0..its own position), as the emulated twin reads
 //    its cache: the rows just appended are read back from FP8 too. Decode splits the
@@ -63,6 +66,7 @@ class FusedKvFp8 {
   struct Layer {
     cuda::DeviceBuffer<__nv_fp8_e4m3> k, v;
     cuda::DeviceBuffer<float> k_scales, v_scales;
+    cuda::DeviceBuffer<float> k_pos_scales, v_pos_scales;  // dynamic only: [capacity x groups]
     cuda::DeviceBuffer<unsigned int> amax;        // 2 x scale_count(): calibration scratch
     cuda::DeviceBuffer<KvFp8Counters> counters;   // K, V
     bool calibrated = false;

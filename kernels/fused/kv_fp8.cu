@@ -113,8 +113,8 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
   const int D = a.layout.head_dim, per_lane = (D + 31) / 32;
   const int kv = h / (a.n_heads / a.layout.n_kv_heads);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const float ks = a.k_scales[a.layout.per_head ? kv : 0];
-  const float vs = a.v_scales[a.layout.per_head ? kv : 0];
+  const float ks_all = a.k_scales[a.layout.per_head ? kv : 0];
+  const float vs_all = a.v_scales[a.layout.per_head ? kv : 0];
   const float attn_scale = 1.0f / sqrtf(static_cast<float>(D));
   const bf16* q = a.q + (static_cast<long>(row) * a.n_heads + h) * D;
   const long head_base = (static_cast<long>(b) * a.layout.n_kv_heads + kv) * a.layout.capacity * D;
@@ -125,7 +125,10 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
     acc[i] = 0;
   }
   float m = -INFINITY, l = 0;
+  const int groups = a.layout.scale_count(), group = a.layout.per_head ? kv : 0;
   for (int p = lo + warp; p < hi; p += kWarps) {
+    const float ks = a.k_pos_scales ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
+    const float vs = a.v_pos_scales ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;
     const __nv_fp8_e4m3* krow = a.k_cache + head_base + static_cast<long>(p) * D;
     const __nv_fp8_e4m3* vrow = a.v_cache + head_base + static_cast<long>(p) * D;
     float dot = 0;
@@ -192,6 +195,11 @@ __global__ void merge_kernel(KvFp8DecodeArgs a, int splits) {
   }
 }
 
+__global__ void keep_scales_kernel(const float* scales, int groups, int past, int n, float* pos_scales) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n * groups) pos_scales[static_cast<long>(past) * groups + i] = scales[i % groups];
+}
+
 void check_layout(const KvFp8Layout& l) {
   if (l.batch <= 0 || l.n_kv_heads <= 0 || l.head_dim <= 0 || l.capacity <= 0) {
     throw std::invalid_argument("kv_fp8: layout needs batch, n_kv_heads, head_dim, capacity > 0");
@@ -242,6 +250,14 @@ void launch_kv_fp8_append(const KvRows& rows, int n, int past, const KvFp8Layout
 void launch_kv_fp8_append(const bf16* rows, int n, int past, const KvFp8Layout& layout, const float* scales,
                           __nv_fp8_e4m3* cache, cudaStream_t stream) {
   launch_kv_fp8_append(KvRows::sequence_major(rows, n, layout), n, past, layout, scales, cache, nullptr, stream);
+}
+
+void launch_kv_fp8_keep_scales(const float* scales, int groups, int past, int n, float* pos_scales,
+                               cudaStream_t stream) {
+  if (groups <= 0 || n <= 0 || past < 0) throw std::invalid_argument("kv_fp8: keep_scales needs groups, n > 0");
+  const int total = n * groups, threads = 128;
+  keep_scales_kernel<<<(total + threads - 1) / threads, threads, 0, stream>>>(scales, groups, past, n, pos_scales);
+  CUDA_CHECK(cudaGetLastError());
 }
 
 void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t stream) {

@@ -102,7 +102,17 @@ struct KvFp8DecodeArgs {
   // head walks every position.
   int chunk = 0;
   float* partial = nullptr;
+  // Dynamic scales (fp8-kv*-dynamic): when set, key/value position p is dequantized with
+  // the scales it was stored with, k_pos_scales[p * scale_count() + group], not k_scales
+  // (a decode step's new scale must not re-read older rows).
+  const float* k_pos_scales = nullptr;
+  const float* v_pos_scales = nullptr;
 };
+
+// Copies `scales` (scale_count() each) to positions past .. past + n - 1 of `pos_scales`
+// [capacity x scale_count()]: the scales an append stored its rows with.
+void launch_kv_fp8_keep_scales(const float* scales, int groups, int past, int n, float* pos_scales,
+                               cudaStream_t stream);
 
 // The split decode's chunk (kv_fp8_decode_chunk): used where the batch's query heads alone
 // make fewer blocks than about two waves of a 132-SM H100 / H200 (decode b1 and b8 on the

@@ -218,10 +218,17 @@ TEST_P(FusedFp8KvRecipe, TimeLayerSmallReportsTheFp8Ops) {
 
 // The bounds fused-cuda meets against fused-v1 (test_fused_path.cpp): both sides round at
 // the same points and differ by FP32 summation order, so bf16 taps differ by one ulp in a
-// small share of elements; logits (FP32) by rounding of their inputs.
+// small share of elements; logits (FP32) by rounding of their inputs. rel L2 is
+// test_fused_path's 2e-3; the share of elements more than one ulp apart is held at 10%, not
+// 1%: the first H200 run (2026-12-03) of the static recipes met 1.04% (1 of the 96 values of
+// a stories260K k_rope decode row: one element moves the share by 1% there), 1.4-2.5% at
+// act and resid_out (qwen3-tiny, stories260K, where a one-ulp change in a term of a sum that
+// cancels is several ulps of the result), every rel L2 within 2e-3; the default fused-cuda's
+// batch-1 decode takes the GEMV route, these paths the GEMM route and their own attention.
+// A misplaced rounding point moves a third or more of a tap (test_fused_path.cpp's header).
 TapLimits fused_v1_limits(Tap tap) {
   const bool fp32_tap = tap == Tap::logits;
-  return {.share_off = fp32_tap ? 1.0 : 0.01, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
+  return {.share_off = fp32_tap ? 1.0 : 0.1, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
 }
 
 // Taps computed before the FP8 cache is read: its twin's bounds hold whatever the cache.
