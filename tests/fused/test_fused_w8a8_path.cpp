@@ -1,0 +1,280 @@
+// fused-cuda:fp8-w8a8 (fused-cuda with the fp8-w8a8 recipe's FP8 GEMMs and fp8-kv cache)
+// against its emulated twin, emulated-cpu --recipe fp8-w8a8:
+//  - registration and shape refusal run on any machine;
+//  - on a GPU of compute capability 8.9+: small random checkpoints whose projection dims are
+//    multiples of 16 (odd head counts), isolated layer by layer over a prefill, decode steps
+//    and a 2-token chunk. Each FP8 GEMM is checked against the twin's arithmetic
+//    (reference/w8a8.h) applied to the path's own input tap, so an E4M3 code that moved
+//    upstream cannot hide or excuse an error here; the taps are also held against the twin's.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <initializer_list>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fused_test_util.h"
+#include "harness/core/error.h"
+#include "harness/core/path_registry.h"
+#include "kernels/common/device_info.h"
+#include "kernels/fused/fused_path.h"
+#include "kernels/fused/fused_w8a8.h"
+#include "reference/kv_fp8.h"
+#include "reference/ops.h"
+#include "reference/random_checkpoint.h"
+#include "reference/recipe.h"
+#include "reference/rounding.h"
+#include "reference/w8a8.h"
+#include "tests/common/path_agreement.h"
+#include "tests/common/small_specs.h"
+
+namespace fusecheck::test {
+namespace {
+
+const std::string kPath = std::string(kFusedFp8KvPrefix) + kFp8W8a8Recipe;
+
+// Shapes whose every projection (q|k|v, o, gate|up, down) has K and N multiples of 16, as
+// cuBLASLt FP8 needs: 5 query heads over 1 kv head (qwen3), 4 over 2 with biases (qwen2),
+// 3 over 1 (llama); intermediate sizes 144, 112, 176 (9, 7, 11 tiles of 16).
+inline constexpr ShapePerArch kW8a8Shapes{
+    .qwen3 = {.hidden = 80, .n_heads = 5, .n_kv_heads = 1, .head_dim = 16, .intermediate = 144},
+    .qwen2 = {.hidden = 64, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16, .intermediate = 112},
+    .llama = {.hidden = 48, .n_heads = 3, .n_kv_heads = 1, .head_dim = 16, .intermediate = 176},
+};
+
+bool fp8_device() {
+  if (cuda::visible_device_count() == 0) return false;
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  return prop.major * 10 + prop.minor >= 89;
+}
+
+#define SKIP_WITHOUT_FP8_GPU()                                                      \
+  do {                                                                              \
+    SKIP_WITHOUT_GPU();                                                             \
+    if (!fp8_device()) GTEST_SKIP() << "device 0 is below compute capability 8.9"; \
+  } while (0)
+
+TEST(FusedW8a8Registration, TheFp8W8a8PathIsRegisteredWithItsTwinRecipe) {
+  register_builtin_paths();
+  const PathInfo* info = find_path(kPath);
+  ASSERT_NE(info, nullptr) << kPath << " is not registered";
+  EXPECT_EQ(info->device, "cuda");
+  EXPECT_EQ(info->recipe, "fp8-w8a8") << "the emulated twin is emulated-cpu --recipe fp8-w8a8";
+  EXPECT_EQ(info->role, "fused");
+  EXPECT_TRUE(find_recipe(info->recipe).gemm_fp8);
+  EXPECT_TRUE(find_recipe(info->recipe).kv_fp8.has_value());
+}
+
+// K or N not a multiple of 16 (stories260K's intermediate 172, the odd test shapes) is
+// refused at creation with the projection and its dims named, before any device call.
+TEST(FusedW8a8Registration, AShapeTheFp8GemmCannotTakeIsRefusedNamingTheProjection) {
+  ref::RandomCheckpoint ckpt(two_layer_spec("llama", kOddShapes, RopeStyle::NeoxHalfSplit, "BF16"), 3, DType::BF16);
+  try {
+    make_fused_cuda_fp8_w8a8_path(ckpt, PathOptions{});
+    FAIL() << "hidden 72 / intermediate 200 accepted";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("multiple of 16"), std::string::npos) << m;
+    EXPECT_NE(m.find("q|k|v"), std::string::npos) << m;  // the first projection that fails
+  }
+  ModelSpec down_only = two_layer_spec("llama", kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16");
+  down_only.intermediate = 172;  // gate|up N = 344 fails first
+  EXPECT_THROW(fused::check_w8a8_shapes(down_only), InputError);
+  EXPECT_NO_THROW(fused::check_w8a8_shapes(two_layer_spec("llama", kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16")));
+}
+
+TEST(FusedW8a8Registration, OnAGpuItIsCreatedOrRefusedByComputeCapability) {
+  SKIP_WITHOUT_GPU();
+  register_builtin_paths();
+  ref::RandomCheckpoint ckpt(two_layer_spec("qwen3", kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 3, DType::BF16);
+  if (fp8_device()) {
+    EXPECT_EQ(make_path(kPath, ckpt, PathOptions{})->name(), kPath);
+  } else {
+    try {
+      make_path(kPath, ckpt, PathOptions{});
+      FAIL() << "created below compute capability 8.9";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("8.9"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// fused-cuda's bounds against fused-v1 (test_fused_path.cpp): same rounding points, FP32
+// summation order differs, so bf16 taps differ by one ulp in a small share of elements.
+TapLimits fused_v1_limits(Tap tap) {
+  const bool fp32_tap = tap == Tap::logits;
+  return {.share_off = fp32_tap ? 1.0 : 0.01, .rel_l2 = fp32_tap ? 1e-5 : 2e-3};
+}
+
+// Against the twin's own taps once an FP8 input may differ: a bf16 input one ulp away from
+// the twin's (FP32 summation order upstream, in at most 1% of elements) lands on another
+// E4M3 code only where it crosses a code boundary (about 1 in 16 of those), a step of 2^-3
+// of that element; the FP8 cache adds the same at attention. That is far below 2^-6 in
+// relative L2, while quantizing nothing at all (bf16 GEMMs) is about 0.036 on these
+// checkpoints (measured with the twin of fp8-kv in place of the path). The share of
+// elements is not bounded: one moved code shifts its whole output row.
+TapLimits fp8_twin_limits(Tap tap) {
+  if (tap == Tap::q || tap == Tap::k || tap == Tap::v || tap == Tap::q_rope || tap == Tap::k_rope) {
+    return fused_v1_limits(tap);  // same input rows as the twin: same codes, same scales
+  }
+  return {.share_off = std::nullopt, .rel_l2 = 0x1p-6};
+}
+
+using MatF = ref::Mat<float>;
+
+// A stored weight [rows x cols] as the path holds it: bf16, then E4M3 per row with scales.
+struct HostFp8Weight {
+  MatF e4m3;
+  std::vector<float> scales;
+};
+HostFp8Weight host_fp8_weight(const TensorView* t, int rows, int cols) {
+  MatF m(rows, cols);
+  const std::vector<float> f = t->to_float();
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) m(r, c) = round_to_bf16(f[static_cast<std::size_t>(r) * cols + c]);
+  ref::Fp8Stats stats;
+  std::vector<float> s = ref::quantize_rows_e4m3(m, stats, t->name);
+  return {std::move(m), std::move(s)};
+}
+ref::Vec<float> host_vector(const TensorView* t) {
+  const std::vector<float> f = t->to_float();
+  ref::Vec<float> v(static_cast<Eigen::Index>(f.size()));
+  for (std::size_t i = 0; i < f.size(); ++i) v(static_cast<Eigen::Index>(i)) = round_to_bf16(f[i]);
+  return v;
+}
+
+TapMatrix to_bf16_tap(const MatF& m) {
+  return m.unaryExpr([](float x) { return static_cast<double>(round_to_bf16(x)); });
+}
+
+// The twin's arithmetic after attention (reference/decoder_path.cpp under fp8-w8a8) fed the
+// path's own taps: o_proj from its attn, resid_mid and mlp_norm from its o_proj, act from
+// gate|up of that mlp_norm, resid_out from its act and resid_mid.
+struct HostLayer {
+  HostFp8Weight wo, w_gate, w_up, w_down;
+  ref::Vec<float> mlp_norm;
+};
+
+TapSet twin_after_attention(const ModelSpec& s, const HostLayer& w, const TapMatrix& input, const TapSet& got) {
+  ref::Fp8Stats discard;
+  const MatF x = input.cast<float>();
+  const MatF o = ref::fp8_scaled_gemm(got.at(Tap::attn).cast<float>(), w.wo.e4m3, w.wo.scales, discard, "attn");
+  TapSet out;
+  out[Tap::o_proj] = to_bf16_tap(o);
+  const MatF o_path = got.at(Tap::o_proj).cast<float>();
+  const MatF sum = x + o_path;
+  out[Tap::resid_mid] = to_bf16_tap(sum);
+  // fused-v1: mlp_norm normalizes the FP32 sum, one bf16 rounding of its output.
+  ref::RecipeRounding round(find_recipe(kFp8W8a8Recipe), 1);
+  const MatF mlp = ref::rms_norm(sum, w.mlp_norm, s.rms_eps, s.hidden, round,
+                                 {RoundPoint::mlp_norm_sumsq, RoundPoint::mlp_norm_normalized, RoundPoint::mlp_norm});
+  const MatF gate = ref::fp8_scaled_gemm(mlp, w.w_gate.e4m3, w.w_gate.scales, discard, "mlp_norm");
+  const MatF up = ref::fp8_scaled_gemm(mlp, w.w_up.e4m3, w.w_up.scales, discard, "mlp_norm");
+  MatF act(gate.rows(), gate.cols());
+  for (Eigen::Index i = 0; i < act.size(); ++i) act.data()[i] = round_to_bf16(ref::silu(gate.data()[i]) * up.data()[i]);
+  out[Tap::act] = act.cast<double>();
+  const MatF down = ref::fp8_scaled_gemm(got.at(Tap::act).cast<float>(), w.w_down.e4m3, w.w_down.scales, discard, "act");
+  out[Tap::resid_out] = to_bf16_tap(got.at(Tap::resid_mid).cast<float>() + down);
+  return out;
+}
+
+// A prefill of 13, four decode steps and a 2-token chunk for a batch of 3 then of 1, every
+// layer isolated: each GEMM's output and each residual / norm / SwiGLU after attention
+// within fused_v1_limits of the twin's arithmetic on the path's own inputs (the path and
+// the twin then differ only by FP32 summation order), every tap within fp8_twin_limits of
+// the twin's, the head within fused_v1_limits.
+std::unique_ptr<Path> emulated_twin(const Checkpoint& ckpt) {
+  register_builtin_paths();
+  PathOptions opts;
+  opts.recipe = kFp8W8a8Recipe;
+  return make_path("emulated-cpu", ckpt, opts);
+}
+
+void expect_agreement(const Checkpoint& ckpt, const std::string& label, std::unique_ptr<Path> fused) {
+  const ModelSpec& s = ckpt.spec();
+  auto emulated = emulated_twin(ckpt);
+
+  std::vector<HostLayer> host;
+  for (const LayerTensors& t : ckpt.model().layers) {
+    host.push_back({host_fp8_weight(t.wo, s.hidden, s.q_width()), host_fp8_weight(t.w_gate, s.intermediate, s.hidden),
+                    host_fp8_weight(t.w_up, s.intermediate, s.hidden), host_fp8_weight(t.w_down, s.hidden, s.intermediate),
+                    host_vector(t.mlp_norm)});
+  }
+  int own_input_checks = 0;
+  auto check = [&](const TapSet& g, const TapSet& e, bool, const std::string& where) {
+    if (where.find(" head ") != std::string::npos) return expect_taps_within(g, e, where, 1, fused_v1_limits);
+    expect_taps_within(g, e, where, 9, fp8_twin_limits);
+  };
+  auto observe = [&](int l, int, int, int, const TapMatrix& input, const TapSet& g, const std::string& where) {
+    expect_taps_within(g, twin_after_attention(s, host[l], input, g), where + " (twin on its own inputs)", 4,
+                       fused_v1_limits);
+    ++own_input_checks;
+  };
+  drive_isolated(*fused, *emulated, s, {3, 1}, 160, {13, 1, 1, 1, 1, 2}, 11, label, check, observe);
+  EXPECT_EQ(own_input_checks, 2 * 6 * s.n_layers);
+}
+
+class FusedW8a8Arch : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FusedW8a8Arch, SmallRandomCheckpointMatchesEmulatedTwinOverPrefillAndDecodeSteps) {
+  SKIP_WITHOUT_FP8_GPU();
+  ref::RandomCheckpoint ckpt(two_layer_spec(GetParam(), kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 5,
+                             DType::BF16);
+  expect_agreement(ckpt, GetParam(), make_fused_cuda_fp8_w8a8_path(ckpt, PathOptions{}));
+}
+
+// The check above on the twin itself (no GPU): the test's host arithmetic after attention
+// is what emulated-cpu --recipe fp8-w8a8 does, so the twin passes it on its own taps.
+TEST_P(FusedW8a8Arch, TheEmulatedTwinPassesTheAgreementCheckAgainstItself) {
+  ref::RandomCheckpoint ckpt(two_layer_spec(GetParam(), kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 5,
+                             DType::BF16);
+  expect_agreement(ckpt, GetParam() + " (twin)", emulated_twin(ckpt));
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, FusedW8a8Arch, ::testing::Values("qwen3", "qwen2", "llama"));
+
+// A NaN in a layer input reaches the FP8 row quantization: an InputError naming the row,
+// not NaN outputs.
+TEST(FusedW8a8Path, SmallNonFiniteInputIsAnErrorNotNaNOutputs) {
+  SKIP_WITHOUT_FP8_GPU();
+  ref::RandomCheckpoint ckpt(two_layer_spec("llama", kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 7, DType::BF16);
+  auto fused = make_fused_cuda_fp8_w8a8_path(ckpt, PathOptions{});
+  fused->reset(1, 8);
+  TapMatrix x = fused->embed(std::vector<std::int32_t>{1, 2, 3});
+  x(1, 5) = std::nan("");
+  try {
+    fused->layer(0, x);
+    FAIL() << "NaN input accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN or Inf"), std::string::npos) << e.what();
+  }
+}
+
+// time_layer (what fusecheck run times) lists the FP8 projection ops, decode and chunk.
+TEST(FusedW8a8Path, TimeLayerSmallReportsTheFp8Ops) {
+  SKIP_WITHOUT_FP8_GPU();
+  ref::RandomCheckpoint ckpt(two_layer_spec("qwen2", kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 9, DType::BF16);
+  auto fused = make_fused_cuda_fp8_w8a8_path(ckpt, PathOptions{});
+  TimingOptions t;
+  t.repetitions = 5;
+  for (const int n_new : {1, 9}) {
+    std::vector<std::string> names;
+    for (const auto& op : fused->time_layer(0, n_new, 17, t)) {
+      names.push_back(op.op);
+      EXPECT_GT(op.median_ms, 0) << op.op;
+      EXPECT_GT(op.bytes, 0) << op.op;
+    }
+    for (const char* want : {"qkv_act_quant(e4m3)", "qkv_fp8_gemm+bias", "o_proj_fp8_gemm", "gate_up_fp8_gemm(fp32 out)",
+                             "down_proj_fp8_gemm+residual", "kv_fp8_append"}) {
+      EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want << " n_new " << n_new;
+    }
+    EXPECT_EQ(names.back(), "layer(graph)");
+  }
+}
+
+}  // namespace
+}  // namespace fusecheck::test
