@@ -19,6 +19,8 @@
 #include "fused_test_util.h"
 #include "harness/core/error.h"
 #include "harness/core/path_registry.h"
+#include "harness/run/run_command.h"
+#include "harness/run/scenario.h"
 #include "kernels/common/device_info.h"
 #include "kernels/fused/fused_path.h"
 #include "kernels/fused/fused_w8a8.h"
@@ -67,6 +69,20 @@ TEST(FusedW8a8Registration, TheFp8W8a8PathIsRegisteredWithItsTwinRecipe) {
   EXPECT_EQ(info->role, "fused");
   EXPECT_TRUE(find_recipe(info->recipe).gemm_fp8);
   EXPECT_TRUE(find_recipe(info->recipe).kv_fp8.has_value());
+}
+
+// On the CPU the path runs as its twin, and the fused fallback makes it standard-cuda.
+TEST(FusedW8a8Registration, PlansAsItsEmulatedTwinOnTheCpuAndFallsBackToStandardCuda) {
+  register_builtin_paths();
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\n";
+  std::vector<std::string> notes;
+  const auto cpu = run::plan_paths(run::parse_scenario(head + "paths: [\"fused-cuda:fp8-w8a8\"]\n", "a.yaml"), "cpu", true, notes);
+  ASSERT_EQ(cpu.size(), 1u);
+  EXPECT_EQ(cpu[0].label(), "emulated-cpu:fp8-w8a8");
+  const auto fallback =
+      run::plan_paths(run::parse_scenario(head + "paths: [\"fused-cuda:fp8-w8a8\"]\n", "b.yaml"), "cuda", false, notes);
+  ASSERT_EQ(fallback.size(), 1u);
+  EXPECT_EQ(fallback[0].label(), "standard-cuda");
 }
 
 // K or N not a multiple of 16 (stories260K's intermediate 172, the odd test shapes) is
