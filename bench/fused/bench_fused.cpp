@@ -28,11 +28,13 @@
 //                                 same input, the two graphs launched alternately: us (fp8),
 //                                 us_default, ratio = fp8 / default. Validated first (layer
 //                                 outputs finite and within 2^-4 relative L2) or not timed.
-//   fp8w8a8/<model>/<case>/layer(graph)
+//   fp8w8a8/<model>/<case>/layer(graph)[/gemv]
 //                                 the fp8-w8a8 layer (fused-cuda:fp8-w8a8: set_kv_fp8 and
 //                                 set_w8a8, the GEMM route with E4M3 projections) beside the
 //                                 default layer, as fp8kv/ (same weights, then quantized to
 //                                 E4M3 per output channel); validated within 2^-3 relative L2.
+//                                 /gemv (decode): the FP8 GEMV in place of cuBLASLt + epilogue
+//                                 (FusedW8a8::set_gemv_max_rows, kW8a8GemvMaxRows rows).
 //                                 Issue 17's target (decode b1 at 8B shapes at least 1.7x the
 //                                 bf16 layer) is ratio <= 1 / 1.7 = 0.59.
 // Every entry: time per iteration = CUDA events around one graph launch queued behind a
@@ -64,6 +66,8 @@
 #include "kernels/common/stream.h"
 #include "kernels/common/timing.h"
 #include "kernels/fused/fused_layer.h"
+#include "kernels/fused/fused_w8a8.h"
+#include "kernels/fused/w8a8_gemv.h"
 #include "reference/recipe.h"
 
 namespace fc = fusecheck;
@@ -305,10 +309,12 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
 
 // The layer of FP8 recipe `recipe` (fp8-kv*, fp8-w8a8) beside the default one (see the file
 // comment).
-void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, const std::string& recipe) {
+void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, const std::string& recipe,
+                 bool w8a8_gemv = false) {
   Context& ctx = context(m, c);
-  auto& layer = ctx.fp8_layers[recipe];
-  auto& ops = ctx.fp8_ops[recipe];
+  const std::string key = recipe + (w8a8_gemv ? "/gemv" : "");
+  auto& layer = ctx.fp8_layers[key];
+  auto& ops = ctx.fp8_ops[key];
   const int rows = c.batch * c.n;
   std::string bad;
   try {
@@ -317,6 +323,7 @@ void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, cons
       layer->share_weights(ctx.layer->shared_weights());
       layer->set_kv_fp8(*fc::find_recipe(recipe).kv_fp8);
       if (fc::find_recipe(recipe).gemm_fp8) layer->set_w8a8(ctx.stream);
+      if (w8a8_gemv) layer->w8a8()->set_gemv_max_rows(fc::fused::kW8a8GemvMaxRows);
       layer->reset(c.batch, c.start + c.n);
       layer->randomize_caches(7, ctx.stream);  // the default layer's cache contents, then E4M3
       ops = layer->ops(0, c.n, c.start);
@@ -337,7 +344,7 @@ void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, cons
     st.SkipWithError(("not timed: " + bad).c_str());
     return;
   }
-  time_beside_default(st, ctx, "fp8_" + recipe, ops);
+  time_beside_default(st, ctx, "fp8_" + key, ops);
 }
 
 // Plain cuBLAS (cublasGemmEx, bf16 out) on one projection shape of the case.
@@ -479,6 +486,10 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(("fp8w8a8/" + m + "/" + c.name + "/layer(graph)").c_str(),
                                    [=](benchmark::State& st) { bench_fp8kv(st, m, c, "fp8-w8a8"); })
           ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      if (c.batch * c.n <= fc::fused::kW8a8GemvMaxRows)
+        benchmark::RegisterBenchmark(("fp8w8a8/" + m + "/" + c.name + "/layer(graph)/gemv").c_str(),
+                                     [=](benchmark::State& st) { bench_fp8kv(st, m, c, "fp8-w8a8", true); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
     }
   }
   benchmark::Initialize(&argc, argv);

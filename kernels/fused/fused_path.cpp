@@ -94,7 +94,8 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
 class FusedPath : public cuda::GpuPath {
  public:
   FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant,
-            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt, bool w8a8 = false)
+            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt,
+            std::optional<int> w8a8_gemv_max_rows = std::nullopt)
       : GpuPath(ckpt, opts.device_index), invariant_(invariant), name_(std::move(name)) {
     if (kv_fp8) fused::require_fp8_device(opts.device_index);
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
@@ -102,7 +103,10 @@ class FusedPath : public cuda::GpuPath {
     if (kv_fp8) layer_->set_kv_fp8(*kv_fp8);
     weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
-    if (w8a8) layer_->set_w8a8(stream_);
+    if (w8a8_gemv_max_rows) {  // fp8-w8a8
+      layer_->set_w8a8(stream_);
+      layer_->w8a8()->set_gemv_max_rows(*w8a8_gemv_max_rows);
+    }
   }
 
   std::string name() const override { return name_; }
@@ -300,10 +304,11 @@ std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const 
   return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + recipe, kv ? kv : r.kv_fp8);
 }
 
-std::unique_ptr<Path> make_fused_cuda_fp8_w8a8_path(const Checkpoint& ckpt, const PathOptions& opts) {
+std::unique_ptr<Path> make_fused_cuda_fp8_w8a8_path(const Checkpoint& ckpt, const PathOptions& opts,
+                                                    int gemv_max_rows) {
   const Recipe& r = find_recipe(kFp8W8a8Recipe);
   fused::check_w8a8_shapes(ckpt.spec());  // before any device call: refused on any machine
-  return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + r.name, r.kv_fp8, true);
+  return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + r.name, r.kv_fp8, gemv_max_rows);
 }
 
 }  // namespace fusecheck

@@ -9,6 +9,7 @@
 
 #include "harness/core/error.h"
 #include "kernels/fused/fused_layer.h"
+#include "kernels/fused/w8a8_gemv.h"
 #include "kernels/fused/w8a8_residual.h"
 
 namespace fusecheck::fused {
@@ -65,6 +66,13 @@ void FusedW8a8::quantize(const std::vector<FusedLayerWeights>& layers, cudaStrea
   }
 }
 
+void FusedW8a8::set_gemv_max_rows(int rows) {
+  if (rows < 0 || rows > kW8a8GemvMaxRows) {
+    throw std::invalid_argument(fmt::format("fp8-w8a8: GEMV rows {} outside 0..{}", rows, kW8a8GemvMaxRows));
+  }
+  gemv_max_rows_ = rows;
+}
+
 void FusedW8a8::project(std::vector<cuda::DeviceOp>& out, W8a8Proj p, int layer, const bf16* in, int rows,
                         const bf16* bias, const bf16* resid, void* y) {
   const Fp8Weight& w = weight(layer, p);
@@ -90,10 +98,12 @@ void FusedW8a8::project(std::vector<cuda::DeviceOp>& out, W8a8Proj p, int layer,
                  [=](cudaStream_t s) { launch_quantize_rows_e4m3(in, rows, K, codes, scales, bad_row, s); }});
 
   const bool fp32_out = p == W8a8Proj::gate_up;
-  const char* name = p == W8a8Proj::qkv       ? (bias ? "qkv_fp8_gemm+bias" : "qkv_fp8_gemm")
-                     : p == W8a8Proj::o       ? "o_proj_fp8_gemm"
-                     : p == W8a8Proj::gate_up ? "gate_up_fp8_gemm(fp32 out)"
-                                              : "down_proj_fp8_gemm+residual";
+  const bool gemv = rows <= gemv_max_rows_;
+  const std::string kind = gemv ? "fp8_gemv" : "fp8_gemm";
+  const std::string name = p == W8a8Proj::qkv       ? "qkv_" + kind + (bias ? "+bias" : "")
+                           : p == W8a8Proj::o       ? "o_proj_" + kind
+                           : p == W8a8Proj::gate_up ? "gate_up_" + kind + "(fp32 out)"
+                                                    : "down_proj_" + kind + "+residual";
   // Least bytes: E4M3 weights and inputs, both scale vectors, the output (and residual,
   // bias); the FP32 accumulator's round trip to the epilogue is not counted.
   const double bytes = double(N) * K + N * 4.0 + R * K + R * 4.0 + R * N * (fp32_out ? 4.0 : 2.0) +
@@ -101,7 +111,10 @@ void FusedW8a8::project(std::vector<cuda::DeviceOp>& out, W8a8Proj p, int layer,
   Fp8Gemm* gemm = &gemm_;
   const Fp8Weight* wp = &w;
   out.push_back({name, bytes, 2.0 * R * N * K, [=](cudaStream_t s) {
-                   if (resid) {
+                   if (gemv) {
+                     launch_w8a8_gemv(codes, scales, wp->codes.data(), wp->scales.data(), bias, resid, rows, N, K, y,
+                                      fp32_out, s);
+                   } else if (resid) {
                      gemm->gemm_unit_scales(codes, wp->codes.data(), rows, N, K, acc, s);
                      launch_w8a8_epilogue_residual(acc, scales, wp->scales.data(), resid, rows, N,
                                                    static_cast<bf16*>(y), s);

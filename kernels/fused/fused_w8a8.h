@@ -53,6 +53,12 @@ class FusedW8a8 {
   void project(std::vector<cuda::DeviceOp>& out, W8a8Proj p, int layer, const __nv_bfloat16* in, int rows,
                const __nv_bfloat16* bias, const __nv_bfloat16* resid, void* y);
 
+  // Calls of at most `rows` token rows (0: none, the default; at most kW8a8GemvMaxRows) run
+  // each projection's GEMM and epilogue as one FP8 GEMV kernel (w8a8_gemv.h) in place of
+  // cuBLASLt: same codes, scales and epilogue order, FP32 summation order aside. For the ops
+  // made from now on.
+  void set_gemv_max_rows(int rows);
+
   // The bad-row flag of the activation quantization (w8a8.h, Fp8RowCheck).
   Fp8RowCheck& row_check() { return rows_; }
   const Fp8Weight& weight(int layer, W8a8Proj p) const {
@@ -67,6 +73,7 @@ class FusedW8a8 {
   cuda::DeviceBuffer<float> scales_;         // [rows]
   cuda::DeviceBuffer<float> acc_;            // [rows x N]
   Fp8RowCheck rows_;
+  int gemv_max_rows_ = 0;
 };
 
 }  // namespace fusecheck::fused

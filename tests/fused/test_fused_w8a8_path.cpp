@@ -5,7 +5,10 @@
 //    multiples of 16 (odd head counts), isolated layer by layer over a prefill, decode steps
 //    and a 2-token chunk. Each FP8 GEMM is checked against the twin's arithmetic
 //    (reference/w8a8.h) applied to the path's own input tap, so an E4M3 code that moved
-//    upstream cannot hide or excuse an error here; the taps are also held against the twin's.
+//    upstream cannot hide or excuse an error here; the taps are also held against the twin's;
+//    the same with the FP8 GEMV at decode (FusedW8a8::set_gemv_max_rows);
+//  - the FP8 GEMV kernel alone: bit for bit the twin's epilogue on exact sums (small-integer
+//    codes), and within w8a8_reference_tolerance of the exact product on random codes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +16,7 @@
 #include <initializer_list>
 #include <iostream>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -24,6 +28,7 @@
 #include "kernels/common/device_info.h"
 #include "kernels/fused/fused_path.h"
 #include "kernels/fused/fused_w8a8.h"
+#include "kernels/fused/w8a8_gemv.h"
 #include "reference/kv_fp8.h"
 #include "reference/ops.h"
 #include "reference/random_checkpoint.h"
@@ -234,6 +239,136 @@ void expect_agreement(const Checkpoint& ckpt, const std::string& label, std::uni
   EXPECT_EQ(own_input_checks, 2 * 6 * s.n_layers);
 }
 
+// One GEMV case: rows, output channels, inputs, and what the epilogue adds or keeps.
+struct GemvCase {
+  int M, N, K;
+  bool bias, resid, fp32_out;
+  std::string name() const {
+    return "M" + std::to_string(M) + "_N" + std::to_string(N) + "_K" + std::to_string(K) + (bias ? "_bias" : "") +
+           (resid ? "_resid" : "") + (fp32_out ? "_f32" : "_bf16");
+  }
+};
+
+// Runs launch_w8a8_gemv on host codes (E4M3 bytes) and scales; returns y as floats (bf16
+// outputs widened), after checking every output was written (poisoned first).
+std::vector<float> run_gemv(const GemvCase& c, const std::vector<std::uint8_t>& a8, const std::vector<float>& as,
+                            const std::vector<std::uint8_t>& w8, const std::vector<float>& ws, const Bits& bias,
+                            const Bits& resid) {
+  cuda::DeviceBuffer<__nv_fp8_e4m3> a(a8.size()), w(w8.size());
+  CUDA_CHECK(cudaMemcpy(a.data(), a8.data(), a8.size(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(w.data(), w8.data(), w8.size(), cudaMemcpyHostToDevice));
+  cuda::DeviceBuffer<float> a_s, w_s;
+  a_s.upload(as);
+  w_s.upload(ws);
+  const auto b = to_device(bias), r = to_device(resid);
+  const std::size_t n_out = static_cast<std::size_t>(c.M) * c.N;
+  std::vector<float> out(n_out);
+  if (c.fp32_out) {
+    cuda::DeviceBuffer<float> y(n_out);
+    y.fill_poison();
+    fused::launch_w8a8_gemv(a.data(), a_s.data(), w.data(), w_s.data(), c.bias ? b.data() : nullptr,
+                            c.resid ? r.data() : nullptr, c.M, c.N, c.K, y.data(), true, nullptr);
+    out = y.download();
+  } else {
+    auto y = poisoned(n_out);
+    fused::launch_w8a8_gemv(a.data(), a_s.data(), w.data(), w_s.data(), c.bias ? b.data() : nullptr,
+                            c.resid ? r.data() : nullptr, c.M, c.N, c.K, y.data(), false, nullptr);
+    const Bits bits = to_host(y);
+    for (std::size_t i = 0; i < n_out; ++i) out[i] = bf16_to_float(bits[i]);
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return out;
+}
+
+const std::vector<GemvCase> kGemvCases = {
+    {1, 44, 176, true, false, false},  {3, 44, 176, false, false, true},  {8, 44, 176, false, true, false},
+    {1, 40, 1040, false, true, false}, {5, 40, 1040, true, false, false}, {8, 40, 1040, false, false, true},
+};
+
+// Codes of small integers (-8..8, exact in E4M3) make every sum exact in FP32, so the kernel's
+// summation order cannot show: each output must be the twin's epilogue, a_s * (w_s * acc)
+// [+ bias] [then resid + that], in FP32 operations, bit for bit. Random FP32 scales (no
+// powers of two) so that each product rounds.
+TEST(FusedW8a8Gemv, SmallIntegerCodesGiveTheTwinsEpilogueBitForBit) {
+  SKIP_WITHOUT_FP8_GPU();
+  for (const GemvCase& c : kGemvCases) {
+    std::mt19937_64 rng(static_cast<std::uint64_t>(c.M * 1000 + c.K));
+    std::uniform_int_distribution<int> small(-8, 8);
+    std::uniform_real_distribution<float> scale(1e-3f, 1e-2f);
+    std::vector<std::uint8_t> a8(static_cast<std::size_t>(c.M) * c.K), w8(static_cast<std::size_t>(c.N) * c.K);
+    std::vector<float> av(a8.size()), wv(w8.size()), as(c.M), ws(c.N);
+    for (std::size_t i = 0; i < a8.size(); ++i) av[i] = static_cast<float>(small(rng)), a8[i] = float_to_e4m3(av[i]);
+    for (std::size_t i = 0; i < w8.size(); ++i) wv[i] = static_cast<float>(small(rng)), w8[i] = float_to_e4m3(wv[i]);
+    for (auto& x : as) x = scale(rng);
+    for (auto& x : ws) x = scale(rng);
+    const Bits bias = random_bits(c.N, 31, -1.f, 1.f), resid = random_bits(static_cast<std::size_t>(c.M) * c.N, 32, -4.f, 4.f);
+    const std::vector<float> got = run_gemv(c, a8, as, w8, ws, bias, resid);
+    int differ = 0;
+    for (int m = 0; m < c.M; ++m)
+      for (int n = 0; n < c.N; ++n) {
+        float acc = 0;
+        for (int k = 0; k < c.K; ++k) acc += av[static_cast<std::size_t>(m) * c.K + k] * wv[static_cast<std::size_t>(n) * c.K + k];
+        float v = as[m] * (ws[n] * acc);
+        if (c.bias) v = v + static_cast<float>(val(bias, n));
+        const std::size_t at = static_cast<std::size_t>(m) * c.N + n;
+        if (c.resid) v = static_cast<float>(val(resid, at)) + v;
+        const float want = c.fp32_out ? v : round_to_bf16(v);
+        differ += !(got[at] == want);
+      }
+    EXPECT_EQ(differ, 0) << c.name() << ": outputs differing from the twin's epilogue on exact sums";
+  }
+}
+
+// Random codes over the whole finite E4M3 range: each output within w8a8_reference_tolerance
+// (any FP32 summation order, the epilogue's roundings, a bf16 ulp) of the double product of
+// the dequantized values.
+TEST(FusedW8a8Gemv, RandomCodesStayWithinTheFp32OrderBoundOfTheExactProduct) {
+  SKIP_WITHOUT_FP8_GPU();
+  for (const GemvCase& c : kGemvCases) {
+    if (c.resid) continue;  // the residual add is checked bit for bit above
+    std::mt19937_64 rng(static_cast<std::uint64_t>(c.N * 7 + c.K));
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> scale(1e-4f, 1e-2f);
+    auto code = [&] {
+      std::uint8_t b;
+      do b = static_cast<std::uint8_t>(byte(rng)); while ((b & 0x7f) == 0x7f);  // no NaN codes
+      return b;
+    };
+    std::vector<std::uint8_t> a8(static_cast<std::size_t>(c.M) * c.K), w8(static_cast<std::size_t>(c.N) * c.K);
+    for (auto& b : a8) b = code();
+    for (auto& b : w8) b = code();
+    std::vector<float> as(c.M), ws(c.N);
+    for (auto& x : as) x = scale(rng);
+    for (auto& x : ws) x = scale(rng);
+    const Bits bias = random_bits(c.N, 41, -1.f, 1.f), resid(static_cast<std::size_t>(c.M) * c.N, 0);
+    const std::vector<float> got = run_gemv(c, a8, as, w8, ws, bias, resid);
+    int outside = 0;
+    double sum_sq = 0;
+    for (int m = 0; m < c.M; ++m)
+      for (int n = 0; n < c.N; ++n) {
+        double exact = 0, abs_sum = 0;
+        for (int k = 0; k < c.K; ++k) {
+          const double p = static_cast<double>(e4m3_to_float(a8[static_cast<std::size_t>(m) * c.K + k])) *
+                           e4m3_to_float(w8[static_cast<std::size_t>(n) * c.K + k]);
+          exact += p;
+          abs_sum += std::fabs(p);
+        }
+        const double sc = static_cast<double>(as[m]) * ws[n];
+        const double b = c.bias ? val(bias, n) : 0.0;
+        const double want = sc * exact + b;
+        // The FP32 bound, one more FP32 rounding for the bias add (2^-24 relative, twice for
+        // margin) and, for a bf16 output, one bf16 ulp of the output (bias included).
+        double tol = fused::w8a8_reference_tolerance(c.K, sc, abs_sum, exact, false) + 0x1p-23 * std::fabs(want);
+        if (!c.fp32_out) tol += bf16_ulp(std::fabs(want) + tol);
+        const double y = got[static_cast<std::size_t>(m) * c.N + n];
+        sum_sq += want * want;
+        outside += !(std::fabs(y - want) <= tol);
+      }
+    EXPECT_GT(sum_sq, 0) << c.name();
+    EXPECT_EQ(outside, 0) << c.name() << ": outputs outside the FP32-order bound";
+  }
+}
+
 class FusedW8a8Arch : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FusedW8a8Arch, SmallRandomCheckpointMatchesEmulatedTwinOverPrefillAndDecodeSteps) {
@@ -241,6 +376,16 @@ TEST_P(FusedW8a8Arch, SmallRandomCheckpointMatchesEmulatedTwinOverPrefillAndDeco
   ref::RandomCheckpoint ckpt(two_layer_spec(GetParam(), kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 5,
                              DType::BF16);
   expect_agreement(ckpt, GetParam(), make_fused_cuda_fp8_w8a8_path(ckpt, PathOptions{}));
+}
+
+// The same with the FP8 GEMV for calls of up to kW8a8GemvMaxRows rows (decode at batch 3 and
+// 1, the 2-token chunk at batch 3); the prefill keeps cuBLASLt.
+TEST_P(FusedW8a8Arch, SmallRandomCheckpointWithTheDecodeGemvMatchesEmulatedTwin) {
+  SKIP_WITHOUT_FP8_GPU();
+  ref::RandomCheckpoint ckpt(two_layer_spec(GetParam(), kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16"), 5,
+                             DType::BF16);
+  expect_agreement(ckpt, GetParam() + " gemv",
+                   make_fused_cuda_fp8_w8a8_path(ckpt, PathOptions{}, fused::kW8a8GemvMaxRows));
 }
 
 // The check above on the twin itself (no GPU): the test's host arithmetic after attention
