@@ -26,6 +26,8 @@
 #include "harness/run/run_command.h"
 #include "harness/run/scenario.h"
 #include "kernels/common/device_info.h"
+#include "kernels/common/stream.h"
+#include "kernels/fused/fused_layer.h"
 #include "kernels/fused/fused_path.h"
 #include "kernels/fused/fused_w8a8.h"
 #include "kernels/fused/w8a8_gemv.h"
@@ -237,6 +239,52 @@ void expect_agreement(const Checkpoint& ckpt, const std::string& label, std::uni
   };
   drive_isolated(*fused, *emulated, s, {3, 1}, 160, {13, 1, 1, 1, 1, 2}, 11, label, check, observe);
   EXPECT_EQ(own_input_checks, 2 * 6 * s.n_layers);
+}
+
+// FusedLayer::set_w8a8 quantizes each layer's four projection weights once: their codes and
+// per-output-channel scales are the twin's quantizer (ref::quantize_rows_e4m3) applied to the
+// bf16 weights the layer holds, bit for bit (q|k|v and gate|up concatenated: per row, so the
+// same as the twin's separate q, k, v and gate, up).
+TEST(FusedW8a8Layer, SmallLayerWeightsAreTheTwinsCodesAndScales) {
+  SKIP_WITHOUT_FP8_GPU();
+  const ModelSpec spec = two_layer_spec("qwen2", kW8a8Shapes, RopeStyle::NeoxHalfSplit, "BF16");
+  fused::FusedLayer layer(spec);
+  cuda::Stream stream;
+  layer.init_random_weights(spec.n_layers, 13, stream);
+  layer.set_w8a8(stream);
+  const int H = spec.hidden, QW = spec.q_width(), I = spec.intermediate, NQKV = QW + 2 * spec.kv_width();
+  for (int l = 0; l < spec.n_layers; ++l) {
+    const fused::FusedLayerWeights& w = layer.weights()[l];
+    const struct {
+      fused::W8a8Proj proj;
+      const cuda::DeviceBuffer<bf16>* bf16_w;
+      int n, k;
+      const char* name;
+    } projs[] = {{fused::W8a8Proj::qkv, &w.w_qkv, NQKV, H, "q|k|v"},
+                 {fused::W8a8Proj::o, &w.w_o, H, QW, "o_proj"},
+                 {fused::W8a8Proj::gate_up, &w.w_gate_up, 2 * I, H, "gate|up"},
+                 {fused::W8a8Proj::down, &w.w_down, H, I, "down_proj"}};
+    for (const auto& p : projs) {
+      const std::string where = "layer " + std::to_string(l) + " " + p.name;
+      const Bits bits = to_host(*p.bf16_w);
+      MatF host(p.n, p.k);
+      for (int r = 0; r < p.n; ++r)
+        for (int c = 0; c < p.k; ++c) host(r, c) = bf16_to_float(bits[static_cast<std::size_t>(r) * p.k + c]);
+      ASSERT_GT(host.norm(), 0) << where;
+      ref::Fp8Stats stats;
+      const std::vector<float> want_scales = ref::quantize_rows_e4m3(host, stats, where);
+      const fused::Fp8Weight& q = layer.w8a8()->weight(l, p.proj);
+      ASSERT_EQ(q.n, p.n) << where;
+      ASSERT_EQ(q.k, p.k) << where;
+      EXPECT_EQ(q.scales.download(), want_scales) << where;
+      std::vector<std::uint8_t> codes(static_cast<std::size_t>(p.n) * p.k);
+      CUDA_CHECK(cudaMemcpy(codes.data(), q.codes.data(), codes.size(), cudaMemcpyDeviceToHost));
+      int differ = 0;
+      for (int r = 0; r < p.n; ++r)
+        for (int c = 0; c < p.k; ++c) differ += !(e4m3_to_float(codes[static_cast<std::size_t>(r) * p.k + c]) == host(r, c));
+      EXPECT_EQ(differ, 0) << where << ": codes differing from the twin's";
+    }
+  }
 }
 
 // One GEMV case: rows, output channels, inputs, and what the epilogue adds or keeps.
