@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
     acc[i] = 0;
   }
   float m = -INFINITY, l = 0;
-  const int groups = a.layout.scale_count(), group = a.layout.per_head ? kv : 0;
+  const int groups = a.layout.per_head ? a.layout.n_kv_heads : 1, group = a.layout.per_head ? kv : 0;
   for (int p = lo + warp; p < hi; p += kWarps) {
     const float ks = a.k_pos_scales ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
     const float vs = a.v_pos_scales ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;

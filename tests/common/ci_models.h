@@ -9,7 +9,10 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include <unistd.h>
 
 #include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
@@ -18,14 +21,23 @@
 namespace fusecheck::test {
 
 // Synthetic checkpoints (seed 7) are written once per build tree and reused by every test.
+// ctest runs tests in parallel processes: each writes into its own folder and renames it
+// into place, so no test opens a checkpoint another is still writing (a reader once met a
+// truncated model.safetensors under ctest -j2); the loser of the rename drops its copy.
 inline std::unique_ptr<Checkpoint> synth_model(const std::string& profile) {
+  namespace fs = std::filesystem;
   const char* bin = std::getenv("FUSECHECK_BINARY_DIR");
-  const std::filesystem::path root = bin ? std::filesystem::path(bin) : std::filesystem::temp_directory_path();
-  const std::filesystem::path dir = root / "test-scratch" / "gpu-models" / profile;
-  if (!std::filesystem::exists(dir / "config.json")) {
+  const fs::path root = bin ? fs::path(bin) : fs::temp_directory_path();
+  const fs::path dir = root / "test-scratch" / "gpu-models" / profile;
+  if (!fs::exists(dir / "config.json")) {
+    const fs::path tmp = dir.parent_path() / (profile + ".tmp." + std::to_string(::getpid()));
+    fs::remove_all(tmp);
     SynthOptions o;
     o.seed = 7;
-    write_synthetic_checkpoint(profile, o, dir);
+    write_synthetic_checkpoint(profile, o, tmp);
+    std::error_code ec;
+    fs::rename(tmp, dir, ec);  // fails when another process's copy is already in place
+    if (ec) fs::remove_all(tmp);
   }
   return Checkpoint::open(dir);
 }
