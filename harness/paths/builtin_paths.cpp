@@ -55,15 +55,6 @@ void register_builtin_paths() {
                               Tap::resid_mid, Tap::act, Tap::resid_out},
                      .origin = origin});
     }
-    // fused-cuda with the fp8-w8a8 recipe's FP8 GEMMs and cache (twin: emulated-cpu --recipe
-    // fp8-w8a8); refused below compute capability 8.9 or where K or N is not a multiple of 16.
-    register_path({.name = "fused-cuda:fp8-w8a8", .device = "cuda",
-                   .description = "fused-cuda with the fp8-w8a8 recipe: " + find_recipe("fp8-w8a8").description +
-                                  " (sm_89+; K, N multiples of 16)",
-                   .factory = cuda_factory("fused-cuda:fp8-w8a8"), .recipe = "fp8-w8a8", .role = "fused",
-                   .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
-                            Tap::resid_mid, Tap::act, Tap::resid_out},
-                   .origin = origin});
   });
 }
 

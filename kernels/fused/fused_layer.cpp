@@ -11,7 +11,6 @@
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/attention_prefill.h"
 #include "kernels/fused/fused_kv_fp8.h"
-#include "kernels/fused/fused_w8a8.h"
 #include "kernels/fused/gemm_lt.h"
 #include "kernels/fused/norm_gemv.h"
 #include "kernels/fused/qk_norm_rope.h"
@@ -141,14 +140,8 @@ void FusedLayer::set_batch_invariant(std::optional<BatchInvariantPlan> plan) {
 
 void FusedLayer::set_kv_fp8(const KvCacheFp8& cfg) { kv_fp8_ = std::make_unique<FusedKvFp8>(spec_, cfg); }
 
-void FusedLayer::set_w8a8(cudaStream_t stream) {
-  auto w8a8 = std::make_unique<FusedW8a8>(spec_);
-  w8a8->quantize(*weights_, stream);
-  w8a8_ = std::move(w8a8);
-}
-
 bool FusedLayer::gemv_route(int rows) const {
-  return !force_gemm_ && !invariant_ && !w8a8_ && rows <= kGemvRouteMaxRows && gemv_supports(rows, spec_.hidden, true) &&
+  return !force_gemm_ && !invariant_ && rows <= kGemvRouteMaxRows && gemv_supports(rows, spec_.hidden, true) &&
          gemv_supports(rows, spec_.q_width(), false) &&
          gemv_supports(rows, spec_.intermediate, false);
 }
@@ -214,8 +207,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                      launch_add_rmsnorm(nullptr, x_.data(), w.attn_norm.data(), eps, rows, H,
                                         nullptr, normed_.data(), s);
                    }});
-    if (w8a8_) w8a8_->project(out, W8a8Proj::qkv, layer, normed_.data(), rows, bias, nullptr, qkv_.data());
-    else out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
+    out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
                    2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
                      gemm_->run(normed_.data(), (*weights_)[layer].w_qkv.data(), rows, NQKV, H,
                                 qkv_.data(), false, bias, nullptr, s, algo);
@@ -316,8 +308,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                                                   act_.data(), s);
                    }});
   } else {
-    if (w8a8_) w8a8_->project(out, W8a8Proj::o, layer, attn_.data(), rows, nullptr, nullptr, o_proj_.data());
-    else out.push_back({"o_proj_gemm", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
+    out.push_back({"o_proj_gemm", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
                    [=, this, &w](cudaStream_t s) {
                      gemm_->run(attn_.data(), w.w_o.data(), rows, H, QW, o_proj_.data(), false,
                                 nullptr, nullptr, s, algo);
@@ -326,8 +317,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                      launch_add_rmsnorm(o_proj_.data(), x_.data(), w.mlp_norm.data(), eps, rows,
                                         H, resid_mid_.data(), normed_.data(), s);
                    }});
-    if (w8a8_) w8a8_->project(out, W8a8Proj::gate_up, layer, normed_.data(), rows, nullptr, nullptr, gate_up_.data());
-    else out.push_back({"gate_up_gemm(fp32 out)", w_gu + act_h + R * 2 * I * 4.0,
+    out.push_back({"gate_up_gemm(fp32 out)", w_gu + act_h + R * 2 * I * 4.0,
                    2.0 * R * 2 * I * H, [=, this, &w](cudaStream_t s) {
                      gemm_->run(normed_.data(), w.w_gate_up.data(), rows, 2 * I, H,
                                 gate_up_.data(), true, nullptr, nullptr, s, algo);
@@ -344,8 +334,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                                           H, resid_out_.data(), s);
                    }});
   } else {
-    if (w8a8_) w8a8_->project(out, W8a8Proj::down, layer, act_.data(), rows, nullptr, resid_mid_.data(), resid_out_.data());
-    else out.push_back({"down_proj_gemm+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
+    out.push_back({"down_proj_gemm+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
                    [=, this, &w](cudaStream_t s) {
                      gemm_->run(act_.data(), w.w_down.data(), rows, H, I, resid_out_.data(), false,
                                 nullptr, resid_mid_.data(), s, algo);

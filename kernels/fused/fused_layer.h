@@ -25,9 +25,6 @@
 // FP8 KV cache (set_kv_fp8; the fused-cuda:fp8-kv* paths): q/k-norm+RoPE writes the bf16
 // cache as always, never folded into attention; an append op quantizes the new rows into
 // E4M3 caches and attention reads those (fused_kv_fp8.h). Without it, no op changes.
-// FP8 GEMMs (set_w8a8; the fused-cuda:fp8-w8a8 path, with set_kv_fp8): the GEMM route for
-// every call, each projection an E4M3 row quantization + cuBLASLt FP8 GEMM + epilogue
-// (fused_w8a8.h); norms, RoPE, SwiGLU and the residual adds as the GEMM route's.
 // Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
 #pragma once
 
@@ -55,7 +52,6 @@ namespace fusecheck::fused {
 
 class LtGemm;
 class FusedKvFp8;
-class FusedW8a8;
 
 // Token rows up to which a layer call takes the GEMV route. Measured on an H200
 // (bench_fused, docs/fused-kernels.md): at 8 rows the CUDA-core GEMV is ALU-bound (377 us
@@ -120,11 +116,6 @@ class FusedLayer {
   // The fp8-kv recipe's KV cache from the next reset() on (docs/recipes.md, "fp8-kv").
   void set_kv_fp8(const KvCacheFp8& cfg);
   const FusedKvFp8* kv_fp8() const { return kv_fp8_.get(); }
-  // The fp8-w8a8 recipe's projections (docs/recipes.md, "fp8-w8a8"), their E4M3 weights
-  // quantized now from weights() (set the weights first). InputError for a shape cuBLASLt
-  // FP8 cannot take or a device below compute capability 8.9.
-  void set_w8a8(cudaStream_t stream);
-  FusedW8a8* w8a8() { return w8a8_.get(); }
 
   // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
   // not a rounding point of fused-v1).
@@ -144,7 +135,6 @@ class FusedLayer {
   bool force_gemm_ = false;
   std::optional<BatchInvariantPlan> invariant_;
   std::unique_ptr<FusedKvFp8> kv_fp8_;
-  std::unique_ptr<FusedW8a8> w8a8_;
   std::vector<cuda::DeviceBuffer<__nv_bfloat16>> k_cache_, v_cache_;
   cuda::DeviceBuffer<float> rope_cos_, rope_sin_;
   cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,

@@ -22,7 +22,6 @@
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/fused_layer.h"
-#include "kernels/fused/fused_w8a8.h"
 #include "kernels/fused/kv_fp8.h"
 
 namespace fusecheck {
@@ -108,8 +107,7 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
 class FusedPath : public cuda::GpuPath {
  public:
   FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant,
-            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt,
-            std::optional<int> w8a8_gemv_max_rows = std::nullopt)
+            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt)
       : GpuPath(ckpt, opts.device_index), invariant_(invariant), name_(std::move(name)) {
     if (kv_fp8) fused::require_fp8_device(opts.device_index);
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
@@ -117,10 +115,6 @@ class FusedPath : public cuda::GpuPath {
     if (kv_fp8) layer_->set_kv_fp8(*kv_fp8);
     weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
     layer_->share_weights(weights_->layers);
-    if (w8a8_gemv_max_rows) {  // fp8-w8a8
-      layer_->set_w8a8(stream_);
-      layer_->w8a8()->set_gemv_max_rows(*w8a8_gemv_max_rows);
-    }
   }
 
   std::string name() const override { return name_; }
@@ -178,12 +172,9 @@ class FusedPath : public cuda::GpuPath {
     const int rows = static_cast<int>(input.rows()), n = rows / batch, start = kv_len_[l];
     const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n, start);
     upload_input(input);
-    fused::FusedW8a8* w8a8 = layer_->w8a8();
-    if (w8a8) w8a8->row_check().arm(stream_);
     cuda::enqueue_all(ops, stream_);
     stream_.synchronize();
     kv_len_[l] += n;
-    if (w8a8) w8a8->row_check().check("layer " + std::to_string(l) + " GEMM input", stream_);
     if (layer_->kv_fp8()) check_kv_fp8_scales(l);
 
     const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim;
@@ -318,13 +309,6 @@ std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const 
                          "fp8-kv-dynamic, fp8-kv-per-head-dynamic)");
   }
   return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + recipe, kv ? kv : r.kv_fp8);
-}
-
-std::unique_ptr<Path> make_fused_cuda_fp8_w8a8_path(const Checkpoint& ckpt, const PathOptions& opts,
-                                                    int gemv_max_rows) {
-  const Recipe& r = find_recipe(kFp8W8a8Recipe);
-  fused::check_w8a8_shapes(ckpt.spec());  // before any device call: refused on any machine
-  return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + r.name, r.kv_fp8, gemv_max_rows);
 }
 
 }  // namespace fusecheck

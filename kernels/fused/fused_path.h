@@ -36,15 +36,4 @@ std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const 
                                                   const std::string& recipe,
                                                   std::optional<KvCacheFp8> kv = std::nullopt);
 
-// The fused-cuda:fp8-w8a8 path: fused-cuda on the GEMM route for every call with the
-// fp8-w8a8 recipe's FP8 GEMMs (E4M3 weights per output channel quantized at creation,
-// activations per token at every call; fused_w8a8.h) and its fp8-kv cache; lm_head bf16. Its
-// twin: emulated-cpu --recipe fp8-w8a8. InputError when a projection's K or N is not a
-// multiple of 16 (checked first, on any machine) or on a device below compute capability 8.9.
-// `gemv_max_rows` > 0: calls of that many token rows or fewer use the FP8 GEMV
-// (FusedW8a8::set_gemv_max_rows; tests and A/B timing, off in the registered path).
-inline constexpr const char* kFp8W8a8Recipe = "fp8-w8a8";
-std::unique_ptr<Path> make_fused_cuda_fp8_w8a8_path(const Checkpoint& ckpt, const PathOptions& opts,
-                                                    int gemv_max_rows = 0);
-
 }  // namespace fusecheck
