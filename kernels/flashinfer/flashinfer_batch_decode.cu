@@ -15,6 +15,7 @@
 #include <flashinfer/page.cuh>
 
 #include "kernels/flashinfer/flashinfer_batch_decode.h"
+#include "kernels/flashinfer/flashinfer_checked.h"
 #include "kernels/flashinfer/flashinfer_ops.h"
 
 namespace fusecheck::flashinfer_ops {
@@ -26,22 +27,6 @@ using Variant = flashinfer::DefaultAttention</*custom_mask=*/false, /*sliding_wi
                                              /*logits_soft_cap=*/false, /*alibi=*/false>;
 using Params = flashinfer::BatchDecodeParams<bf16, bf16, bf16, IdType>;
 using PagedKvT = flashinfer::paged_kv_t<bf16, IdType>;
-
-// Runs a FlashInfer call: its cudaError_t, a FlashInfer exception, or a launch error left
-// behind, each becomes one std::runtime_error naming the call.
-template <class F>
-void checked(const char* what, F&& call) {
-  cudaError_t status;
-  try {
-    status = call();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("FlashInfer ") + what + ": " + e.what());
-  }
-  if (status == cudaSuccess) status = cudaGetLastError();
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("FlashInfer ") + what + ": " + cudaGetErrorString(status));
-  }
-}
 
 void cuda_ok(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));

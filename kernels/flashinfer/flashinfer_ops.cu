@@ -11,6 +11,7 @@
 #include <flashinfer/norm.cuh>
 #include <flashinfer/pos_enc.cuh>
 
+#include "kernels/flashinfer/flashinfer_checked.h"
 #include "kernels/flashinfer/flashinfer_ops.h"
 
 namespace fusecheck::flashinfer_ops {
@@ -20,21 +21,6 @@ namespace {
 // FlashInfer's silu as its Python API JIT-compiles it (flashinfer/activation.py:77-80).
 __device__ __forceinline__ float silu(const float& val) { return val / (1.0f + __expf(-val)); }
 
-// Runs a FlashInfer launcher: its cudaError_t, a FlashInfer exception, or a launch error
-// left behind, each becomes one std::runtime_error naming the call.
-template <class F>
-void checked(const char* what, F&& launch) {
-  cudaError_t status;
-  try {
-    status = launch();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("FlashInfer ") + what + ": " + e.what());
-  }
-  if (status == cudaSuccess) status = cudaGetLastError();
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("FlashInfer ") + what + ": " + cudaGetErrorString(status));
-  }
-}
 
 template <class T>
 T* mut(const T* p) { return const_cast<T*>(p); }  // FlashInfer's launchers take T* for inputs
