@@ -19,7 +19,7 @@
 //                                 invariant / default. Both are validated first (outputs
 //                                 finite and within 1e-2 relative L2 of each other) or not
 //                                 timed. <plan>: the default BatchInvariantPlan, or one
-//                                 field changed (no_split_k, chunk64, gemm_rows8, ...) to see
+//                                 field changed (no_split_k, cublaslt_decode, chunk64, ...) to see
 //                                 what each choice costs.
 //   fp8kv/<model>/<case>/layer(graph)/<recipe>
 //                                 the fp8-kv layer (fused-cuda:fp8-kv*, FusedLayer::set_kv_fp8)
@@ -434,6 +434,11 @@ int main(int argc, char** argv) {
       no_split.gemm_split_k = false;
       plans.emplace_back("/no_split_k", no_split);
       if (c.n == 1) {
+        // The decode projections on cuBLASLt's algorithm fixed at 64 rows (split-K allowed),
+        // the plan measured before the skinny GEMM (2026-12-03).
+        fc::fused::BatchInvariantPlan lt;
+        lt.skinny_decode = false;
+        plans.emplace_back("/cublaslt_decode", lt);
         vary("chunk64", &fc::fused::BatchInvariantPlan::decode_chunk, 64);
         vary("chunk256", &fc::fused::BatchInvariantPlan::decode_chunk, 256);
         vary("gemm_rows1", &fc::fused::BatchInvariantPlan::decode_gemm_rows, 1);

@@ -15,6 +15,7 @@
 #include "kernels/fused/norm_gemv.h"
 #include "kernels/fused/qk_norm_rope.h"
 #include "kernels/fused/silu_mul.h"
+#include "kernels/fused/skinny_gemm.h"
 #include "kernels/common/random_fill.h"
 #include "kernels/common/stream.h"
 
@@ -63,7 +64,8 @@ void rope_tables(const ModelSpec& spec, int capacity, std::vector<float>& cos_t,
     }
 }
 
-FusedLayer::FusedLayer(const ModelSpec& spec) : spec_(spec), gemm_(std::make_unique<LtGemm>()) {
+FusedLayer::FusedLayer(const ModelSpec& spec)
+    : spec_(spec), gemm_(std::make_unique<LtGemm>()), skinny_(std::make_unique<SkinnyGemm>()) {
   if (spec.rope_dim != 0 && spec.rope_dim != spec.head_dim)
     throw std::invalid_argument("fused-cuda: partial rotary (rope_dim != head_dim) is not supported");
 }
@@ -196,6 +198,16 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   std::vector<cuda::DeviceOp> out;
 
   const bool gemv = gemv_route(rows);
+  // Batch-invariant decode on the skinny GEMM: decided by the plan and the shapes (N, K)
+  // only, never by the row count.
+  const bool skinny = invariant_ && invariant_->skinny_decode && n == 1 && skinny_supports(NQKV, H) &&
+                      skinny_supports(H, QW) && skinny_supports(I, H) && skinny_supports(H, I);
+  if (skinny) {
+    skinny_->prepare(NQKV, H, bias ? SkinnyEpilogue::Bias : SkinnyEpilogue::Store);
+    skinny_->prepare(H, QW, SkinnyEpilogue::Store);
+    skinny_->prepare(I, H, SkinnyEpilogue::SwiGlu);
+    skinny_->prepare(H, I, SkinnyEpilogue::Residual);
+  }
   if (gemv) {
     out.push_back({"attn_norm+qkv", w_qkv + act_h + R * NQKV * kB, 2.0 * R * NQKV * H,
                    [=, this, &w](cudaStream_t s) {
@@ -207,11 +219,19 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                      launch_add_rmsnorm(nullptr, x_.data(), w.attn_norm.data(), eps, rows, H,
                                         nullptr, normed_.data(), s);
                    }});
-    out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
-                   2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
-                     gemm_->run(normed_.data(), (*weights_)[layer].w_qkv.data(), rows, NQKV, H,
-                                qkv_.data(), false, bias, nullptr, s, algo);
-                   }});
+    if (skinny)
+      out.push_back({bias ? "qkv_skinny+bias" : "qkv_skinny", w_qkv + act_h + R * NQKV * kB,
+                     2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
+                       skinny_->run(normed_.data(), (*weights_)[layer].w_qkv.data(), rows, NQKV, H,
+                                    bias ? SkinnyEpilogue::Bias : SkinnyEpilogue::Store, bias, nullptr,
+                                    qkv_.data(), s);
+                     }});
+    else
+      out.push_back({bias ? "qkv_gemm+bias" : "qkv_gemm", w_qkv + act_h + R * NQKV * kB,
+                     2.0 * R * NQKV * H, [=, this](cudaStream_t s) {
+                       gemm_->run(normed_.data(), (*weights_)[layer].w_qkv.data(), rows, NQKV, H,
+                                  qkv_.data(), false, bias, nullptr, s, algo);
+                     }});
   }
 
   RopeArgs ra;
@@ -307,6 +327,21 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                                                   eps, w.w_gate_up.data(), rows, H, I,
                                                   act_.data(), s);
                    }});
+  } else if (skinny) {
+    out.push_back({"o_proj_skinny", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
+                   [=, this, &w](cudaStream_t s) {
+                     skinny_->run(attn_.data(), w.w_o.data(), rows, H, QW, SkinnyEpilogue::Store, nullptr,
+                                  nullptr, o_proj_.data(), s);
+                   }});
+    out.push_back({"residual_add+mlp_norm", 4 * act_h, 0, [=, this, &w](cudaStream_t s) {
+                     launch_add_rmsnorm(o_proj_.data(), x_.data(), w.mlp_norm.data(), eps, rows,
+                                        H, resid_mid_.data(), normed_.data(), s);
+                   }});
+    out.push_back({"gate_up_skinny+swiglu", w_gu + act_h + R * I * kB, 2.0 * R * 2 * I * H,
+                   [=, this, &w](cudaStream_t s) {
+                     skinny_->run(normed_.data(), w.w_gate_up.data(), rows, I, H, SkinnyEpilogue::SwiGlu,
+                                  nullptr, nullptr, act_.data(), s);
+                   }});
   } else {
     out.push_back({"o_proj_gemm", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
                    [=, this, &w](cudaStream_t s) {
@@ -332,6 +367,12 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                    [=, this, &w](cudaStream_t s) {
                      launch_gemv_residual(act_.data(), w.w_down.data(), resid_mid_.data(), rows, I,
                                           H, resid_out_.data(), s);
+                   }});
+  } else if (skinny) {
+    out.push_back({"down_proj_skinny+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
+                   [=, this, &w](cudaStream_t s) {
+                     skinny_->run(act_.data(), w.w_down.data(), rows, H, I, SkinnyEpilogue::Residual,
+                                  nullptr, resid_mid_.data(), resid_out_.data(), s);
                    }});
   } else {
     out.push_back({"down_proj_gemm+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,

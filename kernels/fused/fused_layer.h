@@ -16,9 +16,11 @@
 // Both routes follow one rounding recipe, fused-v1 (docs/recipes.md, docs/fused-kernels.md).
 // Batch-invariant mode (set_batch_invariant; the fused-cuda:batch-invariant path): one
 // route for every row count, so a sequence's bits do not depend on the batch around it:
-// the GEMM route always, each cuBLASLt GEMM on the algorithm fixed per (N, K) at
-// BatchInvariantPlan's rows (decode calls and the head at one, prefill calls at the other;
-// no split-K unless the plan allows it), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
+// the GEMM route always: decode calls on the skinny tensor-core GEMM (skinny_gemm.h, its
+// order fixed per (N, K); gate/up with the SwiGLU in its epilogue) unless the plan says
+// otherwise or K is not a multiple of 8, every other GEMM on the cuBLASLt algorithm fixed
+// per (N, K) at BatchInvariantPlan's rows (decode calls and the head at one, prefill calls at
+// the other; no split-K unless the plan allows it), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
 // its own kernel (not folded: where it folds depends on the grid, i.e. on the batch, unless
 // FUSECHECK_FUSED_ROPE_FOLD=all). Norms, RoPE, SwiGLU and prefill attention are row-local
 // already (one block per row, token or 64-query tile at absolute key positions).
@@ -51,6 +53,7 @@ struct KvCacheFp8;
 namespace fusecheck::fused {
 
 class LtGemm;
+class SkinnyGemm;
 class FusedKvFp8;
 
 // Token rows up to which a layer call takes the GEMV route. Measured on an H200
@@ -131,6 +134,7 @@ class FusedLayer {
   std::shared_ptr<std::vector<FusedLayerWeights>> weights_ =
       std::make_shared<std::vector<FusedLayerWeights>>();
   std::unique_ptr<LtGemm> gemm_;
+  std::unique_ptr<SkinnyGemm> skinny_;  // batch-invariant decode projections
   int batch_ = 0, capacity_ = 0;
   bool force_gemm_ = false;
   std::optional<BatchInvariantPlan> invariant_;
