@@ -19,8 +19,10 @@
 //                                 invariant / default. Both are validated first (outputs
 //                                 finite and within 1e-2 relative L2 of each other) or not
 //                                 timed. <plan>: the default BatchInvariantPlan, or one
-//                                 field changed (no_split_k, cublaslt_decode, chunk64, ...) to see
+//                                 field changed (no_split_k, skinny_decode, chunk64, ...) to see
 //                                 what each choice costs.
+//   invariant/<model>/<case>/op<i> one op of the batch-invariant layer (default plan) on
+//                                 its own graph, labelled with its name.
 //   fp8kv/<model>/<case>/layer(graph)/<recipe>
 //                                 the fp8-kv layer (fused-cuda:fp8-kv*, FusedLayer::set_kv_fp8)
 //                                 beside the default layer: same weights, same random cache
@@ -296,6 +298,32 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
   time_beside_default(st, ctx, "i_" + plan_name, ops);
 }
 
+// One op of the batch-invariant layer (default plan) on its own graph: where its time goes
+// against the default layer's ops (fused/<model>/<case>/op<i>). Label: the op's name.
+void bench_invariant_op(benchmark::State& st, const std::string& m, const Case& c, int op_index) {
+  Context& ctx = context(m, c);
+  auto& ops = ctx.invariant_ops[""];
+  if (ops.empty()) {
+    ctx.layer->set_batch_invariant(fc::fused::BatchInvariantPlan{});
+    ops = ctx.layer->ops(0, c.n, c.start);
+    ctx.layer->set_batch_invariant(std::nullopt);
+  }
+  if (op_index >= static_cast<int>(ops.size())) {
+    st.SkipWithError("no such op on this route");
+    return;
+  }
+  auto& graph = ctx.graphs["iop" + std::to_string(op_index)];
+  const std::vector<const DeviceOp*> list = {&ops[op_index]};
+  if (!graph) {
+    graph = std::make_unique<fc::cuda::Graph>();
+    fc::cuda::capture(list, ctx.stream, *graph);
+  }
+  const fc::cuda::OpWork work = fc::cuda::total_work(list);
+  const double total = timed_loop(st, ctx.stream, [&] { graph->launch(ctx.stream); });
+  st.SetLabel(ops[op_index].name);
+  report(st, total, work.bytes, work.flops);
+}
+
 // The fp8-kv layer of `recipe` beside the default one (see the file comment).
 void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, const std::string& recipe) {
   Context& ctx = context(m, c);
@@ -434,11 +462,11 @@ int main(int argc, char** argv) {
       no_split.gemm_split_k = false;
       plans.emplace_back("/no_split_k", no_split);
       if (c.n == 1) {
-        // The decode projections on cuBLASLt's algorithm fixed at 64 rows (split-K allowed),
-        // the plan measured before the skinny GEMM (2026-12-03).
-        fc::fused::BatchInvariantPlan lt;
-        lt.skinny_decode = false;
-        plans.emplace_back("/cublaslt_decode", lt);
+        // The decode projections on the skinny tensor-core GEMM (kernels/fused/skinny_gemm.h)
+        // instead of cuBLASLt's algorithm fixed at 64 rows.
+        fc::fused::BatchInvariantPlan sk;
+        sk.skinny_decode = true;
+        plans.emplace_back("/skinny_decode", sk);
         vary("chunk64", &fc::fused::BatchInvariantPlan::decode_chunk, 64);
         vary("chunk256", &fc::fused::BatchInvariantPlan::decode_chunk, 256);
         vary("gemm_rows1", &fc::fused::BatchInvariantPlan::decode_gemm_rows, 1);
@@ -450,6 +478,10 @@ int main(int argc, char** argv) {
       for (const auto& [plan_name, plan] : plans)
         benchmark::RegisterBenchmark(("invariant/" + m + "/" + c.name + "/layer(graph)" + plan_name).c_str(),
                                      [=](benchmark::State& st) { bench_invariant(st, m, c, plan_name, plan); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      for (int op = 0; op < 10; ++op)
+        benchmark::RegisterBenchmark(("invariant/" + m + "/" + c.name + "/op" + std::to_string(op)).c_str(),
+                                     [=](benchmark::State& st) { bench_invariant_op(st, m, c, op); })
             ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
     }
   }

@@ -20,11 +20,12 @@ struct BatchInvariantPlan {
   int decode_gemm_rows = 64;
   int prefill_gemm_rows = 512;
   bool gemm_split_k = true;
-  // Decode calls (n == 1) run the projections on the skinny tensor-core GEMM
+  // true: decode calls (n == 1) run the projections on the skinny tensor-core GEMM
   // (kernels/fused/skinny_gemm.h: its order is fixed per (N, K), whatever the row count;
   // gate/up carries the SwiGLU) instead of the cuBLASLt algorithm fixed at decode_gemm_rows.
-  // false: the cuBLASLt decode of the first version (a bench variant).
-  bool skinny_decode = true;
+  // Off by default: on an H200 (2026-12-03) it made decode b1 4-9% faster than the cuBLASLt
+  // plan but b64 1.9-2.2x slower than the default mode (docs/fused-kernels.md); a variant.
+  bool skinny_decode = false;
 };
 
 }  // namespace fusecheck::fused

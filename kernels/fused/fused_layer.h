@@ -17,8 +17,8 @@
 // Batch-invariant mode (set_batch_invariant; the fused-cuda:batch-invariant path): one
 // route for every row count, so a sequence's bits do not depend on the batch around it:
 // the GEMM route always: decode calls on the skinny tensor-core GEMM (skinny_gemm.h, its
-// order fixed per (N, K); gate/up with the SwiGLU in its epilogue) unless the plan says
-// otherwise or K is not a multiple of 8, every other GEMM on the cuBLASLt algorithm fixed
+// order fixed per (N, K); gate/up with the SwiGLU in its epilogue) when the plan asks for it
+// (skinny_decode) and K is a multiple of 8, every other GEMM on the cuBLASLt algorithm fixed
 // per (N, K) at BatchInvariantPlan's rows (decode calls and the head at one, prefill calls at
 // the other; no split-K unless the plan allows it), decode attention on fixed chunks merged by the combine kernel, q/k-norm+RoPE as
 // its own kernel (not folded: where it folds depends on the grid, i.e. on the batch, unless

@@ -3,6 +3,7 @@
 #include "kernels/fused/skinny_gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -16,7 +17,16 @@ constexpr int kWarps = 4;               // per block; each warp owns one 16-row 
 constexpr int kThreads = kWarps * 32;
 constexpr int kStep = 64;               // k-elements per step: two 16-byte loads per row and thread
 constexpr int kMinStepsPerSplit = 4;    // a split reads at least 256 k-elements of each row
-constexpr int kBlocksPerSm = 4;         // the split count aims at this many blocks per SM
+// The split count aims at this many blocks per SM (FUSECHECK_SKINNY_BLOCKS_PER_SM, 1..32:
+// an A/B switch for the benchmarks, read once per process; the order then stays fixed).
+int blocks_per_sm() {
+  static const int v = [] {
+    const char* env = std::getenv("FUSECHECK_SKINNY_BLOCKS_PER_SM");
+    const int n = env ? std::atoi(env) : 0;
+    return n >= 1 && n <= 32 ? n : 4;
+  }();
+  return v;
+}
 
 int device_sm_count() {
   int dev = 0, n = 0;
@@ -88,76 +98,93 @@ __device__ __forceinline__ void store_out(const Args& a, int m, int n, float v, 
   }
 }
 
-// Grid: (column blocks, splits). Block: 4 warps, warp w owns column tile blockIdx.x * 4 + w:
-// weight rows 16 tile .. 16 tile + 15 (SwiGlu: gate rows 8 tile + g and up rows N + 8 tile + g,
-// so a thread holds the gate and the up sum of the same column).
-template <int TILES, SkinnyEpilogue E>
+// Grid: (column blocks, splits). Block: 4 warps; warp w owns WT column tiles, tile
+// (blockIdx.x * 4 + w) * WT + i: weight rows 16 tile .. 16 tile + 15 (SwiGlu: gate rows
+// 8 tile + g and up rows N + 8 tile + g, so a thread holds the gate and the up sum of the
+// same column). WT > 1 (used from 5 token tiles on) reuses each token fragment for WT
+// weight tiles: which warp computes an element changes, its sums do not (the same k-steps
+// of the same split, the same MMAs).
+template <int TILES, int WT, SkinnyEpilogue E>
 __global__ void __launch_bounds__(kThreads) skinny_kernel(Args a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int tile = blockIdx.x * kWarps + warp;
   constexpr bool kSwi = E == SkinnyEpilogue::SwiGlu;
+  // Weight steps in flight beyond the current one: 2 at WT = 1 (4 KB per warp), 1 above.
+  constexpr int PF = WT == 1 ? 2 : 1;
   const int n_rows = kSwi ? 2 * a.N : a.N;  // weight rows
-  const int r0 = kSwi ? tile * 8 + g : tile * 16 + g;
-  const int r1 = kSwi ? a.N + tile * 8 + g : r0 + 8;
-  const bool live0 = kSwi ? tile * 8 + g < a.N : r0 < n_rows;
-  const bool live1 = kSwi ? live0 : r1 < n_rows;
   const int K = a.K;
   const int k_begin = blockIdx.y * a.steps_per_split * kStep;
   const int k_end = min(K, k_begin + a.steps_per_split * kStep);
-  const bf16* w0 = a.W + static_cast<long>(live0 ? r0 : 0) * K + 8 * t;
-  const bf16* w1 = a.W + static_cast<long>(live1 ? r1 : 0) * K + 8 * t;
-
-  float acc[TILES][4];
+  int r0[WT], r1[WT];
+  bool live0[WT], live1[WT];
+  const bf16* w0[WT];
+  const bf16* w1[WT];
 #pragma unroll
-  for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int i = 0; i < WT; ++i) {
+    const int tile = (blockIdx.x * kWarps + warp) * WT + i;
+    r0[i] = kSwi ? tile * 8 + g : tile * 16 + g;
+    r1[i] = kSwi ? a.N + tile * 8 + g : r0[i] + 8;
+    live0[i] = kSwi ? tile * 8 + g < a.N : r0[i] < n_rows;
+    live1[i] = kSwi ? live0[i] : r1[i] < n_rows;
+    w0[i] = a.W + static_cast<long>(live0[i] ? r0[i] : 0) * K + 8 * t;
+    w1[i] = a.W + static_cast<long>(live1[i] ? r1[i] : 0) * K + 8 * t;
+  }
 
-  // Weights of the first two steps before the PDL wait (weights only), then two steps
-  // ahead: 4 KB in flight per warp, enough for DRAM at a few blocks per SM.
+  float acc[WT][TILES][4];
+#pragma unroll
+  for (int i = 0; i < WT; ++i)
+#pragma unroll
+    for (int j = 0; j < TILES; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+  // Weights of the first PF + 1 steps before the PDL wait (weights only), then PF steps
+  // ahead.
   auto in_k = [&](int k) { return k + 8 * t < k_end; };
-  auto load_step = [&](int k, uint4 (&w)[4]) {
+  auto load_step = [&](int k, uint4 (&w)[WT][4]) {
     const bool ok = k < k_end;
-    w[0] = load_w(w0 + k, ok && live0 && in_k(k));
-    w[1] = load_w(w0 + k + 32, ok && live0 && in_k(k + 32));
-    w[2] = load_w(w1 + k, ok && live1 && in_k(k));
-    w[3] = load_w(w1 + k + 32, ok && live1 && in_k(k + 32));
+#pragma unroll
+    for (int i = 0; i < WT; ++i) {
+      w[i][0] = load_w(w0[i] + k, ok && live0[i] && in_k(k));
+      w[i][1] = load_w(w0[i] + k + 32, ok && live0[i] && in_k(k + 32));
+      w[i][2] = load_w(w1[i] + k, ok && live1[i] && in_k(k));
+      w[i][3] = load_w(w1[i] + k + 32, ok && live1[i] && in_k(k + 32));
+    }
   };
-  uint4 cur[4], nxt[4];
-  load_step(k_begin, cur);
-  load_step(k_begin + kStep, nxt);
+  uint4 buf[PF + 1][WT][4];
+#pragma unroll
+  for (int p = 0; p < PF; ++p) load_step(k_begin + p * kStep, buf[p]);
   pdl_wait();
   pdl_trigger();
   for (int k = k_begin; k < k_end; k += kStep) {
-    uint4 far[4];
-    load_step(k + 2 * kStep, far);
-    uint4 x0[TILES], x1[TILES];
+    load_step(k + PF * kStep, buf[PF]);
 #pragma unroll
     for (int j = 0; j < TILES; ++j) {
       const int m = j * 8 + g;
       const bf16* xr = a.X + static_cast<long>(m < a.M ? m : 0) * K + k + 8 * t;
-      x0[j] = load_x(xr, m < a.M && in_k(k));
-      x1[j] = load_x(xr + 32, m < a.M && in_k(k + 32));
+      const uint4 x0 = load_x(xr, m < a.M && in_k(k)), x1 = load_x(xr + 32, m < a.M && in_k(k + 32));
+#pragma unroll
+      for (int i = 0; i < WT; ++i) step_mma(acc[i][j], buf[0][i][0], buf[0][i][1], buf[0][i][2], buf[0][i][3], x0, x1);
     }
 #pragma unroll
-    for (int j = 0; j < TILES; ++j) step_mma(acc[j], cur[0], cur[1], cur[2], cur[3], x0[j], x1[j]);
+    for (int p = 0; p < PF; ++p)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      cur[i] = nxt[i];
-      nxt[i] = far[i];
-    }
+      for (int i = 0; i < WT; ++i)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) buf[p][i][q] = buf[p + 1][i][q];
   }
 
-  // acc[j]: c0, c1 = weight row r0, tokens 8j + 2t and 8j + 2t + 1; c2, c3 = row r1, same tokens.
+  // acc[i][j]: c0, c1 = weight row r0[i], tokens 8j + 2t and 8j + 2t + 1; c2, c3 = row r1[i].
   if (a.splits > 1) {
     const int m_pad = TILES * 8;
     float* ws = a.ws + static_cast<long>(blockIdx.y) * m_pad * n_rows;
 #pragma unroll
-    for (int j = 0; j < TILES; ++j) {
-      const int m = j * 8 + 2 * t;
-      if (live0) __stcg(reinterpret_cast<float2*>(ws + static_cast<long>(r0) * m_pad + m),
-                        make_float2(acc[j][0], acc[j][1]));
-      if (live1) __stcg(reinterpret_cast<float2*>(ws + static_cast<long>(r1) * m_pad + m),
-                        make_float2(acc[j][2], acc[j][3]));
-    }
+    for (int i = 0; i < WT; ++i)
+#pragma unroll
+      for (int j = 0; j < TILES; ++j) {
+        const int m = j * 8 + 2 * t;
+        if (live0[i]) __stcg(reinterpret_cast<float2*>(ws + static_cast<long>(r0[i]) * m_pad + m),
+                             make_float2(acc[i][j][0], acc[i][j][1]));
+        if (live1[i]) __stcg(reinterpret_cast<float2*>(ws + static_cast<long>(r1[i]) * m_pad + m),
+                             make_float2(acc[i][j][2], acc[i][j][3]));
+      }
     __threadfence();
     __syncthreads();
     __shared__ bool last;
@@ -167,55 +194,66 @@ __global__ void __launch_bounds__(kThreads) skinny_kernel(Args a) {
     __threadfence();
     // The last block of this column block adds the splits in order 0, 1, ..., splits - 1.
 #pragma unroll
-    for (int j = 0; j < TILES; ++j) {
-      const int m = j * 8 + 2 * t;
-      float2 s0 = make_float2(0.f, 0.f), s1 = make_float2(0.f, 0.f);
-      for (int s = 0; s < a.splits; ++s) {
-        const float* p = a.ws + static_cast<long>(s) * m_pad * n_rows;
-        if (live0) {
-          const float2 v = __ldcg(reinterpret_cast<const float2*>(p + static_cast<long>(r0) * m_pad + m));
-          s0 = s == 0 ? v : make_float2(s0.x + v.x, s0.y + v.y);
+    for (int i = 0; i < WT; ++i)
+#pragma unroll
+      for (int j = 0; j < TILES; ++j) {
+        const int m = j * 8 + 2 * t;
+        float2 s0 = make_float2(0.f, 0.f), s1 = make_float2(0.f, 0.f);
+        for (int s = 0; s < a.splits; ++s) {
+          const float* p = a.ws + static_cast<long>(s) * m_pad * n_rows;
+          if (live0[i]) {
+            const float2 v = __ldcg(reinterpret_cast<const float2*>(p + static_cast<long>(r0[i]) * m_pad + m));
+            s0 = s == 0 ? v : make_float2(s0.x + v.x, s0.y + v.y);
+          }
+          if (live1[i]) {
+            const float2 v = __ldcg(reinterpret_cast<const float2*>(p + static_cast<long>(r1[i]) * m_pad + m));
+            s1 = s == 0 ? v : make_float2(s1.x + v.x, s1.y + v.y);
+          }
         }
-        if (live1) {
-          const float2 v = __ldcg(reinterpret_cast<const float2*>(p + static_cast<long>(r1) * m_pad + m));
-          s1 = s == 0 ? v : make_float2(s1.x + v.x, s1.y + v.y);
-        }
+        acc[i][j][0] = s0.x;
+        acc[i][j][1] = s0.y;
+        acc[i][j][2] = s1.x;
+        acc[i][j][3] = s1.y;
       }
-      acc[j][0] = s0.x;
-      acc[j][1] = s0.y;
-      acc[j][2] = s1.x;
-      acc[j][3] = s1.y;
-    }
     if (threadIdx.x == 0) a.counters[blockIdx.x] = 0;  // ready for the next launch
   }
 
 #pragma unroll
-  for (int j = 0; j < TILES; ++j) {
-    const int m = j * 8 + 2 * t;
+  for (int i = 0; i < WT; ++i)
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      if (m + e >= a.M) continue;
-      if constexpr (kSwi) {
-        if (live0) store_out<E>(a, m + e, tile * 8 + g, acc[j][e], acc[j][2 + e]);
-      } else {
-        if (live0) store_out<E>(a, m + e, r0, acc[j][e], 0.f);
-        if (live1) store_out<E>(a, m + e, r1, acc[j][2 + e], 0.f);
+    for (int j = 0; j < TILES; ++j) {
+      const int m = j * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        if (m + e >= a.M) continue;
+        if constexpr (kSwi) {
+          if (live0[i]) store_out<E>(a, m + e, r0[i], acc[i][j][e], acc[i][j][2 + e]);
+        } else {
+          if (live0[i]) store_out<E>(a, m + e, r0[i], acc[i][j][e], 0.f);
+          if (live1[i]) store_out<E>(a, m + e, r1[i], acc[i][j][2 + e], 0.f);
+        }
       }
     }
-  }
 }
+
+// Weight tiles per warp for a launch of `tiles` token tiles (see skinny_kernel). One: two
+// per warp from 5 token tiles on (each token fragment used twice) measured no better at 64
+// rows on an H200 (2026-12-03, bench_fused invariant/ decode b64 with the skinny plan:
+// llama-3-8b layer 613 us against 581 with one, qwen3-8b 528 against 560, qwen3-0.6b 258
+// against 194); kept as a template parameter for the next attempt.
+int weight_tiles(int /*tiles*/) { return 1; }
 
 template <SkinnyEpilogue E>
 void launch_tiles(int tiles, dim3 grid, cudaStream_t s, const Args& a) {
   switch (tiles) {
-    case 1: launch_pdl(skinny_kernel<1, E>, grid, kThreads, 0, s, a); break;
-    case 2: launch_pdl(skinny_kernel<2, E>, grid, kThreads, 0, s, a); break;
-    case 3: launch_pdl(skinny_kernel<3, E>, grid, kThreads, 0, s, a); break;
-    case 4: launch_pdl(skinny_kernel<4, E>, grid, kThreads, 0, s, a); break;
-    case 5: launch_pdl(skinny_kernel<5, E>, grid, kThreads, 0, s, a); break;
-    case 6: launch_pdl(skinny_kernel<6, E>, grid, kThreads, 0, s, a); break;
-    case 7: launch_pdl(skinny_kernel<7, E>, grid, kThreads, 0, s, a); break;
-    default: launch_pdl(skinny_kernel<8, E>, grid, kThreads, 0, s, a); break;
+    case 1: launch_pdl(skinny_kernel<1, 1, E>, grid, kThreads, 0, s, a); break;
+    case 2: launch_pdl(skinny_kernel<2, 1, E>, grid, kThreads, 0, s, a); break;
+    case 3: launch_pdl(skinny_kernel<3, 1, E>, grid, kThreads, 0, s, a); break;
+    case 4: launch_pdl(skinny_kernel<4, 1, E>, grid, kThreads, 0, s, a); break;
+    case 5: launch_pdl(skinny_kernel<5, 2, E>, grid, kThreads, 0, s, a); break;
+    case 6: launch_pdl(skinny_kernel<6, 2, E>, grid, kThreads, 0, s, a); break;
+    case 7: launch_pdl(skinny_kernel<7, 2, E>, grid, kThreads, 0, s, a); break;
+    default: launch_pdl(skinny_kernel<8, 2, E>, grid, kThreads, 0, s, a); break;
   }
 }
 
@@ -223,12 +261,14 @@ void launch_tiles(int tiles, dim3 grid, cudaStream_t s, const Args& a) {
 
 bool skinny_supports(int N, int K) { return N >= 1 && K >= 8 && K % 8 == 0; }
 
+// From the nominal tiling (one weight tile per warp), whatever tiling a launch uses: the
+// split count, and so every element's sums, never depend on the row count.
 int SkinnyGemm::splits(int N, int K, SkinnyEpilogue e) {
   static const int sms = device_sm_count();
   const int blocks = (N + cols_per_block(e) - 1) / cols_per_block(e);
   const int steps = (K + kStep - 1) / kStep;
   const int max_splits = std::max(1, steps / kMinStepsPerSplit);
-  const int want = std::clamp((kBlocksPerSm * sms + blocks - 1) / blocks, 1, max_splits);
+  const int want = std::clamp((blocks_per_sm() * sms + blocks - 1) / blocks, 1, max_splits);
   const int per_split = (steps + want - 1) / want;
   return (steps + per_split - 1) / per_split;  // no empty split
 }
@@ -258,15 +298,16 @@ void SkinnyGemm::run(const bf16* X, const bf16* W, int M, int N, int K, SkinnyEp
   const int S = splits(N, K, e);
   const int steps = (K + kStep - 1) / kStep;
   const int per_split = (steps + S - 1) / S;
-  const int blocks = (N + cols_per_block(e) - 1) / cols_per_block(e);
   prepare(N, K, e);
   for (int m0 = 0; m0 < M; m0 += kSkinnyMaxRows) {
     const int rows = std::min(kSkinnyMaxRows, M - m0);
     Args a{X + static_cast<long>(m0) * K, W, bias,
            resid ? resid + static_cast<long>(m0) * N : nullptr, Y + static_cast<long>(m0) * N,
            workspace_.data(), counters_.data(), rows, N, K, S, per_split};
-    const dim3 grid(blocks, S);
     const int tiles = (rows + 7) / 8;
+    const int wt = weight_tiles(tiles);
+    const int cols = cols_per_block(e) * wt;
+    const dim3 grid((N + cols - 1) / cols, S);
     switch (e) {
       case SkinnyEpilogue::Store: launch_tiles<SkinnyEpilogue::Store>(tiles, grid, stream, a); break;
       case SkinnyEpilogue::Bias: launch_tiles<SkinnyEpilogue::Bias>(tiles, grid, stream, a); break;

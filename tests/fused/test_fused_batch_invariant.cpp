@@ -9,10 +9,10 @@
 // chosen per row count; and its split-KV chunk doubles with the batch (llama odd shape,
 // batch 8: 32-position chunks up to KV 1344, 64 from 1345, while batch 1 keeps 32). The
 // tests print where the default path's bits differ (not asserted: which bits an order
-// change flips is not a property of the path). The registered plan runs decode projections
-// on the skinny GEMM (kernels/fused/skinny_gemm.h, K a multiple of 8: every shape here);
-// the first version's plan (BatchInvariantPlan::gemm_split_k = false and skinny_decode =
-// false: cuBLASLt at decode, no split-K) is asserted invariant too: both fix every
+// change flips is not a property of the path). Two more plans are asserted invariant too:
+// without split-K (BatchInvariantPlan::gemm_split_k = false, the registered path's plan
+// until 2026-12-03) and with the skinny decode GEMM (skinny_decode = true,
+// kernels/fused/skinny_gemm.h; K a multiple of 8: every shape here): each fixes every
 // reduction's shape.
 // GPU tests: they skip without a device. compute-sanitizer: --gtest_filter='*Small*'.
 #include <gtest/gtest.h>
@@ -132,11 +132,13 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
     ref::RandomCheckpoint ckpt(spec, 17, DType::BF16);
     auto invariant = make_path(kInvariant, ckpt, PathOptions{});
     auto fused = make_path("fused-cuda", ckpt, PathOptions{});
-    // The first version's plan: cuBLASLt at decode too (no skinny GEMM), no split-K.
+    // The first version's plan (no split-K) and the skinny decode GEMM's plan.
     fused::BatchInvariantPlan no_split_plan;
     no_split_plan.gemm_split_k = false;
-    no_split_plan.skinny_decode = false;
     auto no_split = make_fused_cuda_path(ckpt, PathOptions{}, no_split_plan);
+    fused::BatchInvariantPlan skinny_plan;
+    skinny_plan.skinny_decode = true;
+    auto skinny = make_fused_cuda_path(ckpt, PathOptions{}, skinny_plan);
     const Trace alone = needle_trace(*invariant, spec, 1, 0, c.kv_len);
     ASSERT_FALSE(alone.empty());
     // Not a trace of untouched buffers: the needle's layer output is a real one.
@@ -144,6 +146,7 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
     for (const auto& [where, m] : alone) ASSERT_TRUE(m.allFinite()) << where << " has NaN/Inf";
     const Trace fused_alone = needle_trace(*fused, spec, 1, 0, c.kv_len);
     const Trace no_split_alone = needle_trace(*no_split, spec, 1, 0, c.kv_len);
+    const Trace skinny_alone = needle_trace(*skinny, spec, 1, 0, c.kv_len);
     auto info = [](const char* what, const std::string& where, const std::string& diff) {
       std::printf("[   info   ] %s, %s: %s\n", what, where.c_str(),
                   diff.empty() ? "same bits" : ("differs first at " + diff).c_str());
@@ -156,7 +159,9 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
         info("fused-cuda (default)", where,
              first_difference(fused_alone, needle_trace(*fused, spec, batch, place, c.kv_len)));
         EXPECT_EQ(first_difference(no_split_alone, needle_trace(*no_split, spec, batch, place, c.kv_len)), "")
-            << "batch-invariant plan of the first version (cuBLASLt decode, no split-K), " << where << ": the needle's bits depend on its batch";
+            << "batch-invariant plan without split-K, " << where << ": the needle's bits depend on its batch";
+        EXPECT_EQ(first_difference(skinny_alone, needle_trace(*skinny, spec, batch, place, c.kv_len)), "")
+            << "batch-invariant plan with the skinny decode GEMM, " << where << ": the needle's bits depend on its batch";
       }
     }
   }
