@@ -101,16 +101,33 @@ __global__ void append_kernel(KvRows rows, int n, int past, KvFp8Layout l, const
   if (counters) add_counts(counters, values, clipped, flushed, nonfinite, max_abs);
 }
 
+// Four E4M3 codes (one 32-bit load) dequantized with scale s, in FP32.
+__device__ __forceinline__ void dequant4(unsigned int bits, float s, float (&out)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __nv_fp8_e4m3 c;
+    c.__x = static_cast<__nv_fp8_storage_t>((bits >> (8 * i)) & 0xffu);
+    out[i] = static_cast<float>(c) * s;
+  }
+}
+
+// Positions a warp has in flight (K and V rows loaded before the first is used).
+constexpr int kAttnUnroll = 4;
+
 // One block per (query token, query head, chunk); warp w takes positions lo + w,
-// lo + w + 16, ... of the block's chunk (all positions when a.chunk is 0); lane holds
-// output dims lane, lane + 32, ... below head_dim. Warps merge in index order
-// (deterministic); a split decode writes the chunk's FP32 partial for merge_kernel.
+// lo + w + 16, ... of the block's chunk (all positions when a.chunk is 0), kAttnUnroll at a
+// time with their K and V rows loaded first (the rows' DRAM latencies overlap); lane holds
+// output dims 4 lane .. 4 lane + 3, + 128, ... below head_dim (one 32-bit load of 4 codes
+// per 128 dims) and adds its 4 products in dim order before the warp sum. Warps merge in
+// index order (deterministic); a split decode writes the chunk's FP32 partial for
+// merge_kernel.
 __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a) {
   const int h = blockIdx.y, row = blockIdx.x;  // row = b * n + t (x: a prefill's rows exceed 65535)
   const int b = row / a.n, kv_len = a.kv_len - a.n + row % a.n + 1;
   const int lo = a.chunk > 0 ? static_cast<int>(blockIdx.z) * a.chunk : 0;
   const int hi = a.chunk > 0 ? min(lo + a.chunk, kv_len) : kv_len;
-  const int D = a.layout.head_dim, per_lane = (D + 31) / 32;
+  const int D = a.layout.head_dim;
+  constexpr int kPer = kMaxHeadDim / 128;  // 4-dim groups per lane
   const int kv = h / (a.n_heads / a.layout.n_kv_heads);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float ks_all = a.k_scales[a.layout.per_head ? kv : 0];
@@ -119,30 +136,63 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
   const bf16* q = a.q + (static_cast<long>(row) * a.n_heads + h) * D;
   const long head_base = (static_cast<long>(b) * a.layout.n_kv_heads + kv) * a.layout.capacity * D;
 
-  float qv[kMaxHeadDim / 32], acc[kMaxHeadDim / 32];
-  for (int i = 0; i < per_lane; ++i) {
-    qv[i] = lane + 32 * i < D ? __bfloat162float(q[lane + 32 * i]) : 0.0f;
-    acc[i] = 0;
+  float qv[kPer][4], acc[kPer][4];
+  bool has[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int d0 = 4 * (lane + 32 * i);
+    has[i] = d0 < D;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      qv[i][e] = has[i] ? __bfloat162float(q[d0 + e]) : 0.0f;
+      acc[i][e] = 0;
+    }
   }
   float m = -INFINITY, l = 0;
   const int groups = a.layout.per_head ? a.layout.n_kv_heads : 1, group = a.layout.per_head ? kv : 0;
-  for (int p = lo + warp; p < hi; p += kWarps) {
-    const float ks = a.k_pos_scales ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
-    const float vs = a.v_pos_scales ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;
-    const __nv_fp8_e4m3* krow = a.k_cache + head_base + static_cast<long>(p) * D;
-    const __nv_fp8_e4m3* vrow = a.v_cache + head_base + static_cast<long>(p) * D;
-    float dot = 0;
-    for (int i = 0; i < per_lane; ++i) {
-      if (lane + 32 * i < D) dot += qv[i] * (static_cast<float>(krow[lane + 32 * i]) * ks);
+  for (int p0 = lo + warp; p0 < hi; p0 += kWarps * kAttnUnroll) {
+    unsigned int kb[kAttnUnroll][kPer], vb[kAttnUnroll][kPer];
+    float ksu[kAttnUnroll], vsu[kAttnUnroll];
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      const int p = p0 + u * kWarps;
+      const bool live = p < hi;
+      ksu[u] = a.k_pos_scales && live ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
+      vsu[u] = a.v_pos_scales && live ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;
+      const unsigned int* krow = reinterpret_cast<const unsigned int*>(a.k_cache + head_base + static_cast<long>(p) * D);
+      const unsigned int* vrow = reinterpret_cast<const unsigned int*>(a.v_cache + head_base + static_cast<long>(p) * D);
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        kb[u][i] = live && has[i] ? krow[lane + 32 * i] : 0u;
+        vb[u][i] = live && has[i] ? vrow[lane + 32 * i] : 0u;
+      }
     }
-    const float s = warp_sum(dot) * attn_scale;
-    const float m_new = fmaxf(m, s);
-    const float correction = expf(m - m_new), w = expf(s - m_new);
-    l = l * correction + w;
-    for (int i = 0; i < per_lane; ++i) {
-      if (lane + 32 * i < D) acc[i] = acc[i] * correction + w * (static_cast<float>(vrow[lane + 32 * i]) * vs);
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      if (p0 + u * kWarps >= hi) break;
+      float dot = 0;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        if (!has[i]) continue;
+        float kf[4];
+        dequant4(kb[u][i], ksu[u], kf);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dot += qv[i][e] * kf[e];
+      }
+      const float s = warp_sum(dot) * attn_scale;
+      const float m_new = fmaxf(m, s);
+      const float correction = expf(m - m_new), w = expf(s - m_new);
+      l = l * correction + w;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        if (!has[i]) continue;
+        float vf[4];
+        dequant4(vb[u][i], vsu[u], vf);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][e] = acc[i][e] * correction + w * vf[e];
+      }
+      m = m_new;
     }
-    m = m_new;
   }
 
   __shared__ float s_m[kWarps], s_l[kWarps], s_acc[kWarps][kMaxHeadDim];
@@ -150,9 +200,11 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
     s_m[warp] = m;
     s_l[warp] = l;
   }
-  for (int i = 0; i < per_lane; ++i) {
-    if (lane + 32 * i < D) s_acc[warp][lane + 32 * i] = acc[i];
-  }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i)
+    if (has[i])
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s_acc[warp][4 * (lane + 32 * i) + e] = acc[i][e];
   __syncthreads();
   float M = -INFINITY;
   for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_m[w]);
@@ -262,9 +314,9 @@ void launch_kv_fp8_keep_scales(const float* scales, int groups, int past, int n,
 
 void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t stream) {
   check_layout(a.layout);
-  if (a.layout.head_dim > kMaxHeadDim || a.n_heads <= 0 || a.n_heads % a.layout.n_kv_heads != 0 || a.n <= 0 ||
+  if (a.layout.head_dim > kMaxHeadDim || a.layout.head_dim % 4 != 0 || a.n_heads <= 0 || a.n_heads % a.layout.n_kv_heads != 0 || a.n <= 0 ||
       a.kv_len < a.n || a.kv_len > a.layout.capacity) {
-    throw std::invalid_argument("kv_fp8 decode attention: unsupported shape (head_dim " +
+    throw std::invalid_argument("kv_fp8 decode attention: unsupported shape (head_dim, a multiple of 4 up to 256: " +
                                 std::to_string(a.layout.head_dim) + ", " + std::to_string(a.n_heads) +
                                 " heads over " + std::to_string(a.layout.n_kv_heads) + " kv heads, kv_len " +
                                 std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ", " +

@@ -128,7 +128,7 @@ inline std::size_t kv_fp8_decode_partial_floats(int batch, int n_heads, int head
   return static_cast<std::size_t>(batch) * n_heads * ((kv_len + chunk - 1) / chunk) * (head_dim + 2);
 }
 
-// head_dim at most 256; n_heads a multiple of n_kv_heads; 1 <= n <= kv_len.
+// head_dim a multiple of 4, at most 256; n_heads a multiple of n_kv_heads; 1 <= n <= kv_len.
 void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& args, cudaStream_t stream);
 
 }  // namespace fusecheck::fused
