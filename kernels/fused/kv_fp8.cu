@@ -20,7 +20,7 @@ constexpr int kThreads = 128;
 // Attention: 16 warps per (query row, head) block, so that decode at batch 1 (32 blocks on
 // the 8B models) still walks its positions with 512 threads (was 4 warps: 164.7 us at
 // llama-3-8b b1 over KV 1024 on an H200; the 16-warp figure is not measured yet).
-constexpr int kAttnThreads = 512;
+constexpr int kAttnThreads = 256;
 constexpr int kWarps = kAttnThreads / 32;
 constexpr int kMaxHeadDim = 256;
 
@@ -111,23 +111,30 @@ __device__ __forceinline__ void dequant4(unsigned int bits, float s, float (&out
   }
 }
 
-// Positions a warp has in flight (K and V rows loaded before the first is used).
+// Positions a warp loads at once (K and V rows, and their scales when dynamic).
 constexpr int kAttnUnroll = 4;
 
+// The rows of kAttnUnroll positions of one warp: 4 codes per lane and 128 dims.
+template <int kPer>
+struct KvGroup {
+  unsigned int kb[kAttnUnroll][kPer], vb[kAttnUnroll][kPer];
+  float ks[kAttnUnroll], vs[kAttnUnroll];
+};
+
 // One block per (query token, query head, chunk); warp w takes positions lo + w,
-// lo + w + 16, ... of the block's chunk (all positions when a.chunk is 0), kAttnUnroll at a
-// time with their K and V rows loaded first (the rows' DRAM latencies overlap); lane holds
-// output dims 4 lane .. 4 lane + 3, + 128, ... below head_dim (one 32-bit load of 4 codes
-// per 128 dims) and adds its 4 products in dim order before the warp sum. Warps merge in
-// index order (deterministic); a split decode writes the chunk's FP32 partial for
-// merge_kernel.
+// lo + w + 8, ... of the block's chunk (all positions when a.chunk is 0), kAttnUnroll at a
+// time, with the next kAttnUnroll positions' K and V rows loading while it computes these
+// (the rows' DRAM latencies overlap the softmax); lane holds output dims 4 lane .. 4 lane +
+// 3, + 128 (kPer = 2, head_dim above 128) below head_dim (one 32-bit load of 4 codes per 128
+// dims) and adds its products in dim order before the warp sum. Warps merge in index order
+// (deterministic); a split decode writes the chunk's FP32 partial for merge_kernel.
+template <int kPer>
 __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a) {
   const int h = blockIdx.y, row = blockIdx.x;  // row = b * n + t (x: a prefill's rows exceed 65535)
   const int b = row / a.n, kv_len = a.kv_len - a.n + row % a.n + 1;
   const int lo = a.chunk > 0 ? static_cast<int>(blockIdx.z) * a.chunk : 0;
   const int hi = a.chunk > 0 ? min(lo + a.chunk, kv_len) : kv_len;
   const int D = a.layout.head_dim;
-  constexpr int kPer = kMaxHeadDim / 128;  // 4-dim groups per lane
   const int kv = h / (a.n_heads / a.layout.n_kv_heads);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float ks_all = a.k_scales[a.layout.per_head ? kv : 0];
@@ -150,23 +157,27 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
   }
   float m = -INFINITY, l = 0;
   const int groups = a.layout.per_head ? a.layout.n_kv_heads : 1, group = a.layout.per_head ? kv : 0;
-  for (int p0 = lo + warp; p0 < hi; p0 += kWarps * kAttnUnroll) {
-    unsigned int kb[kAttnUnroll][kPer], vb[kAttnUnroll][kPer];
-    float ksu[kAttnUnroll], vsu[kAttnUnroll];
+  auto load = [&](int p0, KvGroup<kPer>& gr) {
 #pragma unroll
     for (int u = 0; u < kAttnUnroll; ++u) {
       const int p = p0 + u * kWarps;
       const bool live = p < hi;
-      ksu[u] = a.k_pos_scales && live ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
-      vsu[u] = a.v_pos_scales && live ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;
+      gr.ks[u] = a.k_pos_scales && live ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
+      gr.vs[u] = a.v_pos_scales && live ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;
       const unsigned int* krow = reinterpret_cast<const unsigned int*>(a.k_cache + head_base + static_cast<long>(p) * D);
       const unsigned int* vrow = reinterpret_cast<const unsigned int*>(a.v_cache + head_base + static_cast<long>(p) * D);
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
-        kb[u][i] = live && has[i] ? krow[lane + 32 * i] : 0u;
-        vb[u][i] = live && has[i] ? vrow[lane + 32 * i] : 0u;
+        gr.kb[u][i] = live && has[i] ? krow[lane + 32 * i] : 0u;
+        gr.vb[u][i] = live && has[i] ? vrow[lane + 32 * i] : 0u;
       }
     }
+  };
+  constexpr int kStride = kWarps * kAttnUnroll;
+  KvGroup<kPer> cur, nxt;
+  load(lo + warp, cur);
+  for (int p0 = lo + warp; p0 < hi; p0 += kStride) {
+    load(p0 + kStride, nxt);
 #pragma unroll
     for (int u = 0; u < kAttnUnroll; ++u) {
       if (p0 + u * kWarps >= hi) break;
@@ -175,7 +186,7 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
       for (int i = 0; i < kPer; ++i) {
         if (!has[i]) continue;
         float kf[4];
-        dequant4(kb[u][i], ksu[u], kf);
+        dequant4(cur.kb[u][i], cur.ks[u], kf);
 #pragma unroll
         for (int e = 0; e < 4; ++e) dot += qv[i][e] * kf[e];
       }
@@ -187,12 +198,13 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
       for (int i = 0; i < kPer; ++i) {
         if (!has[i]) continue;
         float vf[4];
-        dequant4(vb[u][i], vsu[u], vf);
+        dequant4(cur.vb[u][i], cur.vs[u], vf);
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[i][e] = acc[i][e] * correction + w * vf[e];
       }
       m = m_new;
     }
+    cur = nxt;
   }
 
   __shared__ float s_m[kWarps], s_l[kWarps], s_acc[kWarps][kMaxHeadDim];
@@ -327,13 +339,21 @@ void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t strea
       throw std::invalid_argument("kv_fp8 decode attention: a split (chunk > 0) needs n == 1 and a partial buffer");
     }
     const int splits = (a.kv_len + a.chunk - 1) / a.chunk;
-    decode_kernel<<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
+    if (a.layout.head_dim <= 128) {
+      decode_kernel<1><<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
+    } else {
+      decode_kernel<2><<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
+    }
     CUDA_CHECK_LAUNCH();
     merge_kernel<<<dim3(a.layout.batch, a.n_heads), 128, 0, stream>>>(a, splits);
     CUDA_CHECK_LAUNCH();
     return;
   }
-  decode_kernel<<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);
+  if (a.layout.head_dim <= 128) {
+    decode_kernel<1><<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);
+  } else {
+    decode_kernel<2><<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);
+  }
   CUDA_CHECK_LAUNCH();
 }
 
