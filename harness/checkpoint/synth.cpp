@@ -315,6 +315,7 @@ nlohmann::json override_json(const NormOverride& o) {
   if (o.outlier_layers) j["outlier_layers"] = *o.outlier_layers == NormOverride::kAllLayers ? nlohmann::json("all") : nlohmann::json(*o.outlier_layers);
   if (o.outlier_channels) j["outlier_channels"] = *o.outlier_channels;
   if (o.outlier_last) j["outlier_position"] = "last";
+  if (o.outlier_start) j["outlier_position"] = *o.outlier_start;
   return j;
 }
 
@@ -362,6 +363,22 @@ std::string provenance_json(const SynthProfile& p, const SynthOptions& o, int la
 }
 
 }  // namespace
+
+void set_outlier_position(NormOverride& o, const std::string& text, const std::string& where) {
+  o.outlier_last = text == "last";
+  o.outlier_start.reset();
+  if (text == "first" || text == "last") return;
+  try {
+    std::size_t used = 0;
+    const int start = std::stoi(text, &used);
+    if (used == text.size() && start >= 0) {
+      o.outlier_start = start;
+      return;
+    }
+  } catch (const std::exception&) {
+  }
+  throw InputError(where, "expected 'first', 'last' or a layer index, got '" + text + "'");
+}
 
 double normal_quantile(double p) {
   if (!(p > 0.0 && p < 1.0)) throw std::logic_error("normal_quantile: p outside (0, 1)");
@@ -449,7 +466,7 @@ std::vector<NormPlan> apply_norm_override(std::vector<NormPlan> plans, const Nor
   const bool has_pattern = std::isfinite(top);
   if (o.max) check_option(std::isfinite(*o.max), where, "max must be finite");
 
-  if (o.outlier_layers || o.outlier_channels || o.outlier_last || !has_pattern) {
+  if (o.outlier_layers || o.outlier_channels || o.outlier_last || o.outlier_start || !has_pattern) {
     const int layers = static_cast<int>(plans.size());
     const int with = o.outlier_layers.value_or(NormOverride::kAllLayers) == NormOverride::kAllLayers
                          ? layers : *o.outlier_layers;
@@ -460,7 +477,10 @@ std::vector<NormPlan> apply_norm_override(std::vector<NormPlan> plans, const Nor
                  fmt::format("outlier channels {} not in 1..{} (the weight has {} channels)", count, most, channels_per_tensor));
     check_option(o.max || has_pattern, where, "the profile has no outlier pattern here: give a max");
     const double x = o.max.value_or(top);
-    const int first = o.outlier_last ? layers - with : 0;
+    check_option(!(o.outlier_last && o.outlier_start), where, "outliers cannot both start at a layer and sit last");
+    const int first = o.outlier_start ? *o.outlier_start : (o.outlier_last ? layers - with : 0);
+    check_option(first >= 0 && first + with <= layers, where,
+                 fmt::format("{} outlier layers from layer {} do not fit in {} layers", with, first, layers));
     for (int l = 0; l < layers; ++l) {
       NormPlan uniform{plans[l].median, plans[l].spread, {}, {}, {}, 0, 1.0};
       if (l >= first && l < first + with) {

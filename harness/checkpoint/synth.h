@@ -25,15 +25,21 @@ namespace fusecheck {
 //   first `outlier_layers` layers (all when kAllLayers) get `outlier_channels` outlier
 //   channels (default 1) descending from `max` (default: the profile's largest) to half
 //   way to the median; the other layers keep only their bulk. `outlier_last` puts them
-//   in the last `outlier_layers` layers instead (calibration's late-layer family).
+//   in the last `outlier_layers` layers instead (calibration's late-layer family);
+//   `outlier_start` S in layers S..S+N-1 (calibration's mid-stack families).
 struct NormOverride {
   static constexpr int kAllLayers = -1;
   std::optional<double> max;
   std::optional<int> outlier_layers;
   std::optional<int> outlier_channels;
   bool outlier_last = false;
-  bool active() const { return max || outlier_layers || outlier_channels || outlier_last; }
+  std::optional<int> outlier_start;
+  bool active() const { return max || outlier_layers || outlier_channels || outlier_last || outlier_start; }
 };
+
+// Sets where `o`'s outlier layers sit from "first" (the default), "last" or a layer
+// index (the first outlier layer); anything else is an InputError naming `where`.
+void set_outlier_position(NormOverride& o, const std::string& text, const std::string& where);
 
 // Attention shape other than the profile's (calibration's GQA / head-dim family): the
 // norm plans keep their statistics and are drawn over the new head_dim.

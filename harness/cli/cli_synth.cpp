@@ -28,6 +28,7 @@ struct SynthArgs {
   std::optional<double> k_max, q_max, attn_max, final_max;
   std::optional<std::string> k_layers, q_layers;
   std::optional<int> k_channels, q_channels;
+  std::optional<std::string> k_position, q_position;
   bool massive = false;
   SynthOptions massive_defaults;
 };
@@ -74,8 +75,10 @@ int run_synth(const SynthArgs& a) {
   o.dtype = parse_dtype(a.dtype);
   o.shard_bytes = a.shard_bytes;
   o.threads = a.threads;
-  o.k_norm = {a.k_max, parse_layers(a.k_layers, "--k-norm-outlier-layers"), a.k_channels};
-  o.q_norm = {a.q_max, parse_layers(a.q_layers, "--q-norm-outlier-layers"), a.q_channels};
+  o.k_norm = {a.k_max, parse_layers(a.k_layers, "--k-norm-outlier-layers"), a.k_channels, false, std::nullopt};
+  o.q_norm = {a.q_max, parse_layers(a.q_layers, "--q-norm-outlier-layers"), a.q_channels, false, std::nullopt};
+  if (a.k_position) set_outlier_position(o.k_norm, *a.k_position, "--k-norm-outlier-position");
+  if (a.q_position) set_outlier_position(o.q_norm, *a.q_position, "--q-norm-outlier-position");
   o.attn_norm.max = a.attn_max;
   o.final_norm.max = a.final_max;
   o.massive_activation = a.massive;
@@ -105,9 +108,13 @@ const CommandRegistrar registrar{CommandSpec{
       sub.add_option("--k-norm-max", a->k_max, "Largest k_norm weight (rescales the profile's outliers)");
       sub.add_option("--k-norm-outlier-layers", a->k_layers, "k_norm outliers in the first N layers, or 'all'");
       sub.add_option("--k-norm-outlier-channels", a->k_channels, "k_norm outlier channels per outlier layer");
+      sub.add_option("--k-norm-outlier-position", a->k_position,
+                     "Where the k_norm outlier layers sit: first (default), last, or from layer S");
       sub.add_option("--q-norm-max", a->q_max, "Largest q_norm weight (rescales the profile's outliers)");
       sub.add_option("--q-norm-outlier-layers", a->q_layers, "q_norm outliers in the first N layers, or 'all'");
       sub.add_option("--q-norm-outlier-channels", a->q_channels, "q_norm outlier channels per outlier layer");
+      sub.add_option("--q-norm-outlier-position", a->q_position,
+                     "Where the q_norm outlier layers sit: first (default), last, or from layer S");
       sub.add_option("--attn-norm-max", a->attn_max, "Largest input_layernorm weight");
       sub.add_option("--final-norm-max", a->final_max, "Largest final norm (model.norm) weight");
       sub.add_flag("--massive-activation", a->massive, "Plant a super weight that makes a massive activation");

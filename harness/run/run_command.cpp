@@ -113,13 +113,6 @@ int parse_int(const std::string& where, const std::string& text) {
   return static_cast<int>(v);
 }
 
-// "first" (the default) or "last": where a norm family's outlier layers sit.
-bool parse_position(const std::string& where, const std::string& text) {
-  if (text == "first") return false;
-  if (text == "last") return true;
-  throw InputError(where, "expected 'first' or 'last', got '" + text + "'");
-}
-
 // Scenario `model.synth` -> the synth writer's options; every override key is checked.
 SynthOptions synth_options(const Scenario& sc) {
   const SynthModel& m = *sc.model.synth;
@@ -142,7 +135,7 @@ SynthOptions synth_options(const Scenario& sc) {
       if (key == p + "_max") f.target->max = parse_number(at, value);
       else if (key == p + "_outlier_layers") f.target->outlier_layers = parse_int(at, value);
       else if (key == p + "_outlier_channels") f.target->outlier_channels = parse_int(at, value);
-      else if (key == p + "_outlier_position") f.target->outlier_last = parse_position(at, value);
+      else if (key == p + "_outlier_position") set_outlier_position(*f.target, value, at);
       else continue;
       done = true;
     }
