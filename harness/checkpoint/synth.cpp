@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/core/error.h"
+#include "harness/core/hash.h"
 #include "harness/core/temp_files.h"
 
 namespace fusecheck {
@@ -90,19 +91,6 @@ class NormalTable {
 const NormalTable& normal_table() {
   static const NormalTable table;
   return table;
-}
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-std::uint64_t fnv1a64(const std::string& s) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
-  return h;
 }
 
 // Uniform integer in [0, n) by rejection (std::uniform_int_distribution is

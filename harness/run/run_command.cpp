@@ -19,6 +19,7 @@
 #include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
+#include "harness/core/hash.h"
 #include "harness/core/path_registry.h"
 #include "harness/core/untrusted.h"
 #include "harness/core/version.h"
@@ -78,16 +79,6 @@ std::string host_name() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
   return buf;
-}
-
-// FNV-1a: a stable hash of the synth options for the cache folder name.
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 std::string synth_options_text(const SynthModel& m) {
@@ -256,7 +247,7 @@ std::string cuda_unusable_reason() {
 
 std::filesystem::path synth_cache_dir(const SynthModel& synth, const std::filesystem::path& cache_root) {
   // The build's sha is part of the key: a changed generator must not reuse old files.
-  const std::uint64_t h = fnv1a(synth_options_text(synth) + ";" + git_sha());
+  const std::uint64_t h = fnv1a64(synth_options_text(synth) + ";" + git_sha());
   return cache_root / fmt::format("{}-{:016x}", synth.profile, h);
 }
 
