@@ -77,14 +77,14 @@ FigureMaxima figure_maxima(std::span<const StaticComponent> components) {
 }
 
 double rescore(std::span<const StaticComponent> components, const check::Thresholds& t) {
-  check::ModelScore score;
+  double score = 1.0;
   for (const auto& c : components) {
     const int f = figure_of(c.name);
     if (f < 0) continue;
     const check::Ramp& ramp = f == kFinalNormGain ? check::final_norm_gain_ramp(t) : t.*ramp_member(f);
-    score.add(c.name, check::ramp_score(c.value, ramp, t.status));
+    score = std::min(score, check::ramp_score(c.value, ramp, t.status));
   }
-  return score.score();
+  return score;
 }
 
 bool flagged(const FigureMaxima& m, const std::array<double, kFigures>& cuts) {

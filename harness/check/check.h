@@ -4,7 +4,6 @@
 // command, the harness's cross-check and the fallback decision all consume.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -151,29 +150,10 @@ struct ModelNormWeights {
 };
 
 // model.qk_depth from the q/k amplification A_i of each layer with q/k norms, in depth
-// order: exp(sum_i w_i ln max(A_i, 1) / n), w_i = (1 - i/n)^p, p chosen on the calibration
-// sweep (p = 0: the geometric mean of max(A_i, 1)); 1 without layers. Layer 0 always
-// weighs 1, so outliers at the top count as in the plain mean and later ones less.
+// order: exp(sum_i w_i ln max(A_i, 1) / n), w_i = (1 - i/n)^2 (1 without layers). The top
+// layer weighs 1, as in the plain geometric mean; a layer counts less the less depth is
+// left after it (docs/static-score.md).
 double qk_depth_figure(std::span<const double> qk_per_layer);
-
-// The fusecheck model score from its components' scores: the lowest, or lower when the
-// independent sources of error (q/k depth, final norm, attn/mlp norm gains, super
-// weight; each its worst component) are elevated together, as chosen on the calibration
-// sweep (docs/static-score.md, "Sources that add"). The scorer and calibrate's rescoring
-// both use it.
-class ModelScore {
- public:
-  void add(std::string_view component, double score);
-  double score() const;
-  bool sources_decide() const;  // the sources together, not one component, set the score
-  // 0 q/k depth, 1 final norm gain, 2 attn/mlp norm gain, 3 super weight; -1: not a source.
-  static int source_of(std::string_view component);
-
- private:
-  double sources_score() const;
-  double worst_ = 1.0;
-  std::array<double, 4> source_worst_{1.0, 1.0, 1.0, 1.0};
-};
 
 // Scores plain weights (pure; no files). Throws InputError on non-finite weights or on
 // q_norm / k_norm of different lengths.

@@ -122,8 +122,8 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
   if (stages) sc.add("model.amplification", -1, res.estimated_amplification, thresholds.model_amplification);
   // Errors that q/k outliers put into attention compound through the layers that carry
   // them: the geometric mean over layers of max(A_qk, 1) is the per-layer factor of that
-  // product at the model's depth (1 when no layer amplifies), each layer weighted by its
-  // position (qk_depth_figure). docs/static-score.md.
+  // product at the model's depth (1 when no layer amplifies), each layer weighted by the
+  // depth left after it (qk_depth_figure). docs/static-score.md.
   if (!qk_per_layer.empty()) {
     sc.add("model.qk_depth", -1, qk_depth_figure(qk_per_layer), thresholds.qk_depth_amplification);
   }
@@ -131,16 +131,15 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
     sc.add("mlp.super_weight", w.layer, w.figure, thresholds.super_weight);
   }
 
-  ModelScore model_score;
+  res.score = 1.0;
   const Component* worst = nullptr;
   int n_warn = 0, n_fail = 0;
   for (const auto& c : res.components) {
     if (!worst || c.score < worst->score) worst = &c;
-    model_score.add(c.name, c.score);
+    res.score = std::min(res.score, c.score);
     if (c.score < thresholds.status.incompatible_below) ++n_fail;
     else if (c.score < thresholds.status.warning_below) ++n_warn;
   }
-  res.score = model_score.score();
   res.status = status_from_score(res.score, thresholds.status);
 
   const LayerResult* worst_layer = nullptr;
@@ -153,10 +152,6 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
                   : fmt::format("estimated amplification {:.2f}x (model)", res.estimated_amplification);
   if (n_tensors == 0) {
     res.reason = "No norm tensors to analyse.";
-  } else if (model_score.sources_decide()) {
-    res.reason = fmt::format("{} figure(s) past fail, {} past warn; the sources of error together score {:.2f} "
-                             "(q/k depth, final norm, attn/mlp norm gains, super weight); worst alone: {}; {}",
-                             n_fail, n_warn, res.score, describe(*worst), amplification_text);
   } else if (n_warn + n_fail == 0) {
     res.reason = fmt::format("All {} norm tensors within thresholds; largest figure: {}; {}", n_tensors,
                              describe(*worst), amplification_text);
