@@ -27,6 +27,11 @@ Three steps, each on a copy of a GPU sweep's results (docs/calibration.md):
                     reuses cuts fitted on every design family, F included.
 
 Needs h5py and numpy for `weights` only.
+
+Since issue 22's third round, `fusecheck calibrate` recomputes `model.qk_depth` from each
+sidecar's per-layer `qk.amplification` components (harness/calibrate/sidecar.cpp), so a
+figure substituted there is overwritten: `substitute` and `lofo` need a fusecheck built from
+a tree before b9ce095 (the second round used bda6b36).
 """
 import argparse
 import json
@@ -94,16 +99,6 @@ def depth_weighted(qk, p, first_measured=0):
     return math.exp(num / den) if den > 0 else 1.0
 
 
-def position_weighted(qk, gamma):
-    """Third round: each layer's ln max(A_qk, 1) weighted by the share of the depth still
-    ahead of it, (1 - i/n)^gamma (i the layer's index among the n with q/k norms), and
-    divided by n, not by the weights' sum: layer 0 counts as in the plain figure (gamma 0
-    is the plain figure), a late layer less, so outliers at the top are never boosted."""
-    logs = [math.log(max(a, 1.0)) for a in qk if a is not None]
-    n = len(logs)
-    return math.exp(sum((1 - i / n) ** gamma * v for i, v in enumerate(logs)) / n) if n else 1.0
-
-
 def largest(doc, names, absent=1.0):
     """The largest value of these components; `absent` (unit weights) when the model has none."""
     return max((c["value"] for c in doc["components"] if c["name"] in names), default=absent)
@@ -131,7 +126,7 @@ def combined(doc, unit, cuts):
     return d0 + math.sqrt(total) * (fail_d - d0)
 
 
-def substitute(directory, out, p, combine_with=None, unit_weights=False, first_measured=0, gamma=None):
+def substitute(directory, out, p, combine_with=None, unit_weights=False, first_measured=0):
     os.makedirs(out, exist_ok=True)
     unit = cuts = None
     if combine_with and not unit_weights:
@@ -149,8 +144,6 @@ def substitute(directory, out, p, combine_with=None, unit_weights=False, first_m
                 doc = json.load(f)
             if cuts:
                 figure = combined(doc, unit, cuts)
-            elif gamma is not None:
-                figure = position_weighted([L.get("qk_amplification") for L in doc["layers"]], gamma)
             else:
                 figure = depth_weighted([L.get("qk_amplification") for L in doc["layers"]], p, first_measured)
             for comp in doc["components"]:
@@ -163,7 +156,7 @@ def substitute(directory, out, p, combine_with=None, unit_weights=False, first_m
             shutil.copy(src, dst)
         elif name.endswith((".h5", ".yaml", ".log")) and not os.path.exists(dst):
             os.symlink(os.path.abspath(src), dst)
-    what = f"the position-weighted figure (gamma = {gamma})" if gamma is not None else f"the combined figure ({combine_with}, excess over {'unit weights' if unit_weights else 'the unit-outlier model'})" if combine_with else f"the depth-weighted figure (p = {p:.3f})"
+    what = f"the combined figure ({combine_with}, excess over {'unit weights' if unit_weights else 'the unit-outlier model'})" if combine_with else f"the depth-weighted figure (p = {p:.3f})"
     print(f"{changed} sidecars: model.qk_depth replaced by {what}")
 
 
@@ -233,8 +226,6 @@ def main():
     s.add_argument("--p", type=float, help="depth weights w(l) = (l + 1)^-p")
     s.add_argument("--layer0-as-layer1", action="store_true",
                    help="with --p: layer 0 takes layer 1's weight (its gain is not measurable)")
-    s.add_argument("--position", type=float, metavar="GAMMA",
-                   help="instead: the position-weighted figure, layer weights (1 - i/n)^GAMMA over n")
     s.add_argument("--combine", metavar="THRESHOLDS",
                    help="instead: the combined figure, with the fail cuts of this (design-fitted) file")
     s.add_argument("--unit-weights", action="store_true",
@@ -254,10 +245,9 @@ def main():
             print(f"{l:5d}  {v:7.3f}   fit {math.exp(c) * (l + 1) ** -p:7.3f}")
         print(f"fit: w(l) = {math.exp(c):.3f} (l + 1)^-{p:.3f}")
     else:
-        if sum(x is not None for x in (args.p, args.combine, args.position)) != 1:
-            raise SystemExit("substitute: give exactly one of --p, --combine and --position")
-        substitute(args.dir, args.out, args.p, args.combine, args.unit_weights, 1 if args.layer0_as_layer1 else 0,
-                   args.position)
+        if (args.p is None) == (args.combine is None):
+            raise SystemExit("substitute: give exactly one of --p and --combine")
+        substitute(args.dir, args.out, args.p, args.combine, args.unit_weights, 1 if args.layer0_as_layer1 else 0)
     return 0
 
 
