@@ -27,6 +27,11 @@ Three steps, each on a copy of a GPU sweep's results (docs/calibration.md):
                     reuses cuts fitted on every design family, F included.
 
 Needs h5py and numpy for `weights` only.
+
+Since issue 22's third round, `fusecheck calibrate` recomputes `model.qk_depth` from each
+sidecar's per-layer `qk.amplification` components (harness/calibrate/sidecar.cpp), so a
+figure substituted there is overwritten: `substitute` and `lofo` need a fusecheck built from
+a tree before b9ce095 (the second round used bda6b36).
 """
 import argparse
 import json

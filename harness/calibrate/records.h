@@ -66,9 +66,9 @@ struct RunRecord {
 // description); false when the text is not one.
 bool parse_point_description(const std::string& description, RunRecord& record);
 
-// Adds "model.qk_depth" (the geometric mean over layers of max(qk.amplification, 1), as
-// the scorer computes it) to components read from a sidecar written before the scorer
-// had that figure; no-op when present or without q/k figures.
+// Sets "model.qk_depth" from the layers' qk.amplification components as this scorer
+// computes it (check::qk_depth_figure), replacing the one a sidecar holds (an older
+// fusecheck computed it differently, or not at all); none without q/k figures.
 void add_qk_depth(std::vector<StaticComponent>& components);
 
 // Reads one results file (a single run). InputError naming the file and the problem.

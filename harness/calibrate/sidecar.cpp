@@ -12,15 +12,17 @@
 namespace fusecheck::calibrate {
 
 void add_qk_depth(std::vector<StaticComponent>& components) {
-  double log_sum = 0;
-  int layers = 0;
+  std::vector<std::pair<int, double>> per_layer;
   for (const auto& c : components) {
-    if (c.name == "model.qk_depth") return;
-    if (c.name != "qk.amplification") continue;
-    log_sum += std::log(std::max(c.value, 1.0));
-    ++layers;
+    if (c.name == "qk.amplification") per_layer.emplace_back(c.layer, c.value);
   }
-  if (layers) components.push_back({"model.qk_depth", -1, std::exp(log_sum / layers)});
+  std::erase_if(components, [](const StaticComponent& c) { return c.name == "model.qk_depth"; });
+  if (per_layer.empty()) return;
+  std::stable_sort(per_layer.begin(), per_layer.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<double> values;
+  for (const auto& [layer, value] : per_layer) values.push_back(value);
+  components.push_back({"model.qk_depth", -1, check::qk_depth_figure(values)});
 }
 
 namespace {

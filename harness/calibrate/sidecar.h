@@ -17,10 +17,10 @@ namespace fusecheck::calibrate {
 // `down_numel` is the entries of one MLP down projection when known (a synthetic model's
 // profile), else 0: a sidecar without `numel` per deep-read layer holds the super-weight
 // figure against the rms of *all* entries, and is recomputed against the others'
-// (check::super_weight_entry_gain) when `down_numel` is known. Adds "model.qk_depth" when
-// absent (add_qk_depth). InputError (one printable line) unless the text is a JSON object
-// with scorer "fusecheck" and an array of components, each with a string name, an integer
-// layer and a numeric value.
+// (check::super_weight_entry_gain) when `down_numel` is known. Sets "model.qk_depth" as
+// this scorer computes it (add_qk_depth). InputError (one printable line) unless the text
+// is a JSON object with scorer "fusecheck" and an array of components, each with a string
+// name, an integer layer and a numeric value.
 std::vector<StaticComponent> components_from_check_json(const std::string& text, const std::string& where,
                                                         std::int64_t down_numel);
 

@@ -149,6 +149,12 @@ struct ModelNormWeights {
   std::vector<SuperWeight> super_weights;  // --deep only: scored as "mlp.super_weight"
 };
 
+// model.qk_depth from the q/k amplification A_i of each layer with q/k norms, in depth
+// order: exp(sum_i w_i ln max(A_i, 1) / n), w_i = (1 - i/n)^2 (1 without layers). The top
+// layer weighs 1, as in the plain geometric mean; a layer counts less the less depth is
+// left after it (docs/static-score.md).
+double qk_depth_figure(std::span<const double> qk_per_layer);
+
 // Scores plain weights (pure; no files). Throws InputError on non-finite weights or on
 // q_norm / k_norm of different lengths.
 CompatibilityResult score_norm_weights(const ModelNormWeights& weights, const Thresholds& thresholds,

@@ -74,8 +74,7 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
   Scoring sc{thresholds, res.components};
 
   double sum_sq_amplification = 0;
-  double sum_log_qk = 0;
-  int qk_layers = 0;
+  std::vector<double> qk_per_layer;
   int stages = 0;
   int n_tensors = 0;
   for (const auto& lw : weights.layers) {
@@ -98,8 +97,7 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
     }
     if (lw.q_norm || lw.k_norm) {
       layer.qk_amplification = qk_amplification(lw);
-      sum_log_qk += std::log(std::max(layer.qk_amplification, 1.0));
-      ++qk_layers;
+      qk_per_layer.push_back(layer.qk_amplification);
       const double s = sc.add("qk.amplification", lw.layer, layer.qk_amplification, thresholds.qk_amplification);
       layer.extreme = layer.extreme || sc.flagged(s);
       amplification = std::max(amplification, layer.qk_amplification);
@@ -124,8 +122,11 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
   if (stages) sc.add("model.amplification", -1, res.estimated_amplification, thresholds.model_amplification);
   // Errors that q/k outliers put into attention compound through the layers that carry
   // them: the geometric mean over layers of max(A_qk, 1) is the per-layer factor of that
-  // product at the model's depth (1 when no layer amplifies). docs/static-score.md.
-  if (qk_layers) sc.add("model.qk_depth", -1, std::exp(sum_log_qk / qk_layers), thresholds.qk_depth_amplification);
+  // product at the model's depth (1 when no layer amplifies), each layer weighted by the
+  // depth left after it (qk_depth_figure). docs/static-score.md.
+  if (!qk_per_layer.empty()) {
+    sc.add("model.qk_depth", -1, qk_depth_figure(qk_per_layer), thresholds.qk_depth_amplification);
+  }
   for (const SuperWeight& w : weights.super_weights) {
     sc.add("mlp.super_weight", w.layer, w.figure, thresholds.super_weight);
   }

@@ -50,7 +50,7 @@ struct Thresholds {
   Ramp hidden_norm_gain;     // max|w| / rms(w) of attn_norm, mlp_norm, final_norm
   Ramp qk_amplification;     // rms_i(wq_i * wk_i): attention-logit error gain
   Ramp model_amplification;  // rms over layers (and final norm) of the layer figures
-  Ramp qk_depth_amplification;  // geometric mean over layers of max(qk amplification, 1)
+  Ramp qk_depth_amplification;  // depth-weighted geometric mean over layers of max(qk amplification, 1)
   Ramp super_weight;         // --deep: a down_proj entry's gain times its neuron's row gains
   // max|w| / rms(w) of the final norm alone, which feeds the LM head (off: scored on
   // hidden_norm_gain, as before the GPU sweep showed the two behave apart).

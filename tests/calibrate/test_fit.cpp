@@ -9,6 +9,7 @@
 
 #include "harness/calibrate/calibrate.h"
 #include "harness/calibrate/fit.h"
+#include "harness/check/check.h"
 #include "harness/check/thresholds.h"
 #include "tests/common/test_support.h"
 
@@ -71,15 +72,19 @@ TEST(CalibrateFit, SingleFiguresAreTheMaximaAndTheShareOfAmplifyingLayers) {
 
 // Sidecars from before the figure existed: q/k amplification 4, 0.5 (counts as 1) and 9
 // over three layers give the geometric mean (4 * 1 * 9)^(1/3), as the scorer computes it.
-TEST(CalibrateFit, OldSidecarsGetTheQkDepthFigureDerived) {
+// The depth figure as the scorer computes it, in depth order whatever the sidecar's order.
+TEST(CalibrateFit, SidecarsGetTheScorersQkDepthFigure) {
   std::vector<StaticComponent> comps = {
-      {"qk.amplification", 0, 4.0}, {"qk.amplification", 1, 0.5}, {"qk.amplification", 2, 9.0}};
+      {"qk.amplification", 2, 9.0}, {"qk.amplification", 0, 4.0}, {"qk.amplification", 1, 0.5}};
+  const double expected = check::qk_depth_figure(std::vector<double>{4.0, 0.5, 9.0});
   add_qk_depth(comps);
   ASSERT_EQ(comps.size(), 4u);
   EXPECT_EQ(comps[3].name, "model.qk_depth");
-  EXPECT_NEAR(comps[3].value, std::cbrt(36.0), 1e-12);
-  add_qk_depth(comps);  // present: left alone
-  EXPECT_EQ(comps.size(), 4u);
+  EXPECT_EQ(comps[3].value, expected);
+  comps[3].value = 99.0;  // a sidecar's figure computed otherwise (an older fusecheck): replaced
+  add_qk_depth(comps);
+  ASSERT_EQ(comps.size(), 4u);
+  EXPECT_EQ(comps[3].value, expected);
   std::vector<StaticComponent> llama = {{"attn_norm.gain", 0, 2.0}};
   add_qk_depth(llama);  // no q/k norms: no figure
   EXPECT_EQ(llama.size(), 1u);

@@ -247,33 +247,70 @@ TEST(FusecheckCheckpoint, HashFollowsNormBytesNotProjections) {
   EXPECT_NE(check_fixture(other_norm, "c").model.norm_sha256, h);
 }
 
-// q/k amplification 4, 0.25 (floored at 1) and 9: the depth figure is (4 * 1 * 9)^(1/3).
-TEST(FusecheckScorer, QkDepthIsTheGeometricMeanOfLayerAmplificationsFlooredAtOne) {
+// A model of `n` layers whose q and k norms are all `v[i]` in layer i: A_qk(i) = v[i]^2.
+ModelNormWeights qk_layers(const std::vector<double>& v) {
   ModelNormWeights m;
-  for (double v : {2.0, 0.5, 3.0}) {
+  for (double x : v) {
     LayerNormWeights l;
     l.layer = static_cast<int>(m.layers.size());
-    l.q_norm = NamedWeights{"q", std::vector<double>(4, v)};
-    l.k_norm = NamedWeights{"k", std::vector<double>(4, v)};
+    l.q_norm = NamedWeights{"q", std::vector<double>(4, x)};
+    l.k_norm = NamedWeights{"k", std::vector<double>(4, x)};
     m.layers.push_back(l);
   }
+  return m;
+}
+
+double qk_depth_of(const ModelNormWeights& m) {
   const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
   const auto it = std::find_if(r.components.begin(), r.components.end(),
                                [](const Component& c) { return c.name == "model.qk_depth"; });
-  ASSERT_NE(it, r.components.end());
-  EXPECT_NEAR(it->value, std::cbrt(36.0), 1e-12);
+  EXPECT_NE(it, r.components.end());
   EXPECT_EQ(it->fail, reasoned().qk_depth_amplification.fail);
+  return it == r.components.end() ? 0.0 : it->value;
+}
+
+// q/k amplification 4, 0.25 (floored at 1) and 9 in layers 0, 1, 2 of 3: the depth
+// figure is exp((1 ln 4 + (2/3)^2 ln 1 + (1/3)^2 ln 9) / 3).
+TEST(FusecheckScorer, QkDepthIsTheDepthWeightedGeometricMeanOfLayerAmplificationsFlooredAtOne) {
+  EXPECT_NEAR(qk_depth_of(qk_layers({2.0, 0.5, 3.0})), std::exp((std::log(4.0) + std::log(9.0) / 9.0) / 3.0), 1e-12);
+}
+
+// Issue 22, third round: the same outlier (A_qk 9) counts as in the plain geometric mean in
+// the top layer, and less the less depth is left after it: layer i of 4 weighs (1 - i/4)^2.
+TEST(FusecheckScorer, QkDepthCountsALayerLessTheDeeperItSits) {
+  double previous = std::numeric_limits<double>::infinity();
+  for (int at = 0; at < 4; ++at) {
+    std::vector<double> v(4, 1.0);
+    v[static_cast<std::size_t>(at)] = 3.0;
+    const double d = qk_depth_of(qk_layers(v));
+    const double weight = std::pow(1.0 - at / 4.0, 2.0);
+    EXPECT_NEAR(d, std::exp(weight * std::log(9.0) / 4.0), 1e-12) << "outlier in layer " << at;
+    EXPECT_LT(d, previous) << "outlier in layer " << at;
+    previous = d;
+  }
+  EXPECT_NEAR(qk_depth_of(qk_layers({3.0, 1.0, 1.0, 1.0})), std::pow(9.0, 0.25), 1e-12);  // plain mean's value
+  EXPECT_EQ(qk_depth_of(qk_layers({1.0, 1.0, 1.0, 1.0})), 1.0);
+}
+
+// The figure the scorer reports is the one calibration recomputes from per-layer figures.
+TEST(FusecheckScorer, QkDepthIsQkDepthFigureOfTheLayersAmplifications) {
+  const auto m = qk_layers({1.5, 2.0, 0.7, 3.0, 1.1});
+  const auto r = score_norm_weights(m, reasoned(), Scorer::Fusecheck);
+  std::vector<double> per_layer;
+  for (const auto& l : r.layers) per_layer.push_back(l.qk_amplification);
+  EXPECT_EQ(qk_depth_of(m), qk_depth_figure(per_layer));
 }
 
 TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
-  // Every layer at q/k amplification 7: under the per-layer fail (32), past the depth fail.
+  // Every layer at q/k amplification 7: under the per-layer fail (32), past the depth fail
+  // (the depth figure 7^(204/512) = 2.17: layer i of 8 weighs (1 - i/8)^2).
   ModelNormWeights m = benign_model(8);
   for (auto& l : m.layers) {
     l.q_norm->values.assign(16, 1.0);
     l.k_norm->values.assign(16, 7.0);
   }
   Thresholds t = reasoned();
-  t.qk_depth_amplification = {3.0, 6.0};
+  t.qk_depth_amplification = {1.5, 2.0};
   const auto r = score_norm_weights(m, t, Scorer::Fusecheck);
   EXPECT_EQ(r.status, Status::Incompatible);
   EXPECT_NE(r.reason.find("model.qk_depth"), std::string::npos) << r.reason;

@@ -333,5 +333,21 @@ TEST(SynthCommand, BadOptionValueExitsTwoWithOneLine) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
+// Issue 22, third round: the outlier layers' position is a command-line option too.
+TEST(SynthCommand, OutlierPositionPutsTheOutliersFromThatLayer) {
+  const auto out = test::scratch_dir() / "cmd" / "mid";
+  const auto r = test::run_fusecheck("synth qwen3-tiny " + out.string() +
+                                     " --layers 4 --k-norm-max 40 --k-norm-outlier-layers 1 --k-norm-outlier-position 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(out / "synth.json");
+  EXPECT_EQ(nlohmann::json::parse(in)["overrides"]["k_norm"]["outlier_position"], 2);
+  const auto bad = test::run_fusecheck("synth qwen3-tiny " + out.string() +
+                                       " --layers 4 --k-norm-outlier-layers 2 --k-norm-outlier-position 3");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--k-norm-*: 2 outlier layers from layer 3 do not fit in 4 layers"), std::string::npos)
+      << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+}
+
 }  // namespace
 }  // namespace fusecheck
