@@ -265,6 +265,8 @@ TEST(CalibrateFolder, TheReportRendersItsTablesWithoutNumpy) {
   EXPECT_NE(page.find("Held-out families (never fitted on)"), std::string::npos);
   EXPECT_NE(page.find("<td>C</td>"), std::string::npos);  // the held-out family's row
   EXPECT_NE(page.find("Leave one family out, leave one seed out"), std::string::npos);
+  EXPECT_NE(page.find("<h2>Per recipe</h2>"), std::string::npos);
+  EXPECT_NE(page.find("<td>emulated-cpu:fp8-kv</td>"), std::string::npos);
   EXPECT_EQ(page.find("<img"), std::string::npos);
 }
 
