@@ -522,6 +522,7 @@ nlohmann::json report_data(const Calibration& c) {
                     {"braidinfer_score", num(r.braidinfer.score)}, {"braidinfer_status", r.braidinfer.status},
                     {"fusecheck_score", num(rescore(r.components, c.options.baseline_thresholds()))},
                     {"fitted_score", num(rescore(r.components, c.thresholds))}, {"figures", figures},
+                    {"fp8_key_bound", num(r.fp8_key_bound)},
                     {"primary", r.primary_path() ? r.primary_path()->label : ""},
                     {"held_out", std::find(c.held_out.begin(), c.held_out.end(), i) != c.held_out.end()}});
   }
