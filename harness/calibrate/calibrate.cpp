@@ -280,8 +280,8 @@ std::string per_recipe_text(const Calibration& c) {
                      r.fp8 ? fmt::format("{} (runs {})", fmt_auc(r.fp8_key_bound), r.fp8_key_bound.runs) : "-");
   }
   for (const RecipeScore& r : c.per_recipe) {
-    s += fmt::format("  {}\n    braidinfer    {}\n    fusecheck     {}\n", r.path, fmt_confusion(r.braidinfer.confusion),
-                     fmt_confusion(r.fusecheck.confusion));
+    s += fmt::format("  {}\n    braidinfer    {}\n    fusecheck     {}\n", r.path,
+                     fmt_confusion(r.braidinfer.confusion), fmt_confusion(r.fusecheck.confusion));
     if (r.fp8_fail) {
       s += fmt::format("    FP8 key bound {}  (predicted above {:g} at scale 1)\n",
                        fmt_confusion(r.fp8_key_bound.confusion), *r.fp8_fail);
@@ -491,8 +491,11 @@ std::string thresholds_file_json(const Calibration& c) {
   cal["held_out_all"] = c.held_out_all ? fold_json(*c.held_out_all) : nlohmann::json(nullptr);
   nlohmann::json recipes = nlohmann::json::array();
   for (const RecipeScore& r : c.per_recipe) {
-    nlohmann::json one = {{"path", r.path}, {"recipe", r.recipe}, {"fp8", r.fp8},
-                          {"braidinfer", set_score_json(r.braidinfer)}, {"fusecheck_default", set_score_json(r.fusecheck)}};
+    nlohmann::json one = {{"path", r.path},
+                          {"recipe", r.recipe},
+                          {"fp8", r.fp8},
+                          {"braidinfer", set_score_json(r.braidinfer)},
+                          {"fusecheck_default", set_score_json(r.fusecheck)}};
     if (r.fp8) {
       one["fp8_key_bound"] = set_score_json(r.fp8_key_bound);
       one["fp8_key_bound"]["scale"] = 1.0;

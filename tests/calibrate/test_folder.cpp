@@ -38,7 +38,8 @@ struct FakeRun {
 // Family A: ratios 3, 8, 32; family B: 4, 16, 100. Divergent: 8, 32, 100. Seed 0: 3, 32,
 // 16; seed 1: 8, 4, 100.
 const std::vector<FakeRun> kRuns = {{"a1", "A", 3, false, 0}, {"a2", "A", 8, true, 1},  {"a3", "A", 32, true, 0},
-                                    {"b1", "B", 4, false, 1}, {"b2", "B", 16, false, 0, true}, {"b3", "B", 100, true, 1}};
+                                    {"b1", "B", 4, false, 1}, {"b2", "B", 16, false, 0, true},
+                                    {"b3", "B", 100, true, 1}};
 // A held-out family whose outcomes run against the design families' (5 divergent, 50
 // fine): fitted on, it would pull the cut below 5.
 const std::vector<FakeRun> kHeldOutRuns = {{"c1", "C", 5, true, 0}, {"c2", "C", 50, false, 0}};
