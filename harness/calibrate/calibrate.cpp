@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/check/check.h"
+#include "harness/check/fp8_static.h"
 #include "harness/core/error.h"
 #include "harness/run/metrics.h"
 
@@ -140,14 +141,19 @@ SetScore score_runs(const Calibration& c, const std::vector<std::size_t>& runs, 
   return score_set(s.risk, s.predicted, labels_of(c, runs), c.options);
 }
 
-SetScore score_runs_braidinfer(const Calibration& c, const std::vector<std::size_t>& runs) {
-  std::vector<double> risk;
-  std::vector<int> predicted;
+// Per run of `runs`: the seed's formula's risk and predicted INCOMPATIBLE (nothing to fit).
+Scored braidinfer_scored(const Calibration& c, const std::vector<std::size_t>& runs) {
+  Scored out;
   for (std::size_t i : runs) {
-    risk.push_back(1 - c.runs[i].braidinfer.score);
-    predicted.push_back(c.runs[i].braidinfer.status == "INCOMPATIBLE" ? 1 : 0);
+    out.risk.push_back(1 - c.runs[i].braidinfer.score);
+    out.predicted.push_back(c.runs[i].braidinfer.status == "INCOMPATIBLE" ? 1 : 0);
   }
-  return score_set(risk, predicted, labels_of(c, runs), c.options);
+  return out;
+}
+
+SetScore score_runs_braidinfer(const Calibration& c, const std::vector<std::size_t>& runs) {
+  const Scored s = braidinfer_scored(c, runs);
+  return score_set(s.risk, s.predicted, labels_of(c, runs), c.options);
 }
 
 HeldOutFold fold_of(const Calibration& c, std::string key, const std::vector<std::size_t>& runs,
@@ -261,6 +267,29 @@ std::string fmt_confusion(const Confusion& c) {
                      c.false_positive, c.true_negative, c.false_negative, 100 * c.miss_rate(), 100 * c.false_alarm_rate());
 }
 
+// The "per recipe" section of the summary (issue 17).
+std::string per_recipe_text(const Calibration& c) {
+  std::string s = "\nper recipe (each path's design runs labelled by that path's own outcome, same rule; scorers at "
+                  "the default thresholds; the fit above stays on the fused bf16 labels; FP8 key bound: the worst "
+                  "layer's |k| bound / 448 at KV scale 1, AUC of the figure alone):\n";
+  s += fmt::format("  {:<28} {:>4} {:>4}  {:<23}  {:<23}  {:<23}\n", "path", "runs", "div", "braidinfer AUC [95%]",
+                   "fusecheck AUC [95%]", "FP8 key bound AUC [95%]");
+  for (const RecipeScore& r : c.per_recipe) {
+    s += fmt::format("  {:<28} {:>4d} {:>4d}  {}  {}  {}\n", r.path, r.fusecheck.runs, r.fusecheck.positives,
+                     fmt_auc(r.braidinfer), fmt_auc(r.fusecheck),
+                     r.fp8 ? fmt::format("{} (runs {})", fmt_auc(r.fp8_key_bound), r.fp8_key_bound.runs) : "-");
+  }
+  for (const RecipeScore& r : c.per_recipe) {
+    s += fmt::format("  {}\n    braidinfer    {}\n    fusecheck     {}\n", r.path,
+                     fmt_confusion(r.braidinfer.confusion), fmt_confusion(r.fusecheck.confusion));
+    if (r.fp8_fail) {
+      s += fmt::format("    FP8 key bound {}  (predicted above {:g} at scale 1)\n",
+                       fmt_confusion(r.fp8_key_bound.confusion), *r.fp8_fail);
+    }
+  }
+  return s;
+}
+
 }  // namespace
 
 const check::Thresholds& CalibrateOptions::baseline_thresholds() const {
@@ -353,7 +382,74 @@ Calibration calibrate(std::vector<RunRecord> runs, const CalibrateOptions& optio
     for (std::size_t f = 0; f < figs.size(); ++f) columns[f].push_back(figs[f].second);
   }
   for (std::size_t f = 0; f < columns.size(); ++f) c.single_figure_auc[f].second = auc(columns[f], labels);
+  c.per_recipe = recipe_scores(c);
   return c;
+}
+
+std::vector<int> labels_of_path(const std::vector<LabelledPath>& paths, std::size_t n_runs, const std::string& label) {
+  std::vector<int> out(n_runs, -1);
+  for (const LabelledPath& p : paths) {
+    if (p.label == label && p.run < n_runs) out[p.run] = p.outcome.divergent ? 1 : 0;
+  }
+  return out;
+}
+
+namespace {
+
+// The `fail` of an FP8 recipe's key bound (a mix: its base recipe's); nullopt for the
+// dynamic-scale recipes, which are not judged, and for an FP8 recipe the key bound has no
+// thresholds for (check::fp8_static_thresholds names the known ones in its error).
+std::optional<double> fp8_fail_threshold(const std::string& recipe) {
+  try {
+    const auto t = check::fp8_static_thresholds(recipe.substr(0, recipe.find('+')));
+    return t ? std::optional<double>(t->fail) : std::nullopt;
+  } catch (const InputError&) {
+    return std::nullopt;
+  }
+}
+
+RecipeScore recipe_score(const Calibration& c, const std::string& label) {
+  RecipeScore r;
+  r.path = label;
+  r.recipe = recipe_of_path(label);
+  r.fp8 = is_fp8_path(label);
+  const auto path_labels = labels_of_path(c.paths, c.runs.size(), label);
+  std::vector<std::size_t> runs;
+  std::vector<int> labels;
+  for (std::size_t i : c.used) {
+    if (path_labels[i] < 0) continue;
+    runs.push_back(i);
+    labels.push_back(path_labels[i]);
+  }
+  const Scored b = braidinfer_scored(c, runs);
+  r.braidinfer = score_set(b.risk, b.predicted, labels, c.options);
+  const Scored f = scored_under(c, runs, c.options.baseline_thresholds());
+  r.fusecheck = score_set(f.risk, f.predicted, labels, c.options);
+  if (!r.fp8) return r;
+  r.fp8_fail = fp8_fail_threshold(r.recipe);
+  Scored k;
+  std::vector<int> k_labels;
+  for (std::size_t n = 0; n < runs.size(); ++n) {
+    const double figure = c.runs[runs[n]].fp8_key_bound;
+    if (!std::isfinite(figure)) continue;  // checkpoint gone: the figure was not read
+    k.risk.push_back(figure);
+    k.predicted.push_back(r.fp8_fail && figure > *r.fp8_fail ? 1 : 0);
+    k_labels.push_back(labels[n]);
+  }
+  r.fp8_key_bound = score_set(k.risk, k.predicted, k_labels, c.options);
+  return r;
+}
+
+}  // namespace
+
+std::vector<RecipeScore> recipe_scores(const Calibration& c) {
+  std::vector<std::string> labels;
+  for (const LabelledPath& p : c.paths) {
+    if (std::find(labels.begin(), labels.end(), p.label) == labels.end()) labels.push_back(p.label);
+  }
+  std::vector<RecipeScore> out;
+  for (const auto& label : labels) out.push_back(recipe_score(c, label));
+  return out;
 }
 
 std::vector<std::pair<std::string, double>> single_figures(std::span<const StaticComponent> components) {
@@ -393,6 +489,21 @@ std::string thresholds_file_json(const Calibration& c) {
   for (const auto& f : c.held_out_families) held.push_back(fold_json(f));
   cal["held_out_families"] = held;
   cal["held_out_all"] = c.held_out_all ? fold_json(*c.held_out_all) : nlohmann::json(nullptr);
+  nlohmann::json recipes = nlohmann::json::array();
+  for (const RecipeScore& r : c.per_recipe) {
+    nlohmann::json one = {{"path", r.path},
+                          {"recipe", r.recipe},
+                          {"fp8", r.fp8},
+                          {"braidinfer", set_score_json(r.braidinfer)},
+                          {"fusecheck_default", set_score_json(r.fusecheck)}};
+    if (r.fp8) {
+      one["fp8_key_bound"] = set_score_json(r.fp8_key_bound);
+      one["fp8_key_bound"]["scale"] = 1.0;
+      one["fp8_key_bound"]["fail"] = r.fp8_fail ? nlohmann::json(*r.fp8_fail) : nlohmann::json(nullptr);
+    }
+    recipes.push_back(one);
+  }
+  cal["per_recipe"] = recipes;
   j["calibration"] = cal;
   return j.dump(2) + "\n";
 }
@@ -414,6 +525,7 @@ nlohmann::json report_data(const Calibration& c) {
                     {"braidinfer_score", num(r.braidinfer.score)}, {"braidinfer_status", r.braidinfer.status},
                     {"fusecheck_score", num(rescore(r.components, c.options.baseline_thresholds()))},
                     {"fitted_score", num(rescore(r.components, c.thresholds))}, {"figures", figures},
+                    {"fp8_key_bound", num(r.fp8_key_bound)},
                     {"primary", r.primary_path() ? r.primary_path()->label : ""},
                     {"held_out", std::find(c.held_out.begin(), c.held_out.end(), i) != c.held_out.end()}});
   }
@@ -499,6 +611,7 @@ std::string summary_text(const Calibration& c) {
   }
   s += "\n\nsingle weights-only figures (the largest value per model; AUC of the figure alone on the design runs):\n";
   for (const auto& [name, a] : c.single_figure_auc) s += fmt::format("  {:<50} {:>6.3f}\n", name, a);
+  s += per_recipe_text(c);
   return s;
 }
 

@@ -70,6 +70,21 @@ struct SetScore {
   Confusion confusion;    // predicted INCOMPATIBLE against divergent
 };
 
+// One recipe path (issue 17): the design runs that have it, each labelled by that path's
+// own outcome under the same rule, and both scorers at the baseline (default) thresholds;
+// nothing is fitted on these labels (the fit stays on the fused bf16 ones).
+struct RecipeScore {
+  std::string path;    // the path label, "emulated-cpu:fp8-kv"
+  std::string recipe;  // recipe_of_path(path)
+  bool fp8 = false;    // is_fp8_path(path)
+  SetScore braidinfer, fusecheck;
+  // FP8 recipes: the key-bound figure alone (RunRecord::fp8_key_bound, scale 1) on the runs
+  // where it was read; confusion: predicted when the figure passes `fp8_fail`, the
+  // recipe's `fail` (check::fp8_static_thresholds; absent for dynamic scales: not judged).
+  SetScore fp8_key_bound;
+  std::optional<double> fp8_fail;
+};
+
 // One left-out group (a family or a seed), or one held-out family.
 struct HeldOutFold {
   std::string key;                 // the family or the seed
@@ -107,7 +122,16 @@ struct Calibration {
   // the fusecheck scorer's components (single_figures()), to show which figure carries
   // the prediction on this sweep.
   std::vector<std::pair<std::string, double>> single_figure_auc;
+  // Every path label of the results, in the order first seen (recipe_scores()).
+  std::vector<RecipeScore> per_recipe;
 };
+
+// Per run of `n_runs`: 1 when its path `label` diverged, 0 when not, -1 when the run has
+// no such path.
+std::vector<int> labels_of_path(const std::vector<LabelledPath>& paths, std::size_t n_runs, const std::string& label);
+
+// The per-recipe section from c.runs, c.paths and c.used (each path's own labels).
+std::vector<RecipeScore> recipe_scores(const Calibration& c);
 
 // Per run, figures derived from the fusecheck scorer's components: the largest norm
 // ratio, hidden-norm gain and q/k amplification, the model amplification, and the

@@ -14,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "harness/check/check.h"
+#include "harness/check/fp8_static.h"
 #include "harness/checkpoint/profiles.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
@@ -148,6 +149,13 @@ const PathRecord* RunRecord::primary_path() const {
   return nullptr;
 }
 
+std::string recipe_of_path(const std::string& label) {
+  const auto colon = label.find(':');
+  return colon == std::string::npos ? label : label.substr(colon + 1);
+}
+
+bool is_fp8_path(const std::string& label) { return recipe_of_path(label).rfind("fp8-", 0) == 0; }
+
 bool parse_point_description(const std::string& description, RunRecord& record) {
   std::istringstream words(description);
   std::string word;
@@ -201,15 +209,22 @@ RunRecord load_run(const std::filesystem::path& file) {
   r.fusecheck = read_static(run, "fusecheck");
   for (const auto& label : run.path_labels()) r.paths.push_back(read_path(run, label));
 
+  const std::string model_path = run.attr("model_path").value_or("");
   auto sidecar = file;
   sidecar.replace_extension(".check.json");
   if (std::filesystem::exists(sidecar)) {
     r.components = components_from_json(sidecar, synthetic_down_numel(run));
     r.components_source = sidecar.string();
   } else {
-    const std::string model_path = run.attr("model_path").value_or("");
     r.components = components_from_checkpoint(model_path, r.file);
     r.components_source = model_path;
+  }
+  const bool has_fp8_path = std::any_of(r.paths.begin(), r.paths.end(),
+                                        [](const PathRecord& p) { return is_fp8_path(p.label); });
+  if (has_fp8_path && !model_path.empty() && std::filesystem::exists(model_path)) {
+    const auto ckpt = Checkpoint::open(model_path);
+    const check::Fp8StaticFigure f = check::fp8_key_bound(*ckpt, "fp8-kv", 1.0);
+    if (!f.layers.empty()) r.fp8_key_bound = f.layers[static_cast<std::size_t>(f.worst_layer)].ratio;
   }
   return r;
 }

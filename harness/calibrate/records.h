@@ -6,6 +6,7 @@
 #pragma once
 
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -56,11 +57,22 @@ struct RunRecord {
   std::vector<StaticComponent> components;   // fusecheck scorer's figures
   std::string components_source;             // the .check.json or the checkpoint
   std::vector<PathRecord> paths;
+  // The static FP8 key bound's worst layer at the engines' default KV scale 1 (bound / 448,
+  // check::fp8_key_bound), read from the checkpoint when the run has an FP8 recipe path
+  // and the checkpoint is still there; NaN otherwise. The bound does not depend on the
+  // recipe, only its thresholds do.
+  double fp8_key_bound = std::numeric_limits<double>::quiet_NaN();
   const PathRecord* find_path(const std::string& label) const;
   // The path calibration labels a model by: the first with role fused and a bf16 dtype,
   // else the first fused one, else nullptr.
   const PathRecord* primary_path() const;
 };
+
+// The recipe a path label runs: "fp8-kv" of "emulated-cpu:fp8-kv" (a mix keeps its text,
+// "fp8-w8a8+fused-v1@0-1"); the label itself when it names no recipe ("fused-cuda").
+std::string recipe_of_path(const std::string& label);
+// Whether the path's recipe (its base recipe, for a mix) is one of the FP8 recipes.
+bool is_fp8_path(const std::string& label);
 
 // Parses "calibration size=ci family=k_norm k_norm_max=96.5 seed=0" (a sweep scenario's
 // description); false when the text is not one.

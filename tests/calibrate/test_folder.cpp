@@ -25,24 +25,47 @@ const std::vector<std::string> kTaps = {"attn_norm", "q", "k", "v", "q_normed", 
                                         "o_proj", "resid_mid", "mlp_norm", "gate", "up", "act", "down", "resid_out"};
 
 // One run: its largest k_norm ratio (the only figure above 1), family, outcome and seed.
+// Each run has an fp8-kv path too, divergent where fused-v1 is and where marked.
 struct FakeRun {
   std::string name;
   std::string family;
   double k_ratio;
   bool divergent;
   int seed;
+  bool diverges_on_fp8_only = false;
 };
 
 // Family A: ratios 3, 8, 32; family B: 4, 16, 100. Divergent: 8, 32, 100. Seed 0: 3, 32,
 // 16; seed 1: 8, 4, 100.
 const std::vector<FakeRun> kRuns = {{"a1", "A", 3, false, 0}, {"a2", "A", 8, true, 1},  {"a3", "A", 32, true, 0},
-                                    {"b1", "B", 4, false, 1}, {"b2", "B", 16, false, 0}, {"b3", "B", 100, true, 1}};
+                                    {"b1", "B", 4, false, 1}, {"b2", "B", 16, false, 0, true},
+                                    {"b3", "B", 100, true, 1}};
 // A held-out family whose outcomes run against the design families' (5 divergent, 50
 // fine): fitted on, it would pull the cut below 5.
 const std::vector<FakeRun> kHeldOutRuns = {{"c1", "C", 5, true, 0}, {"c2", "C", 50, false, 0}};
 
+constexpr const char* kFusedLabel = "emulated-cpu:fused-v1";
+constexpr const char* kFp8Label = "emulated-cpu:fp8-kv";
+
+void write_path(results::H5Writer& w, const FakeRun& r, const std::string& label, const std::string& role,
+                bool divergent) {
+  const std::string p = "/paths/" + label;
+  w.group(p);
+  w.attr(p, "role", role);
+  w.attr(p, "dtype", "BF16");
+  const double u = std::ldexp(1.0, -8);
+  w.numbers(p + "/amplification/local_error", {kLayers}, {r.k_ratio * u, u});
+  w.numbers(p + "/amplification/propagated_error", {kLayers}, {r.k_ratio * u, 2 * r.k_ratio * u});
+  w.attr(p + "/amplification", "logits_propagated_error", 3 * r.k_ratio * u);
+  const std::string e = "/end_to_end/" + label;
+  // Divergent: KL 0.1 nats everywhere (> the 0.01 limit); otherwise 1e-4 and every
+  // confident position keeps its top-1.
+  w.numbers(e + "/kl", {kPositions}, std::vector<double>(kPositions, divergent ? 0.1 : 1e-4));
+  w.numbers(e + "/ref_margin", {kPositions}, std::vector<double>(kPositions, 2.0));
+  w.numbers(e + "/top1_match", {kPositions}, std::vector<double>(kPositions, 1.0));
+}
+
 void write_run(const std::filesystem::path& dir, const FakeRun& r) {
-  const std::string label = "emulated-cpu:fused-v1";
   results::H5Writer w(dir / (r.name + ".h5"));
   w.attr("/", "format", "fusecheck-run");
   w.attr("/", "format_version", 1LL);
@@ -63,22 +86,10 @@ void write_run(const std::filesystem::path& dir, const FakeRun& r) {
     w.attr(g, "estimated_amplification", r.k_ratio);
     w.numbers(g + "/layer_figure", {kLayers}, {r.k_ratio, 1.0});
   }
-  const std::string p = "/paths/" + label;
-  w.group(p);
-  w.attr(p, "role", "fused");
-  w.attr(p, "dtype", "BF16");
-  const double u = std::ldexp(1.0, -8);
-  w.numbers(p + "/amplification/local_error", {kLayers}, {r.k_ratio * u, u});
-  w.numbers(p + "/amplification/propagated_error", {kLayers}, {r.k_ratio * u, 2 * r.k_ratio * u});
-  w.attr(p + "/amplification", "logits_propagated_error", 3 * r.k_ratio * u);
   w.group("/end_to_end");
   w.attr("/end_to_end", "greedy_steps", 0LL);
-  const std::string e = "/end_to_end/" + label;
-  // Divergent: KL 0.1 nats everywhere (> the 0.01 limit); otherwise 1e-4 and every
-  // confident position keeps its top-1.
-  w.numbers(e + "/kl", {kPositions}, std::vector<double>(kPositions, r.divergent ? 0.1 : 1e-4));
-  w.numbers(e + "/ref_margin", {kPositions}, std::vector<double>(kPositions, 2.0));
-  w.numbers(e + "/top1_match", {kPositions}, std::vector<double>(kPositions, 1.0));
+  write_path(w, r, kFusedLabel, "fused", r.divergent);
+  write_path(w, r, kFp8Label, "other", r.divergent || r.diverges_on_fp8_only);
   nlohmann::json check = {{"scorer", "fusecheck"},
                           {"components", {{{"name", "k_norm.ratio"}, {"layer", 0}, {"value", r.k_ratio}},
                                           {{"name", "qk.amplification"}, {"layer", 0}, {"value", 1.0}}}}};
@@ -255,6 +266,8 @@ TEST(CalibrateFolder, TheReportRendersItsTablesWithoutNumpy) {
   EXPECT_NE(page.find("Held-out families (never fitted on)"), std::string::npos);
   EXPECT_NE(page.find("<td>C</td>"), std::string::npos);  // the held-out family's row
   EXPECT_NE(page.find("Leave one family out, leave one seed out"), std::string::npos);
+  EXPECT_NE(page.find("<h2>Per recipe</h2>"), std::string::npos);
+  EXPECT_NE(page.find("<td>emulated-cpu:fp8-kv</td>"), std::string::npos);
   EXPECT_EQ(page.find("<img"), std::string::npos);
 }
 
@@ -267,6 +280,50 @@ TEST(CalibrateFolder, AReportWhoseDataWouldOverwriteTheThresholdsIsRefused) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("same file"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(out));  // refused before anything is written
+}
+
+// The fp8-kv path diverges on a2, a3, b2 (only there), b3: risks .05, .35, .2, .597 against
+// 0, 0 (a1, b1): every pair won. At the defaults only b3 (100 > fail 64) is flagged.
+TEST(CalibrateFolder, EachRecipePathIsScoredAgainstItsOwnOutcomes) {
+  const Calibration c = run_calibration();
+  ASSERT_EQ(c.per_recipe.size(), 2u);
+  const RecipeScore& fp8 = c.per_recipe[0];
+  const RecipeScore& fused = c.per_recipe[1];
+  EXPECT_EQ(fp8.path, kFp8Label);
+  EXPECT_TRUE(fp8.fp8);
+  EXPECT_EQ(fp8.fusecheck.runs, 6);
+  EXPECT_EQ(fp8.fusecheck.positives, 4);
+  EXPECT_DOUBLE_EQ(fp8.fusecheck.auc, 1.0);
+  EXPECT_EQ(fp8.fusecheck.confusion.true_positive, 1);
+  EXPECT_EQ(fp8.fusecheck.confusion.false_negative, 3);
+  EXPECT_EQ(fp8.fusecheck.confusion.true_negative, 2);
+  EXPECT_EQ(fp8.fp8_key_bound.runs, 0);  // no checkpoint to read the bound from
+  EXPECT_EQ(fused.path, kFusedLabel);
+  EXPECT_FALSE(fused.fp8);
+  EXPECT_EQ(fused.fusecheck.positives, 3);
+  EXPECT_DOUBLE_EQ(fused.fusecheck.auc, c.fusecheck.auc);  // the headline's labels and score
+  EXPECT_DOUBLE_EQ(fused.braidinfer.auc, c.braidinfer.auc);
+}
+
+TEST(CalibrateFolder, TheFitStaysOnTheFusedLabels) {
+  EXPECT_EQ(run_calibration().labels, (std::vector<int>{0, 1, 1, 0, 0, 1}));  // b2 diverged on fp8-kv only
+}
+
+TEST(CalibrateFolder, ThePerRecipeSectionComesLastInTheSummaryAndInTheThresholdsFile) {
+  const Calibration c = run_calibration();
+  const std::string text = summary_text(c);
+  const auto singles = text.find("single weights-only figures");
+  const auto section = text.find("per recipe");
+  ASSERT_NE(section, std::string::npos) << text;
+  EXPECT_GT(section, singles);
+  EXPECT_NE(text.find("emulated-cpu:fp8-kv", section), std::string::npos);
+  const auto j = nlohmann::json::parse(thresholds_file_json(c));
+  const auto& recipes = j.at("calibration").at("per_recipe");
+  ASSERT_EQ(recipes.size(), 2u);
+  EXPECT_EQ(recipes[0].at("path"), kFp8Label);
+  EXPECT_EQ(recipes[0].at("fusecheck_default").at("divergent"), 4);
+  EXPECT_EQ(recipes[0].at("fp8_key_bound").at("fail"), 1.0);
+  EXPECT_FALSE(recipes[1].contains("fp8_key_bound"));
 }
 
 TEST(CalibrateFolder, AFolderWithoutResultsIsOneClearError) {
