@@ -100,7 +100,8 @@ TEST(CalibratePerRecipe, TheScoreIsHeldAgainstEachPathsLabels) {
 // Key bounds .1 (divergent), .5 (not), 2 (divergent); run 3's was not read. One of two
 // pairs won: AUC 1/2. Above fail 1: run 2 only.
 TEST(CalibratePerRecipe, TheFp8KeyBoundIsScoredAloneOnTheRunsWhereItWasRead) {
-  const RecipeScore& s = find(recipe_scores(hand_built()), kFp8Kv);
+  const auto scores = recipe_scores(hand_built());  // outlives the reference below
+  const RecipeScore& s = find(scores, kFp8Kv);
   EXPECT_EQ(s.fp8_key_bound.runs, 3);
   EXPECT_EQ(s.fp8_key_bound.positives, 2);
   EXPECT_DOUBLE_EQ(s.fp8_key_bound.auc, 0.5);
@@ -113,7 +114,8 @@ TEST(CalibratePerRecipe, TheFp8KeyBoundIsScoredAloneOnTheRunsWhereItWasRead) {
 
 // Dynamic scales follow the keys: the bound is shown, never judged (no predictions).
 TEST(CalibratePerRecipe, DynamicScaleRecipesAreNotJudgedByTheKeyBound) {
-  const RecipeScore& s = find(recipe_scores(hand_built()), kFp8Dynamic);
+  const auto scores = recipe_scores(hand_built());  // outlives the reference below
+  const RecipeScore& s = find(scores, kFp8Dynamic);
   EXPECT_TRUE(s.fp8);
   EXPECT_FALSE(s.fp8_fail.has_value());
   EXPECT_EQ(s.fp8_key_bound.confusion.true_positive + s.fp8_key_bound.confusion.false_positive, 0);
@@ -122,7 +124,8 @@ TEST(CalibratePerRecipe, DynamicScaleRecipesAreNotJudgedByTheKeyBound) {
 }
 
 TEST(CalibratePerRecipe, NonFp8PathsHaveNoKeyBoundFigure) {
-  const RecipeScore& s = find(recipe_scores(hand_built()), kFused);
+  const auto scores = recipe_scores(hand_built());  // outlives the reference below
+  const RecipeScore& s = find(scores, kFused);
   EXPECT_FALSE(s.fp8);
   EXPECT_EQ(s.fp8_key_bound.runs, 0);
 }
