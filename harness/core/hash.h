@@ -5,7 +5,9 @@
 //    (kernels/common/random_fill.cu) both use it, so it must never change: every synthetic
 //    weight and every benchmark input depends on its bits.
 //  - fnv1a64: FNV-1a over bytes, for stable names (the synth cache folder, per-tensor
-//    streams of the synth writer).
+//    streams of the synth writer). The cache folder's copy had its offset basis mistyped
+//    one digit short until 2026-12-03; that key also holds the build's sha, so only the
+//    folder name of a cache made by an older build changed.
 #pragma once
 
 #include <cstdint>
