@@ -1,9 +1,10 @@
-// The project's two non-cryptographic hashes, in one place (host and device):
+// The project's two non-cryptographic hashes, in one place on the host:
 //  - splitmix64: the finalizer of Vigna's SplitMix64 generator; a seed and an index (or a
 //    tensor name's hash and a chunk) become independent-looking 64-bit words. The synthetic
-//    checkpoint writer (harness/checkpoint/synth.cpp) and the seeded device fills
-//    (kernels/common/random_fill.cu) both use it, so it must never change: every synthetic
-//    weight and every benchmark input depends on its bits.
+//    checkpoint writer (harness/checkpoint/synth.cpp) uses it, so it must never change:
+//    every synthetic weight depends on its bits. The seeded device fills
+//    (kernels/common/random_fill.cu) keep their own __device__ copy with the same
+//    constants: moving them onto this header waits for a GPU run of scripts/gpu-test.
 //  - fnv1a64: FNV-1a over bytes, for stable names (the synth cache folder, per-tensor
 //    streams of the synth writer). The cache folder's copy had its offset basis mistyped
 //    one digit short until 2026-12-03; that key also holds the build's sha, so only the
@@ -13,15 +14,9 @@
 #include <cstdint>
 #include <string_view>
 
-#if defined(__CUDACC__)
-#define FUSECHECK_HOST_DEVICE __host__ __device__
-#else
-#define FUSECHECK_HOST_DEVICE
-#endif
-
 namespace fusecheck {
 
-FUSECHECK_HOST_DEVICE constexpr std::uint64_t splitmix64(std::uint64_t x) {
+constexpr std::uint64_t splitmix64(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;

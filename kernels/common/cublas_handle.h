@@ -35,6 +35,7 @@ class CublasHandle {
   }
   cublasHandle_t get() const { return h_; }
   operator cublasHandle_t() const { return h_; }
+  void set_stream(cudaStream_t s) { CUBLAS_CHECK(cublasSetStream(h_, s)); }
 
  private:
   cublasHandle_t h_ = nullptr;

@@ -3,12 +3,18 @@
 
 #include <algorithm>
 
-#include "harness/core/hash.h"
 #include "kernels/common/bf16.cuh"
 #include "kernels/common/cuda_check.h"
 
 namespace fusecheck::cuda {
 namespace {
+
+__device__ __forceinline__ std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
 
 template <typename T>
 __global__ void fill_uniform_kernel(T* p, std::size_t n, std::uint64_t seed, float lo, float hi) {

@@ -86,6 +86,7 @@ class Graph {
     CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
   }
   void launch(cudaStream_t s) const { CUDA_CHECK(cudaGraphLaunch(exec_, s)); }
+  bool ready() const { return exec_ != nullptr; }
 
  private:
   void release() {
