@@ -398,14 +398,12 @@ namespace {
 
 // The `fail` of an FP8 recipe's key bound (a mix: its base recipe's); nullopt for the
 // dynamic-scale recipes, which are not judged, and for an FP8 recipe the key bound has no
-// thresholds for (check::fp8_static_thresholds names the known ones in its error).
+// thresholds for (check::is_fp8_recipe).
 std::optional<double> fp8_fail_threshold(const std::string& recipe) {
-  try {
-    const auto t = check::fp8_static_thresholds(recipe.substr(0, recipe.find('+')));
-    return t ? std::optional<double>(t->fail) : std::nullopt;
-  } catch (const InputError&) {
-    return std::nullopt;
-  }
+  const std::string base = recipe.substr(0, recipe.find('+'));
+  if (!check::is_fp8_recipe(base)) return std::nullopt;
+  const auto t = check::fp8_static_thresholds(base);
+  return t ? std::optional<double>(t->fail) : std::nullopt;
 }
 
 RecipeScore recipe_score(const Calibration& c, const std::string& label) {

@@ -51,6 +51,8 @@ const std::map<std::string, std::optional<Fp8Thresholds>>& table() {
 
 }  // namespace
 
+bool is_fp8_recipe(const std::string& recipe) { return table().count(recipe) > 0; }
+
 std::optional<Fp8Thresholds> fp8_static_thresholds(const std::string& recipe) {
   const auto it = table().find(recipe);
   if (it == table().end()) {

@@ -38,6 +38,10 @@ struct Fp8StaticFigure {
 // FP8 recipes for any other name.
 std::optional<Fp8Thresholds> fp8_static_thresholds(const std::string& recipe);
 
+// True when fp8_static_thresholds knows `recipe` (asking, where an unknown name is not an
+// error: calibrate's per-recipe section meets every path's recipe).
+bool is_fp8_recipe(const std::string& recipe);
+
 // InputError when `scale` is not a finite number above zero or a tensor is missing.
 Fp8StaticFigure fp8_key_bound(const Checkpoint& ckpt, const std::string& recipe, double scale);
 

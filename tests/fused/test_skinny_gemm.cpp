@@ -150,7 +150,7 @@ TEST(SkinnyGemm, SmallNeedleRowBitsDoNotDependOnTheRowsAroundIt) {
     }
 }
 
-TEST(SkinnyGemm, SplitCountDependsOnTheShapeOnly) {
+TEST(SkinnyGemm, SplitCountStaysWithinItsBoundsAndSplitsNarrowWeights) {
   SKIP_WITHOUT_GPU();
   // A weight of 4096 x 4096 on a GPU with dozens of SMs: a few splits, each at least 256 wide.
   const int s = SkinnyGemm::splits(4096, 4096, SkinnyEpilogue::Store);
@@ -158,6 +158,11 @@ TEST(SkinnyGemm, SplitCountDependsOnTheShapeOnly) {
   EXPECT_LE(s, 4096 / 256);
   // One 64-wide step cannot be split.
   EXPECT_EQ(SkinnyGemm::splits(64, 64, SkinnyEpilogue::Store), 1);
+  // The shapes the exactness and needle tests use to exercise the split-K reduction: two
+  // column blocks over K = 4096 split (up to 16 ways at 4 blocks per SM on 8 SMs or more);
+  // a wrong reduction there shows as a wrong integer sum or a needle row that moves.
+  EXPECT_GT(SkinnyGemm::splits(96, 4096, SkinnyEpilogue::Store), 1);
+  EXPECT_GT(SkinnyGemm::splits(96, 4096, SkinnyEpilogue::SwiGlu), 1);
 }
 
 TEST(SkinnyGemm, ShapesItCannotTakeAreRefusedWithAMessage) {
