@@ -242,9 +242,6 @@ class BuiltinCudaPath final : public fp::Path {
     return out;
   }
   bool supports_device_taps() const override { return path_->capabilities().device_taps; }
-  void set_device_taps(bool on) override {
-    if (on && !supports_device_taps()) throw std::logic_error("this path does not offer device taps");
-  }
   fp::TapValues layer_device(int layer, const fc_tensor& input) override {
     last_device_ = input_errors_as_abi([&] { return with_input(input, [&](const TapInput& in) {
       return path_->layer_on_device(layer, in);

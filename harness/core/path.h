@@ -75,6 +75,14 @@ struct DeviceTap {
 };
 using DeviceTapSet = std::map<Tap, DeviceTap>;
 
+// Where a path's device taps live: the code that reads them (a plug-in) and the device.
+// Paths of one domain can take each other's device taps as input and measure them.
+struct DeviceDomain {
+  const void* code = nullptr;  // null: no device taps
+  int device = -1;
+  bool operator==(const DeviceDomain&) const = default;
+};
+
 // The input of a layer or head on the device route: host rows or a device tap (exactly one).
 struct TapInput {
   const TapMatrix* host = nullptr;
@@ -152,6 +160,7 @@ class Path {
   // a device tap on this path's device (its own resid_out of the previous call included).
   // Calls of layer()/head() and of these may alternate; each call invalidates the taps of
   // the last.
+  virtual DeviceDomain device_domain() const { return {}; }
   virtual DeviceTapSet layer_on_device(int layer, const TapInput& input);
   virtual DeviceTapSet head_on_device(const TapInput& hidden);
   // A device tap of this path's domain as host rows (F64).

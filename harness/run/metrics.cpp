@@ -583,10 +583,20 @@ NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
     a.ref_margin[i] = p.margin;
     a.top1_match[i] = p.top1_match;
   }
+  return next_token_from_positions(std::move(a.kl), std::move(a.ref_margin), std::move(a.top1_match));
+}
+
+NextTokenAgreement next_token_from_positions(std::vector<double> kl, std::vector<double> ref_margin,
+                                             std::vector<int> top1_match) {
+  NextTokenAgreement a;
+  a.kl = std::move(kl);
+  a.ref_margin = std::move(ref_margin);
+  a.top1_match = std::move(top1_match);
+  if (a.kl.empty()) return a;
   const double agree = static_cast<double>(std::accumulate(a.top1_match.begin(), a.top1_match.end(), 0));
   a.kl_mean = std::accumulate(a.kl.begin(), a.kl.end(), 0.0) / static_cast<double>(a.kl.size());
   a.kl_p99 = quantile(a.kl, 0.99);
-  a.top1_agreement = agree / static_cast<double>(rows);
+  a.top1_agreement = agree / static_cast<double>(a.kl.size());
   return a;
 }
 

@@ -423,6 +423,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   cfg.greedy_steps = sc.greedy_steps;
   cfg.seeds = sc.seeds;
   cfg.dump_failing = opt.dump_failing;
+  cfg.device_metrics = device == "cuda" && opt.device_metrics.value_or(kDeviceMetricsByDefault);
 
   const std::string model_label = sc.model.synth ? fmt::format("{} (synth, {} layers, {})", sc.model.synth->profile,
                                                                spec.n_layers, sc.model.synth->dtype)

@@ -185,9 +185,8 @@ class Path {
   // tensor on the instance's device (device_input_of checked it), and they return
   // HostMatrix::device_view taps valid until the next call.
   virtual bool supports_device_taps() const { return false; }
-  virtual void set_device_taps(bool on) {
-    if (on) throw std::logic_error("this path does not offer device taps");
-  }
+  // Told when device taps switch on or off (supports_device_taps() checked first); no-op by default.
+  virtual void set_device_taps(bool on) { (void)on; }
   virtual TapValues layer_device(int layer, const fc_tensor& input) {
     (void)layer, (void)input;
     throw std::logic_error("this path does not offer device taps");
@@ -412,6 +411,7 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
     t.set_device_taps = [](fc_path* p, std::int32_t on, fc_error* err) {
       return guarded(err, [&] {
         auto& inst = *reinterpret_cast<Instance*>(p);
+        if (on && !inst.path->supports_device_taps()) throw std::logic_error("this path does not offer device taps");
         inst.path->set_device_taps(on != 0);
         inst.device_taps = on != 0;
         inst.values.clear();  // the last call's taps were in the other memory
