@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "kernels/common/cuda_check.h"
@@ -307,8 +308,18 @@ __global__ void convert_kernel(DevTensor src, int dst_dtype, void* dst) {
 void device_tap_totals(const DevTensor& ref, const DevTensor& path, const DevTensor* truth, int path_dtype,
                        double max_finite, double atol, double rtol, DevTapTotals& out, cudaStream_t s) {
   const int blocks = blocks_for(ref.rows);
-  DeviceBuffer<DevTapTotals> acc(1);
-  DeviceBuffer<double> partials(static_cast<std::size_t>(blocks) * kSums);
+  // A workspace per thread and device, kept: a run makes thousands of these calls, and
+  // cudaFree synchronizes the whole device.
+  struct Workspace {
+    DeviceBuffer<DevTapTotals> acc{1};
+    DeviceBuffer<double> partials{static_cast<std::size_t>(kMaxBlocks) * kSums};
+  };
+  thread_local std::map<int, Workspace> workspaces;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  Workspace& w = workspaces[device];
+  DeviceBuffer<DevTapTotals>& acc = w.acc;
+  DeviceBuffer<double>& partials = w.partials;
   CUDA_CHECK(cudaMemsetAsync(acc.data(), 0, sizeof(DevTapTotals), s));
   CUDA_CHECK(cudaMemsetAsync(partials.data(), 0, partials.bytes(), s));
   ref_sq_kernel<<<blocks, kThreads, 0, s>>>(ref, partials.data());
