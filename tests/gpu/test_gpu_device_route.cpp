@@ -6,9 +6,13 @@
 // route's, counts, ULP figures, gates and top-1 matches exact; the same with the ref64-cuda
 // noise floor on; --dump-failing copies back the failing cells' taps alone, equal to the
 // host route's. Passing this is what flips run_command.h's kDeviceMetricsByDefault.
+#include <dlfcn.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
+
+#include "fusecheck/path_plugin.h"
 
 #include "harness/core/path_registry.h"
 #include "harness/run/driver.h"
@@ -183,6 +187,48 @@ class GpuDeviceRoute : public ::testing::Test {
 TEST_F(GpuDeviceRoute, MatchesTheHostRouteOnTheCiModels) { compare(false, false); }
 TEST_F(GpuDeviceRoute, MatchesTheHostRouteWithTheRef64NoiseFloor) { compare(true, false); }
 TEST_F(GpuDeviceRoute, DumpFailingBringsBackTheHostRoutesTensors) { compare(false, true); }
+
+// The CUDA plug-in's ABI 1.3 entries check what they are handed: a tensor said to be in
+// device memory that is not (a host pointer), or in host memory, is bad input naming the
+// argument, never a crash or a read of the wrong memory.
+TEST_F(GpuDeviceRoute, ThePluginRefusesTensorsThatAreNotDeviceMemory) {
+  void* lib = dlopen(FUSECHECK_TEST_CUDA_PLUGIN, RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(lib, nullptr) << dlerror();
+  const auto entry = reinterpret_cast<fc_plugin_entry>(dlsym(lib, FC_PLUGIN_ENTRY_POINT));
+  ASSERT_NE(entry, nullptr);
+  const fc_plugin* t = entry();
+  ASSERT_GE(t->abi_minor, 3u);
+  ASSERT_NE(t->tap_metrics, nullptr);
+  std::vector<float> host(4 * 8, 1.0f);
+  fc_tensor a{};
+  a.dtype = FC_F32, a.memory = FC_CUDA_DEVICE, a.rank = 2;
+  a.shape[0] = 4, a.shape[1] = 8, a.strides[0] = 8, a.strides[1] = 1;
+  a.data = host.data();
+  cuda::DeviceBuffer<float> dev(host.size());
+  dev.upload(host);
+  fc_tensor b = a;
+  b.data = dev.data();
+  fc_metrics_request req{};
+  req.struct_size = sizeof req;
+  req.device_index = 0;
+  req.path_dtype = FC_BF16;
+  req.atol = 1e-5, req.rtol = 1.6e-2;
+  fc_tap_summary out{};
+  out.struct_size = sizeof out;
+  fc_error err{};
+  EXPECT_EQ(t->tap_metrics(&req, &a, &b, &out, &err), FC_ERR_INPUT);
+  EXPECT_NE(std::string(err.message).find("tap_metrics reference: the pointer is not CUDA device memory"),
+            std::string::npos) << err.message;
+  fc_tensor h = b;
+  h.memory = FC_HOST;
+  EXPECT_EQ(t->tap_metrics(&req, &b, &h, &out, &err), FC_ERR_INPUT);
+  EXPECT_NE(std::string(err.message).find("tap_metrics path: not in device memory"), std::string::npos) << err.message;
+  // The same tensors, both on the device, are measured: identical values, zero error.
+  ASSERT_EQ(t->tap_metrics(&req, &b, &b, &out, &err), 0) << err.message;
+  EXPECT_EQ(out.rel_l2, 0.0);
+  EXPECT_EQ(out.ulp_max, 0.0);
+  EXPECT_EQ(out.struct_size, sizeof out);
+}
 
 }  // namespace
 }  // namespace fusecheck::gpu_test
