@@ -8,6 +8,7 @@
 // host route's. Passing this is what flips run_command.h's kDeviceMetricsByDefault.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -18,26 +19,13 @@
 #include "harness/run/driver.h"
 #include "tests/common/ci_models.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/route_compare.h"
 
 namespace fusecheck::gpu_test {
 namespace {
 
 // Both routes run the same kernels on the same inputs; the metrics differ only by the
-// order of their FP64 sums (device blocks vs the CPU's sequential pass): ~n * 2^-53 at
-// worst for n <= 2e6 values per tap (2e-10), ~1e-15 in practice. 1e-12 is what baselines
-// need to stay comparable (issue 18).
-constexpr double kRouteTolerance = 1e-12;
-
-void expect_close(double dev, double host, const std::string& where) {
-  if (std::isnan(host)) {
-    EXPECT_TRUE(std::isnan(dev)) << where << ": device " << dev << ", host NaN";
-  } else if (std::isinf(host) || host == 0) {
-    EXPECT_EQ(dev, host) << where;
-  } else {
-    EXPECT_LE(std::abs(dev - host), kRouteTolerance * std::abs(host)) << where << ": device " << dev << ", host " << host;
-  }
-}
-
+// order of their FP64 sums (route_compare.h). These are exact on both.
 bool is_count(std::string_view f) {
   return f == "nan_count" || f == "inf_count" || f == "ref_nonfinite" || f == "overflow_count" ||
          f == "saturation_count" || f == "ulp_p50" || f == "ulp_p99" || f == "ulp_max";
@@ -54,7 +42,7 @@ void expect_tables(const run::ModeTable& dev, const run::ModeTable& host, const 
       if (is_count(f.name) && !std::isnan((*h).*f.member)) {
         EXPECT_EQ((*d).*f.member, (*h).*f.member) << w;
       } else {
-        expect_close((*d).*f.member, (*h).*f.member, w);
+        expect_route_close((*d).*f.member, (*h).*f.member, w);
       }
     }
   };
@@ -84,12 +72,12 @@ void expect_same_run(const run::RunResult& dev, const run::RunResult& host) {
     ASSERT_TRUE(d.end_to_end && h.end_to_end);
     ASSERT_EQ(d.end_to_end->kl.size(), h.end_to_end->kl.size());
     for (std::size_t p = 0; p < h.end_to_end->kl.size(); ++p) {
-      expect_close(d.end_to_end->kl[p], h.end_to_end->kl[p], "kl at position " + std::to_string(p));
+      expect_kl_close(d.end_to_end->kl[p], h.end_to_end->kl[p], "kl at position " + std::to_string(p));
     }
     EXPECT_EQ(d.end_to_end->ref_margin, h.end_to_end->ref_margin);
     EXPECT_EQ(d.end_to_end->top1_match, h.end_to_end->top1_match);
-    expect_close(d.end_to_end->kl_mean, h.end_to_end->kl_mean, "kl_mean");
-    expect_close(d.end_to_end->kl_p99, h.end_to_end->kl_p99, "kl_p99");
+    expect_kl_close(d.end_to_end->kl_mean, h.end_to_end->kl_mean, "kl_mean");
+    expect_kl_close(d.end_to_end->kl_p99, h.end_to_end->kl_p99, "kl_p99");
     EXPECT_EQ(d.end_to_end->top1_agreement, h.end_to_end->top1_agreement);
     ASSERT_EQ(d.dumps.size(), h.dumps.size());
     for (std::size_t k = 0; k < h.dumps.size(); ++k) {
@@ -107,12 +95,12 @@ void expect_same_run(const run::RunResult& dev, const run::RunResult& host) {
   ASSERT_TRUE(dev.perturb && host.perturb);
   for (std::size_t l = 0; l < host.perturb->sensitivity.size(); ++l) {
     for (int c = 0; c < run::kNumLayerTaps; ++c) {
-      expect_close(dev.perturb->sensitivity[l][c], host.perturb->sensitivity[l][c],
+      expect_route_close(dev.perturb->sensitivity[l][c], host.perturb->sensitivity[l][c],
                    "sensitivity layer " + std::to_string(l) + " tap " + std::to_string(c));
     }
   }
   for (int c = 0; c < run::kNumHeadTaps; ++c) {
-    expect_close(dev.perturb->head_sensitivity[c], host.perturb->head_sensitivity[c], "head sensitivity");
+    expect_route_close(dev.perturb->head_sensitivity[c], host.perturb->head_sensitivity[c], "head sensitivity");
   }
   EXPECT_EQ(dev.gate_failures, host.gate_failures);
 }
