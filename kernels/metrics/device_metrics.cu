@@ -224,8 +224,10 @@ __global__ void next_token_kernel(DevTensor ref, DevTensor path, double* kl_out,
     int finite = 1;
     for (std::int64_t c = threadIdx.x; c < n; c += blockDim.x) {
       const double rv = load(ref, r, c), xv = load(path, r, c);
-      if (best_ref.i == n || best_ref.v < rv) best_ref = {rv, c};
-      if (best_path.i == n || best_path.v < xv) best_path = {xv, c};
+      // As the CPU's scan from index 0: a NaN never wins, except at index 0, which then
+      // stays (thread 0 holds it and is always the left side of a merge).
+      if ((best_ref.i == n && (c == 0 || !isnan(rv))) || best_ref.v < rv) best_ref = {rv, c};
+      if ((best_path.i == n && (c == 0 || !isnan(xv))) || best_path.v < xv) best_path = {xv, c};
       if (rv > first) {
         second = first;
         first = rv;
@@ -275,7 +277,7 @@ __global__ void next_token_kernel(DevTensor ref, DevTensor path, double* kl_out,
     }
     kl = block_sum(kl, sd);
     if (threadIdx.x == 0) {
-      kl_out[r] = fmax(kl, 0.0);  // rounding can give -1e-17 for identical rows
+      kl_out[r] = kl < 0.0 ? 0.0 : kl;  // rounding can give -1e-17 for identical rows (NaN stays, as std::max)
       margin_out[r] = margin;
       match_out[r] = top_ref.i == top_path.i ? 1 : 0;
     }
