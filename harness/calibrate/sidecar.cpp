@@ -13,8 +13,10 @@ namespace fusecheck::calibrate {
 
 void add_qk_depth(std::vector<StaticComponent>& components) {
   std::vector<std::pair<int, double>> per_layer;
+  std::optional<double> final_gain;
   for (const auto& c : components) {
     if (c.name == "qk.amplification") per_layer.emplace_back(c.layer, c.value);
+    if (c.name == "final_norm.gain") final_gain = c.value;
   }
   std::erase_if(components, [](const StaticComponent& c) { return c.name == "model.qk_depth"; });
   if (per_layer.empty()) return;
@@ -22,7 +24,7 @@ void add_qk_depth(std::vector<StaticComponent>& components) {
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<double> values;
   for (const auto& [layer, value] : per_layer) values.push_back(value);
-  components.push_back({"model.qk_depth", -1, check::qk_depth_figure(values)});
+  components.push_back({"model.qk_depth", -1, check::qk_depth_figure(values, final_gain)});
 }
 
 namespace {

@@ -150,10 +150,12 @@ struct ModelNormWeights {
 };
 
 // model.qk_depth from the q/k amplification A_i of each layer with q/k norms, in depth
-// order: exp(sum_i w_i ln max(A_i, 1) / n), w_i = (1 - i/n)^2 (1 without layers). The top
-// layer weighs 1, as in the plain geometric mean; a layer counts less the less depth is
-// left after it (docs/static-score.md).
-double qk_depth_figure(std::span<const double> qk_per_layer);
+// order, and the final norm's peak gain G when the model has one:
+// exp((sum_i w_i ln max(A_i, 1) + ln max(G, 1)) / n), w_i = 0.25 + 0.75 (1 - i/n)^2 (1
+// without layers). The top layer weighs 1, as in the plain geometric mean; a layer counts
+// less the less depth is left after it, down to 0.25; the final norm is one more stage of
+// the product (docs/static-score.md).
+double qk_depth_figure(std::span<const double> qk_per_layer, std::optional<double> final_gain = std::nullopt);
 
 // Scores plain weights (pure; no files). Throws InputError on non-finite weights or on
 // q_norm / k_norm of different lengths.

@@ -125,7 +125,9 @@ CompatibilityResult score_fusecheck(const ModelNormWeights& weights, const Thres
   // product at the model's depth (1 when no layer amplifies), each layer weighted by the
   // depth left after it (qk_depth_figure). docs/static-score.md.
   if (!qk_per_layer.empty()) {
-    sc.add("model.qk_depth", -1, qk_depth_figure(qk_per_layer), thresholds.qk_depth_amplification);
+    const std::optional<double> final_gain =
+        res.final_norm ? std::optional<double>(res.final_norm->peak_gain) : std::nullopt;
+    sc.add("model.qk_depth", -1, qk_depth_figure(qk_per_layer, final_gain), thresholds.qk_depth_amplification);
   }
   for (const SuperWeight& w : weights.super_weights) {
     sc.add("mlp.super_weight", w.layer, w.figure, thresholds.super_weight);

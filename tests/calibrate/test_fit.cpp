@@ -88,6 +88,14 @@ TEST(CalibrateFit, SidecarsGetTheScorersQkDepthFigure) {
   std::vector<StaticComponent> llama = {{"attn_norm.gain", 0, 2.0}};
   add_qk_depth(llama);  // no q/k norms: no figure
   EXPECT_EQ(llama.size(), 1u);
+  // With the final norm's gain in the sidecar, it is the product's last stage (the scorer's
+  // figure since issue 22's fourth round): exp(ln 5 / 3) more than without it.
+  std::vector<StaticComponent> with_final = {{"qk.amplification", 0, 4.0}, {"qk.amplification", 1, 0.5},
+                                             {"qk.amplification", 2, 9.0}, {"final_norm.gain", -1, 5.0}};
+  add_qk_depth(with_final);
+  ASSERT_EQ(with_final.size(), 5u);
+  EXPECT_EQ(with_final[4].value, check::qk_depth_figure(std::vector<double>{4.0, 0.5, 9.0}, 5.0));
+  EXPECT_NEAR(with_final[4].value / expected, std::exp(std::log(5.0) / 3.0), 1e-12);
 }
 
 TEST(CalibrateFit, NoMissAllowedPutsTheCutJustBelowTheSmallestDivergentValue) {

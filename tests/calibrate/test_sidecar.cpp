@@ -63,8 +63,9 @@ TEST(CalibrateSidecar, WithoutTheDownProjectionSizeTheFigureIsKept) {
 
 TEST(CalibrateSidecar, TheQkDepthFigureIsAddedWhenAbsent) {
   const auto c = components_from_check_json(sidecar(true).dump(), "new.check.json", kDownNumel);
-  // 4 in layer 0 (weight 1) and 9 in layer 1 of 2 (weight (1 - 1/2)^2), over 2 layers.
-  EXPECT_DOUBLE_EQ(component(c, "model.qk_depth", -1), std::exp((std::log(4.0) + 0.25 * std::log(9.0)) / 2.0));
+  // 4 in layer 0 (weight 1) and 9 in layer 1 of 2 (weight 0.25 + 0.75 (1 - 1/2)^2), over 2
+  // layers; no final norm in this sidecar.
+  EXPECT_DOUBLE_EQ(component(c, "model.qk_depth", -1), std::exp((std::log(4.0) + 0.4375 * std::log(9.0)) / 2.0));
 }
 
 TEST(CalibrateSidecar, MalformedReportsAreOneLineInputErrors) {

@@ -269,27 +269,60 @@ double qk_depth_of(const ModelNormWeights& m) {
   return it == r.components.end() ? 0.0 : it->value;
 }
 
-// q/k amplification 4, 0.25 (floored at 1) and 9 in layers 0, 1, 2 of 3: the depth
-// figure is exp((1 ln 4 + (2/3)^2 ln 1 + (1/3)^2 ln 9) / 3).
+// Layer i of n weighs 0.25 + 0.75 (1 - i/n)^2 (issue 22, fourth round).
+double depth_weight(int i, int n) { return 0.25 + 0.75 * std::pow(1.0 - static_cast<double>(i) / n, 2.0); }
+
+// q/k amplification 4, 0.25 (floored at 1) and 9 in layers 0, 1, 2 of 3, no final norm:
+// the depth figure is exp((1 ln 4 + w_1 ln 1 + w_2 ln 9) / 3), w_2 = 0.25 + 0.75/9.
 TEST(FusecheckScorer, QkDepthIsTheDepthWeightedGeometricMeanOfLayerAmplificationsFlooredAtOne) {
-  EXPECT_NEAR(qk_depth_of(qk_layers({2.0, 0.5, 3.0})), std::exp((std::log(4.0) + std::log(9.0) / 9.0) / 3.0), 1e-12);
+  EXPECT_NEAR(qk_depth_of(qk_layers({2.0, 0.5, 3.0})),
+              std::exp((std::log(4.0) + (0.25 + 0.75 / 9.0) * std::log(9.0)) / 3.0), 1e-12);
 }
 
-// Issue 22, third round: the same outlier (A_qk 9) counts as in the plain geometric mean in
-// the top layer, and less the less depth is left after it: layer i of 4 weighs (1 - i/4)^2.
+// Issue 22, third and fourth rounds: the same outlier (A_qk 9) counts as in the plain
+// geometric mean in the top layer, and less the less depth is left after it, never less than
+// a quarter: layer i of 4 weighs 0.25 + 0.75 (1 - i/4)^2.
 TEST(FusecheckScorer, QkDepthCountsALayerLessTheDeeperItSits) {
   double previous = std::numeric_limits<double>::infinity();
   for (int at = 0; at < 4; ++at) {
     std::vector<double> v(4, 1.0);
     v[static_cast<std::size_t>(at)] = 3.0;
     const double d = qk_depth_of(qk_layers(v));
-    const double weight = std::pow(1.0 - at / 4.0, 2.0);
-    EXPECT_NEAR(d, std::exp(weight * std::log(9.0) / 4.0), 1e-12) << "outlier in layer " << at;
+    EXPECT_NEAR(d, std::exp(depth_weight(at, 4) * std::log(9.0) / 4.0), 1e-12) << "outlier in layer " << at;
     EXPECT_LT(d, previous) << "outlier in layer " << at;
     previous = d;
   }
   EXPECT_NEAR(qk_depth_of(qk_layers({3.0, 1.0, 1.0, 1.0})), std::pow(9.0, 0.25), 1e-12);  // plain mean's value
+  EXPECT_NEAR(qk_depth_of(qk_layers({1.0, 1.0, 1.0, 3.0})), std::pow(9.0, (0.25 + 0.75 / 16.0) / 4.0), 1e-12);
   EXPECT_EQ(qk_depth_of(qk_layers({1.0, 1.0, 1.0, 1.0})), 1.0);
+}
+
+// Issue 22, fourth round: the final norm is one more stage of the depth product, at weight
+// 1. Unit q/k weights in 4 layers and a final norm of 63 ones and one 15 (rms sqrt(288/64),
+// peak gain 15 / that = 7.07): D = 7.07^(1/4). With q/k amplification 9 in layer 0 too, the
+// two stages multiply: D = (9 * 7.07)^(1/4). A final norm of ones (gain 1) adds nothing.
+TEST(FusecheckScorer, QkDepthCountsTheFinalNormAsOneMoreStage) {
+  const double gain = 15.0 / std::sqrt(288.0 / 64.0);
+  auto with_final = [](std::vector<double> qk, double peak) {
+    ModelNormWeights m = qk_layers(qk);
+    std::vector<double> f(64, 1.0);
+    f[17] = peak;
+    m.final_norm = NamedWeights{"model.norm.weight", f};
+    return m;
+  };
+  EXPECT_NEAR(qk_depth_of(with_final({1.0, 1.0, 1.0, 1.0}, 15.0)), std::pow(gain, 0.25), 1e-12);
+  EXPECT_NEAR(qk_depth_of(with_final({3.0, 1.0, 1.0, 1.0}, 15.0)), std::pow(9.0 * gain, 0.25), 1e-12);
+  EXPECT_EQ(qk_depth_of(with_final({1.0, 1.0, 1.0, 1.0}, 1.0)), 1.0);
+  // Read from a checkpoint: the same figure (F32 norms, so the stored values are these).
+  TinyModel t;
+  for (int i = 0; i < 4; ++i) t.layers.push_back({{}, std::vector<float>(8, 1.0f), std::vector<float>(8, i == 0 ? 9.0f : 1.0f), {}});
+  t.final_norm = std::vector<float>(16, 1.0f);
+  t.final_norm[3] = 15.0f;  // rms sqrt(240/16), gain 15 / sqrt(15) = sqrt(15)
+  const auto r = check_fixture(t, "final-stage");
+  const auto it = std::find_if(r.components.begin(), r.components.end(),
+                               [](const Component& c) { return c.name == "model.qk_depth"; });
+  ASSERT_NE(it, r.components.end());
+  EXPECT_NEAR(it->value, std::pow(9.0 * std::sqrt(15.0), 0.25), 1e-9);
 }
 
 // The figure the scorer reports is the one calibration recomputes from per-layer figures.
@@ -303,7 +336,8 @@ TEST(FusecheckScorer, QkDepthIsQkDepthFigureOfTheLayersAmplifications) {
 
 TEST(FusecheckScorer, ManyModeratelyAmplifyingLayersFailOnDepthAlone) {
   // Every layer at q/k amplification 7: under the per-layer fail (32), past the depth fail
-  // (the depth figure 7^(204/512) = 2.17: layer i of 8 weighs (1 - i/8)^2).
+  // (the depth figure at least 7^(4.39/8) = 2.91: layer i of 8 weighs 0.25 + 0.75 (1 - i/8)^2,
+  // 4.39 in all; the final norm's stage only adds).
   ModelNormWeights m = benign_model(8);
   for (auto& l : m.layers) {
     l.q_norm->values.assign(16, 1.0);
