@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -40,10 +42,29 @@ struct Fp8GemvArgs {
   int rows, K, ld, N;
 };
 
-// 16-byte chunks of codes per lane per row per step: more bytes in flight at few rows.
-template <int NB>
-constexpr int kChunksPerStep = NB <= 2 ? 4 : 2;
-constexpr int kRowsPerWarp = 2;
+// 16-byte chunks of codes per lane per row per step: more bytes in flight at few rows
+// (R * U 16-byte loads per lane in flight, double-buffered).
+template <int NB, int R>
+constexpr int kChunksPerStep = R >= 4 ? 2 : NB <= 2 ? 4 : 2;
+
+// Output rows per warp: 2 (default) or 4 (FUSECHECK_FP8_GEMV_ROWS=4: half the blocks, so
+// half the per-block prologues, at the price of fewer warps in flight; an A/B switch for
+// bench_fused, read once). For the SwiGLU form R / 2 gate rows and their up rows.
+int rows_per_warp() {
+  static const int r = [] {
+    const char* env = std::getenv("FUSECHECK_FP8_GEMV_ROWS");
+    return env && std::strcmp(env, "4") == 0 ? 4 : 2;
+  }();
+  return r;
+}
+
+__device__ __forceinline__ float2 e4m3x2_to_float2(unsigned pair) {
+  const __half2 hv(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), __NV_E4M3));
+  return __half22float2(hv);
+}
+__device__ __forceinline__ unsigned word_of(const uint4& v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
 
 __device__ __forceinline__ uint4 load16_stream(const void* p) {
   uint4 r;
@@ -53,33 +74,16 @@ __device__ __forceinline__ uint4 load16_stream(const void* p) {
   return r;
 }
 
-// Sixteen E4M3 codes (byte j = element j) to FP32: hardware E4M3x2 -> f16x2 (exact: every
-// E4M3 value is a half), then half -> float (exact).
-__device__ __forceinline__ void e4m3x16_to_float(const uint4& v, float out[16]) {
-  const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>((w[k] >> (16 * h)) & 0xffffu);
-      const __half2 hv(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3));
-      const float2 f = __half22float2(hv);
-      out[4 * k + 2 * h] = f.x;
-      out[4 * k + 2 * h + 1] = f.y;
-    }
-  }
-}
-
 // |x| for the amax, +Inf for NaN and Inf (fmaxf would drop a NaN).
 __device__ __forceinline__ float amax_term(float x) {
   const float a = fabsf(x);
   return a <= FLT_MAX ? a : INFINITY;
 }
 
-template <int NB, Epilogue E, bool kNorm>
+template <int NB, int R, Epilogue E, bool kNorm>
 __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
-  constexpr int R = kRowsPerWarp;
-  constexpr int U = kChunksPerStep<NB>;
+  constexpr int U = kChunksPerStep<NB, R>;
+  constexpr int P = E == Epilogue::GateUp ? R / 2 : R;  // output units per warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int lane = threadIdx.x & 31;
   const int K = a.K, ld = a.ld, chunks8 = K / 8, chunks16 = ld / 16;
@@ -87,14 +91,16 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
   bf16* h = reinterpret_cast<bf16*>(smem_raw + static_cast<std::size_t>(a.rows) * ld);  // [rows x K]
 
   const int unit = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  const int n_units = E == Epilogue::GateUp ? a.N : (a.N + R - 1) / R;
+  const int n_units = (a.N + P - 1) / P;
   const bool active = unit < n_units;
   int row[R];
   bool live[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    row[r] = E == Epilogue::GateUp ? unit + r * a.N : unit * R + r;
-    live[r] = active && (E == Epilogue::GateUp || row[r] < a.N);
+    // SwiGLU: gate rows unit*P + p (r = p), their up rows N + unit*P + p (r = P + p).
+    const int j = unit * P + (r % P);
+    row[r] = E == Epilogue::GateUp && r >= P ? a.N + j : j;
+    live[r] = active && j < a.N;
   }
   auto load_step = [&](int base, uint4 (&wv)[R][U]) {
 #pragma unroll
@@ -115,6 +121,9 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
   pdl_trigger();
 
   const bf16* src = a.x;  // the bf16 row the twin quantizes
+  float amax[NB];         // per thread, of the rows' values it touched
+#pragma unroll
+  for (int t = 0; t < NB; ++t) amax[t] = 0.f;
   if constexpr (kNorm) {
     // h = bf16(s * inv_rms(s) * w_norm), s = x (+ delta) in FP32: norm_gemv's prologue.
     __shared__ float ss_part[NB][kWarps];
@@ -166,6 +175,10 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
         for (int i = 0; i < 4; ++i)
           o.h[i] = __floats2bfloat162_rn(v[2 * i] * scale[t] * w[2 * i], v[2 * i + 1] * scale[t] * w[2 * i + 1]);
         *reinterpret_cast<Bf16x8*>(h + t * K + c * 8) = o;
+        float hv[8];  // the amax of the rounded h, in the same pass
+        to_float8(o, hv);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) amax[t] = fmaxf(amax[t], amax_term(hv[i]));
       }
     }
     __syncthreads();
@@ -177,17 +190,16 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
   __shared__ float amax_part[NB][kWarps];
   __shared__ float s_a[NB];
   {
-    float amax[NB];
+    if constexpr (!kNorm) {
+      for (int c = threadIdx.x; c < chunks8; c += kThreads) {
 #pragma unroll
-    for (int t = 0; t < NB; ++t) amax[t] = 0.f;
-    for (int c = threadIdx.x; c < chunks8; c += kThreads) {
+        for (int t = 0; t < NB; ++t) {
+          if (t >= a.rows) break;
+          float v[8];
+          to_float8(load8(src + static_cast<long>(t) * K + c * 8), v);
 #pragma unroll
-      for (int t = 0; t < NB; ++t) {
-        if (t >= a.rows) break;
-        float v[8];
-        to_float8(load8(src + static_cast<long>(t) * K + c * 8), v);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) amax[t] = fmaxf(amax[t], amax_term(v[i]));
+          for (int i = 0; i < 8; ++i) amax[t] = fmaxf(amax[t], amax_term(v[i]));
+        }
       }
     }
 #pragma unroll
@@ -202,7 +214,7 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
       for (int i = 0; i < kWarps; ++i) m = fmaxf(m, amax_part[t][i]);
       const bool bad = isinf(m);
       s_a[t] = bad ? __int_as_float(0x7fffffff) : fmaxf(__fdiv_rn(m, 448.0f), kW8a8MinRowScale);
-      if (bad && blockIdx.x == 0) atomicMin(a.bad_row, a.row0 + t);
+      if (bad && blockIdx.x == 0 && a.bad_row) atomicMin(a.bad_row, a.row0 + t);
     }
     __syncthreads();
     for (int c = threadIdx.x; c < ld / 8; c += kThreads) {
@@ -242,26 +254,31 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
     for (int u = 0; u < U; ++u) {
       const int c = base + u * 32 + lane;
       if (c >= chunks16) break;
-      float w[R][16];
+      uint4 act[NB];
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (live[r]) {
-          e4m3x16_to_float(cur[r][u], w[r]);
-        } else {
+      for (int t = 0; t < NB; ++t)
+        if (t < a.rows) act[t] = *reinterpret_cast<const uint4*>(codes + static_cast<std::size_t>(t) * ld + c * 16);
+      // Two codes at a time: weight pairs per row, activation pairs per token, FP32 FMA (each
+      // product of two E4M3 values is exact in FP32: fmaf adds it with one rounding).
 #pragma unroll
-          for (int i = 0; i < 16; ++i) w[r][i] = 0.f;
+      for (int k = 0; k < 4; ++k) {
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          float2 wf[R];
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            wf[r] = live[r] ? e4m3x2_to_float2(word_of(cur[r][u], k) >> (16 * hh)) : make_float2(0.f, 0.f);
+#pragma unroll
+          for (int t = 0; t < NB; ++t) {
+            if (t >= a.rows) break;
+            const float2 af = e4m3x2_to_float2(word_of(act[t], k) >> (16 * hh));
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+              acc[t][r] = fmaf(wf[r].x, af.x, acc[t][r]);
+              acc[t][r] = fmaf(wf[r].y, af.y, acc[t][r]);
+            }
+          }
         }
-      }
-#pragma unroll
-      for (int t = 0; t < NB; ++t) {
-        if (t >= a.rows) break;
-        float av[16];
-        e4m3x16_to_float(*reinterpret_cast<const uint4*>(codes + static_cast<std::size_t>(t) * ld + c * 16), av);
-        // Each product of two E4M3 values is exact in FP32: fmaf adds it with one rounding.
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-          for (int i = 0; i < 16; ++i) acc[t][r] = fmaf(w[r][i], av[i], acc[t][r]);
       }
     }
   }
@@ -277,7 +294,9 @@ __global__ void __launch_bounds__(kThreads, 1) fp8_gemv_kernel(Fp8GemvArgs a) {
 #pragma unroll
     for (int r = 0; r < R; ++r) y[r] = __fmul_rn(s_a[t], __fmul_rn(ws[r], acc[t][r]));
     if constexpr (E == Epilogue::GateUp) {
-      a.out[static_cast<long>(t) * a.N + unit] = round_bf16(silu(y[0]) * y[1]);
+#pragma unroll
+      for (int p = 0; p < P; ++p)
+        if (live[p]) a.out[static_cast<long>(t) * a.N + row[p]] = round_bf16(silu(y[p]) * y[P + p]);
     } else {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -303,11 +322,12 @@ std::size_t smem_bytes(int rows, int K, int ld, bool norm) {
 
 int round_up16(int k) { return (k + 15) / 16 * 16; }
 
-template <int NB, Epilogue E, bool kNorm>
+template <int NB, int R, Epilogue E, bool kNorm>
 void launch_nb(const Fp8GemvArgs& a, cudaStream_t stream) {
-  const int n_units = E == Epilogue::GateUp ? a.N : (a.N + kRowsPerWarp - 1) / kRowsPerWarp;
+  constexpr int P = E == Epilogue::GateUp ? R / 2 : R;
+  const int n_units = (a.N + P - 1) / P;
   const int blocks = (n_units + kWarps - 1) / kWarps;
-  auto kernel = fp8_gemv_kernel<NB, E, kNorm>;
+  auto kernel = fp8_gemv_kernel<NB, R, E, kNorm>;
   static bool configured = false;  // raise the dynamic shared-memory limit once
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxSmem)));
@@ -341,10 +361,11 @@ void launch(Fp8GemvArgs a, const Fp8Weight& W, const char* form, cudaStream_t st
     if (a.resid) g.resid = a.resid + out_off;
     g.out = a.out + out_off;
     if (a.resid_out) g.resid_out = a.resid_out + out_off;
-    if (n == 1) launch_nb<1, E, kNorm>(g, stream);
-    else if (n == 2) launch_nb<2, E, kNorm>(g, stream);
-    else if (n <= 4) launch_nb<4, E, kNorm>(g, stream);
-    else launch_nb<8, E, kNorm>(g, stream);
+    if (n == 1 && rows_per_warp() == 4) launch_nb<1, 4, E, kNorm>(g, stream);
+    else if (n == 1) launch_nb<1, 2, E, kNorm>(g, stream);
+    else if (n == 2) launch_nb<2, 2, E, kNorm>(g, stream);
+    else if (n <= 4) launch_nb<4, 2, E, kNorm>(g, stream);
+    else launch_nb<8, 2, E, kNorm>(g, stream);
   }
 }
 

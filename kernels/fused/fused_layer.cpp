@@ -445,10 +445,10 @@ std::vector<cuda::DeviceOp> FusedLayer::ops_w8a8(int layer, int n, int start) {
   // cuBLASLt's FP8 GEMM takes K and N multiples of 16 and unpadded weights only.
   const auto lt_ok = [](const Fp8Weight& f) { return f.stride() == f.k && f.k % 16 == 0 && f.n % 16 == 0; };
   const bool lt = lt_ok(w.qkv8) && lt_ok(w.o8) && lt_ok(w.gate_up8) && lt_ok(w.down8);
-  const bool gemv_forms = !lt || (!force_gemm_ && rows <= kGemvRouteMaxRows);
-  if (!fp8_gemv_supports(H, true) || !fp8_gemv_supports(QW, false) || !fp8_gemv_supports(I, false)) {
-    if (!lt) throw std::invalid_argument("fused-cuda fp8-w8a8: neither the FP8 GEMV kernels nor cuBLASLt take these shapes");
-  }
+  const bool gemv_ok = fp8_gemv_supports(H, true) && fp8_gemv_supports(QW, false) && fp8_gemv_supports(I, false);
+  if (!gemv_ok && !lt)
+    throw std::invalid_argument("fused-cuda fp8-w8a8: neither the FP8 GEMV kernels nor cuBLASLt take these shapes");
+  const bool gemv_forms = gemv_ok && (!lt || (!force_gemm_ && rows <= kGemvRouteMaxRows));
   std::vector<cuda::DeviceOp> out;
   if (gemv_forms) {
     out.push_back({"attn_norm+qkv(fp8)", w_qkv + act_h + R * NQKV * kB, 2.0 * R * NQKV * H,
