@@ -20,6 +20,7 @@
 #include "kernels/common/gpu_path.h"
 #include "kernels/common/stream.h"
 #include "kernels/fused/attention_decode.h"
+#include "kernels/fused/fp8_gemv.h"
 #include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/fused_layer.h"
 #include "kernels/fused/kv_fp8.h"
@@ -173,6 +174,13 @@ class FusedPath : public cuda::GpuPath {
     layer_->set_batch_invariant(invariant);
     if (kv_fp8) layer_->set_kv_fp8(*kv_fp8);
     if (w8a8) {
+      const ModelSpec& m = ckpt.spec();
+      if (!fused::fp8_gemv_supports(m.hidden, true) || !fused::fp8_gemv_supports(m.q_width(), false) ||
+          !fused::fp8_gemv_supports(m.intermediate, false)) {
+        throw InputError("", name_ + ": the FP8 GEMV kernels need hidden (" + std::to_string(m.hidden) +
+                                 "), q width (" + std::to_string(m.q_width()) + ") and intermediate (" +
+                                 std::to_string(m.intermediate) + ") multiples of 8 (16-byte bf16 rows)");
+      }
       weights_ = shared_per_checkpoint<FusedW8a8Weights>(ckpt, opts.device_index,
                                                          [&] { return upload_weights_w8a8(ckpt); });
       layer_->share_weights(weights_->layers);

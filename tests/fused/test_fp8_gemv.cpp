@@ -605,6 +605,20 @@ TEST(FusedW8a8Path, ANaNLayerInputIsAnErrorNamingTheLayerAndTheGemm) {
   }
 }
 
+// stories260K's MLP width 172 is not a multiple of 8: refused at creation, naming it.
+TEST(FusedW8a8Path, AWidthTheGemvKernelsCannotTakeIsRefusedNamingIt) {
+  SKIP_WITHOUT_FP8_GPU();
+  ModelSpec spec = tiny_qwen3_tied_spec();
+  spec.intermediate = 172;
+  ref::RandomCheckpoint ckpt(spec, 5, DType::BF16);
+  try {
+    make_fused_cuda_w8a8_path(ckpt, PathOptions{});
+    FAIL() << "created with intermediate 172";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("intermediate (172)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(FusedW8a8Path, TimeLayerReportsTheFp8Ops) {
   SKIP_WITHOUT_FP8_GPU();
   ref::RandomCheckpoint ckpt(tiny_qwen3_tied_spec(), 5, DType::BF16);
