@@ -42,6 +42,7 @@
 #include "kernels/common/stream.h"
 #include "kernels/fused/fp8_gemv.h"
 #include "kernels/fused/fused_path.h"
+#include "kernels/fused/kv_fp8.h"
 #include "kernels/fused/w8a8.h"
 #include "reference/ops.h"
 #include "reference/random_checkpoint.h"
@@ -489,6 +490,108 @@ TEST(Fp8GemvBadInput, ANonFiniteRowIsFlaggedAndOnlyItsOutputsAreNaN) {
       }
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// The FP8 decode attention's GQA-shared variant (kv_fp8.h, KvFp8DecodeArgs::gqa_shared):
+// the same bits as the per-head kernel on random E4M3 caches (no NaN codes), for group
+// sizes 2, 3, 4, head_dim 64, 128, 256, decode split in chunks and whole, a 5-query causal
+// chunk, per-tensor and per-head static scales and per-position (dynamic) scales, batch 2.
+
+struct GqaCase {
+  int n_heads, n_kv_heads, head_dim, kv_len, n, chunk;
+  bool per_head, dynamic;
+  std::string name() const {
+    return "h" + std::to_string(n_heads) + "_kv" + std::to_string(n_kv_heads) + "_d" + std::to_string(head_dim) +
+           "_len" + std::to_string(kv_len) + "_n" + std::to_string(n) + "_chunk" + std::to_string(chunk) +
+           (per_head ? "_perhead" : "") + (dynamic ? "_dynamic" : "");
+  }
+};
+void PrintTo(const GqaCase& c, std::ostream* os) { *os << c.name(); }
+
+class Fp8KvGqa : public ::testing::TestWithParam<GqaCase> {};
+
+TEST_P(Fp8KvGqa, SharedKernelGivesThePerHeadKernelsBits) {
+  SKIP_WITHOUT_FP8_GPU();
+  const GqaCase c = GetParam();
+  fused::KvFp8Layout lay;
+  lay.batch = 2;
+  lay.n_kv_heads = c.n_kv_heads;
+  lay.head_dim = c.head_dim;
+  lay.capacity = c.kv_len + 3;
+  lay.per_head = c.per_head;
+  const std::size_t cache = static_cast<std::size_t>(lay.batch) * lay.n_kv_heads * lay.capacity * lay.head_dim;
+  std::mt19937_64 rng(61 + c.head_dim + c.n_heads);
+  auto codes = [&] {
+    std::vector<std::uint8_t> v(cache);
+    for (auto& x : v) {
+      do x = static_cast<std::uint8_t>(rng()); while ((x & 0x7f) == 0x7f);  // no NaN codes
+    }
+    cuda::DeviceBuffer<__nv_fp8_e4m3> d(cache);
+    CUDA_CHECK(cudaMemcpy(d.data(), v.data(), v.size(), cudaMemcpyHostToDevice));
+    return d;
+  };
+  auto k = codes(), v = codes();
+  std::uniform_real_distribution<float> su(0.002f, 0.02f);
+  std::vector<float> ks(static_cast<std::size_t>(lay.scale_count())), vs(ks.size());
+  for (auto& x : ks) x = su(rng);
+  for (auto& x : vs) x = su(rng);
+  cuda::DeviceBuffer<float> dks, dvs, kps, vps;
+  dks.upload(ks);
+  dvs.upload(vs);
+  if (c.dynamic) {
+    std::vector<float> p(static_cast<std::size_t>(lay.capacity) * lay.scale_count());
+    for (auto& x : p) x = su(rng);
+    kps.upload(p);
+    for (auto& x : p) x = su(rng);
+    vps.upload(p);
+  }
+  const int rows = lay.batch * c.n;
+  auto q = to_device(random_bits(static_cast<std::size_t>(rows) * c.n_heads * c.head_dim, 62, -2.0f, 2.0f));
+  fused::KvFp8DecodeArgs a;
+  a.q = q.data();
+  a.k_cache = k.data();
+  a.v_cache = v.data();
+  a.k_scales = dks.data();
+  a.v_scales = dvs.data();
+  if (c.dynamic) {
+    a.k_pos_scales = kps.data();
+    a.v_pos_scales = vps.data();
+  }
+  a.layout = lay;
+  a.n_heads = c.n_heads;
+  a.kv_len = c.kv_len;
+  a.n = c.n;
+  a.chunk = c.chunk;
+  cuda::DeviceBuffer<float> partial;
+  if (c.chunk > 0) {
+    partial.resize(fused::kv_fp8_decode_partial_floats(lay.batch, c.n_heads, c.head_dim, c.kv_len, c.chunk));
+    a.partial = partial.data();
+  }
+  const std::size_t out_n = static_cast<std::size_t>(rows) * c.n_heads * c.head_dim;
+  auto per_head = poisoned(out_n), shared = poisoned(out_n);
+  a.out = per_head.data();
+  fused::launch_kv_fp8_decode_attention(a, nullptr);
+  const Bits want = to_host(per_head);
+  a.out = shared.data();
+  a.gqa_shared = true;
+  fused::launch_kv_fp8_decode_attention(a, nullptr);
+  const Bits got = to_host(shared);
+  double norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(bf16_to_float(want[i]))) << c.name() << " per-head output " << i;
+    norm += std::fabs(bf16_to_float(want[i]));
+  }
+  EXPECT_GT(norm, 0) << c.name();
+  expect_same_bits(c.name() + " gqa-shared", got, want);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Fp8KvGqa,
+    ::testing::Values(GqaCase{32, 8, 128, 1024, 1, 128, false, false}, GqaCase{32, 8, 128, 1024, 1, 0, false, false},
+                      GqaCase{16, 8, 128, 700, 1, 128, true, false}, GqaCase{6, 2, 64, 333, 1, 128, false, true},
+                      GqaCase{6, 2, 256, 300, 1, 128, true, true}, GqaCase{12, 4, 96, 130, 1, 0, false, false},
+                      GqaCase{8, 2, 128, 77, 5, 0, false, false}, GqaCase{6, 2, 64, 40, 5, 0, true, true}),
+    [](const ::testing::TestParamInfo<GqaCase>& i) { return i.param.name(); });
 
 // ---------------------------------------------------------------------------------------
 // fused-cuda:fp8-w8a8
