@@ -208,7 +208,8 @@ class FusedPath : public cuda::GpuPath {
       for (int b = chunk; chunk > 0 && b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) {
         t.kv_split_boundaries.push_back(b);
       }
-      t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_GEMV_L2PF=0"};
+      t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_GEMV_L2PF=0", "FUSECHECK_FP8_KV_GQA=1"};
+      if (layer_->w8a8()) t.switches.push_back("FUSECHECK_FP8_GEMV_ROWS=4");  // same per-row order
       return t;
     }
     if (invariant_) {
