@@ -5,8 +5,12 @@
 // views, ModelSpec, the Path classes); nothing crosses the boundary but the C table, so
 // no registry or cache exists twice in one address space in a way either side can see.
 // The paths are the same objects as before the move: inputs and taps cross as F64 host
-// matrices, which hold every value exactly, so results stay bitwise identical.
+// matrices, which hold every value exactly, so results stay bitwise identical. With device
+// taps (ABI 1.3) they stay in the paths' device buffers instead, and the plug-in's
+// tap_metrics / next_token / copy_to_host (kernels/metrics) read them there.
+#include <cstddef>
 #include <cstring>
+#include <optional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,8 +25,10 @@
 #include "harness/core/error.h"
 #include "harness/core/version.h"
 #include "kernels/common/device_info.h"
+#include "kernels/common/cuda_check.h"
 #include "kernels/common/device_info_abi.h"
 #include "kernels/fused/fused_path.h"
+#include "kernels/metrics/device_taps.h"
 #include "kernels/ref32/ref32_path.h"
 #include "kernels/ref64/ref64_cuda_path.h"
 #include "kernels/standard/standard_path.h"
@@ -156,11 +162,47 @@ decltype(auto) input_errors_as_abi(F&& body) {
   }
 }
 
+// A device tensor handed to the plug-in as a DeviceTap on `device`, checked: device memory
+// (cudaPointerGetAttributes) on that device, rank 2, unit column stride, a known dtype.
+DeviceTap device_tap_of(const fc_tensor& t, int device, const char* what) {
+  auto bad = [&](const std::string& why) { return fp::input_error(std::string(what) + ": " + why); };
+  if (t.memory != FC_CUDA_DEVICE) throw bad("not in device memory (memory " + std::to_string(t.memory) + ")");
+  const auto dtype = dtype_of(t.dtype);
+  if (!dtype) throw bad("unknown dtype " + std::to_string(t.dtype));
+  if (t.rank != 2 || !t.data || t.shape[0] < 0 || t.shape[1] < 0 || t.strides[1] != 1 || t.strides[0] < t.shape[1]) {
+    throw bad("not a rank-2 tensor with unit column stride and a row stride of at least its width");
+  }
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, t.data) != cudaSuccess || attr.type != cudaMemoryTypeDevice) {
+    cudaGetLastError();  // clears the error of a pointer CUDA does not know
+    throw bad("the pointer is not CUDA device memory");
+  }
+  if (attr.device != device) {
+    throw bad(fmt::format("the pointer is on device {}, the call names device {}", attr.device, device));
+  }
+  DeviceTap d;
+  d.data = t.data;
+  d.dtype = *dtype;
+  d.rows = t.shape[0], d.cols = t.shape[1], d.row_stride = t.strides[0];
+  d.device = device;
+  return d;
+}
+
+fc_dtype abi_dtype(DType t) {
+  switch (t) {
+    case DType::F32: return FC_F32;
+    case DType::F16: return FC_F16;
+    case DType::BF16: return FC_BF16;
+    case DType::F64: return FC_F64;
+  }
+  throw std::logic_error("abi_dtype: bad dtype");
+}
+
 // A built-in CUDA path seen through the plug-in wrapper.
 class BuiltinCudaPath final : public fp::Path {
  public:
-  BuiltinCudaPath(std::shared_ptr<const AbiCheckpoint> ckpt, std::unique_ptr<fusecheck::Path> path)
-      : ckpt_(std::move(ckpt)), path_(std::move(path)) {}
+  BuiltinCudaPath(std::shared_ptr<const AbiCheckpoint> ckpt, std::unique_ptr<fusecheck::Path> path, int device)
+      : ckpt_(std::move(ckpt)), path_(std::move(path)), device_(device) {}
   std::vector<fc_tap> taps() const override {
     std::vector<fc_tap> out;
     for (Tap t : path_->taps()) out.push_back(static_cast<fc_tap>(t));
@@ -199,6 +241,20 @@ class BuiltinCudaPath final : public fp::Path {
     }
     return out;
   }
+  bool supports_device_taps() const override { return path_->capabilities().device_taps; }
+  fp::TapValues layer_device(int layer, const fc_tensor& input) override {
+    last_device_ = input_errors_as_abi([&] { return with_input(input, [&](const TapInput& in) {
+      return path_->layer_on_device(layer, in);
+    }); });
+    return device_values(last_device_);
+  }
+  fp::TapValues head_device(const fc_tensor& hidden) override {
+    last_device_ = input_errors_as_abi([&] { return with_input(hidden, [&](const TapInput& in) {
+      return path_->head_on_device(in);
+    }); });
+    return device_values(last_device_);
+  }
+
   // Forwarded so that invariance mode sees the switches and split edges of a CUDA path
   // (ABI 1.2) as it did when the paths were linked into the binary.
   fp::ExecutionTraits execution_traits(int batch, int max_kv) const override {
@@ -208,8 +264,30 @@ class BuiltinCudaPath final : public fp::Path {
 
  private:
   std::shared_ptr<const AbiCheckpoint> ckpt_;  // outlives the path, which holds references into it
+  // Calls `body` with `t` as a TapInput: host F64 rows (copied) or a checked device tap.
+  template <class Body>
+  DeviceTapSet with_input(const fc_tensor& t, Body&& body) {
+    if (t.memory == FC_HOST) {
+      const fp::Input in = fp::detail::input_of(&t);
+      const TapMatrix m = from_input(in);
+      return body(TapInput{&m, nullptr});
+    }
+    const DeviceTap d = device_tap_of(t, device_, "layer input");
+    return body(TapInput{nullptr, &d});
+  }
+  static fp::TapValues device_values(const DeviceTapSet& set) {
+    fp::TapValues out;
+    for (const auto& [tap, d] : set) {
+      out.emplace_back(static_cast<fc_tap>(tap),
+                       fp::HostMatrix::device_view(abi_dtype(d.dtype), d.rows, d.cols, d.row_stride, d.data));
+    }
+    return out;
+  }
+
   std::unique_ptr<fusecheck::Path> path_;
+  int device_;
   TapSet last_;  // the taps of the last layer() or head(), lent to the caller until the next call
+  DeviceTapSet last_device_;  // the same with device taps
 };
 
 std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& model,
@@ -236,7 +314,7 @@ std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& m
   } else {
     throw std::invalid_argument("no CUDA path named '" + name + "'");
   }
-  return std::make_unique<BuiltinCudaPath>(std::move(ckpt), std::move(path));
+  return std::make_unique<BuiltinCudaPath>(std::move(ckpt), std::move(path), options.device_index);
 }
 
 std::unique_ptr<fp::Path> create(const std::string& name, const fc_model& model, const fc_create_options& options) {
@@ -249,6 +327,66 @@ int device_info(std::int32_t index, std::int32_t measure_bandwidth, fc_device_in
   return fp::detail::guarded(err, [&] {
     const auto prov = cuda::query_device(index, measure_bandwidth != 0);
     *out = cuda::to_abi(prov, "cublas " + std::to_string(prov.cublas_version));
+  });
+}
+
+// ABI 1.3's plug-in entries over kernels/metrics, on the calling thread's default stream
+// (every path has synchronized its own stream before returning device taps).
+int tap_metrics(const fc_metrics_request* req, const fc_tensor* ref, const fc_tensor* path, fc_tap_summary* out,
+                fc_error* err) {
+  return fp::detail::guarded(err, [&] {
+    if (!req || !ref || !path || !out || req->struct_size < sizeof(fc_metrics_request) ||
+        out->struct_size < offsetof(fc_tap_summary, plain_rel_l2)) {
+      throw fp::input_error("tap_metrics: a null argument or a request/summary older than ABI 1.3");
+    }
+    const auto dtype = dtype_of(req->path_dtype);
+    if (!dtype) throw fp::input_error("tap_metrics: unknown path dtype " + std::to_string(req->path_dtype));
+    CUDA_CHECK(cudaSetDevice(req->device_index));
+    const DeviceTap r = device_tap_of(*ref, req->device_index, "tap_metrics reference");
+    const DeviceTap p = device_tap_of(*path, req->device_index, "tap_metrics path");
+    std::optional<DeviceTap> t;
+    if (req->truth) t = device_tap_of(*req->truth, req->device_index, "tap_metrics truth");
+    const DeviceTapSummary m = input_errors_as_abi([&] {
+      try {
+        return cuda::tap_summary(r, p, t ? &*t : nullptr, *dtype, req->atol, req->rtol, cudaStreamPerThread);
+      } catch (const std::invalid_argument& e) {
+        throw fp::input_error(e.what());
+      }
+    });
+    fc_tap_summary full{};
+    full.max_abs = m.max_abs, full.max_rel = m.max_rel, full.rel_l2 = m.rel_l2, full.cosine = m.cosine;
+    full.ulp_p50 = m.ulp_p50, full.ulp_p99 = m.ulp_p99, full.ulp_max = m.ulp_max, full.frac_outside = m.frac_outside;
+    full.nan_count = m.nan_count, full.inf_count = m.inf_count, full.ref_nonfinite = m.ref_nonfinite;
+    full.ref_norm = m.ref_norm, full.headroom = m.headroom, full.overflow_count = m.overflow_count;
+    full.saturation_count = m.saturation_count, full.plain_rel_l2 = m.plain_rel_l2;
+    full.truth_rel_l2_path = m.truth_rel_l2_path, full.truth_rel_l2_ref = m.truth_rel_l2_ref;
+    const std::uint32_t caller = out->struct_size;
+    full.struct_size = caller;
+    std::memcpy(out, &full, std::min<std::size_t>(caller, sizeof full));
+  });
+}
+
+int next_token(std::int32_t device, const fc_tensor* ref, const fc_tensor* path, double* kl, double* margin,
+               std::int32_t* top1_match, fc_error* err) {
+  return fp::detail::guarded(err, [&] {
+    if (!ref || !path || !kl || !margin || !top1_match) throw fp::input_error("next_token: a null argument");
+    CUDA_CHECK(cudaSetDevice(device));
+    const DeviceTap r = device_tap_of(*ref, device, "next_token reference logits");
+    const DeviceTap p = device_tap_of(*path, device, "next_token path logits");
+    if (r.rows != p.rows || r.cols != p.cols) throw fp::input_error("next_token: the logits differ in shape");
+    const DeviceNextToken a = cuda::next_token(r, p, cudaStreamPerThread);
+    for (std::size_t i = 0; i < a.kl.size(); ++i) {
+      kl[i] = a.kl[i], margin[i] = a.ref_margin[i], top1_match[i] = a.top1_match[i];
+    }
+  });
+}
+
+int copy_to_host(std::int32_t device, const fc_tensor* t, double* out, fc_error* err) {
+  return fp::detail::guarded(err, [&] {
+    if (!t || !out) throw fp::input_error("copy_to_host: a null argument");
+    CUDA_CHECK(cudaSetDevice(device));
+    const TapMatrix m = cuda::tap_to_host(device_tap_of(*t, device, "copy_to_host"), cudaStreamPerThread);
+    std::memcpy(out, m.data(), static_cast<std::size_t>(m.size()) * sizeof(double));
   });
 }
 
@@ -284,5 +422,8 @@ const char* plugin_version() {
 }  // namespace
 }  // namespace fusecheck
 
-FUSECHECK_EXPORT_GPU_PLUGIN("fusecheck-cuda", fusecheck::plugin_version(), fusecheck::kPaths, fusecheck::kEnvSwitches,
-                            fusecheck::create, fusecheck::device_count, fusecheck::device_info)
+FUSECHECK_EXPORT_DEVICE_TAPS_PLUGIN("fusecheck-cuda", fusecheck::plugin_version(), fusecheck::kPaths,
+                                    fusecheck::kEnvSwitches, fusecheck::create, fusecheck::device_count,
+                                    fusecheck::device_info,
+                                    (fusecheck::plugin::detail::DeviceTapEntries{
+                                        fusecheck::tap_metrics, fusecheck::next_token, fusecheck::copy_to_host}))

@@ -35,6 +35,7 @@ struct RunArgs {
   std::string scenario, device, out;
   std::vector<std::string> plugins;
   bool force_fused = false, dump_failing = false, ref64 = false, no_progress = false;
+  bool device_metrics = false, host_metrics = false;
   // The MODEL form.
   std::optional<std::string> prompt;
   std::string decode;
@@ -134,6 +135,10 @@ const CommandRegistrar kRun{{
       sub.add_flag("--force-fused", args->force_fused,
                    "run the fused path even when the static check says INCOMPATIBLE");
       sub.add_flag("--dump-failing", args->dump_failing, "store the tensors of failing taps in the results");
+      CLI::Option* dev_metrics = sub.add_flag("--device-metrics", args->device_metrics,
+                                              "on cuda: compute the tap metrics on the GPU, taps stay there (docs/gpu.md)");
+      sub.add_flag("--host-metrics", args->host_metrics, "compute every tap metric on the host (the CPU route)")
+          ->excludes(dev_metrics);
       sub.add_flag("--ref64", args->ref64, "also run the FP64 reference for the noise floor (ref64-cuda on cuda, ref64-cpu on cpu)");
       sub.add_flag("--no-progress", args->no_progress, "no progress bar on stderr");
       sub.add_option("--plugin", args->plugins, "path plug-in FILE.so to load (repeatable; docs/plugin-paths.md)")
@@ -172,6 +177,8 @@ const CommandRegistrar kRun{{
         if (out->count() > 0) o.out = args->out;  // --out "" is an error, not the default
         o.force_fused = args->force_fused;
         o.dump_failing = args->dump_failing;
+        if (args->device_metrics) o.device_metrics = true;
+        if (args->host_metrics) o.device_metrics = false;
         o.ref64 = args->ref64;
         o.progress = !args->no_progress;
         o.argv = process_argv();

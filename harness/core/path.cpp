@@ -16,6 +16,18 @@ std::map<std::string, Headroom> Path::headroom(int) const { return {}; }
 
 std::vector<OpTiming> Path::time_layer(int, int, int, const TimingOptions&) { return {}; }
 
+DeviceTapSet Path::layer_on_device(int, const TapInput&) {
+  throw std::logic_error(name() + " does not offer device taps");
+}
+DeviceTapSet Path::head_on_device(const TapInput&) { throw std::logic_error(name() + " does not offer device taps"); }
+TapMatrix Path::to_host(const DeviceTap&) { throw std::logic_error(name() + " does not offer device taps"); }
+DeviceTapSummary Path::device_metrics(const DeviceTap&, const DeviceTap&, const DeviceTap*, DType, double, double) {
+  throw std::logic_error(name() + " does not offer device taps");
+}
+DeviceNextToken Path::device_next_token(const DeviceTap&, const DeviceTap&) {
+  throw std::logic_error(name() + " does not offer device taps");
+}
+
 namespace {
 std::vector<PathInfo>& registry() {
   static std::vector<PathInfo> r;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/core/dtype.h"
 #include "harness/core/headroom.h"
 #include "harness/core/taps.h"
 
@@ -61,12 +62,57 @@ struct TimingOptions {
   bool graph = true;         // capture the layer in a CUDA graph (decode)
 };
 
+// A tap left in device memory (device taps, docs/gpu.md "Tap metrics on the device"):
+// [rows x cols] in the path's own dtype, row r at data + r * row_stride elements. Valid
+// until the next call on the path that returned it. `domain` names the code that can read
+// it (a plug-in): two taps of one domain and device can be compared by either's path.
+struct DeviceTap {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  std::int64_t rows = 0, cols = 0, row_stride = 0;
+  int device = 0;
+  const void* domain = nullptr;
+};
+using DeviceTapSet = std::map<Tap, DeviceTap>;
+
+// Where a path's device taps live: the code that reads them (a plug-in) and the device.
+// Paths of one domain can take each other's device taps as input and measure them.
+struct DeviceDomain {
+  const void* code = nullptr;  // null: no device taps
+  int device = -1;
+  bool operator==(const DeviceDomain&) const = default;
+};
+
+// The input of a layer or head on the device route: host rows or a device tap (exactly one).
+struct TapInput {
+  const TapMatrix* host = nullptr;
+  const DeviceTap* device = nullptr;
+  std::int64_t rows() const { return host ? host->rows() : device->rows; }
+  std::int64_t cols() const { return host ? host->cols() : device->cols; }
+};
+
+// The metrics of a (reference, path) pair of device taps, defined as run::compute_metrics
+// defines them (the same field names), plus the plain relative L2 (relative_l2: no element
+// skipped) of path against reference and, given an FP64 truth, of both against it.
+struct DeviceTapSummary {
+  double max_abs, max_rel, rel_l2, cosine, ulp_p50, ulp_p99, ulp_max, frac_outside;
+  double nan_count, inf_count, ref_nonfinite, ref_norm, headroom, overflow_count, saturation_count;
+  double plain_rel_l2, truth_rel_l2_path, truth_rel_l2_ref;
+};
+
+// Per position of two logits taps: what run::next_token_agreement computes per position.
+struct DeviceNextToken {
+  std::vector<double> kl, ref_margin;
+  std::vector<int> top1_match;
+};
+
 // What a path can do beyond running layers. The harness asks a path (capabilities())
 // instead of casting it to a concrete type: a path that says it cannot is skipped or
 // refused with a message; an exception from a path that says it can is a bug.
 struct PathCapabilities {
   bool perturbation = false;  // set_perturbation works (reference paths)
   bool headroom = false;      // headroom() reports its recipe's rounding points (emulated paths)
+  bool device_taps = false;   // layer_on_device / head_on_device and the device metrics work
 };
 
 class Path {
@@ -108,6 +154,22 @@ class Path {
   // per sequence over a KV cache of `kv_len`. Empty when the path does not time ops.
   virtual std::vector<OpTiming> time_layer(int layer, int n_new, int kv_len,
                                            const TimingOptions& opts);
+
+  // Device taps (capabilities().device_taps; on any other path these are a bug, logic_error).
+  // layer() and head() again, with taps left on the device; the input may be host rows or
+  // a device tap on this path's device (its own resid_out of the previous call included).
+  // Calls of layer()/head() and of these may alternate; each call invalidates the taps of
+  // the last.
+  virtual DeviceDomain device_domain() const { return {}; }
+  virtual DeviceTapSet layer_on_device(int layer, const TapInput& input);
+  virtual DeviceTapSet head_on_device(const TapInput& hidden);
+  // A device tap of this path's domain as host rows (F64).
+  virtual TapMatrix to_host(const DeviceTap& tap);
+  // Metrics of two device taps of this path's domain on one device; `truth` optional.
+  // `dtype`, atol and rtol as compute_metrics takes them.
+  virtual DeviceTapSummary device_metrics(const DeviceTap& ref, const DeviceTap& path, const DeviceTap* truth,
+                                          DType dtype, double atol, double rtol);
+  virtual DeviceNextToken device_next_token(const DeviceTap& ref_logits, const DeviceTap& path_logits);
 };
 
 }  // namespace fusecheck

@@ -36,6 +36,11 @@ struct Library {
   std::uint32_t abi_minor = 0;  // 0 for a 1.0 plugin, whose error codes carry no status
   // ABI 1.2's optional execution_traits, null for an older table or one that offers none.
   decltype(fc_plugin::execution_traits) execution_traits = nullptr;
+  // ABI 1.3's device-tap entries: all four, or none (null) for an older or partial table.
+  decltype(fc_plugin::set_device_taps) set_device_taps = nullptr;
+  decltype(fc_plugin::tap_metrics) tap_metrics = nullptr;
+  decltype(fc_plugin::next_token) next_token = nullptr;
+  decltype(fc_plugin::copy_to_host) copy_to_host = nullptr;
   std::string name;             // the table's name, checked
   ~Library() = default;  // never dlclose: path instances and static objects outlive loading
 };
@@ -216,6 +221,7 @@ class PluginPath final : public Path {
   PluginPath(std::shared_ptr<const Library> lib, std::string name, std::string device, const Checkpoint& ckpt,
              const PathOptions& opts)
       : lib_(std::move(lib)), name_(std::move(name)), device_(std::move(device)), spec_(ckpt.spec()),
+        device_index_(opts.device_index),
         cmodel_(shared_per_checkpoint<CModel>(ckpt, -1, [&] { return std::make_shared<const CModel>(ckpt); })) {
     fc_create_options o{sizeof(fc_create_options), opts.device_index, opts.seed};
     fc_error err{};
@@ -262,6 +268,7 @@ class PluginPath final : public Path {
   }
 
   TapSet layer(int layer, const TapMatrix& input) override {
+    set_device_mode(false);
     const fc_tensor in = input_view(input);
     fc_error err{};
     const fc_tap_value* out = nullptr;
@@ -273,6 +280,7 @@ class PluginPath final : public Path {
   }
 
   TapSet head(const TapMatrix& hidden) override {
+    set_device_mode(false);
     const fc_tensor in = input_view(hidden);
     fc_error err{};
     const fc_tap_value* out = nullptr;
@@ -321,9 +329,96 @@ class PluginPath final : public Path {
 
   PathCapabilities capabilities() const override {
     PathCapabilities c;
-    c.perturbation = lib_->table->capabilities && lib_->table->set_perturbation &&
-                     (lib_->table->capabilities(instance_) & FC_CAP_PERTURB) != 0;
+    const std::uint32_t bits = lib_->table->capabilities ? lib_->table->capabilities(instance_) : 0u;
+    c.perturbation = lib_->table->set_perturbation && (bits & FC_CAP_PERTURB) != 0;
+    c.device_taps = lib_->set_device_taps && (bits & FC_CAP_DEVICE_TAPS) != 0;
     return c;
+  }
+
+  DeviceDomain device_domain() const override {
+    return capabilities().device_taps ? DeviceDomain{lib_.get(), device_index_} : DeviceDomain{};
+  }
+
+  // ABI 1.3 device taps: the instance is switched on first use and back by layer()/head().
+  DeviceTapSet layer_on_device(int layer, const TapInput& input) override {
+    if (!capabilities().device_taps) return Path::layer_on_device(layer, input);
+    set_device_mode(true);
+    const fc_tensor in = tap_input_view(input);
+    fc_error err{};
+    const fc_tap_value* out = nullptr;
+    std::int32_t n = 0;
+    if (const int rc = lib_->table->layer(instance_, layer, &in, &out, &n, &err); rc != 0) {
+      fail_call(fmt::format("layer {}", layer), rc, err);
+    }
+    return device_tap_set(out, n, input.rows(), fmt::format("layer {}", layer), false);
+  }
+
+  DeviceTapSet head_on_device(const TapInput& hidden) override {
+    if (!capabilities().device_taps) return Path::head_on_device(hidden);
+    set_device_mode(true);
+    const fc_tensor in = tap_input_view(hidden);
+    fc_error err{};
+    const fc_tap_value* out = nullptr;
+    std::int32_t n = 0;
+    if (const int rc = lib_->table->head(instance_, &in, &out, &n, &err); rc != 0) fail_call("head", rc, err);
+    return device_tap_set(out, n, hidden.rows(), "head", true);
+  }
+
+  TapMatrix to_host(const DeviceTap& tap) override {
+    check_domain(tap, "to_host");
+    const fc_tensor t = device_view(tap);
+    TapMatrix m(tap.rows, tap.cols);
+    fc_error err{};
+    if (const int rc = lib_->copy_to_host(tap.device, &t, m.data(), &err); rc != 0) fail_call("copy_to_host", rc, err);
+    return m;
+  }
+
+  DeviceTapSummary device_metrics(const DeviceTap& ref, const DeviceTap& path, const DeviceTap* truth, DType dtype,
+                                  double atol, double rtol) override {
+    check_domain(ref, "tap_metrics");
+    check_domain(path, "tap_metrics");
+    if (truth) check_domain(*truth, "tap_metrics");
+    const fc_tensor r = device_view(ref), p = device_view(path);
+    const fc_tensor t = truth ? device_view(*truth) : fc_tensor{};
+    fc_metrics_request req{};
+    req.struct_size = sizeof req;
+    req.device_index = ref.device;
+    req.path_dtype = static_cast<std::int32_t>(fc_dtype_of(dtype));
+    req.atol = atol, req.rtol = rtol;
+    req.truth = truth ? &t : nullptr;
+    fc_tap_summary out{};
+    out.struct_size = sizeof out;
+    fc_error err{};
+    if (const int rc = lib_->tap_metrics(&req, &r, &p, &out, &err); rc != 0) fail_call("tap_metrics", rc, err);
+    if (out.struct_size != sizeof out) fail("tap_metrics changed the summary's struct_size");
+    return {out.max_abs,       out.max_rel,        out.rel_l2,          out.cosine,          out.ulp_p50,
+            out.ulp_p99,       out.ulp_max,        out.frac_outside,    out.nan_count,       out.inf_count,
+            out.ref_nonfinite, out.ref_norm,       out.headroom,        out.overflow_count,  out.saturation_count,
+            out.plain_rel_l2,  out.truth_rel_l2_path, out.truth_rel_l2_ref};
+  }
+
+  DeviceNextToken device_next_token(const DeviceTap& ref_logits, const DeviceTap& path_logits) override {
+    check_domain(ref_logits, "next_token");
+    check_domain(path_logits, "next_token");
+    if (ref_logits.rows != path_logits.rows || ref_logits.cols != path_logits.cols) {
+      throw std::logic_error("device_next_token: the logits differ in shape");
+    }
+    DeviceNextToken a;
+    const auto rows = static_cast<std::size_t>(ref_logits.rows);
+    a.kl.assign(rows, 0.0);
+    a.ref_margin.assign(rows, 0.0);
+    std::vector<std::int32_t> match(rows, 0);
+    const fc_tensor r = device_view(ref_logits), p = device_view(path_logits);
+    fc_error err{};
+    if (const int rc = lib_->next_token(ref_logits.device, &r, &p, a.kl.data(), a.ref_margin.data(), match.data(), &err);
+        rc != 0) {
+      fail_call("next_token", rc, err);
+    }
+    for (std::int32_t m : match) {
+      if (m != 0 && m != 1) fail(fmt::format("next_token returned a top-1 match of {}", m));
+    }
+    a.top1_match.assign(match.begin(), match.end());
+    return a;
   }
 
   void set_perturbation(std::optional<Perturbation> p) override {
@@ -381,6 +476,87 @@ class PluginPath final : public Path {
       has_out = has_out || t == Tap::resid_out;
     }
     if (!has_out) fail("taps() does not list resid_out");
+  }
+
+  // Switches the instance to device taps (on) or back (ABI 1.3 set_device_taps).
+  void set_device_mode(bool on) {
+    if (device_mode_ == on) return;
+    fc_error err{};
+    if (const int rc = lib_->set_device_taps(instance_, on ? 1 : 0, &err); rc != 0) fail_call("set_device_taps", rc, err);
+    device_mode_ = on;
+  }
+
+  // A device tap handed back to the plug-in must be one of its own, on a device it named.
+  void check_domain(const DeviceTap& t, const char* call) const {
+    if (t.domain != lib_.get()) {
+      throw std::logic_error(fmt::format("{}: path '{}' was given a device tap of another plug-in", call, name_));
+    }
+  }
+
+  static fc_tensor device_view(const DeviceTap& d) {
+    fc_tensor t{};
+    t.dtype = fc_dtype_of(d.dtype);
+    t.memory = FC_CUDA_DEVICE;
+    t.rank = 2;
+    t.shape[0] = d.rows;
+    t.shape[1] = d.cols;
+    t.strides[0] = d.row_stride;
+    t.strides[1] = 1;
+    t.data = d.data;
+    return t;
+  }
+
+  fc_tensor tap_input_view(const TapInput& in) const {
+    if (in.host) return input_view(*in.host);
+    check_domain(*in.device, "layer input");
+    if (in.device->device != device_index_) {
+      throw std::logic_error(fmt::format("path '{}' on device {} was given an input on device {}", name_, device_index_,
+                                         in.device->device));
+    }
+    return device_view(*in.device);
+  }
+
+  // Checks the taps a device-taps call returned: device memory, a known dtype, the model's
+  // shape, unit column stride and a row stride of at least the width; no copy.
+  DeviceTapSet device_tap_set(const fc_tap_value* out, std::int32_t n, std::int64_t rows, const std::string& call,
+                              bool head) const {
+    if (n < 0 || (n > 0 && !out)) fail(call + ": returned a bad tap table");
+    DeviceTapSet set;
+    for (std::int32_t i = 0; i < n; ++i) {
+      const std::int32_t id = out[i].tap;
+      if (id < 0 || id >= FC_TAP_COUNT) fail(fmt::format("{}: unknown tap id {}", call, id));
+      const Tap tap = static_cast<Tap>(id);
+      const bool head_tap = tap == Tap::final_norm || tap == Tap::logits;
+      if (head_tap != head) fail(fmt::format("{}: returned tap {} of the {}", call, tap_name(tap), head ? "layer" : "head"));
+      if (set.count(tap)) fail(fmt::format("{}: returned tap {} twice", call, tap_name(tap)));
+      const fc_tensor& t = out[i].value;
+      const std::string what = fmt::format("{}: tap {}", call, tap_name(tap));
+      const auto dtype = dtype_of(t.dtype);
+      if (!dtype) fail(fmt::format("{}: unknown dtype {}", what, t.dtype));
+      if (t.memory != FC_CUDA_DEVICE) {
+        fail(fmt::format("{}: returned memory kind {} while device taps are on (FC_CUDA_DEVICE expected)", what,
+                         t.memory));
+      }
+      const std::int64_t cols = tap_width(tap, spec_);
+      if (t.rank != 2) fail(fmt::format("{}: rank {}, expected 2", what, t.rank));
+      if (t.shape[0] != rows || t.shape[1] != cols) {
+        fail(fmt::format("{}: shape [{} x {}], expected [{} x {}]", what, t.shape[0], t.shape[1], rows, cols));
+      }
+      if (t.strides[1] != 1 || t.strides[0] < cols) {
+        fail(fmt::format("{}: strides [{}, {}], expected [>= {}, 1]", what, t.strides[0], t.strides[1], cols));
+      }
+      if (!t.data && rows * cols > 0) fail(what + ": null data");
+      DeviceTap d;
+      d.data = t.data;
+      d.dtype = *dtype;
+      d.rows = rows, d.cols = cols, d.row_stride = t.strides[0];
+      d.device = device_index_;
+      d.domain = lib_.get();
+      set[tap] = d;
+    }
+    if (!head && !set.count(Tap::resid_out)) fail(call + ": returned no resid_out");
+    if (head && !set.count(Tap::logits)) fail(call + ": returned no logits");
+    return set;
   }
 
   static fc_tensor input_view(const TapMatrix& m) {
@@ -442,6 +618,8 @@ class PluginPath final : public Path {
   std::shared_ptr<const Library> lib_;
   std::string name_, device_;
   ModelSpec spec_;
+  int device_index_ = 0;
+  bool device_mode_ = false;  // set_device_taps(on) in force
   // Shared by every instance of the checkpoint: its quantized tensors are decoded once, and
   // the CUDA library, which keys its device weights by where the tensors live, uploads once.
   std::shared_ptr<const CModel> cmodel_;
@@ -496,6 +674,13 @@ std::shared_ptr<Library> open_library(const std::filesystem::path& file) {
   }
   if (lib->abi_minor >= 2 && t->struct_size >= offsetof(fc_plugin, execution_traits) + sizeof(t->execution_traits)) {
     lib->execution_traits = t->execution_traits;
+  }
+  if (lib->abi_minor >= 3 && t->struct_size >= offsetof(fc_plugin, copy_to_host) + sizeof(t->copy_to_host) &&
+      t->set_device_taps && t->tap_metrics && t->next_token && t->copy_to_host) {
+    lib->set_device_taps = t->set_device_taps;
+    lib->tap_metrics = t->tap_metrics;
+    lib->next_token = t->next_token;
+    lib->copy_to_host = t->copy_to_host;
   }
   const std::pair<const void*, const char*> required[] = {
       {reinterpret_cast<const void*>(t->create), "create"}, {reinterpret_cast<const void*>(t->destroy), "destroy"},

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <cmath>
 #include <numeric>
@@ -136,7 +137,70 @@ struct Instance {
   TapSet taps;       // measured taps of the current layer (dropped when the layer is done)
   double layer_ms = 0;
   std::optional<std::vector<Tap>> keep;  // the caller's keep_taps hint (set_keep)
+  // The device route (docs/gpu.md): the taps stay on the device, valid until the
+  // instance's next call; its last resid_out there is the input of its next layer.
+  bool on_device = false;
+  DeviceTapSet dtaps;
+  std::optional<DeviceTap> dhidden;
+  std::map<Tap, TapMatrix> copies;  // device taps brought to the host for a host-route cell
+  void clear_taps() {
+    taps.clear();
+    dtaps.clear();
+    copies.clear();
+  }
+  // Tap `t` of this layer on the host: its own, or its device tap copied once.
+  const TapMatrix* host_tap(Tap t) {
+    if (!on_device) {
+      auto it = taps.find(t);
+      return it == taps.end() ? nullptr : &it->second;
+    }
+    auto it = dtaps.find(t);
+    if (it == dtaps.end()) return nullptr;
+    auto c = copies.find(t);
+    if (c == copies.end()) c = copies.emplace(t, path->to_host(it->second)).first;
+    return &c->second;
+  }
+  const DeviceTap* device_tap(Tap t) const {
+    auto it = dtaps.find(t);
+    return it == dtaps.end() ? nullptr : &it->second;
+  }
+  std::vector<Tap> tap_list() const {
+    std::vector<Tap> out;
+    if (on_device) {
+      for (const auto& [t, v] : dtaps) out.push_back(t);
+    } else {
+      for (const auto& [t, v] : taps) out.push_back(t);
+    }
+    return out;
+  }
 };
+
+// One layer (or the head, head == true) of `inst` on the device route: device taps when it
+// is on the device, else host taps from host input. Its output becomes its hidden state.
+void run_on_route(Instance& inst, int layer, const TapInput& in, bool head) {
+  const auto t0 = Clock::now();
+  if (inst.on_device) {
+    inst.dtaps = head ? inst.path->head_on_device(in) : inst.path->layer_on_device(layer, in);
+    if (!head) {
+      auto out = inst.dtaps.find(Tap::resid_out);
+      if (out == inst.dtaps.end()) {
+        throw std::logic_error(inst.path->name() + ": layer " + std::to_string(layer) + " returned no resid_out");
+      }
+      inst.dhidden = out->second;
+    }
+  } else {
+    if (!in.host) throw std::logic_error("run_on_route: a host-route instance was given a device input");
+    inst.taps = head ? inst.path->head(*in.host) : inst.path->layer(layer, *in.host);
+    if (!head) {
+      auto out = inst.taps.find(Tap::resid_out);
+      if (out == inst.taps.end()) {
+        throw std::logic_error(inst.path->name() + ": layer " + std::to_string(layer) + " returned no resid_out");
+      }
+      inst.hidden = {out->second};
+    }
+  }
+  inst.layer_ms = ms_since(t0);
+}
 
 // Tells the path which taps the caller reads from now on, and remembers it for run_layer.
 void set_keep(Instance& inst, std::optional<std::vector<Tap>> taps) {
@@ -210,6 +274,12 @@ struct Cell {
   const TapMatrix* ref;
   const TapMatrix* path;
   const TapMatrix* truth;  // null: no ref64
+  // Device route: the three taps on the device (ref null: a host cell), and the path that
+  // reads them (the reference's: every device tap of a run is of its domain).
+  const DeviceTap* dref = nullptr;
+  const DeviceTap* dpath = nullptr;
+  const DeviceTap* dtruth = nullptr;
+  Path* reader = nullptr;
   TapMetrics m;
   std::unique_ptr<TapMetricsInParts> split;  // a large tap's metrics, computed in parts
   double noise_floor_ratio = kNaN;           // its own job (where truth is set), then into m
@@ -221,22 +291,49 @@ struct PendingCompare {
   std::vector<Cell> cells;
 };
 
-PendingCompare plan_compare(ModeTable& table, int layer, const TapSet& ref, const TapSet& path,
-                            const TapSet* truth, const CompareContext& ctx) {
+PendingCompare plan_compare(ModeTable& table, int layer, Instance& ref, Instance& path, Instance* truth,
+                            const CompareContext& ctx) {
   PendingCompare pc{&table, layer, ctx, {}};
   const bool head = layer == ctx.n_layers;
-  for (const auto& [tap, ref_values] : ref) {
+  const bool device = ref.on_device && path.on_device && (!truth || truth->on_device);
+  for (Tap tap : ref.tap_list()) {
     const int col = head ? head_tap_index(tap) : layer_tap_index(tap);
     if (col < 0) continue;
-    auto it = path.find(tap);
-    if (it == path.end()) continue;
-    const TapMatrix* t = nullptr;
-    if (truth) {
-      if (auto ti = truth->find(tap); ti != truth->end()) t = &ti->second;
+    const auto path_taps = path.tap_list();
+    if (std::find(path_taps.begin(), path_taps.end(), tap) == path_taps.end()) continue;
+    if (device) {
+      const DeviceTap* t = truth ? truth->device_tap(tap) : nullptr;
+      Cell cell{tap, nullptr, nullptr, nullptr, ref.device_tap(tap), path.device_tap(tap), t, ref.path.get(), {}, nullptr,
+                kNaN};
+      pc.cells.push_back(std::move(cell));
+      continue;
     }
-    pc.cells.push_back({tap, &ref_values, &it->second, t, {}, nullptr, kNaN});
+    // Host route (or a mixed cell): device taps are copied to the host once.
+    const TapMatrix* t = truth ? truth->host_tap(tap) : nullptr;
+    pc.cells.push_back({tap, ref.host_tap(tap), path.host_tap(tap), t, nullptr, nullptr, nullptr, nullptr, {}, nullptr,
+                        kNaN});
   }
   return pc;
+}
+
+// The device cells' metrics, one plug-in call each (the plug-in synchronizes), before the
+// host cells' parallel jobs.
+void compute_device_cells(std::vector<PendingCompare>& pending) {
+  for (auto& pc : pending) {
+    const Tolerance tol = default_tolerance(pc.ctx.dtype);
+    for (auto& cell : pc.cells) {
+      if (!cell.dref) continue;
+      const DeviceTapSummary d =
+          cell.reader->device_metrics(*cell.dref, *cell.dpath, cell.dtruth, pc.ctx.dtype, tol.atol, tol.rtol);
+      TapMetrics& m = cell.m;
+      m.max_abs = d.max_abs, m.max_rel = d.max_rel, m.rel_l2 = d.rel_l2, m.cosine = d.cosine;
+      m.ulp_p50 = d.ulp_p50, m.ulp_p99 = d.ulp_p99, m.ulp_max = d.ulp_max, m.frac_outside = d.frac_outside;
+      m.nan_count = d.nan_count, m.inf_count = d.inf_count, m.ref_nonfinite = d.ref_nonfinite;
+      m.ref_norm = d.ref_norm, m.headroom = d.headroom, m.overflow_count = d.overflow_count;
+      m.saturation_count = d.saturation_count;
+      if (cell.dtruth) cell.noise_floor_ratio = d.truth_rel_l2_path / d.truth_rel_l2_ref;
+    }
+  }
 }
 
 // Runs jobs on every OpenMP thread, largest first (a logits tap is 100x a layer tap);
@@ -272,6 +369,7 @@ void add_cell_jobs(std::vector<PendingCompare>& pending, std::vector<std::pair<d
   for (auto& pc : pending) {
     const Tolerance tol = default_tolerance(pc.ctx.dtype);
     for (auto& cell : pc.cells) {
+      if (cell.dref) continue;  // computed on the device
       const Eigen::Index n = cell.ref->size();
       if (n > kSplitMetricsAbove) {
         const int parts = static_cast<int>((n + kSplitMetricsAbove - 1) / kSplitMetricsAbove);
@@ -313,7 +411,7 @@ void finish_cells(std::vector<PendingCompare>& pending) {
     for (auto& cell : pc.cells) {
       if (cell.split) cell.m = cell.split->finish();
       cell.split.reset();
-      if (cell.truth) cell.m.noise_floor_ratio = cell.noise_floor_ratio;
+      if (cell.truth || cell.dtruth) cell.m.noise_floor_ratio = cell.noise_floor_ratio;
     }
   }
 }
@@ -347,7 +445,14 @@ void apply_compare(const PendingCompare& pc) {
       const auto cells = std::count_if(ctx.dumps->begin(), ctx.dumps->end(),
                                        [&](const Dump& d) { return d.mode == ctx.mode; });
       constexpr long kMaxDumpsPerMode = 16;  // a diverging model fails every later tap
-      if (cells < kMaxDumpsPerMode) ctx.dumps->push_back({ctx.mode, layer, tap, *cell.ref, *cell.path});
+      if (cells < kMaxDumpsPerMode) {
+        // Device cells: only the failing cells' taps come back (copy_to_host).
+        if (cell.dref) {
+          ctx.dumps->push_back({ctx.mode, layer, tap, cell.reader->to_host(*cell.dref), cell.reader->to_host(*cell.dpath)});
+        } else {
+          ctx.dumps->push_back({ctx.mode, layer, tap, *cell.ref, *cell.path});
+        }
+      }
     }
   }
 }
@@ -356,6 +461,7 @@ void apply_compare(const PendingCompare& pc) {
 // comparisons in the order they were planned.
 void compare_all(std::vector<PendingCompare>& pending,
                  std::vector<std::pair<double, std::function<void()>>> extra = {}) {
+  compute_device_cells(pending);
   add_cell_jobs(pending, extra);
   run_parallel(extra);
   auto ranges = range_jobs(pending);
@@ -484,36 +590,103 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     return CompareContext{&cfg, L, slot ? slot->dtype : DType::F32, mode, dumps};
   };
 
+  // The device route (docs/gpu.md): taps stay on the device and only the metrics come back,
+  // for every instance that offers device taps in the reference's domain (same plug-in,
+  // same device); the others keep the host route. One measured chunk only (prefill): a
+  // device tap lives until its path's next call, so decode's per-step taps are not kept.
+  const DeviceDomain domain = ref.path->device_domain();
+  const bool device_route = cfg.device_metrics && domain.code && ch.ids.size() == 1 && ch.measured[0];
+  result.device_metrics = device_route;
+  if (device_route) {
+    std::vector<Instance*> all = {&ref};
+    for (auto* o : {&r64_iso, &r64_prop, &perturbed}) {
+      if (*o) all.push_back(&**o);
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (iso[i]) all.push_back(&*iso[i]);
+      if (prop[i]) all.push_back(&*prop[i]);
+    }
+    for (Instance* inst : all) inst->on_device = inst->path->device_domain() == domain;
+  }
+  // Device route: the reference's last output as a consumer's input (isolated mode): on the
+  // device for a device instance, copied to the host once for the others; its embedding
+  // rows before layer 0.
+  std::optional<TapMatrix> ref_out_host;
+  auto ref_input_for = [&](const Instance& consumer) -> TapInput {
+    if (!ref.dhidden) return TapInput{&ref.hidden.front(), nullptr};
+    if (consumer.on_device) return TapInput{nullptr, &*ref.dhidden};
+    if (!ref_out_host) ref_out_host = ref.path->to_host(*ref.dhidden);
+    return TapInput{&*ref_out_host, nullptr};
+  };
+  auto own_input = [](const Instance& inst) -> TapInput {
+    return inst.dhidden ? TapInput{nullptr, &*inst.dhidden} : TapInput{&inst.hidden.front(), nullptr};
+  };
+
   const std::string ref_phase = "layers:" + cfg.reference;
   std::vector<PendingCompare> pending;
   for (int l = 0; l < L; ++l) {
-    const std::vector<TapMatrix> ref_in = ref.hidden;
-    {
-      auto span = phases.span(ref_phase);
-      run_layer(ref, l, ref_in, ch);
-    }
-    result.reference_timing.layer_ms[l] = ref.layer_ms;
-    if (cfg.ref64) {
-      auto span = phases.span("layers:" + cfg.ref64_path);
-      run_layer(*r64_iso, l, ref_in, ch);
-      run_layer(*r64_prop, l, r64_prop->hidden, ch);
-    }
-    tick();
-    // Every instance runs the layer first; the metrics of all of them follow in one
-    // parallel batch, then the layer's taps are dropped.
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      PathResult& pr = result.paths[i];
-      if (iso[i]) {
-        auto span = phases.span("layers:" + slots[i].label() + ":isolated");
-        run_layer(*iso[i], l, ref_in, ch);
-        pr.timing.layer_ms[l] = iso[i]->layer_ms;
+    if (device_route) {
+      // The isolated instances read the reference's previous output before the reference
+      // overwrites it by running this layer.
+      ref_out_host.reset();
+      if (cfg.ref64) {
+        auto span = phases.span("layers:" + cfg.ref64_path);
+        run_on_route(*r64_iso, l, ref_input_for(*r64_iso), false);
       }
-      if (prop[i]) {
-        auto span = phases.span("layers:" + slots[i].label() + ":propagated");
-        run_layer(*prop[i], l, prop[i]->hidden, ch);
-        pr.timing.layer_ms[l] = prop[i]->layer_ms;
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        if (!iso[i]) continue;
+        auto span = phases.span("layers:" + slots[i].label() + ":isolated");
+        run_on_route(*iso[i], l, ref_input_for(*iso[i]), false);
+        result.paths[i].timing.layer_ms[l] = iso[i]->layer_ms;
+      }
+      {
+        auto span = phases.span(ref_phase);
+        run_on_route(ref, l, own_input(ref), false);
+      }
+      result.reference_timing.layer_ms[l] = ref.layer_ms;
+      if (cfg.ref64) {
+        auto span = phases.span("layers:" + cfg.ref64_path);
+        run_on_route(*r64_prop, l, own_input(*r64_prop), false);
       }
       tick();
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        PathResult& pr = result.paths[i];
+        if (prop[i]) {
+          auto span = phases.span("layers:" + slots[i].label() + ":propagated");
+          run_on_route(*prop[i], l, own_input(*prop[i]), false);
+          pr.timing.layer_ms[l] = prop[i]->layer_ms;
+        }
+        tick();
+      }
+    } else {
+      const std::vector<TapMatrix> ref_in = ref.hidden;
+      {
+        auto span = phases.span(ref_phase);
+        run_layer(ref, l, ref_in, ch);
+      }
+      result.reference_timing.layer_ms[l] = ref.layer_ms;
+      if (cfg.ref64) {
+        auto span = phases.span("layers:" + cfg.ref64_path);
+        run_layer(*r64_iso, l, ref_in, ch);
+        run_layer(*r64_prop, l, r64_prop->hidden, ch);
+      }
+      tick();
+      // Every instance runs the layer first; the metrics of all of them follow in one
+      // parallel batch, then the layer's taps are dropped.
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        PathResult& pr = result.paths[i];
+        if (iso[i]) {
+          auto span = phases.span("layers:" + slots[i].label() + ":isolated");
+          run_layer(*iso[i], l, ref_in, ch);
+          pr.timing.layer_ms[l] = iso[i]->layer_ms;
+        }
+        if (prop[i]) {
+          auto span = phases.span("layers:" + slots[i].label() + ":propagated");
+          run_layer(*prop[i], l, prop[i]->hidden, ch);
+          pr.timing.layer_ms[l] = prop[i]->layer_ms;
+        }
+        tick();
+      }
     }
     std::vector<std::pair<double, std::function<void()>>> perturb_jobs;
     if (perturbed) {
@@ -527,21 +700,35 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
         set_keep(*perturbed, std::nullopt);
         if (perturb_clean) set_keep(*perturb_clean, std::nullopt);
       }
-      run_layer(*perturbed, l, perturbed->hidden, ch);
-      const TapSet* clean = &ref.taps;
+      if (perturbed->on_device) {
+        run_on_route(*perturbed, l, own_input(*perturbed), false);
+      } else {
+        run_layer(*perturbed, l, perturbed->hidden, ch);
+      }
+      Instance* clean = &ref;
       if (perturb_clean) {
         run_layer(*perturb_clean, l, perturb_clean->hidden, ch);
-        clean = &perturb_clean->taps;
+        clean = &*perturb_clean;
       }
       if (l >= spec.layer) {
-        for (const auto& [tap, values] : perturbed->taps) {
+        const bool on_device = perturbed->on_device && clean->on_device;
+        for (Tap tap : perturbed->tap_list()) {
           const int col = layer_tap_index(tap);
           if (col < 0 || (l == spec.layer && col < layer_tap_index(spec.tap))) continue;
-          auto c = clean->find(tap);
-          if (c == clean->end()) continue;
           double* cell = &result.perturb->sensitivity[l][col];
-          perturb_jobs.emplace_back(static_cast<double>(values.size()),
-                                    [cell, clean_values = &c->second, values = &values, size = spec.relative_size] {
+          if (on_device) {
+            const DeviceTap* c = clean->device_tap(tap);
+            if (!c) continue;
+            // relative_l2(clean, perturbed): the plain relative L2 of the device summary.
+            *cell = ref.path->device_metrics(*c, *perturbed->device_tap(tap), nullptr, DType::F32, 0, 0).plain_rel_l2 /
+                    spec.relative_size;
+            continue;
+          }
+          const TapMatrix* c = clean->host_tap(tap);
+          if (!c) continue;
+          const TapMatrix* values = perturbed->host_tap(tap);
+          perturb_jobs.emplace_back(static_cast<double>(values->size()),
+                                    [cell, clean_values = c, values, size = spec.relative_size] {
                                       *cell = relative_l2(*clean_values, *values) / size;
                                     });
         }
@@ -550,99 +737,138 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     {
       auto span = phases.span("metrics");
       if (cfg.ref64) {
-        pending.push_back(plan_compare(*result.noise_floor_isolated, l, r64_iso->taps, ref.taps, nullptr,
+        pending.push_back(plan_compare(*result.noise_floor_isolated, l, *r64_iso, ref, nullptr,
                                        ctx_for(nullptr, "isolated", nullptr)));
-        pending.push_back(plan_compare(*result.noise_floor_propagated, l, r64_prop->taps, ref.taps, nullptr,
+        pending.push_back(plan_compare(*result.noise_floor_propagated, l, *r64_prop, ref, nullptr,
                                        ctx_for(nullptr, "propagated", nullptr)));
       }
       for (std::size_t i = 0; i < slots.size(); ++i) {
         PathResult& pr = result.paths[i];
         if (iso[i]) {
-          pending.push_back(plan_compare(*pr.isolated, l, ref.taps, iso[i]->taps, cfg.ref64 ? &r64_iso->taps : nullptr,
+          pending.push_back(plan_compare(*pr.isolated, l, ref, *iso[i], cfg.ref64 ? &*r64_iso : nullptr,
                                          ctx_for(&slots[i], "isolated", &pr.dumps)));
         }
         if (prop[i]) {
-          pending.push_back(plan_compare(*pr.propagated, l, ref.taps, prop[i]->taps,
-                                         cfg.ref64 ? &r64_prop->taps : nullptr,
+          pending.push_back(plan_compare(*pr.propagated, l, ref, *prop[i], cfg.ref64 ? &*r64_prop : nullptr,
                                          ctx_for(&slots[i], "propagated", &pr.dumps)));
         }
       }
       compare_all(pending, std::move(perturb_jobs));
     }
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      if (iso[i]) iso[i]->taps.clear();
-      if (prop[i]) prop[i]->taps.clear();
+      if (iso[i]) iso[i]->clear_taps();
+      if (prop[i]) prop[i]->clear_taps();
     }
-    if (perturbed) perturbed->taps.clear();
-    if (perturb_clean) perturb_clean->taps.clear();
-    if (r64_iso) r64_iso->taps.clear();
-    if (r64_prop) r64_prop->taps.clear();
-    ref.taps.clear();
+    if (perturbed) perturbed->clear_taps();
+    if (perturb_clean) perturb_clean->clear_taps();
+    if (r64_iso) r64_iso->clear_taps();
+    if (r64_prop) r64_prop->clear_taps();
+    ref.clear_taps();
   }
 
   // Head: isolated instances see the reference's final hidden state. The heads run
-  // first (phase "head"); their metrics and next-token agreement follow ("metrics").
+  // first (phase "head"); their metrics and next-token agreement follow ("metrics"). Each
+  // instance's head taps take the place of its layer taps.
   auto head_span = phases.span("head");
-  const TapMatrix ref_final = measured_hidden(ref, ch);
-  result.measured_rows = static_cast<int>(ref_final.rows());
-  const TapSet ref_head = ref.path->head(ref_final);
-  std::optional<TapSet> truth_iso, truth_prop;
-  if (cfg.ref64) {
-    truth_iso = r64_iso->path->head(ref_final);
-    truth_prop = r64_prop->path->head(measured_hidden(*r64_prop, ch));
-  }
-  std::vector<std::optional<TapSet>> iso_head(slots.size()), prop_head(slots.size());
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    if (iso[i]) iso_head[i] = iso[i]->path->head(ref_final);
-    if (prop[i]) prop_head[i] = prop[i]->path->head(measured_hidden(*prop[i], ch));
+  if (device_route) {
+    ref_out_host.reset();
+    result.measured_rows = static_cast<int>(ref.dhidden ? ref.dhidden->rows : ref.hidden.front().rows());
+    if (cfg.ref64) run_on_route(*r64_iso, L, ref_input_for(*r64_iso), true);
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (iso[i]) run_on_route(*iso[i], L, ref_input_for(*iso[i]), true);
+    }
+    run_on_route(ref, L, own_input(ref), true);
+    if (cfg.ref64) run_on_route(*r64_prop, L, own_input(*r64_prop), true);
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (prop[i]) run_on_route(*prop[i], L, own_input(*prop[i]), true);
+    }
+  } else {
+    const TapMatrix ref_final = measured_hidden(ref, ch);
+    result.measured_rows = static_cast<int>(ref_final.rows());
+    ref.taps = ref.path->head(ref_final);
+    if (cfg.ref64) {
+      r64_iso->taps = r64_iso->path->head(ref_final);
+      r64_prop->taps = r64_prop->path->head(measured_hidden(*r64_prop, ch));
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (iso[i]) iso[i]->taps = iso[i]->path->head(ref_final);
+      if (prop[i]) prop[i]->taps = prop[i]->path->head(measured_hidden(*prop[i], ch));
+    }
   }
   head_span.stop();
-  std::optional<TapSet> pert_head, clean_head_own;
   if (perturbed) {
     auto span = phases.span("perturb");
-    pert_head = perturbed->path->head(measured_hidden(*perturbed, ch));
-    if (perturb_clean) clean_head_own = perturb_clean->path->head(measured_hidden(*perturb_clean, ch));
+    if (perturbed->on_device) {
+      run_on_route(*perturbed, L, own_input(*perturbed), true);
+    } else {
+      perturbed->taps = perturbed->path->head(measured_hidden(*perturbed, ch));
+    }
+    if (perturb_clean) perturb_clean->taps = perturb_clean->path->head(measured_hidden(*perturb_clean, ch));
   }
   {
     auto span = phases.span("metrics");
     if (cfg.ref64) {
-      pending.push_back(plan_compare(*result.noise_floor_isolated, L, *truth_iso, ref_head, nullptr,
+      pending.push_back(plan_compare(*result.noise_floor_isolated, L, *r64_iso, ref, nullptr,
                                      ctx_for(nullptr, "isolated", nullptr)));
-      pending.push_back(plan_compare(*result.noise_floor_propagated, L, *truth_prop, ref_head, nullptr,
+      pending.push_back(plan_compare(*result.noise_floor_propagated, L, *r64_prop, ref, nullptr,
                                      ctx_for(nullptr, "propagated", nullptr)));
     }
     for (std::size_t i = 0; i < slots.size(); ++i) {
       PathResult& pr = result.paths[i];
-      if (iso_head[i]) {
-        pending.push_back(plan_compare(*pr.isolated, L, ref_head, *iso_head[i], truth_iso ? &*truth_iso : nullptr,
+      if (iso[i]) {
+        pending.push_back(plan_compare(*pr.isolated, L, ref, *iso[i], cfg.ref64 ? &*r64_iso : nullptr,
                                        ctx_for(&slots[i], "isolated", &pr.dumps)));
       }
-      if (prop_head[i]) {
-        pending.push_back(plan_compare(*pr.propagated, L, ref_head, *prop_head[i], truth_prop ? &*truth_prop : nullptr,
+      if (prop[i]) {
+        pending.push_back(plan_compare(*pr.propagated, L, ref, *prop[i], cfg.ref64 ? &*r64_prop : nullptr,
                                        ctx_for(&slots[i], "propagated", &pr.dumps)));
       }
     }
     std::vector<std::pair<double, std::function<void()>>> extra;
-    if (pert_head) {
-      const TapSet& clean_head = clean_head_own ? *clean_head_own : ref_head;
-      for (const auto& [tap, values] : *pert_head) {
+    if (perturbed) {
+      Instance& clean = perturb_clean ? *perturb_clean : ref;
+      const double size = result.perturb->spec.relative_size;
+      for (Tap tap : perturbed->tap_list()) {
         const int col = head_tap_index(tap);
-        if (col < 0 || !clean_head.count(tap)) continue;
+        if (col < 0) continue;
         double* cell = &result.perturb->head_sensitivity[col];
-        extra.emplace_back(static_cast<double>(values.size()),
-                           [cell, clean_values = &clean_head.at(tap), values = &values,
-                            size = result.perturb->spec.relative_size] {
-                             *cell = relative_l2(*clean_values, *values) / size;
-                           });
+        if (perturbed->on_device && clean.on_device) {
+          const DeviceTap* c = clean.device_tap(tap);
+          if (c) *cell = ref.path->device_metrics(*c, *perturbed->device_tap(tap), nullptr, DType::F32, 0, 0).plain_rel_l2 / size;
+          continue;
+        }
+        const TapMatrix* c = clean.host_tap(tap);
+        if (!c) continue;
+        const TapMatrix* values = perturbed->host_tap(tap);
+        extra.emplace_back(static_cast<double>(values->size()), [cell, c, values, size] {
+          *cell = relative_l2(*c, *values) / size;
+        });
       }
     }
     compare_all(pending, std::move(extra));
-    // next_token_agreement parallelizes over positions itself.
+    // next_token_agreement parallelizes over positions itself; on the device route the
+    // per-position figures come from the plug-in.
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      if (prop_head[i]) {
-        result.paths[i].end_to_end = next_token_agreement(ref_head.at(Tap::logits), prop_head[i]->at(Tap::logits));
+      if (!prop[i]) continue;
+      if (ref.on_device && prop[i]->on_device) {
+        DeviceNextToken d =
+            ref.path->device_next_token(*ref.device_tap(Tap::logits), *prop[i]->device_tap(Tap::logits));
+        result.paths[i].end_to_end =
+            next_token_from_positions(std::move(d.kl), std::move(d.ref_margin), std::move(d.top1_match));
+      } else {
+        result.paths[i].end_to_end =
+            next_token_agreement(*ref.host_tap(Tap::logits), *prop[i]->host_tap(Tap::logits));
       }
     }
+  }
+  // The head's taps (the logits above all) are not needed past here.
+  for (Instance* inst : {&ref, r64_iso ? &*r64_iso : nullptr, r64_prop ? &*r64_prop : nullptr,
+                         perturbed ? &*perturbed : nullptr, perturb_clean ? &*perturb_clean : nullptr}) {
+    if (inst) inst->clear_taps();
+  }
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    if (iso[i]) iso[i]->clear_taps();
+    if (prop[i]) prop[i]->clear_taps();
   }
   tick();
 

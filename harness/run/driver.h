@@ -129,6 +129,9 @@ struct RunConfig {
   int greedy_steps = 0;
   Seeds seeds;
   bool dump_failing = false;
+  // Tap metrics where the taps are when the reference offers device taps (docs/gpu.md);
+  // false: every tap crosses to the host (--host-metrics).
+  bool device_metrics = false;
   // Called after each (layer, path) step and at the end: done of total units.
   std::function<void(int done, int total)> progress;
 };
@@ -180,6 +183,7 @@ struct RunResult {
   std::optional<InvarianceResult> invariance;  // invariance mode (filled by run_scenario)
   int gate_failures = 0;
   int measured_rows = 0;
+  bool device_metrics = false;  // the device route ran (RunConfig::device_metrics and a reference that offers it)
   PhaseTimes phases;  // the driver's phases; the caller adds its own (checkpoint, writing)
 };
 

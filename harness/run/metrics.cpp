@@ -1,6 +1,8 @@
 // Tap metrics, gates, next-token agreement and rank correlation (see metrics.h).
 #include "harness/run/metrics.h"
 
+#include "harness/run/metrics_rules.h"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -69,35 +71,19 @@ inline std::int64_t ordered_bits(double x, DType dtype) {
   return (bits & sign_bit) ? -magnitude : magnitude;
 }
 
-// ULP distances can reach 2^31 (bf16 across zero: 2^16); percentiles are kept in a
-// histogram so the metric's memory does not grow with the tap (logits are large):
-// exact bins below 4096 ULPs, power-of-two bins above (the lower edge is reported).
+// The histogram of a tap's ULP distances (bins and quantile: metrics_rules.h, shared with
+// the device route).
 class UlpHistogram {
  public:
   void add(std::uint64_t d) { add(d, 1); }
   // `count` distances equal to d at once (a caller that counts small distances itself).
   void add(std::uint64_t d, std::uint64_t count) {
     if (count == 0) return;
-    if (d < kExact) {
-      bins_[d] += count;
-    } else {
-      bins_[kExact + std::bit_width(d) - 1] += count;
-    }
+    bins_[rules::ulp_bin(d)] += count;
     total_ += count;
     max_ = std::max(max_, d);
   }
-  double quantile(double q) const {
-    if (total_ == 0) return kNaN;
-    const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total_)));
-    std::uint64_t seen = 0;
-    for (std::size_t i = 0; i < bins_.size(); ++i) {
-      seen += bins_[i];
-      if (seen >= std::max<std::uint64_t>(rank, 1)) {
-        return i < kExact ? static_cast<double>(i) : std::ldexp(1.0, static_cast<int>(i - kExact));
-      }
-    }
-    return static_cast<double>(max_);
-  }
+  double quantile(double q) const { return rules::ulp_quantile(bins_.data(), total_, max_, q); }
   double max() const { return total_ ? static_cast<double>(max_) : kNaN; }
   void merge(const UlpHistogram& o) {
     for (std::size_t i = 0; i < bins_.size(); ++i) bins_[i] += o.bins_[i];
@@ -106,8 +92,7 @@ class UlpHistogram {
   }
 
  private:
-  static constexpr std::size_t kExact = 4096;
-  std::array<std::uint64_t, kExact + 64> bins_{};
+  std::array<std::uint64_t, rules::kUlpBins> bins_{};
   std::uint64_t total_ = 0;
   std::uint64_t max_ = 0;
 };
@@ -400,32 +385,18 @@ void extremes_any(DType dtype, const double* r, const double* x, Eigen::Index n,
   }
 }
 
-// Near-zero reference elements would make any relative error meaningless; a floor at
-// 1e-3 of the tap's RMS keeps max_rel about the elements that carry the signal.
-double rel_floor_of(double ref_sq, Eigen::Index n) {
-  const double ref_rms = n ? std::sqrt(ref_sq / static_cast<double>(n)) : 0.0;
-  return 1e-3 * ref_rms;
-}
+double rel_floor_of(double ref_sq, Eigen::Index n) { return rules::rel_floor_of(ref_sq, n); }
 
 TapMetrics finish_metrics(const TapSums& s, const TapExtremes& e, double rel_floor, Eigen::Index n, DType dtype) {
+  rules::TapTotals t;
+  t.ref_sq = s.ref_sq, t.diff_sq = s.diff_sq, t.path_sq = s.path_sq, t.dot = s.dot;
+  t.max_abs = e.max_abs, t.max_rel = e.max_rel, t.max_mag = e.max_mag;
+  t.outside = e.outside, t.saturated = e.saturated, t.ref_nonfinite = e.ref_nonfinite, t.nan = e.nan, t.inf = e.inf;
+  t.ulp_p50 = e.ulps.quantile(0.50);
+  t.ulp_p99 = e.ulps.quantile(0.99);
+  t.ulp_max = e.ulps.max();
   TapMetrics m;
-  m.ref_nonfinite = static_cast<double>(e.ref_nonfinite);
-  m.nan_count = static_cast<double>(e.nan);
-  m.inf_count = static_cast<double>(e.inf);
-  m.overflow_count = static_cast<double>(e.inf);  // an infinite path value where the reference is finite
-  m.saturation_count = static_cast<double>(e.saturated);
-  const double bad = m.nan_count + m.inf_count;
-  m.ref_norm = std::sqrt(s.ref_sq);
-  m.max_abs = bad > 0 ? kInf : e.max_abs;
-  m.max_rel = bad > 0 ? kInf : (rel_floor > 0 ? e.max_rel : kNaN);
-  // Non-finite path values make the error unbounded, never small.
-  m.rel_l2 = bad > 0 ? kInf : (m.ref_norm > 0 ? std::sqrt(s.diff_sq) / m.ref_norm : kNaN);
-  m.cosine = (bad > 0 || m.ref_norm == 0 || s.path_sq == 0) ? kNaN : s.dot / (std::sqrt(s.path_sq) * m.ref_norm);
-  m.ulp_p50 = e.ulps.quantile(0.50);
-  m.ulp_p99 = e.ulps.quantile(0.99);
-  m.ulp_max = bad > 0 ? kInf : e.ulps.max();
-  m.frac_outside = n ? (static_cast<double>(e.outside) + bad) / static_cast<double>(n) : kNaN;
-  m.headroom = e.max_mag / dtype_max_finite(dtype);
+  rules::finish_tap_metrics(t, rel_floor, n, dtype_max_finite(dtype), m);
   return m;
 }
 
@@ -612,10 +583,20 @@ NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
     a.ref_margin[i] = p.margin;
     a.top1_match[i] = p.top1_match;
   }
+  return next_token_from_positions(std::move(a.kl), std::move(a.ref_margin), std::move(a.top1_match));
+}
+
+NextTokenAgreement next_token_from_positions(std::vector<double> kl, std::vector<double> ref_margin,
+                                             std::vector<int> top1_match) {
+  NextTokenAgreement a;
+  a.kl = std::move(kl);
+  a.ref_margin = std::move(ref_margin);
+  a.top1_match = std::move(top1_match);
+  if (a.kl.empty()) return a;
   const double agree = static_cast<double>(std::accumulate(a.top1_match.begin(), a.top1_match.end(), 0));
   a.kl_mean = std::accumulate(a.kl.begin(), a.kl.end(), 0.0) / static_cast<double>(a.kl.size());
   a.kl_p99 = quantile(a.kl, 0.99);
-  a.top1_agreement = agree / static_cast<double>(rows);
+  a.top1_agreement = agree / static_cast<double>(a.kl.size());
   return a;
 }
 

@@ -121,6 +121,10 @@ struct NextTokenAgreement {
 };
 NextTokenAgreement next_token_agreement(const TapMatrix& ref_logits,
                                         const TapMatrix& path_logits);
+// The agreement from its per-position figures (the device route computes those): the
+// summaries next_token_agreement derives from them, the same way.
+NextTokenAgreement next_token_from_positions(std::vector<double> kl, std::vector<double> ref_margin,
+                                             std::vector<int> top1_match);
 
 // q-quantile (0..1) by linear interpolation between order statistics; NaN when empty.
 double quantile(std::vector<double> values, double q);

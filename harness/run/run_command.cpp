@@ -423,6 +423,7 @@ RunOutcome run_scenario(const RunOptions& opt) {
   cfg.greedy_steps = sc.greedy_steps;
   cfg.seeds = sc.seeds;
   cfg.dump_failing = opt.dump_failing;
+  cfg.device_metrics = device == "cuda" && opt.device_metrics.value_or(kDeviceMetricsByDefault);
 
   const std::string model_label = sc.model.synth ? fmt::format("{} (synth, {} layers, {})", sc.model.synth->profile,
                                                                spec.n_layers, sc.model.synth->dtype)
@@ -438,6 +439,12 @@ RunOutcome run_scenario(const RunOptions& opt) {
   };
   RunResult result = run_side_by_side(cfg, slots, make);
   if (opt.progress) bar.done();
+  // Which route measured the taps, for the record (docs/gpu.md "Tap metrics on the device").
+  if (result.device_metrics) {
+    notes.push_back("tap metrics computed on the device (--device-metrics)");
+  } else if (cfg.device_metrics) {
+    notes.push_back("tap metrics on the host: the reference offers no device taps, or the run is not a prefill");
+  }
   if (sc.kv_age) add_kv_age(result, *ckpt,
              std::span(tokens.front()).first(std::min<std::size_t>(tokens.front().size(),
                                                                    static_cast<std::size_t>(sc.phase.prefill_len))),

@@ -18,6 +18,11 @@ struct FallbackDecision;
 
 namespace fusecheck::run {
 
+// Whether `fusecheck run --device cuda` computes the tap metrics on the device without
+// being asked: off until the device route's GPU equality test (test_run_device_metrics) has
+// passed on a GPU, then flipped here (docs/gpu.md).
+inline constexpr bool kDeviceMetricsByDefault = false;
+
 struct RunOptions {
   std::filesystem::path scenario;
   std::string device;                 // "cuda", "cpu", or "" (cuda when a GPU is usable)
@@ -25,6 +30,10 @@ struct RunOptions {
   std::filesystem::path results_dir = "results/runs";
   bool force_fused = false;
   bool dump_failing = false;
+  // Where the tap metrics run on cuda (docs/gpu.md "Tap metrics on the device"): nullopt
+  // takes kDeviceMetricsByDefault; true the device route (--device-metrics), false the host
+  // route (--host-metrics). --device cpu always takes the host route.
+  std::optional<bool> device_metrics;
   bool ref64 = false;                 // also run ref64-cpu (noise floor)
   bool progress = true;
   std::vector<std::string> argv;      // for provenance

@@ -5,7 +5,7 @@
  * the functions that create and drive a path instance. Plain C so that any compiler and
  * build system can produce it; include/fusecheck/path_plugin.hpp wraps it for C++.
  *
- * Rules of the ABI (version 1.2; 1.0 and 1.1 plugins, built before, still load):
+ * Rules of the ABI (version 1.3; 1.0 to 1.2 plugins, built before, still load):
  *  - Every call that can fail returns 0 on success or a nonzero status (fc_status), and
  *    then writes the same status and a one-line message into the caller's fc_error.
  *    fusecheck reports it naming the plugin: FC_ERR_INPUT and FC_ERR_UNSUPPORTED as bad
@@ -14,7 +14,8 @@
  *  - Tensors are row-major views: dtype, rank, shape, strides in elements, a pointer and
  *    where the pointer lives. fusecheck hands a plugin host memory (weights memory-mapped
  *    from the checkpoint, inputs as F64); a plugin returns taps in host memory that stay
- *    valid until its next call on the same instance.
+ *    valid until its next call on the same instance. ABI 1.3 device taps (FC_CAP_DEVICE_TAPS,
+ *    set_device_taps) are the one exception: taps then stay in the instance's device memory.
  *  - fusecheck checks every returned tap's dtype and shape against the model; NaN or Inf
  *    values are measured (and fail the gates), never trusted.
  *  - A struct grows only at its end; `struct_size` says how much of it the plugin knows.
@@ -31,7 +32,8 @@ extern "C" {
 #endif
 
 #define FC_PLUGIN_ABI_VERSION 1u  /* major: changes only when a 1.x plugin could be misread */
-#define FC_PLUGIN_ABI_MINOR 2u    /* 1.1: fc_status; fc_plugin.abi_minor. 1.2: execution_traits */
+#define FC_PLUGIN_ABI_MINOR 3u    /* 1.1: fc_status; fc_plugin.abi_minor. 1.2: execution_traits.
+                                     1.3: device taps (set_device_taps, tap_metrics, next_token, copy_to_host) */
 #define FC_PLUGIN_ENTRY_POINT "fusecheck_path_plugin"
 #define FC_ERROR_MESSAGE_SIZE 512
 #define FC_MAX_RANK 4
@@ -143,6 +145,35 @@ typedef struct fc_perturbation {
 
 /* Capabilities of an instance (bit mask from the optional capabilities()). */
 #define FC_CAP_PERTURB 1u         /* set_perturbation works (reference paths) */
+#define FC_CAP_DEVICE_TAPS 2u     /* ABI 1.3: set_device_taps works, and the plugin's tap_metrics,
+                                     next_token and copy_to_host take this instance's taps */
+
+/* ABI 1.3 device taps. A device tensor is an fc_tensor with memory FC_CUDA_DEVICE, rank 2,
+ * strides[1] == 1 and strides[0] >= shape[1] (a row stride lets a tap be a column block of
+ * a wider buffer), of dtype F64, F32, BF16 or F16, on the device the call names. */
+
+/* What tap_metrics is asked for. */
+typedef struct fc_metrics_request {
+  uint32_t struct_size;           /* sizeof(fc_metrics_request) in fusecheck's build */
+  int32_t device_index;           /* the device every tensor of the call lives on */
+  int32_t path_dtype;             /* fc_dtype of the path's format: ULP distances, headroom, saturation */
+  double atol, rtol;              /* an element is outside when |path - ref| > atol + rtol |ref| */
+  const fc_tensor* truth;         /* optional (NULL): the FP64 truth at this tap, for the noise floor */
+} fc_metrics_request;
+
+/* The metrics of a (reference, path) pair of device tensors, with FP64 accumulation; the
+ * definitions are fusecheck's CPU route's (docs/plugin-paths.md, "Device taps"). fusecheck
+ * sets struct_size to what it reads; the plugin writes no field past it. */
+typedef struct fc_tap_summary {
+  uint32_t struct_size;
+  double max_abs, max_rel, rel_l2, cosine;
+  double ulp_p50, ulp_p99, ulp_max, frac_outside;
+  double nan_count, inf_count, ref_nonfinite, ref_norm;
+  double headroom, overflow_count, saturation_count;
+  double plain_rel_l2;            /* ||path - ref|| / ||ref|| over every element, NaN when ||ref|| == 0 */
+  double truth_rel_l2_path;       /* ||path - truth|| / ||truth|| (NaN without truth) */
+  double truth_rel_l2_ref;        /* ||ref - truth|| / ||truth|| (NaN without truth) */
+} fc_tap_summary;
 
 /* A GPU plugin's device, for the results file's provenance. */
 typedef struct fc_device_info {
@@ -212,6 +243,27 @@ typedef struct fc_plugin {
    * `max_kv` KV positions; without it a path declares none. */
   int (*execution_traits)(fc_path* path, int32_t batch, int32_t max_kv, fc_execution_traits* out,
                           fc_error* err);
+
+  /* ABI 1.3, optional (NULL when not offered; read only from a table of minor >= 3 that is
+   * long enough to hold them; fusecheck uses device taps only when all four are offered).
+   * set_device_taps(on != 0), called only on instances with FC_CAP_DEVICE_TAPS: from then
+   * on `layer` and `head` return device tensors on the instance's device, in the path's own
+   * dtype, valid until the next call on the instance; their input may then be a device
+   * tensor on that device too (F64, F32, BF16), which may be one of the instance's own taps
+   * of the previous call: the plugin reads it before writing any tap. on == 0 returns to
+   * host taps. */
+  int (*set_device_taps)(fc_path* path, int32_t on, fc_error* err);
+  /* The metrics of `path` against `ref` (same shape, any of the device dtypes each). */
+  int (*tap_metrics)(const fc_metrics_request* request, const fc_tensor* ref, const fc_tensor* path,
+                     fc_tap_summary* out, fc_error* err);
+  /* Next-token figures of two logits tensors [positions x vocab] on device `device_index`,
+   * per position into caller-owned arrays of shape[0] entries: KL(softmax(ref) ||
+   * softmax(path)) in nats (+Inf where the path's row is not finite), the reference's top-1
+   * minus top-2 logit, and 1 where both rows' first argmax agree. */
+  int (*next_token)(int32_t device_index, const fc_tensor* ref_logits, const fc_tensor* path_logits, double* kl,
+                    double* ref_margin, int32_t* top1_match, fc_error* err);
+  /* A device tensor's values as dense F64 rows ([shape[0] x shape[1]], caller-owned). */
+  int (*copy_to_host)(int32_t device_index, const fc_tensor* tensor, double* out, fc_error* err);
 } fc_plugin;
 
 /* The one symbol a plugin exports. */

@@ -92,7 +92,8 @@ inline std::vector<float> to_float(const fc_tensor& t) {
 
 // Dense host matrix [rows x cols] of one dtype; what a path returns. It owns its bytes, or
 // (borrowed()) points at memory the path keeps alive until its next call, which saves a
-// copy of large taps.
+// copy of large taps. With device taps (ABI 1.3), device_view() is a tap in device memory
+// instead: [rows x cols] with row r at data + r * row_stride elements.
 class HostMatrix {
  public:
   HostMatrix() = default;
@@ -104,6 +105,13 @@ class HostMatrix {
     m.dtype_ = dtype, m.rows_ = rows, m.cols_ = cols, m.borrowed_ = data;
     return m;
   }
+  static HostMatrix device_view(fc_dtype dtype, std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                                const void* data) {
+    HostMatrix m = borrowed(dtype, rows, cols, data);
+    m.memory_ = FC_CUDA_DEVICE;
+    m.row_stride_ = row_stride;
+    return m;
+  }
   template <class T>
   T* data() { return reinterpret_cast<T*>(bytes_.data()); }
   std::int64_t rows() const { return rows_; }
@@ -111,11 +119,11 @@ class HostMatrix {
   fc_tensor view() const {
     fc_tensor t{};
     t.dtype = dtype_;
-    t.memory = FC_HOST;
+    t.memory = memory_;
     t.rank = 2;
     t.shape[0] = rows_;
     t.shape[1] = cols_;
-    t.strides[0] = cols_;
+    t.strides[0] = row_stride_ > 0 ? row_stride_ : cols_;
     t.strides[1] = 1;
     t.data = borrowed_ ? borrowed_ : bytes_.data();
     return t;
@@ -126,6 +134,8 @@ class HostMatrix {
   std::int64_t rows_ = 0, cols_ = 0;
   std::vector<unsigned char> bytes_;
   const void* borrowed_ = nullptr;
+  fc_memory memory_ = FC_HOST;
+  std::int64_t row_stride_ = 0;
 };
 
 // Input handed to layer()/head(): [rows x cols] F64, dense, host.
@@ -170,6 +180,21 @@ class Path {
     (void)layer, (void)n_new, (void)kv_len, (void)o;
     return {};
   }
+  // Optional (ABI 1.3): device taps. While set_device_taps(true) holds, layer and head go to
+  // layer_device / head_device instead: `input` is a dense F64 host matrix or a device
+  // tensor on the instance's device (device_input_of checked it), and they return
+  // HostMatrix::device_view taps valid until the next call.
+  virtual bool supports_device_taps() const { return false; }
+  // Told when device taps switch on or off (supports_device_taps() checked first); no-op by default.
+  virtual void set_device_taps(bool on) { (void)on; }
+  virtual TapValues layer_device(int layer, const fc_tensor& input) {
+    (void)layer, (void)input;
+    throw std::logic_error("this path does not offer device taps");
+  }
+  virtual TapValues head_device(const fc_tensor& hidden) {
+    (void)hidden;
+    throw std::logic_error("this path does not offer device taps");
+  }
   // Optional (ABI 1.2): split-KV boundaries and kernel switches; none by default.
   virtual ExecutionTraits execution_traits(int batch, int max_kv) const {
     (void)batch, (void)max_kv;
@@ -196,6 +221,7 @@ namespace detail {
 
 struct Instance {
   std::unique_ptr<Path> path;
+  bool device_taps = false;         // ABI 1.3: set_device_taps(on)
   HostMatrix embedded;
   TapValues values;                 // the last call's taps, valid until the next call
   std::vector<fc_tap_value> table;
@@ -241,6 +267,21 @@ inline Input input_of(const fc_tensor* t) {
   return {static_cast<const double*>(t->data), t->shape[0], t->shape[1]};
 }
 
+// A layer's input while device taps are on: a dense F64 host matrix, or a device tensor
+// (F64, F32, BF16, F16; rank 2; unit column stride; row stride >= width).
+inline const fc_tensor& device_input_of(const fc_tensor* t) {
+  if (t && t->memory == FC_HOST) {
+    input_of(t);
+    return *t;
+  }
+  if (!t || t->memory != FC_CUDA_DEVICE || t->rank != 2 || !t->data || t->shape[0] < 0 || t->shape[1] < 0 ||
+      t->strides[1] != 1 || t->strides[0] < t->shape[1] ||
+      (t->dtype != FC_F64 && t->dtype != FC_F32 && t->dtype != FC_BF16 && t->dtype != FC_F16)) {
+    throw std::invalid_argument("input is neither a dense host F64 matrix nor a device matrix of a known dtype");
+  }
+  return *t;
+}
+
 inline void publish(Instance& inst, TapValues values, const fc_tap_value** out, std::int32_t* n) {
   inst.values = std::move(values);
   inst.table.clear();
@@ -249,10 +290,18 @@ inline void publish(Instance& inst, TapValues values, const fc_tap_value** out, 
   *n = static_cast<std::int32_t>(inst.table.size());
 }
 
+// ABI 1.3's plugin-level device-tap entries (all or none).
+struct DeviceTapEntries {
+  decltype(fc_plugin::tap_metrics) tap_metrics = nullptr;
+  decltype(fc_plugin::next_token) next_token = nullptr;
+  decltype(fc_plugin::copy_to_host) copy_to_host = nullptr;
+};
+
 template <Factory F>
 fc_plugin make_table(const char* name, const char* version, const fc_path_desc* paths, int n_paths,
                      const char* const* env_switches, std::int32_t (*device_count)(void) = nullptr,
-                     int (*device_info)(std::int32_t, std::int32_t, fc_device_info*, fc_error*) = nullptr) {
+                     int (*device_info)(std::int32_t, std::int32_t, fc_device_info*, fc_error*) = nullptr,
+                     DeviceTapEntries device_taps = {}) {
   fc_plugin t{};
   t.abi_version = FC_PLUGIN_ABI_VERSION;
   t.struct_size = sizeof(fc_plugin);
@@ -294,6 +343,7 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
                std::int32_t* n_out, fc_error* err) {
     return guarded(err, [&] {
       auto& inst = *reinterpret_cast<Instance*>(p);
+      if (inst.device_taps) return publish(inst, inst.path->layer_device(layer, device_input_of(input)), out, n_out);
       publish(inst, inst.path->layer(layer, input_of(input)), out, n_out);
     });
   };
@@ -301,6 +351,7 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
               fc_error* err) {
     return guarded(err, [&] {
       auto& inst = *reinterpret_cast<Instance*>(p);
+      if (inst.device_taps) return publish(inst, inst.path->head_device(device_input_of(hidden)), out, n_out);
       publish(inst, inst.path->head(input_of(hidden)), out, n_out);
     });
   };
@@ -331,7 +382,8 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
   };
   t.capabilities = [](fc_path* p) -> std::uint32_t {
     try {
-      return reinterpret_cast<Instance*>(p)->path->supports_perturbation() ? FC_CAP_PERTURB : 0u;
+      const Path& path = *reinterpret_cast<Instance*>(p)->path;
+      return (path.supports_perturbation() ? FC_CAP_PERTURB : 0u) | (path.supports_device_taps() ? FC_CAP_DEVICE_TAPS : 0u);
     } catch (...) {
       return 0u;
     }
@@ -355,6 +407,21 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
       out->switches = inst.switch_table.data();
     });
   };
+  if (device_taps.tap_metrics && device_taps.next_token && device_taps.copy_to_host) {
+    t.set_device_taps = [](fc_path* p, std::int32_t on, fc_error* err) {
+      return guarded(err, [&] {
+        auto& inst = *reinterpret_cast<Instance*>(p);
+        if (on && !inst.path->supports_device_taps()) throw std::logic_error("this path does not offer device taps");
+        inst.path->set_device_taps(on != 0);
+        inst.device_taps = on != 0;
+        inst.values.clear();  // the last call's taps were in the other memory
+        inst.table.clear();
+      });
+    };
+    t.tap_metrics = device_taps.tap_metrics;
+    t.next_token = device_taps.next_token;
+    t.copy_to_host = device_taps.copy_to_host;
+  }
   return t;
 }
 
@@ -369,6 +436,16 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
     static const fc_plugin table = ::fusecheck::plugin::detail::make_table<FACTORY>(                \
         NAME, VERSION, PATHS, static_cast<int>(sizeof(PATHS) / sizeof((PATHS)[0])), ENV_SWITCHES);  \
     return &table;                                                                                 \
+  }
+
+// The same for a GPU plug-in with device taps (ABI 1.3): DEVICE_TAPS is a DeviceTapEntries.
+#define FUSECHECK_EXPORT_DEVICE_TAPS_PLUGIN(NAME, VERSION, PATHS, ENV_SWITCHES, FACTORY, DEVICE_COUNT, DEVICE_INFO,  \
+                                            DEVICE_TAPS)                                                          \
+  extern "C" __attribute__((visibility("default"))) const fc_plugin* fusecheck_path_plugin(void) {               \
+    static const fc_plugin table = ::fusecheck::plugin::detail::make_table<FACTORY>(                              \
+        NAME, VERSION, PATHS, static_cast<int>(sizeof(PATHS) / sizeof((PATHS)[0])), ENV_SWITCHES,                 \
+        DEVICE_COUNT, DEVICE_INFO, DEVICE_TAPS);                                                                   \
+    return &table;                                                                                               \
   }
 
 // The same for a GPU plug-in, with its device functions (see fc_plugin::device_count).

@@ -24,6 +24,7 @@
 #include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/fused_layer.h"
 #include "kernels/fused/kv_fp8.h"
+#include "kernels/metrics/device_taps.h"
 #include "reference/w8a8.h"
 
 namespace fusecheck {
@@ -168,7 +169,7 @@ class FusedPath : public cuda::GpuPath {
  public:
   FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant,
             std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt, bool w8a8 = false)
-      : GpuPath(ckpt, opts.device_index), invariant_(invariant), name_(std::move(name)) {
+      : GpuPath(ckpt, opts.device_index), invariant_(invariant), name_(std::move(name)), device_(opts.device_index) {
     if (kv_fp8 || w8a8) fused::require_fp8_device(opts.device_index);
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
     layer_->set_batch_invariant(invariant);
@@ -192,7 +193,9 @@ class FusedPath : public cuda::GpuPath {
   }
 
   std::string name() const override { return name_; }
-  PathCapabilities capabilities() const override { return {.headroom = layer_->kv_fp8() != nullptr}; }
+  PathCapabilities capabilities() const override {
+    return {.headroom = layer_->kv_fp8() != nullptr, .device_taps = true};
+  }
   std::vector<Tap> taps() const override {
     return {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
             Tap::resid_mid, Tap::act, Tap::resid_out};
@@ -238,26 +241,8 @@ class FusedPath : public cuda::GpuPath {
 
   TapSet layer(int l, const TapMatrix& input) override {
     const ModelSpec& s = ckpt_.spec();
-    if (!caches_valid_) throw std::logic_error("fused-cuda: reset() after time_layer before running layers");
-    if (l < 0 || l >= static_cast<int>(kv_len_.size()))
-      throw std::out_of_range("fused-cuda: layer " + std::to_string(l) + " out of range");
-    const int batch = layer_->batch();
-    if (input.cols() != s.hidden || input.rows() % batch != 0 || input.rows() == 0)
-      throw std::invalid_argument("fused-cuda: layer input must be [batch*n x hidden]");
-    const int rows = static_cast<int>(input.rows()), n = rows / batch, start = kv_len_[l];
-    const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n, start);
-    upload_input(input);
-    if (layer_->w8a8())
-      for (int g = 0; g < fused::kW8a8Gemms; ++g) layer_->w8a8_row_check(g).arm(stream_);
-    cuda::enqueue_all(ops, stream_);
-    stream_.synchronize();
-    kv_len_[l] += n;
-    if (layer_->w8a8()) {  // NaN or Inf in a GEMM input row: an error naming it, as the twin's
-      for (int g = 0; g < fused::kW8a8Gemms; ++g)
-        layer_->w8a8_row_check(g).check("layer " + std::to_string(l) + " " + fused::kW8a8GemmNames[g], stream_);
-    }
-    if (layer_->kv_fp8()) check_kv_fp8_scales(l);
-
+    const int start = run_layer(l, TapInput{&input, nullptr});
+    const int rows = static_cast<int>(input.rows()), batch = layer_->batch(), n = rows / batch;
     const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim;
     TapSet taps;
     if (wanted(Tap::q)) taps[Tap::q] = download(layer_->qkv(), rows, QW, NQKV, 0);
@@ -284,15 +269,49 @@ class FusedPath : public cuda::GpuPath {
     return taps;
   }
 
+  // Device taps (docs/gpu.md): views of the layer's buffers; q, k, v are column blocks of
+  // the q|k|v buffer, k_rope is gathered from the cache into a buffer of its own.
+  DeviceTapSet layer_on_device(int l, const TapInput& input) override {
+    const ModelSpec& s = ckpt_.spec();
+    const int start = run_layer(l, input);
+    const int rows = static_cast<int>(input.rows()), batch = layer_->batch(), n = rows / batch;
+    const int QW = s.q_width(), KW = s.kv_width(), NQKV = QW + 2 * KW, D = s.head_dim, cap = layer_->capacity();
+    k_rope_.resize(std::max(k_rope_.size(), static_cast<std::size_t>(rows) * KW));
+    for (int b = 0; b < batch; ++b)
+      for (int h = 0; h < s.n_kv_heads; ++h) {
+        const long at = ((static_cast<long>(b) * s.n_kv_heads + h) * cap + start) * D;
+        CUDA_CHECK(cudaMemcpy2DAsync(k_rope_.data() + static_cast<long>(b) * n * KW + h * D, KW * 2,
+                                     layer_->k_cache(l) + at, D * 2, D * 2, n, cudaMemcpyDeviceToDevice, stream_));
+      }
+    stream_.synchronize();
+    DeviceTapSet taps;
+    taps[Tap::q] = view(layer_->qkv(), rows, QW, NQKV);
+    taps[Tap::k] = view(layer_->qkv() + QW, rows, KW, NQKV);
+    taps[Tap::v] = view(layer_->qkv() + QW + KW, rows, KW, NQKV);
+    taps[Tap::q_rope] = view(layer_->q_rope(), rows, QW, QW);
+    taps[Tap::k_rope] = view(k_rope_.data(), rows, KW, KW);
+    taps[Tap::attn] = view(layer_->attn(), rows, QW, QW);
+    taps[Tap::o_proj] = view(layer_->o_proj(), rows, s.hidden, s.hidden);
+    taps[Tap::resid_mid] = view(layer_->resid_mid(), rows, s.hidden, s.hidden);
+    taps[Tap::act] = view(layer_->act(), rows, s.intermediate, s.intermediate);
+    taps[Tap::resid_out] = view(layer_->resid_out(), rows, s.hidden, s.hidden);
+    return taps;
+  }
+
+  DeviceTapSet head_on_device(const TapInput& hidden) override {
+    const int rows = run_head(hidden);
+    DeviceTapSet taps;
+    taps[Tap::final_norm] = view(layer_->final_norm_out(), rows, ckpt_.spec().hidden, ckpt_.spec().hidden);
+    DeviceTap logits = view(nullptr, rows, ckpt_.spec().vocab, ckpt_.spec().vocab);
+    logits.data = layer_->logits();
+    logits.dtype = DType::F32;
+    taps[Tap::logits] = logits;
+    return taps;
+  }
+
   TapSet head(const TapMatrix& hidden) override {
     const ModelSpec& s = ckpt_.spec();
-    if (hidden.cols() != s.hidden || hidden.rows() == 0)
-      throw std::invalid_argument("fused-cuda: head input must be [rows x hidden]");
-    const int rows = static_cast<int>(hidden.rows());
-    if (layer_->batch() == 0) layer_->reset(rows, 1);
-    upload_input(hidden);
-    layer_->head(weights_->final_norm.data(), weights_->lm_head.data(), rows, stream_);
-    stream_.synchronize();
+    const int rows = run_head(TapInput{&hidden, nullptr});
     TapSet taps;
     taps[Tap::final_norm] = download(layer_->final_norm_out(), rows, s.hidden, s.hidden, 0);
     std::vector<float> logits(static_cast<std::size_t>(rows) * s.vocab);
@@ -355,6 +374,68 @@ class FusedPath : public cuda::GpuPath {
   }
 
  private:
+  // Checks, then runs layer l on `input` (synchronized); returns the KV position it began at.
+  int run_layer(int l, const TapInput& input) {
+    const ModelSpec& s = ckpt_.spec();
+    if (!caches_valid_) throw std::logic_error("fused-cuda: reset() after time_layer before running layers");
+    if (l < 0 || l >= static_cast<int>(kv_len_.size()))
+      throw std::out_of_range("fused-cuda: layer " + std::to_string(l) + " out of range");
+    const int batch = layer_->batch();
+    if (input.cols() != s.hidden || input.rows() % batch != 0 || input.rows() == 0)
+      throw std::invalid_argument("fused-cuda: layer input must be [batch*n x hidden]");
+    const int rows = static_cast<int>(input.rows()), n = rows / batch, start = kv_len_[l];
+    stage_device_input(input);  // before ops(), which may regrow the buffer the input is in
+    const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n, start);
+    put_input(input);
+    if (layer_->w8a8())
+      for (int g = 0; g < fused::kW8a8Gemms; ++g) layer_->w8a8_row_check(g).arm(stream_);
+    cuda::enqueue_all(ops, stream_);
+    stream_.synchronize();
+    kv_len_[l] += n;
+    if (layer_->w8a8()) {  // NaN or Inf in a GEMM input row: an error naming it, as the twin's
+      for (int g = 0; g < fused::kW8a8Gemms; ++g)
+        layer_->w8a8_row_check(g).check("layer " + std::to_string(l) + " " + fused::kW8a8GemmNames[g], stream_);
+    }
+    if (layer_->kv_fp8()) check_kv_fp8_scales(l);
+    return start;
+  }
+
+  int run_head(const TapInput& hidden) {
+    const ModelSpec& s = ckpt_.spec();
+    if (hidden.cols() != s.hidden || hidden.rows() == 0)
+      throw std::invalid_argument("fused-cuda: head input must be [rows x hidden]");
+    const int rows = static_cast<int>(hidden.rows());
+    stage_device_input(hidden);
+    if (layer_->batch() == 0) layer_->reset(rows, 1);
+    put_input(hidden);
+    layer_->head(weights_->final_norm.data(), weights_->lm_head.data(), rows, stream_);
+    stream_.synchronize();
+    return rows;
+  }
+
+  // A device input rounded once to bf16 (fused-v1 `layer_input`) into device_in_.
+  void stage_device_input(const TapInput& input) {
+    if (!input.device) return;
+    const auto count = static_cast<std::size_t>(input.rows() * input.cols());
+    if (device_in_.size() < count) device_in_.resize(count);
+    cuda::copy_input(*input.device, DType::BF16, device_in_.data(), stream_);
+  }
+  void put_input(const TapInput& input) {
+    if (input.host) return upload_input(*input.host);
+    CUDA_CHECK(cudaMemcpyAsync(layer_->input(), device_in_.data(),
+                               static_cast<std::size_t>(input.rows() * input.cols()) * 2, cudaMemcpyDeviceToDevice,
+                               stream_));
+  }
+
+  DeviceTap view(const bf16* data, int rows, int cols, int row_stride) const {
+    DeviceTap t;
+    t.data = data;
+    t.dtype = DType::BF16;
+    t.rows = rows, t.cols = cols, t.row_stride = row_stride;
+    t.device = device_;
+    return t;
+  }
+
   void upload_input(const TapMatrix& m) {
     std::vector<std::uint16_t> bits(static_cast<std::size_t>(m.size()));
     for (Eigen::Index r = 0; r < m.rows(); ++r)
@@ -380,6 +461,8 @@ class FusedPath : public cuda::GpuPath {
   std::shared_ptr<const FusedWeights> weights_;
   std::vector<int> kv_len_;
   bool caches_valid_ = true;
+  int device_ = 0;
+  cuda::DeviceBuffer<bf16> device_in_, k_rope_;  // a device input as bf16; k_rope gathered (device taps)
   mutable std::map<int, std::map<std::string, Headroom>> weight_headroom_;  // fp8-w8a8, by layer
 };
 

@@ -1,29 +1,61 @@
-// A tap's error metrics computed where the taps are: the element-wise part of
-// harness/run/metrics.cpp `compute_metrics` (rel L2, max abs/rel, cosine, share outside
-// atol + rtol|ref|, NaN/Inf counts, headroom) over two FP64 device arrays, with FP64
-// accumulation, so that only a summary of a few doubles crosses to the host. The
-// formulas and the skipping rules (non-finite reference elements, NaN/Inf path elements)
-// are the CPU route's; sums run in another order, so results agree with it to ~1e-15
-// relative, not bit for bit. The ULP histogram (ulp_p50/p99/max) is not computed here.
-// Not yet wired into fusecheck run: taps cross the plug-in ABI as host matrices, so the
-// harness needs an ABI capability to leave them on the device (see docs/gpu.md).
+// Tap metrics computed where the taps are (issue 18; docs/gpu.md "Tap metrics on the
+// device"): the device passes behind harness/run/compute_metrics' numbers, over two (or,
+// with the FP64 truth, three) device tensors of any of the path dtypes, with FP64
+// accumulation; next_token_agreement's per-position figures over two logits tensors; and
+// the conversion of a device tensor into a path's input buffer with one rounding. Plain
+// types only (no Eigen, no harness headers), so nvcc compiles it alone; device_taps.h
+// turns the totals into the harness' types with the CPU route's own formulas.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include <cuda_runtime.h>
 
 namespace fusecheck::cuda {
 
-struct DeviceTapMetrics {
-  double max_abs, max_rel, rel_l2, cosine, frac_outside;
-  double nan_count, inf_count, ref_nonfinite, ref_norm, headroom;
-  double overflow_count, saturation_count;
+// Codes of harness/core/dtype.h's DType (F32, F16, BF16, F64), as ints.
+enum DevDType : int { kDevF32 = 0, kDevF16 = 1, kDevBF16 = 2, kDevF64 = 3 };
+
+// [rows x cols], row r at data + r * row_stride elements.
+struct DevTensor {
+  const void* data = nullptr;
+  int dtype = kDevF32;
+  std::int64_t rows = 0, cols = 0, row_stride = 0;
 };
 
-// `max_finite`: the largest finite value of the path's low-precision format (headroom,
-// saturation); atol, rtol: the share-outside tolerance. Synchronizes `s`.
-DeviceTapMetrics device_tap_metrics(const double* ref, const double* path, std::size_t n, double max_finite,
-                                    double atol, double rtol, cudaStream_t s);
+// The ULP histogram's bins: harness/run/metrics_rules.h kUlpExactBins (4096) + 64.
+inline constexpr int kDevUlpExactBins = 4096;
+inline constexpr int kDevUlpBins = kDevUlpExactBins + 64;
+
+// What the passes gather. Sums in FP64 added in a fixed order (per-block partials, then
+// one thread), so a call gives the same bits every time; maxima as the bit patterns of
+// non-negative doubles; counts exact.
+struct DevTapTotals {
+  // Over elements where both are finite (ref_sq: where the reference is), as metrics.cpp.
+  double ref_sq, diff_sq, path_sq, dot;
+  // Over every element (relative_l2's norms): path - ref, ref; with a truth: path - truth,
+  // ref - truth, truth.
+  double plain_diff_sq, plain_ref_sq, truth_path_sq, truth_ref_sq, truth_sq;
+  double rel_floor;
+  unsigned long long max_abs, max_rel, max_mag;
+  unsigned long long outside, saturated, ref_nonfinite, nan, inf, ulp_max;
+  unsigned long long ulp_bins[kDevUlpBins];
+};
+
+// Totals of `path` against `ref` (same shape; `truth` optional). `path_dtype`: the format
+// whose ULPs, largest finite value (`max_finite`) and saturation count. Synchronizes `s`.
+void device_tap_totals(const DevTensor& ref, const DevTensor& path, const DevTensor* truth, int path_dtype,
+                       double max_finite, double atol, double rtol, DevTapTotals& out, cudaStream_t s);
+
+// Per row of two logits tensors [rows x vocab]: KL(softmax(ref) || softmax(path)) (+Inf
+// where the path's row is not finite), the reference's top-1 minus top-2 value, 1 where
+// the first argmax agrees. Host arrays of `rows` entries. Synchronizes `s`.
+void device_next_token_rows(const DevTensor& ref, const DevTensor& path, double* kl, double* margin,
+                            int* top1_match, cudaStream_t s);
+
+// `src`'s values rounded once (to nearest, ties to even) into dense [rows x cols] of
+// `dst_dtype` (F32, BF16 or F64) at `dst`. Asynchronous on `s`.
+void convert_rows(const DevTensor& src, int dst_dtype, void* dst, cudaStream_t s);
 
 }  // namespace fusecheck::cuda

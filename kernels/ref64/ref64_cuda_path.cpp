@@ -29,6 +29,7 @@
 #include "kernels/ref64/ref64_ops.h"
 #include "reference/decoder_path.h"
 #include "reference/normal_sampler.h"
+#include "kernels/metrics/device_taps.h"
 
 namespace fusecheck::cuda {
 
@@ -211,9 +212,12 @@ class Ref64CudaPath final : public Path {
 
   TapSet layer(int l, const TapMatrix& input) override;
   TapSet head(const TapMatrix& hidden) override;
+  // Device taps (docs/gpu.md): the FP64 buffers themselves.
+  DeviceTapSet layer_on_device(int l, const TapInput& input) override { return views(run_layer(l, input)); }
+  DeviceTapSet head_on_device(const TapInput& hidden) override { return views(run_head(hidden)); }
 
   void keep_taps(std::optional<std::vector<Tap>> taps) override { keep_ = std::move(taps); }
-  PathCapabilities capabilities() const override { return {.perturbation = true}; }
+  PathCapabilities capabilities() const override { return {.perturbation = true, .device_taps = true}; }
   void set_perturbation(std::optional<Perturbation> p) override {
     host_.set_perturbation(p);  // ref64-cpu's checks of the layer and tap
     perturbation_ = p;
@@ -233,6 +237,12 @@ class Ref64CudaPath final : public Path {
   // Every source's values as host matrices: one page-locked staging area for all of them
   // (pageable copies run at a fraction of the link's speed), copied out on every core.
   TapSet download(const std::vector<TapSource>& sources);
+  DeviceTapSet views(const std::vector<TapSource>& sources) const;
+  // Runs the layer (or head) on `input`; every tap of the model as a source.
+  std::vector<TapSource> run_layer(int l, const TapInput& input);
+  std::vector<TapSource> run_head(const TapInput& hidden);
+  // A device input as FP64 into device_in_ (before any buffer the input may be in changes).
+  void stage_device_input(const TapInput& input);
   void gemm(int rows, int out, int in, const double* x, const double* w, double* y,
             const DeviceBuffer<double>* bias = nullptr);
   // logits = normed lm_head^T, over slices of lm_head's rows when it is widened.
@@ -257,6 +267,7 @@ class Ref64CudaPath final : public Path {
   DeviceBuffer<double> rope_cos_, rope_sin_;  // [capacity x head_dim / 2]
   Activations act_;
   DeviceBuffer<double> head_in_, head_norm_, head_logits_;
+  DeviceBuffer<double> device_in_;  // a device input, widened to FP64
   DeviceBuffer<double> scratch_;  // one layer's weight matrices (or a slice of lm_head) in FP64
   std::optional<std::vector<Tap>> keep_;
   std::optional<Perturbation> perturbation_;
@@ -340,7 +351,33 @@ const double* Ref64CudaPath::fp64(const Fp64Matrix& m, std::size_t& cursor) {
   return out;
 }
 
+DeviceTapSet Ref64CudaPath::views(const std::vector<TapSource>& sources) const {
+  DeviceTapSet taps;
+  for (const TapSource& s : sources) {
+    DeviceTap t;
+    t.data = s.data;
+    t.dtype = DType::F64;
+    t.rows = s.rows, t.cols = s.cols, t.row_stride = s.cols;
+    t.device = device_;
+    taps[s.tap] = t;
+  }
+  return taps;
+}
+
+void Ref64CudaPath::stage_device_input(const TapInput& input) {
+  if (!input.device) return;
+  const auto count = static_cast<std::size_t>(input.rows() * input.cols());
+  if (device_in_.size() < count) device_in_.resize(count);
+  copy_input(*input.device, DType::F64, device_in_.data(), stream_);
+}
+
 TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
+  std::vector<TapSource> sources = run_layer(l, TapInput{&input, nullptr});
+  std::erase_if(sources, [&](const TapSource& s) { return !wanted(s.tap); });
+  return download(sources);
+}
+
+std::vector<Ref64CudaPath::TapSource> Ref64CudaPath::run_layer(int l, const TapInput& input) {
   if (l < 0 || l >= spec_.n_layers) throw std::out_of_range(fmt::format("ref64-cuda: no layer {}", l));
   if (input.cols() != spec_.hidden || input.rows() == 0 || input.rows() % batch_ != 0) {
     throw std::invalid_argument(fmt::format("ref64-cuda: layer input is {}x{}, expected (batch {} x n) x {}",
@@ -354,6 +391,7 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
                                         "capacity {}", l, past, n, capacity_));
   }
   CUDA_CHECK(cudaSetDevice(device_));
+  stage_device_input(input);
   const Ref64Layer& W = weights_->layers.at(static_cast<std::size_t>(l));
   Activations& A = act_;
   A.ensure(spec_, rows);
@@ -367,8 +405,10 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
     kc.resize(static_cast<std::size_t>(batch_) * cap * kvw);
     vc.resize(static_cast<std::size_t>(batch_) * cap * kvw);
   }
-  CUDA_CHECK(cudaMemcpyAsync(A.input.data(), input.data(), static_cast<std::size_t>(input.size()) * sizeof(double),
-                             cudaMemcpyHostToDevice, stream_));
+  const auto n_input = static_cast<std::size_t>(input.rows() * input.cols());
+  CUDA_CHECK(cudaMemcpyAsync(A.input.data(), input.host ? input.host->data() : device_in_.data(),
+                             n_input * sizeof(double), input.host ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice,
+                             stream_));
   std::size_t need = 0;
   for (const Fp64Matrix* m : {&W.wq, &W.wk, &W.wv, &W.wo, &W.w_gate, &W.w_up, &W.w_down}) need += m->narrow.size();
   if (scratch_.size() < need) scratch_.resize(need);
@@ -457,10 +497,11 @@ TapSet Ref64CudaPath::layer(int l, const TapMatrix& input) {
       {Tap::down, &A.down},           {Tap::resid_out, &A.resid_out}};
   std::vector<TapSource> sources;
   for (const auto& [tap, buf] : buffers) {
-    if (std::find(taps_.begin(), taps_.end(), tap) == taps_.end() || !wanted(tap)) continue;
+    if (std::find(taps_.begin(), taps_.end(), tap) == taps_.end()) continue;
     sources.push_back({tap, buf->data(), rows, static_cast<Eigen::Index>(buf->size() / static_cast<std::size_t>(A.rows))});
   }
-  return download(sources);
+  stream_.synchronize();
+  return sources;
 }
 
 void Ref64CudaPath::lm_head(int rows, const double* normed, double* logits) {
@@ -479,14 +520,17 @@ void Ref64CudaPath::lm_head(int rows, const double* normed, double* logits) {
   }
 }
 
-TapSet Ref64CudaPath::head(const TapMatrix& hidden) {
+TapSet Ref64CudaPath::head(const TapMatrix& hidden) { return download(run_head(TapInput{&hidden, nullptr})); }
+
+std::vector<Ref64CudaPath::TapSource> Ref64CudaPath::run_head(const TapInput& hidden) {
   if (hidden.cols() != spec_.hidden) {
     throw std::invalid_argument(fmt::format("ref64-cuda: head input has {} columns, expected {}", hidden.cols(),
                                             spec_.hidden));
   }
   CUDA_CHECK(cudaSetDevice(device_));
+  stage_device_input(hidden);
   const int rows = static_cast<int>(hidden.rows());
-  const std::size_t n_hidden = static_cast<std::size_t>(hidden.size());
+  const std::size_t n_hidden = static_cast<std::size_t>(hidden.rows() * hidden.cols());
   const std::size_t n_logits = static_cast<std::size_t>(rows) * static_cast<std::size_t>(spec_.vocab);
   if (head_in_.size() < n_hidden) {
     head_in_.resize(n_hidden);
@@ -497,15 +541,16 @@ TapSet Ref64CudaPath::head(const TapMatrix& hidden) {
     head_norm_.fill_poison(stream_);
     head_logits_.fill_poison(stream_);
   }
-  CUDA_CHECK(cudaMemcpyAsync(head_in_.data(), hidden.data(), n_hidden * sizeof(double), cudaMemcpyHostToDevice,
-                             stream_));
+  CUDA_CHECK(cudaMemcpyAsync(head_in_.data(), hidden.host ? hidden.host->data() : device_in_.data(),
+                             n_hidden * sizeof(double),
+                             hidden.host ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice, stream_));
   ref64::rms_norm(head_in_.data(), weights_->final_norm.data(), head_norm_.data(), rows, spec_.hidden,
                   spec_.rms_eps, stream_);
   perturb(spec_.n_layers, Tap::final_norm, head_norm_, n_hidden);
   lm_head(rows, head_norm_.data(), head_logits_.data());
   perturb(spec_.n_layers, Tap::logits, head_logits_, n_logits);
-  return download({{Tap::final_norm, head_norm_.data(), rows, spec_.hidden},
-                   {Tap::logits, head_logits_.data(), rows, spec_.vocab}});
+  stream_.synchronize();
+  return {{Tap::final_norm, head_norm_.data(), rows, spec_.hidden}, {Tap::logits, head_logits_.data(), rows, spec_.vocab}};
 }
 
 }  // namespace

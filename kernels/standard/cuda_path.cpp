@@ -15,6 +15,7 @@
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/device_op.h"
 #include "kernels/common/random_fill.h"
+#include "kernels/metrics/device_taps.h"
 #include "reference/normal_sampler.h"
 
 namespace fusecheck::cuda {
@@ -268,7 +269,18 @@ TapMatrix CudaDecoderPath<T>::embed(std::span<const std::int32_t> tokens) {
 }
 
 template <class T>
-TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
+DeviceTap CudaDecoderPath<T>::view(const DeviceBuffer<T>& buf, int rows, int cols) const {
+  DeviceTap t;
+  t.data = buf.data();
+  t.dtype = std::is_same_v<T, float> ? DType::F32 : DType::BF16;
+  t.rows = rows, t.cols = cols, t.row_stride = cols;
+  t.device = cfg_.engine.device;
+  return t;
+}
+
+template <class T>
+std::vector<typename CudaDecoderPath<T>::TapBuffer> CudaDecoderPath<T>::run_layer(int l, const TapInput& input,
+                                                                                   int& rows_out) {
   const ModelSpec& s = ckpt_.spec();
   DecoderState<T>& st = state("layer()");
   if (l < 0 || l >= s.n_layers) throw std::invalid_argument(fmt::format("{}: no layer {}", cfg_.name, l));
@@ -277,6 +289,7 @@ TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
                                             cfg_.name, input.rows(), input.cols(), st.batch, s.hidden));
   }
   const int rows = static_cast<int>(input.rows());
+  rows_out = rows;
   const int n = rows / st.batch;
   const int past = st.cached[static_cast<std::size_t>(l)];
   if (past + n > st.capacity) {
@@ -284,19 +297,24 @@ TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
                                      cfg_.name, l, past, n, st.capacity));
   }
   cudaStream_t stream = engine_->stream();
+  if (input.device) {  // converted first: it may be one of the buffers ensure() or poison() touch
+    const auto count = static_cast<std::size_t>(rows) * static_cast<std::size_t>(s.hidden);
+    if (device_in_.size() < count) device_in_.resize(count);
+    constexpr DType kType = std::is_same_v<T, float> ? DType::F32 : DType::BF16;
+    copy_input(*input.device, kType, device_in_.data(), stream);
+  }
   st.act.ensure(s, rows);
   if (cfg_.poison_activations) st.act.poison(stream);
-  upload_rows(st.act.input, input, stream);
+  if (input.device) {
+    CUDA_CHECK(cudaMemcpyAsync(st.act.input.data(), device_in_.data(),
+                               static_cast<std::size_t>(rows) * static_cast<std::size_t>(s.hidden) * sizeof(T),
+                               cudaMemcpyDeviceToDevice, stream));
+  } else {
+    upload_rows(st.act.input, *input.host, stream);
+  }
 
   auto& A = st.act;
   const int qw = s.q_width(), kvw = s.kv_width(), h = s.hidden, in = s.intermediate;
-  // Each tap: its buffer, width, and the op that writes it last (names of layer_ops).
-  struct TapBuffer {
-    Tap tap;
-    DeviceBuffer<T>* buf;
-    int cols;
-    const char* op;
-  };
   std::vector<TapBuffer> tap_buffers = {
       {Tap::attn_norm, &A.attn_norm, h, "attn_norm"}, {Tap::q, &A.q, qw, "q_proj"},
       {Tap::k, &A.k, kvw, "k_proj"},                  {Tap::v, &A.v, kvw, "v_proj"},
@@ -328,25 +346,48 @@ TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
   run_ops(ops, perturb_after, perturb_buf, perturb_count);
   CUDA_CHECK(cudaStreamSynchronize(stream));
   st.cached[static_cast<std::size_t>(l)] += n;
+  if (!s.has_qk_norm) {
+    std::erase_if(tap_buffers, [](const TapBuffer& tb) { return tb.tap == Tap::q_normed || tb.tap == Tap::k_normed; });
+  }
+  return tap_buffers;
+}
 
+template <class T>
+TapSet CudaDecoderPath<T>::layer(int l, const TapMatrix& input) {
+  int rows = 0;
+  const auto tap_buffers = run_layer(l, TapInput{&input, nullptr}, rows);
   TapSet taps;
   for (const auto& tb : tap_buffers) {
-    if (!s.has_qk_norm && (tb.tap == Tap::q_normed || tb.tap == Tap::k_normed)) continue;
     if (wanted(tb.tap)) taps[tb.tap] = download(*tb.buf, rows, tb.cols);
   }
   return taps;
 }
 
 template <class T>
-TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
+DeviceTapSet CudaDecoderPath<T>::layer_on_device(int l, const TapInput& input) {
+  int rows = 0;
+  const auto tap_buffers = run_layer(l, input, rows);
+  DeviceTapSet taps;
+  for (const auto& tb : tap_buffers) taps[tb.tap] = view(*tb.buf, rows, tb.cols);
+  return taps;
+}
+
+template <class T>
+void CudaDecoderPath<T>::run_head(const TapInput& hidden, int& rows_out) {
   const ModelSpec& s = ckpt_.spec();
   if (hidden.cols() != s.hidden || hidden.rows() == 0) {
     throw std::invalid_argument(fmt::format("{}: head input is {}x{}, expected n x {}", cfg_.name,
                                             hidden.rows(), hidden.cols(), s.hidden));
   }
   const int rows = static_cast<int>(hidden.rows());
+  rows_out = rows;
   cudaStream_t stream = engine_->stream();
   const auto r = static_cast<std::size_t>(rows);
+  if (hidden.device) {  // converted before head_in_ may be regrown
+    if (device_in_.size() < r * s.hidden) device_in_.resize(r * s.hidden);
+    constexpr DType kType = std::is_same_v<T, float> ? DType::F32 : DType::BF16;
+    copy_input(*hidden.device, kType, device_in_.data(), stream);
+  }
   if (head_in_.size() < r * s.hidden) {
     head_in_.resize(r * s.hidden);
     head_norm_.resize(r * s.hidden);
@@ -356,7 +397,12 @@ TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
     head_norm_.fill_poison(stream);
     head_logits_.fill_poison(stream);
   }
-  upload_rows(head_in_, hidden, stream);
+  if (hidden.device) {
+    CUDA_CHECK(cudaMemcpyAsync(head_in_.data(), device_in_.data(), r * s.hidden * sizeof(T), cudaMemcpyDeviceToDevice,
+                               stream));
+  } else {
+    upload_rows(head_in_, *hidden.host, stream);
+  }
   const std::vector<DeviceOp> ops = engine_->head_ops(head_in_.data(), head_norm_.data(), head_logits_.data(), rows);
   // head_ops: 0 final_norm, 1 lm_head.
   int perturb_after = -1;
@@ -373,9 +419,25 @@ TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
   }
   run_ops(ops, perturb_after, perturb_buf, perturb_count);
   CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+template <class T>
+TapSet CudaDecoderPath<T>::head(const TapMatrix& hidden) {
+  int rows = 0;
+  run_head(TapInput{&hidden, nullptr}, rows);
   TapSet taps;
-  taps[Tap::final_norm] = download(head_norm_, rows, s.hidden);
-  taps[Tap::logits] = download(head_logits_, rows, s.vocab);
+  taps[Tap::final_norm] = download(head_norm_, rows, ckpt_.spec().hidden);
+  taps[Tap::logits] = download(head_logits_, rows, ckpt_.spec().vocab);
+  return taps;
+}
+
+template <class T>
+DeviceTapSet CudaDecoderPath<T>::head_on_device(const TapInput& hidden) {
+  int rows = 0;
+  run_head(hidden, rows);
+  DeviceTapSet taps;
+  taps[Tap::final_norm] = view(head_norm_, rows, ckpt_.spec().hidden);
+  taps[Tap::logits] = view(head_logits_, rows, ckpt_.spec().vocab);
   return taps;
 }
 

@@ -40,7 +40,13 @@ class CudaDecoderPath final : public GpuPath {
   // element order as reference/decoder_path.cpp, so ref32-cuda and ref32-cpu perturb
   // alike. The tap is downloaded, perturbed on the host and uploaded before the layer
   // goes on: one tap of one layer, so the round trip costs nothing that matters.
-  PathCapabilities capabilities() const override { return {.perturbation = std::is_same_v<T, float>}; }
+  PathCapabilities capabilities() const override {
+    return {.perturbation = std::is_same_v<T, float>, .device_taps = true};
+  }
+  // Device taps: the same layer and head with the taps left in the path's buffers, valid
+  // until the next call; a device input is rounded once to T on the device.
+  DeviceTapSet layer_on_device(int layer, const TapInput& input) override;
+  DeviceTapSet head_on_device(const TapInput& hidden) override;
   void set_perturbation(std::optional<Perturbation> p) override;
   // CUDA events around each op (behind a spin kernel so host launch latency is not
   // counted), median of repetitions, L2 flushed before each when cold_l2; the whole layer
@@ -51,6 +57,17 @@ class CudaDecoderPath final : public GpuPath {
 
  private:
   DecoderState<T>& state(const char* what);
+  // Each tap of a layer: its buffer, width, and the op that writes it last (names of layer_ops).
+  struct TapBuffer {
+    Tap tap;
+    DeviceBuffer<T>* buf;
+    int cols;
+    const char* op;
+  };
+  // Runs layer `l` on `input` (synchronized); returns the taps this model has and the rows.
+  std::vector<TapBuffer> run_layer(int l, const TapInput& input, int& rows);
+  void run_head(const TapInput& hidden, int& rows);
+  DeviceTap view(const DeviceBuffer<T>& buf, int rows, int cols) const;
   // Runs the ops in order, perturbing the first `count` elements of `buf` right after op
   // `perturb_after` (-1: no perturbation).
   void run_ops(const std::vector<DeviceOp>& ops, int perturb_after, DeviceBuffer<T>* buf, std::size_t count);
@@ -61,6 +78,7 @@ class CudaDecoderPath final : public GpuPath {
   std::unique_ptr<DecoderEngine<T>> engine_;
   std::optional<DecoderState<T>> state_;
   DeviceBuffer<T> head_in_, head_norm_, head_logits_;
+  DeviceBuffer<T> device_in_;  // a device input, converted before any buffer is touched
   std::optional<Perturbation> perturbation_;
   std::uint64_t perturb_calls_ = 0;
   // Page-locked staging for tap downloads (pageable copies run at a fraction of the

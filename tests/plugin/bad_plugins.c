@@ -19,7 +19,14 @@
  *  13 traits_declared     (1.2) declares KV split boundaries 16, 32 and one switch
  *  14 traits_bad          (1.2) declares a KV split boundary of -4
  *  15 traits_abi_1_1      a 1.1 table (ends at abi_minor) whose execution_traits slot, past
- *                         its end, would fail: the loader must not read it */
+ *                         its end, would fail: the loader must not read it
+ * Kinds 16-18 are named device-plugin-<kind> and claim FC_CAP_DEVICE_TAPS (ABI 1.3):
+ *  16 device_host_memory  (1.3) every entry offered, but with device taps on its layer
+ *                         still returns host memory: the loader must refuse the taps
+ *  17 device_abi_1_2      a 1.2 table (ends before set_device_taps) whose device-tap slots,
+ *                         past its end, are filled: the loader must not read them
+ *  18 device_partial      (1.3) offers set_device_taps, tap_metrics and copy_to_host but no
+ *                         next_token: all four or none, so no device taps */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -58,6 +65,34 @@ static int create(const char* name, const fc_model* model, const fc_create_optio
 static void destroy(fc_path* p) {
   free(p->buffer);
   free(p);
+}
+
+static uint32_t capabilities(fc_path* p) {
+  (void)p;
+  return FC_CAP_DEVICE_TAPS;
+}
+static int set_device_taps(fc_path* p, int32_t on, fc_error* err) {
+  (void)p, (void)on, (void)err;
+  return 0;
+}
+static int device_entry_fails(fc_error* err) {
+  err->code = FC_ERR_PLUGIN_BUG;
+  strcpy(err->message, "a device-tap entry of this plug-in was called");
+  return err->code;
+}
+static int tap_metrics(const fc_metrics_request* r, const fc_tensor* a, const fc_tensor* b, fc_tap_summary* out,
+                       fc_error* err) {
+  (void)r, (void)a, (void)b, (void)out;
+  return device_entry_fails(err);
+}
+static int next_token(int32_t device, const fc_tensor* a, const fc_tensor* b, double* kl, double* margin,
+                      int32_t* match, fc_error* err) {
+  (void)device, (void)a, (void)b, (void)kl, (void)margin, (void)match;
+  return device_entry_fails(err);
+}
+static int copy_to_host(int32_t device, const fc_tensor* t, double* out, fc_error* err) {
+  (void)device, (void)t, (void)out;
+  return device_entry_fails(err);
 }
 
 static int32_t taps(fc_path* p, int32_t* out, int32_t capacity) {
@@ -122,7 +157,11 @@ static int head(fc_path* p, const fc_tensor* hidden, const fc_tap_value** out, i
 #define KIND_TEXT_(k) #k
 #define KIND_TEXT(k) KIND_TEXT_(k)
 static const fc_path_desc kPaths[] = {
-    {BAD_KIND == 7 ? "ref32-cpu" : BAD_KIND >= 13 ? "traits-plugin-" KIND_TEXT(BAD_KIND) : "bad-plugin-path", "cpu", "",
+    {BAD_KIND == 7    ? "ref32-cpu"
+     : BAD_KIND >= 16 ? "device-plugin-" KIND_TEXT(BAD_KIND)
+     : BAD_KIND >= 13 ? "traits-plugin-" KIND_TEXT(BAD_KIND)
+                      : "bad-plugin-path",
+     "cpu", "",
      "other", FC_BF16, "a plug-in that misbehaves"}};
 
 static const int32_t kBoundaries[] = {16, BAD_KIND == 14 ? -4 : 32};
@@ -148,11 +187,20 @@ __attribute__((visibility("default"))) const fc_plugin* fusecheck_path_plugin(vo
   table.abi_version = BAD_KIND == 2 ? 999u : FC_PLUGIN_ABI_VERSION;
   table.struct_size = BAD_KIND == 12   ? (uint32_t)offsetof(fc_plugin, abi_minor)
                      : BAD_KIND == 15 ? (uint32_t)offsetof(fc_plugin, execution_traits)
+                     : BAD_KIND == 17 ? (uint32_t)offsetof(fc_plugin, set_device_taps)
                                       : (uint32_t)sizeof table;
   if ((BAD_KIND >= 8 && BAD_KIND <= 10) || BAD_KIND == 13 || BAD_KIND == 14) table.abi_minor = FC_PLUGIN_ABI_MINOR;
   if (BAD_KIND == 11) table.abi_minor = 99;
   if (BAD_KIND == 15) table.abi_minor = 1;
-  if (BAD_KIND >= 13) table.execution_traits = execution_traits;
+  if (BAD_KIND >= 13 && BAD_KIND <= 15) table.execution_traits = execution_traits;
+  if (BAD_KIND >= 16) {
+    table.abi_minor = BAD_KIND == 17 ? 2 : FC_PLUGIN_ABI_MINOR;
+    table.capabilities = capabilities;
+    table.set_device_taps = set_device_taps;
+    table.tap_metrics = tap_metrics;
+    table.next_token = BAD_KIND == 18 ? NULL : next_token;
+    table.copy_to_host = copy_to_host;
+  }
   table.name = "bad-plugin";
   table.version = "0";
   table.n_paths = 1;

@@ -208,7 +208,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"status_input", FUSECHECK_BAD_PLUGIN_status_input, "run", "layer 0: rows must be a multiple of 64"},
         BadCase{"status_unsupported", FUSECHECK_BAD_PLUGIN_status_unsupported, "run",
                 "create failed: not supported by plug-in bad-plugin: no kernel for this architecture"},
-        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.2"},
+        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.3"},
         BadCase{"abi_1_0_codes_mean_failed", FUSECHECK_BAD_PLUGIN_abi_1_0, "run", "create failed: no kernel for this architecture (code 3)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -287,7 +287,7 @@ std::unique_ptr<plugin::Path> make_traits_only(const std::string&, const fc_mode
 TEST(PluginTraits, CppWrapperFillsTheCTable) {
   static const fc_path_desc desc[] = {{"traits-only", "cpu", "", "other", FC_F32, "test"}};
   const fc_plugin t = plugin::detail::make_table<make_traits_only>("traits-only", "0", desc, 1, nullptr);
-  EXPECT_EQ(t.abi_minor, 2u);
+  EXPECT_EQ(t.abi_minor, FC_PLUGIN_ABI_MINOR);
   ASSERT_NE(t.execution_traits, nullptr);
   fc_model model{};
   fc_create_options options{};
@@ -302,6 +302,128 @@ TEST(PluginTraits, CppWrapperFillsTheCTable) {
   ASSERT_EQ(out.n_switches, 2);
   EXPECT_STREQ(out.switches[0], "TRAITS_A=0");
   EXPECT_STREQ(out.switches[1], "TRAITS_B=all");
+  t.destroy(p);
+}
+
+// ABI 1.3 device taps, what the loader checks without a GPU: a table offers them only with
+// all four entries and a minor of 3 (never read past a 1.2 table's end), a claimed
+// capability without them is none, and taps in the wrong memory are refused naming the
+// file. The C++ wrapper fills the entries and refuses an input in an unknown memory kind.
+TEST(PluginDeviceTaps, HostMemoryWhileDeviceTapsAreOnIsRefusedNamingTheFile) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_device_host_memory, "device-plugin-16");
+  ASSERT_TRUE(p->capabilities().device_taps);
+  EXPECT_NE(p->device_domain().code, nullptr);
+  p->reset(1, 4);
+  const TapMatrix input = TapMatrix::Constant(3, 64, 0.5);
+  try {
+    (void)p->layer_on_device(0, TapInput{&input, nullptr});
+    FAIL() << "host taps were accepted as device taps";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("returned memory kind 0 while device taps are on"), std::string::npos) << what;
+    EXPECT_NE(what.find(FUSECHECK_BAD_PLUGIN_device_host_memory), std::string::npos) << what;
+  }
+  // Back on the host route the same path works.
+  EXPECT_EQ(p->layer(0, input).count(Tap::resid_out), 1u);
+}
+
+TEST(PluginDeviceTaps, AnAbi12TableOffersNoDeviceTaps) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_device_abi_1_2, "device-plugin-17");
+  EXPECT_FALSE(p->capabilities().device_taps);
+  EXPECT_EQ(p->device_domain().code, nullptr);
+  p->reset(1, 4);
+  const TapMatrix input = TapMatrix::Constant(3, 64, 0.5);
+  EXPECT_THROW((void)p->layer_on_device(0, TapInput{&input, nullptr}), std::logic_error);
+  EXPECT_EQ(p->layer(0, input).count(Tap::resid_out), 1u);  // a 1.2 plug-in still runs
+}
+
+TEST(PluginDeviceTaps, ATableWithoutAllFourEntriesOffersNone) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_device_partial, "device-plugin-18");
+  EXPECT_FALSE(p->capabilities().device_taps);
+}
+
+TEST(PluginDeviceTaps, TheExamplePluginBuiltAgainst13OffersNone) {
+  load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN);
+  static const auto dir = test::scratch_dir();
+  const auto ckpt = Checkpoint::open(tiny_model(dir));
+  const auto p = make_path("example-cpu-bf16", *ckpt, {});
+  EXPECT_FALSE(p->capabilities().device_taps);
+}
+
+// A C++ path with device taps (the memory is host memory here: no GPU needed to check the
+// wrapper's routing and checks).
+class DeviceTapsPath final : public plugin::Path {
+ public:
+  std::vector<fc_tap> taps() const override { return {FC_TAP_RESID_OUT}; }
+  void reset(int, int) override {}
+  plugin::HostMatrix embed(const std::int32_t*, std::int64_t) override { throw std::logic_error("not driven"); }
+  plugin::TapValues layer(int, const plugin::Input& in) override {
+    plugin::TapValues v;
+    v.emplace_back(FC_TAP_RESID_OUT, plugin::HostMatrix::borrowed(FC_F64, in.rows, in.cols, in.data));
+    return v;
+  }
+  plugin::TapValues head(const plugin::Input&) override { throw std::logic_error("not driven"); }
+  bool supports_device_taps() const override { return true; }
+  plugin::TapValues layer_device(int, const fc_tensor& input) override {
+    last_input_memory = input.memory;
+    plugin::TapValues v;
+    v.emplace_back(FC_TAP_RESID_OUT, plugin::HostMatrix::device_view(FC_BF16, input.shape[0], input.shape[1],
+                                                                      input.shape[1] + 8, &buffer));
+    return v;
+  }
+  static inline int last_input_memory = -1;
+  static inline double buffer = 0;
+};
+std::unique_ptr<plugin::Path> make_device_taps(const std::string&, const fc_model&, const fc_create_options&) {
+  return std::make_unique<DeviceTapsPath>();
+}
+int no_metrics(const fc_metrics_request*, const fc_tensor*, const fc_tensor*, fc_tap_summary*, fc_error*) { return 3; }
+int no_next_token(std::int32_t, const fc_tensor*, const fc_tensor*, double*, double*, std::int32_t*, fc_error*) {
+  return 3;
+}
+int no_copy(std::int32_t, const fc_tensor*, double*, fc_error*) { return 3; }
+
+TEST(PluginDeviceTaps, CppWrapperRoutesLayersWhileDeviceTapsAreOn) {
+  static const fc_path_desc desc[] = {{"device-taps", "cuda", "", "other", FC_BF16, "test"}};
+  const fc_plugin t = plugin::detail::make_table<make_device_taps>(
+      "device-taps", "0", desc, 1, nullptr, nullptr, nullptr,
+      plugin::detail::DeviceTapEntries{no_metrics, no_next_token, no_copy});
+  ASSERT_NE(t.set_device_taps, nullptr);
+  EXPECT_EQ(t.tap_metrics, &no_metrics);
+  fc_model model{};
+  fc_create_options options{};
+  fc_path* p = nullptr;
+  fc_error err{};
+  ASSERT_EQ(t.create("device-taps", &model, &options, &p, &err), 0) << err.message;
+  EXPECT_EQ(t.capabilities(p) & FC_CAP_DEVICE_TAPS, FC_CAP_DEVICE_TAPS);
+  std::vector<double> rows(2 * 4, 1.0);
+  fc_tensor in{};
+  in.dtype = FC_F64, in.memory = FC_HOST, in.rank = 2;
+  in.shape[0] = 2, in.shape[1] = 4, in.strides[0] = 4, in.strides[1] = 1;
+  in.data = rows.data();
+  const fc_tap_value* out = nullptr;
+  std::int32_t n = 0;
+  ASSERT_EQ(t.layer(p, 0, &in, &out, &n, &err), 0) << err.message;
+  EXPECT_EQ(out[0].value.memory, FC_HOST);  // device taps off: the host route
+  ASSERT_EQ(t.set_device_taps(p, 1, &err), 0) << err.message;
+  ASSERT_EQ(t.layer(p, 0, &in, &out, &n, &err), 0) << err.message;
+  EXPECT_EQ(DeviceTapsPath::last_input_memory, FC_HOST);
+  EXPECT_EQ(out[0].value.memory, FC_CUDA_DEVICE);
+  EXPECT_EQ(out[0].value.strides[0], 12);
+  // An input in a memory kind the ABI does not know is bad input, said plainly.
+  fc_tensor bad = in;
+  bad.memory = 7;
+  EXPECT_EQ(t.layer(p, 0, &bad, &out, &n, &err), FC_ERR_INPUT);
+  EXPECT_NE(std::string(err.message).find("neither a dense host F64 matrix nor a device matrix"), std::string::npos)
+      << err.message;
+  // A device input with a row stride below its width is refused too.
+  fc_tensor narrow = in;
+  narrow.memory = FC_CUDA_DEVICE;
+  narrow.strides[0] = 2;
+  EXPECT_EQ(t.layer(p, 0, &narrow, &out, &n, &err), FC_ERR_INPUT);
+  ASSERT_EQ(t.set_device_taps(p, 0, &err), 0) << err.message;
+  ASSERT_EQ(t.layer(p, 0, &in, &out, &n, &err), 0) << err.message;
+  EXPECT_EQ(out[0].value.memory, FC_HOST);
   t.destroy(p);
 }
 
