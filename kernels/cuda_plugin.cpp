@@ -307,6 +307,8 @@ std::unique_ptr<fp::Path> create_path(const std::string& name, const fc_model& m
     path = make_fused_cuda_path(*ckpt, opts);
   } else if (name == kFusedBatchInvariantName) {
     path = make_fused_cuda_path(*ckpt, opts, fused::BatchInvariantPlan{});
+  } else if (name == kFusedW8a8Name) {
+    path = make_fused_cuda_w8a8_path(*ckpt, opts);
   } else if (name.rfind(std::string(kFusedFp8KvPrefix) + "fp8-kv", 0) == 0) {
     path = make_fused_cuda_fp8_kv_path(*ckpt, opts, name.substr(std::string(kFusedFp8KvPrefix).size()));
   } else {
@@ -404,6 +406,8 @@ const fc_path_desc kPaths[] = {
      "fused-cuda with an FP8 E4M3 KV cache, dynamic per tensor"},
     {"fused-cuda:fp8-kv-per-head-dynamic", "cuda", "fp8-kv-per-head-dynamic", "fused", FC_BF16,
      "fused-cuda with an FP8 E4M3 KV cache, dynamic per kv head"},
+    {kFusedW8a8Name, "cuda", kFusedW8a8Recipe, "fused", FC_BF16,
+     "fused-cuda with FP8 E4M3 GEMMs (weights per output row, activations per token) and the fp8-kv cache"},
 };
 
 // The switches the fused kernels read (docs/fused-kernels.md); recorded with their values.

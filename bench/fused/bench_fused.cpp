@@ -30,6 +30,17 @@
 //                                 same input, the two graphs launched alternately: us (fp8),
 //                                 us_default, ratio = fp8 / default. Validated first (layer
 //                                 outputs finite and within 2^-4 relative L2) or not timed.
+//   fp8w8a8/<model>/<case>/layer(graph)
+//                                 the fp8-w8a8 layer (fused-cuda:fp8-w8a8: FusedLayer::set_w8a8,
+//                                 E4M3 projections quantized from the default layer's bf16
+//                                 weights, FP8 GEMV kernels at 1-2 rows, cuBLASLt FP8 above; the
+//                                 fp8-kv cache) beside the default bf16 layer, same input and
+//                                 cache contents, the two graphs launched alternately: us (fp8),
+//                                 us_default, ratio = fp8 / default, speedup = default / fp8
+//                                 (issue 17's target: >= 1.7 at llama-3-8b decode_b1_kv1024),
+//                                 pct_copy of the FP8 layer's bytes. Validated first (outputs
+//                                 finite, within 1/8 relative L2 of the bf16 layer) or not timed.
+//   fp8w8a8/<model>/<case>/op<i>  one op of that layer on its own graph, labelled with its name.
 // Every entry: time per iteration = CUDA events around one graph launch queued behind a
 // spin kernel; counters GB/s, pct_copy (of the device-to-device copy bandwidth measured at
 // start, bytes read + written), TFLOP/s. Bytes are the least the op must move.
@@ -114,6 +125,9 @@ struct Context {
   std::map<std::string, std::vector<DeviceOp>> invariant_ops;  // by plan name
   std::map<std::string, std::unique_ptr<FusedLayer>> fp8_layers;  // by recipe, sharing layer's weights
   std::map<std::string, std::vector<DeviceOp>> fp8_ops;
+  std::unique_ptr<FusedLayer> w8a8_layer;  // its own (E4M3) weights, from the same seed
+  std::vector<DeviceOp> w8a8_ops;
+  std::string w8a8_bad;                    // why the fp8-w8a8 layer is not timed ("" when it is)
   std::map<std::string, std::unique_ptr<fc::cuda::Graph>> graphs;
 };
 std::unique_ptr<Context> g_ctx;
@@ -356,6 +370,64 @@ void bench_fp8kv(benchmark::State& st, const std::string& m, const Case& c, cons
   time_beside_default(st, ctx, "fp8_" + recipe, ops);
 }
 
+// The fp8-w8a8 layer of the context, built and validated once (see the file comment).
+FusedLayer* w8a8_layer(Context& ctx, const std::string& m, const Case& c) {
+  const int rows = c.batch * c.n;
+  if (!ctx.w8a8_layer && ctx.w8a8_bad.empty()) {
+    try {
+      auto layer = std::make_unique<FusedLayer>(model(m));
+      layer->init_random_weights(1, 42, ctx.stream);  // the default layer's bf16 weights
+      fc::fused::quantize_weights_w8a8(layer->weights()[0], 0, ctx.stream);
+      layer->set_kv_fp8(*fc::find_recipe("fp8-w8a8").kv_fp8);
+      layer->set_w8a8();
+      layer->reset(c.batch, c.start + c.n);
+      layer->randomize_caches(7, ctx.stream);  // the default layer's cache contents, then E4M3
+      ctx.w8a8_ops = layer->ops(0, c.n, c.start);
+      layer->randomize_input(rows, 9, ctx.stream);
+      // E4M3 keeps 4 significant bits: weights and GEMM inputs each move by at most 2^-4
+      // relative, a product by at most about 2^-3, and the layer output also carries the
+      // residual; the FP8 cache adds its 2^-4. Anything O(1) is a wrong code or scale.
+      for (int g = 0; g < fc::fused::kW8a8Gemms; ++g) layer->w8a8_row_check(g).arm(ctx.stream);
+      const auto out = layer_output(ctx, *layer, ctx.w8a8_ops, rows);
+      for (int g = 0; g < fc::fused::kW8a8Gemms; ++g)
+        layer->w8a8_row_check(g).check(fc::fused::kW8a8GemmNames[g], ctx.stream);
+      ctx.w8a8_bad = validate_against_default(out, layer_output(ctx, *ctx.layer, ctx.fused_ops, rows), 0.125);
+      ctx.w8a8_layer = std::move(layer);
+    } catch (const std::exception& e) {
+      ctx.w8a8_bad = e.what();
+    }
+  }
+  return ctx.w8a8_bad.empty() ? ctx.w8a8_layer.get() : nullptr;
+}
+
+void bench_w8a8(benchmark::State& st, const std::string& m, const Case& c) {
+  Context& ctx = context(m, c);
+  if (!w8a8_layer(ctx, m, c)) {
+    st.SkipWithError(("not timed: " + ctx.w8a8_bad).c_str());
+    return;
+  }
+  time_beside_default(st, ctx, "w8a8", ctx.w8a8_ops);
+  st.counters["speedup"] = 1.0 / st.counters["ratio"];
+}
+
+void bench_w8a8_op(benchmark::State& st, const std::string& m, const Case& c, int op) {
+  Context& ctx = context(m, c);
+  if (!w8a8_layer(ctx, m, c)) {
+    st.SkipWithError(("not timed: " + ctx.w8a8_bad).c_str());
+    return;
+  }
+  if (op >= static_cast<int>(ctx.w8a8_ops.size())) {
+    st.SkipWithError("no such op on this route");
+    return;
+  }
+  const std::vector<DeviceOp> one = {ctx.w8a8_ops[static_cast<std::size_t>(op)]};
+  fc::cuda::Graph& graph = layer_graph(ctx, "w8a8_op" + std::to_string(op), one);
+  const fc::cuda::OpWork work = fc::cuda::total_work({&one[0]});
+  const double total = timed_loop(st, ctx.stream, [&] { graph.launch(ctx.stream); });
+  st.SetLabel(one[0].name);
+  report(st, total, work.bytes, work.flops);
+}
+
 // Plain cuBLAS (cublasGemmEx, bf16 out) on one projection shape of the case.
 void bench_cublas(benchmark::State& st, const std::string& m, const Case& c, int which) {
   const fc::ModelSpec s = model(m);
@@ -492,6 +564,20 @@ int main(int argc, char** argv) {
       for (const std::string recipe : {"fp8-kv", "fp8-kv-dynamic"})
         benchmark::RegisterBenchmark(("fp8kv/" + m + "/" + c.name + "/layer(graph)/" + recipe).c_str(),
                                      [=](benchmark::State& st) { bench_fp8kv(st, m, c, recipe); })
+            ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+    }
+  }
+  // The fp8-w8a8 layer (issue 17): decode over KV 1024, the GEMV route at b1 and b2, the
+  // cuBLASLt FP8 route at b8.
+  for (const std::string m : {"llama-3-8b", "qwen3-8b", "qwen3-0.6b"}) {
+    for (const Case& c : kCases) {
+      if (c.name != "decode_b1_kv1024" && c.name != "decode_b2_kv1024" && c.name != "decode_b8_kv1024") continue;
+      benchmark::RegisterBenchmark(("fp8w8a8/" + m + "/" + c.name + "/layer(graph)").c_str(),
+                                   [=](benchmark::State& st) { bench_w8a8(st, m, c); })
+          ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      for (int op = 0; op < 9; ++op)
+        benchmark::RegisterBenchmark(("fp8w8a8/" + m + "/" + c.name + "/op" + std::to_string(op)).c_str(),
+                                     [=](benchmark::State& st) { bench_w8a8_op(st, m, c, op); })
             ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
     }
   }

@@ -55,6 +55,15 @@ void register_builtin_paths() {
                               Tap::resid_mid, Tap::act, Tap::resid_out},
                      .origin = origin});
     }
+    // fused-cuda with FP8 E4M3 GEMMs and the fp8-kv cache (twin: emulated-cpu --recipe
+    // fp8-w8a8); refused below compute capability 8.9.
+    register_path({.name = "fused-cuda:fp8-w8a8", .device = "cuda",
+                   .description = "fused-cuda with FP8 E4M3 GEMMs (FP8 GEMV kernels at decode) and the fp8-kv cache: " +
+                                  find_recipe("fp8-w8a8").description + " (sm_89+)",
+                   .factory = cuda_factory("fused-cuda:fp8-w8a8"), .recipe = "fp8-w8a8", .role = "fused",
+                   .taps = {Tap::q, Tap::k, Tap::v, Tap::q_rope, Tap::k_rope, Tap::attn, Tap::o_proj,
+                            Tap::resid_mid, Tap::act, Tap::resid_out},
+                   .origin = origin});
   });
 }
 

@@ -10,6 +10,7 @@
 #include "kernels/fused/add_rmsnorm.h"
 #include "kernels/fused/attention_decode.h"
 #include "kernels/fused/attention_prefill.h"
+#include "kernels/fused/fp8_gemv.h"
 #include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/gemm_lt.h"
 #include "kernels/fused/norm_gemv.h"
@@ -171,6 +172,30 @@ void FusedLayer::ensure_buffers(int rows, int kv_len) {
   }
 }
 
+RopeArgs FusedLayer::rope_args(int layer, int n, int start) {
+  const ModelSpec& m = spec_;
+  FusedLayerWeights& w = (*weights_)[layer];
+  RopeArgs ra;
+  ra.qkv = qkv_.data();
+  ra.q_norm_w = w.q_norm.size() ? w.q_norm.data() : nullptr;
+  ra.k_norm_w = w.k_norm.size() ? w.k_norm.data() : nullptr;
+  ra.eps = static_cast<float>(m.rms_eps);
+  ra.cos_table = rope_cos_.data();
+  ra.sin_table = rope_sin_.data();
+  ra.interleaved = m.rope_style == RopeStyle::Interleaved;
+  ra.batch = batch_;
+  ra.n = n;
+  ra.start = start;
+  ra.n_heads = m.n_heads;
+  ra.n_kv_heads = m.n_kv_heads;
+  ra.head_dim = m.head_dim;
+  ra.capacity = capacity_;
+  ra.q_rope = q_rope_.data();
+  ra.k_cache = k_cache_[layer].data();
+  ra.v_cache = v_cache_[layer].data();
+  return ra;
+}
+
 std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   if (layer < 0 || layer >= static_cast<int>(weights_->size()))
     throw std::out_of_range("fused-cuda: layer " + std::to_string(layer) + " out of range");
@@ -178,6 +203,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   if (n <= 0 || start < 0 || start + n > capacity_)
     throw std::invalid_argument("fused-cuda: " + std::to_string(start + n) +
                                 " positions exceed the KV capacity " + std::to_string(capacity_));
+  if (w8a8_) return ops_w8a8(layer, n, start);
   const ModelSpec& m = spec_;
   const int rows = batch_ * n, kv_len = start + n;
   ensure_buffers(rows, kv_len);
@@ -234,24 +260,7 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                      }});
   }
 
-  RopeArgs ra;
-  ra.qkv = qkv_.data();
-  ra.q_norm_w = w.q_norm.size() ? w.q_norm.data() : nullptr;
-  ra.k_norm_w = w.k_norm.size() ? w.k_norm.data() : nullptr;
-  ra.eps = eps;
-  ra.cos_table = rope_cos_.data();
-  ra.sin_table = rope_sin_.data();
-  ra.interleaved = m.rope_style == RopeStyle::Interleaved;
-  ra.batch = batch_;
-  ra.n = n;
-  ra.start = start;
-  ra.n_heads = m.n_heads;
-  ra.n_kv_heads = m.n_kv_heads;
-  ra.head_dim = m.head_dim;
-  ra.capacity = capacity_;
-  ra.q_rope = q_rope_.data();
-  ra.k_cache = k_cache_[layer].data();
-  ra.v_cache = v_cache_[layer].data();
+  RopeArgs ra = rope_args(layer, n, start);
   const double rope_bytes = 2.0 * R * NQKV * kB, rope_flops = R * NQKV * 6.0;
   // Decode folds q/k norm + RoPE + KV append into the attention kernel (one kernel
   // boundary less) where its grid is about one wave; FUSECHECK_FUSED_ROPE_FOLD=0 / all
@@ -381,6 +390,137 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                                 nullptr, resid_mid_.data(), s, algo);
                    }});
   }
+  return out;
+}
+
+void quantize_weights_w8a8(FusedLayerWeights& w, int layer, cudaStream_t s) {
+  const auto q = [&](cuda::DeviceBuffer<bf16>& src, int n, const char* name) {
+    if (src.size() == 0 || src.size() % static_cast<std::size_t>(n) != 0)
+      throw std::invalid_argument(std::string("fp8-w8a8: layer ") + std::to_string(layer) + " " + name +
+                                  " has no bf16 weight to quantize");
+    const int k = static_cast<int>(src.size() / static_cast<std::size_t>(n));
+    Fp8Weight out = quantize_weight_e4m3(src.data(), n, k, "layer " + std::to_string(layer) + " " + name + " weight", s);
+    pad_fp8_weight_rows(out, s);
+    src.resize(0);  // frees it (quantize_weight_e4m3 synchronized)
+    return out;
+  };
+  // Output rows of each projection from the sizes: q|k|v and gate|up take hidden inputs.
+  const int H = static_cast<int>(w.attn_norm.size());
+  if (H <= 0) throw std::invalid_argument("fp8-w8a8: layer " + std::to_string(layer) + " has no attn_norm");
+  w.qkv8 = q(w.w_qkv, static_cast<int>(w.w_qkv.size() / static_cast<std::size_t>(H)), "q|k|v");
+  w.o8 = q(w.w_o, H, "o_proj");
+  w.gate_up8 = q(w.w_gate_up, static_cast<int>(w.w_gate_up.size() / static_cast<std::size_t>(H)), "gate|up");
+  w.down8 = q(w.w_down, H, "down_proj");
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void FusedLayer::set_w8a8() {
+  for (std::size_t l = 0; l < weights_->size(); ++l) {
+    const FusedLayerWeights& w = (*weights_)[l];
+    if (!w.qkv8.n || !w.o8.n || !w.gate_up8.n || !w.down8.n)
+      throw std::logic_error("fused-cuda fp8-w8a8: layer " + std::to_string(l) + " has no E4M3 weights "
+                             "(quantize_weights_w8a8 first)");
+  }
+  fp8_gemm_ = std::make_unique<Fp8Gemm>();  // InputError below compute capability 8.9
+  row_checks_.clear();
+  for (int g = 0; g < kW8a8Gemms; ++g) row_checks_.push_back(std::make_unique<Fp8RowCheck>());
+  w8a8_ = true;
+}
+
+// The fp8-w8a8 layer (see fused_layer.h). Bytes: one per weight code, four per scale.
+std::vector<cuda::DeviceOp> FusedLayer::ops_w8a8(int layer, int n, int start) {
+  if (!kv_fp8_) throw std::logic_error("fused-cuda fp8-w8a8: set_kv_fp8 first (attention reads the fp8-kv cache)");
+  const ModelSpec& m = spec_;
+  const int rows = batch_ * n, kv_len = start + n;
+  ensure_buffers(rows, kv_len);
+  FusedLayerWeights& w = (*weights_)[layer];
+  const int H = m.hidden, I = m.intermediate, QW = m.q_width(), KW = m.kv_width(), NQKV = QW + 2 * KW;
+  const float eps = static_cast<float>(m.rms_eps);
+  const double R = rows, act_h = R * H * kB;
+  const double w_qkv = double(NQKV) * H + 4.0 * NQKV, w_o = double(H) * QW + 4.0 * H,
+               w_gu = 2.0 * I * H + 8.0 * I, w_d = double(H) * I + 4.0 * H;
+  const bf16* bias = w.b_qkv.size() ? w.b_qkv.data() : nullptr;
+  int* flag[kW8a8Gemms];
+  for (int g = 0; g < kW8a8Gemms; ++g) flag[g] = row_checks_[g]->flag();
+  // cuBLASLt's FP8 GEMM takes K and N multiples of 16 and unpadded weights only.
+  const auto lt_ok = [](const Fp8Weight& f) { return f.stride() == f.k && f.k % 16 == 0 && f.n % 16 == 0; };
+  const bool lt = lt_ok(w.qkv8) && lt_ok(w.o8) && lt_ok(w.gate_up8) && lt_ok(w.down8);
+  const bool gemv_ok = fp8_gemv_supports(H, true) && fp8_gemv_supports(QW, false) && fp8_gemv_supports(I, false);
+  if (!gemv_ok && !lt)
+    throw std::invalid_argument("fused-cuda fp8-w8a8: neither the FP8 GEMV kernels nor cuBLASLt take these shapes");
+  const bool gemv_forms = gemv_ok && (!lt || (!force_gemm_ && rows <= kGemvRouteMaxRows));
+  std::vector<cuda::DeviceOp> out;
+  if (gemv_forms) {
+    out.push_back({"attn_norm+qkv(fp8)", w_qkv + act_h + R * NQKV * kB, 2.0 * R * NQKV * H,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_fp8_norm_qkv_gemv(x_.data(), w.attn_norm.data(), eps, w.qkv8, bias, rows, qkv_.data(),
+                                              flag[0], s);
+                   }});
+  } else {
+    grow(a8_, std::size_t(rows) * std::max({H, QW, I}));
+    grow(a_scales_, std::size_t(rows));
+    grow(fp8_acc_, std::size_t(rows) * std::max({NQKV, H, 2 * I}));
+    grow(down32_, std::size_t(rows) * H);
+    grow(gate_up_, std::size_t(rows) * 2 * I);
+    out.push_back({"attn_norm", 2 * act_h, 0, [=, this, &w](cudaStream_t s) {
+                     launch_add_rmsnorm(nullptr, x_.data(), w.attn_norm.data(), eps, rows, H, nullptr,
+                                        normed_.data(), s);
+                   }});
+    out.push_back({bias ? "qkv_fp8(quantize+gemm+epilogue+bias)" : "qkv_fp8(quantize+gemm+epilogue)",
+                   w_qkv + act_h + R * NQKV * kB, 2.0 * R * NQKV * H, [=, this, &w](cudaStream_t s) {
+                     launch_quantize_rows_e4m3(normed_.data(), rows, H, a8_.data(), a_scales_.data(), flag[0], s);
+                     fp8_gemm_->run(a8_.data(), a_scales_.data(), w.qkv8, rows, bias, fp8_acc_.data(), qkv_.data(),
+                                    false, s);
+                   }});
+  }
+  const RopeArgs ra = rope_args(layer, n, start);
+  out.push_back({m.has_qk_norm ? "qk_norm+rope" : "rope", 2.0 * R * NQKV * kB, R * NQKV * 6.0,
+                 [ra](cudaStream_t s) { launch_qk_norm_rope(ra, s); }});
+  out.push_back(kv_fp8_->append_op(layer, n, start, k_cache_[layer].data(), v_cache_[layer].data()));
+  out.push_back(kv_fp8_->attention_op(layer, n, start, q_rope_.data(), attn_.data()));
+  if (gemv_forms) {
+    out.push_back({"o_proj(fp8)(+residual)", w_o + R * QW * kB + 3 * act_h, 2.0 * R * H * QW,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_fp8_gemv_round_residual(attn_.data(), w.o8, x_.data(), rows, o_proj_.data(),
+                                                    resid_mid_.data(), flag[1], s);
+                   }});
+    out.push_back({"add+mlp_norm+gate_up(fp8)+swiglu", w_gu + 2 * act_h + R * I * kB, 2.0 * R * 2 * I * H,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_fp8_add_norm_gate_up_gemv(x_.data(), o_proj_.data(), w.mlp_norm.data(), eps, w.gate_up8,
+                                                      rows, act_.data(), flag[2], s);
+                   }});
+    out.push_back({"down_proj(fp8)+residual", w_d + R * I * kB + 2 * act_h, 2.0 * R * H * I,
+                   [=, this, &w](cudaStream_t s) {
+                     launch_fp8_gemv_residual(act_.data(), w.down8, resid_mid_.data(), rows, resid_out_.data(),
+                                              flag[3], s);
+                   }});
+    return out;
+  }
+  out.push_back({"o_proj_fp8(quantize+gemm+epilogue)", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
+                 [=, this, &w](cudaStream_t s) {
+                   launch_quantize_rows_e4m3(attn_.data(), rows, QW, a8_.data(), a_scales_.data(), flag[1], s);
+                   fp8_gemm_->run(a8_.data(), a_scales_.data(), w.o8, rows, nullptr, fp8_acc_.data(), o_proj_.data(),
+                                  false, s);
+                 }});
+  out.push_back({"residual_add+mlp_norm", 4 * act_h, 0, [=, this, &w](cudaStream_t s) {
+                   launch_add_rmsnorm(o_proj_.data(), x_.data(), w.mlp_norm.data(), eps, rows, H, resid_mid_.data(),
+                                      normed_.data(), s);
+                 }});
+  out.push_back({"gate_up_fp8(quantize+gemm+epilogue, fp32 out)", w_gu + act_h + R * 2 * I * 4.0, 2.0 * R * 2 * I * H,
+                 [=, this, &w](cudaStream_t s) {
+                   launch_quantize_rows_e4m3(normed_.data(), rows, H, a8_.data(), a_scales_.data(), flag[2], s);
+                   fp8_gemm_->run(a8_.data(), a_scales_.data(), w.gate_up8, rows, nullptr, fp8_acc_.data(),
+                                  gate_up_.data(), true, s);
+                 }});
+  out.push_back({"swiglu", R * 2 * I * 4.0 + R * I * kB, R * I * 4.0,
+                 [=, this](cudaStream_t s) { launch_silu_mul(gate_up_.data(), rows, I, act_.data(), s); }});
+  out.push_back({"down_fp8(quantize+gemm+epilogue)+residual", w_d + R * I * kB + 2 * act_h + R * H * 8.0,
+                 2.0 * R * H * I, [=, this, &w](cudaStream_t s) {
+                   launch_quantize_rows_e4m3(act_.data(), rows, I, a8_.data(), a_scales_.data(), flag[3], s);
+                   fp8_gemm_->run(a8_.data(), a_scales_.data(), w.down8, rows, nullptr, fp8_acc_.data(),
+                                  down32_.data(), true, s);
+                   launch_add_residual_fp32(down32_.data(), resid_mid_.data(), long(rows) * H, resid_out_.data(), s);
+                 }});
   return out;
 }
 

@@ -27,6 +27,13 @@
 // FP8 KV cache (set_kv_fp8; the fused-cuda:fp8-kv* paths): q/k-norm+RoPE writes the bf16
 // cache as always, never folded into attention; an append op quantizes the new rows into
 // E4M3 caches and attention reads those (fused_kv_fp8.h). Without it, no op changes.
+// FP8 GEMMs (set_w8a8 after quantize_weights_w8a8; the fused-cuda:fp8-w8a8 path, recipe
+// fp8-w8a8, docs/recipes.md): every projection on E4M3 weights with per-output-row scales,
+// its input quantized per token. GEMV route: fp8_gemv.h's four fused forms (the same op
+// boundaries as bf16). GEMM route: attn_norm, then per GEMM row quantization + cuBLASLt FP8
+// + epilogue (w8a8.h), add+mlp_norm, SwiGLU, and the residual add after down; where cuBLASLt
+// refuses the shapes (K or N not a multiple of 16: the tiny test models) the GEMV forms in
+// groups of kMaxGemvTokens rows instead. Attention: the fp8-kv cache (set_kv_fp8 required).
 // Used by FusedPath and by the benchmarks (which fill the weights with seeded random data).
 #pragma once
 
@@ -45,6 +52,7 @@
 #include "kernels/common/device_buffer.h"
 #include "kernels/common/device_op.h"
 #include "kernels/fused/batch_invariant_plan.h"
+#include "kernels/fused/w8a8.h"
 
 namespace fusecheck {
 struct KvCacheFp8;
@@ -55,6 +63,7 @@ namespace fusecheck::fused {
 class LtGemm;
 class SkinnyGemm;
 class FusedKvFp8;
+struct RopeArgs;
 
 // Token rows up to which a layer call takes the GEMV route. Measured on an H200
 // (bench_fused, docs/fused-kernels.md): at 8 rows the CUDA-core GEMV is ALU-bound (377 us
@@ -71,7 +80,20 @@ struct FusedLayerWeights {
   cuda::DeviceBuffer<__nv_bfloat16> mlp_norm;    // [hidden]
   cuda::DeviceBuffer<__nv_bfloat16> w_gate_up;   // [2 intermediate x hidden]
   cuda::DeviceBuffer<__nv_bfloat16> w_down;      // [hidden x intermediate]
+  // fp8-w8a8 (quantize_weights_w8a8): the four projections in E4M3, bf16 copies released.
+  Fp8Weight qkv8, o8, gate_up8, down8;
 };
+
+// Quantizes w's four projections to E4M3 per output row on the device (w8a8.h's
+// quantize_weight_e4m3; InputError naming `layer` and the projection on NaN or Inf), pads
+// rows to 16 codes where K is not a multiple of 16 (fp8_gemv.h), and releases the bf16
+// projections. Synchronizes `stream`.
+void quantize_weights_w8a8(FusedLayerWeights& w, int layer, cudaStream_t stream);
+
+// The GEMMs of an fp8-w8a8 layer call, in order (the row checks' names).
+inline constexpr int kW8a8Gemms = 4;
+inline constexpr const char* kW8a8GemmNames[kW8a8Gemms] = {"q|k|v input (attn_norm)", "o_proj input (attn)",
+                                                           "gate|up input (mlp_norm)", "down input (act)"};
 
 class FusedLayer {
  public:
@@ -119,6 +141,13 @@ class FusedLayer {
   // The fp8-kv recipe's KV cache from the next reset() on (docs/recipes.md, "fp8-kv").
   void set_kv_fp8(const KvCacheFp8& cfg);
   const FusedKvFp8* kv_fp8() const { return kv_fp8_.get(); }
+  // fp8-w8a8 for the ops made from now on: every layer's weights must hold qkv8 .. down8
+  // (quantize_weights_w8a8); throws InputError below compute capability 8.9.
+  void set_w8a8();
+  bool w8a8() const { return w8a8_; }
+  // The NaN/Inf row flags of GEMM g (kW8a8GemmNames): arm() before enqueueing a call's
+  // ops, check() after (Fp8RowCheck).
+  Fp8RowCheck& w8a8_row_check(int g) { return *row_checks_.at(static_cast<std::size_t>(g)); }
 
   // Final norm + lm_head on `rows` rows of input(): final_norm (bf16) and logits (FP32,
   // not a rounding point of fused-v1).
@@ -129,6 +158,8 @@ class FusedLayer {
 
  private:
   void ensure_buffers(int rows, int kv_len);
+  RopeArgs rope_args(int layer, int n, int start);
+  std::vector<cuda::DeviceOp> ops_w8a8(int layer, int n, int start);
 
   ModelSpec spec_;
   std::shared_ptr<std::vector<FusedLayerWeights>> weights_ =
@@ -139,6 +170,11 @@ class FusedLayer {
   bool force_gemm_ = false;
   std::optional<BatchInvariantPlan> invariant_;
   std::unique_ptr<FusedKvFp8> kv_fp8_;
+  bool w8a8_ = false;
+  std::unique_ptr<Fp8Gemm> fp8_gemm_;
+  std::vector<std::unique_ptr<Fp8RowCheck>> row_checks_;
+  cuda::DeviceBuffer<__nv_fp8_e4m3> a8_;  // GEMM route: one GEMM input's codes
+  cuda::DeviceBuffer<float> a_scales_, fp8_acc_, down32_;
   std::vector<cuda::DeviceBuffer<__nv_bfloat16>> k_cache_, v_cache_;
   cuda::DeviceBuffer<float> rope_cos_, rope_sin_;
   cuda::DeviceBuffer<__nv_bfloat16> x_, normed_, qkv_, q_rope_, attn_, o_proj_, resid_mid_,

@@ -20,10 +20,12 @@
 #include "kernels/common/gpu_path.h"
 #include "kernels/common/stream.h"
 #include "kernels/fused/attention_decode.h"
+#include "kernels/fused/fp8_gemv.h"
 #include "kernels/fused/fused_kv_fp8.h"
 #include "kernels/fused/fused_layer.h"
 #include "kernels/fused/kv_fp8.h"
 #include "kernels/metrics/device_taps.h"
+#include "reference/w8a8.h"
 
 namespace fusecheck {
 namespace {
@@ -105,17 +107,89 @@ std::shared_ptr<const FusedWeights> upload_weights(const Checkpoint& ckpt) {
   return fw;
 }
 
+// fp8-w8a8: the projections in E4M3 (quantized on the device layer by layer at upload, the
+// bf16 copies released), norms, biases, final_norm and lm_head bf16. A type of its own so
+// that shared_per_checkpoint keeps it apart from the bf16 upload.
+struct FusedW8a8Weights : FusedWeights {};
+
+std::shared_ptr<const FusedW8a8Weights> upload_weights_w8a8(const Checkpoint& ckpt) {
+  auto fw = std::make_shared<FusedW8a8Weights>();
+  const ModelTensors& m = ckpt.model();
+  auto& w = *fw->layers;
+  w.resize(m.layers.size());
+  for (std::size_t l = 0; l < m.layers.size(); ++l) {
+    const LayerTensors& t = m.layers[l];
+    upload(w[l].attn_norm, {t.attn_norm});
+    upload(w[l].w_qkv, {t.wq, t.wk, t.wv});
+    if (t.bq) upload(w[l].b_qkv, {t.bq, t.bk, t.bv});
+    if (t.q_norm) upload(w[l].q_norm, {t.q_norm});
+    if (t.k_norm) upload(w[l].k_norm, {t.k_norm});
+    upload(w[l].w_o, {t.wo});
+    upload(w[l].mlp_norm, {t.mlp_norm});
+    upload(w[l].w_gate_up, {t.w_gate, t.w_up});
+    upload(w[l].w_down, {t.w_down});
+    fused::quantize_weights_w8a8(w[l], static_cast<int>(l), nullptr);
+  }
+  upload(fw->final_norm, {m.final_norm});
+  upload(fw->lm_head, {m.lm_head});
+  return fw;
+}
+
+// The twin's `<gemm>.weight.fp8` counts of layer `l` (reference/w8a8.h on the bf16-rounded
+// checkpoint weights; the device codes are the same bit for bit, test_fp8_gemv).
+std::map<std::string, Headroom> w8a8_weight_headroom(const Checkpoint& ckpt, int l) {
+  const LayerTensors& t = ckpt.model().layers.at(static_cast<std::size_t>(l));
+  std::map<std::string, Headroom> out;
+  for (auto [tensor, point] : {std::pair{t.wq, RoundPoint::q}, std::pair{t.wk, RoundPoint::k},
+                               std::pair{t.wv, RoundPoint::v}, std::pair{t.wo, RoundPoint::o_proj},
+                               std::pair{t.w_gate, RoundPoint::gate}, std::pair{t.w_up, RoundPoint::up},
+                               std::pair{t.w_down, RoundPoint::down}}) {
+    const std::vector<float> f = tensor->to_float();
+    const auto rows = static_cast<Eigen::Index>(tensor->shape.at(0));
+    const auto cols = static_cast<Eigen::Index>(f.size()) / rows;
+    ref::Mat<float> m(rows, cols);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = round_to_bf16(f[static_cast<std::size_t>(i)]);
+    ref::Fp8Stats st;
+    const std::string name(round_point_name(point));
+    ref::quantize_rows_e4m3(m, st, "layer " + std::to_string(l) + " " + name + " weight");
+    Headroom h;
+    h.max_abs = st.max_abs_scaled;
+    h.max_finite = kE4m3Max;
+    h.n_values = st.n_values;
+    h.n_saturated = st.n_clipped;
+    h.n_flushed = st.n_flushed;
+    h.n_nonfinite_in = st.n_nonfinite;
+    h.rounded = true;
+    out.emplace(name + ".weight.fp8", h);
+  }
+  return out;
+}
+
 class FusedPath : public cuda::GpuPath {
  public:
   FusedPath(const Checkpoint& ckpt, const PathOptions& opts, std::optional<fused::BatchInvariantPlan> invariant,
-            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt)
+            std::string name, std::optional<KvCacheFp8> kv_fp8 = std::nullopt, bool w8a8 = false)
       : GpuPath(ckpt, opts.device_index), invariant_(invariant), name_(std::move(name)), device_(opts.device_index) {
-    if (kv_fp8) fused::require_fp8_device(opts.device_index);
+    if (kv_fp8 || w8a8) fused::require_fp8_device(opts.device_index);
     layer_ = std::make_unique<fused::FusedLayer>(ckpt.spec());
     layer_->set_batch_invariant(invariant);
     if (kv_fp8) layer_->set_kv_fp8(*kv_fp8);
-    weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
-    layer_->share_weights(weights_->layers);
+    if (w8a8) {
+      const ModelSpec& m = ckpt.spec();
+      if (!fused::fp8_gemv_supports(m.hidden, true) || !fused::fp8_gemv_supports(m.q_width(), false) ||
+          !fused::fp8_gemv_supports(m.intermediate, false)) {
+        throw InputError("", name_ + ": the FP8 GEMV kernels need hidden (" + std::to_string(m.hidden) +
+                                 "), q width (" + std::to_string(m.q_width()) + ") and intermediate (" +
+                                 std::to_string(m.intermediate) + ") multiples of 8 (16-byte bf16 rows)");
+      }
+      weights_ = shared_per_checkpoint<FusedW8a8Weights>(ckpt, opts.device_index,
+                                                         [&] { return upload_weights_w8a8(ckpt); });
+      layer_->share_weights(weights_->layers);
+      layer_->set_w8a8();
+    } else {
+      weights_ = shared_per_checkpoint<FusedWeights>(ckpt, opts.device_index, [&] { return upload_weights(ckpt); });
+      layer_->share_weights(weights_->layers);
+    }
   }
 
   std::string name() const override { return name_; }
@@ -137,7 +211,8 @@ class FusedPath : public cuda::GpuPath {
       for (int b = chunk; chunk > 0 && b < max_kv && t.kv_split_boundaries.size() < 2; b += chunk) {
         t.kv_split_boundaries.push_back(b);
       }
-      t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_GEMV_L2PF=0"};
+      t.switches = {"FUSECHECK_FUSED_PDL=0", "FUSECHECK_GEMV_L2PF=0", "FUSECHECK_FP8_KV_GQA=1"};
+      if (layer_->w8a8()) t.switches.push_back("FUSECHECK_FP8_GEMV_ROWS=4");  // same per-row order
       return t;
     }
     if (invariant_) {
@@ -254,8 +329,15 @@ class FusedPath : public cuda::GpuPath {
   // fp8-kv: the FP8 caches' counts as emulated-cpu reports them (reference/rounding.h):
   // |x / s| against 448, clipped (|x / s| > 464) as saturated, flushed to zero. None after
   // time_layer (its appends of random data count too) until reset().
+  // fp8-w8a8 adds the twin's `<gemm>.weight.fp8` counts (computed once per layer on the
+  // host); its `<gemm>.input.fp8` counts are not kept on the device (docs/recipes.md).
   std::map<std::string, Headroom> headroom(int l) const override {
     std::map<std::string, Headroom> out;
+    if (layer_->w8a8() && l >= 0 && l < static_cast<int>(kv_len_.size())) {
+      auto it = weight_headroom_.find(l);
+      if (it == weight_headroom_.end()) it = weight_headroom_.emplace(l, w8a8_weight_headroom(ckpt_, l)).first;
+      out = it->second;
+    }
     const fused::FusedKvFp8* kv = layer_->kv_fp8();
     if (!kv || !caches_valid_ || l < 0 || l >= static_cast<int>(kv_len_.size()) || kv_len_[l] == 0) return out;
     const auto [k, v] = kv->counters(l);
@@ -305,9 +387,15 @@ class FusedPath : public cuda::GpuPath {
     stage_device_input(input);  // before ops(), which may regrow the buffer the input is in
     const std::vector<cuda::DeviceOp> ops = layer_->ops(l, n, start);
     put_input(input);
+    if (layer_->w8a8())
+      for (int g = 0; g < fused::kW8a8Gemms; ++g) layer_->w8a8_row_check(g).arm(stream_);
     cuda::enqueue_all(ops, stream_);
     stream_.synchronize();
     kv_len_[l] += n;
+    if (layer_->w8a8()) {  // NaN or Inf in a GEMM input row: an error naming it, as the twin's
+      for (int g = 0; g < fused::kW8a8Gemms; ++g)
+        layer_->w8a8_row_check(g).check("layer " + std::to_string(l) + " " + fused::kW8a8GemmNames[g], stream_);
+    }
     if (layer_->kv_fp8()) check_kv_fp8_scales(l);
     return start;
   }
@@ -375,6 +463,7 @@ class FusedPath : public cuda::GpuPath {
   bool caches_valid_ = true;
   int device_ = 0;
   cuda::DeviceBuffer<bf16> device_in_, k_rope_;  // a device input as bf16; k_rope gathered (device taps)
+  mutable std::map<int, std::map<std::string, Headroom>> weight_headroom_;  // fp8-w8a8, by layer
 };
 
 }  // namespace
@@ -392,6 +481,11 @@ std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const 
                          "fp8-kv-dynamic, fp8-kv-per-head-dynamic)");
   }
   return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedFp8KvPrefix + recipe, kv ? kv : r.kv_fp8);
+}
+
+std::unique_ptr<Path> make_fused_cuda_w8a8_path(const Checkpoint& ckpt, const PathOptions& opts) {
+  const Recipe& r = find_recipe(kFusedW8a8Recipe);
+  return std::make_unique<FusedPath>(ckpt, opts, std::nullopt, kFusedW8a8Name, r.kv_fp8, true);
 }
 
 }  // namespace fusecheck

@@ -36,4 +36,15 @@ std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const 
                                                   const std::string& recipe,
                                                   std::optional<KvCacheFp8> kv = std::nullopt);
 
+// fused-cuda:fp8-w8a8 (its twin: emulated-cpu --recipe fp8-w8a8): every projection on E4M3
+// weights with per-output-row scales (quantized on the device at upload, no bf16 copies),
+// inputs quantized per token inside the FP8 GEMV kernels at decode (fp8_gemv.h) and by
+// w8a8.h's kernels around cuBLASLt's FP8 GEMM on the GEMM route; attention on the fp8-kv
+// cache (static per-tensor scales). InputError on a device below compute capability 8.9;
+// a GEMM input row holding NaN or Inf is an InputError naming the layer and the GEMM.
+// headroom(): `<gemm>.weight.fp8` and the caches' counts, as the twin names them.
+inline constexpr const char* kFusedW8a8Name = "fused-cuda:fp8-w8a8";
+inline constexpr const char* kFusedW8a8Recipe = "fp8-w8a8";
+std::unique_ptr<Path> make_fused_cuda_w8a8_path(const Checkpoint& ckpt, const PathOptions& opts);
+
 }  // namespace fusecheck

@@ -3,6 +3,7 @@
 #include "kernels/fused/kv_fp8.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -241,6 +242,164 @@ __global__ void __launch_bounds__(kAttnThreads) decode_kernel(KvFp8DecodeArgs a)
   }
 }
 
+// decode_kernel for the G query heads of one kv head at once (KvFp8DecodeArgs::gqa_shared):
+// one block per (query token, kv head, chunk); each warp takes the positions decode_kernel's
+// warp of the same index takes, loads each K / V row and its scale once and dequantizes it
+// once, and runs decode_kernel's per-head arithmetic for every head of the group in the same
+// order (dim-order products, warp sum, online softmax, warps merged in index order), so each
+// head's output and partials are decode_kernel's bit for bit; the cache is read once per kv
+// head instead of once per query head.
+template <int kPer, int G>
+__global__ void __launch_bounds__(kAttnThreads) decode_gqa_kernel(KvFp8DecodeArgs a) {
+  const int kv = blockIdx.y, row = blockIdx.x;
+  const int b = row / a.n, kv_len = a.kv_len - a.n + row % a.n + 1;
+  const int lo = a.chunk > 0 ? static_cast<int>(blockIdx.z) * a.chunk : 0;
+  const int hi = a.chunk > 0 ? min(lo + a.chunk, kv_len) : kv_len;
+  const int D = a.layout.head_dim;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float ks_all = a.k_scales[a.layout.per_head ? kv : 0];
+  const float vs_all = a.v_scales[a.layout.per_head ? kv : 0];
+  const float attn_scale = 1.0f / sqrtf(static_cast<float>(D));
+  const long head_base = (static_cast<long>(b) * a.layout.n_kv_heads + kv) * a.layout.capacity * D;
+
+  float qv[G][kPer][4], acc[G][kPer][4];
+  bool has[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) has[i] = 4 * (lane + 32 * i) < D;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const bf16* q = a.q + (static_cast<long>(row) * a.n_heads + kv * G + g) * D;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int d0 = 4 * (lane + 32 * i);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        qv[g][i][e] = has[i] ? __bfloat162float(q[d0 + e]) : 0.0f;
+        acc[g][i][e] = 0;
+      }
+    }
+  }
+  float m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0;
+  }
+  const int groups = a.layout.per_head ? a.layout.n_kv_heads : 1, group = a.layout.per_head ? kv : 0;
+  auto load = [&](int p0, KvGroup<kPer>& gr) {
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      const int p = p0 + u * kWarps;
+      const bool live = p < hi;
+      gr.ks[u] = a.k_pos_scales && live ? a.k_pos_scales[static_cast<long>(p) * groups + group] : ks_all;
+      gr.vs[u] = a.v_pos_scales && live ? a.v_pos_scales[static_cast<long>(p) * groups + group] : vs_all;
+      const unsigned int* krow = reinterpret_cast<const unsigned int*>(a.k_cache + head_base + static_cast<long>(p) * D);
+      const unsigned int* vrow = reinterpret_cast<const unsigned int*>(a.v_cache + head_base + static_cast<long>(p) * D);
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        gr.kb[u][i] = live && has[i] ? krow[lane + 32 * i] : 0u;
+        gr.vb[u][i] = live && has[i] ? vrow[lane + 32 * i] : 0u;
+      }
+    }
+  };
+  constexpr int kStride = kWarps * kAttnUnroll;
+  KvGroup<kPer> cur, nxt;
+  load(lo + warp, cur);
+  for (int p0 = lo + warp; p0 < hi; p0 += kStride) {
+    load(p0 + kStride, nxt);
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      if (p0 + u * kWarps >= hi) break;
+      float kf[kPer][4], vf[kPer][4];
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        if (!has[i]) continue;
+        dequant4(cur.kb[u][i], cur.ks[u], kf[i]);
+        dequant4(cur.vb[u][i], cur.vs[u], vf[i]);
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float dot = 0;
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          if (!has[i]) continue;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) dot += qv[g][i][e] * kf[i][e];
+        }
+        const float s = warp_sum(dot) * attn_scale;
+        const float m_new = fmaxf(m[g], s);
+        const float correction = expf(m[g] - m_new), w = expf(s - m_new);
+        l[g] = l[g] * correction + w;
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          if (!has[i]) continue;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[g][i][e] = acc[g][i][e] * correction + w * vf[i][e];
+        }
+        m[g] = m_new;
+      }
+    }
+    cur = nxt;
+  }
+
+  __shared__ float s_m[G][kWarps], s_l[G][kWarps];
+  __shared__ float s_acc[G][kWarps][kPer * 128];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (lane == 0) {
+      s_m[g][warp] = m[g];
+      s_l[g][warp] = l[g];
+    }
+#pragma unroll
+    for (int i = 0; i < kPer; ++i)
+      if (has[i])
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s_acc[g][warp][4 * (lane + 32 * i) + e] = acc[g][i][e];
+  }
+  __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    const int h = kv * G + g;
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_m[g][w]);
+    float L = 0;
+    for (int w = 0; w < kWarps; ++w) L += s_m[g][w] == -INFINITY ? 0.0f : expf(s_m[g][w] - M) * s_l[g][w];
+    bf16* out = a.out + (static_cast<long>(row) * a.n_heads + h) * D;
+    float* part = a.chunk > 0
+                      ? a.partial + ((static_cast<long>(row) * a.n_heads + h) * gridDim.z + blockIdx.z) * (D + 2)
+                      : nullptr;
+    if (part && threadIdx.x == 0) {
+      part[0] = M;
+      part[1] = L;
+    }
+    for (int d = threadIdx.x; d < D; d += kAttnThreads) {
+      float sum = 0;
+      for (int w = 0; w < kWarps; ++w) sum += s_m[g][w] == -INFINITY ? 0.0f : expf(s_m[g][w] - M) * s_acc[g][w][d];
+      if (part) {
+        part[2 + d] = sum;
+      } else {
+        out[d] = __float2bfloat16_rn(sum / L);
+      }
+    }
+  }
+}
+
+template <int kPer>
+void launch_gqa(const KvFp8DecodeArgs& a, dim3 grid, int G, cudaStream_t stream) {
+  if (G == 2) decode_gqa_kernel<kPer, 2><<<grid, kAttnThreads, 0, stream>>>(a);
+  else if (G == 3) decode_gqa_kernel<kPer, 3><<<grid, kAttnThreads, 0, stream>>>(a);
+  else decode_gqa_kernel<kPer, 4><<<grid, kAttnThreads, 0, stream>>>(a);
+}
+
+// FUSECHECK_FP8_KV_GQA=1: every launch takes the GQA-shared kernel where the group size
+// allows (an A/B switch for the benchmarks, read once; outputs are the same bits).
+bool gqa_from_env() {
+  static const bool on = [] {
+    const char* env = std::getenv("FUSECHECK_FP8_KV_GQA");
+    return env && std::string(env) == "1";
+  }();
+  return on;
+}
+
 // A split decode's chunks of one (query, head) merged in chunk order (every chunk holds
 // at least one position, so each max is finite): out = bf16(sum_c e^(m_c - M) acc_c /
 // sum_c e^(m_c - M) l_c).
@@ -334,12 +493,18 @@ void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t strea
                                 std::to_string(a.kv_len) + " of " + std::to_string(a.layout.capacity) + ", " +
                                 std::to_string(a.n) + " queries)");
   }
+  const int G = a.n_heads / a.layout.n_kv_heads;
+  const bool gqa = (a.gqa_shared || gqa_from_env()) && G >= 2 && G <= 4;
   if (a.chunk > 0) {
     if (a.n != 1 || !a.partial) {
       throw std::invalid_argument("kv_fp8 decode attention: a split (chunk > 0) needs n == 1 and a partial buffer");
     }
     const int splits = (a.kv_len + a.chunk - 1) / a.chunk;
-    if (a.layout.head_dim <= 128) {
+    if (gqa) {
+      const dim3 grid(a.layout.batch, a.layout.n_kv_heads, splits);
+      if (a.layout.head_dim <= 128) launch_gqa<1>(a, grid, G, stream);
+      else launch_gqa<2>(a, grid, G, stream);
+    } else if (a.layout.head_dim <= 128) {
       decode_kernel<1><<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
     } else {
       decode_kernel<2><<<dim3(a.layout.batch, a.n_heads, splits), kAttnThreads, 0, stream>>>(a);
@@ -349,7 +514,11 @@ void launch_kv_fp8_decode_attention(const KvFp8DecodeArgs& a, cudaStream_t strea
     CUDA_CHECK_LAUNCH();
     return;
   }
-  if (a.layout.head_dim <= 128) {
+  if (gqa) {
+    const dim3 grid(a.layout.batch * a.n, a.layout.n_kv_heads);
+    if (a.layout.head_dim <= 128) launch_gqa<1>(a, grid, G, stream);
+    else launch_gqa<2>(a, grid, G, stream);
+  } else if (a.layout.head_dim <= 128) {
     decode_kernel<1><<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);
   } else {
     decode_kernel<2><<<dim3(a.layout.batch * a.n, a.n_heads), kAttnThreads, 0, stream>>>(a);

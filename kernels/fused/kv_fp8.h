@@ -107,6 +107,10 @@ struct KvFp8DecodeArgs {
   // (a decode step's new scale must not re-read older rows).
   const float* k_pos_scales = nullptr;
   const float* v_pos_scales = nullptr;
+  // Group-shared variant (2 to 4 query heads per kv head; FUSECHECK_FP8_KV_GQA=1 sets it for
+  // every launch): one block per kv head serves its query heads, reading each K / V row once
+  // instead of once per query head; the same per-head arithmetic and order, so the same bits.
+  bool gqa_shared = false;
 };
 
 // Copies `scales` (scale_count() each) to positions past .. past + n - 1 of `pos_scales`

@@ -80,6 +80,7 @@ Fp8Weight quantize_weight_e4m3(const __nv_bfloat16* w, int n, int k, const std::
   Fp8Weight q;
   q.n = n;
   q.k = k;
+  q.ld = k;
   q.codes.resize(static_cast<std::size_t>(n) * k);
   q.scales.resize(static_cast<std::size_t>(n));
   Fp8RowCheck rows;
@@ -162,6 +163,7 @@ void Fp8Gemm::gemm_unit_scales(const __nv_fp8_e4m3* a, const __nv_fp8_e4m3* w, i
 void Fp8Gemm::run(const __nv_fp8_e4m3* a, const float* a_scales, const Fp8Weight& w, int M,
                   const __nv_bfloat16* bias, float* acc, void* y, bool y_fp32, cudaStream_t stream) {
   check_fp8_gemm_layout(M, w.n, w.k, a, w.codes.data(), y);
+  if (w.stride() != w.k) throw std::invalid_argument("fp8-w8a8 GEMM: a weight padded for the GEMV kernels (ld != k)");
   gemm_unit_scales(a, w.codes.data(), M, w.n, w.k, acc, stream);
   launch_w8a8_epilogue(acc, a_scales, w.scales.data(), bias, M, w.n, y, y_fp32, stream);
 }

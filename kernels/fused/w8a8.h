@@ -63,8 +63,10 @@ class Fp8RowCheck {
 // output channel, quantized once at load.
 struct Fp8Weight {
   int n = 0, k = 0;
-  cuda::DeviceBuffer<__nv_fp8_e4m3> codes;  // [n x k] row-major
+  int ld = 0;  // row stride of codes: 0 or k, or k rounded up to 16 with zero codes (pad_fp8_weight_rows)
+  cuda::DeviceBuffer<__nv_fp8_e4m3> codes;  // [n x stride()] row-major
   cuda::DeviceBuffer<float> scales;         // [n]
+  int stride() const { return ld > 0 ? ld : k; }
 };
 // Quantizes `w` (device, bf16 [n x k]); synchronizes `stream` and throws InputError naming
 // `what` and the channel when a row holds NaN or Inf.

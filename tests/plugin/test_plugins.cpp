@@ -462,7 +462,7 @@ TEST(CudaPlugin, OffersTheBuiltInCudaPathsAndRecordsTheFusedKernelSwitches) {
   EXPECT_EQ(it->paths, (std::vector<std::string>{"ref32-cuda", "ref64-cuda", "standard-cuda", "fused-cuda",
                                                  "fused-cuda:batch-invariant", "fused-cuda:fp8-kv",
                                                  "fused-cuda:fp8-kv-per-head", "fused-cuda:fp8-kv-dynamic",
-                                                 "fused-cuda:fp8-kv-per-head-dynamic"}));
+                                                 "fused-cuda:fp8-kv-per-head-dynamic", "fused-cuda:fp8-w8a8"}));
   for (const auto& name : it->paths) {
     const PathInfo* info = find_path(name);
     ASSERT_NE(info, nullptr) << name;
