@@ -19,9 +19,10 @@ struct FallbackDecision;
 namespace fusecheck::run {
 
 // Whether `fusecheck run --device cuda` computes the tap metrics on the device without
-// being asked: off until the device route's GPU equality test (test_run_device_metrics) has
-// passed on a GPU, then flipped here (docs/gpu.md).
-inline constexpr bool kDeviceMetricsByDefault = false;
+// being asked: on since the device route's GPU equality test (tests/gpu/
+// test_gpu_device_route.cpp) passed on an NVIDIA H200 (2026-12-03; docs/gpu.md).
+// `--host-metrics` still forces the host route.
+inline constexpr bool kDeviceMetricsByDefault = true;
 
 struct RunOptions {
   std::filesystem::path scenario;
