@@ -269,24 +269,14 @@ class PluginPath final : public Path {
 
   TapSet layer(int layer, const TapMatrix& input) override {
     set_device_mode(false);
-    const fc_tensor in = input_view(input);
-    fc_error err{};
-    const fc_tap_value* out = nullptr;
-    std::int32_t n = 0;
-    if (const int rc = lib_->table->layer(instance_, layer, &in, &out, &n, &err); rc != 0) {
-      fail_call(fmt::format("layer {}", layer), rc, err);
-    }
-    return tap_set(out, n, input.rows(), fmt::format("layer {}", layer), false);
+    const CallTaps c = call_layer(layer, input_view(input));
+    return tap_set(c.out, c.n, input.rows(), fmt::format("layer {}", layer), false);
   }
 
   TapSet head(const TapMatrix& hidden) override {
     set_device_mode(false);
-    const fc_tensor in = input_view(hidden);
-    fc_error err{};
-    const fc_tap_value* out = nullptr;
-    std::int32_t n = 0;
-    if (const int rc = lib_->table->head(instance_, &in, &out, &n, &err); rc != 0) fail_call("head", rc, err);
-    return tap_set(out, n, hidden.rows(), "head", true);
+    const CallTaps c = call_head(input_view(hidden));
+    return tap_set(c.out, c.n, hidden.rows(), "head", true);
   }
 
   void keep_taps(std::optional<std::vector<Tap>> taps) override {
@@ -343,25 +333,15 @@ class PluginPath final : public Path {
   DeviceTapSet layer_on_device(int layer, const TapInput& input) override {
     if (!capabilities().device_taps) return Path::layer_on_device(layer, input);
     set_device_mode(true);
-    const fc_tensor in = tap_input_view(input);
-    fc_error err{};
-    const fc_tap_value* out = nullptr;
-    std::int32_t n = 0;
-    if (const int rc = lib_->table->layer(instance_, layer, &in, &out, &n, &err); rc != 0) {
-      fail_call(fmt::format("layer {}", layer), rc, err);
-    }
-    return device_tap_set(out, n, input.rows(), fmt::format("layer {}", layer), false);
+    const CallTaps c = call_layer(layer, tap_input_view(input));
+    return device_tap_set(c.out, c.n, input.rows(), fmt::format("layer {}", layer), false);
   }
 
   DeviceTapSet head_on_device(const TapInput& hidden) override {
     if (!capabilities().device_taps) return Path::head_on_device(hidden);
     set_device_mode(true);
-    const fc_tensor in = tap_input_view(hidden);
-    fc_error err{};
-    const fc_tap_value* out = nullptr;
-    std::int32_t n = 0;
-    if (const int rc = lib_->table->head(instance_, &in, &out, &n, &err); rc != 0) fail_call("head", rc, err);
-    return device_tap_set(out, n, hidden.rows(), "head", true);
+    const CallTaps c = call_head(tap_input_view(hidden));
+    return device_tap_set(c.out, c.n, hidden.rows(), "head", true);
   }
 
   TapMatrix to_host(const DeviceTap& tap) override {
@@ -476,6 +456,27 @@ class PluginPath final : public Path {
       has_out = has_out || t == Tap::resid_out;
     }
     if (!has_out) fail("taps() does not list resid_out");
+  }
+
+  // The plug-in's layer / head call on `in`: its tap table, checked by the caller (host or
+  // device taps, whichever mode the instance is in).
+  struct CallTaps {
+    const fc_tap_value* out = nullptr;
+    std::int32_t n = 0;
+  };
+  CallTaps call_layer(int layer, const fc_tensor& in) {
+    CallTaps c;
+    fc_error err{};
+    if (const int rc = lib_->table->layer(instance_, layer, &in, &c.out, &c.n, &err); rc != 0) {
+      fail_call(fmt::format("layer {}", layer), rc, err);
+    }
+    return c;
+  }
+  CallTaps call_head(const fc_tensor& in) {
+    CallTaps c;
+    fc_error err{};
+    if (const int rc = lib_->table->head(instance_, &in, &c.out, &c.n, &err); rc != 0) fail_call("head", rc, err);
+    return c;
   }
 
   // Switches the instance to device taps (on) or back (ABI 1.3 set_device_taps).

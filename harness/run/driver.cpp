@@ -296,10 +296,10 @@ PendingCompare plan_compare(ModeTable& table, int layer, Instance& ref, Instance
   PendingCompare pc{&table, layer, ctx, {}};
   const bool head = layer == ctx.n_layers;
   const bool device = ref.on_device && path.on_device && (!truth || truth->on_device);
+  const auto path_taps = path.tap_list();
   for (Tap tap : ref.tap_list()) {
     const int col = head ? head_tap_index(tap) : layer_tap_index(tap);
     if (col < 0) continue;
-    const auto path_taps = path.tap_list();
     if (std::find(path_taps.begin(), path_taps.end(), tap) == path_taps.end()) continue;
     if (device) {
       const DeviceTap* t = truth ? truth->device_tap(tap) : nullptr;
