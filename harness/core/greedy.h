@@ -37,6 +37,13 @@ using GreedyObserver = std::function<void(int step, const std::vector<TapSet>& l
 GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_t> prompt,
                            int steps, const GreedyObserver& observer = {});
 
+// greedy_decode without the observer, on the device route when the path offers device
+// taps (capabilities().device_taps): each layer's output stays on the device as the next
+// layer's input and only the last position's logits row comes back, so a step costs no
+// hidden-state round trips (docs/gpu.md). The same tokens as greedy_decode: the same calls
+// on the same data, the argmax on the host. Other paths: greedy_decode.
+GreedyResult greedy_decode_on_device(Path& path, int n_layers, std::span<const std::int32_t> prompt, int steps);
+
 // Index of the largest value of one row of logits (first on ties); NaN never wins; a row
 // of NaN gives kNoToken.
 GreedyStep argmax_row(const TapMatrix& logits, Eigen::Index row);

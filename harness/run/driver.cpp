@@ -505,7 +505,7 @@ Amplification compute_amplification(const ModeTable* isolated, const ModeTable* 
 }
 
 RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& slots,
-                           const PathMaker& make) {
+                           const PathMaker& make_path_instance) {
   const int L = cfg.n_layers;
   const int batch = static_cast<int>(cfg.tokens.size());
   const int capacity = cfg.phase.tokens_per_sequence();
@@ -514,6 +514,11 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   RunResult result;
   PhaseTimes& phases = result.phases;
   auto create = phases.span("paths_create");
+  // Each instance's creation under its own name as well (nested in paths_create).
+  const auto make = [&](const std::string& name, const std::string& recipe) {
+    auto span = phases.span("paths_create:" + name + (recipe.empty() ? "" : ":" + recipe));
+    return make_path_instance(name, recipe);
+  };
   Instance ref(make(cfg.reference, ""));
   result.reference_label = cfg.reference;
   result.reference_device = ref.path->device();
@@ -960,7 +965,7 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       t.ops.push_back(std::move(ops));
     }
   };
-  time_ops(ref, result.reference_timing, cfg.reference);
+  if (cfg.timing.reference) time_ops(ref, result.reference_timing, cfg.reference);
   for (std::size_t i = 0; i < slots.size(); ++i) {
     Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
     if (inst) time_ops(*inst, result.paths[i].timing, slots[i].label());
@@ -970,17 +975,20 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
   // Greedy decoding reads only each layer's output and the logits.
   if (cfg.greedy_steps > 0) {
     auto span = phases.span("greedy");
-    auto decode_ids = [&](Path& p) {
+    auto decode_ids = [&](Path& p, const std::string& label) {
+      auto path_span = phases.span("greedy:" + label);  // nested in greedy
       p.keep_taps(std::vector<Tap>{Tap::resid_out});
-      auto ids = greedy_decode(p, L, cfg.tokens.front(), cfg.greedy_steps).ids;
+      auto ids = (cfg.device_metrics ? greedy_decode_on_device(p, L, cfg.tokens.front(), cfg.greedy_steps)
+                                     : greedy_decode(p, L, cfg.tokens.front(), cfg.greedy_steps))
+                     .ids;
       p.keep_taps(std::nullopt);
       return ids;
     };
-    result.reference_greedy = decode_ids(*ref.path);
+    result.reference_greedy = decode_ids(*ref.path, cfg.reference);
     for (std::size_t i = 0; i < slots.size(); ++i) {
       Instance* inst = prop[i] ? &*prop[i] : &*iso[i];
       PathResult& pr = result.paths[i];
-      pr.greedy_tokens = decode_ids(*inst->path);
+      pr.greedy_tokens = decode_ids(*inst->path, slots[i].label());
       // Either side may stop early on all-NaN logits (greedy.h): a missing step mismatches.
       const std::size_t n = std::max(pr.greedy_tokens.size(), result.reference_greedy.size());
       for (std::size_t s = 0; s < n; ++s) {

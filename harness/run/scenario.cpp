@@ -509,11 +509,12 @@ void read_timing(const Reader& rd, const YAML::Node& node, Scenario& sc) {
     sc.timing.enabled = rd.get_bool(node, "timing");
     return;
   }
-  rd.check_keys(node, "timing", {"enabled", "warmup", "repetitions", "cold_l2"});
+  rd.check_keys(node, "timing", {"enabled", "warmup", "repetitions", "cold_l2", "reference"});
   if (node["enabled"]) sc.timing.enabled = rd.get_bool(node["enabled"], "timing.enabled");
   if (node["warmup"]) sc.timing.warmup = rd.get_int(node["warmup"], "timing.warmup", 0);
   if (node["repetitions"]) sc.timing.repetitions = rd.get_int(node["repetitions"], "timing.repetitions", 1);
   if (node["cold_l2"]) sc.timing.cold_l2 = rd.get_bool(node["cold_l2"], "timing.cold_l2");
+  if (node["reference"]) sc.timing.reference = rd.get_bool(node["reference"], "timing.reference");
 }
 
 void read_reference(const Reader& rd, const YAML::Node& node, Scenario& sc) {

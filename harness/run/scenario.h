@@ -78,6 +78,11 @@ struct TimingSpec {
   int warmup = 3;
   int repetitions = 20;
   bool cold_l2 = false;
+  // Time the reference's ops with CUDA events too. Off by default: the reference is the
+  // truth, not a candidate for speed, and its FP32/FP64 ops cost more to time than every
+  // other path's together (docs/scenarios.md); without it the reference keeps the host
+  // clock's layer times of its validated run.
+  bool reference = false;
 };
 
 struct Seeds {

@@ -15,6 +15,9 @@ namespace fusecheck::cuda {
 struct TimingStats {
   double median_ms = 0, p10_ms = 0, p90_ms = 0;
   int repetitions = 0;
+  // The gate that holds the repetitions until all are queued opened on its timeout (the
+  // launch queue was full): the first repetitions may have waited on the host's launches.
+  bool gate_timed_out = false;
 };
 
 // Evicts L2 by writing a buffer twice the L2 size (the write is outside the timed region).
@@ -33,8 +36,9 @@ class L2Flusher {
 void enqueue_delay(cudaStream_t stream, double microseconds = 20.0);
 
 // Runs `work(stream)` `warmup` times, then `repetitions` times each between two events;
-// flushes L2 before each timed run when `flusher` is given; each timed run sits behind an
-// enqueue_delay. Synchronizes the stream.
+// flushes L2 before each timed run when `flusher` is given. The repetitions are all queued
+// behind a host gate before the GPU may start them, so they run back to back and the
+// host's launch latency is not timed. Synchronizes the stream.
 TimingStats time_on_stream(const std::function<void(cudaStream_t)>& work, cudaStream_t stream,
                            int warmup, int repetitions, L2Flusher* flusher = nullptr);
 

@@ -16,6 +16,7 @@
 #include "harness/core/error.h"
 #include "harness/core/fp8.h"
 #include "harness/core/shared_per_checkpoint.h"
+#include "kernels/common/upload.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/gpu_path.h"
 #include "kernels/common/stream.h"
@@ -54,7 +55,7 @@ void upload(cuda::DeviceBuffer<bf16>& dst, std::initializer_list<const TensorVie
   for (const TensorView* t : parts) {
     const auto n = static_cast<std::size_t>(t->numel());
     if (t->dtype == DType::BF16) {
-      CUDA_CHECK(cudaMemcpy(dst.data() + offset, t->bytes.data(), n * 2, cudaMemcpyHostToDevice));
+      cuda::upload_bytes(dst.data() + offset, t->bytes.data(), n * 2, nullptr);  // pinned double buffers
     } else {
       const auto bits = bf16_bits(*t);
       CUDA_CHECK(cudaMemcpy(dst.data() + offset, bits.data(), n * 2, cudaMemcpyHostToDevice));

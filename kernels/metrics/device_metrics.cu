@@ -1,8 +1,8 @@
 // The device passes of device_metrics.h. Tap totals: pass 1 sums the reference's finite
-// squares (the max_rel floor needs its RMS), one thread turns the per-block partials into
-// the floor, pass 2 gathers everything else (sums per block, maxima and counts by integer
-// atomics, the ULP histogram in shared memory per block), one thread adds pass 2's
-// partials in block order. Next token: one block per row, three passes as metrics.cpp's
+// squares (the max_rel floor needs its RMS), one block turns the per-block partials into
+// the floor, pass 2 gathers everything else (sums per block, maxima and counts reduced per
+// block then one integer atomic per block, the ULP histogram in shared memory per block),
+// one block adds pass 2's partials in a fixed order. Next token: one block per row, three passes as metrics.cpp's
 // agree_at. Every element's arithmetic is the CPU route's (harness/run/metrics.cpp).
 #include "kernels/metrics/device_metrics.h"
 
@@ -80,8 +80,36 @@ __device__ double block_sum(double v, double* shared) {
   return out;
 }
 
-__device__ void atomic_max_bits(unsigned long long* addr, double v) {
-  if (v > 0) atomicMax(addr, static_cast<unsigned long long>(__double_as_longlong(v)));
+// A non-negative double's bits compare as the double does; 0 for v <= 0 (or NaN), which
+// leaves a maximum that starts at 0 unchanged.
+__device__ __forceinline__ unsigned long long max_bits(double v) {
+  return v > 0 ? static_cast<unsigned long long>(__double_as_longlong(v)) : 0ull;
+}
+
+// Block-wide maximum and sum of 64-bit integers (exact, any order); result on every thread.
+// `shared` holds one entry per warp.
+__device__ unsigned long long block_max_u64(unsigned long long v, unsigned long long* shared) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long w = __shfl_down_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  unsigned long long m = 0;
+  for (int i = 0; i < static_cast<int>(blockDim.x / 32); ++i) m = shared[i] > m ? shared[i] : m;
+  __syncthreads();
+  return m;
+}
+__device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long long* shared) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  unsigned long long t = 0;
+  for (int i = 0; i < static_cast<int>(blockDim.x / 32); ++i) t += shared[i];
+  __syncthreads();
+  return t;
 }
 
 __global__ void ref_sq_kernel(DevTensor ref, double* partials) {
@@ -97,17 +125,31 @@ __global__ void ref_sq_kernel(DevTensor ref, double* partials) {
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
-__global__ void floor_kernel(const double* partials, int blocks, std::int64_t n, DevTapTotals* out) {
+// Sum of partials[b * stride + k] over b < blocks, in a fixed order on one block of
+// kThreads threads: thread t adds b = t, t + kThreads, ... in turn, then block_sum's tree.
+// The same bits every call (a single thread's serial sum was as deterministic, but at
+// hundreds of dependent global loads it took longer than the passes it finished).
+__device__ double sum_partials(const double* partials, int blocks, int stride, int k, double* shared) {
   double s = 0;
-  for (int b = 0; b < blocks; ++b) s += partials[b];
-  out->ref_sq = s;
-  // rules::rel_floor_of
-  out->rel_floor = n ? 1e-3 * sqrt(s / static_cast<double>(n)) : 0.0;
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) s += partials[static_cast<std::size_t>(b) * stride + k];
+  return block_sum(s, shared);
+}
+
+// One block of kThreads.
+__global__ void floor_kernel(const double* partials, int blocks, std::int64_t n, DevTapTotals* out) {
+  __shared__ double shared[kThreads];
+  const double s = sum_partials(partials, blocks, 1, 0, shared);
+  if (threadIdx.x == 0) {
+    out->ref_sq = s;
+    // rules::rel_floor_of
+    out->rel_floor = n ? 1e-3 * sqrt(s / static_cast<double>(n)) : 0.0;
+  }
 }
 
 __global__ void totals_kernel(DevTensor ref, DevTensor path, DevTensor truth, bool has_truth, int path_dtype,
                               double max_finite, double atol, double rtol, double* partials, DevTapTotals* out) {
   __shared__ double shared[kThreads];
+  __shared__ unsigned long long shared_u64[kThreads / 32];
   __shared__ unsigned bins[kDevUlpBins];
   for (int i = threadIdx.x; i < kDevUlpBins; i += blockDim.x) bins[i] = 0;
   __syncthreads();
@@ -159,7 +201,11 @@ __global__ void totals_kernel(DevTensor ref, DevTensor path, DevTensor truth, bo
       }
       const long long ia = ordered_bits(xi, path_dtype), ib = ordered_bits(ri, path_dtype);
       const auto u = static_cast<unsigned long long>(ia > ib ? ia - ib : ib - ia);
-      atomicAdd(&bins[ulp_bin(u)], 1u);
+      // Lanes of a warp with the same bin add once (a close path puts most elements in
+      // bins 0-2: 32-way conflicts on one shared word otherwise).
+      const int bin = ulp_bin(u);
+      const unsigned peers = __match_any_sync(__activemask(), bin);
+      if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&bins[bin], static_cast<unsigned>(__popc(peers)));
       ulp_max = u > ulp_max ? u : ulp_max;
     }
   }
@@ -167,33 +213,49 @@ __global__ void totals_kernel(DevTensor ref, DevTensor path, DevTensor truth, bo
     const double s = block_sum(sums[k], shared);
     if (threadIdx.x == 0) partials[static_cast<std::size_t>(blockIdx.x) * kSums + k] = s;
   }
-  atomic_max_bits(&out->max_abs, max_abs);
-  if (isnan(max_rel)) {
-    atomicMax(&out->max_rel, static_cast<unsigned long long>(__double_as_longlong(max_rel)) & 0x7fffffffffffffffull);
-  } else {
-    atomic_max_bits(&out->max_rel, max_rel);
+  // Maxima (as the bit patterns max_bits gives; a NaN max_rel as its magnitude
+  // bits, above every number) and counts, reduced over the block first: one atomic per
+  // block and field. Every thread's own atomics on the same ten addresses serialized the
+  // whole grid (481 us for a 512 x 1024 tap on an H200, bench_device_metrics).
+  const unsigned long long enc_rel =
+      isnan(max_rel) ? static_cast<unsigned long long>(__double_as_longlong(max_rel)) & 0x7fffffffffffffffull
+                     : max_bits(max_rel);
+  const unsigned long long b_abs = block_max_u64(max_bits(max_abs), shared_u64);
+  const unsigned long long b_rel = block_max_u64(enc_rel, shared_u64);
+  const unsigned long long b_mag = block_max_u64(max_bits(max_mag), shared_u64);
+  const unsigned long long b_ulp = block_max_u64(ulp_max, shared_u64);
+  const unsigned long long b_out = block_sum_u64(outside, shared_u64);
+  const unsigned long long b_sat = block_sum_u64(saturated, shared_u64);
+  const unsigned long long b_rnf = block_sum_u64(ref_nonfinite, shared_u64);
+  const unsigned long long b_nan = block_sum_u64(nan_count, shared_u64);
+  const unsigned long long b_inf = block_sum_u64(inf_count, shared_u64);
+  if (threadIdx.x == 0) {
+    if (b_abs) atomicMax(&out->max_abs, b_abs);
+    if (b_rel) atomicMax(&out->max_rel, b_rel);
+    if (b_mag) atomicMax(&out->max_mag, b_mag);
+    if (b_ulp) atomicMax(&out->ulp_max, b_ulp);
+    if (b_out) atomicAdd(&out->outside, b_out);
+    if (b_sat) atomicAdd(&out->saturated, b_sat);
+    if (b_rnf) atomicAdd(&out->ref_nonfinite, b_rnf);
+    if (b_nan) atomicAdd(&out->nan, b_nan);
+    if (b_inf) atomicAdd(&out->inf, b_inf);
   }
-  atomic_max_bits(&out->max_mag, max_mag);
-  if (outside) atomicAdd(&out->outside, outside);
-  if (saturated) atomicAdd(&out->saturated, saturated);
-  if (ref_nonfinite) atomicAdd(&out->ref_nonfinite, ref_nonfinite);
-  if (nan_count) atomicAdd(&out->nan, nan_count);
-  if (inf_count) atomicAdd(&out->inf, inf_count);
-  if (ulp_max) atomicMax(&out->ulp_max, ulp_max);
   __syncthreads();
   for (int i = threadIdx.x; i < kDevUlpBins; i += blockDim.x) {
     if (bins[i]) atomicAdd(&out->ulp_bins[i], static_cast<unsigned long long>(bins[i]));
   }
 }
 
+// One block of kThreads.
 __global__ void add_partials_kernel(const double* partials, int blocks, DevTapTotals* out) {
+  __shared__ double shared[kThreads];
   double s[kSums] = {};
-  for (int b = 0; b < blocks; ++b) {
-    for (int k = 1; k < kSums; ++k) s[k] += partials[static_cast<std::size_t>(b) * kSums + k];
+  for (int k = 1; k < kSums; ++k) s[k] = sum_partials(partials, blocks, kSums, k, shared);
+  if (threadIdx.x == 0) {
+    out->diff_sq = s[1], out->path_sq = s[2], out->dot = s[3];
+    out->plain_diff_sq = s[4], out->plain_ref_sq = s[5];
+    out->truth_path_sq = s[6], out->truth_ref_sq = s[7], out->truth_sq = s[8];
   }
-  out->diff_sq = s[1], out->path_sq = s[2], out->dot = s[3];
-  out->plain_diff_sq = s[4], out->plain_ref_sq = s[5];
-  out->truth_path_sq = s[6], out->truth_ref_sq = s[7], out->truth_sq = s[8];
 }
 
 int blocks_for(std::int64_t rows) {
@@ -308,7 +370,15 @@ __global__ void convert_kernel(DevTensor src, int dst_dtype, void* dst) {
 }  // namespace
 
 void device_tap_totals(const DevTensor& ref, const DevTensor& path, const DevTensor* truth, int path_dtype,
-                       double max_finite, double atol, double rtol, DevTapTotals& out, cudaStream_t s) {
+                       double max_finite, double atol, double rtol, DevTapTotals& out, cudaStream_t s,
+                       DevTotalsProfile* profile) {
+  // Stage marks for the profile (benchmarks only): events between the stages.
+  cudaEvent_t marks[6] = {};
+  auto mark = [&](int i) {
+    if (!profile) return;
+    CUDA_CHECK(cudaEventCreate(&marks[i]));
+    CUDA_CHECK(cudaEventRecord(marks[i], s));
+  };
   const int blocks = blocks_for(ref.rows);
   // A workspace per thread and device, kept: a run makes thousands of these calls, and
   // cudaFree synchronizes the whole device.
@@ -322,19 +392,30 @@ void device_tap_totals(const DevTensor& ref, const DevTensor& path, const DevTen
   Workspace& w = workspaces[device];
   DeviceBuffer<DevTapTotals>& acc = w.acc;
   DeviceBuffer<double>& partials = w.partials;
+  mark(0);
   CUDA_CHECK(cudaMemsetAsync(acc.data(), 0, sizeof(DevTapTotals), s));
   CUDA_CHECK(cudaMemsetAsync(partials.data(), 0, partials.bytes(), s));
+  mark(1);
   ref_sq_kernel<<<blocks, kThreads, 0, s>>>(ref, partials.data());
   CUDA_CHECK_LAUNCH();
-  floor_kernel<<<1, 1, 0, s>>>(partials.data(), blocks, ref.rows * ref.cols, acc.data());
+  floor_kernel<<<1, kThreads, 0, s>>>(partials.data(), blocks, ref.rows * ref.cols, acc.data());
   CUDA_CHECK_LAUNCH();
+  mark(2);
   totals_kernel<<<blocks, kThreads, 0, s>>>(ref, path, truth ? *truth : DevTensor{}, truth != nullptr, path_dtype,
                                             max_finite, atol, rtol, partials.data(), acc.data());
   CUDA_CHECK_LAUNCH();
-  add_partials_kernel<<<1, 1, 0, s>>>(partials.data(), blocks, acc.data());
+  mark(3);
+  add_partials_kernel<<<1, kThreads, 0, s>>>(partials.data(), blocks, acc.data());
   CUDA_CHECK_LAUNCH();
+  mark(4);
   CUDA_CHECK(cudaMemcpyAsync(&out, acc.data(), sizeof out, cudaMemcpyDeviceToHost, s));
+  mark(5);
   CUDA_CHECK(cudaStreamSynchronize(s));
+  if (profile) {
+    float* fields[5] = {&profile->memset_ms, &profile->ref_sq_ms, &profile->totals_ms, &profile->add_ms, &profile->copy_ms};
+    for (int i = 0; i < 5; ++i) CUDA_CHECK(cudaEventElapsedTime(fields[i], marks[i], marks[i + 1]));
+    for (cudaEvent_t e : marks) CUDA_CHECK(cudaEventDestroy(e));
+  }
 }
 
 void device_next_token_rows(const DevTensor& ref, const DevTensor& path, double* kl, double* margin,

@@ -29,7 +29,7 @@ inline constexpr int kDevUlpExactBins = 4096;
 inline constexpr int kDevUlpBins = kDevUlpExactBins + 64;
 
 // What the passes gather. Sums in FP64 added in a fixed order (per-block partials, then
-// one thread), so a call gives the same bits every time; maxima as the bit patterns of
+// one block's fixed tree), so a call gives the same bits every time; maxima as the bit patterns of
 // non-negative doubles; counts exact.
 struct DevTapTotals {
   // Over elements where both are finite (ref_sq: where the reference is), as metrics.cpp.
@@ -45,8 +45,14 @@ struct DevTapTotals {
 
 // Totals of `path` against `ref` (same shape; `truth` optional). `path_dtype`: the format
 // whose ULPs, largest finite value (`max_finite`) and saturation count. Synchronizes `s`.
+// Where one call's device time goes (bench_device_metrics): ms between events around the
+// memsets, pass 1 with the floor, pass 2, the partials' sum and the copy back.
+struct DevTotalsProfile {
+  float memset_ms = 0, ref_sq_ms = 0, totals_ms = 0, add_ms = 0, copy_ms = 0;
+};
 void device_tap_totals(const DevTensor& ref, const DevTensor& path, const DevTensor* truth, int path_dtype,
-                       double max_finite, double atol, double rtol, DevTapTotals& out, cudaStream_t s);
+                       double max_finite, double atol, double rtol, DevTapTotals& out, cudaStream_t s,
+                       DevTotalsProfile* profile = nullptr);
 
 // Per row of two logits tensors [rows x vocab]: KL(softmax(ref) || softmax(path)) (+Inf
 // where the path's row is not finite), the reference's top-1 minus top-2 value, 1 where

@@ -19,13 +19,13 @@
 
 #include <fmt/core.h>
 
-#include "harness/checkpoint/float_chunks.h"
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/cublas_handle.h"
 #include "kernels/common/device_buffer.h"
 #include "kernels/common/stream.h"
+#include "kernels/common/upload.h"
 #include "kernels/ref64/ref64_ops.h"
 #include "reference/decoder_path.h"
 #include "reference/normal_sampler.h"
@@ -75,10 +75,8 @@ Fp64Matrix upload_matrix(const Checkpoint& ckpt, const TensorView* t, const char
     m.wide.upload(v, s);
   } else {
     m.narrow.resize(static_cast<std::size_t>(t->numel()));
-    for_each_float_chunk(*t, [&](std::int64_t first, std::span<const float> values) {
-      CUDA_CHECK(cudaMemcpyAsync(m.narrow.data() + first, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));  // the chunk's buffer is reused next
-    });
+    cuda::FloatUploadScratch scratch;
+    cuda::upload_as_float(*t, m.narrow.data(), s, scratch);  // 16-bit storage widened on the device
   }
   CUDA_CHECK(cudaStreamSynchronize(s));  // the host copy is freed on return
   return m;

@@ -9,12 +9,12 @@
 
 #include <fmt/format.h>
 
-#include "harness/checkpoint/float_chunks.h"
 #include "harness/core/dtype.h"
 #include "harness/core/error.h"
 #include "harness/core/shared_per_checkpoint.h"
 #include "kernels/common/device_op.h"
 #include "kernels/common/random_fill.h"
+#include "kernels/common/upload.h"
 #include "kernels/metrics/device_taps.h"
 #include "reference/normal_sampler.h"
 
@@ -61,10 +61,10 @@ void check_spec(const Checkpoint& ckpt) {
 }
 
 // Uploads a tensor rounded once to T after checking it has rows x cols elements.
-// `staging` is reused across the tensors of one upload_weights (float_chunks.h).
+// `staging` is reused across the tensors of one upload_weights (upload.h).
 template <class T>
 DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* role,
-                       std::int64_t rows, std::int64_t cols, cudaStream_t s, std::vector<float>& staging) {
+                       std::int64_t rows, std::int64_t cols, cudaStream_t s, FloatUploadScratch& staging) {
   if (!t) throw InputError(ckpt.path().string(), fmt::format("missing tensor for {}", role));
   if (t->numel() != rows * cols || (rows > 1 && t->rows() != rows)) {
     throw InputError(t->file, fmt::format("tensor {} ({}) has {} elements, expected [{}, {}]", t->name,
@@ -74,17 +74,13 @@ DeviceBuffer<T> upload(const Checkpoint& ckpt, const TensorView* t, const char* 
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (t->dtype == DType::BF16) {  // stored bits are already the one rounding
       d.resize(static_cast<std::size_t>(t->numel()));
-      CUDA_CHECK(cudaMemcpyAsync(d.data(), t->bytes.data(), d.bytes(), cudaMemcpyHostToDevice, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));
+      upload_bytes(d.data(), t->bytes.data(), d.bytes(), s);
       return d;
     }
   }
   if constexpr (std::is_same_v<T, float>) {  // float -> double -> float is the identity
     d.resize(static_cast<std::size_t>(t->numel()));
-    for_each_float_chunk(*t, staging, [&](std::int64_t first, std::span<const float> values) {
-      CUDA_CHECK(cudaMemcpyAsync(d.data() + first, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));  // the chunk's buffer is reused next
-    });
+    upload_as_float(*t, d.data(), s, staging);  // 16-bit storage widened on the device
     return d;
   }
   const std::vector<float> f = t->to_float();
@@ -112,7 +108,7 @@ template <class T>
 std::shared_ptr<const EngineWeights<T>> upload_weights(const Checkpoint& ckpt) {
   const ModelSpec& s = ckpt.spec();
   Stream up;
-  std::vector<float> staging;  // float weights pass through it in chunks
+  FloatUploadScratch staging;  // FP32 weights pass through it (upload.h)
   const ModelTensors& m = ckpt.model();
   auto w = std::make_shared<EngineWeights<T>>();
   std::vector<DeviceLayer<T>>& layers = w->layers;

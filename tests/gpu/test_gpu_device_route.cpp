@@ -103,6 +103,12 @@ void expect_same_run(const run::RunResult& dev, const run::RunResult& host) {
     expect_route_close(dev.perturb->head_sensitivity[c], host.perturb->head_sensitivity[c], "head sensitivity");
   }
   EXPECT_EQ(dev.gate_failures, host.gate_failures);
+  ASSERT_EQ(dev.reference_greedy.size(), 5u);
+  EXPECT_EQ(dev.reference_greedy, host.reference_greedy);
+  for (std::size_t i = 0; i < host.paths.size(); ++i) {
+    EXPECT_EQ(dev.paths[i].greedy_tokens, host.paths[i].greedy_tokens) << host.paths[i].slot.label();
+    EXPECT_EQ(dev.paths[i].greedy_first_mismatch, host.paths[i].greedy_first_mismatch) << host.paths[i].slot.label();
+  }
 }
 
 run::PathSlot slot(const std::string& name, DType dtype) {
@@ -129,6 +135,7 @@ run::RunConfig config(const Checkpoint& ckpt, bool device, bool ref64, int batch
   cfg.modes.perturb = run::PerturbSpec{1, Tap::q, 1e-3};
   cfg.seeds.perturbation = 11;
   cfg.timing.enabled = false;  // timing is not what this compares
+  cfg.greedy_steps = 5;         // the device route decodes on the device: the same tokens
   cfg.device_metrics = device;
   return cfg;
 }

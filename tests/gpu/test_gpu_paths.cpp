@@ -159,6 +159,15 @@ TEST_F(GpuPaths, Ref32CudaGreedyDecodingReproducesTheStories260KOracle) {
     ASSERT_EQ(r.ids[i], want[i]) << "first mismatch at step " << i << " (margin " << r.steps[i].margin << ")";
   }
   std::cout << "ref32-cuda: " << ckpt->decode(r.ids).substr(0, 80) << "...\n";
+  // The device route (the run's greedy phase on cuda): hidden states stay on the GPU.
+  auto on_device = make_path("ref32-cuda", *ckpt, {});
+  ASSERT_TRUE(on_device->capabilities().device_taps);
+  const GreedyResult d = greedy_decode_on_device(*on_device, ckpt->spec().n_layers, prompt, 256);
+  ASSERT_EQ(d.ids.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(d.ids[i], want[i]) << "device route: first mismatch at step " << i;
+    EXPECT_EQ(d.steps[i].margin, r.steps[i].margin) << "step " << i;
+  }
 }
 
 TEST_F(GpuPaths, StandardCudaMatchesEmulatedHfBf16UpToAccumulationOrder) {

@@ -37,6 +37,8 @@ TEST(Scenario, MinimalScenarioGetsDefaults) {
   EXPECT_TRUE(sc.modes.propagated);
   EXPECT_FALSE(sc.modes.perturb);
   EXPECT_EQ(sc.reference, "auto");
+  EXPECT_TRUE(sc.timing.enabled);
+  EXPECT_FALSE(sc.timing.reference);  // the reference is not event-timed unless asked
 }
 
 TEST(Scenario, FullScenarioReadsEveryKey) {
@@ -50,7 +52,7 @@ paths: [standard-cuda, "emulated-cpu:fused-v1", {name: emulated-cpu, recipe: hf-
 reference: {path: ref32-cpu, ref64: true}
 modes: [isolated, {perturb: {layer: 1, tap: k, size: 0.01}}]
 gates: {rel_l2: 0.2, taps: {logits: {rel_l2: 0.5, cosine_min: 0.9}}}
-timing: {warmup: 1, repetitions: 5, cold_l2: true}
+timing: {warmup: 1, repetitions: 5, cold_l2: true, reference: true}
 end_to_end: {greedy_steps: 4}
 seeds: {paths: 3, perturbation: 4}
 force_fused: true
@@ -75,6 +77,7 @@ force_fused: true
   EXPECT_DOUBLE_EQ(sc.gates.resolve(Tap::logits, DType::BF16).cosine_min, 0.9);
   EXPECT_EQ(sc.timing.repetitions, 5);
   EXPECT_TRUE(sc.timing.cold_l2);
+  EXPECT_TRUE(sc.timing.reference);
   EXPECT_EQ(sc.greedy_steps, 4);
   EXPECT_TRUE(sc.force_fused);
 }
