@@ -3,7 +3,8 @@
 mean / p99, top-1 agreement and greedy first mismatch (/end_to_end/<label>), and for the
 FP8 recipes the clip and flush-to-zero counts and headroom by layer and tap (k_cache.fp8,
 v_cache.fp8; fp8-w8a8's <gemm>.weight.fp8 and <gemm>.input.fp8, in
-/paths/<label>/recipe_headroom; docs/results-format.md).
+/paths/<label>/recipe_headroom, and over greedy decoding alone in greedy_headroom;
+docs/results-format.md).
 
 Usage: scripts/fp8_summary.py RESULTS.h5 [...]   (prints one block per file)
 """
@@ -17,11 +18,12 @@ def text(x):
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def fp8_rows(path_group):
-    """(layer, point, clips, headroom, flushed) for every FP8 point of a path, layers only."""
-    if "recipe_headroom" not in path_group:
+def fp8_rows(path_group, group="recipe_headroom"):
+    """(layer, point, clips, headroom, flushed) for every FP8 point of a path, layers only;
+    group "greedy_headroom" for greedy decoding alone."""
+    if group not in path_group:
         return []
-    h = path_group["recipe_headroom"]
+    h = path_group[group]
     points = [text(p) for p in h["points"][:]]
     sat, ratio = h["saturation_count"][:], h["ratio"][:]
     # flush_count came later: results files without it count no flushes.
@@ -59,6 +61,14 @@ def summarize(file):
             for layer, name, n, ratio, _ in rows:
                 if n > 0:
                     out.append(f"    clipped L{layer:<3d} {name:12s} {n:8d} values (max |x/s| / 448 = {ratio:.2f})")
+            greedy_rows = fp8_rows(f["paths"][label], "greedy_headroom")
+            if greedy_rows:
+                worst = max(greedy_rows, key=lambda r: r[3])
+                out.append(f"    greedy decoding: FP8 clips {sum(r[2] for r in greedy_rows)}, worst headroom "
+                           f"{worst[3]:.2f} (L{worst[0]} {worst[1]})")
+                for layer, name, n, ratio, _ in greedy_rows:
+                    if n > 0:
+                        out.append(f"    greedy clipped L{layer:<3d} {name:12s} {n:8d} values (max |x/s| / 448 = {ratio:.2f})")
             kv = f["paths"][label].get("kv_age")
             if kv is not None:
                 ages = [f"{int(a)}" if a == b else f"{int(a)}-{int(b)}" for a, b in zip(kv["age_lo"][:], kv["age_hi"][:])]

@@ -72,16 +72,22 @@ void compare_fp8_clipping(const H5Node& fresh_root, const H5Node& base_root, std
   const H5Node* fresh_paths = fresh_root.group("paths");
   if (!fresh_paths) return;
   for (const auto& [label, fresh_path] : fresh_paths->groups) {
-    const auto now = fp8_clips(fresh_path.group("recipe_headroom"));
-    if (now.empty()) continue;
     const H5Node* base_path = base_paths ? base_paths->group(label) : nullptr;
-    const auto before = fp8_clips(base_path ? base_path->group("recipe_headroom") : nullptr);
-    for (const auto& [key, count] : now) {
-      const auto it = before.find(key);
-      const double was = it == before.end() || std::isnan(it->second) ? 0 : it->second;
-      if (count > 0 && !(was > 0)) {
-        findings.push_back({Severity::regression, "fp8", fmt::format("{} L{} {}", label, key.first, key.second),
-                            fmt::format("FP8 clipping: {} values saturated at 448, none in the baseline", count)});
+    // The measured run, and greedy decoding alone (docs/results-format.md).
+    for (const char* group : {"recipe_headroom", "greedy_headroom"}) {
+      const auto now = fp8_clips(fresh_path.group(group));
+      if (now.empty()) continue;
+      const bool greedy = std::string(group) == "greedy_headroom";
+      const auto before = fp8_clips(base_path ? base_path->group(group) : nullptr);
+      for (const auto& [key, count] : now) {
+        const auto it = before.find(key);
+        const double was = it == before.end() || std::isnan(it->second) ? 0 : it->second;
+        if (count > 0 && !(was > 0)) {
+          findings.push_back({Severity::regression, "fp8",
+                              fmt::format("{}{} L{} {}", label, greedy ? " greedy" : "", key.first, key.second),
+                              fmt::format("FP8 clipping{}: {} values saturated at 448, none in the baseline",
+                                          greedy ? " during greedy decoding" : "", count)});
+        }
       }
     }
   }

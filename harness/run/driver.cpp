@@ -504,6 +504,38 @@ Amplification compute_amplification(const ModeTable* isolated, const ModeTable* 
   return a;
 }
 
+namespace {
+// A path's headroom since its last reset() at every rounding point, per layer and the
+// head (row L); empty for a path without the headroom capability or with nothing seen.
+RecipeHeadroom read_recipe_headroom(Path& path, int L) {
+  RecipeHeadroom h;
+  if (!path.capabilities().headroom) return h;
+  std::vector<std::map<std::string, HeadroomPoint>> layers;
+  for (int l = 0; l <= L; ++l) {
+    std::map<std::string, HeadroomPoint> points;
+    for (const auto& [point, seen] : path.headroom(l)) {
+      if (seen.n_values == 0) continue;
+      points[point] = {seen.ratio(), static_cast<double>(seen.n_overflow), static_cast<double>(seen.n_saturated),
+                       static_cast<double>(seen.n_flushed)};
+    }
+    layers.push_back(std::move(points));
+    for (const auto& [point, value] : layers.back()) {
+      if (std::find(h.points.begin(), h.points.end(), point) == h.points.end()) h.points.push_back(point);
+    }
+  }
+  if (h.points.empty()) return h;
+  for (const auto& layer : layers) {
+    std::vector<HeadroomPoint> row;
+    for (const auto& point : h.points) {
+      auto it = layer.find(point);
+      row.push_back(it == layer.end() ? HeadroomPoint{} : it->second);
+    }
+    h.by_layer.push_back(std::move(row));
+  }
+  return h;
+}
+}  // namespace
+
 RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& slots,
                            const PathMaker& make_path_instance) {
   const int L = cfg.n_layers;
@@ -896,30 +928,7 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
     auto span = phases.span("headroom");
     for (std::size_t i = 0; i < slots.size(); ++i) {
       Instance* inst = prop[i] ? &*prop[i] : (iso[i] ? &*iso[i] : nullptr);
-      if (!inst || !inst->path->capabilities().headroom) continue;
-      RecipeHeadroom& h = result.paths[i].recipe_headroom;
-      std::vector<std::map<std::string, HeadroomPoint>> layers;
-      for (int l = 0; l <= L; ++l) {
-        std::map<std::string, HeadroomPoint> points;
-        for (const auto& [point, seen] : inst->path->headroom(l)) {
-          if (seen.n_values == 0) continue;
-          points[point] = {seen.ratio(), static_cast<double>(seen.n_overflow), static_cast<double>(seen.n_saturated),
-                           static_cast<double>(seen.n_flushed)};
-        }
-        layers.push_back(std::move(points));
-        for (const auto& [point, value] : layers.back()) {
-          if (std::find(h.points.begin(), h.points.end(), point) == h.points.end()) h.points.push_back(point);
-        }
-      }
-      if (h.points.empty()) continue;
-      for (const auto& layer : layers) {
-        std::vector<HeadroomPoint> row;
-        for (const auto& point : h.points) {
-          auto it = layer.find(point);
-          row.push_back(it == layer.end() ? HeadroomPoint{} : it->second);
-        }
-        h.by_layer.push_back(std::move(row));
-      }
+      if (inst) result.paths[i].recipe_headroom = read_recipe_headroom(*inst->path, L);
     }
   }
 
@@ -989,6 +998,9 @@ RunResult run_side_by_side(const RunConfig& cfg, const std::vector<PathSlot>& sl
       Instance* inst = prop[i] ? &*prop[i] : &*iso[i];
       PathResult& pr = result.paths[i];
       pr.greedy_tokens = decode_ids(*inst->path, slots[i].label());
+      // What the greedy steps saw (the decode's reset() started the counts afresh): an FP8
+      // cache whose static scales came from the prefill can clip only on later tokens.
+      pr.greedy_headroom = read_recipe_headroom(*inst->path, L);
       // Either side may stop early on all-NaN logits (greedy.h): a missing step mismatches.
       const std::size_t n = std::max(pr.greedy_tokens.size(), result.reference_greedy.size());
       for (std::size_t s = 0; s < n; ++s) {

@@ -104,6 +104,9 @@ struct PathResult {
   int greedy_first_mismatch = -1;
   Timing timing;
   RecipeHeadroom recipe_headroom;  // empty when the path has no recipe
+  // The same over greedy decoding alone (the prompt's prefill, then one token a step);
+  // empty without greedy steps or a recipe.
+  RecipeHeadroom greedy_headroom;
   std::vector<KvAgeRow> kv_age;    // empty unless an fp8-kv recipe ran greedy steps
   std::vector<Dump> dumps;
 };

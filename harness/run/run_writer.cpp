@@ -205,12 +205,14 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
       w.attr(eg, "greedy_first_mismatch", static_cast<long long>(p.greedy_first_mismatch));
       if (const auto t = rec.greedy_text.find(label); t != rec.greedy_text.end()) w.attr(eg, "greedy_text", t->second);
     }
-    const RecipeHeadroom& h = p.recipe_headroom;
-    if (!h.points.empty()) {
-      const std::string hg = g + "/recipe_headroom";
-      w.strings(hg + "/points", h.points);
+    // recipe_headroom: the measured run; greedy_headroom: greedy decoding alone.
+    for (const auto& [name, h] : {std::pair<const char*, const RecipeHeadroom*>{"recipe_headroom", &p.recipe_headroom},
+                                  {"greedy_headroom", &p.greedy_headroom}}) {
+      if (h->points.empty()) continue;
+      const std::string hg = g + "/" + name;
+      w.strings(hg + "/points", h->points);
       std::vector<double> ratio, overflow, saturated, flushed;
-      for (const auto& row : h.by_layer) {
+      for (const auto& row : h->by_layer) {
         for (const auto& v : row) {
           ratio.push_back(v.ratio);
           overflow.push_back(v.overflow);
@@ -218,7 +220,7 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
           flushed.push_back(v.flushed);
         }
       }
-      const Dims dims{h.by_layer.size(), h.points.size()};
+      const Dims dims{h->by_layer.size(), h->points.size()};
       w.numbers(hg + "/ratio", dims, ratio);
       w.numbers(hg + "/overflow_count", dims, overflow);
       w.numbers(hg + "/saturation_count", dims, saturated);

@@ -12,7 +12,8 @@ namespace {
 
 // A results tree with one path whose recipe_headroom has the given points and a
 // [2 x P] saturation_count (layer 0, then the head).
-H5Node run_with(const std::vector<std::string>& points, const std::vector<double>& counts) {
+H5Node run_with(const std::vector<std::string>& points, const std::vector<double>& counts,
+                const char* group = "recipe_headroom") {
   H5Value names;
   names.kind = H5Value::Kind::string;
   names.dims = {points.size()};
@@ -25,7 +26,7 @@ H5Node run_with(const std::vector<std::string>& points, const std::vector<double
   headroom.datasets["points"] = names;
   headroom.datasets["saturation_count"] = sat;
   H5Node root;
-  root.groups["paths"].groups["emulated-cpu:fp8-kv"].groups["recipe_headroom"] = headroom;
+  root.groups["paths"].groups["emulated-cpu:fp8-kv"].groups[group] = headroom;
   return root;
 }
 
@@ -39,6 +40,24 @@ TEST(Fp8Compare, NewClippingIsARegressionNamingLayerAndTap) {
   EXPECT_EQ(f[0].kind, "fp8");
   EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv L0 k_cache.fp8");
   EXPECT_NE(f[0].detail.find("12"), std::string::npos) << f[0].detail;
+}
+
+// Clips during greedy decoding alone (static scales from the prefill, later keys larger):
+// recipe_headroom never sees them; greedy_headroom does, and compare names them.
+TEST(Fp8Compare, NewClippingDuringGreedyDecodingIsARegressionOfItsOwn) {
+  std::vector<Finding> f;
+  H5Node fresh = run_with(kPoints, {0, 0, 0, 0, 0, 0});
+  fresh.groups["paths"].groups["emulated-cpu:fp8-kv"].groups["greedy_headroom"] =
+      run_with(kPoints, {0, 5, 0, 0, 0, 0}, "greedy_headroom").groups["paths"].groups["emulated-cpu:fp8-kv"]
+          .groups["greedy_headroom"];
+  compare_fp8_clipping(fresh, run_with(kPoints, {0, 0, 0, 0, 0, 0}), f);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv greedy L0 k_cache.fp8");
+  EXPECT_NE(f[0].detail.find("greedy"), std::string::npos) << f[0].detail;
+  // The same clips in the baseline's greedy decoding: nothing new.
+  std::vector<Finding> g;
+  compare_fp8_clipping(fresh, run_with(kPoints, {0, 2, 0, 0, 0, 0}, "greedy_headroom"), g);
+  EXPECT_TRUE(g.empty());
 }
 
 TEST(Fp8Compare, ClippingAlreadyInTheBaselineIsNotNew) {

@@ -41,6 +41,35 @@ class CapableFakePath final : public FakePath {
   }
 };
 
+// A bf16 fake with headroom that counts, per layer, the rows it has seen since reset() (as
+// n_values and as saturated values), as a recipe's counters do.
+class RowCountingFakePath final : public FakePath {
+ public:
+  using FakePath::FakePath;
+  PathCapabilities capabilities() const override { return {.headroom = true}; }
+  void reset(int batch, int capacity) override {
+    FakePath::reset(batch, capacity);
+    rows_.assign(static_cast<std::size_t>(kModel.layers), 0);
+  }
+  TapSet layer(int layer, const TapMatrix& input) override {
+    rows_.at(static_cast<std::size_t>(layer)) += input.rows();
+    return FakePath::layer(layer, input);
+  }
+  std::map<std::string, Headroom> headroom(int layer) const override {
+    if (layer >= static_cast<int>(rows_.size())) return {};
+    Headroom h;
+    h.max_abs = 1;
+    h.max_finite = 448;
+    h.n_values = rows_[static_cast<std::size_t>(layer)];
+    h.n_saturated = rows_[static_cast<std::size_t>(layer)];
+    h.rounded = true;
+    return {{"k_cache.fp8", h}};
+  }
+
+ private:
+  std::vector<std::int64_t> rows_;
+};
+
 // A bf16 fake that records, for every layer() call, its rows and the keep_taps hint then
 // in force (empty: every tap).
 class HintRecordingFakePath final : public FakePath {
@@ -68,6 +97,7 @@ PathMaker fake_maker() {
   return [](const std::string& name, const std::string&) -> std::unique_ptr<Path> {
     if (name == "recording") return std::make_unique<HintRecordingFakePath>(name, kModel, FakePath::Kind::Bf16);
     if (name == "capable") return std::make_unique<CapableFakePath>(name, kModel, FakePath::Kind::Bf16);
+    if (name == "counting") return std::make_unique<RowCountingFakePath>(name, kModel, FakePath::Kind::Bf16);
     if (name == "ref64-cpu") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Exact);
     if (name == "ref32-cpu" || name == "same") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Float32);
     if (name == "bf16") return std::make_unique<FakePath>(name, kModel, FakePath::Kind::Bf16);
@@ -237,6 +267,33 @@ TEST(Driver, HeadroomIsRecordedForPathsWithTheCapabilityOnly) {
   EXPECT_DOUBLE_EQ(h.by_layer[1][0].ratio, 4.0 / 65504);
   EXPECT_DOUBLE_EQ(h.by_layer[2][0].saturated, 2.0);
   EXPECT_TRUE(r.paths[1].recipe_headroom.points.empty());
+}
+
+// Greedy decoding's own headroom (issue 17: static FP8 scales from the prefill clip only
+// on later keys): read after the decode, counting its rows alone, the measured run's
+// headroom untouched.
+TEST(Driver, GreedyHeadroomCountsTheGreedyStepsAloneBesideTheMeasuredRuns) {
+  auto cfg = config(2, 4);
+  cfg.greedy_steps = 5;
+  const auto r = run_side_by_side(cfg, {slot("counting", DType::BF16), slot("bf16", DType::BF16)}, fake_maker());
+  const RecipeHeadroom& run = r.paths[0].recipe_headroom;
+  const RecipeHeadroom& greedy = r.paths[0].greedy_headroom;
+  ASSERT_EQ(run.points, std::vector<std::string>{"k_cache.fp8"});
+  ASSERT_EQ(greedy.points, std::vector<std::string>{"k_cache.fp8"});
+  ASSERT_EQ(greedy.by_layer.size(), static_cast<std::size_t>(kModel.layers + 1));
+  for (int l = 0; l < kModel.layers; ++l) {
+    // The measured run: 2 sequences x 4 tokens. Greedy: sequence 0's 4 prompt tokens,
+    // then one token for each of the 4 steps after the first.
+    EXPECT_DOUBLE_EQ(run.by_layer[static_cast<std::size_t>(l)][0].saturated, 8.0) << "layer " << l;
+    EXPECT_DOUBLE_EQ(greedy.by_layer[static_cast<std::size_t>(l)][0].saturated, 8.0 / 2 + 4) << "layer " << l;
+  }
+  EXPECT_TRUE(std::isnan(greedy.by_layer.back()[0].saturated));  // the head has no KV cache
+  EXPECT_TRUE(r.paths[1].greedy_headroom.points.empty());
+  // Without greedy steps there is nothing to read.
+  cfg.greedy_steps = 0;
+  const auto none = run_side_by_side(cfg, {slot("counting", DType::BF16)}, fake_maker());
+  EXPECT_TRUE(none.paths[0].greedy_headroom.points.empty());
+  EXPECT_FALSE(none.paths[0].recipe_headroom.points.empty());
 }
 
 TEST(Driver, GreedyDecodingOfAnIdenticalPathNeverMismatches) {
