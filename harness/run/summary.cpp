@@ -143,6 +143,23 @@ std::string format_summary(const SummaryInput& in) {
     if (text != in.greedy_text.end() && p.greedy_first_mismatch >= 0) {
       out += fmt::format("  greedy text: \"{}\"\n", text->second);
     }
+    // FP8 values clipped at 448 (points named *.fp8), the measured run against greedy
+    // decoding alone: static scales from a prefill clip later keys.
+    const auto fp8_clips = [](const RecipeHeadroom& h) {
+      double n = 0;
+      for (std::size_t c = 0; c < h.points.size(); ++c) {
+        if (!h.points[c].ends_with(".fp8")) continue;
+        for (const auto& row : h.by_layer) n += std::isnan(row[c].saturated) ? 0 : row[c].saturated;
+      }
+      return n;
+    };
+    if (!p.greedy_headroom.points.empty() || !p.recipe_headroom.points.empty()) {
+      const double run_clips = fp8_clips(p.recipe_headroom), greedy_clips = fp8_clips(p.greedy_headroom);
+      if (run_clips > 0 || greedy_clips > 0) {
+        out += fmt::format("  FP8 values clipped at 448: {} in the measured run, {} in greedy decoding\n", run_clips,
+                           greedy_clips);
+      }
+    }
   }
   if (in.greedy_steps > 0 && !in.greedy_text.empty()) {
     out += fmt::format("{} greedy text ({} steps): \"{}\"\n", r.reference_label, in.greedy_steps,

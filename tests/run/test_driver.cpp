@@ -12,6 +12,7 @@
 #include "harness/results/h5_tree.h"
 #include "harness/run/driver.h"
 #include "harness/run/run_writer.h"
+#include "harness/run/summary.h"
 #include "tests/common/test_support.h"
 #include "tests/run/fake_path.h"
 
@@ -289,6 +290,14 @@ TEST(Driver, GreedyHeadroomCountsTheGreedyStepsAloneBesideTheMeasuredRuns) {
   }
   EXPECT_TRUE(std::isnan(greedy.by_layer.back()[0].saturated));  // the head has no KV cache
   EXPECT_TRUE(r.paths[1].greedy_headroom.points.empty());
+  // The summary names both counts (3 layers x 8 rows, 3 x 8).
+  SummaryInput in;
+  in.n_layers = kModel.layers;
+  in.result = &r;
+  in.greedy_steps = cfg.greedy_steps;
+  const std::string text = format_summary(in);
+  EXPECT_NE(text.find("FP8 values clipped at 448: 24 in the measured run, 24 in greedy decoding"), std::string::npos)
+      << text;
   // Without greedy steps there is nothing to read.
   cfg.greedy_steps = 0;
   const auto none = run_side_by_side(cfg, {slot("counting", DType::BF16)}, fake_maker());
