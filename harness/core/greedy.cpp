@@ -37,11 +37,18 @@ GreedyStep argmax_row(const TapMatrix& logits, Eigen::Index row) {
   return s;
 }
 
-GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_t> prompt,
-                           int steps, const GreedyObserver& observer) {
+namespace {
+// Both decodes' argument checks and reset: one sequence with room for the prompt and steps.
+void start_greedy(Path& path, std::span<const std::int32_t> prompt, int steps) {
   if (prompt.empty()) throw std::invalid_argument("greedy: the prompt is empty");
   if (steps < 1) throw std::invalid_argument("greedy: steps must be at least 1");
   path.reset(1, static_cast<int>(prompt.size()) + steps);
+}
+}  // namespace
+
+GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_t> prompt,
+                           int steps, const GreedyObserver& observer) {
+  start_greedy(path, prompt, steps);
   GreedyResult result;
   std::vector<std::int32_t> feed(prompt.begin(), prompt.end());
   std::vector<TapSet> layers(static_cast<std::size_t>(n_layers));
@@ -66,10 +73,8 @@ GreedyResult greedy_decode(Path& path, int n_layers, std::span<const std::int32_
 
 GreedyResult greedy_decode_on_device(Path& path, int n_layers, std::span<const std::int32_t> prompt, int steps) {
   if (!path.capabilities().device_taps) return greedy_decode(path, n_layers, prompt, steps);
-  if (prompt.empty()) throw std::invalid_argument("greedy: the prompt is empty");
-  if (steps < 1) throw std::invalid_argument("greedy: steps must be at least 1");
   if (n_layers < 1) throw std::invalid_argument("greedy: the model has no layers");
-  path.reset(1, static_cast<int>(prompt.size()) + steps);
+  start_greedy(path, prompt, steps);
   GreedyResult result;
   std::vector<std::int32_t> feed(prompt.begin(), prompt.end());
   for (int step = 0; step < steps; ++step) {

@@ -517,12 +517,13 @@ class PluginPath final : public Path {
     return device_view(*in.device);
   }
 
-  // Checks the taps a device-taps call returned: device memory, a known dtype, the model's
-  // shape, unit column stride and a row stride of at least the width; no copy.
-  DeviceTapSet device_tap_set(const fc_tap_value* out, std::int32_t n, std::int64_t rows, const std::string& call,
-                              bool head) const {
+  // Walks a tap table a layer or head call returned: ids known and of the layer or the head
+  // as asked, none twice, resid_out (layer) or logits (head) present; each value made by
+  // `convert(tensor, tap, what)`. Shared by the host taps and the device taps.
+  template <class Set, class Convert>
+  Set tap_table(const fc_tap_value* out, std::int32_t n, const std::string& call, bool head, Convert convert) const {
     if (n < 0 || (n > 0 && !out)) fail(call + ": returned a bad tap table");
-    DeviceTapSet set;
+    Set set;
     for (std::int32_t i = 0; i < n; ++i) {
       const std::int32_t id = out[i].tap;
       if (id < 0 || id >= FC_TAP_COUNT) fail(fmt::format("{}: unknown tap id {}", call, id));
@@ -530,8 +531,18 @@ class PluginPath final : public Path {
       const bool head_tap = tap == Tap::final_norm || tap == Tap::logits;
       if (head_tap != head) fail(fmt::format("{}: returned tap {} of the {}", call, tap_name(tap), head ? "layer" : "head"));
       if (set.count(tap)) fail(fmt::format("{}: returned tap {} twice", call, tap_name(tap)));
-      const fc_tensor& t = out[i].value;
-      const std::string what = fmt::format("{}: tap {}", call, tap_name(tap));
+      set[tap] = convert(out[i].value, tap, fmt::format("{}: tap {}", call, tap_name(tap)));
+    }
+    if (!head && !set.count(Tap::resid_out)) fail(call + ": returned no resid_out");
+    if (head && !set.count(Tap::logits)) fail(call + ": returned no logits");
+    return set;
+  }
+
+  // Checks the taps a device-taps call returned: device memory, a known dtype, the model's
+  // shape, unit column stride and a row stride of at least the width; no copy.
+  DeviceTapSet device_tap_set(const fc_tap_value* out, std::int32_t n, std::int64_t rows, const std::string& call,
+                              bool head) const {
+    return tap_table<DeviceTapSet>(out, n, call, head, [&](const fc_tensor& t, Tap tap, const std::string& what) {
       const auto dtype = dtype_of(t.dtype);
       if (!dtype) fail(fmt::format("{}: unknown dtype {}", what, t.dtype));
       if (t.memory != FC_CUDA_DEVICE) {
@@ -553,11 +564,8 @@ class PluginPath final : public Path {
       d.rows = rows, d.cols = cols, d.row_stride = t.strides[0];
       d.device = device_index_;
       d.domain = lib_.get();
-      set[tap] = d;
-    }
-    if (!head && !set.count(Tap::resid_out)) fail(call + ": returned no resid_out");
-    if (head && !set.count(Tap::logits)) fail(call + ": returned no logits");
-    return set;
+      return d;
+    });
   }
 
   static fc_tensor input_view(const TapMatrix& m) {
@@ -600,20 +608,9 @@ class PluginPath final : public Path {
 
   TapSet tap_set(const fc_tap_value* out, std::int32_t n, std::int64_t rows, const std::string& call,
                  bool head) const {
-    if (n < 0 || (n > 0 && !out)) fail(call + ": returned a bad tap table");
-    TapSet set;
-    for (std::int32_t i = 0; i < n; ++i) {
-      const std::int32_t id = out[i].tap;
-      if (id < 0 || id >= FC_TAP_COUNT) fail(fmt::format("{}: unknown tap id {}", call, id));
-      const Tap tap = static_cast<Tap>(id);
-      const bool head_tap = tap == Tap::final_norm || tap == Tap::logits;
-      if (head_tap != head) fail(fmt::format("{}: returned tap {} of the {}", call, tap_name(tap), head ? "layer" : "head"));
-      if (set.count(tap)) fail(fmt::format("{}: returned tap {} twice", call, tap_name(tap)));
-      set[tap] = to_matrix(out[i].value, rows, tap_width(tap, spec_), fmt::format("{}: tap {}", call, tap_name(tap)));
-    }
-    if (!head && !set.count(Tap::resid_out)) fail(call + ": returned no resid_out");
-    if (head && !set.count(Tap::logits)) fail(call + ": returned no logits");
-    return set;
+    return tap_table<TapSet>(out, n, call, head, [&](const fc_tensor& t, Tap tap, const std::string& what) {
+      return to_matrix(t, rows, tap_width(tap, spec_), what);
+    });
   }
 
   std::shared_ptr<const Library> lib_;
