@@ -23,6 +23,8 @@
 //                                 what each choice costs.
 //   invariant/<model>/<case>/op<i> one op of the batch-invariant layer (default plan) on
 //                                 its own graph, labelled with its name.
+//   invariant/<model>/<case>/skinny_op<i>
+//                                 the same for the skinny_decode plan (decode cases).
 //   fp8kv/<model>/<case>/layer(graph)/<recipe>
 //                                 the fp8-kv layer (fused-cuda:fp8-kv*, FusedLayer::set_kv_fp8)
 //                                 beside the default layer: same weights, same random cache
@@ -314,11 +316,12 @@ void bench_invariant(benchmark::State& st, const std::string& m, const Case& c, 
 
 // One op of the batch-invariant layer (default plan) on its own graph: where its time goes
 // against the default layer's ops (fused/<model>/<case>/op<i>). Label: the op's name.
-void bench_invariant_op(benchmark::State& st, const std::string& m, const Case& c, int op_index) {
+void bench_invariant_op(benchmark::State& st, const std::string& m, const Case& c, int op_index,
+                        const std::string& plan_name, fc::fused::BatchInvariantPlan plan) {
   Context& ctx = context(m, c);
-  auto& ops = ctx.invariant_ops[""];
+  auto& ops = ctx.invariant_ops[plan_name];
   if (ops.empty()) {
-    ctx.layer->set_batch_invariant(fc::fused::BatchInvariantPlan{});
+    ctx.layer->set_batch_invariant(plan);
     ops = ctx.layer->ops(0, c.n, c.start);
     ctx.layer->set_batch_invariant(std::nullopt);
   }
@@ -326,7 +329,7 @@ void bench_invariant_op(benchmark::State& st, const std::string& m, const Case& 
     st.SkipWithError("no such op on this route");
     return;
   }
-  auto& graph = ctx.graphs["iop" + std::to_string(op_index)];
+  auto& graph = ctx.graphs["iop" + plan_name + std::to_string(op_index)];
   const std::vector<const DeviceOp*> list = {&ops[op_index]};
   if (!graph) {
     graph = std::make_unique<fc::cuda::Graph>();
@@ -539,7 +542,16 @@ int main(int argc, char** argv) {
         fc::fused::BatchInvariantPlan sk;
         sk.skinny_decode = true;
         plans.emplace_back("/skinny_decode", sk);
+        // The attention's fold and in-kernel merge at one wave (same bits; off by default).
+        fc::fused::BatchInvariantPlan fu;
+        fu.one_wave_fusions = true;
+        plans.emplace_back("/one_wave_fusions", fu);
+        vary("chunk32", &fc::fused::BatchInvariantPlan::decode_chunk, 32);
         vary("chunk64", &fc::fused::BatchInvariantPlan::decode_chunk, 64);
+        // The skinny GEMM with the default mode's 32-position chunks and one-wave fusions.
+        sk.decode_chunk = 32;
+        sk.one_wave_fusions = true;
+        plans.emplace_back("/skinny_chunk32", sk);
         vary("chunk256", &fc::fused::BatchInvariantPlan::decode_chunk, 256);
         vary("gemm_rows1", &fc::fused::BatchInvariantPlan::decode_gemm_rows, 1);
         vary("gemm_rows8", &fc::fused::BatchInvariantPlan::decode_gemm_rows, 8);
@@ -553,8 +565,18 @@ int main(int argc, char** argv) {
             ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
       for (int op = 0; op < 10; ++op)
         benchmark::RegisterBenchmark(("invariant/" + m + "/" + c.name + "/op" + std::to_string(op)).c_str(),
-                                     [=](benchmark::State& st) { bench_invariant_op(st, m, c, op); })
+                                     [=](benchmark::State& st) {
+                                       bench_invariant_op(st, m, c, op, "", fc::fused::BatchInvariantPlan{});
+                                     })
             ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+      if (c.n == 1)  // the skinny plan's ops (its default norm folding)
+        for (int op = 0; op < 10; ++op) {
+          fc::fused::BatchInvariantPlan sk;
+          sk.skinny_decode = true;
+          benchmark::RegisterBenchmark(("invariant/" + m + "/" + c.name + "/skinny_op" + std::to_string(op)).c_str(),
+                                       [=](benchmark::State& st) { bench_invariant_op(st, m, c, op, "/skinny_decode", sk); })
+              ->UseManualTime()->Iterations(60)->Unit(benchmark::kMicrosecond);
+        }
     }
   }
   // The fp8-kv layer (issue 17) at decode over KV 1024: static and dynamic per-tensor scales.

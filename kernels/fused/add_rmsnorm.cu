@@ -7,7 +7,7 @@
 namespace fusecheck::fused {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kRmsThreads;  // the order the skinny GEMM's folded norm repeats
 
 __global__ void __launch_bounds__(kThreads)
 add_rmsnorm_kernel(const bf16* __restrict__ delta, const bf16* __restrict__ residual,
@@ -19,20 +19,17 @@ add_rmsnorm_kernel(const bf16* __restrict__ delta, const bf16* __restrict__ resi
   const long row = blockIdx.x;
   const bf16* x = residual + row * n;
   const bf16* d = delta ? delta + row * n : nullptr;
-  // The FP32 sum (recomputed in the second pass, bit-identically, rather than kept).
-  auto resid = [&](int i) {
-    const float r = __bfloat162float(x[i]);
-    return d ? r + __bfloat162float(d[i]) : r;
-  };
+  // The FP32 sum (recomputed in the second pass, bit-identically, rather than kept). The
+  // order is rms_partial's (fused_common.cuh), which the skinny GEMM's folded norm repeats.
   float sum_squares = 0.f;
   for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float r = resid(i);
+    const float r = rms_resid(x, d, i);
     if (d) resid_out[row * n + i] = round_bf16(r);
-    sum_squares += r * r;
+    sum_squares = fmaf(r, r, sum_squares);
   }
   const float scale = inv_rms(block_sum(sum_squares, scratch), n, eps);
   for (int i = threadIdx.x; i < n; i += kThreads) {
-    normed[row * n + i] = round_bf16(resid(i) * scale * __bfloat162float(weight[i]));
+    normed[row * n + i] = rms_apply(rms_resid(x, d, i), scale, __bfloat162float(weight[i]));
   }
 }
 

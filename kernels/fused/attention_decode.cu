@@ -493,13 +493,14 @@ int decode_attention_chunk(int batch, int n_heads, int n_kv_heads, int kv_len, i
   return make_plan(a).chunk;
 }
 
-bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len) {
-  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || kv_len <= 0) return false;
+bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len, int fixed_chunk) {
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || kv_len <= 0 || fixed_chunk < 0) return false;
   DecodeAttentionArgs a{};
   a.batch = batch;
   a.n_heads = n_heads;
   a.n_kv_heads = n_kv_heads;
   a.kv_len = kv_len;
+  a.fixed_chunk = fixed_chunk;
   const Plan p = make_plan(a);
   return static_cast<long>(p.splits) * n_kv_heads * p.head_chunks * batch <=
          long{kFoldMaxBlocksPerSm} * sm_count();
@@ -529,10 +530,10 @@ void launch_decode_attention(const DecodeAttentionArgs& a, cudaStream_t stream) 
   while ((8 << lp_log2) < a.head_dim) ++lp_log2;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
   const dim3 grid(p.splits, a.n_kv_heads * p.head_chunks, a.batch);
-  // The batch-invariant plan always merges in the combine kernel: which kernel merges would
-  // otherwise depend on the grid's size, that is on the batch.
-  const bool merge = p.splits > 1 && a.fixed_chunk == 0 &&
-                     static_cast<long>(grid.x) * grid.y * grid.z <= long{kFoldMaxBlocksPerSm} * sm_count();
+  // Where the chunks merge changes no bits (see attention_decode.h), so the batch-invariant
+  // plan follows the same rule: inside the split kernel at about one wave.
+  const bool merge = p.splits > 1 && (a.merge == 1 || (a.merge < 0 && static_cast<long>(grid.x) * grid.y * grid.z <=
+                                                                         long{kFoldMaxBlocksPerSm} * sm_count()));
   auto launch = [&](auto kernel) {
     launch_pdl(kernel, grid, kThreads, 0, stream, a, scale, p.chunk, stride, lp_log2, merge);
   };

@@ -17,9 +17,12 @@
 // shape give bitwise-identical outputs.
 // Batch-invariant plan (fixed_chunk > 0, the fused-cuda:batch-invariant path): chunks of
 // fixed_chunk positions at fixed absolute positions (0, C, 2C, ...), whatever the batch,
-// and the chunks always merged by the combine kernel (never inside the split kernel, whose
-// use depends on the grid's size), so a sequence's output depends only on its own q, K, V
-// and kv_len: the same sums in the same order at any batch size.
+// so a sequence's output depends only on its own q, K, V and kv_len: the same sums in the
+// same order at any batch size. Where the chunks merge (the split kernel's last block at
+// about one wave, the combine kernel above) may depend on the batch: both merges are the
+// same arithmetic in the same order (lane-strided max and weights, warp_max / warp_sum
+// trees, an FMA chain over the chunks in chunk order, one division, one rounding), which
+// FusedKernels.DecodeAttentionMergeInSplitKernelEqualsCombineKernel asserts bit for bit.
 //
 // Folded q/k norm + RoPE + KV append (qkv set; FusedLayer's default for decode where the
 // grid is about one wave, see decode_rope_fold_mode()): the kernel takes the raw q|k|v
@@ -59,6 +62,8 @@ struct DecodeAttentionArgs {
                                     // every launch leaves them zero (graph replays need no reset)
   __nv_bfloat16* out;            // [batch x n_heads*head_dim]
   int fixed_chunk = 0;           // > 0: the batch-invariant plan (above); >= kDecodeMinChunk
+  int merge = -1;                // where the chunks merge: -1 by the grid's size (above), 0 the
+                                 // combine kernel, 1 the split kernel (tests: same bits)
 
   // Folded q/k norm + RoPE + KV append (see above); off while qkv is null.
   const __nv_bfloat16* qkv = nullptr;       // [batch x (q_width + 2*kv_width)]: q | k | v
@@ -104,7 +109,7 @@ inline RopeFold decode_rope_fold_mode() {
 
 // Whether launch_decode_attention's split kernel grid for this shape has at most about
 // one wave of blocks (the shapes whose chunks merge inside the split kernel).
-bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len);
+bool decode_attention_one_wave(int batch, int n_heads, int n_kv_heads, int kv_len, int fixed_chunk = 0);
 
 // The most chunks a launch can use (the partials' stride per head); fewer are used when
 // the batch is large.

@@ -26,6 +26,19 @@ struct BatchInvariantPlan {
   // Off by default: on an H200 (2026-12-03) it made decode b1 4-9% faster than the cuBLASLt
   // plan but b64 1.9-2.2x slower than the default mode (docs/fused-kernels.md); a variant.
   bool skinny_decode = false;
+  // With skinny_decode: decode calls of at most this many rows fold attn_norm into the QKV
+  // GEMM and the residual add + mlp_norm into gate/up (SkinnyNorm: the separate kernel's
+  // order and rounding, the same bits), as the default mode's GEMV route does up to 2 rows.
+  // Above it the norms run as their own kernels (each block would re-read whole rows).
+  int skinny_norm_rows = 2;
+  // Decode attention where its grid is about one wave (batch 1): fold q/k norm + RoPE into
+  // it and merge the chunks in its last block instead of the combine kernel, as the default
+  // mode does. Either way gives the same bits (FusedKernels.DecodeAttentionRopeFold... and
+  // ...MergeInSplitKernelEqualsCombineKernel), so it may depend on the batch. Off by default:
+  // at the 128-position chunks (64 blocks at batch 1 on the 8B shapes) the per-block prologue
+  // and the serial merge cost more than the two kernel boundaries they save (H200,
+  // 2026-12-03, bench_fused invariant/ .../one_wave_fusions; docs/fused-kernels.md).
+  bool one_wave_fusions = false;
 };
 
 }  // namespace fusecheck::fused

@@ -82,6 +82,25 @@ __device__ __forceinline__ float inv_rms(float sum_squares, int n, float eps) {
   return 1.0f / sqrtf(sum_squares / static_cast<float>(n) + eps);
 }
 
+// Kernel 1's RMSNorm order (add_rmsnorm.cu), shared with the skinny GEMM's folded norm
+// (skinny_gemm.cu) so that both give the same bits: 256 (virtual) threads, thread j sums
+// r_i^2 over i = j, j + 256, ... in that order with FMAs; a warp_sum per 32 threads; a
+// warp_sum of the 8 warp sums (block_sum's tree); normed_i = bf16(r_i * scale * w_i).
+inline constexpr int kRmsThreads = 256;
+__device__ __forceinline__ float rms_resid(const bf16* x, const bf16* d, long i) {
+  const float r = __bfloat162float(x[i]);
+  return d ? r + __bfloat162float(d[i]) : r;
+}
+__device__ __forceinline__ float rms_partial(const bf16* x, const bf16* d, int n, int j) {
+  float s = 0.f;
+  for (int i = j; i < n; i += kRmsThreads) {
+    const float r = rms_resid(x, d, i);
+    s = fmaf(r, r, s);
+  }
+  return s;
+}
+__device__ __forceinline__ bf16 rms_apply(float r, float scale, float w) { return round_bf16(r * scale * w); }
+
 // SiLU in FP32 with the accurate expf (not __expf): x / (1 + e^-x).
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 

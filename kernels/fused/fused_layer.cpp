@@ -228,6 +228,11 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   // only, never by the row count.
   const bool skinny = invariant_ && invariant_->skinny_decode && n == 1 && skinny_supports(NQKV, H) &&
                       skinny_supports(H, QW) && skinny_supports(I, H) && skinny_supports(H, I);
+  const SkinnyEpilogue qkv_epi = bias ? SkinnyEpilogue::Bias : SkinnyEpilogue::Store;
+  // The norms folded into the skinny GEMMs (same bits as their own kernels), at few rows.
+  const bool skinny_norm = skinny && rows <= invariant_->skinny_norm_rows &&
+                           SkinnyGemm::norm_fold_supported(rows, NQKV, H, qkv_epi) &&
+                           SkinnyGemm::norm_fold_supported(rows, I, H, SkinnyEpilogue::SwiGlu);
   if (skinny) {
     skinny_->prepare(NQKV, H, bias ? SkinnyEpilogue::Bias : SkinnyEpilogue::Store);
     skinny_->prepare(H, QW, SkinnyEpilogue::Store);
@@ -239,6 +244,15 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                    [=, this, &w](cudaStream_t s) {
                      launch_norm_qkv_gemv(x_.data(), w.attn_norm.data(), eps, w.w_qkv.data(), bias,
                                           rows, H, NQKV, qkv_.data(), s);
+                   }});
+  } else if (skinny_norm) {
+    out.push_back({bias ? "attn_norm+qkv_skinny+bias" : "attn_norm+qkv_skinny", w_qkv + act_h + R * NQKV * kB,
+                   2.0 * R * NQKV * H, [=, this, &w](cudaStream_t s) {
+                     SkinnyNorm nm;
+                     nm.weight = w.attn_norm.data();
+                     nm.eps = eps;
+                     skinny_->run(x_.data(), w.w_qkv.data(), rows, NQKV, H, qkv_epi, bias, nullptr, qkv_.data(), s,
+                                  &nm);
                    }});
   } else {
     out.push_back({"attn_norm", 2 * act_h, 0, [=, this, &w](cudaStream_t s) {
@@ -266,9 +280,13 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
   // boundary less) where its grid is about one wave; FUSECHECK_FUSED_ROPE_FOLD=0 / all
   // select never / every decode step (A/B, see decode_rope_fold_mode()).
   const RopeFold fold_mode = decode_rope_fold_mode();
-  const bool fold = n == 1 && !kv_fp8_ && (fold_mode == RopeFold::all ||
-                               (fold_mode == RopeFold::one_wave && !invariant_ &&
-                                decode_attention_one_wave(batch_, m.n_heads, m.n_kv_heads, kv_len)));
+  // The fold gives the separate kernel's bits (qk_norm_rope.cuh), so the batch-invariant
+  // mode may follow the same rule on its own chunk plan (BatchInvariantPlan::one_wave_fusions).
+  const bool fold = n == 1 && !kv_fp8_ &&
+                    (fold_mode == RopeFold::all ||
+                     (fold_mode == RopeFold::one_wave && (!invariant_ || invariant_->one_wave_fusions) &&
+                      decode_attention_one_wave(batch_, m.n_heads, m.n_kv_heads, kv_len,
+                                                invariant_ ? invariant_->decode_chunk : 0)));
   if (!fold)
     out.push_back({m.has_qk_norm ? "qk_norm+rope" : "rope", rope_bytes, rope_flops,
                    [ra](cudaStream_t s) { launch_qk_norm_rope(ra, s); }});
@@ -293,7 +311,10 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                     std::size_t(batch_) * m.n_heads * decode_attention_splits(kv_len) * m.head_dim;
     da.counters = attn_counters_.data();
     da.out = attn_.data();
-    if (invariant_) da.fixed_chunk = invariant_->decode_chunk;
+    if (invariant_) {
+      da.fixed_chunk = invariant_->decode_chunk;
+      if (!invariant_->one_wave_fusions) da.merge = 0;  // the combine kernel (same bits either way)
+    }
     double bytes = kv_bytes + 2 * R * QW * kB,
            flops = 4.0 * batch_ * m.n_heads * double(kv_len) * m.head_dim;
     std::string name = "attention(split-kv)";
@@ -335,6 +356,23 @@ std::vector<cuda::DeviceOp> FusedLayer::ops(int layer, int n, int start) {
                      launch_add_norm_gate_up_gemv(x_.data(), o_proj_.data(), w.mlp_norm.data(),
                                                   eps, w.w_gate_up.data(), rows, H, I,
                                                   act_.data(), s);
+                   }});
+  } else if (skinny_norm) {
+    // o_proj's weights asked into L2 during the attention (as the GEMV route does).
+    out.push_back({"o_proj_skinny", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,
+                   [=, this, &w](cudaStream_t s) {
+                     skinny_->run(attn_.data(), w.w_o.data(), rows, H, QW, SkinnyEpilogue::Store, nullptr,
+                                  nullptr, o_proj_.data(), s, nullptr, true);
+                   }});
+    out.push_back({"add+mlp_norm+gate_up_skinny+swiglu", w_gu + 3 * act_h + R * I * kB, 2.0 * R * 2 * I * H,
+                   [=, this, &w](cudaStream_t s) {
+                     SkinnyNorm nm;
+                     nm.delta = o_proj_.data();
+                     nm.weight = w.mlp_norm.data();
+                     nm.eps = eps;
+                     nm.resid_out = resid_mid_.data();
+                     skinny_->run(x_.data(), w.w_gate_up.data(), rows, I, H, SkinnyEpilogue::SwiGlu, nullptr,
+                                  nullptr, act_.data(), s, &nm);
                    }});
   } else if (skinny) {
     out.push_back({"o_proj_skinny", w_o + R * QW * kB + act_h, 2.0 * R * H * QW,

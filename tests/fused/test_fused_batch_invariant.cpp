@@ -13,7 +13,11 @@
 // without split-K (BatchInvariantPlan::gemm_split_k = false, the registered path's plan
 // until 2026-12-03) and with the skinny decode GEMM (skinny_decode = true,
 // kernels/fused/skinny_gemm.h; K a multiple of 8: every shape here): each fixes every
-// reduction's shape.
+// reduction's shape. The skinny plan also takes the choices that may follow the batch
+// because they change no bits: the RMSNorms folded into its GEMMs at batch 1 and as their
+// own kernels at 3 and 8 (skinny_norm_rows = 2), and one_wave_fusions (q/k norm + RoPE
+// folded into the attention and the chunks merged in its last block where the grid is
+// about one wave, the combine kernel above).
 // GPU tests: they skip without a device. compute-sanitizer: --gtest_filter='*Small*'.
 #include <gtest/gtest.h>
 
@@ -138,6 +142,7 @@ class BatchInvariantNeedle : public ::testing::TestWithParam<NeedleCase> {
     auto no_split = make_fused_cuda_path(ckpt, PathOptions{}, no_split_plan);
     fused::BatchInvariantPlan skinny_plan;
     skinny_plan.skinny_decode = true;
+    skinny_plan.one_wave_fusions = true;
     auto skinny = make_fused_cuda_path(ckpt, PathOptions{}, skinny_plan);
     const Trace alone = needle_trace(*invariant, spec, 1, 0, c.kv_len);
     ASSERT_FALSE(alone.empty());

@@ -369,6 +369,79 @@ TEST(FusedKernels, DecodeAttentionSmallMatchesDouble) {
   }
 }
 
+// Where the chunks merge changes no bits: the split kernel's last block (merge = 1) and the
+// combine kernel (merge = 0) give the same output bit for bit, on the default chunk plan and
+// the batch-invariant plan's fixed 128-position chunks (which is why that plan may merge in
+// the split kernel at one wave and in the combine kernel above: attention_decode.h). Cases:
+// 2 to 33 chunks, head groups of 1, 3 and 12 (two head chunks), head_dim 16 to 128, with
+// and without the folded q/k norm + RoPE (whose prologue shares the merge's scratch space).
+TEST(FusedKernels, DecodeAttentionMergeInSplitKernelEqualsCombineKernel) {
+  SKIP_WITHOUT_GPU();
+  int compared = 0;
+  for (const int fixed_chunk : {0, 128})
+    for (const AttnCase c : {AttnCase{3, 9, 3, 128, 1025}, AttnCase{1, 8, 8, 64, 300}, AttnCase{2, 12, 1, 128, 129},
+                             AttnCase{1, 5, 5, 16, 4100}})
+      for (const bool fold : {false, true}) {
+        const int cap = c.kv_len + 3, W = (c.H + 2 * c.KVH) * c.D;
+        const Bits q = random_bits(c.batch * c.H * c.D, 60, -2, 2),
+                   kc = random_bits(c.batch * c.KVH * cap * c.D, 61, -2, 2),
+                   vc = random_bits(c.batch * c.KVH * cap * c.D, 62, -1, 1),
+                   qkv = random_bits(std::size_t(c.batch) * W, 63, -2, 2);
+        ModelSpec spec;
+        spec.head_dim = c.D;
+        spec.rope_dim = c.D;
+        spec.rope_theta = 1e6;
+        std::vector<float> cos_t, sin_t;
+        rope_tables(spec, cap, cos_t, sin_t);
+        cuda::DeviceBuffer<float> dcos, dsin;
+        dcos.upload(cos_t);
+        dsin.upload(sin_t);
+        auto dq = to_device(q), dqkv = to_device(qkv);
+        cuda::DeviceBuffer<float> scratch(decode_attention_scratch_floats(c.batch, c.H, c.D, c.kv_len));
+        cuda::DeviceBuffer<unsigned int> counters(decode_attention_counters(c.batch, c.H));
+        CUDA_CHECK(cudaMemset(counters.data(), 0, counters.size() * sizeof(unsigned int)));
+        Bits got[2];
+        for (const int merge : {0, 1}) {
+          auto dk = to_device(kc), dv = to_device(vc), out = poisoned(c.batch * c.H * c.D),
+               q_rope = poisoned(c.batch * c.H * c.D);
+          DecodeAttentionArgs a;
+          a.q = dq.data();
+          a.k_cache = dk.data();
+          a.v_cache = dv.data();
+          a.batch = c.batch;
+          a.n_heads = c.H;
+          a.n_kv_heads = c.KVH;
+          a.head_dim = c.D;
+          a.capacity = cap;
+          a.kv_len = c.kv_len;
+          a.partial_acc = scratch.data();
+          a.partial_ml = scratch.data() + std::size_t(c.batch) * c.H * decode_attention_splits(c.kv_len) * c.D;
+          a.counters = counters.data();
+          a.out = out.data();
+          a.fixed_chunk = fixed_chunk;
+          a.merge = merge;
+          if (fold) {
+            a.qkv = dqkv.data();
+            a.cos_table = dcos.data();
+            a.sin_table = dsin.data();
+            a.q_rope = q_rope.data();
+          }
+          launch_decode_attention(a, nullptr);
+          got[merge] = to_host(out);
+        }
+        const std::string name = "kv=" + std::to_string(c.kv_len) + " heads " + std::to_string(c.H) + "/" +
+                                 std::to_string(c.KVH) + " D=" + std::to_string(c.D) + " chunk " +
+                                 std::to_string(decode_attention_chunk(c.batch, c.H, c.KVH, c.kv_len, fixed_chunk)) +
+                                 (fold ? " folded" : "");
+        EXPECT_GT(c.kv_len, decode_attention_chunk(c.batch, c.H, c.KVH, c.kv_len, fixed_chunk)) << name << ": one chunk";
+        EXPECT_TRUE(got[0] == got[1]) << name << ": the split kernel's merge differs from the combine kernel's";
+        EXPECT_EQ(std::vector<unsigned int>(counters.size(), 0u), counters.download())
+            << name << ": arrival counters not reset";
+        ++compared;
+      }
+  EXPECT_EQ(compared, 16);
+}
+
 struct FoldCase {
   int batch, H, KVH, D, kv_len;
   bool qk_norm, interleaved;

@@ -5,7 +5,11 @@
 //    accumulation bound 2 gamma_K sum|x w| (tensor-core accumulation truncates instead of
 //    rounding to nearest: up to 1 FP32 ulp per add instead of half, Fasi et al. 2021);
 //  - the needle: one row's bits are the same alone and at any place of 2..130 rows (two
-//    launches above 64 rows), next to random rows: what batch invariance needs.
+//    launches above 64 rows), next to random rows: what batch invariance needs (it also
+//    crosses the kernel's staging modes: the whole k-range at up to 8 rows, 256-wide chunks
+//    above);
+//  - the folded RMSNorm (SkinnyNorm) gives the bits of launch_add_rmsnorm followed by the
+//    plain GEMM, resid_out included, so a layer may fold it at some batch sizes only.
 // GPU tests: they skip without a device. compute-sanitizer: --gtest_filter='*Small*'.
 #include <gtest/gtest.h>
 
@@ -16,6 +20,7 @@
 #include <vector>
 
 #include "fused_test_util.h"
+#include "kernels/fused/add_rmsnorm.h"
 #include "kernels/fused/skinny_gemm.h"
 
 namespace fusecheck::test {
@@ -148,6 +153,71 @@ TEST(SkinnyGemm, SmallNeedleRowBitsDoNotDependOnTheRowsAroundIt) {
         }
       EXPECT_EQ(checked, 24);
     }
+}
+
+// The folded RMSNorm against the two kernels it replaces (launch_add_rmsnorm, then the
+// GEMM on its normed rows), bit for bit: attn_norm before QKV (no delta, Store and Bias) and
+// residual add + mlp_norm before gate/up (delta, resid_out, SwiGlu), at 1, 2, 5 and 8 rows
+// (1 and 2 at K = 4096), on a K of one split (72, 1000) and of several (4096), x large
+// enough that the sum of squares rounds.
+TEST(SkinnyGemm, SmallFoldedNormGivesTheSeparateKernelsBits) {
+  SKIP_WITHOUT_GPU();
+  SkinnyGemm gemm;
+  const Shape shapes[] = {{37, 72}, {200, 1000}, {96, 4096}};
+  int checked = 0;
+  for (const Shape s : shapes)
+    for (SkinnyEpilogue e : {SkinnyEpilogue::Store, SkinnyEpilogue::Bias, SkinnyEpilogue::SwiGlu})
+      for (int M : {1, 2, 5, 8}) {
+        // K = 4096 takes two rows (the layer folds up to BatchInvariantPlan::skinny_norm_rows
+        // = 2): five whole FP32 rows (80 KB) exceed the kernel's shared-memory budget.
+        if (s.K == 4096 && M > 2) {
+          EXPECT_FALSE(SkinnyGemm::norm_fold_supported(M, s.N, s.K, e)) << "M=" << M << " K=4096";
+          continue;
+        }
+        const bool with_delta = e == SkinnyEpilogue::SwiGlu;
+        ASSERT_TRUE(SkinnyGemm::norm_fold_supported(M, s.N, s.K, e)) << s.N << "x" << s.K << " M=" << M;
+        const int rows_w = e == SkinnyEpilogue::SwiGlu ? 2 * s.N : s.N;
+        const Bits x = random_bits(std::size_t(M) * s.K, 400 + M, -40, 40),
+                   d = random_bits(std::size_t(M) * s.K, 500 + M, -8, 8), nw = random_bits(s.K, 41, 0.2f, 2.f),
+                   W = random_bits(std::size_t(rows_w) * s.K, 42, -0.3f, 0.3f), bias = random_bits(s.N, 43, -1, 1);
+        auto dx = to_device(x), dd = to_device(d), dnw = to_device(nw), dW = to_device(W), db = to_device(bias);
+        // The two kernels.
+        auto normed = poisoned(std::size_t(M) * s.K), resid2 = poisoned(std::size_t(M) * s.K),
+             y2 = poisoned(std::size_t(M) * s.N);
+        fused::launch_add_rmsnorm(with_delta ? dd.data() : nullptr, dx.data(), dnw.data(), 1e-6f, M, s.K,
+                                  resid2.data(), normed.data(), nullptr);
+        gemm.run(normed.data(), dW.data(), M, s.N, s.K, e, db.data(), nullptr, y2.data(), nullptr);
+        // The fold.
+        auto resid1 = poisoned(std::size_t(M) * s.K), y1 = poisoned(std::size_t(M) * s.N);
+        fused::SkinnyNorm nm;
+        nm.delta = with_delta ? dd.data() : nullptr;
+        nm.weight = dnw.data();
+        nm.eps = 1e-6f;
+        nm.resid_out = with_delta ? resid1.data() : nullptr;
+        gemm.run(dx.data(), dW.data(), M, s.N, s.K, e, db.data(), nullptr, y1.data(), nullptr, &nm);
+        const std::string what = name(e) + " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) +
+                                 " M=" + std::to_string(M) + " splits=" + std::to_string(SkinnyGemm::splits(s.N, s.K, e));
+        const Bits a = to_host(y1), b = to_host(y2);
+        ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 2)) << what << ": the folded norm's output differs";
+        if (with_delta) {
+          const Bits r1 = to_host(resid1), r2 = to_host(resid2);
+          ASSERT_EQ(0, std::memcmp(r1.data(), r2.data(), r1.size() * 2)) << what << ": resid_out differs";
+        }
+        ++checked;
+      }
+  EXPECT_EQ(checked, 30);
+  // Beyond kSkinnyNormMaxRows the fold is refused with a message.
+  EXPECT_FALSE(SkinnyGemm::norm_fold_supported(fused::kSkinnyNormMaxRows + 1, 37, 72, SkinnyEpilogue::Store));
+  fused::SkinnyNorm nm;
+  auto dummy = poisoned(16 * 72);
+  nm.weight = dummy.data();
+  try {
+    gemm.run(dummy.data(), dummy.data(), fused::kSkinnyNormMaxRows + 1, 8, 72, SkinnyEpilogue::Store, nullptr,
+             nullptr, dummy.data(), nullptr, &nm);
+    FAIL() << "a folded norm over 9 rows was accepted";
+  } catch (const std::invalid_argument& err) {
+    EXPECT_NE(std::string(err.what()).find("folded RMSNorm"), std::string::npos) << err.what();
+  }
 }
 
 TEST(SkinnyGemm, SplitCountStaysWithinItsBoundsAndSplitsNarrowWeights) {
