@@ -255,6 +255,18 @@ class BuiltinCudaPath final : public fp::Path {
     return device_values(last_device_);
   }
 
+  // ABI 1.4: the FP8 recipes' rounding points (fp8-kv caches, fp8-w8a8 weights) as the
+  // in-process path counts them, so GPU runs report clipping as the emulated twins do.
+  bool supports_headroom() const override { return path_->capabilities().headroom; }
+  std::vector<fp::HeadroomPoint> headroom(int layer) const override {
+    std::vector<fp::HeadroomPoint> out;
+    for (const auto& [point, h] : path_->headroom(layer)) {
+      out.push_back({point, h.max_abs, h.max_finite, h.n_values, h.n_overflow, h.n_saturated, h.n_nonfinite_in,
+                     h.n_flushed, h.rounded});
+    }
+    return out;
+  }
+
   // Forwarded so that invariance mode sees the switches and split edges of a CUDA path
   // (ABI 1.2) as it did when the paths were linked into the binary.
   fp::ExecutionTraits execution_traits(int batch, int max_kv) const override {

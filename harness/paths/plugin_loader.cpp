@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <cmath>
 #include <map>
 #include <memory>
 
@@ -41,6 +42,8 @@ struct Library {
   decltype(fc_plugin::tap_metrics) tap_metrics = nullptr;
   decltype(fc_plugin::next_token) next_token = nullptr;
   decltype(fc_plugin::copy_to_host) copy_to_host = nullptr;
+  // ABI 1.4's optional headroom, null for an older table or one that offers none.
+  decltype(fc_plugin::headroom) headroom = nullptr;
   std::string name;             // the table's name, checked
   ~Library() = default;  // never dlclose: path instances and static objects outlive loading
 };
@@ -322,7 +325,51 @@ class PluginPath final : public Path {
     const std::uint32_t bits = lib_->table->capabilities ? lib_->table->capabilities(instance_) : 0u;
     c.perturbation = lib_->table->set_perturbation && (bits & FC_CAP_PERTURB) != 0;
     c.device_taps = lib_->set_device_taps && (bits & FC_CAP_DEVICE_TAPS) != 0;
+    c.headroom = lib_->headroom && (bits & FC_CAP_HEADROOM) != 0;
     return c;
+  }
+
+  // ABI 1.4: the recipe's rounding points as the plug-in counted them, checked (a bounded
+  // count, named points without duplicates, finite non-negative magnitudes, counts within
+  // n_values); a plug-in without the capability reports none.
+  std::map<std::string, Headroom> headroom(int layer) const override {
+    std::map<std::string, Headroom> out;
+    if (!capabilities().headroom) return out;
+    const fc_headroom* points = nullptr;
+    std::int32_t n = 0;
+    fc_error err{};
+    if (const int rc = lib_->headroom(instance_, layer, &points, &n, &err); rc != 0) fail_call("headroom", rc, err);
+    constexpr std::int32_t kMaxPoints = 256;
+    if (n < 0 || n > kMaxPoints || (n > 0 && !points)) {
+      fail(fmt::format("headroom() returned {} rounding points (0 to {})", n, kMaxPoints));
+    }
+    for (std::int32_t i = 0; i < n; ++i) {
+      const fc_headroom& p = points[i];
+      const std::string name = checked_string(*lib_, p.point, fmt::format("headroom point {}", i));
+      if (out.count(name)) fail(fmt::format("headroom() returned rounding point '{}' twice", name));
+      const bool magnitudes = std::isfinite(p.max_abs) && p.max_abs >= 0 && std::isfinite(p.max_finite) &&
+                              p.max_finite >= 0;
+      const bool counts = p.n_values >= 0 && p.n_overflow >= 0 && p.n_saturated >= 0 && p.n_nonfinite_in >= 0 &&
+                          p.n_flushed >= 0 && p.n_overflow <= p.n_values && p.n_saturated <= p.n_values &&
+                          p.n_nonfinite_in <= p.n_values && p.n_flushed <= p.n_values;
+      if (!magnitudes || !counts) {
+        fail(fmt::format("headroom() point '{}' has max_abs {}, max_finite {}, {} values, {} overflowed, {} saturated, "
+                         "{} non-finite, {} flushed (magnitudes finite and >= 0, counts within 0..values)",
+                         name, p.max_abs, p.max_finite, p.n_values, p.n_overflow, p.n_saturated, p.n_nonfinite_in,
+                         p.n_flushed));
+      }
+      Headroom h;
+      h.max_abs = p.max_abs;
+      h.max_finite = p.max_finite;
+      h.n_values = p.n_values;
+      h.n_overflow = p.n_overflow;
+      h.n_saturated = p.n_saturated;
+      h.n_nonfinite_in = p.n_nonfinite_in;
+      h.n_flushed = p.n_flushed;
+      h.rounded = p.rounded != 0;
+      out.emplace(name, h);
+    }
+    return out;
   }
 
   DeviceDomain device_domain() const override {
@@ -679,6 +726,9 @@ std::shared_ptr<Library> open_library(const std::filesystem::path& file) {
     lib->tap_metrics = t->tap_metrics;
     lib->next_token = t->next_token;
     lib->copy_to_host = t->copy_to_host;
+  }
+  if (lib->abi_minor >= 4 && t->struct_size >= offsetof(fc_plugin, headroom) + sizeof(t->headroom)) {
+    lib->headroom = t->headroom;
   }
   const std::pair<const void*, const char*> required[] = {
       {reinterpret_cast<const void*>(t->create), "create"}, {reinterpret_cast<const void*>(t->destroy), "destroy"},

@@ -5,7 +5,7 @@
  * the functions that create and drive a path instance. Plain C so that any compiler and
  * build system can produce it; include/fusecheck/path_plugin.hpp wraps it for C++.
  *
- * Rules of the ABI (version 1.3; 1.0 to 1.2 plugins, built before, still load):
+ * Rules of the ABI (version 1.4; 1.0 to 1.3 plugins, built before, still load):
  *  - Every call that can fail returns 0 on success or a nonzero status (fc_status), and
  *    then writes the same status and a one-line message into the caller's fc_error.
  *    fusecheck reports it naming the plugin: FC_ERR_INPUT and FC_ERR_UNSUPPORTED as bad
@@ -32,8 +32,9 @@ extern "C" {
 #endif
 
 #define FC_PLUGIN_ABI_VERSION 1u  /* major: changes only when a 1.x plugin could be misread */
-#define FC_PLUGIN_ABI_MINOR 3u    /* 1.1: fc_status; fc_plugin.abi_minor. 1.2: execution_traits.
-                                     1.3: device taps (set_device_taps, tap_metrics, next_token, copy_to_host) */
+#define FC_PLUGIN_ABI_MINOR 4u    /* 1.1: fc_status; fc_plugin.abi_minor. 1.2: execution_traits.
+                                     1.3: device taps (set_device_taps, tap_metrics, next_token, copy_to_host).
+                                     1.4: headroom (FC_CAP_HEADROOM) */
 #define FC_PLUGIN_ENTRY_POINT "fusecheck_path_plugin"
 #define FC_ERROR_MESSAGE_SIZE 512
 #define FC_MAX_RANK 4
@@ -147,6 +148,22 @@ typedef struct fc_perturbation {
 #define FC_CAP_PERTURB 1u         /* set_perturbation works (reference paths) */
 #define FC_CAP_DEVICE_TAPS 2u     /* ABI 1.3: set_device_taps works, and the plugin's tap_metrics,
                                      next_token and copy_to_host take this instance's taps */
+#define FC_CAP_HEADROOM 4u        /* ABI 1.4: headroom() reports the recipe's rounding points */
+
+/* ABI 1.4: one rounding point of a layer's recipe (its name as the recipe's emulated twin
+ * spells it: "k_cache.fp8", "qkv.weight.fp8", ...), counted over every value the path
+ * rounded there since reset() (docs/plugin-paths.md, "Headroom"). */
+typedef struct fc_headroom {
+  const char* point;              /* owned by the plugin, valid until its next call */
+  double max_abs;                 /* largest |x| before rounding (NaN/Inf inputs excluded) */
+  double max_finite;              /* largest finite value of the point's format (448 for E4M3) */
+  int64_t n_values;
+  int64_t n_overflow;             /* finite values that rounded to +-Inf */
+  int64_t n_saturated;            /* values that rounded (or were clipped) to +-max_finite */
+  int64_t n_nonfinite_in;         /* NaN or Inf already in the input */
+  int64_t n_flushed;              /* FP8 points: nonzero values stored as zero */
+  int32_t rounded;                /* 1 when the recipe rounds at this point */
+} fc_headroom;
 
 /* ABI 1.3 device taps. A device tensor is an fc_tensor with memory FC_CUDA_DEVICE, rank 2,
  * strides[1] == 1 and strides[0] >= shape[1] (a row stride lets a tap be a column block of
@@ -264,6 +281,12 @@ typedef struct fc_plugin {
                     double* ref_margin, int32_t* top1_match, fc_error* err);
   /* A device tensor's values as dense F64 rows ([shape[0] x shape[1]], caller-owned). */
   int (*copy_to_host)(int32_t device_index, const fc_tensor* tensor, double* out, fc_error* err);
+
+  /* ABI 1.4, optional (NULL when not offered; read only from a table of minor >= 4 that is
+   * long enough to hold it; called only on instances with FC_CAP_HEADROOM). The rounding
+   * points of layer `layer` (n_layers: the head) since reset(): *n_out entries at *out,
+   * owned by the plugin, valid until its next call on the instance. */
+  int (*headroom)(fc_path* path, int32_t layer, const fc_headroom** out, int32_t* n_out, fc_error* err);
 } fc_plugin;
 
 /* The one symbol a plugin exports. */

@@ -159,6 +159,14 @@ struct ExecutionTraits {
   std::vector<std::string> switches;
 };
 
+// One rounding point's headroom (fc_headroom, ABI 1.4).
+struct HeadroomPoint {
+  std::string point;
+  double max_abs = 0, max_finite = 0;
+  std::int64_t n_values = 0, n_overflow = 0, n_saturated = 0, n_nonfinite_in = 0, n_flushed = 0;
+  bool rounded = false;
+};
+
 // What a C++ plugin implements; the meaning of each call is the C table's.
 class Path {
  public:
@@ -195,6 +203,13 @@ class Path {
     (void)hidden;
     throw std::logic_error("this path does not offer device taps");
   }
+  // Optional (ABI 1.4): the recipe's rounding points of `layer` since reset() (FC_CAP_HEADROOM
+  // while supports_headroom()).
+  virtual bool supports_headroom() const { return false; }
+  virtual std::vector<HeadroomPoint> headroom(int layer) const {
+    (void)layer;
+    return {};
+  }
   // Optional (ABI 1.2): split-KV boundaries and kernel switches; none by default.
   virtual ExecutionTraits execution_traits(int batch, int max_kv) const {
     (void)batch, (void)max_kv;
@@ -229,6 +244,8 @@ struct Instance {
   std::vector<fc_op_timing> timing_table;
   ExecutionTraits traits;
   std::vector<const char*> switch_table;
+  std::vector<HeadroomPoint> headroom;  // ABI 1.4: the last headroom() call's points
+  std::vector<fc_headroom> headroom_table;
 };
 
 inline int fail(fc_error* err, int code, const char* what) {
@@ -383,7 +400,8 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
   t.capabilities = [](fc_path* p) -> std::uint32_t {
     try {
       const Path& path = *reinterpret_cast<Instance*>(p)->path;
-      return (path.supports_perturbation() ? FC_CAP_PERTURB : 0u) | (path.supports_device_taps() ? FC_CAP_DEVICE_TAPS : 0u);
+      return (path.supports_perturbation() ? FC_CAP_PERTURB : 0u) | (path.supports_device_taps() ? FC_CAP_DEVICE_TAPS : 0u) |
+             (path.supports_headroom() ? FC_CAP_HEADROOM : 0u);
     } catch (...) {
       return 0u;
     }
@@ -405,6 +423,19 @@ fc_plugin make_table(const char* name, const char* version, const fc_path_desc* 
       out->kv_split_boundaries = inst.traits.kv_split_boundaries.data();
       out->n_switches = static_cast<std::int32_t>(inst.switch_table.size());
       out->switches = inst.switch_table.data();
+    });
+  };
+  t.headroom = [](fc_path* p, std::int32_t layer, const fc_headroom** out, std::int32_t* n_out, fc_error* err) {
+    return guarded(err, [&] {
+      auto& inst = *reinterpret_cast<Instance*>(p);
+      if (!inst.path->supports_headroom()) throw unsupported("this path does not report headroom");
+      inst.headroom = inst.path->headroom(layer);
+      inst.headroom_table.clear();
+      for (const auto& h : inst.headroom)
+        inst.headroom_table.push_back({h.point.c_str(), h.max_abs, h.max_finite, h.n_values, h.n_overflow,
+                                       h.n_saturated, h.n_nonfinite_in, h.n_flushed, h.rounded ? 1 : 0});
+      *out = inst.headroom_table.data();
+      *n_out = static_cast<std::int32_t>(inst.headroom_table.size());
     });
   };
   if (device_taps.tap_metrics && device_taps.next_token && device_taps.copy_to_host) {

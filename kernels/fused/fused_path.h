@@ -30,7 +30,7 @@ std::unique_ptr<Path> make_fused_cuda_path(const Checkpoint& ckpt, const PathOpt
 // `kv`, when given, replaces the recipe's KvCacheFp8 (the scale delivery check's multiplier
 // and dropped scales). InputError on a device below compute capability 8.9, or when
 // `recipe` is not an fp8-kv recipe. Its headroom() reports k_cache.fp8 and v_cache.fp8 as
-// emulated-cpu does (in process; the plug-in ABI does not carry headroom).
+// emulated-cpu does (and through libfusecheck_cuda.so's ABI 1.4 headroom entry).
 inline constexpr const char* kFusedFp8KvPrefix = "fused-cuda:";
 std::unique_ptr<Path> make_fused_cuda_fp8_kv_path(const Checkpoint& ckpt, const PathOptions& opts,
                                                   const std::string& recipe,

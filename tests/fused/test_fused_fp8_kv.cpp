@@ -7,7 +7,7 @@
 //    2-token chunk: taps within fused-cuda's own bounds against fused-v1
 //    (test_fused_path.cpp), attention against the twin's arithmetic over the path's own
 //    cache; its k_cache.fp8 / v_cache.fp8 headroom equal to the host quantizer fed its
-//    own k_rope and v taps;
+//    own k_rope and v taps, in process and through the plug-in ABI (headroom, ABI 1.4);
 //  - the scale delivery check (reference/scale_delivery.h) passes on it and catches the
 //    variant whose attention never receives the scales.
 #include <gtest/gtest.h>
@@ -369,6 +369,17 @@ TEST_P(FusedFp8KvRecipe, Stories260KMatchesEmulatedTwinOverPrefillAndDecodeSteps
   const auto ckpt = stories260k();
   if (!ckpt) GTEST_SKIP() << models_dir_skip_reason();
   expect_agreement(*ckpt, "stories260K", GetParam(), make_fused_cuda_fp8_kv_path(*ckpt, PathOptions{}, GetParam()));
+}
+
+// The same through the plug-in ABI (make_path loads libfusecheck_cuda.so: what a run uses):
+// the counts arrive through ABI 1.4's headroom entry, equal to the host quantizer's.
+TEST_P(FusedFp8KvRecipe, Qwen3TinyThroughThePluginAbiReportsTheSameCounts) {
+  SKIP_WITHOUT_FP8_GPU();
+  register_builtin_paths();
+  const auto ckpt = synth_model("qwen3-tiny");
+  auto path = make_path(path_name(GetParam()), *ckpt, PathOptions{});
+  ASSERT_TRUE(path->capabilities().headroom) << path_name(GetParam()) << " reports no headroom through the ABI";
+  expect_agreement(*ckpt, "qwen3-tiny (plug-in ABI)", GetParam(), std::move(path));
 }
 
 // Decode past 128 positions: the split decode (chunks of 128 merged by a second kernel,

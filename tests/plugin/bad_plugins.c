@@ -26,7 +26,13 @@
  *  17 device_abi_1_2      a 1.2 table (ends before set_device_taps) whose device-tap slots,
  *                         past its end, are filled: the loader must not read them
  *  18 device_partial      (1.3) offers set_device_taps, tap_metrics and copy_to_host but no
- *                         next_token: all four or none, so no device taps */
+ *                         next_token: all four or none, so no device taps
+ * Kinds 19-21 are named headroom-plugin-<kind> and claim FC_CAP_HEADROOM (ABI 1.4):
+ *  19 headroom_declared   (1.4) reports k_cache.fp8 (3 of 64 + layer values clipped at 448,
+ *                         max |x| 500) and v_cache.fp8 (5 flushed to zero)
+ *  20 headroom_bad        (1.4) reports 99 saturated values out of 64
+ *  21 headroom_abi_1_3    a 1.3 table (ends before headroom) whose headroom slot, past its
+ *                         end, would fail: the loader must not read it */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -69,7 +75,32 @@ static void destroy(fc_path* p) {
 
 static uint32_t capabilities(fc_path* p) {
   (void)p;
-  return FC_CAP_DEVICE_TAPS;
+  return BAD_KIND >= 19 ? FC_CAP_HEADROOM : FC_CAP_DEVICE_TAPS;
+}
+static fc_headroom kHeadroom[2];
+static int headroom(fc_path* p, int32_t layer, const fc_headroom** out, int32_t* n_out, fc_error* err) {
+  (void)p;
+  if (BAD_KIND == 21) {
+    err->code = FC_ERR_PLUGIN_BUG;
+    strcpy(err->message, "headroom read past the end of a 1.3 table");
+    return err->code;
+  }
+  memset(kHeadroom, 0, sizeof kHeadroom);
+  kHeadroom[0].point = "k_cache.fp8";
+  kHeadroom[0].max_abs = 500;
+  kHeadroom[0].max_finite = 448;
+  kHeadroom[0].n_values = 64 + layer;
+  kHeadroom[0].n_saturated = BAD_KIND == 20 ? 99 : 3;
+  kHeadroom[0].rounded = 1;
+  kHeadroom[1].point = "v_cache.fp8";
+  kHeadroom[1].max_abs = 2;
+  kHeadroom[1].max_finite = 448;
+  kHeadroom[1].n_values = 64 + layer;
+  kHeadroom[1].n_flushed = 5;
+  kHeadroom[1].rounded = 1;
+  *out = kHeadroom;
+  *n_out = 2;
+  return 0;
 }
 static int set_device_taps(fc_path* p, int32_t on, fc_error* err) {
   (void)p, (void)on, (void)err;
@@ -158,6 +189,7 @@ static int head(fc_path* p, const fc_tensor* hidden, const fc_tap_value** out, i
 #define KIND_TEXT(k) KIND_TEXT_(k)
 static const fc_path_desc kPaths[] = {
     {BAD_KIND == 7    ? "ref32-cpu"
+     : BAD_KIND >= 19 ? "headroom-plugin-" KIND_TEXT(BAD_KIND)
      : BAD_KIND >= 16 ? "device-plugin-" KIND_TEXT(BAD_KIND)
      : BAD_KIND >= 13 ? "traits-plugin-" KIND_TEXT(BAD_KIND)
                       : "bad-plugin-path",
@@ -188,12 +220,17 @@ __attribute__((visibility("default"))) const fc_plugin* fusecheck_path_plugin(vo
   table.struct_size = BAD_KIND == 12   ? (uint32_t)offsetof(fc_plugin, abi_minor)
                      : BAD_KIND == 15 ? (uint32_t)offsetof(fc_plugin, execution_traits)
                      : BAD_KIND == 17 ? (uint32_t)offsetof(fc_plugin, set_device_taps)
+                     : BAD_KIND == 21 ? (uint32_t)offsetof(fc_plugin, headroom)
                                       : (uint32_t)sizeof table;
   if ((BAD_KIND >= 8 && BAD_KIND <= 10) || BAD_KIND == 13 || BAD_KIND == 14) table.abi_minor = FC_PLUGIN_ABI_MINOR;
   if (BAD_KIND == 11) table.abi_minor = 99;
   if (BAD_KIND == 15) table.abi_minor = 1;
   if (BAD_KIND >= 13 && BAD_KIND <= 15) table.execution_traits = execution_traits;
-  if (BAD_KIND >= 16) {
+  if (BAD_KIND >= 19) {
+    table.abi_minor = BAD_KIND == 21 ? 3 : FC_PLUGIN_ABI_MINOR;
+    table.capabilities = capabilities;
+    table.headroom = headroom;
+  } else if (BAD_KIND >= 16) {
     table.abi_minor = BAD_KIND == 17 ? 2 : FC_PLUGIN_ABI_MINOR;
     table.capabilities = capabilities;
     table.set_device_taps = set_device_taps;

@@ -208,7 +208,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"status_input", FUSECHECK_BAD_PLUGIN_status_input, "run", "layer 0: rows must be a multiple of 64"},
         BadCase{"status_unsupported", FUSECHECK_BAD_PLUGIN_status_unsupported, "run",
                 "create failed: not supported by plug-in bad-plugin: no kernel for this architecture"},
-        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.3"},
+        BadCase{"minor_too_new", FUSECHECK_BAD_PLUGIN_minor_too_new, "paths", "plug-in ABI version 1.99, this fusecheck takes 1.0 to 1.4"},
         BadCase{"abi_1_0_codes_mean_failed", FUSECHECK_BAD_PLUGIN_abi_1_0, "run", "create failed: no kernel for this architecture (code 3)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -342,7 +342,7 @@ TEST(PluginDeviceTaps, ATableWithoutAllFourEntriesOffersNone) {
   EXPECT_FALSE(p->capabilities().device_taps);
 }
 
-TEST(PluginDeviceTaps, TheExamplePluginBuiltAgainst13OffersNone) {
+TEST(PluginDeviceTaps, TheExamplePluginOffersNone) {
   load_plugin(FUSECHECK_EXAMPLE_CPU_PLUGIN);
   static const auto dir = test::scratch_dir();
   const auto ckpt = Checkpoint::open(tiny_model(dir));
@@ -425,6 +425,88 @@ TEST(PluginDeviceTaps, CppWrapperRoutesLayersWhileDeviceTapsAreOn) {
   ASSERT_EQ(t.layer(p, 0, &in, &out, &n, &err), 0) << err.message;
   EXPECT_EQ(out[0].value.memory, FC_HOST);
   t.destroy(p);
+}
+
+// ABI 1.4 headroom: a plug-in's rounding points reach the path (and so the results file,
+// the run summary and compare's FP8 clipping rule, as an in-process path's do), bad figures
+// are refused naming the file, a 1.3 table's slot past its end is never read, and the C++
+// wrapper fills the C table from the path's override.
+TEST(PluginHeadroom, DeclaredPointsReachThePath) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_headroom_declared, "headroom-plugin-19");
+  ASSERT_TRUE(p->capabilities().headroom);
+  const auto h = p->headroom(2);
+  ASSERT_EQ(h.size(), 2u);
+  const Headroom& k = h.at("k_cache.fp8");
+  EXPECT_EQ(k.max_abs, 500);
+  EXPECT_EQ(k.max_finite, 448);
+  EXPECT_EQ(k.n_values, 66);
+  EXPECT_EQ(k.n_saturated, 3);
+  EXPECT_TRUE(k.rounded);
+  EXPECT_EQ(h.at("v_cache.fp8").n_flushed, 5);
+}
+
+TEST(PluginHeadroom, CountsBeyondTheValuesAreRefusedNamingTheFile) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_headroom_bad, "headroom-plugin-20");
+  try {
+    (void)p->headroom(0);
+    FAIL() << "99 saturated values out of 64 were accepted";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("'k_cache.fp8'"), std::string::npos) << what;
+    EXPECT_NE(what.find("99 saturated"), std::string::npos) << what;
+    EXPECT_NE(what.find(FUSECHECK_BAD_PLUGIN_headroom_bad), std::string::npos) << what;
+  }
+}
+
+TEST(PluginHeadroom, AnAbi13TableReportsNone) {
+  const auto p = traits_plugin_path(FUSECHECK_BAD_PLUGIN_headroom_abi_1_3, "headroom-plugin-21");
+  EXPECT_FALSE(p->capabilities().headroom);
+  EXPECT_TRUE(p->headroom(0).empty());
+}
+
+class HeadroomOnlyPath final : public plugin::Path {
+ public:
+  std::vector<fc_tap> taps() const override { return {FC_TAP_RESID_OUT}; }
+  void reset(int, int) override {}
+  plugin::HostMatrix embed(const std::int32_t*, std::int64_t) override { throw std::logic_error("not driven"); }
+  plugin::TapValues layer(int, const plugin::Input&) override { throw std::logic_error("not driven"); }
+  plugin::TapValues head(const plugin::Input&) override { throw std::logic_error("not driven"); }
+  bool supports_headroom() const override { return true; }
+  std::vector<plugin::HeadroomPoint> headroom(int layer) const override {
+    return {{"qkv.weight.fp8", 1.5 * layer, 448, 1000, 0, 7, 0, 2, true}};
+  }
+};
+std::unique_ptr<plugin::Path> make_headroom_only(const std::string&, const fc_model&, const fc_create_options&) {
+  return std::make_unique<HeadroomOnlyPath>();
+}
+
+TEST(PluginHeadroom, CppWrapperFillsTheCTable) {
+  static const fc_path_desc desc[] = {{"headroom-only", "cpu", "", "fused", FC_BF16, "test"}};
+  const fc_plugin t = plugin::detail::make_table<make_headroom_only>("headroom-only", "0", desc, 1, nullptr);
+  ASSERT_NE(t.headroom, nullptr);
+  fc_model model{};
+  fc_create_options options{};
+  fc_path* p = nullptr;
+  fc_error err{};
+  ASSERT_EQ(t.create("headroom-only", &model, &options, &p, &err), 0) << err.message;
+  EXPECT_EQ(t.capabilities(p) & FC_CAP_HEADROOM, FC_CAP_HEADROOM);
+  const fc_headroom* out = nullptr;
+  std::int32_t n = 0;
+  ASSERT_EQ(t.headroom(p, 4, &out, &n, &err), 0) << err.message;
+  ASSERT_EQ(n, 1);
+  EXPECT_STREQ(out[0].point, "qkv.weight.fp8");
+  EXPECT_EQ(out[0].max_abs, 6.0);
+  EXPECT_EQ(out[0].n_values, 1000);
+  EXPECT_EQ(out[0].n_saturated, 7);
+  EXPECT_EQ(out[0].n_flushed, 2);
+  EXPECT_EQ(out[0].rounded, 1);
+  t.destroy(p);
+  // A path that does not report headroom: no capability bit, and the entry says unsupported.
+  const fc_plugin u = plugin::detail::make_table<make_traits_only>("traits-only", "0", desc, 1, nullptr);
+  ASSERT_EQ(u.create("headroom-only", &model, &options, &p, &err), 0) << err.message;
+  EXPECT_EQ(u.capabilities(p) & FC_CAP_HEADROOM, 0u);
+  EXPECT_EQ(u.headroom(p, 0, &out, &n, &err), FC_ERR_UNSUPPORTED);
+  u.destroy(p);
 }
 
 TEST(CudaPlugin, MissingLibraryWithDeviceCudaSaysWhatToBuild) {
