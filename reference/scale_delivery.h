@@ -1,11 +1,12 @@
 // Scale delivery check of the fp8-kv recipes (docs/recipes.md, "Scale delivery check"):
-// the same run with the calibrated KV scales multiplied by 1, 4 and 16 (values quantized
+// the same run with the calibrated KV scales multiplied by 1, 2, 4 and 8 (values quantized
 // and dequantized with the multiplied scale) must give the same logits within FP8
 // rounding. A kernel that never receives the scales (TensorRT-LLM PR 16916) dequantizes
 // with the wrong factor, and its logits move with the multiplier. Clipping is told apart:
-// a static scale from the prefill may clip later keys at x1 and not at x16, which moves
+// a static scale from the prefill may clip later keys at x1 and not at x4, which moves
 // the logits too but is a headroom finding (k_cache.fp8 / v_cache.fp8 counts), not a
-// delivery failure.
+// delivery failure: the reference is the smallest multiplier among the runs that clip the
+// fewest values, and the run at twice it is judged against it (the others are shown).
 #pragma once
 
 #include <cstdint>
@@ -20,21 +21,26 @@
 
 namespace fusecheck::ref {
 
+inline constexpr float kScaleDeliveryMultipliers[] = {1, 2, 4, 8};
+
 struct ScaleDeliveryRow {
   float multiplier = 1;
   std::int64_t clipped = 0;  // K and V values clipped over the run, all layers
-  bool judged = false;       // clipped no more than the x16 run: held to the limit
-  double rel_l2 = 0;         // logits against the x16 run, over prefill and every decode step
+  bool judged = false;       // the run at twice the reference multiplier: held to the limit
+  double rel_l2 = 0;         // logits against the reference run, over prefill and every decode step
 };
 
 struct ScaleDeliveryResult {
-  std::vector<ScaleDeliveryRow> rows;  // multipliers 1, 4, 16 (the reference)
+  std::vector<ScaleDeliveryRow> rows;  // one per kScaleDeliveryMultipliers
+  float reference_multiplier = 0;      // the smallest multiplier among the runs that clip the fewest
   double fp8_rel_l2 = 0;  // logits of the recipe (scales delivered) against it without FP8 cache
   double limit = 0;       // judged rows pass at rel_l2 <= limit
-  // At least one judged row besides x16, and every judged row within the limit.
+  // At least one judged row, and every judged row within the limit.
   bool passed() const;
-  // No row besides x16 could be judged (x1 and x4 both clipped more): the check says nothing.
+  // No row could be judged (only the x8 run clips the fewest values): the check says nothing.
   bool inconclusive() const;
+  // The largest rel_l2 of the judged rows (0 when none; NaN when one is NaN).
+  double worst_judged() const;
 };
 
 // Every multiplier's run: prefill `prompt`, then `decode_steps` greedy steps of the

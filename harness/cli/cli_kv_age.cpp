@@ -17,8 +17,8 @@ namespace {
 int run(const Fp8KvOptions& o) {
   const Fp8KvInputs in = load_fp8_kv_inputs(o);
   const auto r = ref::measure_kv_age_error(*in.ck, in.recipe, in.prompt, o.steps);
-  fmt::print("error against KV age: {} on emulated-cpu, prefill {} (seed {}), {} greedy decode steps measured\n",
-             o.recipe, o.prefill, o.seed, o.steps);
+  fmt::print("error against KV age: {} on emulated-cpu, {}, {} greedy decode steps measured\n", o.recipe,
+             prompt_text(o), o.steps);
   fmt::print("(attention output error from the FP8 cache's keys of each age, relative to the output's norm)\n");
   fmt::print("{:>11} {:>12} {:>14} {:>22}\n", "age", "keys", "rel error", "worst layer");
   for (const auto& b : r.buckets) {

@@ -420,7 +420,7 @@ TEST_P(FusedFp8KvRecipe, SmallScaleDeliveryCheckPassesOnTheCudaPath) {
   SKIP_WITHOUT_FP8_GPU();
   ref::RandomCheckpoint ckpt(tiny_qwen3_tied_spec(), 17, DType::BF16, 8.0);
   const ref::ScaleDeliveryResult r = cuda_scale_delivery(ckpt, find_recipe(GetParam()));
-  ASSERT_EQ(r.rows.size(), 3u);
+  ASSERT_EQ(r.rows.size(), std::size(ref::kScaleDeliveryMultipliers));
   EXPECT_GT(r.fp8_rel_l2, 0) << "the FP8 cache must change something";
   for (const auto& row : r.rows) {
     std::cout << GetParam() << " x" << row.multiplier << ": rel_l2 " << row.rel_l2 << " (limit " << r.limit
@@ -437,7 +437,7 @@ TEST(FusedFp8KvScaleDelivery, SmallScalesThatNeverReachAttentionAreCaught) {
   const ref::ScaleDeliveryResult r = cuda_scale_delivery(ckpt, broken);
   EXPECT_FALSE(r.passed());
   EXPECT_FALSE(r.inconclusive());
-  EXPECT_GT(r.rows.front().rel_l2, 10 * r.limit) << "x1 against x16";
+  EXPECT_GT(r.worst_judged(), 5 * r.limit) << "twice the reference multiplier against it";
 }
 
 // Bad input (issue 17): a calibration scale of 0 (layer 1's V rows all zero: its v_proj

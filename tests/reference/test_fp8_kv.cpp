@@ -4,7 +4,9 @@
 // flush-to-zero counts, bad scales, and the scale delivery check with its broken variant.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -14,6 +16,7 @@
 #include "reference/kv_age.h"
 #include "reference/random_checkpoint.h"
 #include "tests/common/small_specs.h"
+#include "tests/common/test_support.h"
 #include "reference/scale_delivery.h"
 
 namespace fusecheck::ref {
@@ -160,7 +163,7 @@ TEST(KvFp8Quantizer, ZeroNanOrInfScaleIsAClearError) {
 TEST_F(Fp8Kv, ScaleDeliveryCheckPassesWhenScalesReachAttention) {
   for (const char* name : {"fp8-kv", "fp8-kv-per-head", "fp8-kv-dynamic", "fp8-kv-per-head-dynamic"}) {
     const ScaleDeliveryResult r = check_scale_delivery(ckpt, find_recipe(name), prompt, 6);
-    ASSERT_EQ(r.rows.size(), 3u);
+    ASSERT_EQ(r.rows.size(), std::size(kScaleDeliveryMultipliers));
     EXPECT_GT(r.fp8_rel_l2, 0) << name << ": the FP8 cache must change something";
     for (const auto& row : r.rows) {
       // Dynamic scales never clip; a static x1 may (here: one key of a decode step).
@@ -169,7 +172,7 @@ TEST_F(Fp8Kv, ScaleDeliveryCheckPassesWhenScalesReachAttention) {
     }
     EXPECT_TRUE(r.passed()) << name;
     RecordProperty(std::string(name) + "_fp8_rel_l2", std::to_string(r.fp8_rel_l2));
-    RecordProperty(std::string(name) + "_x1_vs_x16_rel_l2", std::to_string(r.rows.front().rel_l2));
+    RecordProperty(std::string(name) + "_judged_rel_l2", std::to_string(r.worst_judged()));
   }
 }
 
@@ -179,8 +182,10 @@ TEST_F(Fp8Kv, ScaleDeliveryCheckCatchesScalesThatNeverReachAttention) {
   const ScaleDeliveryResult r = check_scale_delivery(ckpt, broken, prompt, 6);
   EXPECT_FALSE(r.passed());
   EXPECT_FALSE(r.inconclusive());
-  EXPECT_GT(r.rows.front().rel_l2, 10 * r.limit) << "x1 against x16";
-  RecordProperty("broken_x1_vs_x16_rel_l2", std::to_string(r.rows.front().rel_l2));
+  // The judged pair's dequantized values differ by 2x (the first rule compared x1 with x16,
+  // 16x, and asserted 10x the limit): measured 0.22 against a limit of 0.023 here.
+  EXPECT_GT(r.worst_judged(), 5 * r.limit) << "twice the reference multiplier against it";
+  RecordProperty("broken_judged_rel_l2", std::to_string(r.worst_judged()));
   RecordProperty("limit", std::to_string(r.limit));
 }
 
@@ -207,15 +212,47 @@ TEST_F(Fp8Kv, KvAgeErrorCountsEveryVisibleKeyOfEveryDecodeStep) {
 TEST(ScaleDeliveryVerdict, ClippedRowsAreNotJudgedButSomeRowMustBe) {
   ScaleDeliveryResult r;
   r.limit = 1e-3;
-  // x1 clipped (a static scale too small for later keys) and moved; x4 agrees with x16.
-  r.rows = {{1, 40, false, 5e-2}, {4, 0, true, 2e-4}, {16, 0, true, 0}};
+  // x1 clipped (a static scale too small for later keys) and moved; x4 agrees with the x2
+  // reference; x8 is shown only.
+  r.reference_multiplier = 2;
+  r.rows = {{1, 40, false, 5e-2}, {2, 0, false, 0}, {4, 0, true, 2e-4}, {8, 0, false, 9e-3}};
   EXPECT_TRUE(r.passed());
-  r.rows[1].rel_l2 = 5e-2;  // x4 moves although it clipped no more than x16
+  EXPECT_EQ(r.worst_judged(), 2e-4);
+  r.rows[2].rel_l2 = 5e-2;  // x4 moves although it clipped no more than the reference
   EXPECT_FALSE(r.passed());
   EXPECT_FALSE(r.inconclusive());
-  r.rows = {{1, 40, false, 5e-2}, {4, 9, false, 1e-2}, {16, 0, true, 0}};
+  r.rows[2].rel_l2 = std::numeric_limits<double>::quiet_NaN();  // NaN fails
+  EXPECT_FALSE(r.passed());
+  // Only x8 clips the fewest: nothing to judge.
+  r.reference_multiplier = 8;
+  r.rows = {{1, 40, false, 5e-2}, {2, 9, false, 1e-2}, {4, 3, false, 1e-2}, {8, 0, false, 0}};
   EXPECT_TRUE(r.inconclusive());
   EXPECT_FALSE(r.passed());
+}
+
+// The case the first rule (x1 and x4 against x16) failed: stories260K, the real-text prompt
+// of scenarios/fp8/stories260k-cpu.yaml, 32 greedy steps. x16's own subnormal rounding
+// moved it by 1.2e-2 against a limit of 8.8e-3 (fp8-kv-dynamic) although no scale was
+// lost. Every recipe passes with the reference at the fewest-clipping multiplier and the
+// run at twice it judged; the static ones clip at x1 (a headroom finding, not judged); the
+// broken variant is caught by a wide margin.
+TEST(ScaleDeliveryStories260K, RealTextPromptPassesEveryRecipeAndCatchesTheBrokenOne) {
+  const auto dir = test::models_dir();
+  if (!dir) GTEST_SKIP() << test::models_dir_skip_reason();
+  const auto ckpt = Checkpoint::open(*dir / "stories260K.gguf");
+  const std::vector<std::int32_t> prompt = {1, 403, 261, 280, 261, 343, 379, 346, 286, 261, 305, 263, 292, 273, 309, 430};
+  for (const char* name : {"fp8-kv", "fp8-kv-per-head", "fp8-kv-dynamic", "fp8-kv-per-head-dynamic"}) {
+    const ScaleDeliveryResult r = check_scale_delivery(*ckpt, find_recipe(name), prompt, 32);
+    EXPECT_TRUE(r.passed()) << name << ": judged " << r.worst_judged() << " against " << r.limit;
+    EXPECT_LE(r.worst_judged(), r.limit / 4) << name << ": the judged pair keeps a margin";
+    const bool dynamic = std::string(name).find("dynamic") != std::string::npos;
+    EXPECT_EQ(r.rows.front().clipped > 0, !dynamic) << name << ": static scales from the prefill clip later keys";
+  }
+  Recipe broken = find_recipe("fp8-kv");
+  broken.kv_fp8->drop_scale_on_load = true;
+  const ScaleDeliveryResult r = check_scale_delivery(*ckpt, broken, prompt, 32);
+  EXPECT_FALSE(r.passed());
+  EXPECT_GT(r.worst_judged(), 10 * r.limit);
 }
 
 }  // namespace
