@@ -3,7 +3,8 @@
 mean / p99, top-1 agreement and greedy first mismatch (/end_to_end/<label>), and for the
 FP8 recipes the clip and flush-to-zero counts and headroom by layer and tap (k_cache.fp8,
 v_cache.fp8; fp8-w8a8's <gemm>.weight.fp8 and <gemm>.input.fp8, in
-/paths/<label>/recipe_headroom, and over greedy decoding alone in greedy_headroom;
+/paths/<label>/recipe_headroom, and over greedy decoding alone in greedy_headroom; the
+error against KV age and the scale delivery check where the scenario ran them;
 docs/results-format.md).
 
 Usage: scripts/fp8_summary.py RESULTS.h5 [...]   (prints one block per file)
@@ -74,6 +75,13 @@ def summarize(file):
                 ages = [f"{int(a)}" if a == b else f"{int(a)}-{int(b)}" for a, b in zip(kv["age_lo"][:], kv["age_hi"][:])]
                 errs = " ".join(f"{a}:{e:.2e}" for a, e in zip(ages, kv["rel_error"][:]))
                 out.append(f"    error against KV age ({kv.attrs.get('decode_steps')} steps): {errs}")
+            sd = f["paths"][label].get("scale_delivery")
+            if sd is not None:
+                judged = [(m, e) for m, j, e in zip(sd["multiplier"][:], sd["judged"][:], sd["rel_l2"][:]) if j]
+                what = ", ".join(f"x{m:g} against x{sd.attrs.get('reference_multiplier'):g}: {e:.2e}" for m, e in judged)
+                out.append(f"    scale delivery: {text(sd.attrs.get('verdict'))}{', ' + what if what else ''} "
+                           f"(limit {sd.attrs.get('limit'):.2e}; clipped x1..x8: "
+                           f"{' / '.join(str(int(c)) for c in sd['clipped'][:])})")
             for layer, name, _, _, n in sorted(rows, key=lambda r: -r[4])[:3]:
                 if n > 0:
                     out.append(f"    flushed L{layer:<3d} {name:16s} {n:8d} values")

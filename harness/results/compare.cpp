@@ -496,6 +496,7 @@ RunComparison compare_runs(const Run& fresh, const Run& base, const CompareRules
   compare_invariance(fresh, base, out);
   compare_fp8_clipping(fresh.root(), base.root(), out.findings);
   compare_kv_age(fresh.root(), base.root(), out.findings);
+  compare_scale_delivery(fresh.root(), base.root(), out.findings);
   std::stable_sort(out.findings.begin(), out.findings.end(),
                    [](const Finding& a, const Finding& b) { return a.severity < b.severity; });
   return out;

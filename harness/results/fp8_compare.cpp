@@ -67,6 +67,25 @@ void compare_kv_age(const H5Node& fresh_root, const H5Node& base_root, std::vect
   }
 }
 
+void compare_scale_delivery(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings) {
+  const H5Node* base_paths = base_root.group("paths");
+  const H5Node* fresh_paths = fresh_root.group("paths");
+  if (!fresh_paths) return;
+  for (const auto& [label, fresh_path] : fresh_paths->groups) {
+    const H5Node* now = fresh_path.group("scale_delivery");
+    if (!now) continue;
+    const std::string verdict = now->attr_string("verdict").value_or("missing");
+    if (verdict == "pass") continue;
+    const H5Node* base_path = base_paths ? base_paths->group(label) : nullptr;
+    const H5Node* before = base_path ? base_path->group("scale_delivery") : nullptr;
+    const std::string was = before ? before->attr_string("verdict").value_or("missing") : "not run";
+    if (was != "pass" && was != "not run") continue;  // failing before too: no change
+    findings.push_back({Severity::regression, "fp8", label + " scale_delivery",
+                        fmt::format("FP8 KV scale delivery check: {} (baseline: {}); limit {:.3g}", verdict, was,
+                                    now->attr_number("limit").value_or(std::nan("")))});
+  }
+}
+
 void compare_fp8_clipping(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings) {
   const H5Node* base_paths = base_root.group("paths");
   const H5Node* fresh_paths = fresh_root.group("paths");

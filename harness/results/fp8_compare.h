@@ -20,4 +20,9 @@ void compare_fp8_clipping(const H5Node& fresh_root, const H5Node& base_root, std
 inline constexpr double kKvAgeGrowth = 1.25;
 void compare_kv_age(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings);
 
+// The scale delivery check (/paths/<label>/scale_delivery): a path whose check passed in
+// the baseline and now fails or is inconclusive, or that newly runs it and fails: a
+// regression (the scales no longer reach attention the same way at every multiplier).
+void compare_scale_delivery(const H5Node& fresh_root, const H5Node& base_root, std::vector<Finding>& findings);
+
 }  // namespace fusecheck::results

@@ -87,6 +87,15 @@ struct KvAgeRow {
   std::vector<double> rel_error_by_layer;
 };
 
+// The scale delivery check of an fp8-kv recipe (harness/run/scale_delivery_mode.h): one
+// entry per multiplier of ref::kScaleDeliveryMultipliers.
+struct ScaleDeliveryRecord {
+  std::vector<double> multipliers, clipped, judged, rel_l2;  // judged: 1 or 0
+  double reference_multiplier = 0, fp8_rel_l2 = 0, limit = 0;
+  int decode_steps = 0;
+  std::string verdict;  // "pass", "fail" or "inconclusive"
+};
+
 struct Dump {
   std::string mode;
   int layer = 0;  // n_layers for head taps
@@ -108,6 +117,7 @@ struct PathResult {
   // empty without greedy steps or a recipe.
   RecipeHeadroom greedy_headroom;
   std::vector<KvAgeRow> kv_age;    // empty unless an fp8-kv recipe ran greedy steps
+  std::optional<ScaleDeliveryRecord> scale_delivery;  // end_to_end.scale_delivery, fp8-kv recipes
   std::vector<Dump> dumps;
 };
 

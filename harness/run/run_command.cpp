@@ -27,6 +27,7 @@
 #include "harness/run/crosscheck.h"
 #include "harness/run/host_memory.h"
 #include "harness/run/kv_age_mode.h"
+#include "harness/run/scale_delivery_mode.h"
 #include "harness/run/run_limits.h"
 #include "harness/run/run_output.h"
 #include "harness/run/run_writer.h"
@@ -445,10 +446,11 @@ RunOutcome run_scenario(const RunOptions& opt) {
   } else if (cfg.device_metrics) {
     notes.push_back("tap metrics on the host: the reference offers no device taps, or the run is not a prefill");
   }
-  if (sc.kv_age) add_kv_age(result, *ckpt,
-             std::span(tokens.front()).first(std::min<std::size_t>(tokens.front().size(),
-                                                                   static_cast<std::size_t>(sc.phase.prefill_len))),
-             sc.greedy_steps);
+  const auto first_prompt = std::span(tokens.front())
+                                .first(std::min<std::size_t>(tokens.front().size(),
+                                                             static_cast<std::size_t>(sc.phase.prefill_len)));
+  if (sc.kv_age) add_kv_age(result, *ckpt, first_prompt, sc.greedy_steps);
+  if (sc.scale_delivery) add_scale_delivery(result, *ckpt, first_prompt, sc.greedy_steps);
   if (sc.modes.invariance) {
     auto span = result.phases.span("invariance");
     result.invariance = run_invariance_mode(sc, tokens, spec, slots, make);

@@ -244,6 +244,20 @@ void write_contents(H5Writer& w, const RunRecord& rec) {
       w.numbers(kg + "/rel_error_by_layer", {nb, by_layer.size() / nb}, by_layer);
       w.attr(kg, "decode_steps", static_cast<long long>(rec.greedy_steps));
     }
+    if (p.scale_delivery) {
+      const ScaleDeliveryRecord& sd = *p.scale_delivery;
+      const std::string sg = g + "/scale_delivery";
+      const std::size_t n = sd.multipliers.size();
+      w.numbers(sg + "/multiplier", {n}, sd.multipliers);
+      w.numbers(sg + "/clipped", {n}, sd.clipped);
+      w.numbers(sg + "/judged", {n}, sd.judged);
+      w.numbers(sg + "/rel_l2", {n}, sd.rel_l2);
+      w.attr(sg, "verdict", sd.verdict);
+      w.attr(sg, "reference_multiplier", sd.reference_multiplier);
+      w.attr(sg, "fp8_rel_l2", sd.fp8_rel_l2);
+      w.attr(sg, "limit", sd.limit);
+      w.attr(sg, "decode_steps", static_cast<long long>(sd.decode_steps));
+    }
     write_timing(w, "/timing/" + label, p.timing, rec.timing, L);
     write_dumps(w, label, p.dumps);
   }

@@ -664,12 +664,19 @@ Scenario read_scenario(const Reader& rd, const YAML::Node& root, const std::stri
   if (root["timing"]) read_timing(rd, root["timing"], sc);
   if (root["end_to_end"]) {
     const YAML::Node e = root["end_to_end"];
-    rd.check_keys(e, "end_to_end", {"greedy_steps", "kv_age"});
+    rd.check_keys(e, "end_to_end", {"greedy_steps", "kv_age", "scale_delivery"});
     if (e["greedy_steps"]) sc.greedy_steps = rd.get_int(e["greedy_steps"], "end_to_end.greedy_steps", 0);
     if (e["kv_age"]) {
       sc.kv_age = rd.get_bool(e["kv_age"], "end_to_end.kv_age");
       if (sc.kv_age && sc.greedy_steps == 0) {
         rd.fail(e["kv_age"], "end_to_end.kv_age", "needs greedy_steps above 0 (the decode steps it measures)");
+      }
+    }
+    if (e["scale_delivery"]) {
+      sc.scale_delivery = rd.get_bool(e["scale_delivery"], "end_to_end.scale_delivery");
+      if (sc.scale_delivery && sc.greedy_steps == 0) {
+        rd.fail(e["scale_delivery"], "end_to_end.scale_delivery",
+                "needs greedy_steps above 0 (the decode steps whose keys the static scales may clip)");
       }
     }
   }

@@ -110,6 +110,10 @@ struct Scenario {
   // end_to_end.kv_age: error against KV age of the emulated fp8-kv paths over the greedy
   // steps (harness/run/kv_age_mode.h); off by default (one more emulated run per path).
   bool kv_age = false;
+  // end_to_end.scale_delivery: the scale delivery check of the emulated fp8-kv paths on the
+  // run's prompt and greedy steps (harness/run/scale_delivery_mode.h); a check that does not
+  // pass is a gate failure. Off by default (six more emulated runs per path).
+  bool scale_delivery = false;
   Seeds seeds;
   bool force_fused = false;
   std::map<std::string, int> key_lines;  // 1-based line of each value read ("phase.prefill")

@@ -153,6 +153,19 @@ std::string format_summary(const SummaryInput& in) {
       }
       return n;
     };
+    if (p.scale_delivery) {
+      const ScaleDeliveryRecord& sd = *p.scale_delivery;
+      std::string judged;
+      for (std::size_t i = 0; i < sd.multipliers.size(); ++i) {
+        if (sd.judged[i] > 0) {
+          judged = fmt::format("x{:g} against x{:g}: {}", sd.multipliers[i], sd.reference_multiplier, sci(sd.rel_l2[i]));
+        }
+      }
+      const std::string verdict = sd.verdict == "pass" ? "pass" : sd.verdict == "fail" ? "FAIL" : "FAIL (inconclusive)";
+      out += fmt::format("  scale delivery: {}{} (limit {}; values clipped at x1: {})\n", verdict,
+                         judged.empty() ? "" : ", " + judged, sci(sd.limit),
+                         sd.clipped.empty() ? 0.0 : sd.clipped.front());
+    }
     if (!p.greedy_headroom.points.empty() || !p.recipe_headroom.points.empty()) {
       const double run_clips = fp8_clips(p.recipe_headroom), greedy_clips = fp8_clips(p.greedy_headroom);
       if (run_clips > 0 || greedy_clips > 0) {

@@ -122,5 +122,45 @@ TEST(KvAgeCompare, NanIsARegressionAndAMissingBaselineIsNot) {
   EXPECT_TRUE(f.empty());
 }
 
+// A results tree with one path whose scale_delivery verdict is `verdict` (none: no group).
+H5Node scale_delivery_run(const std::string& verdict) {
+  H5Node root;
+  H5Node& p = root.groups["paths"].groups["emulated-cpu:fp8-kv"];
+  if (verdict.empty()) return root;
+  H5Value v;
+  v.kind = H5Value::Kind::string;
+  v.strings = {verdict};
+  H5Value limit;
+  limit.kind = H5Value::Kind::number;
+  limit.numbers = {0.01};
+  p.groups["scale_delivery"].attrs["verdict"] = v;
+  p.groups["scale_delivery"].attrs["limit"] = limit;
+  return root;
+}
+
+TEST(ScaleDeliveryCompare, APassThatNowFailsIsARegressionAndAFailureKeptIsNot) {
+  std::vector<Finding> f;
+  compare_scale_delivery(scale_delivery_run("fail"), scale_delivery_run("pass"), f);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].severity, Severity::regression);
+  EXPECT_EQ(f[0].kind, "fp8");
+  EXPECT_EQ(f[0].where, "emulated-cpu:fp8-kv scale_delivery");
+  EXPECT_NE(f[0].detail.find("fail (baseline: pass)"), std::string::npos) << f[0].detail;
+  f.clear();
+  compare_scale_delivery(scale_delivery_run("inconclusive"), scale_delivery_run("pass"), f);
+  EXPECT_EQ(f.size(), 1u);
+  f.clear();
+  compare_scale_delivery(scale_delivery_run("fail"), scale_delivery_run("fail"), f);
+  EXPECT_TRUE(f.empty());
+  compare_scale_delivery(scale_delivery_run("pass"), scale_delivery_run("fail"), f);
+  EXPECT_TRUE(f.empty());
+  // A check the baseline did not run that fails now is a finding; a pass is not.
+  compare_scale_delivery(scale_delivery_run("fail"), scale_delivery_run(""), f);
+  EXPECT_EQ(f.size(), 1u);
+  f.clear();
+  compare_scale_delivery(scale_delivery_run("pass"), H5Node{}, f);
+  EXPECT_TRUE(f.empty());
+}
+
 }  // namespace
 }  // namespace fusecheck::results

@@ -242,6 +242,16 @@ TEST(Scenario, KvAgeNeedsGreedySteps) {
   EXPECT_NE(e.find("end_to_end.kv_age: needs greedy_steps above 0"), std::string::npos) << e;
 }
 
+TEST(Scenario, ScaleDeliveryNeedsGreedySteps) {
+  const std::string head = "model: {synth: {profile: qwen3-tiny}}\nphase: {prefill: 8}\npaths: [\"emulated-cpu:fp8-kv\"]\n";
+  EXPECT_TRUE(parse_scenario(head + "end_to_end: {greedy_steps: 4, scale_delivery: true}\n", "s.yaml").scale_delivery);
+  EXPECT_FALSE(parse_scenario(head + "end_to_end: {greedy_steps: 4}\n", "s.yaml").scale_delivery);
+  auto e = error_of(head + "end_to_end: {scale_delivery: true}\n");
+  EXPECT_NE(e.find("end_to_end.scale_delivery: needs greedy_steps above 0"), std::string::npos) << e;
+  e = error_of(head + "end_to_end: {greedy_steps: 4, scale_delivery: maybe}\n");
+  EXPECT_NE(e.find("end_to_end.scale_delivery"), std::string::npos) << e;
+}
+
 TEST(Scenario, MissingFileIsAnInputError) {
   EXPECT_THROW(load_scenario("/nonexistent/scenario.yaml"), InputError);
 }
