@@ -32,11 +32,13 @@ inline void add_fp8_kv_options(CLI::App& sub, Fp8KvOptions& o, const std::string
                                const CLI::Validator& steps_range) {
   sub.add_option("MODEL", o.model, "HF checkpoint directory or .gguf file")->required();
   sub.add_option("--recipe", o.recipe, "fp8-kv, fp8-kv-per-head, fp8-kv-dynamic or fp8-kv-per-head-dynamic");
-  sub.add_option("--prefill", o.prefill, "seeded prompt tokens")->check(CLI::Range(1, 4096));
+  CLI::Option* prefill = sub.add_option("--prefill", o.prefill, "seeded prompt tokens")->check(CLI::Range(1, 4096));
   sub.add_option("--steps", o.steps, steps_help)->check(steps_range);
-  sub.add_option("--seed", o.seed, "seed of the prompt tokens");
+  CLI::Option* seed = sub.add_option("--seed", o.seed, "seed of the prompt tokens");
   sub.add_option("--tokens", o.tokens, "the prompt's token ids, comma-separated (instead of --prefill / --seed)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->excludes(prefill)
+      ->excludes(seed);
 }
 
 struct Fp8KvInputs {

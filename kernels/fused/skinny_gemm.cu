@@ -212,7 +212,7 @@ __device__ __forceinline__ void stage_whole(const Args& a, bf16* xs, int k0, int
 // Grid: (column blocks, splits). Block: 4 warps; warp w owns WT column tiles, tile
 // (blockIdx.x * 4 + w) * WT + i: weight rows 16 tile .. 16 tile + 15 (SwiGlu: gate rows
 // 8 tile + g and up rows N + 8 tile + g, so a thread holds the gate and the up sum of the
-// same column). WT > 1 (used from 5 token tiles on) reuses each token fragment for WT
+// same column). WT > 1 (chunked launches from 2 token tiles on) reuses each token fragment for WT
 // weight tiles: which warp computes an element changes, its sums do not (the same k-steps
 // of the same split, the same MMAs). The token rows come from shared memory (MODE).
 template <int TILES, int WT, SkinnyEpilogue E, int MODE>

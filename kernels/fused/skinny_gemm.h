@@ -26,8 +26,8 @@
 // How the operands reach the MMAs may change with M (it never changes the sums): the token
 // rows are staged in shared memory, either the block's whole k-range at once (one tile of
 // at most 8 rows, when it fits) or in 256-wide k-chunks double-buffered by cp.async, shared
-// by the block's warps; from 5 token tiles on each warp owns two weight tiles (each token
-// fragment used twice). The weights stream from DRAM into registers three or two steps ahead.
+// by the block's warps; from 2 token tiles on each warp owns two weight tiles (each token
+// fragment used twice, half the grid). The weights stream from DRAM into registers three or two steps ahead.
 // Optional, at up to kSkinnyNormMaxRows rows: the RMSNorm before the projection folded into
 // the kernel (SkinnyNorm), with the order and rounding of launch_add_rmsnorm bit for bit
 // (kernels/fused/add_rmsnorm.h), so whether a layer folds it may depend on the batch.

@@ -91,5 +91,26 @@ TEST(ScaleDeliveryMode, TheFp8CpuScenarioRecordsEveryCheck) {
   EXPECT_NE(r.out.find("scale delivery: pass, x2 against x1"), std::string::npos) << r.out;
 }
 
+// `fusecheck scale-delivery --tokens`: the given prompt is used (the same verdict as the
+// scenario above for fp8-kv-dynamic), an id outside the vocabulary is refused naming it,
+// and --tokens with --prefill is refused.
+TEST(ScaleDeliveryCommand, TokensAreThePromptAndAreChecked) {
+  const auto dir = test::models_dir();
+  if (!dir) GTEST_SKIP() << test::models_dir_skip_reason();
+  const std::string model = test::quoted(*dir / "stories260K.gguf");
+  auto r = test::run_fusecheck("scale-delivery " + model +
+                               " --recipe fp8-kv-dynamic --tokens 1,403,261,280,261,343,379,346,286,261,305,263,292,273,"
+                               "309,430 --steps 32");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("prefill 16 (the given tokens), 32 greedy steps"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+  r = test::run_fusecheck("scale-delivery " + model + " --tokens 1,99999 --steps 2");
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("--tokens: id 99999 at place 1 is outside the vocabulary"), std::string::npos) << r.err;
+  r = test::run_fusecheck("scale-delivery " + model + " --tokens 1,2 --prefill 4");
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("excludes"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace fusecheck::run
