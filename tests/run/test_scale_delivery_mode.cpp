@@ -2,11 +2,14 @@
 // emulated fp8-kv paths (fp8-w8a8 included) with greedy steps, exactly what
 // ref::check_scale_delivery (and `fusecheck scale-delivery`) reports, and for nothing else;
 // and the whole route through `fusecheck run` on stories260K: results file datasets and
-// attributes, the summary line.
+// attributes, the summary line, the HTML report's section.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include "harness/results/h5_tree.h"
 #include "harness/run/scale_delivery_mode.h"
@@ -89,6 +92,15 @@ TEST(ScaleDeliveryMode, TheFp8CpuScenarioRecordsEveryCheck) {
   }
   EXPECT_NE(r.out.find("scale delivery: pass, x4 against x2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("scale delivery: pass, x2 against x1"), std::string::npos) << r.out;
+  // The HTML report's section (scripts/report through `fusecheck report`).
+  const auto report_dir = test::scratch_dir() / "report";
+  const auto rep = test::run_fusecheck("report " + test::quoted(out) + " --out " + test::quoted(report_dir));
+  ASSERT_EQ(rep.exit_code, 0) << rep.out << rep.err;
+  std::ifstream html(report_dir / "fp8-stories260k-cpu.html");
+  const std::string page((std::istreambuf_iterator<char>(html)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("FP8 KV scale delivery"), std::string::npos);
+  EXPECT_NE(page.find("x4: 0 clipped"), std::string::npos);
+  EXPECT_NE(page.find("(judged)"), std::string::npos);
 }
 
 // `fusecheck scale-delivery --tokens`: the given prompt is used (the same verdict as the
