@@ -34,6 +34,7 @@ std::vector<std::string> process_argv() {
 struct RunArgs {
   std::string scenario, device, out;
   std::vector<std::string> plugins;
+  std::string check_json;
   bool force_fused = false, dump_failing = false, ref64 = false, no_progress = false;
   bool device_metrics = false, host_metrics = false;
   // The MODEL form.
@@ -141,6 +142,10 @@ const CommandRegistrar kRun{{
           ->excludes(dev_metrics);
       sub.add_flag("--ref64", args->ref64, "also run the FP64 reference for the noise floor (ref64-cuda on cuda, ref64-cpu on cpu)");
       sub.add_flag("--no-progress", args->no_progress, "no progress bar on stderr");
+      CLI::Option* check_json = sub.add_option(
+          "--check-json", args->check_json,
+          "also write `fusecheck check MODEL --deep --format json` for the run's model to FILE (one process, one read "
+          "of the checkpoint; scripts/sweep keeps it beside each point)");
       sub.add_option("--plugin", args->plugins, "path plug-in FILE.so to load (repeatable; docs/plugin-paths.md)")
           ->allow_extra_args(false);
       sub.add_option("--prompt", args->prompt, "MODEL form: prompt text (sets the prefill length)");
@@ -149,7 +154,7 @@ const CommandRegistrar kRun{{
       sub.add_option("--paths", args->paths, "MODEL form: paths to compare (default fused-cuda,standard-cuda)")
           ->delimiter(',');
       sub.add_flag("--print-scenario", args->print_scenario, "MODEL form: print the scenario YAML and exit");
-      return [args, out]() {
+      return [args, out, check_json]() {
         run::RunOptions o;
         o.scenario = args->scenario;
         if (!is_scenario_file(args->scenario)) {
@@ -183,6 +188,10 @@ const CommandRegistrar kRun{{
         o.progress = !args->no_progress;
         o.argv = process_argv();
         o.plugins.assign(args->plugins.begin(), args->plugins.end());
+        if (check_json->count() > 0) {
+          if (args->check_json.empty()) throw InputError("--check-json", "needs a file name");
+          o.check_json = args->check_json;
+        }
         const auto outcome = run::run_scenario(o);
         std::fputs(outcome.summary.c_str(), stdout);
         return outcome.exit_code;

@@ -16,6 +16,7 @@
 
 #include "harness/check/check.h"
 #include "harness/check/fallback.h"
+#include "harness/check/report.h"
 #include "harness/checkpoint/synth.h"
 #include "harness/core/checkpoint.h"
 #include "harness/core/error.h"
@@ -396,6 +397,23 @@ RunOutcome run_scenario(const RunOptions& opt) {
     checks.push_back(check::check_model(*ckpt, check::default_thresholds(), scorer));
   }
   check_span.stop();
+  if (opt.check_json) {
+    // `fusecheck check MODEL --deep --format json`, byte for byte but for its read timings,
+    // written whole or not at all (a temporary beside it, then a rename).
+    auto deep_span = phases.span("static_check_deep");
+    const check::CompatibilityResult deep =
+        check::check_model(*ckpt, check::default_thresholds(), check::Scorer::Fusecheck, true);
+    const std::string json = check::render_report(deep, check::ReportFormat::Json, false);
+    const std::filesystem::path tmp = opt.check_json->string() + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      f << json;
+      if (!f.flush()) throw InputError(opt.check_json->string(), "cannot write the static check's JSON");
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, *opt.check_json, ec);
+    if (ec) throw InputError(opt.check_json->string(), "cannot write the static check's JSON: " + ec.message());
+  }
   const bool force_fused = opt.force_fused || sc.force_fused;
   const auto decision = check::decide_fused_or_standard(checks.back(), force_fused);
   const bool has_fused = std::any_of(sc.paths.begin(), sc.paths.end(), [](const PathRequest& p) { return p.role == "fused"; });

@@ -39,6 +39,10 @@ struct RunOptions {
   bool progress = true;
   std::vector<std::string> argv;      // for provenance
   std::vector<std::filesystem::path> plugins;  // --plugin FILE.so, loaded before the scenario is read
+  // --check-json FILE: also write what `fusecheck check MODEL --deep --format json` prints
+  // for the run's model (default thresholds, fusecheck scorer), from the checkpoint the run
+  // already opened; the calibration sweep keeps it beside each point (scripts/sweep).
+  std::optional<std::filesystem::path> check_json;
 };
 
 struct RunOutcome {

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "harness/core/error.h"
 #include "harness/results/h5_tree.h"
 #include "harness/run/driver.h"
@@ -139,6 +141,37 @@ TEST(EndToEnd, WithoutForceFusedAnIncompatibleModelRunsStandardAndRecordsIt) {
   EXPECT_EQ(r.root.attr_number("fallback_applied"), incompatible ? 1 : 0);
   EXPECT_EQ(r.root.group("paths")->groups.count("emulated-cpu:fused-v1"), incompatible ? 0u : 1u);
   EXPECT_FALSE(r.root.attr_string("fallback_reason")->empty());
+}
+
+// --check-json: the run writes what `fusecheck check MODEL --deep --format json` prints
+// for its model (scripts/sweep keeps it beside each point instead of a second process),
+// equal but for the read timings.
+TEST(EndToEnd, CheckJsonIsWhatCheckDeepPrints) {
+  const auto dir = test::scratch_dir();
+  const auto scenario = write_scenario(dir, kTiny);
+  const auto out = dir / "cj.h5", check_json = dir / "cj.check.json";
+  const auto r = test::run_fusecheck("run " + test::quoted(scenario) + " --device cpu --no-progress --out " +
+                                     test::quoted(out) + " --check-json " + test::quoted(check_json));
+  ASSERT_LE(r.exit_code, 1) << r.err;
+  ASSERT_TRUE(std::filesystem::exists(check_json));
+  EXPECT_FALSE(std::filesystem::exists(check_json.string() + ".tmp"));
+  const auto model = results::read_h5_tree(out).attr_string("model_path");
+  ASSERT_TRUE(model.has_value());
+  const auto c = test::run_fusecheck("check " + test::quoted(*model) + " --deep --format json");
+  ASSERT_LE(c.exit_code, 2) << c.err;
+  auto without_timings = [](nlohmann::json j) {
+    j.erase("read");
+    return j;
+  };
+  std::ifstream in(check_json);
+  const nlohmann::json written = nlohmann::json::parse(in), printed = nlohmann::json::parse(c.out);
+  EXPECT_TRUE(written.at("read").at("deep").get<bool>());
+  EXPECT_EQ(without_timings(written), without_timings(printed));
+  // An empty name is refused.
+  const auto bad = test::run_fusecheck("run " + test::quoted(scenario) + " --device cpu --no-progress --out " +
+                                       test::quoted(dir / "cj2.h5") + " --check-json ''");
+  EXPECT_EQ(bad.exit_code, 2) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find("--check-json"), std::string::npos) << bad.err;
 }
 
 TEST(EndToEnd, BadScenarioExitsTwoWithOneLineNamingTheFile) {
